@@ -137,7 +137,9 @@ def build_session(
         )
     if config.device == "auto" and not report.on_gpu:
         log.warning("session_gpu_unavailable_using_cpu", model=name, active=list(report.active))
-    log.info("session_built", model=name, requested=list(report.requested), active=list(report.active))
+    log.info(
+        "session_built", model=name, requested=list(report.requested), active=list(report.active)
+    )
     return session, report
 
 
