@@ -165,7 +165,10 @@ def evaluate_pairs(
     """Verification figures for ``pairs`` at ``threshold`` (distance, lower is alike)."""
     cache = _EmbeddingCache(pipeline)
     metric = pipeline.embedder.spec.metric
-    same_d, diff_d, skipped, bad = [], [], [], []
+    same_d: list[float] = []
+    diff_d: list[float] = []
+    skipped: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
     for pair in pairs:
         try:
             ea = cache.get(root / pair.a)

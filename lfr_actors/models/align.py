@@ -70,7 +70,7 @@ def _align_one(image: UInt8Array, face: FloatArray, template: FloatArray, size: 
         # A point q of the shrunken region is the image point (q_x / sx + x0, q_y / sy + y0).
         matrix = matrix @ np.array([[1 / sx, 0, x0], [0, 1 / sy, y0], [0, 0, 1]])
         image = region
-    return cv2.warpAffine(
+    chip = cv2.warpAffine(
         image,
         matrix,
         (size, size),
@@ -78,6 +78,7 @@ def _align_one(image: UInt8Array, face: FloatArray, template: FloatArray, size: 
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(0, 0, 0),
     )
+    return np.asarray(chip, dtype=np.uint8)
 
 
 def _shrunken_region(
@@ -99,5 +100,5 @@ def _shrunken_region(
     shrink = min(1.0, scale * 1.5)  # leave the warp a little oversampled
     new_w = max(2, round((x1 - x0) * shrink))
     new_h = max(2, round((y1 - y0) * shrink))
-    small = cv2.resize(region, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    small = np.asarray(cv2.resize(region, (new_w, new_h), interpolation=cv2.INTER_AREA), np.uint8)
     return small, (float(x0), float(y0)), (new_w / (x1 - x0), new_h / (y1 - y0))

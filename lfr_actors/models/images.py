@@ -47,11 +47,12 @@ def decode_image(data: bytes, *, name: str) -> UInt8Array:
             f"the file starts with {data[:8]!r})"
         )
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if image is None:
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if decoded is None:
         raise ImageError(f"{name}: the {kind} data is corrupt or truncated and cannot be decoded")
+    image = np.asarray(decoded)
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = (image.astype(np.uint16) >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ImageError(f"{name}: unsupported pixel type {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:

@@ -169,7 +169,8 @@ def test_assess_reports_every_figure() -> None:
     chips = align_faces(np.zeros((200, 300, 3), np.uint8), det.landmarks, TEMPLATE, 150)
     q = assess(det, chips)
     assert [round(x.size_px) for x in q] == [100, 20]
-    assert q[1].failures(QualityConfig(min_face_px=40)) [0] == "face_too_small"
-    assert set(q[0].as_dict()) == {"size_px", "score", "sharpness", "frontal", "yaw_ratio", "roll_deg"}
+    assert q[1].failures(QualityConfig(min_face_px=40))[0] == "face_too_small"
+    figures = {"size_px", "score", "sharpness", "frontal", "yaw_ratio", "roll_deg"}
+    assert set(q[0].as_dict()) == figures
     with pytest.raises(ValueError, match="detections but"):
         assess(det, chips[:1])

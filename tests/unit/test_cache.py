@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,6 @@ PKG = SourcePackage("fakepkg", "1.0", "wheel", "fakepkg-1.0-py3-none-any.whl", "
 
 
 def _wheel(folder: Path, members: dict[str, bytes]) -> Path:
-    import zipfile
-
     path = folder / PKG.filename
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in members.items():
@@ -134,9 +133,12 @@ def test_unwritable_cache_is_a_clear_error(tmp_path: Path, fake_builders: list[s
     root.mkdir()
     root.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        with pytest.raises(ModelCacheError, match="not writable.*LFR_HOME"):
-            prepare(ModelCache(root / "models"), SourceFetcher(tmp_path / "s", offline=True),
-                    progress=False)
+        with pytest.raises(ModelCacheError, match=r"not writable.*LFR_HOME"):
+            prepare(
+                ModelCache(root / "models"),
+                SourceFetcher(tmp_path / "s", offline=True),
+                progress=False,
+            )
     finally:
         root.chmod(stat.S_IRWXU)
 
@@ -145,8 +147,11 @@ def test_unwritable_cache_path_under_a_file(tmp_path: Path, fake_builders: list[
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(ModelCacheError, match="not writable"):
-        prepare(ModelCache(blocker / "models"), SourceFetcher(tmp_path / "s", offline=True),
-                progress=False)
+        prepare(
+            ModelCache(blocker / "models"),
+            SourceFetcher(tmp_path / "s", offline=True),
+            progress=False,
+        )
 
 
 def test_fetcher_verifies_member_hash(tmp_path: Path) -> None:
