@@ -169,6 +169,14 @@ def cmd_evaluate_identify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``lfr demo``."""
+    from lfr_actors.demo import run_demo
+
+    summary = run_demo(_home(args), runtime=_runtime(args), progress=not args.no_progress)
+    return EXIT_OK if summary["false_alerts"] == 0 and summary["true_alerts"] > 0 else EXIT_FAILURE
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="data folder (default: $LFR_HOME or ~/.local/share/lfr)")
     parser.add_argument(
@@ -214,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--home", help="data folder (default: $LFR_HOME or ~/.local/share/lfr)")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=cmd_models_list)
+
+    demo = sub.add_parser("demo", help="run the demo on sample photos from registry packages")
+    _add_common(demo)
+    demo.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+    demo.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    demo.set_defaults(func=cmd_demo)
 
     evaluate = sub.add_parser("evaluate", help="measure accuracy on labelled photos")
     ev_sub = evaluate.add_subparsers(dest="evaluate_command", required=True, metavar="KIND")
