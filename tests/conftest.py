@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def test_home() -> Path:
+def lfr_test_home() -> Path:
     """Where tests keep prepared models: ``$LFR_TEST_HOME`` or ``.lfr/test-home``."""
     return Path(os.environ.get("LFR_TEST_HOME") or REPO / ".lfr" / "test-home")
 
@@ -30,7 +30,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def model_cache() -> ModelCache:
     """The default models, built once (and kept between runs) in the test home."""
-    home = test_home()
+    home = lfr_test_home()
     cache = ModelCache(home / "models")
     try:
         prepare(cache, default_fetcher(home), progress=False)

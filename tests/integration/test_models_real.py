@@ -22,7 +22,7 @@ from lfr_actors.models.embedder import distances
 from lfr_actors.models.images import load_image
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
-from tests.conftest import REPO, test_home
+from tests.conftest import REPO, lfr_test_home
 
 pytestmark = [pytest.mark.models, pytest.mark.data]
 
@@ -127,7 +127,7 @@ def test_same_face_at_several_resolutions(pipeline: FacePipeline, shared_data: P
 
 
 def _lfr(*args: str) -> subprocess.CompletedProcess[str]:
-    env_home = str(test_home())
+    env_home = str(lfr_test_home())
     return subprocess.run(
         [sys.executable, "-m", "lfr_actors.cli", *args, "--home", env_home, "--no-progress"]
         if args[0] != "models" or args[1] != "list"
@@ -192,7 +192,7 @@ def test_cli_evaluate_identify(model_cache: ModelCache, shared_data: Path, tmp_p
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["gallery_identities"] == 4 and report["gallery_rejected"] == []
-    assert report["mated_probes"] == 7 and report["non_mated_probes"] == 3
+    assert report["mated_probes"] == 8 and report["non_mated_probes"] == 3
     at = report["at_configured_threshold"]
     assert at["threshold"] == 0.6 and at["tpir"] == 1.0 and at["fpir"] == 0.0
     loose = next(r for r in report["per_threshold"] if r["threshold"] == 0.9)
