@@ -1,3 +1,5 @@
-"""The kernel: reads a topology, starts and places every actor on Ray, wires them by their
-topology IDs, supervises them, and drains them. It knows nothing about faces.
+"""The kernel: topology in, supervised Ray actors out. It knows nothing about faces.
+
+It reads a topology, starts and places every actor on Ray, wires them by their topology
+IDs, supervises them, and drains them.
 """
