@@ -1,0 +1,340 @@
+"""The embedder actor: frames in, possible matches out, everything else forgotten.
+
+Frames from any camera wait at most ``max_wait_ms`` to be batched (up to ``max_batch``
+frames). For each batch: detection, alignment and quality per frame, then ONE embedding
+call for every face that passed, ONE search of the index router for all of them, and ONE
+call to the alert actor with the sightings of faces that came within the threshold. Each
+frame is answered with counts only once its sightings are stored, so the camera's
+acknowledgement means "persisted".
+
+Non-match deletion: chips and embeddings of faces with no hit are local variables of one
+batch; they are never logged, counted by anything but number, or sent anywhere (the
+embeddings are sent to the index for the search and dropped there after it). Only faces
+within the threshold travel on, as a small crop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import ray
+
+from lfr_actors.logs import configure, get_logger
+from lfr_actors.messages import (
+    Frame,
+    FrameResult,
+    MessageDecodeError,
+    SearchRequest,
+    SearchResult,
+    Sighting,
+    SightingBatch,
+)
+from lfr_actors.models.align import align_faces
+from lfr_actors.models.cache import ModelCache
+from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
+from lfr_actors.models.quality import QualityConfig, assess
+from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
+
+_DOWNSTREAM_RETRIES = 5
+
+
+@dataclass
+class _FaceBatch:
+    """The faces of one batch that passed quality: where each came from, and its data."""
+
+    frame_index: list[int]
+    face_index: list[int]
+    boxes: list[list[float]]
+    quality: list[dict[str, float]]
+    chips: np.ndarray
+    embeddings: np.ndarray
+    faces_per_frame: list[int]
+    passed_per_frame: list[int]
+    detect_s: float
+    embed_s: float
+
+
+def pipeline_config(config: dict[str, Any], spec: EmbedderSpec | None = None) -> PipelineConfig:
+    """The face pipeline settings from a topology's ``embedder`` section (a plain dict)."""
+    detector = config.get("detector") or {}
+    quality = config.get("quality") or {}
+    return PipelineConfig(
+        detector=DetectorConfig(
+            min_face_px=int(detector.get("min_face_px", 40)),
+            thresholds=tuple(detector.get("thresholds", (0.6, 0.7, 0.7))),
+            scale_factor=float(detector.get("scale_factor", 0.709)),
+        ),
+        quality=QualityConfig(**quality) if quality else QualityConfig(),
+        embedder=spec or DEFAULT_EMBEDDER_SPEC,
+    )
+
+
+class EmbedderActor:
+    """Detection, quality, alignment and embedding, batched across cameras."""
+
+    def __init__(
+        self,
+        embedder_id: str,
+        deployment_id: str,
+        config: dict[str, Any],
+        wiring: dict[str, Any],
+        models_home: str,
+    ) -> None:
+        configure()
+        self.embedder_id = embedder_id
+        self.deployment_id = deployment_id
+        self.log = get_logger("lfr.embedder").bind(actor=embedder_id, deployment=deployment_id)
+        self.max_batch = int(config.get("max_batch", 8))
+        self.max_wait_s = float(config.get("max_wait_ms", 20.0)) / 1000.0
+        self.crop_size = int(config.get("crop_size", 112))
+        self.threshold = float(wiring["threshold"])
+        self.top_k = int(wiring.get("top_k", 1))
+        self.namespace = str(wiring["namespace"])
+        self.router_name = str(wiring["router"])
+        self.alerts_name = str(wiring["alerts"])
+        spec = (
+            EmbedderSpec.model_validate(config["model_spec"]) if config.get("model_spec") else None
+        )
+        runtime = RuntimeConfig(
+            device=config.get("device", "cpu"), intra_op_threads=int(config.get("threads", 0))
+        )
+        self.pipeline = FacePipeline.build(
+            runtime, pipeline_config(config, spec), cache=ModelCache(Path(models_home) / "models")
+        )
+        self.pipeline.warm_up()
+        self.providers = list(self.pipeline.embedder.report.active)
+        self.log.info("embedder_ready", providers=self.providers, max_batch=self.max_batch)
+        self._queue: asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._handles: dict[str, Any] = {}
+        self.counters = {
+            "frames": 0,
+            "batches": 0,
+            "faces": 0,
+            "faces_compared": 0,
+            "non_matches_discarded": 0,
+            "candidates": 0,
+            "decode_errors": 0,
+            "downstream_errors": 0,
+        }
+        self._batch_sizes: deque[int] = deque(maxlen=256)
+        self._stage_ms: dict[str, deque[float]] = {
+            k: deque(maxlen=256) for k in ("detect", "embed", "search", "alerts", "batch")
+        }
+
+    def _ensure_loop(self) -> asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]]:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._loop_task = asyncio.create_task(self._batch_loop())
+        return self._queue
+
+    async def process(self, data: bytes) -> bytes:
+        """Process one encoded :class:`Frame`; answers an encoded :class:`FrameResult`."""
+        try:
+            frame = Frame.decode(data)
+        except MessageDecodeError as exc:
+            self.counters["decode_errors"] += 1
+            self.log.warning("message_dropped", reason=str(exc))
+            return b""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        await self._ensure_loop().put((frame, future))
+        return await future
+
+    async def health(self) -> dict[str, Any]:
+        """Ready once the models are loaded and warmed up (which __init__ does)."""
+        return {
+            "ok": self._loop_task is None or not self._loop_task.done(),
+            "id": self.embedder_id,
+            "role": "embedder",
+            "ready": True,
+            "providers": self.providers,
+            "queue": self._queue.qsize() if self._queue else 0,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters, batch sizes and per-stage timings (ms, medians over recent batches)."""
+        sizes = list(self._batch_sizes)
+        return {
+            **self.counters,
+            "id": self.embedder_id,
+            "providers": self.providers,
+            "batch_size_mean": round(float(np.mean(sizes)), 2) if sizes else None,
+            "batch_size_max": max(sizes) if sizes else None,
+            "stage_ms_median": {
+                k: round(float(np.median(v)), 2) if v else None for k, v in self._stage_ms.items()
+            },
+        }
+
+    async def _batch_loop(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0 and queue.empty():
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), max(remaining, 0)))
+                except TimeoutError:
+                    break
+            try:
+                await self._process_batch(batch)
+            except Exception as exc:  # one bad batch must not stop the loop
+                self.log.exception("batch_failed", frames=len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+
+    def _analyse(self, frames: list[Frame]) -> _FaceBatch:
+        pipeline = self.pipeline
+        spec = pipeline.config.embedder
+        started = time.perf_counter()
+        frame_index, face_index, boxes, quality, chips = [], [], [], [], []
+        faces_per_frame, passed_per_frame = [], []
+        for i, frame in enumerate(frames):
+            detections = pipeline.detector.detect(frame.image)
+            aligned = align_faces(frame.image, detections.landmarks, spec.template, spec.chip_size)
+            figures = assess(detections, aligned)
+            faces_per_frame.append(len(detections))
+            passed = 0
+            for j, q in enumerate(figures):
+                if q.failures(pipeline.config.quality):
+                    continue
+                passed += 1
+                frame_index.append(i)
+                face_index.append(j)
+                boxes.append([round(float(v), 1) for v in detections.boxes[j]])
+                quality.append(q.as_dict())
+                chips.append(aligned[j])
+            passed_per_frame.append(passed)
+        detect_s = time.perf_counter() - started
+        started = time.perf_counter()
+        chip_array = (
+            np.stack(chips) if chips else np.zeros((0, spec.chip_size, spec.chip_size, 3), np.uint8)
+        )
+        embeddings = (
+            pipeline.embedder.embed(chip_array)
+            if chips
+            else np.zeros((0, spec.dimension), np.float32)
+        )
+        return _FaceBatch(
+            frame_index, face_index, boxes, quality, chip_array, embeddings,
+            faces_per_frame, passed_per_frame, detect_s, time.perf_counter() - started,
+        )  # fmt: skip
+
+    async def _call(self, name: str, method: str, data: bytes) -> Any:
+        """Call a downstream actor by name, re-resolving it if it was restarted."""
+        delay = 0.2
+        for attempt in range(_DOWNSTREAM_RETRIES):
+            try:
+                handle = self._handles.get(name)
+                if handle is None:
+                    handle = await asyncio.to_thread(ray.get_actor, name, namespace=self.namespace)
+                    self._handles[name] = handle
+                return await getattr(handle, method).remote(data)
+            except (ray.exceptions.RayActorError, ValueError) as exc:
+                self._handles.pop(name, None)
+                self.counters["downstream_errors"] += 1
+                self.log.warning(
+                    "downstream_unavailable",
+                    target=name,
+                    attempt=attempt + 1,
+                    reason=type(exc).__name__,
+                )
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        raise RuntimeError(f"{name} did not answer after {_DOWNSTREAM_RETRIES} attempts")
+
+    async def _process_batch(self, batch: list[tuple[Frame, asyncio.Future[bytes]]]) -> None:
+        started = time.perf_counter()
+        frames = [frame for frame, _ in batch]
+        faces = await asyncio.to_thread(self._analyse, frames)
+        hits: list[list[list[Any]]] = []
+        sightings: list[Sighting] = []
+        sighting_frames: list[int] = []
+        search_s = alerts_s = 0.0
+        if faces.embeddings.shape[0]:
+            t0 = time.perf_counter()
+            request = SearchRequest(faces.embeddings, k=self.top_k, max_distance=self.threshold)
+            reply = await self._call(self.router_name, "search", request.encode())
+            hits = SearchResult.decode(reply).hits
+            search_s = time.perf_counter() - t0
+            for row, face_hits in enumerate(hits):
+                if not face_hits:
+                    continue
+                frame = frames[faces.frame_index[row]]
+                crop = _jpeg(faces.chips[row], self.crop_size)
+                for entry_id, distance in face_hits:
+                    sighting_frames.append(faces.frame_index[row])
+                    sightings.append(
+                        Sighting(
+                            sighting_id=f"{frame.camera_id}:{frame.seq}:{faces.face_index[row]}:{entry_id}",
+                            camera_id=frame.camera_id,
+                            frame_seq=frame.seq,
+                            captured_at=frame.captured_at,
+                            entry_id=str(entry_id),
+                            distance=float(distance),
+                            box=faces.boxes[row],
+                            quality=faces.quality[row],
+                            crop_jpeg=crop,
+                        )
+                    )
+        matched_faces = sum(1 for h in hits if h)
+        compared = int(faces.embeddings.shape[0])
+        # Non-matches end here: the chips and embeddings of this batch go out of scope.
+        del faces.chips, faces.embeddings
+        if sightings:
+            t0 = time.perf_counter()
+            await self._call(self.alerts_name, "submit", SightingBatch.of(sightings).encode())
+            alerts_s = time.perf_counter() - t0
+        now = time.time()
+        candidates_per_frame = [0] * len(frames)
+        for frame_row in sighting_frames:
+            candidates_per_frame[frame_row] += 1
+        for i, (frame, future) in enumerate(batch):
+            result = FrameResult(
+                camera_id=frame.camera_id,
+                seq=frame.seq,
+                captured_at=frame.captured_at,
+                faces=faces.faces_per_frame[i],
+                faces_compared=faces.passed_per_frame[i],
+                candidates=candidates_per_frame[i],
+                processed_at=now,
+            )
+            if not future.done():
+                future.set_result(result.encode())
+        self.counters["frames"] += len(frames)
+        self.counters["batches"] += 1
+        self.counters["faces"] += sum(faces.faces_per_frame)
+        self.counters["faces_compared"] += compared
+        self.counters["non_matches_discarded"] += compared - matched_faces
+        self.counters["candidates"] += len(sightings)
+        self._batch_sizes.append(len(frames))
+        for key, seconds in (
+            ("detect", faces.detect_s), ("embed", faces.embed_s), ("search", search_s),
+            ("alerts", alerts_s), ("batch", time.perf_counter() - started),
+        ):  # fmt: skip
+            self._stage_ms[key].append(seconds * 1000)
+
+
+def _jpeg(chip: np.ndarray, size: int) -> bytes:
+    """A small JPEG of an aligned RGB chip: the crop an officer compares."""
+    resized = cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(resized, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+    )
+    if not ok:
+        raise RuntimeError("JPEG encoding of a face crop failed")
+    return bytes(data.tobytes())

@@ -1,0 +1,214 @@
+"""Frame sources for camera actors: files, streams, devices and a synthetic scene.
+
+The synthetic scene serves tests, demos and load tests.
+
+A source yields RGB uint8 frames with their position in the source's own time line. It
+does not sample, pace or queue: the camera actor does that. Errors are typed so the
+camera can tell a stream that failed (reconnect with backoff) from one corrupt frame
+(count it, skip it) from the end of a file (stop or loop).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from lfr_actors.errors import LfrError
+from lfr_actors.models.types import UInt8Array
+
+
+class SourceError(LfrError):
+    """The source cannot be opened or has failed; the camera reconnects with backoff."""
+
+
+class CorruptFrameError(LfrError):
+    """One frame could not be decoded; the camera counts it and reads on."""
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """A frame and its time in the source's own time line (seconds from its start)."""
+
+    image: UInt8Array
+    media_time_s: float
+
+
+class FrameSource(Protocol):
+    """What a camera reads from."""
+
+    live: bool
+    """True for cameras and streams (sampled by wall clock), False for files and synthetic
+    scenes (sampled by their own time line, and paced to real time by the camera)."""
+
+    def open(self) -> None:
+        """Open or reopen the source; raises :class:`SourceError`."""
+
+    def read(self) -> SourceFrame | None:
+        """The next frame, or None at the end of a finite source."""
+
+    def close(self) -> None:
+        """Release the source; safe to call twice."""
+
+
+def _to_rgb(frame: np.ndarray) -> UInt8Array:
+    if frame.ndim == 2:
+        return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB))
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB))
+    if frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8:
+        return np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    raise CorruptFrameError(f"unexpected frame shape {frame.shape} {frame.dtype}")
+
+
+class CaptureSource:
+    """A source read with OpenCV's VideoCapture: a file, a URL or a device index."""
+
+    def __init__(self, target: str | int, *, live: bool, name: str) -> None:
+        self.target = target
+        self.live = live
+        self.name = name
+        self._capture: cv2.VideoCapture | None = None
+        self._native_fps = 0.0
+        self._index = 0
+        self._failures_in_a_row = 0
+
+    def open(self) -> None:
+        """Open (or reopen) the capture."""
+        self.close()
+        if isinstance(self.target, str) and not self.live and not Path(self.target).is_file():
+            raise SourceError(f"{self.name}: video file {self.target} does not exist")
+        capture = cv2.VideoCapture(self.target)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(f"{self.name}: cannot open {self.target}")
+        self._capture = capture
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._native_fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0
+        self._index = 0
+        self._failures_in_a_row = 0
+
+    def read(self) -> SourceFrame | None:
+        """The next decoded frame; None at the end of a file."""
+        if self._capture is None:
+            raise SourceError(f"{self.name}: not open")
+        ok, frame = self._capture.read()
+        if not ok or frame is None:
+            if not self.live:
+                total = self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+                if total and self._index < total - 1 and self._failures_in_a_row < 10:
+                    # A file that stops short of its frame count: a corrupt frame mid-file.
+                    self._failures_in_a_row += 1
+                    self._index += 1
+                    raise CorruptFrameError(f"{self.name}: frame {self._index} cannot be decoded")
+                return None
+            raise SourceError(f"{self.name}: the stream stopped delivering frames")
+        self._failures_in_a_row = 0
+        media_time = self._index / self._native_fps if self._native_fps else time.monotonic()
+        self._index += 1
+        return SourceFrame(_to_rgb(frame), media_time)
+
+    def close(self) -> None:
+        """Release the capture."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+@dataclass(frozen=True)
+class Sprite:
+    """A picture moving across a synthetic scene (fractions of the frame, per second)."""
+
+    image: UInt8Array
+    start: tuple[float, float]
+    velocity: tuple[float, float]
+    height: float
+    appear_s: float = 0.0
+    disappear_s: float | None = None
+    label: str | None = None
+
+
+class SyntheticSource:
+    """A scene drawn frame by frame: a plain background with pictures moving across it.
+
+    Deterministic for a given seed, so tests and load tests see the same frames each run.
+    With no sprites it draws moving shapes only (a load test with no faces in it).
+    """
+
+    live = False
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        height: int,
+        fps: float,
+        frames: int | None,
+        sprites: Sequence[Sprite] = (),
+        background: tuple[int, int, int] = (64, 96, 128),
+        seed: int = 0,
+        name: str = "synthetic",
+    ) -> None:
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.frames = frames
+        self.sprites = list(sprites)
+        self.name = name
+        rng = np.random.default_rng(seed)
+        base = np.empty((height, width, 3), np.uint8)
+        base[:] = background
+        noise = rng.integers(-12, 13, (height, width, 1), dtype=np.int16)
+        self._background = np.clip(base.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        self._scaled: dict[int, UInt8Array] = {}
+        self._index = 0
+
+    def open(self) -> None:
+        """Restart the scene from its first frame."""
+        self._index = 0
+
+    def read(self) -> SourceFrame | None:
+        """The next frame of the scene, or None after ``frames`` frames."""
+        if self.frames is not None and self._index >= self.frames:
+            return None
+        t = self._index / self.fps
+        canvas = self._background.copy()
+        for i, sprite in enumerate(self.sprites):
+            if t < sprite.appear_s or (sprite.disappear_s is not None and t >= sprite.disappear_s):
+                continue
+            picture = self._sprite_pixels(i, sprite)
+            x = (sprite.start[0] + sprite.velocity[0] * (t - sprite.appear_s)) * self.width
+            y = (sprite.start[1] + sprite.velocity[1] * (t - sprite.appear_s)) * self.height
+            _paste(canvas, picture, round(x), round(y))
+        self._index += 1
+        return SourceFrame(canvas, t)
+
+    def _sprite_pixels(self, i: int, sprite: Sprite) -> UInt8Array:
+        if i not in self._scaled:
+            target_h = max(2, round(sprite.height * self.height))
+            scale = target_h / sprite.image.shape[0]
+            target_w = max(2, round(sprite.image.shape[1] * scale))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            resized = cv2.resize(sprite.image, (target_w, target_h), interpolation=interp)
+            self._scaled[i] = np.asarray(resized, np.uint8)
+        return self._scaled[i]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _paste(canvas: UInt8Array, picture: UInt8Array, x: int, y: int) -> None:
+    """Paste ``picture`` with its top-left corner at (x, y), clipped to the canvas."""
+    h, w = picture.shape[:2]
+    ch, cw = canvas.shape[:2]
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(cw, x + w), min(ch, y + h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    canvas[y0:y1, x0:x1] = picture[y0 - y : y1 - y, x0 - x : x1 - x]
