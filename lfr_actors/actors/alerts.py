@@ -1,0 +1,253 @@
+"""The alert actor: threshold, fusion and persistence of possible matches.
+
+Promises, in plain words:
+
+- **Persisted before acknowledged.** ``submit`` returns only after every alert event its
+  sightings caused is committed to the store. If the store fails, ``submit`` raises, so
+  the sender knows nothing was acknowledged and can send the batch again.
+- **Restarts neither duplicate nor forget.** On start the actor reloads the alerts of the
+  last fusion window and the sighting ids already counted in them. A sighting whose id is
+  already stored is dropped as a duplicate; later sightings of the same person update the
+  alert they belong to. Alert ids are derived from their first sighting, so a replay
+  yields the same ids.
+- **Non-matches leave nothing behind.** A sighting above the threshold is counted and
+  dropped at once; logs carry ids and counters only, never crops, boxes or distances.
+- **Bad input is counted, never fatal.** A message that does not decode, or a sighting
+  with a malformed field, is counted and logged as ``message_dropped`` (without payload).
+
+The actor is a plain class; the kernel wraps it with ``ray.remote(cls).options(...)``.
+Its methods are ``async`` so that Ray runs it as an async actor, but each one runs to
+completion without awaiting, so calls never interleave and the single SQLite writer
+needs no lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from lfr_actors import logs
+from lfr_actors.alerts.fusion import Fuser, FusionConfig, FusionCounters
+from lfr_actors.messages import MessageDecodeError, Sighting, SightingBatch
+from lfr_actors.store.alerts import AlertStore, StoreError
+
+_REASON_CHARS = 200
+
+
+class AlertActor:
+    """Turns the sightings of one deployment into persisted alerts.
+
+    ``config`` holds the :class:`~lfr_actors.alerts.fusion.FusionConfig` settings
+    (``threshold``, ``fusion_window_s``, ``min_sightings``, ``entry_thresholds``) and may
+    name the actor's topology id as ``actor_id`` (default: its Ray actor name, else
+    ``"alerts"``). Unknown keys are an error.
+    """
+
+    def __init__(self, deployment_id: str, db_path: str, config: dict[str, Any]) -> None:
+        logs.configure()
+        settings = dict(config)
+        self.actor_id = str(settings.pop("actor_id", None) or _ray_actor_name() or "alerts")
+        self.deployment_id = deployment_id
+        self._log = logs.get_logger(__name__).bind(actor=self.actor_id)
+        self._fusion = FusionConfig.from_mapping(settings)
+        self._store = AlertStore(Path(db_path))
+        self._closed = False
+        self._received = 0
+        self._decode_errors = 0
+        self._store_duplicates = 0
+        self._events = 0
+        self._high_water: float | None = None
+        restored = self._restore(FusionCounters())
+        self._log.info(
+            "alert_actor_started",
+            deployment=deployment_id,
+            restored_alerts=restored,
+            last_event_id=self._store.last_event_id(),
+        )
+
+    async def submit(self, data: bytes) -> dict[str, int]:
+        """Process one encoded :class:`~lfr_actors.messages.SightingBatch`.
+
+        Returns how many sightings were ``accepted`` (decoded and processed) and
+        ``dropped`` (undecodable; a message that does not decode at all counts as one), and
+        of the accepted ones how many were ``below_threshold``, ``duplicates``, held
+        below ``min_sightings`` (``held``), or ``raised`` / ``updated`` an alert. Returning
+        is the acknowledgement: every event is in the store by then.
+        """
+        self._require_open()
+        result = dict.fromkeys(
+            ("accepted", "dropped", "below_threshold", "duplicates", "held", "raised", "updated"),
+            0,
+        )
+        try:
+            sightings = SightingBatch.decode(data).items()
+        except MessageDecodeError as exc:
+            self._drop(str(exc), data)
+            result["dropped"] = 1
+            return result
+        before = dataclasses.replace(self._fuser.counters)
+        for sighting in sightings:
+            problem = _malformed(sighting)
+            if problem is not None:
+                self._drop(problem, data)
+                result["dropped"] += 1
+                continue
+            result["accepted"] += 1
+            self._received += 1
+            if self._store.has_sighting(sighting.sighting_id):
+                self._store_duplicates += 1
+                result["duplicates"] += 1
+                continue
+            event = self._fuser.observe(sighting)
+            self._high_water = max(self._high_water or sighting.captured_at, sighting.captured_at)
+            if event is None:
+                continue
+            try:
+                event_id = self._store.apply(event)
+            except Exception:
+                self._log.exception("store_write_failed", alert_id=event.alert.id)
+                # The fuser already counted this sighting; rebuild it from what is stored so
+                # that a resent batch is processed again instead of dropped as duplicates.
+                self._restore(self._fuser.counters)
+                raise
+            self._events += 1
+            self._log.info(
+                "alert_raised" if event.kind == "raised" else "alert_updated",
+                alert_id=event.alert.id,
+                entry_id=event.alert.entry_id,
+                camera_id=event.sightings[-1].camera_id,
+                sightings=event.alert.sightings,
+                event_id=event_id,
+            )
+        after = self._fuser.counters
+        result["below_threshold"] = after.below_threshold - before.below_threshold
+        result["duplicates"] += after.duplicates - before.duplicates
+        result["held"] = after.held - before.held
+        result["raised"] = after.raised - before.raised
+        result["updated"] = after.updated - before.updated
+        if self._high_water is not None:
+            self._expire(self._high_water)
+        return result
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness and the store's reachability: ``status`` is ``ok`` or ``error``."""
+        if self._closed:
+            return {"status": "error", "actor": self.actor_id, "reason": "closed"}
+        try:
+            last_event_id = self._store.last_event_id()
+        except Exception as exc:
+            return {"status": "error", "actor": self.actor_id, "reason": type(exc).__name__}
+        return {
+            "status": "ok",
+            "actor": self.actor_id,
+            "deployment": self.deployment_id,
+            "open_alerts": len(self._fuser.open_alerts),
+            "pending": self._fuser.pending,
+            "last_event_id": last_event_id,
+        }
+
+    async def stats(self) -> dict[str, int]:
+        """Counters since this actor started (counters only, never face data)."""
+        counters = self._fuser.counters
+        return {
+            "sightings_received": self._received,
+            "below_threshold": counters.below_threshold,
+            "duplicates": counters.duplicates + self._store_duplicates,
+            "held": counters.held,
+            "alerts_raised": counters.raised,
+            "alerts_updated": counters.updated,
+            "alerts_closed": counters.closed,
+            "pending_dropped": counters.pending_dropped,
+            "decode_errors": self._decode_errors,
+            "events_persisted": self._events,
+            "open_alerts": len(self._fuser.open_alerts),
+            "pending": self._fuser.pending,
+        }
+
+    async def flush(self) -> None:
+        """Close ended fusion windows and checkpoint the WAL.
+
+        Everything acknowledged is already durable; this only tidies up (before a drain).
+        """
+        self._require_open()
+        if self._high_water is not None:
+            self._expire(self._high_water)
+        self._store.checkpoint()
+
+    async def close(self) -> None:
+        """Close the store; the actor accepts nothing afterwards. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._store.close()
+        self._log.info("alert_actor_stopped", **(await self.stats()))
+
+    def _restore(self, counters: FusionCounters) -> int:
+        """Rebuild the fuser from the store's last fusion window; returns alerts restored."""
+        self._fuser = Fuser(self.deployment_id, self._fusion)
+        self._fuser.counters = counters
+        latest = self._store.latest_seen(self.deployment_id)
+        if latest is None:
+            return 0
+        alerts = self._store.open_alerts(latest - self._fusion.fusion_window_s, self.deployment_id)
+        self._fuser.restore(alerts, self._store.sighting_ids(a.id for a in alerts))
+        self._high_water = max(self._high_water or latest, latest)
+        return len(alerts)
+
+    def _expire(self, now_captured_at: float) -> None:
+        for alert in self._fuser.expire(now_captured_at):
+            self._log.info("alert_window_closed", alert_id=alert.id, sightings=alert.sightings)
+
+    def _drop(self, reason: str, data: object) -> None:
+        self._decode_errors += 1
+        size = len(data) if isinstance(data, bytes | bytearray | memoryview) else None
+        self._log.warning("message_dropped", reason=reason[:_REASON_CHARS], bytes=size)
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"alert actor {self.actor_id} is closed")
+
+
+def _ray_actor_name() -> str | None:
+    try:
+        import ray  # noqa: PLC0415 - only present when running under Ray
+
+        if ray.is_initialized():
+            name = ray.get_runtime_context().get_actor_name()
+            return str(name) if name else None
+    except Exception:
+        return None
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _malformed(sighting: Sighting) -> str | None:
+    """Which field of a decoded sighting has the wrong type (names only, never values)."""
+    for name in ("sighting_id", "camera_id", "entry_id"):
+        value = getattr(sighting, name)
+        if not isinstance(value, str) or not value:
+            return f"sighting field {name} must be a non-empty string"
+    if not isinstance(sighting.frame_seq, int) or isinstance(sighting.frame_seq, bool):
+        return "sighting field frame_seq must be an integer"
+    if not _is_number(sighting.captured_at) or not math.isfinite(sighting.captured_at):
+        return "sighting field captured_at must be a finite number"
+    if not _is_number(sighting.distance):
+        return "sighting field distance must be a number"
+    box = sighting.box
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+        return "sighting field box must be a list of 4 numbers"
+    quality = sighting.quality
+    if not isinstance(quality, dict) or not all(
+        isinstance(k, str) and _is_number(v) for k, v in quality.items()
+    ):
+        return "sighting field quality must map names to numbers"
+    if not isinstance(sighting.crop_jpeg, bytes):
+        return "sighting field crop_jpeg must be bytes"
+    if sighting.track_id is not None and not isinstance(sighting.track_id, str):
+        return "sighting field track_id must be a string or null"
+    return None

@@ -1,0 +1,454 @@
+"""The alert API: an aiohttp application over the alert store, read-only.
+
+The API publishes only what is in the store, so everything a client sees was persisted
+first. Live push is Server-Sent Events: each alert event carries its store event id, and a
+client that reconnects with ``Last-Event-ID`` (or ``?after=``) receives every event after
+that one, then the live tail, with no gap and no repeat.
+
+Shape, as aiohttp's authors write it: :func:`create_app` builds the application; typed
+``web.AppKey`` keys hold its state; the store and the event poller open and close in
+``cleanup_ctx``; one middleware turns every error into an RFC 9457 problem body
+(``application/problem+json``), never an HTML page or a traceback; every route is listed in
+:func:`setup_routes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from lfr_actors import logs
+from lfr_actors.alerts import iso_utc
+from lfr_actors.store.alerts import AlertStore
+
+StatusSource = Callable[[], Awaitable[dict[str, Any]]]
+"""An async callable that returns the deployment's status (from the kernel)."""
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+_STREAM_PAGE = 500
+_TIME_FIELDS = ("first_seen", "last_seen", "created_at", "updated_at")
+
+_log = logs.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """What the application was built with."""
+
+    store_path: Path
+    poll_interval_s: float = 0.2
+    heartbeat_s: float = 15.0
+
+
+class EventHub:
+    """Wakes the open alert streams when the store's event log grows.
+
+    One poller for the whole application (one cheap query per interval, and none while no
+    stream is open); each stream reads the events it needs from the store itself, so a
+    slow client never holds a queue and can never miss an event.
+    """
+
+    def __init__(self, store: AlertStore, poll_interval_s: float) -> None:
+        self.store = store
+        self.poll_interval_s = poll_interval_s
+        self.streams: set[web.StreamResponse] = set()
+        self.closed = False
+        self._latest = 0
+        self._changed = asyncio.Event()
+
+    def waiter(self) -> asyncio.Event:
+        """An event set at the next change (or close); take it before reading the store."""
+        return self._changed
+
+    async def run(self) -> None:
+        """Poll the newest event id until cancelled; a failed poll is logged and retried."""
+        while True:
+            if self.streams:
+                try:
+                    latest = await asyncio.to_thread(self.store.last_event_id)
+                except Exception:
+                    _log.exception("alert_poll_failed")
+                else:
+                    if latest != self._latest:
+                        self._latest = latest
+                        self._wake()
+            await asyncio.sleep(self.poll_interval_s)
+
+    def close(self) -> None:
+        """End every open stream (at application shutdown)."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+SETTINGS = web.AppKey("settings", ApiSettings)
+STORE = web.AppKey("store", AlertStore)
+HUB = web.AppKey("hub", EventHub)
+STATUS: web.AppKey[StatusSource | None] = web.AppKey("status")
+
+
+def create_app(
+    store_path: Path,
+    *,
+    status: StatusSource | None = None,
+    poll_interval_s: float = 0.2,
+    heartbeat_s: float = 15.0,
+    client_max_size: int = 1 << 20,
+) -> web.Application:
+    """Build the alert API over the store at ``store_path``.
+
+    ``status`` supplies ``GET /v1/status`` (503 without it). ``poll_interval_s`` is how
+    often live streams look for new events; ``heartbeat_s`` how often an idle stream sends
+    a comment line to keep proxies from closing it. Requests with a body larger than
+    ``client_max_size`` bytes are answered 413.
+    """
+    app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+    app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s)
+    app[STATUS] = status
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
+    app.on_shutdown.append(_close_streams)
+    setup_routes(app)
+    return app
+
+
+def setup_routes(app: web.Application) -> None:
+    """Every route of the API, in one place (the stream before ``{alert_id}``)."""
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/v1/status", deployment_status, name="status")
+    app.router.add_get("/v1/alerts", list_alerts, name="alerts")
+    app.router.add_get("/v1/alerts/stream", stream_alerts, name="alert_stream")
+    app.router.add_get("/v1/alerts/{alert_id}", get_alert, name="alert")
+    app.router.add_get("/v1/alerts/{alert_id}/crop.jpg", get_crop, name="alert_crop")
+
+
+# -- resources -----------------------------------------------------------------------
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = await asyncio.to_thread(AlertStore.open_readonly, app[SETTINGS].store_path)
+    app[STORE] = store
+    yield
+    store.close()
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = EventHub(app[STORE], app[SETTINGS].poll_interval_s)
+    app[HUB] = hub
+    poller = asyncio.create_task(hub.run(), name="alert-event-poller")
+    yield
+    hub.close()
+    poller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poller
+
+
+async def _close_streams(app: web.Application) -> None:
+    # Long-lived streams would otherwise hold the server's graceful shutdown open.
+    app[HUB].close()
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+class ProblemError(Exception):
+    """An error answered as an RFC 9457 problem; ``extra`` adds extension members."""
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(request: web.Request, status: int, detail: str, **extra: Any) -> web.Response:
+    """A JSON problem body: type, title, status, detail, instance (+ extensions)."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+        **extra,
+    }
+    return web.json_response(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
+
+
+@web.middleware
+async def problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Answer every error as a JSON problem; log unexpected ones without their data."""
+    try:
+        return await handler(request)
+    except ProblemError as exc:
+        return problem_response(request, exc.status, exc.detail, **exc.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        default_text = f"{exc.status}: {exc.reason}"
+        detail = exc.text if exc.text and exc.text != default_text else _default_detail(exc)
+        response = problem_response(request, exc.status, detail)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        _log.exception("request_failed", method=request.method, path=request.path)
+        return problem_response(
+            request, 500, "The server hit an unexpected error; it has been logged."
+        )
+
+
+def _default_detail(exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return "No such resource; see the API's routes."
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"Method {exc.method} is not allowed here; allowed: {allowed}."
+    return exc.reason
+
+
+# -- handlers ------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def deployment_status(request: web.Request) -> web.Response:
+    """The deployment's status from the attached source; 503 when none is attached."""
+    source = request.app[STATUS]
+    if source is None:
+        raise ProblemError(503, "No status source is attached to this API.")
+    try:
+        status = await source()
+    except Exception as exc:
+        _log.exception("status_failed")
+        raise ProblemError(503, "The deployment status could not be read.") from exc
+    return web.json_response(status)
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """Alerts, newest first, filtered and paged with an opaque ``cursor``."""
+    query = _ListQuery.parse(request.query)
+    page = await asyncio.to_thread(
+        request.app[STORE].list_alerts,
+        camera_id=query.camera,
+        entry_id=query.entry,
+        since=query.since,
+        until=query.until,
+        limit=query.limit,
+        before_event=query.cursor,
+    )
+    cursor = None if page.next_before_event is None else str(page.next_before_event)
+    return web.json_response(
+        {"alerts": [render_alert(request, a) for a in page.alerts], "next_cursor": cursor}
+    )
+
+
+async def get_alert(request: web.Request) -> web.Response:
+    """One alert (without its crop; see ``crop_url``)."""
+    alert_id = request.match_info["alert_id"]
+    alert = await asyncio.to_thread(request.app[STORE].get, alert_id)
+    if alert is None:
+        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
+    return web.json_response(render_alert(request, alert))
+
+
+async def get_crop(request: web.Request) -> web.Response:
+    """The alert's best face crop as JPEG; never cached by clients or proxies."""
+    alert_id = request.match_info["alert_id"]
+    crop = await asyncio.to_thread(request.app[STORE].crop, alert_id)
+    if crop is None:
+        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
+    return web.Response(body=crop, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+async def stream_alerts(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: stored events after the client's last one, then live ones.
+
+    Each event is ``id: <event_id>``, ``event: raised|updated`` and ``data: <alert>``.
+    Resume with the ``Last-Event-ID`` header (as browsers do) or ``?after=<event_id>``;
+    without either, the stream starts at the newest event. Idle streams get a comment
+    line every ``heartbeat_s``.
+    """
+    after = _resume_point(request)
+    store, hub = request.app[STORE], request.app[HUB]
+    if after is None:
+        after = await asyncio.to_thread(store.last_event_id)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    hub.streams.add(response)
+    try:
+        await response.write(b"retry: 2000\n\n")
+        await _pump(request, response, after)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away; nothing to answer
+    finally:
+        hub.streams.discard(response)
+    return response
+
+
+async def _pump(request: web.Request, response: web.StreamResponse, after: int) -> None:
+    store, hub = request.app[STORE], request.app[HUB]
+    heartbeat_s = request.app[SETTINGS].heartbeat_s
+    loop = asyncio.get_running_loop()
+    next_beat = loop.time() + heartbeat_s
+    while not hub.closed:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        waiter = hub.waiter()
+        events = await asyncio.to_thread(store.events_after, after, _STREAM_PAGE)
+        if events:
+            await response.write(b"".join(_sse(request, event) for event in events))
+            after = events[-1]["event_id"]
+            next_beat = loop.time() + heartbeat_s
+            continue
+        wait_s = next_beat - loop.time()
+        if wait_s <= 0:
+            await response.write(b": heartbeat\n\n")
+            next_beat = loop.time() + heartbeat_s
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), wait_s)
+
+
+def _sse(request: web.Request, event: dict[str, Any]) -> bytes:
+    data = json.dumps(render_alert(request, event["alert"]), separators=(",", ":"))
+    return f"id: {event['event_id']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
+
+
+# -- representation and query parsing ------------------------------------------------
+
+
+def render_alert(request: web.Request, alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert as the API shows it: ISO 8601 UTC times and a ``crop_url``, no crop."""
+    out = dict(alert)
+    for name in _TIME_FIELDS:
+        if name in out:
+            out[name] = iso_utc(out[name])
+    out["crop_url"] = str(request.app.router["alert_crop"].url_for(alert_id=alert["id"]))
+    return out
+
+
+def _resume_point(request: web.Request) -> int | None:
+    unknown = sorted(set(request.query) - {"after"})
+    if unknown:
+        raise ProblemError(
+            400,
+            "The stream takes only the 'after' parameter.",
+            invalid_params=[{"name": n, "reason": "unknown parameter"} for n in unknown],
+        )
+    header = request.headers.get("Last-Event-ID")
+    name, raw = ("Last-Event-ID", header) if header else ("after", request.query.get("after"))
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ProblemError(
+            400,
+            f"{name} must be an event id (a whole number ≥ 0).",
+            invalid_params=[{"name": name, "reason": "not an event id"}],
+        )
+    return value
+
+
+@dataclass
+class _ListQuery:
+    camera: str | None = None
+    entry: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = DEFAULT_PAGE
+    cursor: int | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, query: MultiMapping[str]) -> _ListQuery:
+        """Read and check every parameter, reporting all problems at once."""
+        parsed = cls()
+        known = {"camera", "entry", "since", "until", "limit", "cursor"}
+        for name in sorted(set(query)):
+            if name not in known:
+                parsed._error(name, "unknown parameter; known: " + ", ".join(sorted(known)))
+            elif len(query.getall(name)) > 1:
+                parsed._error(name, "given more than once")
+        parsed.camera = query.get("camera") or None
+        parsed.entry = query.get("entry") or None
+        parsed.since = parsed._time("since", query.get("since"))
+        parsed.until = parsed._time("until", query.get("until"))
+        if "limit" in query:
+            parsed.limit = parsed._int("limit", query["limit"], 1, MAX_PAGE) or DEFAULT_PAGE
+        if "cursor" in query:
+            parsed.cursor = parsed._int("cursor", query["cursor"], 1, None)
+        if parsed.since is not None and parsed.until is not None and parsed.since > parsed.until:
+            parsed._error("until", "must not be before 'since'")
+        if parsed.errors:
+            raise ProblemError(
+                400, "The query has invalid parameters.", invalid_params=parsed.errors
+            )
+        return parsed
+
+    def _error(self, name: str, reason: str) -> None:
+        self.errors.append({"name": name, "reason": reason})
+
+    def _int(self, name: str, raw: str, low: int, high: int | None) -> int | None:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"{low}..{high}" if high is not None else f"≥ {low}"
+            self._error(name, f"must be a whole number {bounds}")
+            return None
+        return value
+
+    def _time(self, name: str, raw: str | None) -> float | None:
+        if raw is None or raw == "":
+            return None
+        try:
+            seconds = float(raw)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(seconds):
+                return seconds
+            self._error(name, "must be a finite Unix time or an ISO 8601 time")
+            return None
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            self._error(name, "must be Unix seconds or ISO 8601 (e.g. 2025-01-31T12:00:00Z)")
+            return None
+        if moment.tzinfo is None:
+            self._error(name, "ISO 8601 time needs a UTC offset (Z or +hh:mm)")
+            return None
+        return moment.timestamp()

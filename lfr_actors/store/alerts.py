@@ -1,0 +1,563 @@
+"""The alert store: one SQLite file in WAL mode, one writer, any number of readers.
+
+The alert actor is the only writer; it applies each alert event in one transaction (the
+alert row, its new sighting rows, one row in the event log) before it acknowledges the
+sightings. Readers (the API, the JSON Lines sink) open their own read-only connections;
+WAL lets them read while the writer writes.
+
+``synchronous=FULL``: with WAL, NORMAL is safe from corruption but a power cut or OS crash
+can roll back the last commits, and an alert acknowledged to its sender must survive that.
+Alerts are rare (only possible matches are written), so an fsync per commit costs little.
+
+What is stored is limited by invariant 1: the best face crop of each alert (a possible
+match awaiting adjudication) and, for every sighting, ids and numbers only.
+
+Schema changes are numbered migrations, applied in order when a store opens and recorded
+in ``schema_migrations``; later features add tables by appending to :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from lfr_actors.alerts.fusion import Alert, AlertEvent
+from lfr_actors.errors import LfrError
+
+
+class StoreError(LfrError):
+    """The alert store cannot be opened or used as asked."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered schema change: statements run in one transaction."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "alerts, their sightings (ids and numbers only) and the alert event log",
+        (
+            """CREATE TABLE alerts (
+                id TEXT PRIMARY KEY,
+                deployment_id TEXT NOT NULL,
+                entry_id TEXT NOT NULL,
+                first_camera_id TEXT NOT NULL,
+                cameras TEXT NOT NULL,
+                first_seen REAL NOT NULL,
+                last_seen REAL NOT NULL,
+                sightings INTEGER NOT NULL,
+                best_distance REAL NOT NULL,
+                best_sighting_id TEXT NOT NULL,
+                best_box TEXT NOT NULL,
+                best_quality TEXT NOT NULL,
+                best_crop BLOB NOT NULL,
+                status TEXT NOT NULL DEFAULT 'open',
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                raised_event_id INTEGER UNIQUE
+            )""",
+            "CREATE INDEX alerts_entry ON alerts (entry_id, raised_event_id)",
+            "CREATE INDEX alerts_last_seen ON alerts (deployment_id, last_seen)",
+            """CREATE TABLE alert_sightings (
+                alert_id TEXT NOT NULL REFERENCES alerts (id),
+                sighting_id TEXT NOT NULL UNIQUE,
+                camera_id TEXT NOT NULL,
+                captured_at REAL NOT NULL,
+                distance REAL NOT NULL,
+                event_id INTEGER NOT NULL
+            )""",
+            "CREATE INDEX alert_sightings_alert ON alert_sightings (alert_id)",
+            "CREATE INDEX alert_sightings_camera ON alert_sightings (camera_id, alert_id)",
+            """CREATE TABLE alert_events (
+                event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+                alert_id TEXT NOT NULL REFERENCES alerts (id),
+                kind TEXT NOT NULL,
+                at REAL NOT NULL,
+                alert TEXT NOT NULL
+            )""",
+            "CREATE INDEX alert_events_alert ON alert_events (alert_id, event_id)",
+        ),
+    ),
+)
+"""Every schema change, in order. Append; never edit one that has shipped."""
+
+_ALERT_COLUMNS = (
+    "id, deployment_id, entry_id, first_camera_id, cameras, first_seen, last_seen, "
+    "sightings, best_distance, best_sighting_id, best_box, best_quality, status, "
+    "created_at, updated_at"
+)
+_MAX_LIMIT = 10_000
+_SQL_VARIABLES = 500
+_BUSY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    """One page of alerts, newest raised first; pass ``next_before_event`` for the next."""
+
+    alerts: list[dict[str, Any]]
+    next_before_event: int | None
+
+
+class AlertStore:
+    """Alerts, their sightings and the event log in one SQLite file.
+
+    Open it as the writer with ``AlertStore(path)`` (creates the file and applies
+    migrations) or as a reader with :meth:`open_readonly`. One instance may be used from
+    several threads (calls are serialised); use one writer per file.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(
+                    f"no alert store at {self.path}; it is created when the alert actor or "
+                    "API first opens it for writing"
+                )
+            self._conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_BUSY_TIMEOUT_S,
+            )
+            self._conn.execute("PRAGMA query_only = ON")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_S
+            )
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                self._conn.close()
+                raise StoreError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode!r})")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            # Overwrite deleted and replaced content (a superseded best crop) with zeros
+            # instead of leaving it in free pages of the file.
+            self._conn.execute("PRAGMA secure_delete = ON")
+        self._closed = False
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open_readonly(cls, path: Path, *, create: bool = True) -> AlertStore:
+        """A read-only store; with ``create``, first create or migrate the file if needed."""
+        if create and not cls._is_current(Path(path)):
+            cls(path).close()
+        return cls(path, readonly=True)
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> AlertStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file where no reader needs it (a passive checkpoint)."""
+        with self._lock:
+            self._require_writer()
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def schema_version(self) -> int:
+        """The highest migration applied to this file (0 for none)."""
+        with self._lock:
+            return max(self._applied_versions(self._conn), default=0)
+
+    # -- writing --------------------------------------------------------------------
+
+    def apply(self, event: AlertEvent) -> int:
+        """Persist one alert event atomically and return its ``event_id``.
+
+        One transaction writes the alert (insert or update; an adjudicated ``status`` is
+        kept), a row per sighting in ``event.sightings`` and one row in ``alert_events``
+        holding a snapshot of the alert without its crop. The event's kind is recorded as
+        ``"raised"`` when the alert is new to the store and ``"updated"`` otherwise, so the
+        log has exactly one ``"raised"`` per alert.
+
+        Idempotent: if the event's last sighting (the one that caused it) is already
+        stored, nothing changes and the id of the event that stored it is returned.
+        """
+        if not event.sightings:
+            raise ValueError("an alert event must carry the sighting that caused it")
+        alert = event.alert
+        cause = event.sightings[-1]
+        now = time.time()
+        with self._lock, self._write() as conn:
+            row = conn.execute(
+                "SELECT event_id FROM alert_sightings WHERE sighting_id = ?",
+                (cause.sighting_id,),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            exists = (
+                conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert.id,)).fetchone()
+                is not None
+            )
+            values = (
+                alert.first_camera_id,
+                json.dumps(alert.cameras),
+                alert.first_seen,
+                alert.last_seen,
+                alert.sightings,
+                alert.best_distance,
+                alert.best_sighting_id,
+                json.dumps(alert.best_box),
+                json.dumps(alert.best_quality),
+                alert.best_crop_jpeg,
+                now,
+            )
+            if exists:
+                conn.execute(
+                    "UPDATE alerts SET first_camera_id = ?, cameras = ?, first_seen = ?, "
+                    "last_seen = ?, sightings = ?, best_distance = ?, best_sighting_id = ?, "
+                    "best_box = ?, best_quality = ?, best_crop = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (*values, alert.id),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO alerts (first_camera_id, cameras, first_seen, last_seen, "
+                    "sightings, best_distance, best_sighting_id, best_box, best_quality, "
+                    "best_crop, updated_at, id, deployment_id, entry_id, status, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, alert.id, alert.deployment_id, alert.entry_id, alert.status, now),
+                )
+            snapshot = self._get(alert.id)
+            kind = "updated" if exists else "raised"
+            event_id = conn.execute(
+                "INSERT INTO alert_events (alert_id, kind, at, alert) VALUES (?, ?, ?, ?)",
+                (alert.id, kind, now, json.dumps(snapshot)),
+            ).lastrowid
+            assert event_id is not None  # an INSERT into a rowid table always sets it
+            if not exists:
+                conn.execute(
+                    "UPDATE alerts SET raised_event_id = ? WHERE id = ?", (event_id, alert.id)
+                )
+            conn.executemany(
+                "INSERT OR IGNORE INTO alert_sightings "
+                "(alert_id, sighting_id, camera_id, captured_at, distance, event_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (alert.id, s.sighting_id, s.camera_id, s.captured_at, s.distance, event_id)
+                    for s in event.sightings
+                ],
+            )
+            return int(event_id)
+
+    # -- reading --------------------------------------------------------------------
+
+    def get(self, alert_id: str) -> dict[str, Any] | None:
+        """The alert as a JSON-ready map (times as Unix seconds), without its crop."""
+        with self._lock:
+            return self._get(alert_id)
+
+    def crop(self, alert_id: str) -> bytes | None:
+        """The alert's best face crop (JPEG), or None if there is no such alert."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT best_crop FROM alerts WHERE id = ?", (alert_id,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def has_sighting(self, sighting_id: str) -> bool:
+        """Whether a sighting is already counted in a stored alert."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM alert_sightings WHERE sighting_id = ?", (sighting_id,)
+            ).fetchone()
+        return row is not None
+
+    def list_alerts(
+        self,
+        *,
+        camera_id: str | None = None,
+        entry_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        before_event: int | None = None,
+    ) -> AlertPage:
+        """Alerts newest raised first, filtered, one page at a time.
+
+        ``camera_id`` matches any camera an alert was seen on; ``since``/``until`` (Unix
+        seconds) keep alerts whose sighting span overlaps that interval. The cursor is the
+        event id that raised an alert, which never changes, so pages are stable while new
+        alerts arrive and old ones are updated.
+        """
+        _check_limit(limit)
+        where: list[str] = ["raised_event_id IS NOT NULL"]
+        params: list[Any] = []
+        if camera_id is not None:
+            where.append("id IN (SELECT alert_id FROM alert_sightings WHERE camera_id = ?)")
+            params.append(camera_id)
+        if entry_id is not None:
+            where.append("entry_id = ?")
+            params.append(entry_id)
+        if since is not None:
+            where.append("last_seen >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("first_seen <= ?")
+            params.append(until)
+        if before_event is not None:
+            where.append("raised_event_id < ?")
+            params.append(before_event)
+        sql = (
+            f"SELECT {_ALERT_COLUMNS}, raised_event_id FROM alerts "
+            f"WHERE {' AND '.join(where)} ORDER BY raised_event_id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, (*params, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return AlertPage(
+            alerts=[_alert_dict(row) for row in rows],
+            next_before_event=int(rows[-1][-1]) if more else None,
+        )
+
+    def events_after(self, event_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Events with an id above ``event_id``, oldest first.
+
+        Each is ``{"event_id", "kind", "at", "alert"}``; ``alert`` is the alert as it was
+        right after that event (without crop).
+        """
+        _check_limit(limit)
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT event_id, kind, at, alert FROM alert_events WHERE event_id > ? "
+                "ORDER BY event_id LIMIT ?",
+                (event_id, limit),
+            ).fetchall()
+        return [
+            {"event_id": int(r[0]), "kind": r[1], "at": float(r[2]), "alert": json.loads(r[3])}
+            for r in rows
+        ]
+
+    def last_event_id(self) -> int:
+        """The id of the newest event, 0 when there is none."""
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(event_id) FROM alert_events").fetchone()
+        return int(row[0] or 0)
+
+    def latest_seen(self, deployment_id: str | None = None) -> float | None:
+        """The newest ``last_seen`` of any alert (of one deployment), or None."""
+        sql = "SELECT MAX(last_seen) FROM alerts"
+        params: tuple[Any, ...] = ()
+        if deployment_id is not None:
+            sql, params = f"{sql} WHERE deployment_id = ?", (deployment_id,)
+        with self._lock:
+            row = self._conn.execute(sql, params).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def open_alerts(
+        self, since_captured_at: float, deployment_id: str | None = None
+    ) -> list[Alert]:
+        """Alerts last seen at or after ``since_captured_at``, crops included (to restore).
+
+        Adjudicated alerts are included: a person still in view keeps adding to the alert
+        the officer already has rather than raising a second one.
+        """
+        sql = f"SELECT {_ALERT_COLUMNS}, best_crop FROM alerts WHERE last_seen >= ?"
+        params: tuple[Any, ...] = (since_captured_at,)
+        if deployment_id is not None:
+            sql, params = f"{sql} AND deployment_id = ?", (*params, deployment_id)
+        with self._lock:
+            rows = self._conn.execute(f"{sql} ORDER BY last_seen", params).fetchall()
+        alerts = []
+        for row in rows:
+            data = _alert_dict(row)
+            alerts.append(
+                Alert(
+                    id=data["id"],
+                    deployment_id=data["deployment_id"],
+                    entry_id=data["entry_id"],
+                    first_camera_id=data["first_camera_id"],
+                    cameras=data["cameras"],
+                    first_seen=data["first_seen"],
+                    last_seen=data["last_seen"],
+                    sightings=data["sightings"],
+                    best_distance=data["best_distance"],
+                    best_sighting_id=data["best_sighting_id"],
+                    best_box=data["best_box"],
+                    best_quality=data["best_quality"],
+                    best_crop_jpeg=bytes(row[-1]),
+                    status=data["status"],
+                )
+            )
+        return alerts
+
+    def sighting_ids(self, alert_ids: Iterable[str]) -> dict[str, set[str]]:
+        """The sighting ids counted in each of the given alerts."""
+        ids = list(alert_ids)
+        out: dict[str, set[str]] = {alert_id: set() for alert_id in ids}
+        with self._lock:
+            for start in range(0, len(ids), _SQL_VARIABLES):
+                chunk = ids[start : start + _SQL_VARIABLES]
+                marks = ", ".join("?" * len(chunk))
+                for alert_id, sighting_id in self._conn.execute(
+                    f"SELECT alert_id, sighting_id FROM alert_sightings "
+                    f"WHERE alert_id IN ({marks})",
+                    chunk,
+                ):
+                    out[alert_id].add(sighting_id)
+        return out
+
+    def counts(self) -> dict[str, Any]:
+        """Row counts: alerts (total and by status), sightings, events, last event id."""
+        with self._lock:
+            by_status = dict(
+                self._conn.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
+            )
+            sightings = self._conn.execute("SELECT COUNT(*) FROM alert_sightings").fetchone()
+            events = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(event_id), 0) FROM alert_events"
+            ).fetchone()
+        return {
+            "alerts": sum(by_status.values()),
+            "alerts_by_status": by_status,
+            "sightings": int(sightings[0]),
+            "events": int(events[0]),
+            "last_event_id": int(events[1]),
+        }
+
+    # -- internals ------------------------------------------------------------------
+
+    def _get(self, alert_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?",
+            (alert_id,),
+        ).fetchone()
+        return None if row is None else _alert_dict(row)
+
+    def _require_writer(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only; only the alert actor writes")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._require_writer()
+        conn = self._conn
+        # IMMEDIATE takes the write lock up front, so a transaction never fails half-way
+        # because another connection began writing first.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _migrate(self) -> None:
+        if self._applied_versions(self._conn) >= {m.version for m in MIGRATIONS}:
+            self._check_not_newer()
+            return
+        if self.readonly:
+            raise StoreError(
+                f"{self.path} has schema version {self.schema_version()}; this build "
+                f"needs {MIGRATIONS[-1].version}. Open it for writing once to migrate it."
+            )
+        with self._write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                "applied_at REAL NOT NULL)"
+            )
+            applied = self._applied_versions(conn)
+            for migration in MIGRATIONS:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (migration.version, migration.description, time.time()),
+                )
+        self._check_not_newer()
+
+    def _check_not_newer(self) -> None:
+        newest = self.schema_version()
+        if newest > MIGRATIONS[-1].version:
+            raise StoreError(
+                f"{self.path} has schema version {newest}, newer than this build "
+                f"({MIGRATIONS[-1].version}); upgrade lfr_actors to read it"
+            )
+
+    @staticmethod
+    def _applied_versions(conn: sqlite3.Connection) -> set[int]:
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if has_table is None:
+            return set()
+        return {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+
+    @classmethod
+    def _is_current(cls, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        try:
+            with cls(path, readonly=True):
+                return True
+        except StoreError:
+            return False
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+        raise ValueError(f"Got {limit!r} for limit. limit must be a whole number 1..{_MAX_LIMIT}.")
+
+
+def _alert_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "deployment_id": row[1],
+        "entry_id": row[2],
+        "first_camera_id": row[3],
+        "cameras": json.loads(row[4]),
+        "first_seen": float(row[5]),
+        "last_seen": float(row[6]),
+        "sightings": int(row[7]),
+        "best_distance": float(row[8]),
+        "best_sighting_id": row[9],
+        "best_box": json.loads(row[10]),
+        "best_quality": json.loads(row[11]),
+        "status": row[12],
+        "created_at": float(row[13]),
+        "updated_at": float(row[14]),
+    }

@@ -1,0 +1,172 @@
+"""The alert actor: on real Ray (restart without loss or duplicates), and as a plain class."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import ray
+from structlog.testing import capture_logs
+
+from lfr_actors.actors.alerts import AlertActor
+from lfr_actors.messages import Sighting, SightingBatch
+from lfr_actors.store.alerts import AlertStore
+
+T0 = 1_700_000_000.0
+NAMESPACE = "lfr-test-alerts"
+CONFIG = {"threshold": 0.5, "fusion_window_s": 30.0}
+
+
+def fake_jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", pixels)
+    assert ok
+    return encoded.tobytes()
+
+
+def sighting(n: int, *, camera: str = "cam_a", at: float = 0.0, distance: float = 0.3) -> Sighting:
+    return Sighting(
+        sighting_id=f"{camera}:{n}:0",
+        camera_id=camera,
+        frame_seq=n,
+        captured_at=T0 + at,
+        entry_id="E1",
+        distance=distance,
+        box=[1.0, 2.0, 30.0, 40.0],
+        quality={"sharpness": 0.5},
+        crop_jpeg=fake_jpeg(n),
+    )
+
+
+def batch(*items: Sighting) -> bytes:
+    return SightingBatch.of(list(items)).encode()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def start_actor(name: str, db: Path) -> Any:
+    """Create the named actor, waiting for a killed predecessor's name to be freed."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            handle: Any = (
+                ray.remote(AlertActor)
+                .options(name=name, namespace=NAMESPACE)
+                .remote("dep1", str(db), {**CONFIG, "actor_id": name})
+            )
+            ray.get(handle.health.remote(), timeout=60)
+            return handle
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_restart_neither_duplicates_nor_forgets(ray_cluster: None, tmp_path: Path) -> None:
+    db = tmp_path / "alerts.db"
+    name = f"alerts-{uuid.uuid4().hex[:8]}"
+    first = batch(sighting(1), sighting(2, camera="cam_b", at=2), sighting(3, distance=0.9))
+    actor = start_actor(name, db)
+    result = ray.get(actor.submit.remote(first))
+    assert result == {
+        "accepted": 3,
+        "dropped": 0,
+        "below_threshold": 1,
+        "duplicates": 0,
+        "held": 0,
+        "raised": 1,
+        "updated": 1,
+    }
+    # A garbage message is counted and dropped; the actor carries on.
+    assert ray.get(actor.submit.remote(b"\x93not a message"))["dropped"] == 1
+    assert ray.get(actor.health.remote())["status"] == "ok"
+    stats = ray.get(actor.stats.remote())
+    assert (stats["decode_errors"], stats["alerts_raised"], stats["below_threshold"]) == (1, 1, 1)
+
+    ray.kill(actor)
+    actor = start_actor(name, db)
+    health = ray.get(actor.health.remote())
+    assert health["open_alerts"] == 1 and health["last_event_id"] == 2
+    replay = ray.get(actor.submit.remote(first))
+    assert (replay["duplicates"], replay["raised"], replay["updated"]) == (2, 0, 0)
+    later = ray.get(actor.submit.remote(batch(sighting(4, at=20))))
+    assert later["updated"] == 1 and later["raised"] == 0
+    ray.get(actor.flush.remote())
+    ray.get(actor.close.remote())
+    ray.kill(actor)
+
+    with AlertStore.open_readonly(db) as store:
+        alerts = store.list_alerts().alerts
+        assert len(alerts) == 1
+        assert alerts[0]["sightings"] == 3
+        assert alerts[0]["cameras"] == ["cam_a", "cam_b"]
+        assert [e["kind"] for e in store.events_after(0)] == ["raised", "updated", "updated"]
+        assert store.counts()["sightings"] == 3
+
+
+@pytest.mark.asyncio
+async def test_logs_hold_ids_and_counters_only(tmp_path: Path) -> None:
+    actor = AlertActor("dep1", str(tmp_path / "alerts.db"), dict(CONFIG))
+    far = sighting(9, distance=0.9)
+    with capture_logs() as entries:
+        await actor.submit(batch(sighting(1), far, sighting(2, at=1)))
+        await actor.submit(b"garbage")
+        await actor.submit(SightingBatch([{"sighting_id": 1}]).encode())
+        await actor.close()
+    names = [e["event"] for e in entries]
+    assert names.count("message_dropped") == 2
+    assert {"alert_raised", "alert_updated", "alert_actor_stopped"} <= set(names)
+    forbidden = {"distance", "best_distance", "box", "best_box", "crop", "crop_jpeg", "quality"}
+    for entry in entries:
+        assert not forbidden & set(entry), entry
+        assert not any(isinstance(v, bytes | bytearray) for v in entry.values()), entry
+        assert "0.9" not in repr(entry)
+    assert far.sighting_id not in repr(entries)
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_sighting_is_dropped_alone(tmp_path: Path) -> None:
+    actor = AlertActor("dep1", str(tmp_path / "alerts.db"), dict(CONFIG))
+    bad = {**SightingBatch.of([sighting(2)]).sightings[0], "distance": "near"}
+    mixed = SightingBatch([*SightingBatch.of([sighting(1)]).sightings, bad]).encode()
+    result = await actor.submit(mixed)
+    assert (result["accepted"], result["dropped"], result["raised"]) == (1, 1, 1)
+    assert (await actor.stats())["decode_errors"] == 1
+    await actor.close()
+
+
+@pytest.mark.asyncio
+async def test_nothing_is_acknowledged_when_the_store_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "alerts.db"
+    actor = AlertActor("dep1", str(db), dict(CONFIG))
+    await actor.submit(batch(sighting(1)))
+    store = actor._store
+    real_apply = store.apply
+
+    def failing(event: Any) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "apply", failing)
+    retry = batch(sighting(2, at=1), sighting(3, at=2))
+    with pytest.raises(OSError, match="disk full"):
+        await actor.submit(retry)
+    monkeypatch.setattr(store, "apply", real_apply)
+    result = await actor.submit(retry)  # the sender resends: both sightings count
+    assert (result["updated"], result["duplicates"]) == (2, 0)
+    await actor.close()
+    with AlertStore.open_readonly(db) as reader:
+        assert reader.list_alerts().alerts[0]["sightings"] == 3
