@@ -1,0 +1,405 @@
+"""The index actors: one per shard of the watchlist, and a router in front of them.
+
+Both are plain classes; the kernel makes them Ray actors with ``ray.remote(cls).options(
+name=..., namespace=...)``. Every method is ``async`` and exchanges msgpack messages
+(:mod:`lfr_actors.messages`), never pickled objects.
+
+Promises, in plain words:
+
+- A message that cannot be decoded is counted, logged (``message_dropped``, with the
+  reason and never the payload) and answered with an empty or zero result. The actor
+  carries on.
+- A search query row that holds NaN or infinite values (or a zero vector under cosine)
+  gets no hits; the batch's other rows are searched as usual. It is counted.
+- An enrolment whose vectors are invalid (wrong dimension, NaN) raises ``ValueError`` to
+  the caller, so the enrolment is reported as failed; nothing stored is touched.
+- A shard that starts with a snapshot in its folder loads it before it answers; a corrupt
+  or incompatible snapshot stops it starting (an empty watchlist would silently alert on
+  no one), with an error that says what to do.
+- The router finds shards by name and finds them again after the kernel restarts one.
+  A search reaches every shard with ONE call each, all at once; a shard that cannot be
+  reached within ``retry_timeout_s`` makes the search fail loudly rather than answer from
+  part of the watchlist.
+- Embeddings exist only in the request being served; nothing here logs or stores them
+  except the watchlist's own templates, in memory and in the deployment's snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.exceptions
+
+from lfr_actors.errors import LfrError
+from lfr_actors.index.merge import Hit, merge_topk, shard_for
+from lfr_actors.index.shard import ShardIndex, destroy_snapshot, has_snapshot, usable_rows
+from lfr_actors.logs import configure as configure_logging
+from lfr_actors.logs import get_logger
+from lfr_actors.messages import (
+    EnrolVectors,
+    MessageDecodeError,
+    RemoveEntry,
+    SearchRequest,
+    SearchResult,
+)
+
+_REASON_CHARS = 200
+
+
+class ShardUnavailableError(LfrError):
+    """An index shard could not be reached within the router's retry time."""
+
+
+def _reason(exc: BaseException) -> str:
+    # Decode errors name types, fields, shapes and sizes, never array contents; capped anyway.
+    return f"{type(exc).__name__}: {exc}"[:_REASON_CHARS]
+
+
+def _hits_to_wire(hits: list[list[Hit]]) -> list[list[list[Any]]]:
+    return [[[entry_id, distance] for entry_id, distance in row] for row in hits]
+
+
+class IndexShardActor:
+    """One shard of the watchlist index, holding the entries :func:`shard_for` gives it."""
+
+    def __init__(self, shard_id: str, config: dict[str, Any], snapshot_dir: str | None) -> None:
+        configure_logging()
+        self.shard_id = shard_id
+        self.log = get_logger("lfr.index.shard").bind(actor=shard_id)
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
+        self.counters = {
+            "searches": 0,
+            "queries": 0,
+            "invalid_queries": 0,
+            "enrolled": 0,
+            "removed": 0,
+            "decode_errors": 0,
+            "rejected": 0,
+            "snapshots": 0,
+        }
+        started = time.perf_counter()
+        if self.snapshot_dir is not None and has_snapshot(self.snapshot_dir):
+            self.index = ShardIndex.load(self.snapshot_dir, config=config)
+            self.log.info(
+                "snapshot_loaded",
+                vectors=len(self.index),
+                entries=self.index.entry_count,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        else:
+            self.index = ShardIndex.from_config(config)
+
+    def _dropped(self, kind: str, exc: BaseException) -> None:
+        self.counters[kind] += 1
+        self.log.warning("message_dropped", actor=self.shard_id, reason=_reason(exc))
+
+    async def enrol(self, data: bytes) -> int:
+        """Store an :class:`EnrolVectors` entry (replacing its old templates); vectors stored."""
+        try:
+            message = EnrolVectors.decode(data)
+        except MessageDecodeError as exc:
+            self._dropped("decode_errors", exc)
+            return 0
+        try:
+            count = self.index.add(message.entry_id, message.vectors)
+        except ValueError as exc:
+            self.counters["rejected"] += 1
+            self.log.warning("enrolment_rejected", reason=_reason(exc))
+            raise
+        self.counters["enrolled"] += 1
+        return count
+
+    async def remove(self, data: bytes) -> int:
+        """Remove a :class:`RemoveEntry`'s entry; returns the vectors removed (0 if unknown)."""
+        try:
+            message = RemoveEntry.decode(data)
+        except MessageDecodeError as exc:
+            self._dropped("decode_errors", exc)
+            return 0
+        removed = self.index.remove(message.entry_id)
+        if removed:
+            self.counters["removed"] += 1
+        return removed
+
+    async def search(self, data: bytes) -> bytes:
+        """Answer a :class:`SearchRequest` with a :class:`SearchResult` (one list per row)."""
+        try:
+            request = SearchRequest.decode(data)
+        except MessageDecodeError as exc:
+            self._dropped("decode_errors", exc)
+            return SearchResult(hits=[]).encode()
+        rows = request.vectors.shape[0]
+        self.counters["searches"] += 1
+        self.counters["queries"] += rows
+        try:
+            hits = self._search(request)
+        except ValueError as exc:  # wrong dimension, k < 1, negative max_distance
+            self._dropped("rejected", exc)
+            hits = [[] for _ in range(rows)]
+        return SearchResult(hits=_hits_to_wire(hits)).encode()
+
+    def _search(self, request: SearchRequest) -> list[list[Hit]]:
+        vectors = request.vectors
+        if vectors.shape[1] == self.index.dimension:
+            usable = usable_rows(vectors, self.index.metric)
+            if not usable.all():
+                bad = int((~usable).sum())
+                self.counters["invalid_queries"] += bad
+                self.log.warning("queries_skipped", rows=bad, reason="non-finite or zero vector")
+                found = self.index.search(vectors[usable], request.k, request.max_distance)
+                hits: list[list[Hit]] = [[] for _ in range(vectors.shape[0])]
+                for row, row_hits in zip(np.flatnonzero(usable).tolist(), found, strict=True):
+                    hits[row] = row_hits
+                return hits
+        return self.index.search(vectors, request.k, request.max_distance)
+
+    async def snapshot(self) -> str:
+        """Save the shard to its snapshot folder (atomically); returns the folder."""
+        if self.snapshot_dir is None:
+            raise LfrError(
+                f"index shard {self.shard_id} has no snapshot folder; give the deployment a "
+                "data folder so its index can be saved"
+            )
+        started = time.perf_counter()
+        self.index.save(self.snapshot_dir)
+        self.counters["snapshots"] += 1
+        self.log.info(
+            "snapshot_saved",
+            vectors=len(self.index),
+            entries=self.index.entry_count,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return str(self.snapshot_dir)
+
+    async def destroy(self) -> None:
+        """Forget every entry and delete the snapshot: the deployment has ended."""
+        self.index.clear()
+        if self.snapshot_dir is not None:
+            destroy_snapshot(self.snapshot_dir)
+        self.log.info("shard_destroyed")
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness and size."""
+        return {
+            "ok": True,
+            "shard_id": self.shard_id,
+            "vectors": len(self.index),
+            "entries": self.index.entry_count,
+            "mode": self.index.mode_in_use,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters since start, and the current size."""
+        return {
+            **self.counters,
+            "vectors": len(self.index),
+            "entries": self.index.entry_count,
+            "mode": self.index.mode_in_use,
+        }
+
+
+class IndexRouterActor:
+    """The index's front door: routes enrolments to shards, fans searches out, merges."""
+
+    def __init__(
+        self,
+        router_id: str,
+        shard_names: list[str],
+        namespace: str,
+        *,
+        retry_timeout_s: float = 10.0,
+        health_timeout_s: float = 2.0,
+        latency_window: int = 1024,
+    ) -> None:
+        configure_logging()
+        if not shard_names:
+            raise ValueError(f"index router {router_id} needs at least one shard name")
+        duplicates = sorted({n for n in shard_names if shard_names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"index router {router_id}: shard names repeat: {duplicates}")
+        self.router_id = router_id
+        self.shard_names = list(shard_names)
+        self.namespace = namespace
+        self.retry_timeout_s = retry_timeout_s
+        self.health_timeout_s = health_timeout_s
+        self.log = get_logger("lfr.index.router").bind(actor=router_id)
+        self._handles: list[Any | None] = [None] * len(self.shard_names)
+        self._fanout_ms: deque[float] = deque(maxlen=latency_window)
+        self.counters = {
+            "searches": 0,
+            "queries": 0,
+            "enrolled": 0,
+            "removed": 0,
+            "decode_errors": 0,
+            "shard_errors": 0,
+            "resolves": 0,
+        }
+
+    async def _resolve(self, shard: int) -> Any:
+        handle = self._handles[shard]
+        if handle is None:
+            # ray.get_actor blocks on the cluster's control store; keep the loop free.
+            handle = await asyncio.to_thread(
+                ray.get_actor, self.shard_names[shard], namespace=self.namespace
+            )
+            self._handles[shard] = handle
+            self.counters["resolves"] += 1
+        return handle
+
+    async def _call(self, shard: int, method: str, *args: Any) -> Any:
+        """Call one shard, finding it again (with backoff) if it died or was replaced."""
+        deadline = time.monotonic() + self.retry_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                handle = await self._resolve(shard)
+            except ValueError as exc:  # no actor of that name (yet): the kernel may restart it
+                error: Exception = exc
+            else:
+                try:
+                    return await getattr(handle, method).remote(*args)
+                except ray.exceptions.RayActorError as exc:
+                    error = exc
+            self._handles[shard] = None
+            self.counters["shard_errors"] += 1
+            name = self.shard_names[shard]
+            if time.monotonic() + delay > deadline:
+                self.log.error("shard_unavailable", shard=name, reason=type(error).__name__)
+                raise ShardUnavailableError(
+                    f"index shard {name} (namespace {self.namespace}) did not answer within "
+                    f"{self.retry_timeout_s:g} s: {type(error).__name__}; check its status"
+                ) from error
+            self.log.warning("shard_retry", shard=name, reason=type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _dropped(self, exc: BaseException) -> None:
+        self.counters["decode_errors"] += 1
+        self.log.warning("message_dropped", actor=self.router_id, reason=_reason(exc))
+
+    async def enrol(self, data: bytes) -> int:
+        """Send an :class:`EnrolVectors` message to the shard that owns its entry."""
+        try:
+            message = EnrolVectors.decode(data)
+        except MessageDecodeError as exc:
+            self._dropped(exc)
+            return 0
+        count: int = await self._call(
+            shard_for(message.entry_id, len(self.shard_names)), "enrol", data
+        )
+        self.counters["enrolled"] += 1
+        return count
+
+    async def remove(self, data: bytes) -> int:
+        """Send a :class:`RemoveEntry` message to the shard that owns its entry."""
+        try:
+            message = RemoveEntry.decode(data)
+        except MessageDecodeError as exc:
+            self._dropped(exc)
+            return 0
+        removed: int = await self._call(
+            shard_for(message.entry_id, len(self.shard_names)), "remove", data
+        )
+        if removed:
+            self.counters["removed"] += 1
+        return removed
+
+    async def search(self, data: bytes) -> bytes:
+        """Search every shard with the same request at once; merge to the overall top k."""
+        try:
+            request = SearchRequest.decode(data)
+        except MessageDecodeError as exc:
+            self._dropped(exc)
+            return SearchResult(hits=[]).encode()
+        rows = request.vectors.shape[0]
+        if isinstance(request.k, bool) or not isinstance(request.k, int) or request.k < 1:
+            self._dropped(ValueError(f"k must be a positive integer, got {request.k!r}"))
+            return SearchResult(hits=[[] for _ in range(rows)]).encode()
+        self.counters["searches"] += 1
+        self.counters["queries"] += rows
+        if rows == 0:
+            return SearchResult(hits=[]).encode()
+        started = time.perf_counter()
+        replies = await asyncio.gather(
+            *(self._call(shard, "search", data) for shard in range(len(self.shard_names)))
+        )
+        self._fanout_ms.append((time.perf_counter() - started) * 1000)
+        per_shard: list[list[list[Hit]]] = []
+        for shard, reply in enumerate(replies):
+            try:
+                hits = SearchResult.decode(reply).hits
+            except MessageDecodeError as exc:
+                self._dropped(exc)
+                hits = []
+            if len(hits) != rows:  # the shard dropped the request; it has logged why
+                self.log.warning("shard_answer_empty", shard=self.shard_names[shard])
+                hits = [[] for _ in range(rows)]
+            per_shard.append([[(str(h[0]), float(h[1])) for h in row] for row in hits])
+        return SearchResult(hits=_hits_to_wire(merge_topk(per_shard, request.k))).encode()
+
+    async def snapshot(self) -> list[str]:
+        """Snapshot every shard; returns their folders."""
+        folders = await asyncio.gather(
+            *(self._call(shard, "snapshot") for shard in range(len(self.shard_names)))
+        )
+        return [str(folder) for folder in folders]
+
+    async def destroy(self) -> None:
+        """Destroy every shard's entries and snapshot (the deployment has ended)."""
+        await asyncio.gather(
+            *(self._call(shard, "destroy") for shard in range(len(self.shard_names)))
+        )
+        self.log.info("index_destroyed", shards=len(self.shard_names))
+
+    async def _shard_health(self, shard: int) -> dict[str, Any]:
+        name = self.shard_names[shard]
+        try:
+            handle = await asyncio.wait_for(self._resolve(shard), self.health_timeout_s)
+            answer: dict[str, Any] = await asyncio.wait_for(
+                _awaited(handle.health.remote()), self.health_timeout_s
+            )
+        except Exception as exc:
+            self._handles[shard] = None
+            return {"ok": False, "shard_id": name, "error": _reason(exc)}
+        return answer
+
+    async def health(self) -> dict[str, Any]:
+        """The router is alive; ``ok`` says whether every shard answered too."""
+        shards = await asyncio.gather(
+            *(self._shard_health(shard) for shard in range(len(self.shard_names)))
+        )
+        return {
+            "ok": all(s.get("ok") for s in shards),
+            "router_id": self.router_id,
+            "shards": {name: s for name, s in zip(self.shard_names, shards, strict=True)},
+            "vectors": sum(int(s.get("vectors", 0)) for s in shards),
+            "entries": sum(int(s.get("entries", 0)) for s in shards),
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters since start and the fan-out latency over the recent searches."""
+        window = sorted(self._fanout_ms)
+        return {
+            **self.counters,
+            "shards": len(self.shard_names),
+            "fanout_ms_p50": _percentile(window, 50),
+            "fanout_ms_p95": _percentile(window, 95),
+            "fanout_window": len(window),
+        }
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
+
+
+def _percentile(ordered: list[float], percent: float) -> float | None:
+    if not ordered:
+        return None
+    rank = min(len(ordered) - 1, max(0, round(percent / 100 * (len(ordered) - 1))))
+    return round(ordered[rank], 3)

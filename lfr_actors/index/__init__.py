@@ -1,0 +1,32 @@
+"""The watchlist vector index: usearch shards, shard routing and top-k merging.
+
+:class:`ShardIndex` is one shard (plain Python, no Ray); :func:`shard_for` says which shard
+owns an entry and :func:`merge_topk` merges the shards' answers. The Ray actors that wrap
+them live in :mod:`lfr_actors.actors.index`.
+"""
+
+from lfr_actors.index.merge import Hit, merge_topk, shard_for
+from lfr_actors.index.shard import (
+    IndexSnapshotError,
+    ShardConfig,
+    ShardIndex,
+    VectorIndex,
+    check_vectors,
+    destroy_snapshot,
+    has_snapshot,
+    usable_rows,
+)
+
+__all__ = [
+    "Hit",
+    "IndexSnapshotError",
+    "ShardConfig",
+    "ShardIndex",
+    "VectorIndex",
+    "check_vectors",
+    "destroy_snapshot",
+    "has_snapshot",
+    "merge_topk",
+    "shard_for",
+    "usable_rows",
+]

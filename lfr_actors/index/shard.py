@@ -1,0 +1,640 @@
+"""One shard of the watchlist index: entries' template vectors in a usearch index.
+
+A watchlist entry may have several template vectors (several enrolment photos). Each vector
+gets its own usearch key, never reused, and the shard keeps the two maps between keys and
+entry ids, so a search answers with *distinct entries*, each at the distance of its
+closest template.
+
+Two search modes, chosen per search:
+
+* ``exact``: brute force over every stored vector (a BLAS matrix product, then the chosen
+  candidates' distances recomputed in float64, so near-zero Euclidean distances do not
+  suffer the cancellation of ``|q|^2 - 2 q.x + |x|^2``). Right for watchlists of up to
+  some tens of thousands of vectors, where it is as fast as a graph and never misses.
+* ``hnsw``: usearch's approximate graph search, for large watchlists.
+* ``auto``: exact while the shard holds fewer than ``exact_below`` entries, HNSW beyond.
+
+Vectors always go into the usearch index (which builds its graph as they arrive), so the
+switch from exact to HNSW costs nothing at search time; the dense matrix exact search
+reads is a cache rebuilt from the index after a change.
+
+Distances follow the package's convention: ``euclidean`` is the true L2 distance (usearch's
+``l2sq`` is squared, so its answers are square-rooted) and ``cosine`` is
+``1 - cosine similarity``.
+
+A snapshot is a folder holding one usearch file and ``snapshot.json`` (configuration, the
+key -> entry id map and the usearch file's SHA-256). The usearch file is written under a
+fresh name first and ``snapshot.json`` is replaced atomically last, so a reader sees the old
+snapshot or the new one, never a mix, even if the process dies mid-save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast, get_args
+
+import numpy as np
+
+# Once usearch is imported, a later `import onnxruntime` kills the process with a segfault
+# in ONNX Runtime's module initialisation (usearch 2.26, onnxruntime 1.32); the other order
+# works. So ONNX Runtime goes first wherever it is installed (it costs ~70 ms).
+with contextlib.suppress(ImportError):
+    import onnxruntime  # noqa: F401
+
+from usearch.index import Index
+
+from lfr_actors.errors import LfrError
+from lfr_actors.fsutil import atomic_write
+from lfr_actors.index.merge import Hit
+
+Metric = Literal["euclidean", "cosine"]
+Mode = Literal["exact", "hnsw", "auto"]
+DType = Literal["f32", "f16", "i8"]
+
+SNAPSHOT_MANIFEST = "snapshot.json"
+SNAPSHOT_FORMAT = 1
+_INDEX_PREFIX = "index-"
+_INDEX_SUFFIX = ".usearch"
+_USEARCH_METRIC = {"euclidean": "l2sq", "cosine": "cos"}
+# Settings baked into the stored vectors and graph; the others may change between runs.
+_STORAGE_FIELDS = ("dimension", "metric", "dtype", "connectivity")
+
+
+class IndexSnapshotError(LfrError):
+    """An index snapshot is missing, corrupt, or was made with an incompatible configuration."""
+
+
+class VectorIndex(Protocol):
+    """What the rest of the package may rely on from an index (real or test double)."""
+
+    def add(self, entry_id: str, vectors: np.ndarray) -> int:
+        """Store an entry's template vectors, replacing any it had; returns how many."""
+        ...
+
+    def remove(self, entry_id: str) -> int:
+        """Drop every vector of an entry; returns how many (0 for an unknown entry)."""
+        ...
+
+    def search(
+        self, vectors: np.ndarray, k: int = 1, max_distance: float | None = None
+    ) -> list[list[Hit]]:
+        """Per query, up to ``k`` distinct entries nearest first."""
+        ...
+
+    def __len__(self) -> int:
+        """The number of stored vectors."""
+        ...
+
+    @property
+    def entry_count(self) -> int:
+        """The number of stored entries."""
+        ...
+
+    def entries(self) -> list[str]:
+        """The stored entry ids, sorted."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every entry and vector."""
+        ...
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """A shard's settings; the keyword arguments of :class:`ShardIndex`."""
+
+    dimension: int
+    metric: Metric
+    mode: Mode = "auto"
+    dtype: DType = "f32"
+    exact_below: int = 20000
+    connectivity: int = 16
+    expansion_add: int = 128
+    expansion_search: int = 64
+
+    def __post_init__(self) -> None:
+        _check_choice("metric", self.metric, Metric)
+        _check_choice("mode", self.mode, Mode)
+        _check_choice("dtype", self.dtype, DType)
+        _check_int("dimension", self.dimension, 1)
+        _check_int("exact_below", self.exact_below, 0)
+        _check_int("connectivity", self.connectivity, 2)
+        _check_int("expansion_add", self.expansion_add, 1)
+        _check_int("expansion_search", self.expansion_search, 1)
+        if self.dtype == "i8" and self.metric != "cosine":
+            # usearch scales i8 as unit-length vectors; Euclidean distances would be wrong.
+            raise ValueError("dtype 'i8' needs metric 'cosine'; use 'f32' or 'f16' for euclidean")
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> ShardConfig:
+        """Build from a plain mapping, naming unknown keys and the known ones."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(f"unknown index setting(s) {unknown}; known settings: {known}")
+        missing = [name for name in ("dimension", "metric") if name not in config]
+        if missing:
+            raise ValueError(f"index settings need {missing}")
+        return cls(**dict(config))
+
+
+def _check_choice(name: str, value: object, choices: object) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_vectors(
+    vectors: object, dimension: int, metric: Metric, *, what: str, allow_empty: bool = False
+) -> np.ndarray:
+    """Return ``vectors`` as a C-contiguous ``[N, dimension]`` float32 array, or raise.
+
+    Raises :class:`ValueError` naming the problem: not an array, not float32, not 2-d, the
+    wrong dimension, no rows, NaN or infinite values, or (for cosine) a zero vector.
+    """
+    if not isinstance(vectors, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(vectors).__name__}")
+    if vectors.dtype != np.float32:
+        raise ValueError(f"{what} must be float32, got {vectors.dtype}")
+    if vectors.ndim != 2:
+        raise ValueError(
+            f"{what} must be 2-d [N, {dimension}], got shape {vectors.shape}; "
+            "pass one vector as vector[None, :]"
+        )
+    if vectors.shape[1] != dimension:
+        raise ValueError(
+            f"{what} have dimension {vectors.shape[1]}, this index holds {dimension}-d vectors"
+        )
+    if vectors.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{what} must hold at least one vector")
+    bad = ~usable_rows(vectors, metric)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        reason = "NaN or infinite values" if metric == "euclidean" else "NaN, infinite or zero"
+        raise ValueError(f"{what} rows {rows} hold {reason} values")
+    return np.ascontiguousarray(vectors)
+
+
+def usable_rows(vectors: np.ndarray, metric: Metric) -> np.ndarray:
+    """Boolean mask of the rows that can be searched: finite, and non-zero for cosine."""
+    ok: np.ndarray = np.isfinite(vectors).all(axis=1)
+    if metric == "cosine":
+        ok &= np.abs(vectors).max(axis=1, initial=0.0) > 0
+    return ok
+
+
+@dataclass
+class _Dense:
+    """The stored vectors grouped by entry, for exact search; rebuilt after a change."""
+
+    entry_ids: list[str]
+    starts: np.ndarray  # first row of each entry in ``matrix``
+    lengths: np.ndarray  # template count of each entry
+    matrix: np.ndarray  # [V, D] float32, rows grouped by entry
+    scoring: np.ndarray  # [V, D] float32: ``matrix`` (euclidean) or its unit rows (cosine)
+    sq_norms: np.ndarray  # [V] float32, euclidean only
+
+
+class ShardIndex:
+    """One shard: watchlist entries with one or more template vectors each.
+
+    Not thread-safe: an actor calls it from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        dimension: int,
+        metric: Metric,
+        *,
+        mode: Mode = "auto",
+        dtype: DType = "f32",
+        exact_below: int = 20000,
+        connectivity: int = 16,
+        expansion_add: int = 128,
+        expansion_search: int = 64,
+    ) -> None:
+        self._config = ShardConfig(
+            dimension=dimension,
+            metric=metric,
+            mode=mode,
+            dtype=dtype,
+            exact_below=exact_below,
+            connectivity=connectivity,
+            expansion_add=expansion_add,
+            expansion_search=expansion_search,
+        )
+        self._index = self._new_usearch()
+        self._keys: dict[str, np.ndarray] = {}
+        self._entry_of: dict[int, str] = {}
+        self._next_key = 0
+        self._dense: _Dense | None = None
+        self._max_templates = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ShardIndex:
+        """Build from a settings mapping (as a topology gives it), naming unknown keys."""
+        return cls(**asdict(ShardConfig.from_mapping(config)))
+
+    def _new_usearch(self) -> Index:
+        c = self._config
+        return Index(
+            ndim=c.dimension,
+            metric=_USEARCH_METRIC[c.metric],
+            dtype=c.dtype,
+            connectivity=c.connectivity,
+            expansion_add=c.expansion_add,
+            expansion_search=c.expansion_search,
+        )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The settings, as keyword arguments of this class."""
+        return asdict(self._config)
+
+    @property
+    def dimension(self) -> int:
+        """The length of every vector."""
+        return self._config.dimension
+
+    @property
+    def metric(self) -> Metric:
+        """``euclidean`` or ``cosine``."""
+        return self._config.metric
+
+    @property
+    def mode_in_use(self) -> Literal["exact", "hnsw"]:
+        """How the next search runs: ``auto`` resolved against the current entry count."""
+        mode = self._config.mode
+        if mode == "auto":
+            return "exact" if self.entry_count < self._config.exact_below else "hnsw"
+        return mode
+
+    def __len__(self) -> int:
+        """The number of stored vectors."""
+        return len(self._entry_of)
+
+    @property
+    def entry_count(self) -> int:
+        """The number of stored entries."""
+        return len(self._keys)
+
+    def entries(self) -> list[str]:
+        """The stored entry ids, sorted."""
+        return sorted(self._keys)
+
+    def __contains__(self, entry_id: object) -> bool:
+        """Whether an entry is stored."""
+        return entry_id in self._keys
+
+    def add(self, entry_id: str, vectors: np.ndarray) -> int:
+        """Store ``vectors`` ``[M, D]`` float32 as the templates of ``entry_id``.
+
+        An entry that exists has its old templates replaced, not extended. Returns ``M``.
+        """
+        _check_entry_id(entry_id)
+        vectors = check_vectors(
+            vectors, self.dimension, self.metric, what=f"templates of entry {entry_id!r}"
+        )
+        count = vectors.shape[0]
+        keys = np.arange(self._next_key, self._next_key + count, dtype=np.uint64)
+        # New vectors go in before the old ones leave, so a failed add changes nothing.
+        self._index.add(keys, vectors)
+        self._next_key += count
+        old = self._keys.get(entry_id)
+        if old is not None:
+            self._forget(old)
+        self._keys[entry_id] = keys
+        for key in keys.tolist():
+            self._entry_of[key] = entry_id
+        self._changed()
+        return count
+
+    def remove(self, entry_id: str) -> int:
+        """Drop every template of ``entry_id``; returns how many (0 for an unknown entry)."""
+        _check_entry_id(entry_id)
+        keys = self._keys.pop(entry_id, None)
+        if keys is None:
+            return 0
+        self._forget(keys)
+        self._changed()
+        return len(keys)
+
+    def _forget(self, keys: np.ndarray) -> None:
+        self._index.remove(keys)
+        for key in keys.tolist():
+            del self._entry_of[key]
+
+    def _changed(self) -> None:
+        self._dense = None
+        self._max_templates = max((len(k) for k in self._keys.values()), default=0)
+
+    def clear(self) -> None:
+        """Drop every entry and vector from memory (snapshots on disk are untouched)."""
+        self._index = self._new_usearch()
+        self._keys = {}
+        self._entry_of = {}
+        self._next_key = 0
+        self._changed()
+
+    def search(
+        self, vectors: np.ndarray, k: int = 1, max_distance: float | None = None
+    ) -> list[list[Hit]]:
+        """Per query row of ``vectors`` ``[N, D]`` float32, up to ``k`` distinct entries.
+
+        Each entry's distance is that of its closest template; hits are nearest first (ties
+        by entry id) and, when ``max_distance`` is given, only those at or within it.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if max_distance is not None and (
+            isinstance(max_distance, bool)
+            or not isinstance(max_distance, int | float)
+            or not max_distance >= 0
+        ):
+            raise ValueError(f"max_distance must be a number >= 0 or None, got {max_distance!r}")
+        queries = check_vectors(
+            vectors, self.dimension, self.metric, what="query vectors", allow_empty=True
+        )
+        if queries.shape[0] == 0:
+            return []
+        if not self._keys:
+            return [[] for _ in range(queries.shape[0])]
+        if self.mode_in_use == "exact":
+            hits = self._search_exact(queries, k)
+        else:
+            hits = self._search_hnsw(queries, k)
+        if max_distance is not None:
+            hits = [[hit for hit in row if hit[1] <= max_distance] for row in hits]
+        return hits
+
+    def _dense_cache(self) -> _Dense:
+        if self._dense is None:
+            entry_ids = list(self._keys)
+            key_arrays = [self._keys[e] for e in entry_ids]
+            lengths = np.array([len(k) for k in key_arrays], dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            rows = self._index.get(np.concatenate(key_arrays), dtype="f32")
+            matrix = np.ascontiguousarray(np.vstack(cast(tuple[np.ndarray, ...], rows)))
+            if self.metric == "cosine":
+                scoring = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+                sq_norms = np.empty(0, dtype=np.float32)
+            else:
+                scoring = matrix
+                sq_norms = np.einsum("ij,ij->i", matrix, matrix)
+            self._dense = _Dense(entry_ids, starts, lengths, matrix, scoring, sq_norms)
+        return self._dense
+
+    def _search_exact(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        dense = self._dense_cache()
+        if self.metric == "cosine":
+            unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+            approx = -(unit @ dense.scoring.T)  # order-equivalent to 1 - cos
+        else:
+            approx = dense.sq_norms[None, :] - 2.0 * (queries @ dense.scoring.T)
+        per_entry = np.minimum.reduceat(approx, dense.starts, axis=1)  # [N, E]
+        n_entries = per_entry.shape[1]
+        take = min(k, n_entries)
+        if take < n_entries:
+            chosen = np.argpartition(per_entry, take - 1, axis=1)[:, :take]
+        else:
+            chosen = np.broadcast_to(np.arange(n_entries), per_entry.shape)
+        distances = self._exact_distances(queries, dense, np.ascontiguousarray(chosen))
+        out: list[list[Hit]] = []
+        for row_entries, row_distances in zip(chosen.tolist(), distances.tolist(), strict=True):
+            hits = [
+                (dense.entry_ids[e], d) for e, d in zip(row_entries, row_distances, strict=True)
+            ]
+            hits.sort(key=lambda hit: (hit[1], hit[0]))
+            out.append(hits)
+        return out
+
+    def _exact_distances(
+        self, queries: np.ndarray, dense: _Dense, chosen: np.ndarray
+    ) -> np.ndarray:
+        """Float64 distances from each query to each chosen entry's closest template."""
+        n, take = chosen.shape
+        flat = chosen.ravel()
+        lengths = dense.lengths[flat]
+        total = int(lengths.sum())
+        pair_start = np.cumsum(lengths) - lengths
+        rows = np.repeat(dense.starts[flat], lengths) + (
+            np.arange(total) - np.repeat(pair_start, lengths)
+        )
+        query_of = np.repeat(np.repeat(np.arange(n), take), lengths)
+        templates = dense.matrix[rows].astype(np.float64)
+        probes = queries[query_of].astype(np.float64)
+        if self.metric == "cosine":
+            templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+            probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+            values = np.clip(1.0 - np.einsum("ij,ij->i", templates, probes), 0.0, 2.0)
+        else:
+            diff = templates - probes
+            values = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        best: np.ndarray = np.minimum.reduceat(values, pair_start).reshape(n, take)
+        return best
+
+    def _search_hnsw(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        vectors = len(self)
+        # The nearest `count` vectors are sure to span k distinct entries (or all of them).
+        duplicates = vectors - self.entry_count
+        count = min(vectors, k + duplicates, (k - 1) * self._max_templates + 1)
+        matches = self._index.search(queries, count)
+        if hasattr(matches, "counts"):
+            keys, raw, counts = matches.keys, matches.distances, matches.counts
+        else:  # usearch answers a single query with a 1-d Matches
+            keys, raw, counts = matches.keys[None, :], matches.distances[None, :], [len(matches)]
+        euclidean = self.metric == "euclidean"
+        out: list[list[Hit]] = []
+        for row_keys, row_raw, found in zip(keys.tolist(), raw.tolist(), counts, strict=True):
+            hits: list[Hit] = []
+            seen: set[str] = set()
+            for key, value in zip(row_keys[:found], row_raw[:found], strict=True):
+                entry_id = self._entry_of.get(key)
+                if entry_id is None or entry_id in seen:
+                    continue
+                seen.add(entry_id)
+                distance = max(value, 0.0)  # rounding can leave a hair below zero
+                hits.append((entry_id, math.sqrt(distance) if euclidean else distance))
+                if len(hits) == k:
+                    break
+            hits.sort(key=lambda hit: (hit[1], hit[0]))
+            out.append(hits)
+        return out
+
+    def save(self, directory: Path) -> None:
+        """Write a snapshot into ``directory`` atomically (see the module docstring)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"{_INDEX_PREFIX}{uuid.uuid4().hex}{_INDEX_SUFFIX}"
+        temporary = directory / f".{name}.tmp"
+        try:
+            self._index.save(str(temporary))
+            with temporary.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, directory / name)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        manifest = {
+            "format": SNAPSHOT_FORMAT,
+            "config": self.config,
+            "next_key": self._next_key,
+            "index_file": name,
+            "index_sha256": _sha256(directory / name),
+            "vectors": len(self),
+            "entries": self.entry_count,
+            "keys": {str(key): entry_id for key, entry_id in self._entry_of.items()},
+        }
+        try:
+            atomic_write(directory / SNAPSHOT_MANIFEST, json.dumps(manifest).encode("utf-8"))
+        except BaseException:
+            (directory / name).unlink(missing_ok=True)
+            raise
+        for stale in _owned_files(directory):
+            if stale.name not in (name, SNAPSHOT_MANIFEST):
+                stale.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, directory: Path, config: Mapping[str, Any] | None = None) -> ShardIndex:
+        """Read the snapshot in ``directory``.
+
+        With ``config``, its storage settings (dimension, metric, dtype, connectivity) must
+        equal the snapshot's, else :class:`IndexSnapshotError`; its search settings (mode,
+        exact_below, expansions) replace the snapshot's.
+        """
+        directory = Path(directory)
+        manifest_path = directory / SNAPSHOT_MANIFEST
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IndexSnapshotError(
+                f"no index snapshot in {directory}: {manifest_path.name} is missing"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise IndexSnapshotError(
+                f"{manifest_path}: unreadable snapshot manifest: {exc}"
+            ) from exc
+        try:
+            if manifest["format"] != SNAPSHOT_FORMAT:
+                raise IndexSnapshotError(
+                    f"{manifest_path}: snapshot format {manifest['format']!r}; "
+                    f"this build reads format {SNAPSHOT_FORMAT}"
+                )
+            stored = ShardConfig.from_mapping(manifest["config"])
+            key_map = {int(key): str(entry) for key, entry in manifest["keys"].items()}
+            next_key = int(manifest["next_key"])
+            index_file = directory / str(manifest["index_file"])
+            expected_sha = str(manifest["index_sha256"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IndexSnapshotError(
+                f"{manifest_path}: malformed snapshot manifest: {exc!r}"
+            ) from exc
+        if config is not None:
+            wanted = ShardConfig.from_mapping(config)
+            clashes = {
+                name: (getattr(stored, name), getattr(wanted, name))
+                for name in _STORAGE_FIELDS
+                if getattr(stored, name) != getattr(wanted, name)
+            }
+            if clashes:
+                detail = ", ".join(
+                    f"{n}: snapshot {s!r}, configured {w!r}" for n, (s, w) in clashes.items()
+                )
+                raise IndexSnapshotError(
+                    f"{directory}: the snapshot was made with other settings ({detail}); "
+                    "re-enrol the watchlist or restore the settings it was made with"
+                )
+            stored = replace(
+                stored,
+                mode=wanted.mode,
+                exact_below=wanted.exact_below,
+                expansion_add=wanted.expansion_add,
+                expansion_search=wanted.expansion_search,
+            )
+        if not index_file.is_file():
+            raise IndexSnapshotError(f"{directory}: the index file {index_file.name} is missing")
+        if _sha256(index_file) != expected_sha:
+            raise IndexSnapshotError(
+                f"{index_file}: SHA-256 does not match {manifest_path.name}; the snapshot is "
+                "corrupt, re-enrol the watchlist"
+            )
+        shard = cls(**asdict(stored))
+        try:  # usearch keeps the constructor's expansion settings, so the configured ones win
+            shard._index.load(str(index_file))
+        except Exception as exc:  # usearch raises RuntimeError/ValueError on bad files
+            raise IndexSnapshotError(f"{index_file}: usearch cannot read it: {exc}") from exc
+        keys = np.fromiter(key_map, dtype=np.uint64, count=len(key_map))
+        if len(shard._index) != len(key_map) or (
+            len(keys) and not np.all(shard._index.contains(keys))
+        ):
+            raise IndexSnapshotError(
+                f"{directory}: the index file holds {len(shard._index)} vectors but the manifest "
+                f"maps {len(key_map)} keys; the snapshot is corrupt, re-enrol the watchlist"
+            )
+        grouped: dict[str, list[int]] = {}
+        for key in sorted(key_map):
+            grouped.setdefault(key_map[key], []).append(key)
+        shard._keys = {entry: np.array(ks, dtype=np.uint64) for entry, ks in grouped.items()}
+        shard._entry_of = key_map
+        shard._next_key = max(next_key, max(key_map, default=-1) + 1)
+        shard._changed()
+        return shard
+
+
+def has_snapshot(directory: Path) -> bool:
+    """Whether ``directory`` holds a snapshot manifest."""
+    return (Path(directory) / SNAPSHOT_MANIFEST).is_file()
+
+
+def destroy_snapshot(directory: Path) -> None:
+    """Delete a shard's snapshot files (the manifest first, so it can never half-load).
+
+    Only files this module writes are deleted; the folder goes too once it is empty.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    (directory / SNAPSHOT_MANIFEST).unlink(missing_ok=True)
+    for path in _owned_files(directory):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else lives there; not ours to delete
+        directory.rmdir()
+
+
+def _owned_files(directory: Path) -> list[Path]:
+    owned = []
+    for path in directory.iterdir():
+        name = path.name.lstrip(".")
+        if path.is_file() and (
+            path.name == SNAPSHOT_MANIFEST
+            or (name.startswith(_INDEX_PREFIX) and (name.endswith((_INDEX_SUFFIX, ".tmp"))))
+            or (name.startswith(SNAPSHOT_MANIFEST) and name.endswith(".tmp"))
+        ):
+            owned.append(path)
+    return owned
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_entry_id(entry_id: object) -> None:
+    if not isinstance(entry_id, str) or not entry_id:
+        raise ValueError(f"entry_id must be a non-empty string, got {entry_id!r}")
