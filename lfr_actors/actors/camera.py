@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class CameraActor:
         namespace: str,
         *,
         source: FrameSource | None = None,
+        resolve: Callable[[str], Any] | None = None,
     ) -> None:
         configure()
         self.camera_id = camera_id
@@ -123,6 +125,7 @@ class CameraActor:
         self._stop = asyncio.Event()
         self._capture_done = False
         self._task: asyncio.Task[None] | None = None
+        self._resolve = resolve or (lambda name: ray.get_actor(name, namespace=namespace))
         self._handle: Any = None
         self._handle_index = 0
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -293,6 +296,9 @@ class CameraActor:
                 continue
             except SourceError as exc:
                 self.last_error = str(exc)
+                self.counters["reconnects"] += 1
+                self.state = "reconnecting"
+                self.log.warning("camera_stream_failed", reason=str(exc))
                 if not await self._open_with_backoff():
                     return
                 continue
@@ -364,7 +370,7 @@ class CameraActor:
     async def _embedder(self) -> Any:
         if self._handle is None:
             name = self.embedder_names[self._handle_index % len(self.embedder_names)]
-            self._handle = await asyncio.to_thread(ray.get_actor, name, namespace=self.namespace)
+            self._handle = await asyncio.to_thread(self._resolve, name)
         return self._handle
 
     async def _submit(self, data: bytes, captured_at: float) -> None:

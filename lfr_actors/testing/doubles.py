@@ -1,0 +1,155 @@
+"""Stand-ins for a camera's source and for actors, so actor logic is testable without Ray.
+
+- :class:`FakeSource` plays a scripted list of frames with end-of-stream, abort (the
+  stream fails) and corrupt-frame markers.
+- :class:`LocalHandle` makes a plain object look like a Ray actor handle
+  (``handle.method.remote(...)`` returns an awaitable).
+- :class:`FakeEmbedderActor` answers frames like the embedder actor, with a set delay and
+  a deterministic face count, and records what it saw.
+- :class:`FakeFaceEmbedder` gives deterministic embeddings for chips (same chip, same
+  vector), with the real embedder's ``embed`` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lfr_actors.messages import Frame, FrameResult
+from lfr_actors.models.types import FloatArray, UInt8Array
+from lfr_actors.video import CorruptFrameError, SourceError, SourceFrame
+
+END = "end"
+"""Marker: the stream ends here (a file's end)."""
+ABORT = "abort"
+"""Marker: the stream fails here (reading raises SourceError)."""
+CORRUPT = "corrupt"
+"""Marker: one frame here cannot be decoded."""
+
+
+class FakeSource:
+    """A scripted frame source; items are images or the markers above."""
+
+    def __init__(
+        self,
+        items: Sequence[UInt8Array | str],
+        *,
+        fps: float = 30.0,
+        live: bool = False,
+        fail_opens: int = 0,
+    ) -> None:
+        self.items = list(items)
+        self.fps = fps
+        self.live = live
+        self.fail_opens = fail_opens
+        self.opens = 0
+        self.position = 0
+        self.frame_number = 0
+        self._ended = False
+
+    def open(self) -> None:
+        """Open; the first ``fail_opens`` attempts fail like an unreachable camera."""
+        self.opens += 1
+        if self.opens <= self.fail_opens:
+            raise SourceError(f"fake source: unreachable (attempt {self.opens})")
+        if self._ended:  # reopening a finished file starts it again
+            self.position = 0
+            self.frame_number = 0
+            self._ended = False
+
+    def read(self) -> SourceFrame | None:
+        """The next scripted item."""
+        if self.position >= len(self.items):
+            self._ended = True
+            return None
+        item = self.items[self.position]
+        self.position += 1
+        if isinstance(item, str):
+            if item == END:
+                self._ended = True
+                return None
+            if item == ABORT:
+                raise SourceError("fake source: the stream stopped")
+            if item == CORRUPT:
+                self.frame_number += 1
+                raise CorruptFrameError("fake source: corrupt frame")
+            raise ValueError(f"unknown marker {item!r}")
+        frame = SourceFrame(item, self.frame_number / self.fps)
+        self.frame_number += 1
+        return frame
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _RemoteMethod:
+    def __init__(self, method: Any) -> None:
+        self._method = method
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._method(*args, **kwargs)
+        if asyncio.iscoroutine(result):
+            return result
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
+
+
+class LocalHandle:
+    """``LocalHandle(obj).method.remote(...)`` calls ``obj.method(...)``, awaitable."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> _RemoteMethod:
+        return _RemoteMethod(getattr(self._target, name))
+
+
+@dataclass
+class FakeEmbedderActor:
+    """Answers frames after ``delay_s``; every frame has ``faces_per_frame`` faces."""
+
+    delay_s: float = 0.0
+    faces_per_frame: int = 1
+    fail: bool = False
+    seen: list[tuple[str, int]] = field(default_factory=list)
+
+    async def process(self, data: bytes) -> bytes:
+        """Like :meth:`EmbedderActor.process`."""
+        frame = Frame.decode(data)
+        if self.fail:
+            raise ConnectionError("fake embedder is down")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.seen.append((frame.camera_id, frame.seq))
+        return FrameResult(
+            camera_id=frame.camera_id,
+            seq=frame.seq,
+            captured_at=frame.captured_at,
+            faces=self.faces_per_frame,
+            faces_compared=self.faces_per_frame,
+            candidates=0,
+            processed_at=time.time(),
+        ).encode()
+
+
+class FakeFaceEmbedder:
+    """Deterministic embeddings: a unit vector seeded by the chip's bytes."""
+
+    def __init__(self, dimension: int = 128) -> None:
+        self.dimension = dimension
+
+    def embed(self, chips: UInt8Array) -> FloatArray:
+        """One vector per chip; identical chips give identical vectors."""
+        out = np.empty((chips.shape[0], self.dimension), np.float32)
+        for i, chip in enumerate(chips):
+            seed = int.from_bytes(hashlib.blake2b(chip.tobytes(), digest_size=8).digest(), "little")
+            vector = np.random.default_rng(seed).standard_normal(self.dimension)
+            out[i] = vector / np.linalg.norm(vector)
+        return out
