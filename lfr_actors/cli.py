@@ -32,7 +32,7 @@ class UsageError(LfrError):
 def _home(args: argparse.Namespace) -> Path:
     from lfr_actors.models.cache import default_home
 
-    return Path(args.home).expanduser() if args.home else default_home()
+    return (Path(args.home).expanduser() if args.home else default_home()).resolve()
 
 
 def _runtime(args: argparse.Namespace) -> Any:
@@ -173,8 +173,156 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``lfr demo``."""
     from lfr_actors.demo import run_demo
 
-    summary = run_demo(_home(args), runtime=_runtime(args), progress=not args.no_progress)
-    return EXIT_OK if summary["false_alerts"] == 0 and summary["true_alerts"] > 0 else EXIT_FAILURE
+    summary = run_demo(_home(args), progress=not args.no_progress, api_port=args.port)
+    truth = summary["ground_truth"]
+    return EXIT_OK if truth["true_alerts"] > 0 and truth["false_alerts"] == 0 else EXIT_FAILURE
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``lfr validate FILE``."""
+    from lfr_actors.topology.loader import validate_command
+
+    return validate_command(Path(args.file), sys.stdout, sys.stderr)
+
+
+def _load_deployment_files(path: Path) -> tuple[Any, Any]:
+    from lfr_actors.topology.loader import (
+        TopologyError,
+        check_files,
+        load_topology,
+        load_watchlist,
+    )
+
+    try:
+        topology = load_topology(path)
+        watchlist = load_watchlist(Path(topology.watchlist.file))
+    except TopologyError as exc:
+        raise UsageError(str(exc)) from exc
+    issues = check_files(topology, watchlist)
+    if issues:
+        raise UsageError("\n".join(str(i) for i in issues))
+    return topology, watchlist
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """``lfr up FILE``: run a deployment until stopped; print alerts as they are stored."""
+    import asyncio
+    import signal
+
+    from lfr_actors.deployment import Deployment
+
+    topology, watchlist = _load_deployment_files(Path(args.file))
+
+    def on_alert(event: dict[str, Any]) -> None:
+        alert = event["alert"]
+        print(
+            json.dumps(
+                {
+                    "event": event["kind"],
+                    "id": alert["id"],
+                    "entry_id": alert["entry_id"],
+                    "camera": alert["first_camera_id"],
+                    "distance": round(alert["best_distance"], 4),
+                    "sightings": alert["sightings"],
+                }
+            ),
+            flush=True,
+        )
+
+    deployment = Deployment(
+        topology,
+        watchlist,
+        home=_home(args),
+        address=args.address,
+        alerts_jsonl=Path(args.alerts_jsonl) if args.alerts_jsonl else None,
+        until_eof=args.until_eof,
+        on_alert=on_alert,
+    )
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, deployment.request_stop)
+        return await deployment.run()
+
+    summary = asyncio.run(main())
+    print(json.dumps(summary, indent=2), flush=True)
+    return EXIT_OK
+
+
+def _run_info(path: Path) -> dict[str, Any]:
+    from lfr_actors.deployment import DeploymentPaths
+
+    topology, _ = _load_deployment_files(path)
+    run_file = DeploymentPaths(Path(topology.storage.data_dir)).run_file
+    try:
+        info: dict[str, Any] = json.loads(run_file.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise LfrError(
+            f"deployment {topology.deployment.id!r} is not running here (no {run_file})"
+        ) from exc
+    return info
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``lfr status FILE``: the running deployment's status, from its API."""
+    import urllib.error
+    import urllib.request
+
+    url = args.url or _run_info(Path(args.file))["api"]
+    try:
+        with urllib.request.urlopen(f"{url}/v1/status", timeout=10) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise LfrError(f"cannot reach the deployment's API at {url}: {exc}") from exc
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    d = status["deployment"]
+    print(f"deployment {d['id']} at {d['location']}  window {d['start']} .. {d['end']}")
+    print(f"  api {status['api']}  up {status['uptime_s']} s  threshold {d['threshold']}")
+    print(
+        f"  {'camera':<16}{'state':<14}{'fps':>6}{'frames':>8}{'drops':>7}{'faces':>7}"
+        f"{'restarts':>9}  error"
+    )
+    for cam_id, c in status["cameras"].items():
+        print(
+            f"  {cam_id:<16}{c.get('state', '?'):<14}{c.get('fps') or 0:>6}"
+            f"{c.get('frames_processed', 0):>8}{c.get('frames_dropped', 0):>7}"
+            f"{c.get('faces', 0):>7}{c.get('restarts', 0):>9}  {c.get('last_error') or ''}"
+        )
+    for emb_id, e in status["embedders"].items():
+        print(
+            f"  embedder {emb_id}: {e.get('providers')} frames {e.get('frames')} "
+            f"batches {e.get('batches')} mean batch {e.get('batch_size_mean')} "
+            f"restarts {e.get('restarts')}"
+        )
+    store = status["alerts"]["store"]
+    print(f"  alerts stored {store.get('alerts')}  sightings {store.get('sightings')}")
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """``lfr down FILE``: ask the running ``lfr up`` to drain and stop."""
+    import os
+    import signal
+    import time
+
+    info = _run_info(Path(args.file))
+    pid = int(info["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError as exc:
+        raise LfrError(f"process {pid} is gone; the deployment is not running") from exc
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"deployment stopped (process {pid})")
+            return EXIT_OK
+        time.sleep(0.2)
+    raise LfrError(f"process {pid} is still draining after {args.timeout:.0f} s")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -223,11 +371,35 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=cmd_models_list)
 
-    demo = sub.add_parser("demo", help="run the demo on sample photos from registry packages")
+    demo = sub.add_parser("demo", help="run a whole deployment on sample photos, end to end")
     _add_common(demo)
-    demo.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
-    demo.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    demo.add_argument("--port", type=int, default=0, help="API port (default: any free one)")
     demo.set_defaults(func=cmd_demo)
+
+    validate = sub.add_parser("validate", help="check a topology file and its watchlist")
+    validate.add_argument("file", help="the topology YAML")
+    validate.set_defaults(func=cmd_validate)
+
+    up = sub.add_parser("up", help="run a deployment on Ray until stopped")
+    up.add_argument("file", help="the topology YAML")
+    up.add_argument("--home", help="data folder (default: $LFR_HOME or ~/.local/share/lfr)")
+    up.add_argument("--address", help="an existing Ray cluster (default: start Ray locally)")
+    up.add_argument("--alerts-jsonl", metavar="PATH", help="also append every alert event here")
+    up.add_argument(
+        "--until-eof", action="store_true", help="stop when every file source has ended"
+    )
+    up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser("status", help="cameras, fps, drops, restarts and alerts")
+    status.add_argument("file", nargs="?", help="the topology YAML of the running deployment")
+    status.add_argument("--url", help="the deployment API's base URL, instead of FILE")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    down = sub.add_parser("down", help="drain and stop a running deployment")
+    down.add_argument("file", help="the topology YAML of the running deployment")
+    down.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    down.set_defaults(func=cmd_down)
 
     evaluate = sub.add_parser("evaluate", help="measure accuracy on labelled photos")
     ev_sub = evaluate.add_subparsers(dest="evaluate_command", required=True, metavar="KIND")

@@ -19,13 +19,18 @@ _configured = False
 def configure(*, level: str | None = None, json: bool | None = None) -> None:
     """Configure structlog and the standard library's root logger for this process.
 
-    ``json`` defaults to True when stderr is not a terminal (a service, a container, CI)
-    and False on an interactive terminal. ``level`` defaults to ``$LFR_LOG_LEVEL`` or INFO.
+    ``json`` defaults to ``$LFR_LOG_FORMAT`` (json, console or auto); auto is JSON when
+    stderr is not a terminal (a service, a container, CI, a Ray worker) and readable text
+    on one. ``level`` defaults to ``$LFR_LOG_LEVEL`` or INFO. The kernel passes both
+    variables to every Ray worker, so the topology's ``logging`` section applies there.
     """
     global _configured  # noqa: PLW0603 - one switch per process, by design
     level_name = (level or os.environ.get("LFR_LOG_LEVEL") or "INFO").upper()
     numeric = logging.getLevelNamesMapping().get(level_name, logging.INFO)
-    use_json = (not sys.stderr.isatty()) if json is None else json
+    if json is None:
+        fmt = os.environ.get("LFR_LOG_FORMAT", "auto").lower()
+        json = {"json": True, "console": False}.get(fmt, not sys.stderr.isatty())
+    use_json = json
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json

@@ -71,7 +71,9 @@ class _Supervised:
     stopped: bool = False
 
 
-def start_ray(address: str | None, namespace: str) -> None:
+def start_ray(
+    address: str | None, namespace: str, *, env_vars: dict[str, str] | None = None
+) -> None:
     """Connect to a Ray cluster at ``address``, or start Ray on this machine.
 
     Locally, object spilling is switched off: frames are face data, and Ray would otherwise
@@ -85,6 +87,8 @@ def start_ray(address: str | None, namespace: str) -> None:
         "logging_level": logging.WARNING,
         "log_to_driver": True,
     }
+    if env_vars:
+        options["runtime_env"] = {"env_vars": dict(env_vars)}
     try:
         if address:
             ray.init(address=address, **options)
