@@ -1,0 +1,271 @@
+"""The whole actor pipeline on real Ray with the real models, on the real stage clip.
+
+``short_hamilton_clip.mp4`` shows Lin-Manuel Miranda and Alex Lacamoire; a photo of Obama
+comes within 0.614 of a face in it, just above the 0.6 threshold. Needs ../shared/data and
+the default models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import ray
+import yaml
+
+from lfr_actors.actors.embedder import pipeline_config
+from lfr_actors.deployment import Deployment
+from lfr_actors.models.cache import ModelCache
+from lfr_actors.models.pipeline import FacePipeline
+from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.store.alerts import AlertStore
+from lfr_actors.topology.loader import load_topology, load_watchlist
+from tests.conftest import REPO, lfr_test_home
+
+pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
+
+PEOPLE = {
+    "lin_manuel_miranda": "lin_manuel_miranda/lin_manuel_miranda1.png",
+    "alex_lacamoire": "alex_lacamoire/alex_lacamoire1.jpg",
+    "obama": "obama/obama.jpg",
+    "biden": "biden/biden.jpg",
+    "kit_harington": "kit_harington/john1.jpeg",
+    "rose_leslie": "rose_leslie/img1.jpg",
+}
+
+
+def write_deployment(
+    folder: Path,
+    shared_data: Path,
+    entries: list[str],
+    *,
+    at_end: str = "stop",
+    min_sightings: int = 2,
+    shards: int = 2,
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    people = shared_data / "faces" / "people"
+    watchlist = {
+        "version": 1,
+        "entries": [
+            {
+                "id": name,
+                "display_name": name.replace("_", " ").title(),
+                "images": [str(people / PEOPLE[name])],
+                "category": "test",
+                "legal_basis": "test",
+                "source": "shared test data",
+                "image_date": "2020-01-01",
+            }
+            for name in entries
+        ],
+    }
+    (folder / "watchlist.yaml").write_text(yaml.safe_dump(watchlist, sort_keys=False))
+    now = time.time()
+    topology = {
+        "version": 1,
+        "deployment": {
+            "id": "itest",
+            "authorised_by": "test",
+            "purpose": "integration test",
+            "location": "ci",
+            "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
+            "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
+        },
+        "cameras": [
+            {
+                "id": "cam_stage",
+                "fps": 10,
+                "at_end": at_end,
+                "source": {
+                    "type": "file",
+                    "path": str(shared_data / "video" / "short_hamilton_clip.mp4"),
+                },
+            }
+        ],
+        "embedder": {"max_batch": 4, "detector": {"min_face_px": 20}},
+        "index": {"shards": shards},
+        "alerts": {"threshold": 0.6, "fusion_window_s": 60, "min_sightings": min_sightings},
+        "watchlist": {"file": "watchlist.yaml"},
+        "api": {"host": "127.0.0.1", "port": 0},
+        "storage": {"data_dir": "data"},
+        "logging": {"level": "INFO", "format": "json"},
+    }
+    path = folder / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology, sort_keys=False))
+    return path
+
+
+def stored_alerts(data_dir: Path) -> list[dict[str, Any]]:
+    store = AlertStore.open_readonly(data_dir / "alerts.sqlite3")
+    try:
+        return store.list_alerts(limit=500).alerts
+    finally:
+        store.close()
+
+
+def test_lfr_up_until_eof_alerts_for_miranda_only(
+    model_cache: ModelCache, shared_data: Path, tmp_path: Path
+) -> None:
+    topology = write_deployment(
+        tmp_path, shared_data, ["lin_manuel_miranda", "alex_lacamoire", "obama", "biden"]
+    )
+    jsonl = tmp_path / "alerts.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology), "--until-eof",
+         "--home", str(lfr_test_home()), "--alerts-jsonl", str(jsonl)],
+        capture_output=True, text=True, timeout=600, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{\n") :])
+    assert summary["frames"] >= 80 and summary["faces"] >= 60
+    assert summary["latency_ms"]["p50"] is not None
+    alerts = stored_alerts(tmp_path / "data")
+    entries = {a["entry_id"] for a in alerts}
+    assert "lin_manuel_miranda" in entries
+    assert "obama" not in entries and "biden" not in entries
+    assert summary["alerts"] == len(alerts)
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    raised = [x for x in lines if x["event"] == "raised"]
+    assert {x["id"] for x in raised} == {a["id"] for a in alerts}
+    assert all(x["deployment"] == "itest" and x["camera"] == "cam_stage" for x in raised)
+    miranda = next(x for x in lines[::-1] if x["entry_id"] == "lin_manuel_miranda")
+    assert miranda["sightings"] >= 10 and miranda["score"] < 0.6
+
+
+def test_killing_the_embedder_loses_and_duplicates_no_alert(
+    model_cache: ModelCache, shared_data: Path, tmp_path: Path
+) -> None:
+    topology_path = write_deployment(
+        tmp_path, shared_data, ["lin_manuel_miranda", "alex_lacamoire"], at_end="loop"
+    )
+    topology = load_topology(topology_path)
+    watchlist = load_watchlist(Path(topology.watchlist.file))
+    deployment = Deployment(topology, watchlist, home=lfr_test_home(), health_interval_s=0.5)
+
+    async def scenario() -> tuple[set[str], dict[str, Any], dict[str, Any]]:
+        runner = asyncio.create_task(deployment.run())
+        data = tmp_path / "data"
+        deadline = time.monotonic() + 120
+        while True:  # wait for the first stored alert
+            await asyncio.sleep(0.5)
+            assert not runner.done(), runner.result()
+            assert time.monotonic() < deadline, "no alert within 120 s"
+            if (data / "alerts.sqlite3").exists() and stored_alerts(data):
+                break
+        before = {a["id"] for a in stored_alerts(data)}
+        ray.kill(deployment.kernel.handle("embedder"), no_restart=True)
+        entry = deployment.kernel.actors["embedder/embedder"]
+        while entry.restarts == 0:
+            await asyncio.sleep(0.5)
+            assert time.monotonic() < deadline + 60, "embedder not restarted"
+        processed_at_restart = (await deployment.status())["cameras"]["cam_stage"][
+            "frames_processed"
+        ]
+        while True:  # let the restarted embedder work through the clip again
+            await asyncio.sleep(0.5)
+            status = await deployment.status()
+            if status["cameras"]["cam_stage"]["frames_processed"] > processed_at_restart + 40:
+                break
+            assert time.monotonic() < deadline + 180, status["cameras"]
+        deployment.request_stop()
+        summary = await runner
+        return before, summary, status
+
+    before, summary, status = asyncio.run(scenario())
+    alerts = stored_alerts(tmp_path / "data")
+    ids = [a["id"] for a in alerts]
+    assert before <= set(ids)  # nothing stored was lost
+    assert len(ids) == len(set(ids))
+    per_entry: dict[str, int] = {}
+    for a in alerts:
+        per_entry[a["entry_id"]] = per_entry.get(a["entry_id"], 0) + 1
+    assert per_entry.get("lin_manuel_miranda") == 1  # fused, not raised again
+    assert all(n == 1 for n in per_entry.values()), per_entry
+    assert summary["restarts"].get("embedder", 0) >= 1
+    assert status["cameras"]["cam_stage"]["frames_failed"] >= 1
+
+
+def _clip_embeddings(
+    model_cache: ModelCache, clip: Path, frames: int, embedder_config: dict[str, Any]
+) -> list[bytes]:
+    """The first bytes of every embedding the deployment's pipeline makes from the clip."""
+    pipeline = FacePipeline.build(
+        RuntimeConfig(), pipeline_config(embedder_config), cache=model_cache
+    )
+    capture = cv2.VideoCapture(str(clip))
+    out = []
+    for index in range(frames):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index % 3:  # the frames a 10 fps camera samples from this 29.97 fps clip
+            continue
+        analysed = pipeline.analyse(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), embed="passed")
+        out += [e.astype(np.float32).tobytes()[:32] for e in analysed.embeddings]
+    capture.release()
+    return out
+
+
+def _files_under(*roots: Path) -> list[Path]:
+    files = []
+    for root in roots:
+        if root.is_dir():
+            files += [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    return files
+
+
+def test_non_matches_leave_no_face_data_anywhere(
+    model_cache: ModelCache, shared_data: Path, tmp_path: Path
+) -> None:
+    clip = shared_data / "video" / "short_hamilton_clip.mp4"
+    topology_path = write_deployment(
+        tmp_path, shared_data, ["kit_harington", "rose_leslie"], min_sightings=1
+    )
+    topology = load_topology(topology_path)
+    watchlist = load_watchlist(Path(topology.watchlist.file))
+    deployment = Deployment(topology, watchlist, home=lfr_test_home(), until_eof=True)
+
+    session_dirs: list[Path] = []
+
+    async def scenario() -> dict[str, Any]:
+        runner = asyncio.create_task(deployment.run())
+        while not ray.is_initialized():
+            await asyncio.sleep(0.2)
+        session_dirs.append(Path(ray._private.worker._global_node.get_session_dir_path()))
+        return await runner
+
+    summary = asyncio.run(scenario())
+    assert summary["faces"] >= 60 and summary["alerts"] == 0 and summary["alert_sightings"] == 0
+
+    # Face data the pipeline really computed for this clip: if any of it had been written
+    # anywhere, these exact bytes would be found.
+    fingerprints = _clip_embeddings(
+        model_cache, clip, 300, topology.embedder.model_dump(mode="json")
+    )
+    assert len(fingerprints) >= 10
+    data_dir = tmp_path / "data"
+    session = session_dirs[0]
+    spill_candidates = [session / "ray_spilled_objects", Path("/tmp/ray_spilled_objects")]
+    assert not any(_files_under(*spill_candidates)), "Ray spilled objects to disk"
+    scanned = _files_under(data_dir, session)
+    assert scanned, "nothing to scan"
+    for path in scanned:
+        content = path.read_bytes()
+        assert b"\xff\xd8\xff" not in content, f"JPEG data in {path}"
+        for fp in fingerprints:
+            assert fp not in content, f"an embedding of a passer-by is in {path}"
+    store = AlertStore.open_readonly(data_dir / "alerts.sqlite3")
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    assert counts["alerts"] == 0 and counts["sightings"] == 0
