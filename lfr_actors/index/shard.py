@@ -22,6 +22,12 @@ Distances follow the package's convention: ``euclidean`` is the true L2 distance
 ``l2sq`` is squared, so its answers are square-rooted) and ``cosine`` is
 ``1 - cosine similarity``.
 
+usearch only marks a removed vector as deleted: its bytes stay in memory and in a saved
+file until a later add reuses the slot. A watchlist entry that is removed (or re-enrolled)
+must leave no biometric trace in a snapshot, so :meth:`ShardIndex.save` first rebuilds the
+usearch index from the live vectors whenever anything was removed since the last rebuild
+(a batch add on every core; seconds for 100k vectors).
+
 A snapshot is a folder holding one usearch file and ``snapshot.json`` (configuration, the
 key -> entry id map and the usearch file's SHA-256). The usearch file is written under a
 fresh name first and ``snapshot.json`` is replaced atomically last, so a reader sees the old
@@ -36,6 +42,7 @@ import json
 import math
 import os
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -241,7 +248,9 @@ class ShardIndex:
         self._entry_of: dict[int, str] = {}
         self._next_key = 0
         self._dense: _Dense | None = None
-        self._max_templates = 0
+        # How many entries have each template count: the largest bounds HNSW over-fetching.
+        self._template_counts: Counter[int] = Counter()
+        self._tombstones = 0  # vectors usearch has marked removed but still holds
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ShardIndex:
@@ -317,9 +326,10 @@ class ShardIndex:
         if old is not None:
             self._forget(old)
         self._keys[entry_id] = keys
+        self._template_counts[count] += 1
         for key in keys.tolist():
             self._entry_of[key] = entry_id
-        self._changed()
+        self._dense = None
         return count
 
     def remove(self, entry_id: str) -> int:
@@ -329,17 +339,34 @@ class ShardIndex:
         if keys is None:
             return 0
         self._forget(keys)
-        self._changed()
+        self._dense = None
         return len(keys)
 
     def _forget(self, keys: np.ndarray) -> None:
         self._index.remove(keys)
         for key in keys.tolist():
             del self._entry_of[key]
+        self._template_counts[len(keys)] -= 1
+        if not self._template_counts[len(keys)]:
+            del self._template_counts[len(keys)]
+        self._tombstones += len(keys)
 
-    def _changed(self) -> None:
-        self._dense = None
-        self._max_templates = max((len(k) for k in self._keys.values()), default=0)
+    def _purge_removed(self) -> None:
+        """Rebuild the usearch index from the live vectors, leaving no removed one in it."""
+        if not self._tombstones:
+            return
+        fresh = self._new_usearch()
+        if self._keys:
+            keys = np.concatenate(list(self._keys.values()))
+            # The stored representation (f32, f16 or i8) copies over byte for byte.
+            rows = self._index.get(keys, dtype=self._config.dtype)
+            fresh.add(keys, np.vstack(cast(tuple[np.ndarray, ...], rows)))
+        self._index = fresh
+        self._tombstones = 0
+
+    @property
+    def _max_templates(self) -> int:
+        return max(self._template_counts, default=0)
 
     def clear(self) -> None:
         """Drop every entry and vector from memory (snapshots on disk are untouched)."""
@@ -347,7 +374,9 @@ class ShardIndex:
         self._keys = {}
         self._entry_of = {}
         self._next_key = 0
-        self._changed()
+        self._dense = None
+        self._template_counts = Counter()
+        self._tombstones = 0
 
     def search(
         self, vectors: np.ndarray, k: int = 1, max_distance: float | None = None
@@ -477,6 +506,7 @@ class ShardIndex:
     def save(self, directory: Path) -> None:
         """Write a snapshot into ``directory`` atomically (see the module docstring)."""
         directory = Path(directory)
+        self._purge_removed()
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{_INDEX_PREFIX}{uuid.uuid4().hex}{_INDEX_SUFFIX}"
         temporary = directory / f".{name}.tmp"
@@ -590,7 +620,7 @@ class ShardIndex:
         shard._keys = {entry: np.array(ks, dtype=np.uint64) for entry, ks in grouped.items()}
         shard._entry_of = key_map
         shard._next_key = max(next_key, max(key_map, default=-1) + 1)
-        shard._changed()
+        shard._template_counts = Counter(len(k) for k in shard._keys.values())
         return shard
 
 

@@ -228,6 +228,30 @@ def test_save_load_round_trip(
     assert len(loaded) == len(index) + 2
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_removed_and_replaced_templates_leave_no_trace_in_a_snapshot(
+    tmp_path: Path, dtype: Any
+) -> None:
+    np_dtype = np.float32 if dtype == "f32" else np.float16
+    removed = np.full((1, DIM), 1234.5, np.float32)
+    replaced = np.full((1, DIM), -777.25, np.float32)
+    kept = np.full((1, DIM), 3.0, np.float32)
+    index = ShardIndex(DIM, "euclidean", mode="hnsw", dtype=dtype)
+    index.add("gone", removed)
+    index.add("changed", replaced)
+    index.add("kept", kept)
+    index.remove("gone")
+    index.add("changed", kept + 1)
+    index.save(tmp_path)
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert kept.astype(np_dtype).tobytes() in stored  # the check can see vectors at all
+    assert removed.astype(np_dtype).tobytes() not in stored
+    assert replaced.astype(np_dtype).tobytes() not in stored
+    loaded = ShardIndex.load(tmp_path)
+    assert loaded.entries() == ["changed", "kept"]
+    assert ids(loaded.search(kept, k=2)) == [["kept", "changed"]]
+
+
 def test_manifest_maps_integer_keys_to_entries(tmp_path: Path) -> None:
     index = ShardIndex(2, "euclidean")
     index.add("a", np.ones((2, 2), np.float32))
