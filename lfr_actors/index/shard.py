@@ -210,6 +210,7 @@ class _Dense:
     entry_ids: list[str]
     starts: np.ndarray  # first row of each entry in ``matrix``
     lengths: np.ndarray  # template count of each entry
+    entry_of_row: np.ndarray  # [V] the entry (position in ``entry_ids``) of each row
     matrix: np.ndarray  # [V, D] float32, rows grouped by entry
     scoring: np.ndarray  # [V, D] float32: ``matrix`` (euclidean) or its unit rows (cosine)
     sq_norms: np.ndarray  # [V] float32, euclidean only
@@ -423,7 +424,10 @@ class ShardIndex:
             else:
                 scoring = matrix
                 sq_norms = np.einsum("ij,ij->i", matrix, matrix)
-            self._dense = _Dense(entry_ids, starts, lengths, matrix, scoring, sq_norms)
+            entry_of_row = np.repeat(np.arange(len(entry_ids)), lengths)
+            self._dense = _Dense(
+                entry_ids, starts, lengths, entry_of_row, matrix, scoring, sq_norms
+            )
         return self._dense
 
     def _search_exact(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
@@ -433,13 +437,7 @@ class ShardIndex:
             approx = -(unit @ dense.scoring.T)  # order-equivalent to 1 - cos
         else:
             approx = dense.sq_norms[None, :] - 2.0 * (queries @ dense.scoring.T)
-        per_entry = np.minimum.reduceat(approx, dense.starts, axis=1)  # [N, E]
-        n_entries = per_entry.shape[1]
-        take = min(k, n_entries)
-        if take < n_entries:
-            chosen = np.argpartition(per_entry, take - 1, axis=1)[:, :take]
-        else:
-            chosen = np.broadcast_to(np.arange(n_entries), per_entry.shape)
+        chosen = self._nearest_entries(approx, dense.entry_of_row, k)
         distances = self._exact_distances(queries, dense, np.ascontiguousarray(chosen))
         out: list[list[Hit]] = []
         for row_entries, row_distances in zip(chosen.tolist(), distances.tolist(), strict=True):
@@ -449,6 +447,33 @@ class ShardIndex:
             hits.sort(key=lambda hit: (hit[1], hit[0]))
             out.append(hits)
         return out
+
+    def _nearest_entries(self, approx: np.ndarray, entry_of_row: np.ndarray, k: int) -> np.ndarray:
+        """Per query row of ``approx`` [N, V], the ``min(k, E)`` entries with the nearest rows.
+
+        Only the ``count`` nearest rows are ranked: they are sure to span that many distinct
+        entries (one row each for single-template watchlists, where ``k=1`` is an argmin).
+        """
+        n_rows, vectors = approx.shape
+        entries = self.entry_count
+        take = min(k, entries)
+        count = min(vectors, k + (vectors - entries), (k - 1) * self._max_templates + 1)
+        if count == 1:
+            nearest = approx.argmin(axis=1)[:, None]
+        else:
+            if count < vectors:
+                nearest = np.argpartition(approx, count - 1, axis=1)[:, :count]
+            else:
+                nearest = np.broadcast_to(np.arange(vectors), approx.shape)
+            order = np.argsort(np.take_along_axis(approx, nearest, axis=1), axis=1)
+            nearest = np.take_along_axis(nearest, order, axis=1)
+        by_entry = entry_of_row[nearest]
+        if count == take:  # every row is a different entry already
+            return np.ascontiguousarray(by_entry)
+        chosen = np.empty((n_rows, take), dtype=np.int64)
+        for row, candidates in enumerate(by_entry.tolist()):
+            chosen[row] = list(dict.fromkeys(candidates))[:take]
+        return chosen
 
     def _exact_distances(
         self, queries: np.ndarray, dense: _Dense, chosen: np.ndarray

@@ -87,16 +87,18 @@ def test_known_vectors_give_known_distances() -> None:
     assert hits == [[("a", 0.0), ("b", 5.0)], [("b", 1.0), ("a", pytest.approx(18**0.5))]]
 
 
+@pytest.mark.parametrize("k", [1, 3, 100])
 @pytest.mark.parametrize("mode", ["exact", "hnsw"])
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_search_matches_brute_force(
-    watchlist: dict[str, np.ndarray], rng: np.random.Generator, mode: Any, metric: Any
+    watchlist: dict[str, np.ndarray], rng: np.random.Generator, mode: Any, metric: Any, k: int
 ) -> None:
     index = filled(watchlist, metric=metric, mode=mode)
     queries = np.vstack([v[:1] for v in watchlist.values()][::4])
     queries = (queries + 0.05 * rng.standard_normal(queries.shape)).astype(np.float32)
-    got = index.search(queries, k=3)
-    want = brute_force(watchlist, queries, metric, 3)
+    got = index.search(queries, k=k)
+    want = brute_force(watchlist, queries, metric, k)
+    assert all(len(row) == min(k, len(watchlist)) for row in got)
     assert ids(got) == ids(want)
     for got_row, want_row in zip(got, want, strict=True):
         assert [d for _, d in got_row] == pytest.approx([d for _, d in want_row], abs=1e-5)
