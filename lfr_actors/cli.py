@@ -7,7 +7,9 @@ input files (with the file, line and what to change).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,7 +209,6 @@ def _load_deployment_files(path: Path) -> tuple[Any, Any]:
 def cmd_up(args: argparse.Namespace) -> int:
     """``lfr up FILE``: run a deployment until stopped; print alerts as they are stored."""
     import asyncio
-    import signal
 
     from lfr_actors.deployment import Deployment
 
@@ -237,15 +238,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         alerts_jsonl=Path(args.alerts_jsonl) if args.alerts_jsonl else None,
         until_eof=args.until_eof,
         on_alert=on_alert,
+        handle_signals=True,
     )
-
-    async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, deployment.request_stop)
-        return await deployment.run()
-
-    summary = asyncio.run(main())
+    summary = asyncio.run(deployment.run())
     print(json.dumps(summary, indent=2), flush=True)
     return EXIT_OK
 
@@ -261,6 +256,7 @@ def _run_info(path: Path) -> dict[str, Any]:
         raise LfrError(
             f"deployment {topology.deployment.id!r} is not running here (no {run_file})"
         ) from exc
+    info["run_file"] = str(run_file)
     return info
 
 
@@ -309,6 +305,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     import time
 
     info = _run_info(Path(args.file))
+    run_file = Path(info["run_file"])
     pid = int(info["pid"])
     try:
         os.kill(pid, signal.SIGTERM)
@@ -316,10 +313,14 @@ def cmd_down(args: argparse.Namespace) -> int:
         raise LfrError(f"process {pid} is gone; the deployment is not running") from exc
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
+        # The run file goes once the drain is complete; the process may linger briefly.
+        if not run_file.exists():
+            print(f"deployment stopped (process {pid})")
+            return EXIT_OK
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            print(f"deployment stopped (process {pid})")
+            print(f"deployment process {pid} ended")
             return EXIT_OK
         time.sleep(0.2)
     raise LfrError(f"process {pid} is still draining after {args.timeout:.0f} s")
@@ -427,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lfr`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack: how to see where a stuck drain waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     configure_logging(level=args.log_level or "WARNING")
     try:
         code: int = args.func(args)

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.api.app import create_app
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
 from lfr_actors.fsutil import atomic_write
-from lfr_actors.kernel.kernel import ActorSpec, Kernel, start_ray
+from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import EnrolVectors
@@ -149,6 +150,7 @@ class Deployment:
         until_eof: bool = False,
         on_alert: Callable[[dict[str, Any]], None] | None = None,
         health_interval_s: float = 2.0,
+        handle_signals: bool = False,
     ) -> None:
         self.topology = topology
         self.watchlist = watchlist
@@ -157,6 +159,7 @@ class Deployment:
         self.alerts_jsonl = alerts_jsonl
         self.until_eof = until_eof
         self.on_alert = on_alert
+        self.handle_signals = handle_signals
         self.namespace = topology.deployment.id
         self.paths = DeploymentPaths(Path(topology.storage.data_dir))
         self.kernel = Kernel(self.namespace, ROLES, health_interval_s=health_interval_s)
@@ -296,6 +299,8 @@ class Deployment:
         self.paths.data_dir.mkdir(parents=True, exist_ok=True)
         await self._bind_api()
         try:
+            if self.address:
+                check_reachable(self.address)  # before minutes of model loading, not after
             templates = await asyncio.to_thread(self._prepare_and_enrol)
             logging_cfg = self.topology.logging
             start_ray(
@@ -304,6 +309,12 @@ class Deployment:
                 env_vars={"LFR_LOG_LEVEL": logging_cfg.level, "LFR_LOG_FORMAT": logging_cfg.format},
             )
             self._started_ray = self.address is None
+            if self.handle_signals:
+                # After ray.init: Ray's core installs its own SIGTERM handler, which would
+                # end this process at once instead of draining.
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.request_stop)
             stages = self.plan()
             await self.kernel.start(stages["index"])
             router = self.kernel.handle(self.topology.index.id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ def start_ray(
     }
     if env_vars:
         options["runtime_env"] = {"env_vars": dict(env_vars)}
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, **options)
@@ -101,6 +104,29 @@ def start_ray(
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise KernelError(f"cannot start or reach Ray at {where}: {exc}") from exc
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when a cluster address does not accept connections.
+
+    ``ray.init`` would otherwise retry for minutes before giving up.
+    """
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port_text = target.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise KernelError(
+            f"Ray address {address!r} is not host:port (or ray://host:port, or auto)"
+        )
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise KernelError(
+            f"cannot reach Ray at {address}: {exc.strerror or exc}; is the cluster's head "
+            "running (`ray start --head`), and is the address right?"
+        ) from exc
 
 
 class Kernel:

@@ -1,0 +1,279 @@
+"""The full actor pipeline against a bare single-process loop on the same frames.
+
+For 1, 2 and 4 synthetic cameras (640x360; real photos from registry packages moving
+across a scene: a watchlisted person and six passers-by), in one run:
+
+- **throughput**: the bare loop (detect, align, quality, embed, search, in one process,
+  frame after frame) against the actor pipeline with every camera read as fast as the
+  embedder takes frames (``pace: asap``): frames/s, faces/s, and their ratio;
+- **latency** at 10 fps per camera, paced like real cameras: capture -> frame answered
+  (the camera's view) and capture -> alert stored (from the alert store's event log),
+  p50/p95/p99, with frames dropped.
+
+    python loadtest/bench_pipeline.py [--cameras 1 2 4] [--frames 80] [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+
+from lfr_actors.actors.camera import build_source
+from lfr_actors.actors.embedder import pipeline_config
+from lfr_actors.deployment import Deployment
+from lfr_actors.index.shard import ShardIndex
+from lfr_actors.logs import configure as configure_logging
+from lfr_actors.models.cache import (
+    ModelCache,
+    default_fetcher,
+    default_home,
+    ensure_samples,
+    prepare,
+)
+from lfr_actors.models.images import load_image
+from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
+from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.topology.loader import load_topology, load_watchlist
+
+FPS = 10.0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def camera_source(samples: dict[str, Path], seed: int, frames: int) -> dict[str, Any]:
+    """A 640x360 scene: the watchlisted person walks through, the group stands behind."""
+    return {
+        "type": "synthetic",
+        "width": 640,
+        "height": 360,
+        "frames": frames,
+        "seed": seed,
+        "sprites": [
+            {"image": str(samples["group_t1.jpg"]), "label": None, "start": [0.35, 0.05],
+             "velocity": [0.0, 0.0], "height": 0.9},
+            {"image": str(samples["obama2.jpg"]), "label": "obama", "start": [0.0, 0.1],
+             "velocity": [0.04, 0.0], "height": 0.8},
+        ],
+    }  # fmt: skip
+
+
+def write_topology(
+    folder: Path, samples: dict[str, Path], cameras: int, frames: int, pace: str
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "watchlist.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "entries": [
+                    {
+                        "id": "obama",
+                        "display_name": "Obama",
+                        "images": [str(samples["obama.jpg"])],
+                        "category": "benchmark",
+                        "legal_basis": "benchmark",
+                        "source": "registry",
+                        "image_date": "2020-01-01",
+                    },
+                ],
+            }
+        )
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    topology = {
+        "version": 1,
+        "deployment": {
+            "id": "bench",
+            "authorised_by": "benchmark",
+            "purpose": "benchmark",
+            "location": "this machine",
+            "start": (now - timedelta(minutes=1)).isoformat(),
+            "end": (now + timedelta(hours=1)).isoformat(),
+        },
+        "cameras": [
+            {
+                "id": f"cam{i}",
+                "fps": FPS,
+                "pace": pace,
+                "queue_size": 4,
+                "max_in_flight": 2,
+                "source": camera_source(samples, seed=i, frames=frames),
+            }
+            for i in range(cameras)
+        ],
+        "embedder": {"max_batch": 8, "max_wait_ms": 10, "detector": {"min_face_px": 40}},
+        "index": {"shards": 1},
+        "alerts": {"threshold": 0.6, "fusion_window_s": 1, "min_sightings": 1},
+        "watchlist": {"file": "watchlist.yaml"},
+        "api": {"port": 0},
+        "storage": {"data_dir": "data"},
+        "logging": {"level": "WARNING"},
+    }
+    path = folder / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology, sort_keys=False))
+    return path
+
+
+def bare_loop(home: Path, samples: dict[str, Path], cameras: int, frames: int) -> dict[str, Any]:
+    """The same models on the same frames, one process, one frame after another."""
+    cache = ModelCache(home / "models")
+    topology = load_topology(write_topology(Path(tempfile.mkdtemp()), samples, 1, 1, "asap"))
+    config: PipelineConfig = pipeline_config(topology.embedder.model_dump(mode="json"))
+    pipeline = FacePipeline.build(RuntimeConfig(), config, cache=cache)
+    pipeline.warm_up()
+    index = ShardIndex(dimension=128, metric="euclidean", mode="exact")
+    index.add("obama", pipeline.enrol(load_image(samples["obama.jpg"])).embedding[None])
+    sources = [build_source(camera_source(samples, i, frames), fps=FPS, name=f"c{i}")
+               for i in range(cameras)]  # fmt: skip
+    all_frames = []
+    for source in sources:
+        source.open()
+        while (frame := source.read()) is not None:
+            all_frames.append(frame.image)
+    faces = matches = 0
+    start = time.perf_counter()
+    for image in all_frames:
+        analysed = pipeline.analyse(image, embed="passed")
+        faces += len(analysed.detections)
+        if analysed.embeddings.shape[0]:
+            hits = index.search(analysed.embeddings, k=1, max_distance=0.6)
+            matches += sum(1 for h in hits if h)
+    elapsed = time.perf_counter() - start
+    return {
+        "frames": len(all_frames),
+        "faces": faces,
+        "matches": matches,
+        "seconds": round(elapsed, 2),
+        "frames_per_s": round(len(all_frames) / elapsed, 2),
+        "faces_per_s": round(faces / elapsed, 2),
+    }
+
+
+def alert_latencies(db: Path) -> list[float]:
+    """Capture -> stored, per stored alert event (the event's sighting capture time)."""
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = connection.execute("SELECT at, alert FROM alert_events").fetchall()
+    finally:
+        connection.close()
+    out = []
+    for at, alert in rows:
+        payload = json.loads(alert)
+        stored = float(at) if not isinstance(at, str) else datetime.fromisoformat(at).timestamp()
+        out.append(stored - float(payload["last_seen"]))
+    return out
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    ms = np.array(values) * 1000
+    return {f"p{q}": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
+
+
+def pipeline_run(
+    home: Path, samples: dict[str, Path], cameras: int, frames: int, pace: str
+) -> dict[str, Any]:
+    folder = Path(tempfile.mkdtemp(prefix=f"lfr-bench-{pace}-{cameras}-"))
+    topology = load_topology(write_topology(folder, samples, cameras, frames, pace))
+    watchlist = load_watchlist(Path(topology.watchlist.file))
+    deployment = Deployment(topology, watchlist, home=home, until_eof=True)
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        runner = asyncio.create_task(deployment.run())
+        while not deployment.kernel.of_role("camera"):
+            await asyncio.sleep(0.1)
+            if runner.done():
+                break
+        started = time.perf_counter()
+        status: dict[str, Any] = {}
+        while not runner.done():
+            await asyncio.sleep(0.5)
+            if deployment.kernel.of_role("embedder"):
+                with contextlib.suppress(Exception):
+                    status = await deployment.status()
+        summary = await runner
+        summary["processing_seconds"] = time.perf_counter() - started
+        return summary, status
+
+    summary, status = asyncio.run(run())
+    seconds = summary["processing_seconds"]
+    embedder = next(iter(status.get("embedders", {}).values()), {})
+    return {
+        "frames": summary["frames"],
+        "faces": summary["faces"],
+        "frames_dropped": summary["frames_dropped"],
+        "seconds": round(seconds, 2),
+        "frames_per_s": round(summary["frames"] / seconds, 2),
+        "faces_per_s": round(summary["faces"] / seconds, 2),
+        "frame_latency_ms": summary["latency_ms"],
+        "alert_stored_latency_ms": percentiles(alert_latencies(folder / "data" / "alerts.sqlite3")),
+        "alerts_events": len(alert_latencies(folder / "data" / "alerts.sqlite3")),
+        "embedder_batch_size_mean": embedder.get("batch_size_mean"),
+        "embedder_stage_ms_median": embedder.get("stage_ms_median"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--frames", type=int, default=80, help="frames per camera")
+    parser.add_argument("--home", type=Path, default=None)
+    args = parser.parse_args()
+    configure_logging(level="WARNING")
+    home = (args.home or Path(os.environ.get("LFR_HOME") or default_home())).resolve()
+    fetcher = default_fetcher(home)
+    prepare(ModelCache(home / "models"), fetcher, progress=False)
+    samples = ensure_samples(home, fetcher)
+    report: dict[str, Any] = {
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "onnxruntime": ort.__version__,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
+        "frames_per_camera": args.frames,
+        "runs": {},
+    }
+    for cameras in args.cameras:
+        bare = bare_loop(home, samples, cameras, args.frames)
+        asap = pipeline_run(home, samples, cameras, args.frames, "asap")
+        paced = pipeline_run(home, samples, cameras, args.frames, "realtime")
+        report["runs"][f"{cameras}_cameras"] = {
+            "bare_loop": bare,
+            "pipeline_asap": asap,
+            "pipeline_10fps": paced,
+            "throughput_ratio_frames": round(asap["frames_per_s"] / bare["frames_per_s"], 3),
+            "throughput_ratio_faces": round(asap["faces_per_s"] / bare["faces_per_s"], 3),
+        }
+        print(json.dumps({f"{cameras}_cameras": report["runs"][f"{cameras}_cameras"]}), flush=True)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""``lfr up``, ``lfr status`` and ``lfr down`` as an operator runs them, bad inputs included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lfr_actors.models.cache import ModelCache
+from tests.conftest import REPO, lfr_test_home
+from tests.integration.test_pipeline_ray import write_deployment
+
+pytestmark = [pytest.mark.models, pytest.mark.data]
+
+
+def lfr(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lfr_actors.cli", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
+    )  # fmt: skip
+
+
+def _edit(path: Path, change: dict) -> None:
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in change.items():
+        target = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_bad_topology_exits_2_with_the_line(tmp_path: Path, shared_data: Path) -> None:
+    topology = write_deployment(tmp_path, shared_data, ["obama"])
+    _edit(topology, {"cameras.0.fps": 0})
+    result = lfr("up", str(topology), "--home", str(lfr_test_home()))
+    assert result.returncode == 2
+    assert f"{topology}:" in result.stderr and "cameras[0].fps" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing started
+
+
+def test_watchlist_image_that_fails_enrolment_stops_up(
+    model_cache: ModelCache, tmp_path: Path, shared_data: Path
+) -> None:
+    topology = write_deployment(tmp_path, shared_data, ["obama", "biden"])
+    watchlist = tmp_path / "watchlist.yaml"
+    data = yaml.safe_load(watchlist.read_text())
+    data["entries"][1]["images"] = [str(shared_data / "detection" / "dogs.jpg")]
+    data["entries"][0]["images"].append(str(shared_data / "faces/scenes/obama_and_biden.jpg"))
+    watchlist.write_text(yaml.safe_dump(data))
+    result = lfr("up", str(topology), "--home", str(lfr_test_home()))
+    assert result.returncode == 1
+    assert "watchlist enrolment failed" in result.stderr
+    assert "biden:" in result.stderr and "dogs.jpg: no_face" in result.stderr
+    assert "obama:" in result.stderr and "obama_and_biden.jpg: multiple_faces" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_line(tmp_path: Path, shared_data: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        topology = write_deployment(tmp_path, shared_data, ["obama"])
+        _edit(topology, {"api.port": port})
+        result = lfr("up", str(topology), "--home", str(lfr_test_home()))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"api.port {port} on 127.0.0.1 is already in use" in lines[0]
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path: Path, shared_data: Path) -> None:
+    topology = write_deployment(tmp_path, shared_data, ["obama"])
+    started = time.monotonic()
+    result = lfr("up", str(topology), "--address", "127.0.0.1:1", "--home", str(lfr_test_home()))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach Ray at 127.0.0.1:1" in lines[0]
+    assert time.monotonic() - started < 60
+
+
+def test_status_and_down_with_an_unreachable_camera(
+    model_cache: ModelCache, tmp_path: Path, shared_data: Path
+) -> None:
+    topology = write_deployment(tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop")
+    data = yaml.safe_load(topology.read_text())
+    data["cameras"].append(
+        {
+            "id": "cam_gate",
+            "fps": 5,
+            "source": {"type": "url", "url": "rtsp://127.0.0.1:9/stream"},
+            "reconnect": {"initial_backoff_s": 0.2, "max_backoff_s": 1.0},
+        }
+    )
+    topology.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {**os.environ, "LFR_LOG_LEVEL": "WARNING"}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
+         "--home", str(lfr_test_home())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        status: dict = {}
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            assert up.poll() is None, up.communicate()[1][-3000:]
+            result = lfr("status", str(topology), "--json", timeout=60)
+            if result.returncode != 0:
+                continue
+            status = json.loads(result.stdout)
+            stage = status["cameras"].get("cam_stage", {})
+            gate = status["cameras"].get("cam_gate", {})
+            if stage.get("frames_processed", 0) >= 10 and gate.get("reconnects", 0) >= 2:
+                break
+        else:
+            pytest.fail(f"deployment did not reach the expected state: {status}")
+        assert status["cameras"]["cam_gate"]["state"] in {"reconnecting", "connecting"}
+        assert "cannot open" in (status["cameras"]["cam_gate"]["last_error"] or "")
+        assert status["embedders"]["embedder"]["providers"] == ["CPUExecutionProvider"]
+        human = lfr("status", str(topology), timeout=60)
+        assert (
+            human.returncode == 0 and "cam_gate" in human.stdout and "reconnecting" in human.stdout
+        )
+        down = lfr("down", str(topology), timeout=180)
+        assert down.returncode == 0, down.stderr
+        out, err = up.communicate(timeout=120)
+        assert up.returncode == 0, err[-3000:]
+        summary = json.loads(out[out.index("{\n") :])
+        assert summary["frames"] >= 10
+        assert not (tmp_path / "data" / "lfr.run.json").exists()
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGKILL)
+            up.wait()
