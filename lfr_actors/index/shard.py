@@ -43,7 +43,7 @@ import math
 import os
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast, get_args
@@ -314,24 +314,48 @@ class ShardIndex:
 
         An entry that exists has its old templates replaced, not extended. Returns ``M``.
         """
-        _check_entry_id(entry_id)
-        vectors = check_vectors(
-            vectors, self.dimension, self.metric, what=f"templates of entry {entry_id!r}"
-        )
-        count = vectors.shape[0]
-        keys = np.arange(self._next_key, self._next_key + count, dtype=np.uint64)
-        # New vectors go in before the old ones leave, so a failed add changes nothing.
-        self._index.add(keys, vectors)
-        self._next_key += count
-        old = self._keys.get(entry_id)
-        if old is not None:
-            self._forget(old)
-        self._keys[entry_id] = keys
-        self._template_counts[count] += 1
-        for key in keys.tolist():
-            self._entry_of[key] = entry_id
+        return self.add_many([(entry_id, vectors)])
+
+    def add_many(self, items: Iterable[tuple[str, np.ndarray]]) -> int:
+        """Store several entries at once (one usearch batch, built on every core).
+
+        Each item is ``(entry_id, vectors [M, D] float32)`` with :meth:`add`'s meaning. Every
+        item is checked before anything is stored, so a bad one changes nothing; an id may
+        appear once. Returns the number of vectors stored.
+        """
+        checked: list[tuple[str, np.ndarray]] = []
+        seen: set[str] = set()
+        for entry_id, vectors in items:
+            _check_entry_id(entry_id)
+            if entry_id in seen:
+                raise ValueError(f"entry {entry_id!r} appears twice in one batch")
+            seen.add(entry_id)
+            what = f"templates of entry {entry_id!r}"
+            checked.append(
+                (entry_id, check_vectors(vectors, self.dimension, self.metric, what=what))
+            )
+        if not checked:
+            return 0
+        counts = [vectors.shape[0] for _, vectors in checked]
+        total = sum(counts)
+        keys = np.arange(self._next_key, self._next_key + total, dtype=np.uint64)
+        stacked = checked[0][1] if len(checked) == 1 else np.vstack([v for _, v in checked])
+        # New vectors go in before old ones leave, so a failed add changes nothing.
+        self._index.add(keys, stacked)
+        self._next_key += total
+        offset = 0
+        for (entry_id, _), count in zip(checked, counts, strict=True):
+            entry_keys = keys[offset : offset + count]
+            offset += count
+            old = self._keys.get(entry_id)
+            if old is not None:
+                self._forget(old)
+            self._keys[entry_id] = entry_keys
+            self._template_counts[count] += 1
+            for key in entry_keys.tolist():
+                self._entry_of[key] = entry_id
         self._dense = None
-        return count
+        return total
 
     def remove(self, entry_id: str) -> int:
         """Drop every template of ``entry_id``; returns how many (0 for an unknown entry)."""

@@ -167,6 +167,27 @@ def test_add_replaces_and_remove_forgets(rng: np.random.Generator) -> None:
     assert ids(index.search(second, k=5)) == [["q"]]
 
 
+def test_add_many_equals_one_by_one_and_is_all_or_nothing(
+    watchlist: dict[str, np.ndarray], rng: np.random.Generator
+) -> None:
+    one_by_one = filled(watchlist, mode="hnsw")
+    batched = ShardIndex(DIM, "euclidean", mode="hnsw")
+    batched.add("e000", unit_rows(rng, 2))  # replaced by the batch below
+    assert batched.add_many(watchlist.items()) == sum(len(v) for v in watchlist.values())
+    queries = unit_rows(rng, 10)
+    assert ids(batched.search(queries, k=3)) == ids(one_by_one.search(queries, k=3))
+    assert (len(batched), batched.entry_count) == (len(one_by_one), one_by_one.entry_count)
+
+    before = len(batched)
+    good, bad = ("new", unit_rows(rng, 1)), ("broken", np.ones((1, DIM), np.float64))
+    with pytest.raises(ValueError, match="templates of entry 'broken' must be float32"):
+        batched.add_many([good, bad])
+    with pytest.raises(ValueError, match="entry 'new' appears twice"):
+        batched.add_many([good, good])
+    assert len(batched) == before and "new" not in batched
+    assert batched.add_many([]) == 0
+
+
 def test_empty_index_and_empty_query() -> None:
     index = ShardIndex(DIM, "cosine")
     assert index.search(np.ones((2, DIM), np.float32), k=3) == [[], []]
