@@ -1,0 +1,964 @@
+"""The deployment topology and watchlist files, as strict, versioned pydantic models.
+
+A topology file says what one authorised deployment runs: its authority and time window,
+its cameras, the embedder, the index, the alert rules, the watchlist file, the API and
+where data is kept. A watchlist file lists the people that deployment may look for.
+
+Every model forbids unknown keys and is frozen; every field has a description and
+limits. Each field's description is a noun phrase ("the camera's sampling rate, in frames
+per second"): the loader builds its fixes from it ("Set cameras[1].fps to the camera's
+sampling rate ...") and ``docs/topology.md`` lists it.
+
+Rules that relate several fields are small pure methods (``_violations``) run once a
+model's fields are valid; they return every broken rule, not the first. Validation does
+no I/O: file paths are checked by :func:`lfr_actors.topology.loader.check_files`, and
+relative paths are made absolute by the loader after validation.
+
+The embedder's sub-settings use the field names of the model layer's configs, so
+``DetectorConfig(**embedder.detector.model_dump())`` and
+``QualityConfig(**embedder.quality.model_dump())`` build them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from lfr_actors.models.spec import DLIB_RESNET_NAME
+
+SCHEMA_VERSION = 1
+"""The only topology and watchlist format version this package reads."""
+
+MAX_DEPLOYMENT_WINDOW = timedelta(days=31)
+"""The longest authorised window one topology may declare."""
+
+DEFAULT_MODELS: tuple[str, ...] = (DLIB_RESNET_NAME,)
+"""Embedder names the model cache provides (``lfr models prepare``)."""
+
+ACTOR_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+HEX_COLOUR_PATTERN = r"^#[0-9A-Fa-f]{6}$"
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class RuleViolation:
+    """One broken cross-field rule, relative to the model that checked it.
+
+    ``path`` is the offending field; ``related`` are other fields involved (the other
+    uses of a duplicate ID, say), which the loader reports with their lines.
+    """
+
+    path: PathKey
+    message: str
+    fix: str
+    related: tuple[PathKey, ...] = ()
+
+
+RULES_ERROR = "topology_rules"
+"""Pydantic error type carrying a tuple of :class:`RuleViolation` in ``ctx["violations"]``."""
+
+
+def _reject_bool(value: object) -> object:
+    # Pydantic's lax mode reads true as 1; in a configuration file that is always a slip.
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "expected a number, not true or false")
+    return value
+
+
+def _path_text(value: object) -> object:
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("path_type", "expected a file path")
+    if not value.strip():
+        raise PydanticCustomError("path_empty", "a file path must not be empty")
+    return value
+
+
+def _datetime_text(value: object) -> object:
+    # Without this, pydantic would read a bare number as seconds since 1970.
+    if isinstance(value, (str, datetime)):
+        return value
+    raise PydanticCustomError("datetime_type", "expected an ISO 8601 date and time")
+
+
+def _date_text(value: object) -> object:
+    if isinstance(value, (str, date)):
+        return value
+    raise PydanticCustomError("date_type", "expected a date, YYYY-MM-DD")
+
+
+Int = Annotated[int, BeforeValidator(_reject_bool)]
+Float = Annotated[float, BeforeValidator(_reject_bool)]
+Text = Annotated[str, Field(pattern=r"\S", max_length=500)]
+FilePath = Annotated[Path, BeforeValidator(_path_text)]
+Instant = Annotated[AwareDatetime, BeforeValidator(_datetime_text)]
+Day = Annotated[date, BeforeValidator(_date_text)]
+ActorId = Annotated[str, Field(pattern=ACTOR_ID_PATTERN)]
+UnitFloat = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0.0, le=1.0)]
+Speed = Annotated[float, BeforeValidator(_reject_bool), Field(ge=-10.0, le=10.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def _violations(self) -> list[RuleViolation]:
+        return []
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        found = self._violations()
+        if found:
+            raise _rules_error(found)
+        return self
+
+
+def _rules_error(found: list[RuleViolation]) -> PydanticCustomError:
+    return PydanticCustomError(
+        RULES_ERROR,
+        "{summary}",
+        {"summary": "; ".join(v.message for v in found), "violations": tuple(found)},
+    )
+
+
+class FileModel(_Strict):
+    """A model read from a file; the loader records where, so later checks name lines too."""
+
+    _origin: Any = PrivateAttr(default=None)
+
+
+def _duplicates(ids: list[str], what: str, fix: str) -> list[RuleViolation]:
+    """One violation per use of each repeated ID (paths ``(i, "id")``), naming the others."""
+    found = []
+    for value in dict.fromkeys(ids):
+        places = [i for i, v in enumerate(ids) if v == value]
+        if len(places) < 2:
+            continue
+        for i in places:
+            found.append(
+                RuleViolation(
+                    (i, "id"),
+                    f"{what} {value!r} is used {len(places)} times",
+                    fix,
+                    tuple((j, "id") for j in places if j != i),
+                )
+            )
+    return found
+
+
+# -- deployment --------------------------------------------------------------------------
+
+
+class Deployment(_Strict):
+    """The authority for this deployment: who, why, where and when."""
+
+    id: ActorId = Field(
+        description="the deployment's identifier. It is also the Ray namespace and the "
+        "`deployment` label on every metric.",
+        examples=["westfield-2026-11"],
+    )
+    authorised_by: Text = Field(
+        description="the name and rank or role of the officer who authorised the deployment",
+        examples=["Supt A. Example, authority LFR-2026-014"],
+    )
+    purpose: Text = Field(
+        description="the authorised purpose of the deployment, as the authority words it",
+        examples=["locate people wanted for serious offences"],
+    )
+    location: Text = Field(
+        description="the place the cameras watch, as the authority words it",
+        examples=["Westfield Stratford City, main entrance"],
+    )
+    start: Instant = Field(
+        description="the start of the authorised window: an ISO 8601 date and time with a "
+        "time zone. Cameras run only inside the window.",
+        examples=["2026-11-20T08:00:00Z"],
+    )
+    end: Instant = Field(
+        description="the end of the authorised window: an ISO 8601 date and time with a time "
+        f"zone, after start and at most {MAX_DEPLOYMENT_WINDOW.days} days later. When it "
+        "passes, the watchlist is destroyed.",
+        examples=["2026-11-20T20:00:00Z"],
+    )
+    impact_assessment_ref: Text | None = Field(
+        default=None,
+        description="the reference of the deployment's impact assessment, or null",
+        examples=["DPIA-2026-031"],
+    )
+
+    @property
+    def duration(self) -> timedelta:
+        """Length of the authorised window."""
+        return self.end - self.start
+
+    def is_active(self, now: datetime) -> bool:
+        """Whether ``now`` (timezone-aware) lies inside the authorised window."""
+        return self.start <= now < self.end
+
+    def _violations(self) -> list[RuleViolation]:
+        if self.end <= self.start:
+            return [
+                RuleViolation(
+                    ("end",),
+                    f"end {_when(self.end)} is not after start {_when(self.start)}",
+                    "Set deployment.end to the end of the authorised window, after "
+                    "deployment.start.",
+                    (("start",),),
+                )
+            ]
+        if self.duration > MAX_DEPLOYMENT_WINDOW:
+            return [
+                RuleViolation(
+                    ("end",),
+                    f"the window from start to end lasts {_days(self.duration)}, longer than "
+                    f"the {MAX_DEPLOYMENT_WINDOW.days} days one deployment may last",
+                    f"Set deployment.end at most {MAX_DEPLOYMENT_WINDOW.days} days after "
+                    "deployment.start, or split the operation into several deployments, "
+                    "each with its own authority.",
+                    (("start",),),
+                )
+            ]
+        return []
+
+
+def _when(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _days(span: timedelta) -> str:
+    return f"{span.total_seconds() / 86400:.1f} days"
+
+
+# -- cameras -----------------------------------------------------------------------------
+
+
+class FileSource(_Strict):
+    """A video file, decoded with OpenCV."""
+
+    type: Literal["file"] = Field(description="the source kind: file")
+    path: FilePath = Field(
+        description="the video file, relative to the topology file's folder unless absolute",
+        examples=["videos/entrance.mp4"],
+    )
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        return f"file {self.path}"
+
+
+class UrlSource(_Strict):
+    """A network stream (RTSP or HTTP), reconnected with backoff when it fails."""
+
+    type: Literal["url"] = Field(description="the source kind: url")
+    url: str = Field(
+        max_length=2048,
+        description="the stream's address, starting rtsp://, rtsps://, http:// or https://",
+        examples=["rtsp://192.0.2.10:554/stream1"],
+    )
+
+    def redacted(self) -> str:
+        """The URL with any password replaced by ``***``, for logs and summaries."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{parts.username}:***@{host}"
+        return parts._replace(netloc=netloc).geturl()
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        return f"url {self.redacted()}"
+
+    def _violations(self) -> list[RuleViolation]:
+        parts = urlsplit(self.url)
+        example = "e.g. rtsp://192.0.2.10:554/stream1"
+        if parts.scheme.lower() not in URL_SCHEMES:
+            return [
+                RuleViolation(
+                    ("url",),
+                    "url must start with rtsp://, rtsps://, http:// or https://",
+                    f"Set the camera's url to its stream address, {example}; for a video "
+                    "file use type: file with path:.",
+                )
+            ]
+        if not parts.hostname:
+            return [
+                RuleViolation(
+                    ("url",),
+                    "url has no host",
+                    f"Write the camera's address in full, {example}.",
+                )
+            ]
+        return []
+
+
+class DeviceSource(_Strict):
+    """A local capture device (a USB camera, say)."""
+
+    type: Literal["device"] = Field(description="the source kind: device")
+    index: Int = Field(
+        ge=0,
+        le=63,
+        description="the local video device's number as OpenCV counts them (0 is /dev/video0)",
+        examples=[0],
+    )
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        return f"device {self.index}"
+
+
+class Sprite(_Strict):
+    """A face image moved across a synthetic frame."""
+
+    image: FilePath = Field(
+        description="the face image, relative to the topology file's folder unless absolute",
+        examples=["faces/person1.jpg"],
+    )
+    label: Text | None = Field(
+        default=None,
+        description="the name the sprite goes by in test reports, or null",
+        examples=["person1"],
+    )
+    start: tuple[UnitFloat, UnitFloat] = Field(
+        description="the sprite's centre when it appears, as [x, y] fractions of the frame "
+        "width and height (0 to 1)",
+        examples=[(0.2, 0.5)],
+    )
+    velocity: tuple[Speed, Speed] = Field(
+        default=(0.0, 0.0),
+        description="the sprite's speed, as [vx, vy] fractions of the frame per second",
+        examples=[(0.05, 0.0)],
+    )
+    height: Float = Field(
+        default=0.3,
+        ge=0.05,
+        le=1.0,
+        description="the sprite's height as a fraction of the frame height",
+    )
+    appear_s: Float = Field(
+        default=0.0,
+        ge=0.0,
+        le=86400.0,
+        description="the time the sprite appears, in seconds from the stream's start",
+    )
+    disappear_s: Float | None = Field(
+        default=None,
+        ge=0.0,
+        le=86400.0,
+        description="the time the sprite leaves, in seconds from the stream's start, or null "
+        "to stay to the end",
+        examples=[12.0],
+    )
+
+    def _violations(self) -> list[RuleViolation]:
+        if self.disappear_s is not None and self.disappear_s <= self.appear_s:
+            return [
+                RuleViolation(
+                    ("disappear_s",),
+                    f"disappear_s {self.disappear_s:g} is not after appear_s {self.appear_s:g}",
+                    "Set disappear_s later than appear_s, or null to keep the sprite.",
+                    (("appear_s",),),
+                )
+            ]
+        return []
+
+
+class SyntheticSource(_Strict):
+    """Generated frames with face images moving over a plain background, for tests."""
+
+    type: Literal["synthetic"] = Field(description="the source kind: synthetic")
+    width: Int = Field(default=640, ge=16, le=7680, description="the frame width, in pixels")
+    height: Int = Field(default=360, ge=16, le=4320, description="the frame height, in pixels")
+    frames: Int | None = Field(
+        default=None,
+        ge=1,
+        description="the number of frames to produce, or null for an endless stream",
+        examples=[300],
+    )
+    seed: Int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="the random seed, so that a synthetic stream repeats exactly",
+    )
+    background: str = Field(
+        default="#406080",
+        pattern=HEX_COLOUR_PATTERN,
+        description='the background colour, as a quoted hex string "#RRGGBB"',
+    )
+    sprites: tuple[Sprite, ...] = Field(
+        default=(),
+        max_length=64,
+        description="the face images moved across the frame",
+    )
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        length = "endless" if self.frames is None else f"{self.frames} frames"
+        return f"synthetic {self.width}x{self.height}, {len(self.sprites)} sprites, {length}"
+
+
+Source = Annotated[
+    FileSource | UrlSource | DeviceSource | SyntheticSource, Field(discriminator="type")
+]
+
+
+class Reconnect(_Strict):
+    """How a camera reconnects when its stream fails: exponential backoff."""
+
+    initial_backoff_s: Float = Field(
+        default=0.5,
+        gt=0.0,
+        le=3600.0,
+        description="the wait before the first reconnection attempt, in seconds. Each failed "
+        "attempt doubles it.",
+    )
+    max_backoff_s: Float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="the longest wait between reconnection attempts, in seconds",
+    )
+    max_attempts: Int | None = Field(
+        default=None,
+        ge=1,
+        description="the number of failed attempts after which the camera gives up and "
+        "reports failed, or null to keep trying",
+        examples=[20],
+    )
+
+    def _violations(self) -> list[RuleViolation]:
+        if self.initial_backoff_s > self.max_backoff_s:
+            return [
+                RuleViolation(
+                    ("initial_backoff_s",),
+                    f"initial_backoff_s {self.initial_backoff_s:g} is above max_backoff_s "
+                    f"{self.max_backoff_s:g}",
+                    "Set initial_backoff_s at or below max_backoff_s.",
+                    (("max_backoff_s",),),
+                )
+            ]
+        return []
+
+
+class Camera(_Strict):
+    """One camera: a source sampled at a fixed rate into a bounded queue."""
+
+    id: ActorId = Field(
+        description="the camera's identifier. It names the camera actor, its log lines and "
+        "its metrics.",
+        examples=["cam_north"],
+    )
+    source: Source = Field(
+        description="where the camera's frames come from: a mapping whose type is file, url, "
+        "device or synthetic",
+    )
+    fps: Float = Field(
+        default=10.0,
+        gt=0.0,
+        le=60.0,
+        description="the camera's sampling rate, in frames per second. Frames in between are "
+        "skipped, never queued.",
+    )
+    at_end: Literal["stop", "loop"] = Field(
+        default="stop",
+        description="what a file or synthetic source does when it runs out of frames: stop, "
+        "or loop from the start",
+    )
+    queue_size: Int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="the number of frames held for the embedder. When the queue is full the "
+        "oldest frame is dropped and counted.",
+    )
+    max_in_flight: Int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="the number of this camera's frames sent to the embedder and not yet answered",
+    )
+    reconnect: Reconnect = Field(
+        default_factory=Reconnect,
+        description="how the camera reconnects when its stream fails",
+    )
+
+    def _violations(self) -> list[RuleViolation]:
+        if "at_end" in self.model_fields_set and isinstance(self.source, (UrlSource, DeviceSource)):
+            return [
+                RuleViolation(
+                    ("at_end",),
+                    f"at_end applies only to file and synthetic sources, not {self.source.type}",
+                    "Remove at_end from this camera; a live stream that ends is reconnected "
+                    "(see reconnect).",
+                )
+            ]
+        return []
+
+
+# -- embedder ----------------------------------------------------------------------------
+
+
+class DetectorSettings(_Strict):
+    """MTCNN face detector tuning (names as in ``lfr_actors.models.detector.DetectorConfig``)."""
+
+    min_face_px: Int = Field(
+        default=40,
+        ge=12,
+        le=1000,
+        description="the smallest face side searched for, in pixels. Smaller values cost "
+        "much more time.",
+    )
+    thresholds: tuple[UnitFloat, UnitFloat, UnitFloat] = Field(
+        default=(0.6, 0.7, 0.7),
+        description="the face probabilities needed after MTCNN's three stages, as [P-Net, "
+        "R-Net, O-Net], each 0 to 1",
+    )
+    scale_factor: Float = Field(
+        default=0.709,
+        ge=0.5,
+        le=0.95,
+        description="the size ratio between levels of the image pyramid",
+    )
+
+
+class QualitySettings(_Strict):
+    """Face quality minimums (names as in ``lfr_actors.models.quality.QualityConfig``)."""
+
+    min_face_px: Float = Field(
+        default=40.0,
+        ge=0.0,
+        le=1000.0,
+        description="the shorter side a face's box needs, in pixels",
+    )
+    min_score: Float = Field(
+        default=0.9, ge=0.0, le=1.0, description="the detector confidence a face needs"
+    )
+    min_sharpness: Float = Field(
+        default=20.0,
+        ge=0.0,
+        le=100000.0,
+        description="the sharpness a face needs: the variance of the Laplacian over the "
+        "middle of the aligned chip",
+    )
+    min_frontal: Float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="the frontal-pose score a face needs: 1 looks at the camera, 0 is in profile",
+    )
+
+
+class EmbedderConfig(_Strict):
+    """The embedder actors: detection, alignment, quality and embedding, batched."""
+
+    id: ActorId = Field(
+        default="embedder",
+        description="the embedder's identifier; it names the embedder actors, their log "
+        "lines and their metrics",
+    )
+    replicas: Int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="the number of embedder actors; the cameras' frames are shared among them",
+    )
+    device: Literal["cpu", "gpu", "auto"] = Field(
+        default="cpu",
+        description="where inference runs: cpu; gpu (refuses to start without a working GPU "
+        "provider); or auto (a GPU where one works, else the CPU)",
+    )
+    gpus_per_replica: Float = Field(
+        default=1.0,
+        gt=0.0,
+        le=8.0,
+        description="the GPUs Ray reserves for each replica when device is gpu or auto; a "
+        "fraction lets replicas share a GPU",
+    )
+    cpus_per_replica: Float = Field(
+        default=1.0,
+        ge=0.0,
+        le=256.0,
+        description="the CPUs Ray reserves for each replica",
+    )
+    max_batch: Int = Field(
+        default=8, ge=1, le=256, description="the most frames embedded in one batch"
+    )
+    max_wait_ms: Float = Field(
+        default=20.0,
+        ge=0.0,
+        le=1000.0,
+        description="the longest a frame waits for its batch to fill, in milliseconds",
+    )
+    threads: Int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="the ONNX Runtime intra-op threads of each replica, or 0 to let ONNX "
+        "Runtime choose",
+    )
+    detector: DetectorSettings = Field(
+        default_factory=DetectorSettings, description="the face detector's settings"
+    )
+    model: str = Field(
+        default=DLIB_RESNET_NAME,
+        max_length=64,
+        description="the name of a default embedding model from the model cache (see `lfr "
+        "models list`). Leave it out when model_file is set.",
+    )
+    model_file: FilePath | None = Field(
+        default=None,
+        description="an embedder spec YAML file declaring the operator's own ONNX model, "
+        "relative to the topology file's folder unless absolute, or null for model",
+        examples=["models/my_embedder.yaml"],
+    )
+    quality: QualitySettings = Field(
+        default_factory=QualitySettings,
+        description="the quality a face needs before it is compared with the watchlist",
+    )
+    crop_size: Int = Field(
+        default=112,
+        ge=32,
+        le=1024,
+        description="the side of the face crop attached to an alert, in pixels",
+    )
+
+    def _violations(self) -> list[RuleViolation]:
+        found = []
+        if self.model_file is not None and "model" in self.model_fields_set:
+            found.append(
+                RuleViolation(
+                    ("model",),
+                    "model and model_file are both set; the embedder is named by one of them",
+                    "Remove embedder.model to use your own model from model_file, or remove "
+                    "embedder.model_file to use a default model.",
+                    (("model_file",),),
+                )
+            )
+        elif self.model not in DEFAULT_MODELS:
+            found.append(
+                RuleViolation(
+                    ("model",),
+                    f"unknown model {self.model!r}; the default models are "
+                    f"{', '.join(DEFAULT_MODELS)}",
+                    f"Set embedder.model to one of {', '.join(DEFAULT_MODELS)}, or declare "
+                    "your own ONNX model in a spec file and set embedder.model_file to it.",
+                )
+            )
+        if self.device == "cpu" and "gpus_per_replica" in self.model_fields_set:
+            found.append(
+                RuleViolation(
+                    ("gpus_per_replica",),
+                    "gpus_per_replica has no effect with device cpu",
+                    "Set embedder.device to gpu or auto, or remove gpus_per_replica.",
+                    (("device",),),
+                )
+            )
+        return found
+
+
+# -- index, alerts, and the rest ---------------------------------------------------------
+
+
+class IndexConfig(_Strict):
+    """The watchlist's vector index, split over shard actors (usearch)."""
+
+    id: ActorId = Field(
+        default="index",
+        description="the index's identifier; it names the router and its shards in logs and "
+        "metrics",
+    )
+    shards: Int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="the number of shard actors the watchlist's embeddings are split over",
+    )
+    mode: Literal["auto", "exact", "hnsw"] = Field(
+        default="auto",
+        description="the search method: exact (brute force), hnsw (approximate, for large "
+        "watchlists), or auto (exact below exact_below entries, else hnsw)",
+    )
+    exact_below: Int = Field(
+        default=20000,
+        ge=0,
+        le=100_000_000,
+        description="the watchlist size below which mode auto searches exactly",
+    )
+    dtype: Literal["f32", "f16", "i8"] = Field(
+        default="f32",
+        description="the storage type of enrolled embeddings: f32, f16, or i8 (smaller, "
+        "slightly less accurate)",
+    )
+    connectivity: Int = Field(
+        default=16, ge=2, le=256, description="the HNSW graph degree (usearch connectivity)"
+    )
+    expansion_add: Int = Field(
+        default=128,
+        ge=1,
+        le=4096,
+        description="the HNSW candidate list size when enrolling (usearch expansion_add)",
+    )
+    expansion_search: Int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="the HNSW candidate list size when searching (usearch expansion_search)",
+    )
+
+
+class AlertsConfig(_Strict):
+    """When a face becomes an alert: the threshold and the fusion of repeated sightings."""
+
+    id: ActorId = Field(default="alerts", description="the alert actor's identifier")
+    threshold: Float = Field(
+        gt=0.0,
+        lt=2.0,
+        description="the distance at or below which a face is a possible match. Lower is "
+        "stricter: fewer false alerts, more missed matches.",
+        examples=[0.6],
+    )
+    max_threshold: Float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=2.0,
+        description="the loosest threshold governance allows, or null for no cap. threshold "
+        "and every watchlist entry's own threshold must not exceed it.",
+        examples=[0.6],
+    )
+    fusion_window_s: Float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="the time, in seconds, within which repeated sightings of one watchlist "
+        "entry, on any camera, become one alert",
+    )
+    min_sightings: Int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="the number of sightings within fusion_window_s needed before an alert "
+        "is raised",
+    )
+    top_k: Int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="the number of nearest watchlist entries considered for each face",
+    )
+
+    def _violations(self) -> list[RuleViolation]:
+        if self.max_threshold is not None and self.threshold > self.max_threshold:
+            return [
+                RuleViolation(
+                    ("threshold",),
+                    f"threshold {self.threshold} is looser than max_threshold {self.max_threshold}",
+                    f"Set alerts.threshold to {self.max_threshold:g} or lower; raising "
+                    "max_threshold needs the governance approval that set it.",
+                    (("max_threshold",),),
+                )
+            ]
+        return []
+
+
+class WatchlistRef(_Strict):
+    """The deployment's watchlist file."""
+
+    file: FilePath = Field(
+        description="the watchlist YAML file, relative to the topology file's folder unless "
+        "absolute",
+        examples=["watchlists/westfield.yaml"],
+    )
+
+
+class ApiConfig(_Strict):
+    """The alert API's listening address."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        pattern=r"^\S+$",
+        max_length=253,
+        description="the address the alert API listens on; 0.0.0.0 for every interface",
+    )
+    port: Int = Field(
+        default=8080, ge=0, le=65535, description="the API's TCP port, or 0 for any free port"
+    )
+
+
+class StorageConfig(_Strict):
+    """Where the deployment keeps its data."""
+
+    data_dir: FilePath = Field(
+        description="the deployment's data folder (alert database, index snapshots, audit "
+        "log), relative to the topology file's folder unless absolute",
+        examples=["../data/westfield-2026-11"],
+    )
+
+
+class LoggingConfig(_Strict):
+    """Log level and format of every process of the deployment."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="the lowest level logged: DEBUG, INFO, WARNING or ERROR"
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="the log format: json, console, or auto (console on a terminal, else JSON)",
+    )
+
+
+class Topology(FileModel):
+    """One authorised deployment: everything the kernel starts, and under which authority."""
+
+    version: Literal[1] = Field(
+        description="the topology format version; this program reads version 1",
+        examples=[1],
+    )
+    deployment: Deployment = Field(description="the authority, place and time window")
+    cameras: tuple[Camera, ...] = Field(
+        min_length=1, max_length=1024, description="the cameras of the deployment, at least one"
+    )
+    embedder: EmbedderConfig = Field(
+        default_factory=EmbedderConfig, description="the embedder actors"
+    )
+    index: IndexConfig = Field(default_factory=IndexConfig, description="the watchlist index")
+    alerts: AlertsConfig = Field(description="the alert rules")
+    watchlist: WatchlistRef = Field(description="the deployment's watchlist file")
+    api: ApiConfig = Field(default_factory=ApiConfig, description="the alert API")
+    storage: StorageConfig = Field(description="where the deployment keeps its data")
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, description="log level and format"
+    )
+
+    # A field validator, so that repeated IDs are reported even when other sections fail.
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_ids(cls, cameras: tuple[Camera, ...]) -> tuple[Camera, ...]:
+        found = _duplicates(
+            [c.id for c in cameras],
+            "camera id",
+            "Give every camera its own id; the id names its actor, logs and metrics.",
+        )
+        if found:
+            raise _rules_error(found)
+        return cameras
+
+    def _violations(self) -> list[RuleViolation]:
+        ids = [c.id for c in self.cameras]
+        found = []
+        services = {
+            ("embedder", "id"): self.embedder.id,
+            ("index", "id"): self.index.id,
+            ("alerts", "id"): self.alerts.id,
+        }
+        for i, camera_id in enumerate(ids):
+            for where, service_id in services.items():
+                if camera_id == service_id:
+                    found.append(
+                        RuleViolation(
+                            ("cameras", i, "id"),
+                            f"camera id {camera_id!r} is also the {where[0]}'s id",
+                            "Give the camera another id; every actor needs its own.",
+                            (where,),
+                        )
+                    )
+        service_ids = list(services.values())
+        for where, service_id in services.items():
+            if service_ids.count(service_id) > 1:
+                found.append(
+                    RuleViolation(
+                        where,
+                        f"{where[0]}.id {service_id!r} is used by another part of the topology",
+                        f"Give {where[0]} its own id; every actor needs its own.",
+                        tuple(w for w, v in services.items() if v == service_id and w != where),
+                    )
+                )
+        return found
+
+
+# -- watchlist ---------------------------------------------------------------------------
+
+
+class WatchlistEntry(_Strict):
+    """One person the deployment may look for, with the authority to do so."""
+
+    id: str = Field(
+        pattern=ENTRY_ID_PATTERN,
+        description="the entry's identifier, named in alerts and the audit trail",
+        examples=["W-2026-0001"],
+    )
+    display_name: Text = Field(
+        description="the name shown to the adjudicating officer", examples=["Jane Example"]
+    )
+    images: tuple[FilePath, ...] = Field(
+        min_length=1,
+        max_length=64,
+        description="the entry's photos, relative to the watchlist file's folder unless absolute",
+        examples=[("images/w-2026-0001.jpg",)],
+    )
+    category: Text = Field(
+        description="why the person is on the watchlist, such as wanted, missing person or "
+        "bail conditions",
+        examples=["wanted"],
+    )
+    legal_basis: Text = Field(
+        description="the legal power under which the person is on the watchlist",
+        examples=["PACE 1984 s.24; warrant 2026/0412"],
+    )
+    source: Text = Field(
+        description="where the photos came from, such as a custody record reference",
+        examples=["custody record CR-2025-118822"],
+    )
+    image_date: Day = Field(
+        description="the date the photos were taken, as YYYY-MM-DD", examples=["2025-03-14"]
+    )
+    threshold: Float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=2.0,
+        description="the entry's own distance threshold, or null for the deployment's",
+        examples=[0.55],
+    )
+
+
+class Watchlist(FileModel):
+    """The people one deployment may look for."""
+
+    version: Literal[1] = Field(
+        description="the watchlist format version; this program reads version 1",
+        examples=[1],
+    )
+    entries: tuple[WatchlistEntry, ...] = Field(
+        min_length=1, max_length=1_000_000, description="the watchlist entries, at least one"
+    )
+
+    @field_validator("entries")
+    @classmethod
+    def _unique_entry_ids(cls, entries: tuple[WatchlistEntry, ...]) -> tuple[WatchlistEntry, ...]:
+        found = _duplicates(
+            [e.id for e in entries],
+            "entry id",
+            "Give every watchlist entry its own id; alerts and the audit trail name it.",
+        )
+        if found:
+            raise _rules_error(found)
+        return entries
