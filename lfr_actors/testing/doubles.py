@@ -43,8 +43,10 @@ class FakeSource:
         fps: float = 30.0,
         live: bool = False,
         fail_opens: int = 0,
+        read_delay_s: float = 0.0,
     ) -> None:
         self.items = list(items)
+        self.read_delay_s = read_delay_s
         self.fps = fps
         self.live = live
         self.fail_opens = fail_opens
@@ -64,7 +66,9 @@ class FakeSource:
             self._ended = False
 
     def read(self) -> SourceFrame | None:
-        """The next scripted item."""
+        """The next scripted item (after ``read_delay_s``, as a live camera paces frames)."""
+        if self.read_delay_s:
+            time.sleep(self.read_delay_s)
         if self.position >= len(self.items):
             self._ended = True
             return None

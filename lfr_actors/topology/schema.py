@@ -484,6 +484,12 @@ class Camera(_Strict):
         description="what a file or synthetic source does when it runs out of frames: stop, "
         "or loop from the start",
     )
+    pace: Literal["realtime", "asap"] = Field(
+        default="realtime",
+        description="how a file or synthetic source is read: realtime, at the speed of the "
+        "camera it stands in for (frames are dropped if the embedder falls behind), or asap, "
+        "as fast as the embedder takes frames with none dropped (benchmarks, batch runs)",
+    )
     queue_size: Int = Field(
         default=4,
         ge=1,
