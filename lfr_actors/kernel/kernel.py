@@ -116,9 +116,7 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     target = address.split("://", 1)[-1]
     host, _, port_text = target.rpartition(":")
     if not host or not port_text.isdigit():
-        raise KernelError(
-            f"Ray address {address!r} is not host:port (or ray://host:port, or auto)"
-        )
+        raise KernelError(f"Ray address {address!r} is not host:port (or ray://host:port, or auto)")
     try:
         with socket.create_connection((host, int(port_text)), timeout=timeout_s):
             pass
