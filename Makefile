@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck bench bench-models bench-index bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: bench-models bench-index bench-pipeline
+
+bench-models: $(STAMP)
 	$(BIN)/python loadtest/bench_models.py
+
+bench-index: $(STAMP)
+	$(BIN)/python loadtest/bench_index.py
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python loadtest/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .lfr .pytest_cache .mypy_cache .ruff_cache
