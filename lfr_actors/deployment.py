@@ -195,11 +195,18 @@ class Deployment:
             "expansion_search": t.index.expansion_search,
         }
         shards = [
-            ActorSpec(sid, "index_shard", (sid, index_cfg, str(self.paths.index_dir / sid)))
+            ActorSpec(
+                sid,
+                "index_shard",
+                (sid, index_cfg, str(self.paths.index_dir / sid)),
+                on_driver_node=True,
+            )
             for sid in self._shard_ids()
         ]
         shard_names = [s.name for s in shards]
-        router = ActorSpec(t.index.id, "index_router", (t.index.id, shard_names, ns))
+        router = ActorSpec(
+            t.index.id, "index_router", (t.index.id, shard_names, ns), on_driver_node=True
+        )
         fusion = {
             "actor_id": t.alerts.id,
             "threshold": t.alerts.threshold,
@@ -209,8 +216,13 @@ class Deployment:
                 e.id: e.threshold for e in self.watchlist.entries if e.threshold is not None
             },
         }
+        # The alert store and the index snapshots are files in the driver's data folder:
+        # the actors that write them run where the driver (and the API reading them) runs.
         alerts = ActorSpec(
-            t.alerts.id, "alerts", (t.deployment.id, str(self.paths.alerts_db), fusion)
+            t.alerts.id,
+            "alerts",
+            (t.deployment.id, str(self.paths.alerts_db), fusion),
+            on_driver_node=True,
         )
         embedder_cfg = t.embedder.model_dump(mode="json")
         embedder_cfg["model_spec"] = self.spec.model_dump(mode="json")

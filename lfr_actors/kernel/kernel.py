@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from lfr_actors.errors import LfrError
 from lfr_actors.kernel.registry import Registry
@@ -51,6 +52,11 @@ class ActorSpec:
     num_gpus: float = 0.0
     start_method: str | None = None
     """A method called (and awaited) after construction, e.g. a camera's ``start``."""
+    on_driver_node: bool = False
+    """Place the actor on the node running the driver: for actors that write files the
+    driver reads (the alert store, index snapshots), which must not land on another node."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources the actor needs (e.g. ``{"camera_ingest": 0.1}``)."""
 
     @property
     def name(self) -> str:
@@ -162,6 +168,12 @@ class Kernel:
         }
         if spec.num_gpus:
             options["num_gpus"] = spec.num_gpus
+        if spec.resources:
+            options["resources"] = dict(spec.resources)
+        if spec.on_driver_node:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node_id=ray.get_runtime_context().get_node_id(), soft=False
+            )
         return ray.remote(cls).options(**options).remote(*spec.args, **spec.kwargs)
 
     async def start(self, specs: Sequence[ActorSpec], *, ready_timeout_s: float = 300.0) -> None:
