@@ -263,6 +263,7 @@ class Deployment:
                     "camera",
                     (cam.id, deployment, cam.model_dump(mode="json"), order, ns),
                     start_method="start",
+                    resources=dict(cam.resources),
                 )
             )
         return {

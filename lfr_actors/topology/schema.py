@@ -484,6 +484,11 @@ class Camera(_Strict):
         description="what a file or synthetic source does when it runs out of frames: stop, "
         "or loop from the start",
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources the camera actor needs, to place it on camera-ingest "
+        "nodes of a cluster, e.g. {camera_ingest: 0.1}. Empty: any node.",
+    )
     pace: Literal["realtime", "asap"] = Field(
         default="realtime",
         description="how a file or synthetic source is read: realtime, at the speed of the "
