@@ -8,6 +8,7 @@
   a deterministic face count, and records what it saw.
 - :class:`FakeFaceEmbedder` gives deterministic embeddings for chips (same chip, same
   vector), with the real embedder's ``embed`` interface.
+- :func:`make_sighting` builds a possible match with a tiny fake crop, for alert tests.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
-from lfr_actors.messages import Frame, FrameResult
+from lfr_actors.messages import Frame, FrameResult, Sighting
 from lfr_actors.models.types import FloatArray, UInt8Array
 from lfr_actors.video import CorruptFrameError, SourceError, SourceFrame
 
@@ -157,3 +159,38 @@ class FakeFaceEmbedder:
             vector = np.random.default_rng(seed).standard_normal(self.dimension)
             out[i] = vector / np.linalg.norm(vector)
         return out
+
+
+SIGHTING_EPOCH = 1_700_000_000.0
+"""Capture time of :func:`make_sighting`'s sighting ``at=0``."""
+
+
+def fake_jpeg(seed: int) -> bytes:
+    """A tiny real JPEG of random pixels: a stand-in face crop with no face in it."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", pixels)
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return bytes(encoded.tobytes())
+
+
+def make_sighting(
+    n: int,
+    *,
+    entry: str = "E1",
+    camera: str = "cam_a",
+    at: float = 0.0,
+    distance: float = 0.3,
+) -> Sighting:
+    """Sighting number ``n`` of ``entry`` on ``camera``, ``at`` seconds after the epoch."""
+    return Sighting(
+        sighting_id=f"{camera}:{n}:0",
+        camera_id=camera,
+        frame_seq=n,
+        captured_at=SIGHTING_EPOCH + at,
+        entry_id=entry,
+        distance=distance,
+        box=[float(n), 2.0, 30.0, 40.0],
+        quality={"sharpness": 0.5 + n / 100},
+        crop_jpeg=fake_jpeg(n),
+    )

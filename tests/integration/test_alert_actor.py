@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 import ray
 from structlog.testing import capture_logs
@@ -17,31 +15,13 @@ from structlog.testing import capture_logs
 from lfr_actors.actors.alerts import AlertActor
 from lfr_actors.messages import Sighting, SightingBatch
 from lfr_actors.store.alerts import AlertStore
+from lfr_actors.testing.doubles import SIGHTING_EPOCH, make_sighting
 
-T0 = 1_700_000_000.0
+T0 = SIGHTING_EPOCH
+
+sighting = make_sighting
 NAMESPACE = "lfr-test-alerts"
 CONFIG = {"threshold": 0.5, "fusion_window_s": 30.0}
-
-
-def fake_jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    ok, encoded = cv2.imencode(".jpg", pixels)
-    assert ok
-    return encoded.tobytes()
-
-
-def sighting(n: int, *, camera: str = "cam_a", at: float = 0.0, distance: float = 0.3) -> Sighting:
-    return Sighting(
-        sighting_id=f"{camera}:{n}:0",
-        camera_id=camera,
-        frame_seq=n,
-        captured_at=T0 + at,
-        entry_id="E1",
-        distance=distance,
-        box=[1.0, 2.0, 30.0, 40.0],
-        quality={"sharpness": 0.5},
-        crop_jpeg=fake_jpeg(n),
-    )
 
 
 def batch(*items: Sighting) -> bytes:

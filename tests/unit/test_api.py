@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 from aiohttp import ClientResponse
 from pytest_aiohttp import AiohttpClient
@@ -18,32 +16,14 @@ from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
 from lfr_actors.api.app import STORE, create_app
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
+from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting
 
 pytestmark = pytest.mark.asyncio
 
-T0 = 1_700_000_000.0
+T0 = SIGHTING_EPOCH
+
+sighting = make_sighting
 PROBLEM = "application/problem+json"
-
-
-def fake_jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    ok, encoded = cv2.imencode(".jpg", pixels)
-    assert ok
-    return encoded.tobytes()
-
-
-def sighting(n: int, *, entry: str = "E1", camera: str = "cam_a", at: float = 0.0) -> Sighting:
-    return Sighting(
-        sighting_id=f"{camera}:{n}:0",
-        camera_id=camera,
-        frame_seq=n,
-        captured_at=T0 + at,
-        entry_id=entry,
-        distance=0.3,
-        box=[1.0, 2.0, 30.0, 40.0],
-        quality={"sharpness": 0.5},
-        crop_jpeg=fake_jpeg(n),
-    )
 
 
 class Writer:
