@@ -180,8 +180,12 @@ class Deployment:
         per_entry = [e.threshold for e in self.watchlist.entries if e.threshold is not None]
         return max([self.topology.alerts.threshold, *per_entry])
 
-    def plan(self) -> dict[str, list[ActorSpec]]:
-        """The actors of this topology, by start-up stage."""
+    def plan(self, *, cluster_gpus: float = 0.0) -> dict[str, list[ActorSpec]]:
+        """The actors of this topology, by start-up stage.
+
+        An embedder with ``device: auto`` is given GPUs when the cluster has enough for
+        every replica (``cluster_gpus``), and runs on the CPU otherwise.
+        """
         t = self.topology
         ns = self.namespace
         index_cfg = {
@@ -233,7 +237,10 @@ class Deployment:
             "threshold": self._threshold(),
             "top_k": t.alerts.top_k,
         }
-        gpu = t.embedder.device in ("gpu",)
+        wanted_gpus = t.embedder.gpus_per_replica * t.embedder.replicas
+        gpu = t.embedder.device == "gpu" or (
+            t.embedder.device == "auto" and cluster_gpus >= wanted_gpus
+        )
         embedders = [
             ActorSpec(
                 eid,
@@ -328,7 +335,8 @@ class Deployment:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, self.request_stop)
-            stages = self.plan()
+            self._check_gpus()
+            stages = self.plan(cluster_gpus=float(ray.cluster_resources().get("GPU", 0.0)))
             await self.kernel.start(stages["index"])
             router = self.kernel.handle(self.topology.index.id)
             for entry_id, vectors in templates.items():
@@ -351,6 +359,24 @@ class Deployment:
             cameras=len(self.topology.cameras),
             watchlist_entries=len(templates),
         )
+
+    def _check_gpus(self) -> None:
+        """Refuse at once when the topology demands GPUs the cluster does not have.
+
+        Ray would otherwise wait for ever to place a GPU embedder on a machine with none.
+        """
+        e = self.topology.embedder
+        if e.device != "gpu":
+            return
+        wanted = e.gpus_per_replica * e.replicas
+        available = float(ray.cluster_resources().get("GPU", 0.0))
+        if available < wanted:
+            raise DeploymentError(
+                f"embedder.device is gpu and needs {wanted:g} GPU(s) "
+                f"({e.replicas} replica(s) x {e.gpus_per_replica:g}), but the Ray cluster has "
+                f"{available:g}; add GPU nodes, lower embedder.replicas or gpus_per_replica, or "
+                "set embedder.device to cpu or auto"
+            )
 
     async def run(self) -> dict[str, Any]:
         """Start, run until stopped (or every file source ended), drain; return a summary."""

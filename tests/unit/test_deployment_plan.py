@@ -1,0 +1,105 @@
+"""The deployment's actor plan from a topology: names, wiring, resources, placement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lfr_actors.deployment import Deployment
+from lfr_actors.topology.loader import load_topology, load_watchlist
+
+
+def _files(tmp_path: Path, **embedder: object) -> Deployment:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "w.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "entries": [
+                    {
+                        "id": "e1",
+                        "display_name": "E One",
+                        "images": ["a.jpg"],
+                        "category": "c",
+                        "legal_basis": "l",
+                        "source": "s",
+                        "image_date": "2020-01-01",
+                        "threshold": 0.5,
+                    },
+                ],
+            }
+        )
+    )
+    topology = {
+        "version": 1,
+        "deployment": {
+            "id": "site",
+            "authorised_by": "x",
+            "purpose": "x",
+            "location": "x",
+            "start": "2026-11-01T00:00:00Z",
+            "end": "2026-11-02T00:00:00Z",
+        },
+        "cameras": [
+            {
+                "id": f"cam{i}",
+                "source": {"type": "url", "url": f"rtsp://127.0.0.1/{i}"},
+                **({"resources": {"camera_ingest": 0.1}} if i == 0 else {}),
+            }
+            for i in range(3)
+        ],
+        "embedder": {"replicas": 2, **embedder},
+        "index": {"shards": 3},
+        "alerts": {"threshold": 0.55},
+        "watchlist": {"file": "w.yaml"},
+        "storage": {"data_dir": "data"},
+    }
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(topology))
+    t = load_topology(tmp_path / "t.yaml")
+    return Deployment(t, load_watchlist(tmp_path / "w.yaml"), home=tmp_path)
+
+
+def test_plan_wires_actors_by_topology_ids(tmp_path: Path) -> None:
+    stages = _files(tmp_path).plan()
+    names = {stage: [s.name for s in specs] for stage, specs in stages.items()}
+    assert names == {
+        "index": ["index_shard/index-0", "index_shard/index-1", "index_shard/index-2",
+                  "index_router/index"],
+        "alerts": ["alerts/alerts"],
+        "embedders": ["embedder/embedder-0", "embedder/embedder-1"],
+        "cameras": ["camera/cam0", "camera/cam1", "camera/cam2"],
+    }  # fmt: skip
+    router = stages["index"][-1]
+    assert router.args[1] == names["index"][:3]
+    embedder = stages["embedders"][0]
+    wiring = embedder.args[3]
+    assert wiring["router"] == "index_router/index" and wiring["alerts"] == "alerts/alerts"
+    assert wiring["threshold"] == 0.55  # the loosest of deployment and entry thresholds
+    fusion = stages["alerts"][0].args[2]
+    assert fusion["entry_thresholds"] == {"e1": 0.5}
+    # cameras spread over the replicas, each failing over to the others
+    orders = [c.args[3] for c in stages["cameras"]]
+    assert [o[0] for o in orders] == ["embedder/embedder-0", "embedder/embedder-1",
+                                      "embedder/embedder-0"]  # fmt: skip
+    assert all(sorted(o) == sorted(names["embedders"]) for o in orders)
+    assert stages["cameras"][0].resources == {"camera_ingest": 0.1}
+    assert all(c.start_method == "start" for c in stages["cameras"])
+
+
+def test_stateful_actors_stay_on_the_driver_node(tmp_path: Path) -> None:
+    stages = _files(tmp_path).plan()
+    pinned = {s.name for specs in stages.values() for s in specs if s.on_driver_node}
+    assert pinned == {"index_shard/index-0", "index_shard/index-1", "index_shard/index-2",
+                      "index_router/index", "alerts/alerts"}  # fmt: skip
+
+
+def test_gpu_resources_follow_the_device(tmp_path: Path) -> None:
+    cpu = _files(tmp_path / "a").plan(cluster_gpus=8)
+    assert all(e.num_gpus == 0 for e in cpu["embedders"])
+    gpu = _files(tmp_path / "b", device="gpu", gpus_per_replica=0.5).plan()
+    assert [e.num_gpus for e in gpu["embedders"]] == [0.5, 0.5]
+    auto_with = _files(tmp_path / "c", device="auto").plan(cluster_gpus=2)
+    assert [e.num_gpus for e in auto_with["embedders"]] == [1.0, 1.0]
+    auto_without = _files(tmp_path / "d", device="auto").plan(cluster_gpus=1)
+    assert [e.num_gpus for e in auto_without["embedders"]] == [0.0, 0.0]
