@@ -262,13 +262,21 @@ def _run_info(path: Path) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``lfr status FILE``: the running deployment's status, from its API."""
+    import os
     import urllib.error
     import urllib.request
 
-    url = args.url or _run_info(Path(args.file))["api"]
+    info = {} if args.url else _run_info(Path(args.file))
+    url = args.url or info["api"]
+    # The deployment's own token for this host's `lfr` (in its run file), else the caller's.
+    token = info.get("token") or os.environ.get("LFR_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{url}/v1/status", headers=headers)
     try:
-        with urllib.request.urlopen(f"{url}/v1/status", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             status = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise LfrError(_api_refusal(url, exc)) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise LfrError(f"cannot reach the deployment's API at {url}: {exc}") from exc
     if args.json:
@@ -296,6 +304,75 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = status["alerts"]["store"]
     print(f"  alerts stored {store.get('alerts')}  sightings {store.get('sightings')}")
     return EXIT_OK
+
+
+def _api_refusal(url: str, exc: Any) -> str:
+    try:
+        detail = json.loads(exc.read()).get("detail", "")
+    except (OSError, ValueError, AttributeError):
+        detail = ""
+    message = f"the API at {url} answered {exc.code}"
+    if detail:
+        message += f": {detail}"
+    if exc.code in (401, 403):
+        message += (
+            " Set LFR_TOKEN to a token with the viewer role or above "
+            "(`lfr tokens create --name NAME --role viewer --topology FILE`)."
+        )
+    return message
+
+
+def _store_file(args: argparse.Namespace) -> Path:
+    from lfr_actors.governance_cli import store_path
+    from lfr_actors.topology.loader import TopologyError
+
+    try:
+        return store_path(db=args.db, topology=args.topology)
+    except TopologyError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _token_name(value: str) -> str:
+    from lfr_actors.store.tokens import check_token_name
+
+    try:
+        return check_token_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    """``lfr tokens create``: a new API token, its secret printed once."""
+    from lfr_actors.governance_cli import create_token
+
+    return create_token(_store_file(args), args.name, args.role, sys.stdout, sys.stderr)
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    """``lfr tokens list``: every API token, without secrets."""
+    from lfr_actors.governance_cli import list_tokens
+
+    return list_tokens(_store_file(args), sys.stdout, as_json=args.json)
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    """``lfr tokens revoke ID``: refuse a token from now on."""
+    from lfr_actors.governance_cli import revoke_token
+
+    return revoke_token(_store_file(args), args.id, sys.stdout)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """``lfr audit verify``: recompute the audit log's hash chain."""
+    from lfr_actors.governance_cli import verify_audit
+
+    return verify_audit(_store_file(args), sys.stdout)
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--topology", metavar="FILE", help="the deployment's topology YAML")
+    where.add_argument("--db", metavar="PATH", help="the store file (<data_dir>/alerts.sqlite3)")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -393,9 +470,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="cameras, fps, drops, restarts and alerts")
     status.add_argument("file", nargs="?", help="the topology YAML of the running deployment")
-    status.add_argument("--url", help="the deployment API's base URL, instead of FILE")
+    status.add_argument(
+        "--url", help="the deployment API's base URL, instead of FILE (sends $LFR_TOKEN)"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    from lfr_actors.store.tokens import Role
+
+    tokens = sub.add_parser("tokens", help="create, list and revoke the API's bearer tokens")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    tok_create = tokens_sub.add_parser(
+        "create", help="make a token; its secret is printed once, only its hash is kept"
+    )
+    tok_create.add_argument("--name", required=True, type=_token_name, help="who holds it")
+    tok_create.add_argument(
+        "--role", required=True, choices=[str(r) for r in Role], help="what it may do"
+    )
+    _add_store(tok_create)
+    tok_create.set_defaults(func=cmd_tokens_create)
+    tok_list = tokens_sub.add_parser("list", help="every token, active and revoked")
+    tok_list.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_store(tok_list)
+    tok_list.set_defaults(func=cmd_tokens_list)
+    tok_revoke = tokens_sub.add_parser("revoke", help="refuse a token from now on")
+    tok_revoke.add_argument("id", help="the token's id (from `lfr tokens list`)")
+    _add_store(tok_revoke)
+    tok_revoke.set_defaults(func=cmd_tokens_revoke)
+
+    audit = sub.add_parser("audit", help="check the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_sub.add_parser(
+        "verify", help="recompute the hash chain; exit 1 naming the first bad entry"
+    )
+    _add_store(verify)
+    verify.set_defaults(func=cmd_audit_verify)
 
     down = sub.add_parser("down", help="drain and stop a running deployment")
     down.add_argument("file", help="the topology YAML of the running deployment")

@@ -1,14 +1,17 @@
-"""The alert API: an aiohttp application over the alert store, read-only.
+"""The alert API: an aiohttp application over the alert store.
 
 The API publishes only what is in the store, so everything a client sees was persisted
 first. Live push is Server-Sent Events: each alert event carries its store event id, and a
 client that reconnects with ``Last-Event-ID`` (or ``?after=``) receives every event after
-that one, then the live tail, with no gap and no repeat.
+that one, then the live tail, with no gap and no repeat. Alerts are read through a
+read-only connection (the alert actor writes them); what the API itself records
+(adjudications, audit entries) goes through its own writing connection to the same file.
 
 Shape, as aiohttp's authors write it: :func:`create_app` builds the application; typed
-``web.AppKey`` keys hold its state; the store and the event poller open and close in
+``web.AppKey`` keys hold its state; the stores and the event poller open and close in
 ``cleanup_ctx``; one middleware turns every error into an RFC 9457 problem body
-(``application/problem+json``), never an HTML page or a traceback; every route is listed in
+(``application/problem+json``), never an HTML page or a traceback; a second one admits each
+request by its bearer token's role (:mod:`lfr_actors.api.auth`); every route is listed in
 :func:`setup_routes`.
 """
 
@@ -21,7 +24,6 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +32,46 @@ from multidict import MultiMapping
 
 from lfr_actors import logs
 from lfr_actors.alerts import iso_utc
+from lfr_actors.api.adjudication import adjudicate, render_adjudication
+from lfr_actors.api.audit import list_audit, verify_audit
+from lfr_actors.api.auth import (
+    AUTH_ENABLED,
+    auth_middleware,
+    check_role_matrix,
+    check_routes_on_startup,
+    principal,
+)
+from lfr_actors.api.common import (
+    ADJUDICATIONS,
+    AUDIT,
+    PROBLEM_CONTENT_TYPE,
+    STORE,
+    TOKENS,
+    ProblemError,
+    problem_middleware,
+    problem_response,
+)
+from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
+from lfr_actors.store.audit import Action, AuditLog
+from lfr_actors.store.schema import Database
+from lfr_actors.store.tokens import TokenStore
+
+__all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "STORE",
+    "ProblemError",
+    "create_app",
+    "problem_middleware",
+    "problem_response",
+    "setup_routes",
+]
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 """An async callable that returns the deployment's status (from the kernel)."""
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 _STREAM_PAGE = 500
 _TIME_FIELDS = ("first_seen", "last_seen", "created_at", "updated_at")
 
@@ -98,7 +132,6 @@ class EventHub:
 
 
 SETTINGS = web.AppKey("settings", ApiSettings)
-STORE = web.AppKey("store", AlertStore)
 HUB = web.AppKey("hub", EventHub)
 STATUS: web.AppKey[StatusSource | None] = web.AppKey("status")
 
@@ -110,6 +143,7 @@ def create_app(
     poll_interval_s: float = 0.2,
     heartbeat_s: float = 15.0,
     client_max_size: int = 1 << 20,
+    auth: bool = True,
 ) -> web.Application:
     """Build the alert API over the store at ``store_path``.
 
@@ -117,28 +151,59 @@ def create_app(
     often live streams look for new events; ``heartbeat_s`` how often an idle stream sends
     a comment line to keep proxies from closing it. Requests with a body larger than
     ``client_max_size`` bytes are answered 413.
+
+    With ``auth`` (the default) every route but ``/healthz`` needs a bearer token whose
+    role :data:`lfr_actors.api.auth.ROLE_MATRIX` allows; ``auth=False`` admits every
+    request as an anonymous admin (tests and benchmarks only). Raises
+    :class:`lfr_actors.api.auth.RoleMatrixError` if a route has no entry in the matrix.
     """
-    app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+    app = web.Application(
+        middlewares=[problem_middleware, auth_middleware], client_max_size=client_max_size
+    )
     app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s)
     app[STATUS] = status
+    app[AUTH_ENABLED] = auth
+    if not auth:
+        _log.warning("api_auth_disabled", store=str(store_path))
+    app.cleanup_ctx.append(_governance_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.on_startup.append(check_routes_on_startup)
     app.on_shutdown.append(_close_streams)
     setup_routes(app)
+    check_role_matrix(app.router.routes())
     return app
 
 
 def setup_routes(app: web.Application) -> None:
-    """Every route of the API, in one place (the stream before ``{alert_id}``)."""
+    """Every route of the API, in one place (the stream before ``{alert_id}``).
+
+    Each route's name is its key in the role matrix (:mod:`lfr_actors.api.auth`).
+    """
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/v1/status", deployment_status, name="status")
     app.router.add_get("/v1/alerts", list_alerts, name="alerts")
     app.router.add_get("/v1/alerts/stream", stream_alerts, name="alert_stream")
     app.router.add_get("/v1/alerts/{alert_id}", get_alert, name="alert")
     app.router.add_get("/v1/alerts/{alert_id}/crop.jpg", get_crop, name="alert_crop")
+    app.router.add_post("/v1/alerts/{alert_id}/adjudication", adjudicate, name="alert_adjudication")
+    app.router.add_get("/v1/audit", list_audit, name="audit")
+    app.router.add_get("/v1/audit/verify", verify_audit, name="audit_verify")
 
 
 # -- resources -----------------------------------------------------------------------
+
+
+async def _governance_ctx(app: web.Application) -> AsyncIterator[None]:
+    # The API's own writing connection, for what it records: token use is read here,
+    # adjudications and audit entries written. It opens first, so it creates or migrates
+    # the file before the read-only alert store needs it current.
+    db = await asyncio.to_thread(Database, app[SETTINGS].store_path)
+    app[TOKENS] = TokenStore(db)
+    app[AUDIT] = AuditLog(db)
+    app[ADJUDICATIONS] = Adjudications(db)
+    yield
+    db.close()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -162,66 +227,6 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _close_streams(app: web.Application) -> None:
     # Long-lived streams would otherwise hold the server's graceful shutdown open.
     app[HUB].close()
-
-
-# -- errors --------------------------------------------------------------------------
-
-
-class ProblemError(Exception):
-    """An error answered as an RFC 9457 problem; ``extra`` adds extension members."""
-
-    def __init__(self, status: int, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.extra = extra
-
-
-def problem_response(request: web.Request, status: int, detail: str, **extra: Any) -> web.Response:
-    """A JSON problem body: type, title, status, detail, instance (+ extensions)."""
-    body = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": request.path,
-        **extra,
-    }
-    return web.json_response(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
-
-
-@web.middleware
-async def problem_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Answer every error as a JSON problem; log unexpected ones without their data."""
-    try:
-        return await handler(request)
-    except ProblemError as exc:
-        return problem_response(request, exc.status, exc.detail, **exc.extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        default_text = f"{exc.status}: {exc.reason}"
-        detail = exc.text if exc.text and exc.text != default_text else _default_detail(exc)
-        response = problem_response(request, exc.status, detail)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        _log.exception("request_failed", method=request.method, path=request.path)
-        return problem_response(
-            request, 500, "The server hit an unexpected error; it has been logged."
-        )
-
-
-def _default_detail(exc: web.HTTPException) -> str:
-    if exc.status == 404:
-        return "No such resource; see the API's routes."
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return f"Method {exc.method} is not allowed here; allowed: {allowed}."
-    return exc.reason
 
 
 # -- handlers ------------------------------------------------------------------------
@@ -264,20 +269,30 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 
 async def get_alert(request: web.Request) -> web.Response:
-    """One alert (without its crop; see ``crop_url``)."""
+    """One alert (without its crop; see ``crop_url``) with its adjudications, oldest first."""
     alert_id = request.match_info["alert_id"]
     alert = await asyncio.to_thread(request.app[STORE].get, alert_id)
     if alert is None:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
-    return web.json_response(render_alert(request, alert))
+    history = await asyncio.to_thread(request.app[ADJUDICATIONS].history, alert_id)
+    body = render_alert(request, alert)
+    body["adjudications"] = [render_adjudication(record) for record in history]
+    return web.json_response(body)
 
 
 async def get_crop(request: web.Request) -> web.Response:
-    """The alert's best face crop as JPEG; never cached by clients or proxies."""
+    """The alert's best face crop as JPEG; never cached; each view is audited first."""
     alert_id = request.match_info["alert_id"]
     crop = await asyncio.to_thread(request.app[STORE].crop, alert_id)
     if crop is None:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
+    await asyncio.to_thread(
+        request.app[AUDIT].append,
+        principal(request).actor,
+        Action.ALERT_VIEW,
+        alert_id,
+        {"part": "crop"},
+    )
     return web.Response(body=crop, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 

@@ -1,9 +1,10 @@
 """The alert store: one SQLite file in WAL mode, one writer, any number of readers.
 
-The alert actor is the only writer; it applies each alert event in one transaction (the
-alert row, its new sighting rows, one row in the event log) before it acknowledges the
-sightings. Readers (the API, the JSON Lines sink) open their own read-only connections;
-WAL lets them read while the writer writes.
+The alert actor is the only writer of alerts; it applies each alert event in one
+transaction (the alert row, its new sighting rows, one row in the event log) before it
+acknowledges the sightings. Readers (the API, the JSON Lines sink) open their own read-only
+connections; WAL lets them read while the writer writes. The API's adjudications set an
+alert's ``status`` through their own connection (:mod:`lfr_actors.store.adjudications`).
 
 ``synchronous=FULL``: with WAL, NORMAL is safe from corruption but a power cut or OS crash
 can roll back the last commits, and an alert acknowledged to its sender must survive that.
@@ -12,88 +13,28 @@ Alerts are rare (only possible matches are written), so an fsync per commit cost
 What is stored is limited by invariant 1: the best face crop of each alert (a possible
 match awaiting adjudication) and, for every sighting, ids and numbers only.
 
-Schema changes are numbered migrations, applied in order when a store opens and recorded
-in ``schema_migrations``; later features add tables by appending to :data:`MIGRATIONS`.
+Schema changes are numbered migrations in :mod:`lfr_actors.store.schema` (re-exported
+here), applied in order when a writer opens the file; tokens, adjudications and the audit
+log share this file and add their tables there.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from lfr_actors.alerts.fusion import Alert, AlertEvent
-from lfr_actors.errors import LfrError
+from lfr_actors.store.schema import MIGRATIONS, Database, Migration, StoreError
 
+__all__ = ["MIGRATIONS", "AlertPage", "AlertStore", "Migration", "StoreError"]
 
-class StoreError(LfrError):
-    """The alert store cannot be opened or used as asked."""
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One numbered schema change: statements run in one transaction."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "alerts, their sightings (ids and numbers only) and the alert event log",
-        (
-            """CREATE TABLE alerts (
-                id TEXT PRIMARY KEY,
-                deployment_id TEXT NOT NULL,
-                entry_id TEXT NOT NULL,
-                first_camera_id TEXT NOT NULL,
-                cameras TEXT NOT NULL,
-                first_seen REAL NOT NULL,
-                last_seen REAL NOT NULL,
-                sightings INTEGER NOT NULL,
-                best_distance REAL NOT NULL,
-                best_sighting_id TEXT NOT NULL,
-                best_box TEXT NOT NULL,
-                best_quality TEXT NOT NULL,
-                best_crop BLOB NOT NULL,
-                status TEXT NOT NULL DEFAULT 'open',
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL,
-                raised_event_id INTEGER UNIQUE
-            )""",
-            "CREATE INDEX alerts_entry ON alerts (entry_id, raised_event_id)",
-            "CREATE INDEX alerts_last_seen ON alerts (deployment_id, last_seen)",
-            """CREATE TABLE alert_sightings (
-                alert_id TEXT NOT NULL REFERENCES alerts (id),
-                sighting_id TEXT NOT NULL UNIQUE,
-                camera_id TEXT NOT NULL,
-                captured_at REAL NOT NULL,
-                distance REAL NOT NULL,
-                event_id INTEGER NOT NULL
-            )""",
-            "CREATE INDEX alert_sightings_alert ON alert_sightings (alert_id)",
-            "CREATE INDEX alert_sightings_camera ON alert_sightings (camera_id, alert_id)",
-            """CREATE TABLE alert_events (
-                event_id INTEGER PRIMARY KEY AUTOINCREMENT,
-                alert_id TEXT NOT NULL REFERENCES alerts (id),
-                kind TEXT NOT NULL,
-                at REAL NOT NULL,
-                alert TEXT NOT NULL
-            )""",
-            "CREATE INDEX alert_events_alert ON alert_events (alert_id, event_id)",
-        ),
-    ),
-)
-"""Every schema change, in order. Append; never edit one that has shipped."""
 
 _ALERT_COLUMNS = (
     "id, deployment_id, entry_id, first_camera_id, cameras, first_seen, last_seen, "
@@ -102,7 +43,6 @@ _ALERT_COLUMNS = (
 )
 _MAX_LIMIT = 10_000
 _SQL_VARIABLES = 500
-_BUSY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -118,51 +58,20 @@ class AlertStore:
 
     Open it as the writer with ``AlertStore(path)`` (creates the file and applies
     migrations) or as a reader with :meth:`open_readonly`. One instance may be used from
-    several threads (calls are serialised); use one writer per file.
+    several threads (calls are serialised); use one alert writer per file.
     """
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.path = Path(path)
+        self._db = Database(path, readonly=readonly)
+        self.path = self._db.path
         self.readonly = readonly
-        self._lock = threading.RLock()
-        if readonly:
-            if not self.path.is_file():
-                raise StoreError(
-                    f"no alert store at {self.path}; it is created when the alert actor or "
-                    "API first opens it for writing"
-                )
-            self._conn = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=_BUSY_TIMEOUT_S,
-            )
-            self._conn.execute("PRAGMA query_only = ON")
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_S
-            )
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                self._conn.close()
-                raise StoreError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode!r})")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            # Overwrite deleted and replaced content (a superseded best crop) with zeros
-            # instead of leaving it in free pages of the file.
-            self._conn.execute("PRAGMA secure_delete = ON")
-        self._closed = False
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
+        self._lock = self._db.lock
+        self._conn = self._db.conn
 
     @classmethod
     def open_readonly(cls, path: Path, *, create: bool = True) -> AlertStore:
         """A read-only store; with ``create``, first create or migrate the file if needed."""
-        if create and not cls._is_current(Path(path)):
+        if create and not Database.is_current(Path(path)):
             cls(path).close()
         return cls(path, readonly=True)
 
@@ -170,10 +79,7 @@ class AlertStore:
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> AlertStore:
         return self
@@ -194,8 +100,7 @@ class AlertStore:
 
     def schema_version(self) -> int:
         """The highest migration applied to this file (0 for none)."""
-        with self._lock:
-            return max(self._applied_versions(self._conn), default=0)
+        return self._db.schema_version()
 
     # -- writing --------------------------------------------------------------------
 
@@ -464,78 +369,10 @@ class AlertStore:
         return None if row is None else _alert_dict(row)
 
     def _require_writer(self) -> None:
-        if self.readonly:
-            raise StoreError(f"{self.path} is open read-only; only the alert actor writes")
+        self._db.require_writer("only the alert actor writes alerts")
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        self._require_writer()
-        conn = self._conn
-        # IMMEDIATE takes the write lock up front, so a transaction never fails half-way
-        # because another connection began writing first.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _migrate(self) -> None:
-        if self._applied_versions(self._conn) >= {m.version for m in MIGRATIONS}:
-            self._check_not_newer()
-            return
-        if self.readonly:
-            raise StoreError(
-                f"{self.path} has schema version {self.schema_version()}; this build "
-                f"needs {MIGRATIONS[-1].version}. Open it for writing once to migrate it."
-            )
-        with self._write() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-                "applied_at REAL NOT NULL)"
-            )
-            applied = self._applied_versions(conn)
-            for migration in MIGRATIONS:
-                if migration.version in applied:
-                    continue
-                for statement in migration.statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, description, applied_at) "
-                    "VALUES (?, ?, ?)",
-                    (migration.version, migration.description, time.time()),
-                )
-        self._check_not_newer()
-
-    def _check_not_newer(self) -> None:
-        newest = self.schema_version()
-        if newest > MIGRATIONS[-1].version:
-            raise StoreError(
-                f"{self.path} has schema version {newest}, newer than this build "
-                f"({MIGRATIONS[-1].version}); upgrade lfr_actors to read it"
-            )
-
-    @staticmethod
-    def _applied_versions(conn: sqlite3.Connection) -> set[int]:
-        has_table = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-        ).fetchone()
-        if has_table is None:
-            return set()
-        return {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
-
-    @classmethod
-    def _is_current(cls, path: Path) -> bool:
-        if not path.is_file():
-            return False
-        try:
-            with cls(path, readonly=True):
-                return True
-        except StoreError:
-            return False
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.transaction()
 
 
 def _check_limit(limit: int) -> None:

@@ -16,6 +16,9 @@ from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
 from lfr_actors.api.app import STORE, create_app
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
+from lfr_actors.store.audit import SYSTEM
+from lfr_actors.store.schema import Database
+from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting
 
 pytestmark = pytest.mark.asyncio
@@ -52,10 +55,17 @@ def writer(db: Path) -> Iterator[Writer]:
     w.store.close()
 
 
+def admin_headers(db: Path) -> dict[str, str]:
+    """A bearer token that every route admits (the role matrix has its own tests)."""
+    with Database(db) as store:
+        secret = TokenStore(store).create("test admin", Role.ADMIN, by=SYSTEM).secret
+    return {"Authorization": f"Bearer {secret}"}
+
+
 async def client_for(aiohttp_client: AiohttpClient, db: Path, **kwargs: Any) -> Any:
     kwargs.setdefault("poll_interval_s", 0.02)
     kwargs.setdefault("heartbeat_s", 0.2)
-    return await aiohttp_client(create_app(db, **kwargs))
+    return await aiohttp_client(create_app(db, **kwargs), headers=admin_headers(db))
 
 
 async def problem(resp: ClientResponse, status: int) -> dict[str, Any]:
@@ -98,7 +108,7 @@ async def test_status_from_the_source_or_503(aiohttp_client: AiohttpClient, db: 
     async def status() -> dict[str, Any]:
         return {"deployment": "dep1", "cameras": {"cam_a": "running"}}
 
-    other = await aiohttp_client(create_app(db, status=status))
+    other = await aiohttp_client(create_app(db, status=status), headers=admin_headers(db))
     resp = await other.get("/v1/status")
     assert resp.status == 200
     assert (await resp.json())["deployment"] == "dep1"

@@ -1,0 +1,117 @@
+"""``POST /v1/alerts/{alert_id}/adjudication``: an officer records a decision on an alert.
+
+The body says what was decided (:class:`AdjudicationBody`); the officer is the caller's
+token name and the time is the server's, never the client's. Answers:
+
+- 201 with the new decision; 200 with the stored one when the same decision is sent again
+  (a retried request changes nothing);
+- 409 when the decision contradicts the one in force and is not a correction (the
+  problem's ``current`` member holds the decision in force), or corrects nothing;
+- 404 for an unknown alert; 400 for malformed JSON; 415 for a body that is not JSON;
+  422 with each bad field's path; 413 for a body over :data:`MAX_BODY_BYTES`.
+
+A refused request writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from lfr_actors.alerts import iso_utc
+from lfr_actors.api.auth import principal
+from lfr_actors.api.common import ADJUDICATIONS, ProblemError, read_json_body
+from lfr_actors.store.adjudications import (
+    MAX_NOTE_CHARS,
+    MAX_REASON_CHARS,
+    AdjudicationConflictError,
+    AdjudicationRecord,
+    Decision,
+    DecisionRequest,
+    Outcome,
+    UnknownAlertError,
+)
+
+MAX_BODY_BYTES = 16 * 1024
+"""Room for the longest note in any script (4 bytes a character in UTF-8) and the rest."""
+
+
+class AdjudicationBody(BaseModel):
+    """An officer's decision on an alert, as the client sends it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="Adjudication")
+
+    decision: Decision = Field(
+        description="What the officer concluded comparing the live face with the "
+        "watchlist image: match_confirmed, not_a_match or unsure."
+    )
+    outcome: Outcome | None = Field(
+        default=None,
+        description="What happened next; required when decision is match_confirmed.",
+    )
+    note: str | None = Field(
+        default=None,
+        max_length=MAX_NOTE_CHARS,
+        description=f"The officer's free-text note, at most {MAX_NOTE_CHARS} characters.",
+    )
+    correction: bool = Field(
+        default=False,
+        description="True to replace the decision in force with this one (audited).",
+    )
+    correction_reason: str | None = Field(
+        default=None,
+        max_length=MAX_REASON_CHARS,
+        description="Why the earlier decision is corrected; required when correction is true.",
+    )
+
+    def to_request(self) -> DecisionRequest:
+        """The store's form of this decision."""
+        return DecisionRequest(
+            decision=self.decision,
+            outcome=self.outcome,
+            note=self.note,
+            correction=self.correction,
+            correction_reason=self.correction_reason,
+        )
+
+
+def render_adjudication(record: AdjudicationRecord) -> dict[str, Any]:
+    """A decision as the API shows it (ISO 8601 UTC time)."""
+    out = record.as_dict()
+    out["decided_at"] = iso_utc(record.decided_at)
+    return out
+
+
+async def adjudicate(request: web.Request) -> web.Response:
+    """Record the caller's decision on an alert (see the module's docstring)."""
+    alert_id = request.match_info["alert_id"]
+    body = await read_json_body(request, AdjudicationBody, max_bytes=MAX_BODY_BYTES)
+    decision = body.to_request()
+    problems = decision.problems()
+    if problems:
+        raise ProblemError(
+            422,
+            "The body has invalid fields.",
+            invalid_params=[{"name": name, "reason": reason} for name, reason in problems],
+        )
+    try:
+        decided = await asyncio.to_thread(
+            request.app[ADJUDICATIONS].decide,
+            alert_id,
+            decision,
+            officer=principal(request).actor,
+        )
+    except UnknownAlertError as exc:
+        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
+    except AdjudicationConflictError as exc:
+        current = None if exc.current is None else render_adjudication(exc.current)
+        raise ProblemError(409, f"Refused: {exc}.", current=current) from exc
+    location = str(request.app.router["alert"].url_for(alert_id=alert_id))
+    return web.json_response(
+        render_adjudication(decided.record),
+        status=201 if decided.created else 200,
+        headers={"Location": location},
+    )

@@ -1,0 +1,224 @@
+"""Who may call which route: bearer-token authentication and the role matrix.
+
+Every request names a token in ``Authorization: Bearer <token>``; :func:`auth_middleware`
+looks its SHA-256 up in the store on each request (so a revocation takes effect at once)
+and checks the token's role against :data:`ROLE_MATRIX`, the one table that says which
+roles may call each route. ``admin`` may call every route. Refusals are problem bodies:
+
+- 401 with ``WWW-Authenticate: Bearer …`` when the header is missing or malformed, or the
+  token is unknown or revoked;
+- 403 naming the roles allowed when the token's role is not one of them.
+
+A route without an entry in the matrix is a programming error caught when the application
+is built (:func:`check_role_matrix`), not a route left open. Requests that match no route
+(404, 405) need a valid token of any role, so strangers learn nothing about the routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from aiohttp import web
+
+from lfr_actors import logs
+from lfr_actors.api.common import TOKENS, ProblemError
+from lfr_actors.errors import LfrError
+from lfr_actors.store.audit import Actor
+from lfr_actors.store.tokens import Role
+
+REALM = "lfr"
+
+_BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*) *", re.IGNORECASE)
+_log = logs.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one route: anyone (``public``), or a token with one of ``roles``."""
+
+    roles: frozenset[Role]
+    public: bool = False
+
+    def allows(self, role: Role) -> bool:
+        """Whether a token with ``role`` may call the route."""
+        return self.public or role in self.roles
+
+
+def public() -> Rule:
+    """A route anyone may call without a token (liveness only)."""
+    return Rule(frozenset(), public=True)
+
+
+def roles(*allowed: Role) -> Rule:
+    """A route for tokens with one of ``allowed``; admin is always added."""
+    return Rule(frozenset({*allowed, Role.ADMIN}))
+
+
+VIEWERS = (Role.VIEWER, Role.ADJUDICATOR, Role.AUDITOR)
+"""Who sees alerts and the deployment's status ("viewer and up"). Watchlist managers and
+authorisers govern entries and deployments; they have no need to see alerts' faces."""
+
+ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
+    {
+        ("GET", "healthz"): public(),
+        ("GET", "status"): roles(*VIEWERS),
+        ("GET", "alerts"): roles(*VIEWERS),
+        ("GET", "alert_stream"): roles(*VIEWERS),
+        ("GET", "alert"): roles(*VIEWERS),
+        ("GET", "alert_crop"): roles(*VIEWERS),
+        ("POST", "alert_adjudication"): roles(Role.ADJUDICATOR),
+        ("GET", "audit"): roles(Role.AUDITOR),
+        ("GET", "audit_verify"): roles(Role.AUDITOR),
+    }
+)
+"""(HTTP method, route name) -> who may call it: every route of the API, in one place.
+
+HEAD is checked as GET. Add a route's entry here when you add the route; the application
+refuses to build while a route has none.
+"""
+
+UNMATCHED = roles(*Role)
+"""Requests that match no route (404, 405): any valid token."""
+
+
+class RoleMatrixError(LfrError):
+    """A route has no entry in the role matrix, or an entry names no route."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's holder and role (``token_id`` None when auth is off)."""
+
+    name: str
+    role: Role
+    token_id: str | None
+
+    @property
+    def actor(self) -> Actor:
+        """The caller as the audit log records them."""
+        return Actor(self.name, self.token_id)
+
+
+ANONYMOUS = Principal("anonymous (auth off)", Role.ADMIN, None)
+"""The caller of every route when the application is built with ``auth=False``."""
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+AUTH_ENABLED = web.AppKey("auth_enabled", bool)
+
+
+def principal(request: web.Request) -> Principal:
+    """The caller the auth middleware admitted."""
+    return request[PRINCIPAL]
+
+
+def route_key(method: str, name: str | None) -> tuple[str, str]:
+    """The matrix key of a route (HEAD is checked as GET)."""
+    return ("GET" if method == "HEAD" else method, name or "")
+
+
+def check_role_matrix(
+    routes: Iterable[web.AbstractRoute], matrix: Mapping[tuple[str, str], Rule] = ROLE_MATRIX
+) -> None:
+    """Check that routes and matrix agree: every route has an entry, every entry a route.
+
+    Raises :class:`RoleMatrixError` listing all the mismatches, not only the first.
+    """
+    problems = []
+    seen = set()
+    for route in routes:
+        key = route_key(route.method, route.name)
+        seen.add(key)
+        where = f"{route.method} {route.resource.canonical if route.resource else '?'}"
+        if route.name is None:
+            problems.append(f"route {where} has no name; name it and give it a matrix entry")
+        elif key not in matrix:
+            problems.append(
+                f"route {where} (name {route.name!r}) has no entry in ROLE_MATRIX "
+                f"(lfr_actors/api/auth.py); add {key!r} with the roles that may call it"
+            )
+    problems.extend(
+        f"ROLE_MATRIX entry {key!r} matches no route; remove it or add the route"
+        for key in sorted(set(matrix) - seen)
+    )
+    if problems:
+        raise RoleMatrixError("the role matrix does not cover the routes:\n" + "\n".join(problems))
+
+
+async def check_routes_on_startup(app: web.Application) -> None:
+    """Check the matrix again when the app starts (catches routes added after building)."""
+    check_role_matrix(app.router.routes())
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Admit the request if its token's role may call the route; refuse it otherwise."""
+    match = request.match_info
+    if match.http_exception is not None:
+        rule: Rule | None = UNMATCHED
+        name = "(no route)"
+    else:
+        name = match.route.name or "(unnamed)"
+        rule = ROLE_MATRIX.get(route_key(request.method, match.route.name))
+    if rule is None:
+        _log.error("route_without_roles", route=name, method=request.method)
+        raise ProblemError(500, "This route has no access rule; it has been logged.")
+    if rule.public:
+        return await handler(request)
+    if not request.app[AUTH_ENABLED]:
+        request[PRINCIPAL] = ANONYMOUS
+        return await handler(request)
+    caller = await _authenticate(request, name)
+    if not rule.allows(caller.role):
+        allowed = sorted(str(r) for r in rule.roles)
+        _log.info("auth_refused", status=403, route=name, token=caller.token_id, role=caller.role)
+        raise ProblemError(
+            403,
+            f"This route needs a token with one of the roles {', '.join(allowed)}; "
+            f"the token {caller.name!r} has the role {caller.role}.",
+            headers={"WWW-Authenticate": _challenge("insufficient_scope")},
+            allowed_roles=allowed,
+            role=str(caller.role),
+        )
+    request[PRINCIPAL] = caller
+    return await handler(request)
+
+
+async def _authenticate(request: web.Request, route: str) -> Principal:
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise _unauthorised(
+            route,
+            "missing",
+            "This route needs a bearer token: send 'Authorization: Bearer <token>' "
+            "(`lfr tokens create` makes one).",
+            error=None,
+        )
+    found = _BEARER.fullmatch(header)
+    if found is None:
+        raise _unauthorised(
+            route,
+            "malformed",
+            "The Authorization header must be 'Bearer <token>'.",
+            error="invalid_request",
+        )
+    record = await asyncio.to_thread(request.app[TOKENS].lookup, found.group(1))
+    if record is None:
+        raise _unauthorised(route, "unknown", "The token is not known.", error="invalid_token")
+    if not record.active:
+        raise _unauthorised(route, "revoked", "The token was revoked.", error="invalid_token")
+    return Principal(record.name, record.role, record.id)
+
+
+def _unauthorised(route: str, why: str, detail: str, *, error: str | None) -> ProblemError:
+    _log.info("auth_refused", status=401, route=route, reason=why)
+    return ProblemError(401, detail, headers={"WWW-Authenticate": _challenge(error)})
+
+
+def _challenge(error: str | None) -> str:
+    return f'Bearer realm="{REALM}"' + (f', error="{error}"' if error else "")

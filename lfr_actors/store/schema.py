@@ -1,0 +1,324 @@
+"""The store file's schema and connections: numbered migrations and one connection type.
+
+A deployment keeps everything it must persist in one SQLite file (``alerts.sqlite3`` in its
+data folder): alerts, API tokens, adjudications and the audit log. Several processes open it
+(the alert actor, the API, ``lfr tokens``); each goes through :class:`Database`, which sets
+the pragmas every connection needs and applies the migrations a writer finds missing.
+
+Schema changes are numbered migrations, applied in order and in one transaction when a
+writer opens the file, and recorded in ``schema_migrations``; a feature adds its tables by
+appending to :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from lfr_actors.errors import LfrError
+
+BUSY_TIMEOUT_S = 10.0
+"""How long a connection waits for another process's write lock before it gives up."""
+
+
+class StoreError(LfrError):
+    """The store cannot be opened or used as asked."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered schema change: statements run in one transaction."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def _append_only(table: str) -> tuple[str, ...]:
+    return tuple(
+        f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows are never changed or "
+        f"removed'); END"
+        for verb in ("UPDATE", "DELETE")
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "alerts, their sightings (ids and numbers only) and the alert event log",
+        (
+            """CREATE TABLE alerts (
+                id TEXT PRIMARY KEY,
+                deployment_id TEXT NOT NULL,
+                entry_id TEXT NOT NULL,
+                first_camera_id TEXT NOT NULL,
+                cameras TEXT NOT NULL,
+                first_seen REAL NOT NULL,
+                last_seen REAL NOT NULL,
+                sightings INTEGER NOT NULL,
+                best_distance REAL NOT NULL,
+                best_sighting_id TEXT NOT NULL,
+                best_box TEXT NOT NULL,
+                best_quality TEXT NOT NULL,
+                best_crop BLOB NOT NULL,
+                status TEXT NOT NULL DEFAULT 'open',
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                raised_event_id INTEGER UNIQUE
+            )""",
+            "CREATE INDEX alerts_entry ON alerts (entry_id, raised_event_id)",
+            "CREATE INDEX alerts_last_seen ON alerts (deployment_id, last_seen)",
+            """CREATE TABLE alert_sightings (
+                alert_id TEXT NOT NULL REFERENCES alerts (id),
+                sighting_id TEXT NOT NULL UNIQUE,
+                camera_id TEXT NOT NULL,
+                captured_at REAL NOT NULL,
+                distance REAL NOT NULL,
+                event_id INTEGER NOT NULL
+            )""",
+            "CREATE INDEX alert_sightings_alert ON alert_sightings (alert_id)",
+            "CREATE INDEX alert_sightings_camera ON alert_sightings (camera_id, alert_id)",
+            """CREATE TABLE alert_events (
+                event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+                alert_id TEXT NOT NULL REFERENCES alerts (id),
+                kind TEXT NOT NULL,
+                at REAL NOT NULL,
+                alert TEXT NOT NULL
+            )""",
+            "CREATE INDEX alert_events_alert ON alert_events (alert_id, event_id)",
+        ),
+    ),
+    Migration(
+        2,
+        "API bearer tokens, stored as SHA-256 digests only",
+        (
+            # No CHECK on role: SQLite cannot alter a CHECK, and roles will be added.
+            """CREATE TABLE api_tokens (
+                id TEXT PRIMARY KEY,
+                secret_sha256 TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                internal INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                created_by TEXT NOT NULL,
+                revoked_at REAL,
+                revoked_by TEXT
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "the append-only, hash-chained audit log",
+        (
+            # AUTOINCREMENT keeps the highest seq ever used in sqlite_sequence, so removing
+            # the newest entries leaves a trace that verification reports.
+            """CREATE TABLE audit_log (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at REAL NOT NULL,
+                actor TEXT NOT NULL,
+                actor_token TEXT,
+                action TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                details TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            "CREATE INDEX audit_log_subject ON audit_log (subject, seq)",
+            "CREATE INDEX audit_log_action ON audit_log (action, seq)",
+            *_append_only("audit_log"),
+        ),
+    ),
+    Migration(
+        4,
+        "adjudications of alerts: decisions, outcomes and corrections",
+        (
+            """CREATE TABLE adjudications (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                alert_id TEXT NOT NULL REFERENCES alerts (id),
+                decision TEXT NOT NULL,
+                outcome TEXT,
+                note TEXT,
+                officer TEXT NOT NULL,
+                officer_token TEXT,
+                decided_at REAL NOT NULL,
+                correction INTEGER NOT NULL,
+                correction_reason TEXT,
+                supersedes INTEGER REFERENCES adjudications (id)
+            )""",
+            "CREATE INDEX adjudications_alert ON adjudications (alert_id, id)",
+        ),
+    ),
+)
+"""Every schema change, in order. Append; never edit one that has shipped."""
+
+
+class Database:
+    """One connection to the store file, its schema current, serialised by a lock.
+
+    ``Database(path)`` is a writer: it creates the file, switches it to WAL and applies the
+    missing migrations. ``Database(path, readonly=True)`` only reads, and refuses a file
+    whose schema is older or newer than this build. Several processes may each hold a
+    writer: :meth:`transaction` takes SQLite's write lock up front and waits up to
+    :data:`BUSY_TIMEOUT_S` for it.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.lock = threading.RLock()
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(
+                    f"no alert store at {self.path}; it is created when the alert actor or "
+                    "API first opens it for writing"
+                )
+            self.conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_S,
+            )
+            self.conn.execute("PRAGMA query_only = ON")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
+            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                self.conn.close()
+                raise StoreError(f"{self.path}: cannot switch SQLite to WAL mode (got {mode!r})")
+            # An acknowledged write (an alert, a decision, an audit entry) must survive a
+            # power cut; with WAL, NORMAL could roll back the last commits.
+            self.conn.execute("PRAGMA synchronous = FULL")
+            # Overwrite deleted and replaced content (a superseded best crop) with zeros
+            # instead of leaving it in free pages of the file.
+            self.conn.execute("PRAGMA secure_delete = ON")
+        self.closed = False
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def is_current(cls, path: Path) -> bool:
+        """Whether ``path`` holds a store whose schema this build reads as it is."""
+        if not Path(path).is_file():
+            return False
+        try:
+            with cls(path, readonly=True):
+                return True
+        except StoreError:
+            return False
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        """The highest migration applied to this file (0 for none)."""
+        with self.lock:
+            return max(applied_versions(self.conn), default=0)
+
+    def require_writer(self, what: str = "open a writer to change it") -> None:
+        """Raise :class:`StoreError` if this connection is read-only."""
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only; {what}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        with self.lock:
+            self.require_writer()
+            conn = self.conn
+            # IMMEDIATE takes the write lock up front, so a transaction never fails half-way
+            # because another connection began writing first.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query in the block sees the same state of the file."""
+        with self.lock:
+            conn = self.conn
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        if applied_versions(self.conn) >= {m.version for m in MIGRATIONS}:
+            self._check_not_newer()
+            return
+        if self.readonly:
+            raise StoreError(
+                f"{self.path} has schema version {self.schema_version()}; this build "
+                f"needs {MIGRATIONS[-1].version}. Open it for writing once to migrate it."
+            )
+        with self.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                "applied_at REAL NOT NULL)"
+            )
+            applied = applied_versions(conn)
+            for migration in MIGRATIONS:
+                if migration.version in applied:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (migration.version, migration.description, time.time()),
+                )
+        self._check_not_newer()
+
+    def _check_not_newer(self) -> None:
+        newest = self.schema_version()
+        if newest > MIGRATIONS[-1].version:
+            raise StoreError(
+                f"{self.path} has schema version {newest}, newer than this build "
+                f"({MIGRATIONS[-1].version}); upgrade lfr_actors to read it"
+            )
+
+
+def applied_versions(conn: sqlite3.Connection) -> set[int]:
+    """The migration versions recorded in the file behind ``conn``."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if has_table is None:
+        return set()
+    return {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}

@@ -1,0 +1,274 @@
+"""API bearer tokens: random secrets shown once, stored only as SHA-256 digests.
+
+A token is ``lfr_`` followed by 32 random bytes in URL-safe base64. The store keeps its
+SHA-256 digest, never the secret: a copy of the database lets no one call the API. A
+plain (unkeyed) digest is enough because the secrets are random and 256 bits long, so
+there is nothing to guess from the digest.
+
+Each token has a name (the holder, recorded as the actor in the audit log and as the
+officer of an adjudication) and one :class:`Role`. Tokens are created and revoked with
+``lfr tokens``; creating and revoking are audited. A revoked token stays in the table so
+its name still explains old audit entries.
+
+The deployment issues itself an ``internal`` token at start-up for the local ``lfr``
+command (:func:`issue_local_token`), revoking the one from its previous run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+import sqlite3
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
+from lfr_actors.store.schema import Database, StoreError
+
+TOKEN_PREFIX = "lfr_"
+SECRET_BYTES = 32
+MAX_NAME_CHARS = 80
+LOCAL_TOKEN_NAME = "local-cli"
+"""The name of the token a running deployment issues for the ``lfr`` command on its host."""
+
+_COLUMNS = "id, name, role, internal, created_at, created_by, revoked_at, revoked_by"
+
+
+class Role(StrEnum):
+    """What a token's holder may do; the API's role matrix maps routes to roles."""
+
+    VIEWER = "viewer"
+    ADJUDICATOR = "adjudicator"
+    WATCHLIST_MANAGER = "watchlist-manager"
+    AUTHORISER = "authoriser"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class UnknownTokenError(StoreError):
+    """No token has the id given."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as stored (without its secret or digest)."""
+
+    id: str
+    name: str
+    role: Role
+    internal: bool
+    created_at: float
+    created_by: str
+    revoked_at: float | None = None
+    revoked_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the token is accepted (not revoked)."""
+        return self.revoked_at is None
+
+    @property
+    def actor(self) -> Actor:
+        """The token's holder as the audit log records them."""
+        return Actor(self.name, self.id)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready map (Unix seconds)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": str(self.role),
+            "internal": self.internal,
+            "active": self.active,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "revoked_at": self.revoked_at,
+            "revoked_by": self.revoked_by,
+        }
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new token: its record and the secret, which exists nowhere else."""
+
+    record: TokenRecord
+    secret: str = field(repr=False)
+
+
+def new_secret() -> str:
+    """A fresh token secret: ``lfr_`` + 32 random bytes, URL-safe base64."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
+
+
+def secret_digest(secret: str) -> str:
+    """The SHA-256 (hex) under which a secret is stored and looked up."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def check_token_name(name: str) -> str:
+    """``name`` stripped, or ValueError saying what is wrong with it."""
+    cleaned = name.strip()
+    if not cleaned:
+        raise ValueError("a token name must not be empty; use the holder's name or role")
+    if len(cleaned) > MAX_NAME_CHARS:
+        raise ValueError(
+            f"a token name has at most {MAX_NAME_CHARS} characters (got {len(cleaned)})"
+        )
+    if any(unicodedata.category(ch).startswith("C") for ch in cleaned):
+        raise ValueError("a token name must not contain control or invisible characters")
+    if cleaned.casefold() == SYSTEM.name:
+        raise ValueError(f"{SYSTEM.name!r} is reserved for the deployment's own actions")
+    return cleaned
+
+
+class TokenStore:
+    """The tokens of one store file: create, list, revoke, look up by secret.
+
+    Creating and revoking need a writer :class:`Database` and are audited in the same
+    transaction; :meth:`lookup` (every API request) only reads.
+    """
+
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    def create(
+        self, name: str, role: Role | str, *, by: Actor, internal: bool = False
+    ) -> IssuedToken:
+        """Create a token and return it with its secret (shown once, never stored)."""
+        record = TokenRecord(
+            id=secrets.token_hex(8),
+            name=check_token_name(name),
+            role=Role(role),
+            internal=internal,
+            created_at=self.clock(),
+            created_by=str(by),
+        )
+        secret = new_secret()
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO api_tokens (id, secret_sha256, name, role, internal, created_at, "
+                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    secret_digest(secret),
+                    record.name,
+                    str(record.role),
+                    int(internal),
+                    record.created_at,
+                    record.created_by,
+                ),
+            )
+            append_entry(
+                conn,
+                by,
+                Action.TOKEN_CREATE,
+                record.id,
+                {"name": record.name, "role": str(record.role), "internal": internal},
+                at=record.created_at,
+            )
+        return IssuedToken(record, secret)
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The token with this id (active or revoked), or None."""
+        with self.db.lock:
+            row = self.db.conn.execute(
+                f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def records(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def revoke(self, token_id: str, *, by: Actor) -> TokenRecord:
+        """Revoke a token at once; revoking a revoked token changes nothing."""
+        with self.db.transaction() as conn:
+            record = self._revoke(conn, token_id, by)
+        return record
+
+    def revoke_internal(self, *, by: Actor = SYSTEM) -> list[TokenRecord]:
+        """Revoke every active internal token (those of earlier runs)."""
+        with self.db.transaction() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM api_tokens WHERE internal = 1 AND revoked_at IS NULL"
+                )
+            ]
+            return [self._revoke(conn, token_id, by) for token_id in ids]
+
+    def lookup(self, secret: str) -> TokenRecord | None:
+        """The token whose secret this is (active or revoked), or None."""
+        with self.db.lock:
+            row = self.db.conn.execute(
+                f"SELECT {_COLUMNS} FROM api_tokens WHERE secret_sha256 = ?",
+                (secret_digest(secret),),
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def _revoke(self, conn: sqlite3.Connection, token_id: str, by: Actor) -> TokenRecord:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
+        ).fetchone()
+        if row is None:
+            raise UnknownTokenError(f"no token with id {token_id!r}; `lfr tokens list` shows them")
+        record = _record(row)
+        if not record.active:
+            return record
+        now = self.clock()
+        conn.execute(
+            "UPDATE api_tokens SET revoked_at = ?, revoked_by = ? WHERE id = ?",
+            (now, str(by), token_id),
+        )
+        append_entry(
+            conn,
+            by,
+            Action.TOKEN_REVOKE,
+            token_id,
+            {"name": record.name, "role": str(record.role)},
+            at=now,
+        )
+        return dataclasses.replace(record, revoked_at=now, revoked_by=str(by))
+
+
+def issue_local_token(db_path: Path) -> str:
+    """Issue the running deployment's admin token for the local ``lfr`` command.
+
+    Revokes the internal tokens of earlier runs, creates a new one named
+    :data:`LOCAL_TOKEN_NAME` (stored hashed and audited like any other) and returns its
+    secret, which the deployment writes into its run file (readable by its user only).
+    """
+    with Database(db_path) as db:
+        tokens = TokenStore(db)
+        tokens.revoke_internal(by=SYSTEM)
+        return tokens.create(LOCAL_TOKEN_NAME, Role.ADMIN, by=SYSTEM, internal=True).secret
+
+
+def revoke_local_tokens(db_path: Path) -> int:
+    """Revoke the deployment's internal tokens (at shutdown); returns how many."""
+    with Database(db_path) as db:
+        return len(TokenStore(db).revoke_internal(by=SYSTEM))
+
+
+def _record(row: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(
+        id=row[0],
+        name=row[1],
+        role=Role(row[2]),
+        internal=bool(row[3]),
+        created_at=float(row[4]),
+        created_by=row[5],
+        revoked_at=None if row[6] is None else float(row[6]),
+        revoked_by=row[7],
+    )

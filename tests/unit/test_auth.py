@@ -1,0 +1,355 @@
+"""Bearer tokens and the role matrix: every route of the app, every way to be refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, web
+from pytest_aiohttp import AiohttpClient
+
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.api.app import create_app
+from lfr_actors.api.auth import (
+    ROLE_MATRIX,
+    RoleMatrixError,
+    check_role_matrix,
+    roles,
+    route_key,
+)
+from lfr_actors.store.alerts import AlertStore
+from lfr_actors.store.audit import Actor, AuditLog
+from lfr_actors.store.schema import Database
+from lfr_actors.store.tokens import (
+    LOCAL_TOKEN_NAME,
+    Role,
+    TokenStore,
+    UnknownTokenError,
+    check_token_name,
+    issue_local_token,
+    revoke_local_tokens,
+    secret_digest,
+)
+from lfr_actors.testing.doubles import make_sighting
+
+PROBLEM = "application/problem+json"
+OPERATOR = Actor("cli:test")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "alerts.sqlite3"
+
+
+@pytest.fixture
+def alert_id(db: Path) -> str:
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
+    event = fuser.observe(make_sighting(1))
+    assert event is not None
+    with AlertStore(db) as store:
+        store.apply(event)
+    return event.alert.id
+
+
+@pytest.fixture
+def secrets_by_role(db: Path) -> dict[Role, str]:
+    with Database(db) as store:
+        tokens = TokenStore(store)
+        return {role: tokens.create(f"holder {role}", role, by=OPERATOR).secret for role in Role}
+
+
+@pytest.fixture
+def revoked_secret(db: Path) -> str:
+    with Database(db) as store:
+        tokens = TokenStore(store)
+        issued = tokens.create("former officer", Role.ADMIN, by=OPERATOR)
+        tokens.revoke(issued.record.id, by=OPERATOR)
+    return issued.secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def problem(resp: ClientResponse, status: int) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == PROBLEM
+    body: dict[str, Any] = await resp.json(content_type=PROBLEM)
+    assert body["status"] == status
+    return body
+
+
+async def status_source() -> dict[str, Any]:
+    return {"deployment": "dep1"}
+
+
+# Sample path parameters and bodies for walking the routes. A new route with a parameter
+# or a body fails the walk until it has a sample here.
+PATH_SAMPLES = {"alert_id": "<alert>"}
+BODY_SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "alert_adjudication"): {"decision": "not_a_match"},
+}
+
+
+def every_route(app: web.Application, alert_id: str) -> Iterator[tuple[str, str, str]]:
+    """(method, matrix name, url) for every route in the router (HEAD is covered by GET)."""
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        info = route.resource.get_info() if route.resource else {}
+        params = {}
+        for name in _placeholders(info.get("formatter", "")):
+            assert name in PATH_SAMPLES, f"add a sample value for {{{name}}} to PATH_SAMPLES"
+            params[name] = alert_id if PATH_SAMPLES[name] == "<alert>" else PATH_SAMPLES[name]
+        url = str(route.url_for(**params))
+        yield route.method, route.name or "", url
+
+
+def _placeholders(formatter: str) -> list[str]:
+    return [part.split("}")[0] for part in formatter.split("{")[1:]]
+
+
+async def call(client: Any, method: str, name: str, url: str, headers: dict[str, str]) -> Any:
+    body = BODY_SAMPLES.get((method, name))
+    if method != "GET":
+        assert body is not None, f"add a sample body for {method} {name} to BODY_SAMPLES"
+    return await client.request(method, url, json=body, headers=headers)
+
+
+async def test_every_route_is_guarded_by_the_role_matrix(
+    aiohttp_client: AiohttpClient,
+    db: Path,
+    alert_id: str,
+    secrets_by_role: dict[Role, str],
+    revoked_secret: str,
+) -> None:
+    client = await aiohttp_client(create_app(db, status=status_source, heartbeat_s=0.1))
+    routes = list(every_route(client.app, alert_id))
+    assert {route_key(m, n) for m, n, _ in routes} == set(ROLE_MATRIX)
+    for method, name, url in routes:
+        rule = ROLE_MATRIX[route_key(method, name)]
+        if rule.public:
+            resp = await call(client, method, name, url, {})
+            assert resp.status == 200, (method, url)
+            continue
+        where = f"{method} {url}"
+
+        body = await problem(await call(client, method, name, url, {}), 401)
+        assert "Authorization: Bearer" in body["detail"], where
+        for headers in (
+            bearer("lfr_not-a-token-anyone-was-given"),
+            bearer(revoked_secret),
+            {"Authorization": "Basic dXNlcjpwYXNz"},
+            {"Authorization": "Bearer"},
+        ):
+            resp = await call(client, method, name, url, headers)
+            await problem(resp, 401)
+            assert resp.headers["WWW-Authenticate"].startswith('Bearer realm="lfr"'), where
+
+        refused = [r for r in Role if r not in rule.roles]
+        assert refused, f"{where}: every role may call it; say so with a narrower rule"
+        for role in refused:
+            resp = await call(client, method, name, url, bearer(secrets_by_role[role]))
+            body = await problem(resp, 403)
+            assert body["allowed_roles"] == sorted(str(r) for r in rule.roles), where
+            assert body["role"] == str(role)
+            for allowed in rule.roles:
+                assert str(allowed) in body["detail"]
+            assert 'error="insufficient_scope"' in resp.headers["WWW-Authenticate"]
+
+        assert Role.ADMIN in rule.roles, f"{where}: admin may call every route"
+        for role in sorted(rule.roles):
+            resp = await call(client, method, name, url, bearer(secrets_by_role[role]))
+            assert resp.status < 400, (where, role, resp.status, await resp.text())
+            resp.close()  # the alert stream would otherwise stay open
+
+
+async def test_the_401s_say_what_is_wrong(
+    aiohttp_client: AiohttpClient, db: Path, revoked_secret: str
+) -> None:
+    client = await aiohttp_client(create_app(db))
+    resp = await client.get("/v1/alerts")
+    await problem(resp, 401)
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="lfr"'
+    resp = await client.get("/v1/alerts", headers={"Authorization": "Token abc"})
+    body = await problem(resp, 401)
+    assert "'Bearer <token>'" in body["detail"]
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="lfr", error="invalid_request"'
+    resp = await client.get("/v1/alerts", headers=bearer("lfr_unknown"))
+    body = await problem(resp, 401)
+    assert body["detail"] == "The token is not known."
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="lfr", error="invalid_token"'
+    body = await problem(await client.get("/v1/alerts", headers=bearer(revoked_secret)), 401)
+    assert body["detail"] == "The token was revoked."
+
+
+async def test_healthz_is_public_and_unknown_routes_need_a_token(
+    aiohttp_client: AiohttpClient, db: Path, secrets_by_role: dict[Role, str]
+) -> None:
+    client = await aiohttp_client(create_app(db))
+    assert (await client.get("/healthz")).status == 200
+    await problem(await client.get("/no/such/route"), 401)
+    await problem(await client.post("/v1/alerts"), 401)
+    viewer = bearer(secrets_by_role[Role.WATCHLIST_MANAGER])
+    await problem(await client.get("/no/such/route", headers=viewer), 404)
+    await problem(await client.post("/v1/alerts", headers=viewer), 405)
+
+
+async def test_a_revoked_token_is_refused_at_once(
+    aiohttp_client: AiohttpClient, db: Path, alert_id: str
+) -> None:
+    with Database(db) as store:
+        issued = TokenStore(store).create("PC Smith", Role.VIEWER, by=OPERATOR)
+    client = await aiohttp_client(create_app(db))
+    assert (await client.get(f"/v1/alerts/{alert_id}", headers=bearer(issued.secret))).status == 200
+    with Database(db) as store:  # `lfr tokens revoke` while the API runs
+        TokenStore(store).revoke(issued.record.id, by=OPERATOR)
+    resp = await client.get(f"/v1/alerts/{alert_id}", headers=bearer(issued.secret))
+    await problem(resp, 401)
+
+
+async def test_a_route_missing_from_the_matrix_stops_the_app_from_building(
+    aiohttp_client: AiohttpClient, db: Path
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = create_app(db)
+    app.router.add_get("/v1/forgotten", handler, name="forgotten")
+    app.router.add_post("/v1/anonymous", handler)
+    with pytest.raises(RoleMatrixError) as caught:
+        check_role_matrix(app.router.routes())
+    message = str(caught.value)
+    assert "GET /v1/forgotten (name 'forgotten') has no entry in ROLE_MATRIX" in message
+    assert "POST /v1/anonymous has no name" in message
+    # Added after create_app: refused when the app starts.
+    with pytest.raises(RoleMatrixError, match="forgotten"):
+        await aiohttp_client(app)
+
+
+def test_a_matrix_entry_without_a_route_is_an_error(db: Path) -> None:
+    app = create_app(db)
+    stale = {**ROLE_MATRIX, ("DELETE", "alert"): roles(Role.AUDITOR)}
+    with pytest.raises(RoleMatrixError, match=r"\('DELETE', 'alert'\) matches no route"):
+        check_role_matrix(app.router.routes(), stale)
+
+
+async def test_auth_off_admits_everyone_as_anonymous(
+    aiohttp_client: AiohttpClient, db: Path, alert_id: str
+) -> None:
+    client = await aiohttp_client(create_app(db, auth=False))
+    assert (await client.get(f"/v1/alerts/{alert_id}")).status == 200
+    resp = await client.post(f"/v1/alerts/{alert_id}/adjudication", json={"decision": "unsure"})
+    assert resp.status == 201
+    assert (await resp.json())["officer"] == "anonymous (auth off)"
+
+
+# -- the token store ------------------------------------------------------------------------
+
+
+def test_only_the_digest_is_stored_and_creation_is_audited(db: Path) -> None:
+    with Database(db) as store:
+        issued = TokenStore(store, clock=lambda: 1_700_000_000.0).create(
+            "  PC Smith ", "adjudicator", by=OPERATOR
+        )
+        assert issued.secret.startswith("lfr_") and len(issued.secret) == 4 + 43
+        assert issued.secret not in repr(issued)
+        record = issued.record
+        assert (record.name, record.role, record.created_by) == (
+            "PC Smith",
+            Role.ADJUDICATOR,
+            "cli:test",
+        )
+        assert TokenStore(store).lookup(issued.secret) == record
+        assert TokenStore(store).lookup(issued.secret + "x") is None
+        entries = AuditLog(store).page().entries
+        assert [(e.action, e.subject, e.actor) for e in entries] == [
+            ("token.create", record.id, "cli:test")
+        ]
+        assert entries[0].details_map() == {
+            "name": "PC Smith",
+            "role": "adjudicator",
+            "internal": False,
+        }
+    raw = sqlite3.connect(db)
+    try:
+        stored = raw.execute("SELECT secret_sha256 FROM api_tokens").fetchall()
+        assert stored == [(secret_digest(issued.secret),)]
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
+    content = b"".join(p.read_bytes() for p in db.parent.glob("alerts.sqlite3*"))
+    assert issued.secret.encode() not in content
+
+
+def test_revoking_is_audited_once_and_unknown_ids_are_refused(db: Path) -> None:
+    with Database(db) as store:
+        tokens = TokenStore(store)
+        issued = tokens.create("PC Smith", Role.VIEWER, by=OPERATOR)
+        revoked = tokens.revoke(issued.record.id, by=Actor("cli:sergeant"))
+        assert not revoked.active and revoked.revoked_by == "cli:sergeant"
+        assert tokens.revoke(issued.record.id, by=OPERATOR) == revoked  # no second entry
+        with pytest.raises(UnknownTokenError, match="no token with id 'nope'"):
+            tokens.revoke("nope", by=OPERATOR)
+        actions = [e.action for e in AuditLog(store).page().entries]
+        assert actions == ["token.create", "token.revoke"]
+        assert tokens.get(issued.record.id) == revoked
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("", "empty"), ("   ", "empty"), ("x" * 81, "at most 80"), ("a\nb", "control"),
+     ("System", "reserved")],
+)  # fmt: skip
+def test_token_names_are_checked(name: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_token_name(name)
+
+
+def test_a_failed_audit_write_leaves_no_token(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("disk full")
+
+    monkeypatch.setattr("lfr_actors.store.tokens.append_entry", broken)
+    with Database(db) as store:
+        with pytest.raises(sqlite3.OperationalError):
+            TokenStore(store).create("PC Smith", Role.VIEWER, by=OPERATOR)
+        assert TokenStore(store).records() == []
+
+
+def test_issue_local_token_replaces_the_previous_runs(db: Path) -> None:
+    first = issue_local_token(db)
+    second = issue_local_token(db)
+    with Database(db) as store:
+        tokens = TokenStore(store)
+        old, new = tokens.lookup(first), tokens.lookup(second)
+        assert old is not None and new is not None
+        assert not old.active and new.active
+        assert (new.name, new.role, new.internal, new.created_by) == (
+            LOCAL_TOKEN_NAME,
+            Role.ADMIN,
+            True,
+            "system",
+        )
+        actions = [(e.action, e.actor) for e in AuditLog(store).page().entries]
+    assert actions == [
+        ("token.create", "system"),
+        ("token.revoke", "system"),
+        ("token.create", "system"),
+    ]
+    assert revoke_local_tokens(db) == 1
+    with Database(db) as store:
+        found = TokenStore(store).lookup(second)
+        assert found is not None and not found.active
+
+
+def test_an_operators_token_is_not_touched_by_local_token_rotation(db: Path) -> None:
+    with Database(db) as store:
+        mine = TokenStore(store).create(LOCAL_TOKEN_NAME, Role.VIEWER, by=OPERATOR)
+    issue_local_token(db)
+    with Database(db) as store:
+        found = TokenStore(store).lookup(mine.secret)
+        assert found is not None and found.active and not found.internal
