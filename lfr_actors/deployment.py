@@ -51,6 +51,7 @@ from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.alerts import AlertStore
+from lfr_actors.store.tokens import issue_local_token, revoke_local_tokens
 from lfr_actors.topology.loader import load_embedder_spec
 from lfr_actors.topology.schema import Topology, Watchlist
 
@@ -348,10 +349,14 @@ class Deployment:
         except BaseException:
             await self._shutdown_quietly()
             raise
-        atomic_write(
-            self.paths.run_file,
-            json.dumps({"pid": os.getpid(), "api": self.live.api_url}).encode(),
-        )
+        # The run file (mode 0600) carries an admin token for the operator's local CLI
+        # (`lfr status`); it is revoked when the deployment stops.
+        run_info = {
+            "pid": os.getpid(),
+            "api": self.live.api_url,
+            "token": issue_local_token(self.paths.alerts_db),
+        }
+        atomic_write(self.paths.run_file, json.dumps(run_info).encode())
         log.info(
             "deployment_started",
             deployment=self.namespace,
@@ -522,4 +527,6 @@ class Deployment:
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
             self._started_ray = False
+        with contextlib.suppress(Exception):
+            revoke_local_tokens(self.paths.alerts_db)
         self.paths.run_file.unlink(missing_ok=True)
