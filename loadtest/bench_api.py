@@ -70,11 +70,17 @@ from typing import IO, Any
 import aiohttp
 from aiohttp import web
 
-from lfr_actors.alerts.fusion import Fuser, FusionConfig
-from lfr_actors.api.app import create_app
 from lfr_actors.logs import configure as configure_logging
-from lfr_actors.store.alerts import AlertStore
-from lfr_actors.testing.doubles import make_sighting
+
+# Before the modules below are imported: each binds its logger at import, and a logger
+# bound before configure() keeps structlog's defaults (stdout, no level filter), which
+# would mix log lines into the JSON report and the children's replies.
+configure_logging(level="WARNING")
+
+from lfr_actors.alerts.fusion import Fuser, FusionConfig  # noqa: E402
+from lfr_actors.api.app import create_app  # noqa: E402
+from lfr_actors.store.alerts import AlertStore  # noqa: E402
+from lfr_actors.testing.doubles import make_sighting  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -84,6 +90,8 @@ CONNECT_TIMEOUT_S = 30.0
 CHILD_START_TIMEOUT_S = 60.0
 MAX_HTTP_REQUESTS = 500_000  # per measurement, besides its duration
 MAX_DIRECT_CALLS = 2_000_000
+MARK = "@bench-api "  # prefix of protocol lines on a child's stdout (logs may share it)
+EXPECTED_LOG = ("api_auth_disabled",)  # we build the app with auth=False on purpose
 
 
 # -- machine and numbers -------------------------------------------------------------
@@ -168,12 +176,17 @@ async def serve(store_path: Path, poll_interval_s: float) -> None:
     # A thread of its own: one blocked in the default executor would take a worker from
     # the API's asyncio.to_thread store reads.
     threading.Thread(target=wait_stdin, daemon=True).start()
-    print(json.dumps({"port": port, "auth_keyword": has_auth}), flush=True)
+    reply({"port": port, "auth_keyword": has_auth})
     await stop.wait()
     await runner.cleanup()
 
 
 # -- the writer (subprocess) ---------------------------------------------------------
+
+
+def reply(message: dict[str, Any]) -> None:
+    """One protocol line to the parent (marked: the project's logs may go to stdout)."""
+    print(MARK + json.dumps(message), flush=True)
 
 
 def write_main(store_path: Path) -> None:
@@ -186,7 +199,7 @@ def write_main(store_path: Path) -> None:
     """
     store = AlertStore(store_path)
     prepared: dict[str, Any] = {}
-    print(json.dumps({"ready": True}), flush=True)
+    reply({"ready": True})
     try:
         for line in sys.stdin:
             cmd = json.loads(line)
@@ -207,7 +220,7 @@ def write_main(store_path: Path) -> None:
                     for i in range(entries)
                 ]
                 prepared = {"sightings": sightings, "pace_s": float(cmd.get("pace_s", 0.0))}
-                print(json.dumps({"prepared": len(sightings)}), flush=True)
+                reply({"prepared": len(sightings)})
             elif cmd["op"] == "go":
                 fuser = Fuser(DEPLOYMENT, FusionConfig(threshold=0.5, fusion_window_s=3600.0))
                 pace_s = prepared["pace_s"]
@@ -222,7 +235,7 @@ def write_main(store_path: Path) -> None:
                     if pace_s:
                         time.sleep(pace_s)
                 ended = time.time()
-                print(json.dumps({"events": out, "started": started, "ended": ended}), flush=True)
+                reply({"events": out, "started": started, "ended": ended})
     finally:
         store.close()
 
@@ -232,6 +245,7 @@ class Child:
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.log_path = log_path
+        self.other_stdout: list[str] = []
         self._log: IO[bytes] = log_path.open("wb")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -256,11 +270,18 @@ class Child:
 
     async def receive(self, timeout_s: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout_s)
-        if not line:
-            raise RuntimeError(f"child exited ({self.proc.poll()}); see {self.log_path.name}")
-        result: dict[str, Any] = json.loads(line)
-        return result
+        deadline = time.monotonic() + timeout_s
+        for _ in range(10_000):
+            remaining = max(0.1, deadline - time.monotonic())
+            raw = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), remaining)
+            if not raw:
+                raise RuntimeError(f"child exited ({self.proc.poll()}); see {self.log_path.name}")
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith(MARK):
+                result: dict[str, Any] = json.loads(line[len(MARK) :])
+                return result
+            self.other_stdout.append(line[:300])  # a log line, not a reply
+        raise RuntimeError("child wrote 10000 lines without a reply")
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         with contextlib.suppress(OSError):
@@ -281,7 +302,11 @@ class Child:
     def log_problems(self) -> list[str]:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         keys = ("error", "traceback", "exception", "warning")
-        return [line[:300] for line in text.splitlines() if any(k in line.lower() for k in keys)]
+        return [
+            line[:300]
+            for line in [*self.other_stdout, *text.splitlines()]
+            if any(k in line.lower() for k in keys) and not any(e in line for e in EXPECTED_LOG)
+        ]
 
 
 # -- SSE clients ---------------------------------------------------------------------
@@ -762,7 +787,6 @@ def main() -> int:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    configure_logging(level="WARNING")
     if args.serve is not None:
         asyncio.run(serve(args.serve, args.poll_interval))
         return 0
