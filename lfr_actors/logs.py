@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -38,6 +39,7 @@ def configure(*, level: str | None = None, json: bool | None = None) -> None:
     )
     structlog.configure(
         processors=[
+            _add_logger_name,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -46,7 +48,7 @@ def configure(*, level: str | None = None, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_NamedPrintLoggerFactory(),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(
@@ -55,6 +57,33 @@ def configure(*, level: str | None = None, json: bool | None = None) -> None:
     _configured = True
 
 
+class _NamedPrintLogger(structlog.PrintLogger):
+    def __init__(self, name: str | None) -> None:
+        super().__init__(file=sys.stderr)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    """Print loggers on stderr that know the name they were asked for."""
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(str(args[0]) if args else None)
+
+
+def _add_logger_name(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    name = getattr(logger, "name", None)
+    if name:
+        event_dict.setdefault("logger", name)
+    return event_dict
+
+
 def get_logger(name: str) -> Any:
-    """A structlog logger bound with ``logger=name``."""
-    return structlog.get_logger(name).bind(logger=name)
+    """A structlog logger that will carry ``logger=name``.
+
+    It stays lazy until its first use, so a module may take it at import time and still
+    log with the configuration :func:`configure` sets later (binding it at once would
+    freeze structlog's defaults into it: console output on stdout, no level filter).
+    """
+    return structlog.get_logger(name)
