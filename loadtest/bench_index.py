@@ -29,7 +29,7 @@ Ray shards load their snapshots, as a restarted deployment would;
 enrolment through the router is timed separately on extra entries (``enrol_via_router``).
 
     python loadtest/bench_index.py [--sizes 10000 100000] [--queries 2048] [--batch 16]
-                                   [--shards 4] [--ef 256 512] [--no-ray]
+                                   [--shards 4] [--ef 256 512] [--blas-threads 1] [--no-ray]
 """
 
 from __future__ import annotations
@@ -216,8 +216,11 @@ def bench_plain_usearch(
     return results
 
 
-def bench_size(size: int, args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
-    out: dict[str, Any] = {"enrolled_vectors": size, "results": []}
+def bench_size(
+    size: int, args: argparse.Namespace, rng: np.random.Generator, out: dict[str, Any]
+) -> None:
+    """Fill ``out`` (already in the report, so a failure keeps what was measured)."""
+    out.update({"enrolled_vectors": size, "results": []})
     data, queries, sources = make_data(size, args.queries, rng)
     batches = [queries[i : i + args.batch] for i in range(0, len(queries), args.batch)]
     results: list[dict[str, Any]] = out["results"]
@@ -298,7 +301,10 @@ def bench_size(size: int, args: argparse.Namespace, rng: np.random.Generator) ->
                 log(f"ray shards ({mode}) done")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    add_ratios(results)
 
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
     baseline = results[0]
     for result in results:
         if "p50_ms" in result:
@@ -306,7 +312,6 @@ def bench_size(size: int, args: argparse.Namespace, rng: np.random.Generator) ->
         result["qps_ratio_vs_exact_numpy"] = round(
             result["queries_per_s"] / baseline["queries_per_s"], 3
         )
-    return out
 
 
 def start_actor(cls: type, name: str, *args: Any) -> Any:
@@ -330,6 +335,15 @@ def bench_ray(
     sources: np.ndarray,
     out: dict[str, Any],
 ) -> list[dict[str, Any]]:
+    if not ray.is_initialized():
+        # Started on first use: Ray's start-up work would slow the in-process figures.
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace=NAMESPACE,
+            runtime_env={"env_vars": {"LFR_LOG_LEVEL": "WARNING"}},
+        )
     mode = config["mode"]
     tag = f"{size}_{mode}"
     names = [f"shard_{i}_{tag}" for i in range(args.shards)]
@@ -339,7 +353,9 @@ def bench_ray(
         for name, folder in zip(names, folders, strict=True)
     ]
     router = start_actor(IndexRouterActor, f"router_{tag}", f"router_{tag}", names, NAMESPACE)
-    health = ray.get(router.health.remote(), timeout=600)
+    # Shards answer once their snapshot is loaded (minutes for 1M vectors on 2 cores).
+    ray.get([actor.health.remote() for actor in actors], timeout=1800)
+    health = ray.get(router.health.remote(), timeout=60)
     assert health["ok"] and health["entries"] == size, health
     out[f"ray_{mode}_start_and_snapshot_load_s"] = round(time.perf_counter() - started, 2)
     results = []
@@ -420,18 +436,25 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray actor runs")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for numpy (exact search); Ray gives actors 1 unless told otherwise",
+    )
     args = parser.parse_args()
+    threads = str(args.blas_threads)
+    if os.environ.get("OMP_NUM_THREADS") != threads:
+        # BLAS reads its thread count when numpy loads, so start again with it set. One
+        # thread is what Ray actors get (OMP_NUM_THREADS=1), so in-process and actor figures
+        # compare; and on a busy 2-core machine a 2-thread BLAS call for 16 queries waits a
+        # scheduler tick (~16 ms) for its second thread.
+        os.environ["OMP_NUM_THREADS"] = threads
+        os.environ["OPENBLAS_NUM_THREADS"] = threads
+        os.execv(sys.executable, [sys.executable, *sys.argv])
 
     configure_logging(level="WARNING")
     started = time.perf_counter()
-    if not args.no_ray:
-        ray.init(
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=False,
-            namespace=NAMESPACE,
-            runtime_env={"env_vars": {"LFR_LOG_LEVEL": "WARNING"}},
-        )
     rng = np.random.default_rng(args.seed)
     report: dict[str, Any] = {
         "benchmark": "index",
@@ -446,18 +469,30 @@ def main() -> None:
             "noise_distance": NOISE_DISTANCE,
             "hnsw": {"connectivity": 16, "expansion_add": 128, "expansion_search": DEFAULT_EF},
             "baseline": "exact_numpy",
+            "blas_threads": args.blas_threads,
             "latency_rounds": f"best of {REPEATS} by median, after {WARMUP_BATCHES} warm-up",
         },
         "sizes": [],
     }
+    failed = False
     try:
         for size in args.sizes:
-            report["sizes"].append(bench_size(size, args, rng))
+            out: dict[str, Any] = {}
+            report["sizes"].append(out)
+            bench_size(size, args, rng, out)
+    except Exception as exc:
+        failed = True
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        for out in report["sizes"]:
+            if out.get("results") and "p50_ratio_vs_exact_numpy" not in out["results"][0]:
+                add_ratios(out["results"])
     finally:
         if ray.is_initialized():
             ray.shutdown()
     report["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
