@@ -115,6 +115,7 @@ class EmbedderActor:
         self.log.info("embedder_ready", providers=self.providers, max_batch=self.max_batch)
         self._queue: asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
         self._handles: dict[str, Any] = {}
         self.counters = {
             "frames": 0,
@@ -178,6 +179,7 @@ class EmbedderActor:
         queue = self._queue
         assert queue is not None
         loop = asyncio.get_running_loop()
+        previous: asyncio.Task[None] | None = None
         while True:
             batch = [await queue.get()]
             deadline = loop.time() + self.max_wait_s
@@ -189,13 +191,40 @@ class EmbedderActor:
                     batch.append(await asyncio.wait_for(queue.get(), max(remaining, 0)))
                 except TimeoutError:
                     break
+            started = time.perf_counter()
             try:
-                await self._process_batch(batch)
+                faces = await asyncio.to_thread(self._analyse, [frame for frame, _ in batch])
             except Exception as exc:  # one bad batch must not stop the loop
-                self.log.exception("batch_failed", frames=len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                self._fail(batch, exc)
+                continue
+            # The index search and the alert call of this batch overlap the next batch's
+            # detection (which is where the CPU goes); they run one batch after another, so
+            # sightings reach the alert actor in frame order. At most two batches wait.
+            previous = asyncio.create_task(self._finish(batch, faces, started, previous))
+            self._finishing.add(previous)
+            previous.add_done_callback(self._finishing.discard)
+            while len(self._finishing) >= 2:
+                await asyncio.wait(set(self._finishing), return_when=asyncio.FIRST_COMPLETED)
+
+    def _fail(self, batch: list[tuple[Frame, asyncio.Future[bytes]]], exc: Exception) -> None:
+        self.log.error("batch_failed", frames=len(batch), reason=f"{type(exc).__name__}: {exc}")
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _finish(
+        self,
+        batch: list[tuple[Frame, asyncio.Future[bytes]]],
+        faces: _FaceBatch,
+        started: float,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self._downstream(batch, faces, started)
+        except Exception as exc:
+            self._fail(batch, exc)
 
     def _analyse(self, frames: list[Frame]) -> _FaceBatch:
         pipeline = self.pipeline
@@ -257,10 +286,11 @@ class EmbedderActor:
                 delay = min(2.0, delay * 2)
         raise RuntimeError(f"{name} did not answer after {_DOWNSTREAM_RETRIES} attempts")
 
-    async def _process_batch(self, batch: list[tuple[Frame, asyncio.Future[bytes]]]) -> None:
-        started = time.perf_counter()
+    async def _downstream(
+        self, batch: list[tuple[Frame, asyncio.Future[bytes]]], faces: _FaceBatch, started: float
+    ) -> None:
+        """Search the index, store the sightings, answer the frames."""
         frames = [frame for frame, _ in batch]
-        faces = await asyncio.to_thread(self._analyse, frames)
         hits: list[list[list[Any]]] = []
         sightings: list[Sighting] = []
         sighting_frames: list[int] = []
