@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import ray
 import usearch
+from machine import cpu_model  # loadtest/machine.py, beside this script
 from usearch.index import Index
 
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
@@ -63,16 +64,6 @@ WARMUP_BATCHES = 10
 REPEATS = 3
 DEFAULT_EF = 64  # the topology's default expansion_search
 NAMESPACE = "lfr-bench-index"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+from machine import cpu_model  # loadtest/machine.py, beside this script
 
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.models.cache import (
@@ -47,16 +47,6 @@ from lfr_actors.models.sources import DLIB_RESNET_DAT, MTCNN_ONET, MTCNN_PNET, M
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO.parent / "shared" / "data" / "video" / "short_hamilton_clip.mp4"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def frames_360p(count: int, home: Path) -> tuple[list[np.ndarray], str]:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import yaml
+from machine import cpu_model  # loadtest/machine.py, beside this script
 
 from lfr_actors.actors.camera import build_source
 from lfr_actors.actors.embedder import pipeline_config
@@ -51,16 +51,6 @@ from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.topology.loader import load_topology, load_watchlist
 
 FPS = 10.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def camera_source(samples: dict[str, Path], seed: int, frames: int) -> dict[str, Any]:
