@@ -438,11 +438,7 @@ class Deployment:
         by_role: dict[str, dict[str, Any]] = {}
         for name, stats in figures.items():
             by_role.setdefault(stats["role"], {})[name.split("/", 1)[1]] = stats
-        store = AlertStore.open_readonly(self.paths.alerts_db)
-        try:
-            counts = store.counts()
-        finally:
-            store.close()
+        counts = self._store_counts()
         return {
             "deployment": {
                 "id": t.deployment.id,
@@ -459,6 +455,10 @@ class Deployment:
             "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
             "alerts": {"store": counts, **by_role.get("alerts", {})},
         }
+
+    def _store_counts(self) -> dict[str, Any]:
+        with AlertStore.open_readonly(self.paths.alerts_db) as store:
+            return store.counts()
 
     async def drain(self) -> dict[str, Any]:
         """Stop cameras (in-flight frames finish), flush alerts, write out, stop actors."""
@@ -478,16 +478,10 @@ class Deployment:
         """Frames, faces, alerts, drops and capture-to-result latency percentiles."""
         cameras = await self.kernel.stats("camera")
         latencies: list[float] = []
-        for handle in self.kernel.of_role("camera") or [
-            e.handle for e in self.kernel.actors.values() if e.spec.role == "camera"
-        ]:
+        for handle in self.kernel.of_role("camera", include_stopped=True):
             with contextlib.suppress(Exception):
                 latencies += await handle.latencies.remote()
-        store = AlertStore.open_readonly(self.paths.alerts_db)
-        try:
-            counts = store.counts()
-        finally:
-            store.close()
+        counts = self._store_counts()
 
         def total(key: str) -> int:
             return int(sum(int(c.get(key) or 0) for c in cameras.values()))

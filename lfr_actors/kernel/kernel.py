@@ -207,9 +207,13 @@ class Kernel:
                 return entry.handle
         raise KernelError(f"no actor {actor_id_or_name!r}")
 
-    def of_role(self, role: str) -> list[Any]:
-        """Handles of every running actor of a role."""
-        return [e.handle for e in self.actors.values() if e.spec.role == role and not e.stopped]
+    def of_role(self, role: str, *, include_stopped: bool = False) -> list[Any]:
+        """Handles of every actor of a role (stopped ones too if asked: to read figures)."""
+        return [
+            e.handle
+            for e in self.actors.values()
+            if e.spec.role == role and (include_stopped or not e.stopped)
+        ]
 
     async def check_once(self) -> None:
         """One supervision round: health of every actor, restarts where due."""
