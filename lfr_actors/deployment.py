@@ -317,6 +317,11 @@ class Deployment:
 
     async def start(self) -> None:
         """Bind the API, enrol the watchlist, and start every actor."""
+        if self.until_eof and not self._finite_cameras():
+            raise DeploymentError(
+                "--until-eof stops when every file or synthetic source has ended, but no "
+                "camera has one that ends (type file or synthetic with at_end: stop)"
+            )
         self.paths.data_dir.mkdir(parents=True, exist_ok=True)
         await self._bind_api()
         try:
@@ -398,11 +403,20 @@ class Deployment:
         """Ask the deployment to drain and stop (signal handlers call this)."""
         self.live.stop.set()
 
+    def _finite_cameras(self) -> list[str]:
+        """Cameras whose source ends: files and synthetic scenes that stop at their end."""
+        return [
+            c.id
+            for c in self.topology.cameras
+            if c.source.type in ("file", "synthetic") and c.at_end == "stop"
+        ]
+
     async def _stop_when_sources_end(self) -> None:
+        finite = self._finite_cameras()
         while not self.live.stop.is_set():
             await asyncio.sleep(0.5)
             ended = await asyncio.gather(
-                *(h.ended.remote() for h in self.kernel.of_role("camera")),
+                *(self.kernel.handle(cam_id).ended.remote() for cam_id in finite),
                 return_exceptions=True,
             )
             if all(e is True for e in ended):
