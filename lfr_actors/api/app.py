@@ -51,6 +51,7 @@ from lfr_actors.api.common import (
     problem_middleware,
     problem_response,
 )
+from lfr_actors.api.metrics import metrics_response, readiness_response
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Action, AuditLog
@@ -152,9 +153,9 @@ def create_app(
     a comment line to keep proxies from closing it. Requests with a body larger than
     ``client_max_size`` bytes are answered 413.
 
-    With ``auth`` (the default) every route but ``/healthz`` needs a bearer token whose
-    role :data:`lfr_actors.api.auth.ROLE_MATRIX` allows; ``auth=False`` admits every
-    request as an anonymous admin (tests and benchmarks only). Raises
+    With ``auth`` (the default) every route but ``/healthz`` and ``/readyz`` needs a bearer
+    token whose role :data:`lfr_actors.api.auth.ROLE_MATRIX` allows; ``auth=False`` admits
+    every request as an anonymous admin (tests and benchmarks only). Raises
     :class:`lfr_actors.api.auth.RoleMatrixError` if a route has no entry in the matrix.
     """
     app = web.Application(
@@ -181,6 +182,8 @@ def setup_routes(app: web.Application) -> None:
     Each route's name is its key in the role matrix (:mod:`lfr_actors.api.auth`).
     """
     app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_get("/v1/status", deployment_status, name="status")
     app.router.add_get("/v1/alerts", list_alerts, name="alerts")
     app.router.add_get("/v1/alerts/stream", stream_alerts, name="alert_stream")
@@ -235,6 +238,16 @@ async def _close_streams(app: web.Application) -> None:
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the store answers and every camera and embedder is reachable (else 503)."""
+    return await readiness_response(request, request.app[STATUS])
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the deployment's status and the store's counts."""
+    return await metrics_response(request, request.app[STATUS])
 
 
 async def deployment_status(request: web.Request) -> web.Response:

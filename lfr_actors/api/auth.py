@@ -49,7 +49,7 @@ class Rule:
 
 
 def public() -> Rule:
-    """A route anyone may call without a token (liveness only)."""
+    """A route anyone may call without a token (liveness and readiness only)."""
     return Rule(frozenset(), public=True)
 
 
@@ -65,6 +65,8 @@ authorisers govern entries and deployments; they have no need to see alerts' fac
 ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
     {
         ("GET", "healthz"): public(),
+        ("GET", "readyz"): public(),
+        ("GET", "metrics"): roles(*VIEWERS),
         ("GET", "status"): roles(*VIEWERS),
         ("GET", "alerts"): roles(*VIEWERS),
         ("GET", "alert_stream"): roles(*VIEWERS),

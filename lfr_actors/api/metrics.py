@@ -1,0 +1,364 @@
+"""Prometheus metrics and Kubernetes readiness for the alert API.
+
+:func:`render_metrics` turns the deployment's status (the dict that
+:meth:`lfr_actors.deployment.Deployment.status` returns) into the Prometheus text
+exposition format 0.0.4. It reads only the counters and gauges it names, field by field,
+so nothing else in the status dict can leak into a scrape: labels hold topology ids only
+(camera, embedder, actor, role, stage, quantile), never an entry id, an alert id, a name or
+anything about a face, because metric labels must hold no biometric or watchlist data.
+Values that are missing, ``None`` or not numbers are left out rather than guessed.
+
+:func:`metrics_response` (``GET /metrics``) and :func:`readiness_response` (``GET /readyz``)
+answer the routes that :mod:`lfr_actors.api.app` registers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from lfr_actors import logs
+from lfr_actors.api.common import STORE, ProblemError
+
+__all__ = [
+    "CONTENT_TYPE",
+    "METRICS_STATUS_TIMEOUT_S",
+    "READY_STATUS_TIMEOUT_S",
+    "metrics_response",
+    "readiness_response",
+    "render_metrics",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format, version 0.0.4."""
+
+READY_STATUS_TIMEOUT_S = 2.0
+"""How long ``/readyz`` waits for the status source before answering 503."""
+
+METRICS_STATUS_TIMEOUT_S = 5.0
+"""How long ``/metrics`` waits for the status source (then serves the store's counts)."""
+
+_log = logs.get_logger(__name__)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class _Family:
+    name: str
+    kind: str
+    help: str
+    samples: list[tuple[Labels, float]] = field(default_factory=list)
+
+
+# (status key, metric name, help) for each per-actor counter and gauge.
+_CAMERA_COUNTERS = (
+    ("frames_processed", "lfr_camera_frames_processed_total", "Frames the pipeline answered."),
+    ("frames_dropped", "lfr_camera_frames_dropped_total", "Frames dropped before processing."),
+    ("frames_failed", "lfr_camera_frames_failed_total", "Frames whose processing failed."),
+    ("corrupt_frames", "lfr_camera_corrupt_frames_total", "Frames that could not be decoded."),
+    ("reconnects", "lfr_camera_reconnects_total", "Reconnections to the camera's source."),
+    ("faces", "lfr_camera_faces_total", "Faces detected in the camera's frames."),
+    ("candidates", "lfr_camera_candidates_total", "Watchlist candidates from the frames."),
+)
+_EMBEDDER_COUNTERS = (
+    ("frames", "lfr_embedder_frames_total", "Frames the embedder processed."),
+    ("batches", "lfr_embedder_batches_total", "Batches the embedder ran."),
+    ("faces", "lfr_embedder_faces_total", "Faces the embedder embedded."),
+    (
+        "faces_compared",
+        "lfr_embedder_faces_compared_total",
+        "Faces compared against the watchlist.",
+    ),
+    (
+        "non_matches_discarded",
+        "lfr_embedder_non_matches_discarded_total",
+        "Faces discarded at once because they matched no watchlist entry.",
+    ),
+    ("candidates", "lfr_embedder_candidates_total", "Watchlist candidates found."),
+)
+_INDEX_COUNTERS = (
+    ("searches", "lfr_index_searches_total", "Searches the index actor answered."),
+    ("queries", "lfr_index_queries_total", "Query vectors the index actor searched."),
+)
+_ALERT_COUNTERS = (
+    ("sightings_received", "lfr_alert_sightings_received_total", "Sightings received."),
+    ("alerts_raised", "lfr_alerts_raised_total", "Alerts raised."),
+    ("alerts_updated", "lfr_alerts_updated_total", "Alert updates."),
+    ("alerts_closed", "lfr_alerts_closed_total", "Alerts closed."),
+    ("events_persisted", "lfr_alert_events_persisted_total", "Alert events persisted."),
+)
+_QUANTILES = (("0.5", "latency_ms_p50"), ("0.95", "latency_ms_p95"), ("0.99", "latency_ms_p99"))
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+
+    def add(self, name: str, kind: str, help_text: str, labels: Labels, value: Any) -> None:
+        number = _number(value)
+        if number is None:
+            return
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = _Family(name, kind, help_text)
+        family.samples.append((labels, number))
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for family in self._families.values():
+            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+            lines.append(f"# TYPE {family.name} {family.kind}")
+            for labels, value in family.samples:
+                lines.append(f"{family.name}{_labels(labels)} {_format_value(value)}")
+        return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) -> str:
+    """The status dict as Prometheus text exposition format 0.0.4.
+
+    Reads ``cameras``, ``embedders``, ``index`` and ``alerts`` (``alerts.store`` holds the
+    store's row counts); every other key is ignored. ``status_up`` (when given) adds
+    ``lfr_status_up``: whether the status source answered this scrape.
+    """
+    reg = _Registry()
+    if status_up is not None:
+        reg.add(
+            "lfr_status_up",
+            "gauge",
+            "Whether the deployment's status source answered this scrape (1) or not (0).",
+            (),
+            1 if status_up else 0,
+        )
+    cameras = _sections(status.get("cameras"))
+    embedders = _sections(status.get("embedders"))
+    index = _sections(status.get("index"))
+    alerts = status.get("alerts")
+    alerts = alerts if isinstance(alerts, Mapping) else {}
+    alert_actors = _sections({k: v for k, v in alerts.items() if k != "store"})
+
+    for cam_id, cam in cameras:
+        labels: Labels = (("camera", cam_id),)
+        for key, name, help_text in _CAMERA_COUNTERS:
+            reg.add(name, "counter", help_text, labels, cam.get(key))
+        reg.add(
+            "lfr_camera_fps", "gauge", "Measured sampling rate (frames/s).", labels, cam.get("fps")
+        )
+        reg.add(
+            "lfr_camera_up",
+            "gauge",
+            "Whether the camera is running (1) or not (0).",
+            labels,
+            1 if cam.get("state") == "running" and "unavailable" not in cam else 0,
+        )
+        for quantile, key in _QUANTILES:
+            reg.add(
+                "lfr_camera_latency_ms",
+                "gauge",
+                "Capture-to-result latency over recent frames (ms), by quantile.",
+                (*labels, ("quantile", quantile)),
+                cam.get(key),
+            )
+        reg.add(
+            "lfr_camera_queue",
+            "gauge",
+            "Frames waiting in the camera's queue.",
+            labels,
+            cam.get("queue"),
+        )
+
+    for emb_id, emb in embedders:
+        labels = (("embedder", emb_id),)
+        for key, name, help_text in _EMBEDDER_COUNTERS:
+            reg.add(name, "counter", help_text, labels, emb.get(key))
+        reg.add(
+            "lfr_embedder_batch_size_mean",
+            "gauge",
+            "Mean batch size over recent batches.",
+            labels,
+            emb.get("batch_size_mean"),
+        )
+        stages = emb.get("stage_ms_median")
+        if isinstance(stages, Mapping):
+            for stage, value in stages.items():
+                reg.add(
+                    "lfr_embedder_stage_ms",
+                    "gauge",
+                    "Median time per batch in each stage over recent batches (ms).",
+                    (*labels, ("stage", str(stage))),
+                    value,
+                )
+
+    for actor_id, figures in index:
+        labels = (("actor", actor_id), ("role", str(figures.get("role", "index"))))
+        for key, name, help_text in _INDEX_COUNTERS:
+            reg.add(name, "counter", help_text, labels, figures.get(key))
+
+    for actor_id, figures in alert_actors:
+        labels = (("actor", actor_id),)
+        for key, name, help_text in _ALERT_COUNTERS:
+            reg.add(name, "counter", help_text, labels, figures.get(key))
+        reg.add(
+            "lfr_alerts_open",
+            "gauge",
+            "Alerts open in the alert actor's fusion windows.",
+            labels,
+            figures.get("open_alerts"),
+        )
+
+    store = alerts.get("store")
+    if isinstance(store, Mapping):
+        reg.add("lfr_alerts_stored", "gauge", "Alerts in the store.", (), store.get("alerts"))
+        reg.add(
+            "lfr_alert_sightings_stored",
+            "gauge",
+            "Alert sightings in the store.",
+            (),
+            store.get("sightings"),
+        )
+        reg.add(
+            "lfr_alert_events_stored",
+            "gauge",
+            "Alert events in the store.",
+            (),
+            store.get("events"),
+        )
+
+    every_actor = [
+        ("camera", cameras),
+        ("embedder", embedders),
+        ("index", index),
+        ("alerts", alert_actors),
+    ]
+    for default_role, actors in every_actor:
+        for actor_id, figures in actors:
+            labels = (("actor", actor_id), ("role", str(figures.get("role", default_role))))
+            reg.add(
+                "lfr_actor_up",
+                "gauge",
+                "Whether the actor answered for its figures (1) or not (0).",
+                labels,
+                0 if "unavailable" in figures else 1,
+            )
+            reg.add(
+                "lfr_actor_restarts_total",
+                "counter",
+                "Times the supervisor restarted the actor.",
+                labels,
+                figures.get("restarts"),
+            )
+            reg.add(
+                "lfr_decode_errors_total",
+                "counter",
+                "Messages the actor dropped because they could not be decoded.",
+                labels,
+                figures.get("decode_errors"),
+            )
+    return reg.render()
+
+
+def _sections(value: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """The ``{actor id: figures}`` entries of a status section that are dicts."""
+    if not isinstance(value, Mapping):
+        return []
+    return [(str(k), v) for k, v in value.items() if isinstance(v, Mapping)]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def _format_value(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _labels(labels: Iterable[tuple[str, str]]) -> str:
+    inner = ",".join(f'{name}="{_escape_label(value)}"' for name, value in labels)
+    return f"{{{inner}}}" if inner else ""
+
+
+# -- handlers ------------------------------------------------------------------------
+
+
+StatusSource = Callable[[], Awaitable[dict[str, Any]]]
+
+
+async def metrics_response(request: web.Request, source: StatusSource | None) -> web.Response:
+    """Prometheus metrics from ``source``, or the store's counts alone without one."""
+    status: dict[str, Any] = {}
+    status_up: bool | None = None
+    if source is not None:
+        try:
+            status = dict(await asyncio.wait_for(source(), METRICS_STATUS_TIMEOUT_S))
+            status_up = True
+        except Exception:
+            _log.exception("metrics_status_failed")
+            status, status_up = {}, False
+    counts = await asyncio.to_thread(request.app[STORE].counts)
+    alerts = status.get("alerts")
+    status["alerts"] = {**(alerts if isinstance(alerts, Mapping) else {}), "store": counts}
+    body = render_metrics(status, status_up=status_up)
+    response = web.Response(text=body, headers={"Cache-Control": "no-store"})
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+async def readiness_response(request: web.Request, source: StatusSource | None) -> web.Response:
+    """Readiness: the store answers and (with a status source) every actor is reachable.
+
+    The 503 names what is not ready (components and camera/embedder ids) but not the
+    errors' text, which is logged: this route is public.
+    """
+    not_ready: list[str] = []
+    try:
+        await asyncio.to_thread(request.app[STORE].last_event_id)
+    except Exception:
+        _log.exception("readyz_store_failed")
+        not_ready.append("alert store: cannot be read")
+    if source is not None:
+        try:
+            status = await asyncio.wait_for(source(), READY_STATUS_TIMEOUT_S)
+        except TimeoutError:
+            _log.warning("readyz_status_timeout", timeout_s=READY_STATUS_TIMEOUT_S)
+            not_ready.append(f"deployment status: no answer within {READY_STATUS_TIMEOUT_S:g} s")
+        except Exception:
+            _log.exception("readyz_status_failed")
+            not_ready.append("deployment status: could not be read")
+        else:
+            not_ready.extend(_unreachable(status))
+    if not_ready:
+        raise ProblemError(503, "Not ready: " + "; ".join(not_ready) + ".", not_ready=not_ready)
+    return web.json_response({"status": "ready"}, headers={"Cache-Control": "no-store"})
+
+
+def _unreachable(status: Mapping[str, Any]) -> list[str]:
+    out = []
+    for section, kind in (("cameras", "camera"), ("embedders", "embedder")):
+        entries = status.get(section)
+        if not isinstance(entries, Mapping):
+            continue
+        for actor_id, figures in entries.items():
+            if not isinstance(figures, Mapping) or "unavailable" in figures:
+                out.append(f"{kind} {actor_id}: unreachable")
+    return out

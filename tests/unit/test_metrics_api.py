@@ -1,0 +1,374 @@
+"""Prometheus metrics and readiness: the pure renderer and the two routes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from pytest_aiohttp import AiohttpClient
+
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.api import metrics as metrics_module
+from lfr_actors.api.app import create_app
+from lfr_actors.api.metrics import render_metrics
+from lfr_actors.store.alerts import AlertStore
+from lfr_actors.store.audit import SYSTEM
+from lfr_actors.store.schema import Database
+from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.testing.doubles import make_sighting
+
+PROBLEM = "application/problem+json"
+ENTRY_ID = "entry-7f3a9c"
+ALERT_ID = "alert-0b1d2e"
+
+
+def realistic_status() -> dict[str, Any]:
+    """A status dict as Deployment.status() returns it, with watchlist data mixed in."""
+    return {
+        "deployment": {
+            "id": "dep1",
+            "location": "Market Square",
+            "start": "2025-01-31T09:00:00+00:00",
+            "end": "2025-01-31T17:00:00+00:00",
+            "threshold": 0.5,
+            "watchlist_entries": 12,
+        },
+        "api": "http://127.0.0.1:8080",
+        "uptime_s": 312.4,
+        "cameras": {
+            "cam_north": {
+                "frames_read": 900,
+                "frames_sampled": 300,
+                "frames_processed": 290,
+                "frames_dropped": 7,
+                "frames_failed": 3,
+                "corrupt_frames": 1,
+                "reconnects": 2,
+                "faces": 41,
+                "candidates": 2,
+                "decode_errors": 0,
+                "id": "cam_north",
+                "state": "running",
+                "last_error": "decode failed for entry " + ENTRY_ID,
+                "fps": 4.98,
+                "queue": 1,
+                "in_flight": 2,
+                "latency_ms_p50": 81.5,
+                "latency_ms_p95": 140.2,
+                "latency_ms_p99": 201.0,
+                "role": "camera",
+                "restarts": 1,
+                "supervisor_error": None,
+            },
+            'cam "south"\\gate\n2': {
+                "frames_processed": 10,
+                "state": "reconnecting",
+                "fps": None,
+                "latency_ms_p50": None,
+                "role": "camera",
+                "restarts": 0,
+            },
+            "cam_east": {
+                "unavailable": "GetTimeoutError: stats timed out",
+                "role": "camera",
+                "restarts": 3,
+                "supervisor_error": "RayActorError: died",
+            },
+        },
+        "embedders": {
+            "embedder": {
+                "frames": 290,
+                "batches": 60,
+                "faces": 41,
+                "faces_compared": 41,
+                "non_matches_discarded": 39,
+                "candidates": 2,
+                "decode_errors": 4,
+                "downstream_errors": 0,
+                "id": "embedder",
+                "providers": ["CPUExecutionProvider"],
+                "batch_size_mean": 4.83,
+                "batch_size_max": 8,
+                "stage_ms_median": {
+                    "detect": 12.5,
+                    "embed": 8.25,
+                    "search": 0.75,
+                    "alerts": 1.0,
+                    "batch": None,
+                },
+                "role": "embedder",
+                "restarts": 0,
+                "supervisor_error": None,
+            }
+        },
+        "index": {
+            "index_router": {"searches": 60, "queries": 41, "role": "index_router", "restarts": 0},
+            "shard-0": {
+                "searches": 60,
+                "queries": 41,
+                "enrolled": 12,
+                "role": "index_shard",
+                "restarts": 0,
+            },
+        },
+        "alerts": {
+            "store": {
+                "alerts": 3,
+                "alerts_by_status": {"open": 2, "closed": 1},
+                "sightings": 9,
+                "events": 5,
+                "last_event_id": 5,
+            },
+            "alerts": {
+                "sightings_received": 9,
+                "alerts_raised": 3,
+                "alerts_updated": 2,
+                "alerts_closed": 1,
+                "decode_errors": 0,
+                "events_persisted": 5,
+                "open_alerts": 2,
+                "role": "alerts",
+                "restarts": 0,
+                "recent": [{"id": ALERT_ID, "entry_id": ENTRY_ID, "name": "Jane Doe"}],
+                ENTRY_ID: 1,
+            },
+        },
+    }
+
+
+SAMPLE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\\\|\\"|\\n|[^"\\\n])*",?)*\})? '
+    r"(-?[0-9.e+-]+|NaN|[+-]Inf)$"
+)
+
+
+def test_exact_lines_for_cameras_embedders_and_the_store() -> None:
+    lines = render_metrics(realistic_status()).splitlines()
+    for expected in (
+        'lfr_camera_frames_processed_total{camera="cam_north"} 290',
+        'lfr_camera_frames_dropped_total{camera="cam_north"} 7',
+        'lfr_camera_frames_failed_total{camera="cam_north"} 3',
+        'lfr_camera_corrupt_frames_total{camera="cam_north"} 1',
+        'lfr_camera_reconnects_total{camera="cam_north"} 2',
+        'lfr_camera_faces_total{camera="cam_north"} 41',
+        'lfr_camera_fps{camera="cam_north"} 4.98',
+        'lfr_camera_up{camera="cam_north"} 1',
+        'lfr_camera_up{camera="cam_east"} 0',
+        'lfr_camera_latency_ms{camera="cam_north",quantile="0.5"} 81.5',
+        'lfr_camera_latency_ms{camera="cam_north",quantile="0.95"} 140.2',
+        'lfr_camera_latency_ms{camera="cam_north",quantile="0.99"} 201.0',
+        'lfr_embedder_frames_total{embedder="embedder"} 290',
+        'lfr_embedder_batches_total{embedder="embedder"} 60',
+        'lfr_embedder_faces_compared_total{embedder="embedder"} 41',
+        'lfr_embedder_non_matches_discarded_total{embedder="embedder"} 39',
+        'lfr_embedder_batch_size_mean{embedder="embedder"} 4.83',
+        'lfr_embedder_stage_ms{embedder="embedder",stage="detect"} 12.5',
+        'lfr_actor_restarts_total{actor="cam_north",role="camera"} 1',
+        'lfr_actor_restarts_total{actor="cam_east",role="camera"} 3',
+        'lfr_actor_up{actor="cam_east",role="camera"} 0',
+        'lfr_decode_errors_total{actor="embedder",role="embedder"} 4',
+        'lfr_index_queries_total{actor="shard-0",role="index_shard"} 41',
+        'lfr_alerts_raised_total{actor="alerts"} 3',
+        "lfr_alerts_stored 3",
+        "lfr_alert_sightings_stored 9",
+        "# TYPE lfr_camera_frames_processed_total counter",
+        "# TYPE lfr_camera_fps gauge",
+        "# TYPE lfr_alerts_stored gauge",
+    ):
+        assert expected in lines, expected
+
+
+def test_help_and_type_once_per_metric_and_every_line_is_well_formed() -> None:
+    text = render_metrics(realistic_status())
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    helps = [line.split()[2] for line in lines if line.startswith("# HELP ")]
+    types = [line.split()[2] for line in lines if line.startswith("# TYPE ")]
+    assert helps == types
+    assert len(set(helps)) == len(helps)
+    current = None  # HELP, TYPE, then the family's samples, all together
+    for i, line in enumerate(lines):
+        if line.startswith("# HELP "):
+            current = line.split()[2]
+            assert lines[i + 1].startswith(f"# TYPE {current} "), line
+        elif not line.startswith("#"):
+            assert current is not None and re.match(rf"{current}[{{ ]", line), line
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        assert SAMPLE.match(line), line
+    for line in lines:
+        if line.startswith("# TYPE ") and line.endswith(" counter"):
+            assert line.split()[2].endswith("_total"), line
+
+
+def test_label_values_are_escaped() -> None:
+    text = render_metrics(realistic_status())
+    assert 'lfr_camera_frames_processed_total{camera="cam \\"south\\"\\\\gate\\n2"} 10' in (
+        text.splitlines()
+    )
+
+
+def test_missing_and_none_values_are_skipped() -> None:
+    lines = render_metrics(realistic_status()).splitlines()
+    south = [line for line in lines if "south" in line]
+    assert not any(line.startswith("lfr_camera_fps{") for line in south)
+    assert not any(line.startswith("lfr_camera_latency_ms{") for line in south)
+    assert not any('stage="batch"' in line for line in lines)
+    assert not any(line.startswith("lfr_camera_frames_processed_total") and "east" in line
+                   for line in lines)  # fmt: skip
+    assert render_metrics({}) == ""
+    assert render_metrics({"cameras": None, "alerts": "nonsense"}) == ""
+
+
+def test_no_watchlist_or_alert_data_reaches_a_scrape() -> None:
+    text = render_metrics(realistic_status())
+    for secret in (ENTRY_ID, ALERT_ID, "Jane Doe", "Market Square", "decode failed", "Ray"):
+        assert secret not in text
+    label_names = set(re.findall(r'[{,]([a-z_]+)="', text))
+    assert label_names == {"camera", "embedder", "actor", "role", "stage", "quantile"}
+
+
+def test_status_up_is_reported_when_given() -> None:
+    assert "lfr_status_up 0" in render_metrics({}, status_up=False).splitlines()
+    assert "lfr_status_up 1" in render_metrics({}, status_up=True).splitlines()
+
+
+# -- the routes -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "alerts.db"
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
+    event = fuser.observe(make_sighting(1))
+    assert event is not None
+    with AlertStore(path) as store:
+        store.apply(event)
+    return path
+
+
+def bearer(db: Path, role: Role) -> dict[str, str]:
+    with Database(db) as store:
+        secret = TokenStore(store).create(f"test {role}", role, by=SYSTEM).secret
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def problem(resp: ClientResponse, status: int) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == PROBLEM
+    body: dict[str, Any] = await resp.json(content_type=PROBLEM)
+    assert body["status"] == status
+    return body
+
+
+async def test_metrics_needs_a_viewer_token_and_speaks_prometheus(
+    aiohttp_client: AiohttpClient, db: Path
+) -> None:
+    async def source() -> dict[str, Any]:
+        return realistic_status()
+
+    client = await aiohttp_client(create_app(db, status=source))
+    await problem(await client.get("/metrics"), 401)
+    await problem(await client.get("/metrics", headers=bearer(db, Role.WATCHLIST_MANAGER)), 403)
+    resp = await client.get("/metrics", headers=bearer(db, Role.VIEWER))
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    lines = (await resp.text()).splitlines()
+    assert 'lfr_camera_frames_processed_total{camera="cam_north"} 290' in lines
+    assert "lfr_status_up 1" in lines
+    assert "lfr_alerts_stored 1" in lines  # the API's own store, not the status dict's
+
+
+async def test_metrics_without_a_status_source_still_has_the_store_counts(
+    aiohttp_client: AiohttpClient, db: Path
+) -> None:
+    client = await aiohttp_client(create_app(db))
+    resp = await client.get("/metrics", headers=bearer(db, Role.ADMIN))
+    assert resp.status == 200
+    lines = (await resp.text()).splitlines()
+    assert "lfr_alerts_stored 1" in lines
+    assert "lfr_alert_sightings_stored 1" in lines
+    assert not any(line.startswith("lfr_status_up") for line in lines)
+
+
+async def test_metrics_when_the_status_source_fails(
+    aiohttp_client: AiohttpClient, db: Path
+) -> None:
+    async def broken() -> dict[str, Any]:
+        raise RuntimeError("kernel gone")
+
+    client = await aiohttp_client(create_app(db, status=broken))
+    resp = await client.get("/metrics", headers=bearer(db, Role.AUDITOR))
+    assert resp.status == 200
+    lines = (await resp.text()).splitlines()
+    assert "lfr_status_up 0" in lines
+    assert "lfr_alerts_stored 1" in lines
+
+
+async def test_readyz_is_public_and_ready(aiohttp_client: AiohttpClient, db: Path) -> None:
+    async def source() -> dict[str, Any]:
+        status = realistic_status()
+        del status["cameras"]["cam_east"]
+        return status
+
+    for app in (create_app(db), create_app(db, status=source)):
+        client = await aiohttp_client(app)
+        resp = await client.get("/readyz")
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ready"}
+
+
+async def test_readyz_names_unreachable_actors(aiohttp_client: AiohttpClient, db: Path) -> None:
+    async def source() -> dict[str, Any]:
+        status = realistic_status()
+        status["embedders"]["embedder"] = {"unavailable": "RayActorError: x", "role": "embedder"}
+        return status
+
+    client = await aiohttp_client(create_app(db, status=source))
+    body = await problem(await client.get("/readyz"), 503)
+    assert body["not_ready"] == ["camera cam_east: unreachable", "embedder embedder: unreachable"]
+    assert "RayActorError" not in str(body) and "GetTimeoutError" not in str(body)
+
+
+async def test_readyz_503_when_the_status_source_raises(
+    aiohttp_client: AiohttpClient, db: Path
+) -> None:
+    async def broken() -> dict[str, Any]:
+        raise RuntimeError("kernel gone")
+
+    client = await aiohttp_client(create_app(db, status=broken))
+    body = await problem(await client.get("/readyz"), 503)
+    assert body["not_ready"] == ["deployment status: could not be read"]
+    assert "kernel gone" not in str(body)
+
+
+async def test_readyz_503_when_the_status_source_times_out(
+    aiohttp_client: AiohttpClient, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_module, "READY_STATUS_TIMEOUT_S", 0.05)
+
+    async def slow() -> dict[str, Any]:
+        await asyncio.sleep(5)
+        return {}
+
+    client = await aiohttp_client(create_app(db, status=slow))
+    body = await problem(await client.get("/readyz"), 503)
+    assert body["not_ready"] == ["deployment status: no answer within 0.05 s"]
+
+
+async def test_readyz_503_when_the_store_cannot_be_read(
+    aiohttp_client: AiohttpClient, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await aiohttp_client(create_app(db))
+
+    def broken(self: AlertStore) -> int:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(AlertStore, "last_event_id", broken)
+    body = await problem(await client.get("/readyz"), 503)
+    assert body["not_ready"] == ["alert store: cannot be read"]
