@@ -52,6 +52,7 @@ from lfr_actors.api.common import (
     problem_response,
 )
 from lfr_actors.api.metrics import metrics_response, readiness_response
+from lfr_actors.api.openapi import PageLimits, build_document
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Action, AuditLog
@@ -153,9 +154,10 @@ def create_app(
     a comment line to keep proxies from closing it. Requests with a body larger than
     ``client_max_size`` bytes are answered 413.
 
-    With ``auth`` (the default) every route but ``/healthz`` and ``/readyz`` needs a bearer
-    token whose role :data:`lfr_actors.api.auth.ROLE_MATRIX` allows; ``auth=False`` admits
-    every request as an anonymous admin (tests and benchmarks only). Raises
+    With ``auth`` (the default) every route but ``/healthz``, ``/readyz`` and
+    ``/v1/openapi.json`` needs a bearer token whose role
+    :data:`lfr_actors.api.auth.ROLE_MATRIX` allows; ``auth=False`` admits every request as
+    an anonymous admin (tests and benchmarks only). Raises
     :class:`lfr_actors.api.auth.RoleMatrixError` if a route has no entry in the matrix.
     """
     app = web.Application(
@@ -192,6 +194,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/alerts/{alert_id}/adjudication", adjudicate, name="alert_adjudication")
     app.router.add_get("/v1/audit", list_audit, name="audit")
     app.router.add_get("/v1/audit/verify", verify_audit, name="audit_verify")
+    app.router.add_get("/v1/openapi.json", openapi, name="openapi")
 
 
 # -- resources -----------------------------------------------------------------------
@@ -248,6 +251,14 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the deployment's status and the store's counts."""
     return await metrics_response(request, request.app[STATUS])
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The API's OpenAPI 3.1 document, built from the router and the role matrix."""
+    document = build_document(
+        request.app.router.routes(), alert_page=PageLimits(DEFAULT_PAGE, MAX_PAGE)
+    )
+    return web.json_response(document)
 
 
 async def deployment_status(request: web.Request) -> web.Response:

@@ -49,7 +49,7 @@ class Rule:
 
 
 def public() -> Rule:
-    """A route anyone may call without a token (liveness and readiness only)."""
+    """A route anyone may call without a token (liveness, readiness, the API document)."""
     return Rule(frozenset(), public=True)
 
 
@@ -66,6 +66,7 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
     {
         ("GET", "healthz"): public(),
         ("GET", "readyz"): public(),
+        ("GET", "openapi"): public(),
         ("GET", "metrics"): roles(*VIEWERS),
         ("GET", "status"): roles(*VIEWERS),
         ("GET", "alerts"): roles(*VIEWERS),

@@ -1,0 +1,444 @@
+"""``GET /v1/openapi.json``: the API's OpenAPI 3.1 document, built from the code itself.
+
+Nothing here is hand-written YAML that could drift from the routes: the paths and methods
+come from the application's router, who may call each operation from
+:data:`lfr_actors.api.auth.ROLE_MATRIX` (``security`` and ``x-roles``), the adjudication
+body from its pydantic model (``model_json_schema()``), and the query limits from the
+constants the handlers check them with. Only each operation's parameters and responses are
+described here, keyed by route name; a route without a description is a programming error
+(:class:`OpenApiError`), so a new route cannot be served undocumented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from lfr_actors.api import audit as audit_api
+from lfr_actors.api.adjudication import MAX_BODY_BYTES, AdjudicationBody
+from lfr_actors.api.auth import ROLE_MATRIX, Rule, route_key
+from lfr_actors.api.common import PROBLEM_CONTENT_TYPE
+from lfr_actors.errors import LfrError
+from lfr_actors.store.audit import Action
+
+OPENAPI_VERSION = "3.1.0"
+SECURITY_SCHEME = "bearerAuth"
+_REF = "#/components/schemas/"
+
+Json = dict[str, Any]
+
+
+class OpenApiError(LfrError):
+    """A route has no description in the OpenAPI builder."""
+
+
+@dataclass(frozen=True)
+class PageLimits:
+    """A list route's ``limit`` parameter: its default and its largest value."""
+
+    default: int
+    maximum: int
+
+
+# -- small builders ------------------------------------------------------------------
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": _REF + name}
+
+
+def _json(schema: Json, description: str) -> Json:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problem(description: str) -> Json:
+    return {
+        "description": description,
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": _ref("Problem")}},
+    }
+
+
+def _query(name: str, schema: Json, description: str) -> Json:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _limit(limits: PageLimits) -> Json:
+    return _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": limits.maximum, "default": limits.default},
+        f"Page size, 1..{limits.maximum} (default {limits.default}).",
+    )
+
+
+ALERT_ID = {
+    "name": "alert_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The alert's id.",
+}
+
+_TIME = {
+    "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+    "description": "Unix seconds, or ISO 8601 with a UTC offset (e.g. 2025-01-31T12:00:00Z).",
+}
+
+
+# -- component schemas ---------------------------------------------------------------
+
+
+def component_schemas() -> Json:
+    """The bodies the API answers with, and the adjudication request body."""
+    body = AdjudicationBody.model_json_schema(ref_template=_REF + "{model}")
+    defs = body.pop("$defs", {})
+    nullable_str = {"type": ["string", "null"]}
+    alert = {
+        "type": "object",
+        "description": "An alert: one watchlist entry seen on one or more cameras.",
+        "required": ["id", "entry_id", "first_seen", "last_seen", "status", "crop_url"],
+        "properties": {
+            "id": {"type": "string"},
+            "deployment_id": {"type": "string"},
+            "entry_id": {"type": "string"},
+            "first_camera_id": {"type": "string"},
+            "cameras": {"type": "array", "items": {"type": "string"}},
+            "first_seen": {"type": "string", "format": "date-time"},
+            "last_seen": {"type": "string", "format": "date-time"},
+            "sightings": {"type": "integer", "minimum": 0},
+            "best_distance": {"type": "number"},
+            "best_sighting_id": {"type": "string"},
+            "best_box": {"type": "array", "items": {"type": "number"}},
+            "best_quality": {"type": "object"},
+            "status": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "crop_url": {"type": "string", "description": "Where the face crop is (JPEG)."},
+        },
+    }
+    adjudication = {
+        "type": "object",
+        "description": "An officer's decision on an alert, as stored.",
+        "required": ["id", "alert_id", "decision", "officer", "decided_at", "correction"],
+        "properties": {
+            "id": {"type": "integer"},
+            "alert_id": {"type": "string"},
+            "decision": _ref("Decision"),
+            "outcome": {"anyOf": [_ref("Outcome"), {"type": "null"}]},
+            "note": nullable_str,
+            "officer": {"type": "string"},
+            "decided_at": {"type": "string", "format": "date-time"},
+            "correction": {"type": "boolean"},
+            "correction_reason": nullable_str,
+            "supersedes": {"type": ["integer", "null"], "description": "The id corrected."},
+        },
+    }
+    audit_entry = {
+        "type": "object",
+        "required": ["seq", "at", "at_unix", "actor", "action", "subject", "hash"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1},
+            "at": {"type": "string", "format": "date-time"},
+            "at_unix": {"type": "number"},
+            "actor": {"type": "string"},
+            "actor_token": nullable_str,
+            "action": {"type": "string"},
+            "subject": {"type": "string"},
+            "details": {"type": "object"},
+            "prev_hash": {"type": "string"},
+            "hash": {"type": "string"},
+        },
+    }
+    return {
+        **defs,
+        "Adjudication": body,
+        "AdjudicationRecord": adjudication,
+        "Alert": alert,
+        "AlertDetail": {
+            "allOf": [
+                _ref("Alert"),
+                {
+                    "type": "object",
+                    "required": ["adjudications"],
+                    "properties": {
+                        "adjudications": {
+                            "type": "array",
+                            "items": _ref("AdjudicationRecord"),
+                            "description": "Decisions on the alert, oldest first.",
+                        }
+                    },
+                },
+            ]
+        },
+        "AlertPage": {
+            "type": "object",
+            "required": ["alerts", "next_cursor"],
+            "properties": {
+                "alerts": {"type": "array", "items": _ref("Alert")},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "Pass as ?cursor= for the next page; null on the last.",
+                },
+            },
+        },
+        "AuditEntry": audit_entry,
+        "AuditPage": {
+            "type": "object",
+            "required": ["entries", "next_after"],
+            "properties": {
+                "entries": {"type": "array", "items": _ref("AuditEntry")},
+                "next_after": {"type": ["integer", "null"]},
+            },
+        },
+        "AuditVerification": {
+            "type": "object",
+            "required": ["entries", "intact", "head"],
+            "properties": {
+                "entries": {"type": "integer", "minimum": 0},
+                "intact": {"type": "boolean"},
+                "head": {"type": "object"},
+                "bad_seq": {"type": ["integer", "null"]},
+                "reason": nullable_str,
+            },
+        },
+        "Problem": {
+            "type": "object",
+            "description": "An RFC 9457 problem; routes may add extension members.",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "invalid_params": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "reason"],
+                        "properties": {"name": {"type": "string"}, "reason": {"type": "string"}},
+                    },
+                },
+            },
+        },
+        "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+    }
+
+
+# -- operations, by route name -------------------------------------------------------
+
+
+def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
+    audit_page = PageLimits(audit_api.DEFAULT_PAGE, audit_api.MAX_PAGE)
+    return {
+        "healthz": lambda: {
+            "summary": "Liveness: the process answers.",
+            "responses": {"200": _json(_ref("Status"), "Alive.")},
+        },
+        "readyz": lambda: {
+            "summary": "Readiness: the store answers and every camera and embedder is reachable.",
+            "responses": {
+                "200": _json(_ref("Status"), "Ready."),
+                "503": _problem("Not ready; not_ready names what is not."),
+            },
+        },
+        "metrics": lambda: {
+            "summary": "Prometheus text exposition of the deployment and the store.",
+            "responses": {
+                "200": {
+                    "description": "Metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+        "status": lambda: {
+            "summary": "The deployment's status.",
+            "responses": {
+                "200": _json({"type": "object"}, "The deployment's status."),
+                "503": _problem("No status source, or it could not be read."),
+            },
+        },
+        "alerts": lambda: {
+            "summary": "Alerts, newest first, filtered and paged.",
+            "parameters": [
+                _query("camera", {"type": "string"}, "Only alerts seen on this camera."),
+                _query("entry", {"type": "string"}, "Only alerts of this watchlist entry."),
+                _query("since", _TIME, "Only alerts last seen at or after this time."),
+                _query("until", _TIME, "Only alerts first seen at or before this time."),
+                _limit(alert_page),
+                _query(
+                    "cursor",
+                    {"type": "integer", "minimum": 1},
+                    "The next_cursor of the previous page (opaque).",
+                ),
+            ],
+            "responses": {
+                "200": _json(_ref("AlertPage"), "A page of alerts."),
+                "400": _problem("Invalid query parameters (all listed in invalid_params)."),
+            },
+        },
+        "alert_stream": lambda: {
+            "summary": "Server-Sent Events: stored alert events after the client's, then live.",
+            "description": "Each event is `id: <event_id>`, `event: raised|updated` and "
+            "`data: <Alert JSON>`; idle streams get a comment line as a heartbeat. "
+            "Without Last-Event-ID or after, the stream starts at the newest event.",
+            "parameters": [
+                _query("after", {"type": "integer", "minimum": 0}, "Resume after this event id."),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "Resume after this event id (as browsers send it).",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "An endless event stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "400": _problem("An unknown parameter or a bad event id."),
+            },
+        },
+        "alert": lambda: {
+            "summary": "One alert with its adjudications (the crop is at crop_url).",
+            "parameters": [ALERT_ID],
+            "responses": {
+                "200": _json(_ref("AlertDetail"), "The alert."),
+                "404": _problem("No such alert."),
+            },
+        },
+        "alert_crop": lambda: {
+            "summary": "The alert's best face crop; never cached; each view is audited.",
+            "parameters": [ALERT_ID],
+            "responses": {
+                "200": {
+                    "description": "The crop.",
+                    "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": _problem("No such alert."),
+            },
+        },
+        "alert_adjudication": lambda: {
+            "summary": "Record the caller's decision on an alert.",
+            "parameters": [ALERT_ID],
+            "requestBody": {
+                "required": True,
+                "description": f"At most {MAX_BODY_BYTES} bytes.",
+                "content": {"application/json": {"schema": _ref("Adjudication")}},
+            },
+            "responses": {
+                "200": _json(_ref("AdjudicationRecord"), "The same decision was already stored."),
+                "201": _json(_ref("AdjudicationRecord"), "The decision was recorded."),
+                "400": _problem("The body is not well-formed JSON."),
+                "404": _problem("No such alert."),
+                "409": _problem("Contradicts the decision in force (see current)."),
+                "413": _problem(f"The body is over {MAX_BODY_BYTES} bytes."),
+                "415": _problem("The body is not declared as JSON."),
+                "422": _problem("Invalid fields (all listed in invalid_params)."),
+            },
+        },
+        "audit": lambda: {
+            "summary": "Audit entries after a seq, oldest first, with their hash chain.",
+            "parameters": [
+                _query("after", {"type": "integer", "minimum": 0}, "Entries after this seq."),
+                _limit(audit_page),
+                _query(
+                    "action",
+                    {"type": "string", "enum": sorted(str(a) for a in Action)},
+                    "Only entries of this action.",
+                ),
+                _query(
+                    "subject",
+                    {"type": "string", "maxLength": audit_api.MAX_SUBJECT_CHARS},
+                    "Only entries about this subject.",
+                ),
+            ],
+            "responses": {
+                "200": _json(_ref("AuditPage"), "A page of entries."),
+                "400": _problem("Invalid query parameters (all listed in invalid_params)."),
+            },
+        },
+        "audit_verify": lambda: {
+            "summary": "Recompute the audit hash chain (the check is itself audited).",
+            "responses": {"200": _json(_ref("AuditVerification"), "Intact or not.")},
+        },
+        "openapi": lambda: {
+            "summary": "This document.",
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 document.")},
+        },
+    }
+
+
+def _security(operation: Json, rule: Rule) -> None:
+    if rule.public:
+        operation["security"] = []
+        operation["x-public"] = True
+        operation["x-roles"] = []
+        return
+    operation["security"] = [{SECURITY_SCHEME: []}]
+    operation["x-roles"] = sorted(str(r) for r in rule.roles)
+    responses = operation["responses"]
+    responses["401"] = _problem("No token, or a malformed, unknown or revoked one.")
+    responses["403"] = _problem("The token's role may not call this route.")
+
+
+def build_document(
+    routes: Iterable[web.AbstractRoute],
+    *,
+    alert_page: PageLimits,
+    matrix: Mapping[tuple[str, str], Rule] = ROLE_MATRIX,
+) -> Json:
+    """The OpenAPI 3.1 document of ``routes`` (HEAD, served for every GET, is implied).
+
+    Raises :class:`OpenApiError` listing every route that has no name, no description
+    here, or no entry in ``matrix``.
+    """
+    described = _operations(alert_page)
+    paths: dict[str, Json] = {}
+    problems = []
+    for route in routes:
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        path = route.resource.canonical
+        key = route_key(route.method, route.name)
+        if route.name not in described or key not in matrix:
+            problems.append(f"{route.method} {path} (name {route.name!r})")
+            continue
+        operation = {"operationId": route.name, **described[route.name]()}
+        _security(operation, matrix[key])
+        paths.setdefault(path, {})[route.method.lower()] = operation
+    if problems:
+        raise OpenApiError(
+            "routes without an OpenAPI description (lfr_actors/api/openapi.py) or a "
+            "ROLE_MATRIX entry: " + "; ".join(problems)
+        )
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "lfr-actors alert API",
+            "version": "1",
+            "description": "Alerts of a live facial recognition deployment. Every error "
+            "is an RFC 9457 problem (application/problem+json).",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": component_schemas(),
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `lfr tokens create`; its role must be in "
+                    "the operation's x-roles.",
+                }
+            },
+        },
+    }
