@@ -369,6 +369,27 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return verify_audit(_store_file(args), sys.stdout)
 
 
+def cmd_retention_purge(args: argparse.Namespace) -> int:
+    """``lfr retention purge``: empty alert crops past retention unless on hold."""
+    from lfr_actors.governance_cli import parse_now, purge_retention
+
+    try:
+        now = None if args.now is None else parse_now(args.now)
+    except ValueError as exc:
+        raise UsageError(f"--now: {exc}") from exc
+    return purge_retention(_store_file(args), sys.stdout, days=args.days, now=now)
+
+
+def _non_negative_days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days >= 0")
+    return days
+
+
 def _add_store(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--topology", metavar="FILE", help="the deployment's topology YAML")
@@ -505,6 +526,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store(verify)
     verify.set_defaults(func=cmd_audit_verify)
+
+    retention = sub.add_parser("retention", help="purge alert crops past their retention")
+    retention_sub = retention.add_subparsers(
+        dest="retention_command", required=True, metavar="ACTION"
+    )
+    purge = retention_sub.add_parser(
+        "purge", help="empty the crops of alerts last seen over --days ago, unless on hold"
+    )
+    _add_store(purge)
+    purge.add_argument(
+        "--days",
+        type=_non_negative_days,
+        default=31,
+        help="retention period in days (default 31)",
+    )
+    purge.add_argument(
+        "--now",
+        metavar="ISO",
+        help="the time to count from (ISO 8601, UTC if no offset; default: now)",
+    )
+    purge.set_defaults(func=cmd_retention_purge)
 
     down = sub.add_parser("down", help="drain and stop a running deployment")
     down.add_argument("file", help="the topology YAML of the running deployment")

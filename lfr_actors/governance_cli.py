@@ -11,12 +11,14 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from lfr_actors.alerts import iso_utc
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import Actor, AuditLog
+from lfr_actors.store.retention import purge_crops
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.topology.loader import load_topology
@@ -119,3 +121,34 @@ def verify_audit(path: Path, out: TextIO) -> int:
         check = AuditLog(db).verify()
     print(check.summary(), file=out)
     return EXIT_OK if check.intact else EXIT_FAILURE
+
+
+def parse_now(value: str) -> float:
+    """``--now``: an ISO 8601 time (UTC when it has no offset) or Unix seconds."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00Z) or Unix seconds"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def purge_retention(path: Path, out: TextIO, *, days: int, now: float | None = None) -> int:
+    """``lfr retention purge``: empty the crops past retention and not on hold; print the count.
+
+    Audited as one ``retention.purge`` entry by ``system``; running it again purges nothing.
+    """
+    result = purge_crops(_existing(path), retention_days=days, now=now)
+    print(
+        f"purged {result.count} alert crop(s) last seen before {iso_utc(result.cutoff)} "
+        f"(retention {days} days)",
+        file=out,
+    )
+    return EXIT_OK

@@ -53,9 +53,11 @@ from lfr_actors.api.common import (
 )
 from lfr_actors.api.metrics import metrics_response, readiness_response
 from lfr_actors.api.openapi import PageLimits, build_document
+from lfr_actors.api.retention import HOLDS, release_hold, render_hold, set_hold
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Action, AuditLog
+from lfr_actors.store.retention import Holds
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import TokenStore
 
@@ -192,6 +194,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/alerts/{alert_id}", get_alert, name="alert")
     app.router.add_get("/v1/alerts/{alert_id}/crop.jpg", get_crop, name="alert_crop")
     app.router.add_post("/v1/alerts/{alert_id}/adjudication", adjudicate, name="alert_adjudication")
+    app.router.add_post("/v1/alerts/{alert_id}/hold", set_hold, name="alert_hold")
+    app.router.add_delete("/v1/alerts/{alert_id}/hold", release_hold, name="alert_release")
     app.router.add_get("/v1/audit", list_audit, name="audit")
     app.router.add_get("/v1/audit/verify", verify_audit, name="audit_verify")
     app.router.add_get("/v1/openapi.json", openapi, name="openapi")
@@ -208,6 +212,7 @@ async def _governance_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TOKENS] = TokenStore(db)
     app[AUDIT] = AuditLog(db)
     app[ADJUDICATIONS] = Adjudications(db)
+    app[HOLDS] = Holds(db)
     yield
     db.close()
 
@@ -293,7 +298,11 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 
 async def get_alert(request: web.Request) -> web.Response:
-    """One alert (without its crop; see ``crop_url``) with its adjudications, oldest first."""
+    """One alert (without its crop; see ``crop_url``) with its adjudications, oldest first.
+
+    ``hold`` is the evidential hold in force (or null); ``crop_purged_at`` when retention
+    purged the crop (or null).
+    """
     alert_id = request.match_info["alert_id"]
     alert = await asyncio.to_thread(request.app[STORE].get, alert_id)
     if alert is None:
@@ -301,15 +310,32 @@ async def get_alert(request: web.Request) -> web.Response:
     history = await asyncio.to_thread(request.app[ADJUDICATIONS].history, alert_id)
     body = render_alert(request, alert)
     body["adjudications"] = [render_adjudication(record) for record in history]
+    holds = request.app[HOLDS]
+    hold = await asyncio.to_thread(holds.active, alert_id)
+    purged_at = await asyncio.to_thread(holds.crop_purged_at, alert_id)
+    body["hold"] = render_hold(hold)
+    body["crop_purged_at"] = None if purged_at is None else iso_utc(purged_at)
     return web.json_response(body)
 
 
 async def get_crop(request: web.Request) -> web.Response:
-    """The alert's best face crop as JPEG; never cached; each view is audited first."""
+    """The alert's best face crop as JPEG; never cached; each view is audited first.
+
+    410 Gone once retention has purged the crop (the alert itself remains).
+    """
     alert_id = request.match_info["alert_id"]
     crop = await asyncio.to_thread(request.app[STORE].crop, alert_id)
     if crop is None:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
+    purged_at = await asyncio.to_thread(request.app[HOLDS].crop_purged_at, alert_id)
+    if purged_at is not None or not crop:
+        when = "" if purged_at is None else f" on {iso_utc(purged_at)}"
+        raise ProblemError(
+            410,
+            f"The face crop of alert {alert_id[:80]!r} was purged{when} at the end of its "
+            "retention period; the alert and its adjudications remain.",
+            crop_purged_at=None if purged_at is None else iso_utc(purged_at),
+        )
     await asyncio.to_thread(
         request.app[AUDIT].append,
         principal(request).actor,

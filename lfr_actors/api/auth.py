@@ -74,6 +74,8 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("GET", "alert"): roles(*VIEWERS),
         ("GET", "alert_crop"): roles(*VIEWERS),
         ("POST", "alert_adjudication"): roles(Role.ADJUDICATOR),
+        ("POST", "alert_hold"): roles(Role.AUTHORISER),
+        ("DELETE", "alert_release"): roles(Role.AUTHORISER),
         ("GET", "audit"): roles(Role.AUDITOR),
         ("GET", "audit_verify"): roles(Role.AUDITOR),
     }

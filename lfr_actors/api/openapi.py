@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from lfr_actors.api import audit as audit_api
+from lfr_actors.api import retention as retention_api
 from lfr_actors.api.adjudication import MAX_BODY_BYTES, AdjudicationBody
 from lfr_actors.api.auth import ROLE_MATRIX, Rule, route_key
 from lfr_actors.api.common import PROBLEM_CONTENT_TYPE
@@ -97,10 +98,28 @@ _TIME = {
 
 
 def component_schemas() -> Json:
-    """The bodies the API answers with, and the adjudication request body."""
+    """The bodies the API answers with, and the adjudication and hold request bodies."""
     body = AdjudicationBody.model_json_schema(ref_template=_REF + "{model}")
     defs = body.pop("$defs", {})
+    hold_body = retention_api.HoldBody.model_json_schema(ref_template=_REF + "{model}")
+    release_body = retention_api.ReleaseBody.model_json_schema(ref_template=_REF + "{model}")
     nullable_str = {"type": ["string", "null"]}
+    nullable_time = {"type": ["string", "null"], "format": "date-time"}
+    hold = {
+        "type": "object",
+        "description": "An evidential hold: the alert's crop is kept past retention.",
+        "required": ["id", "alert_id", "set_by", "reason", "at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "alert_id": {"type": "string"},
+            "set_by": {"type": "string"},
+            "reason": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "released_at": nullable_time,
+            "released_by": nullable_str,
+            "release_reason": nullable_str,
+        },
+    }
     alert = {
         "type": "object",
         "description": "An alert: one watchlist entry seen on one or more cameras.",
@@ -167,13 +186,21 @@ def component_schemas() -> Json:
                 _ref("Alert"),
                 {
                     "type": "object",
-                    "required": ["adjudications"],
+                    "required": ["adjudications", "hold", "crop_purged_at"],
                     "properties": {
                         "adjudications": {
                             "type": "array",
                             "items": _ref("AdjudicationRecord"),
                             "description": "Decisions on the alert, oldest first.",
-                        }
+                        },
+                        "hold": {
+                            "anyOf": [_ref("Hold"), {"type": "null"}],
+                            "description": "The evidential hold in force, if any.",
+                        },
+                        "crop_purged_at": {
+                            **nullable_time,
+                            "description": "When retention purged the crop, if it did.",
+                        },
                     },
                 },
             ]
@@ -190,6 +217,18 @@ def component_schemas() -> Json:
             },
         },
         "AuditEntry": audit_entry,
+        "Hold": hold,
+        "HoldRequest": hold_body,
+        "HoldState": {
+            "type": "object",
+            "required": ["alert_id", "hold", "changed"],
+            "properties": {
+                "alert_id": {"type": "string"},
+                "hold": {"anyOf": [_ref("Hold"), {"type": "null"}]},
+                "changed": {"type": "boolean", "description": "Whether this call changed it."},
+            },
+        },
+        "ReleaseRequest": release_body,
         "AuditPage": {
             "type": "object",
             "required": ["entries", "next_after"],
@@ -325,6 +364,44 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
                     "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "404": _problem("No such alert."),
+                "410": _problem("Retention purged the crop; the alert remains."),
+            },
+        },
+        "alert_hold": lambda: {
+            "summary": "Put the alert on evidential hold: its crop is kept past retention.",
+            "description": "Audited as alert.hold. A second hold answers 200 with the first.",
+            "parameters": [ALERT_ID],
+            "requestBody": {
+                "required": True,
+                "description": f"At most {retention_api.MAX_BODY_BYTES} bytes.",
+                "content": {"application/json": {"schema": _ref("HoldRequest")}},
+            },
+            "responses": {
+                "200": _json(_ref("HoldState"), "The alert was already on hold."),
+                "201": _json(_ref("HoldState"), "The hold was set."),
+                "400": _problem("The body is not well-formed JSON."),
+                "404": _problem("No such alert."),
+                "413": _problem(f"The body is over {retention_api.MAX_BODY_BYTES} bytes."),
+                "415": _problem("The body is not declared as JSON."),
+                "422": _problem("Invalid fields (all listed in invalid_params)."),
+            },
+        },
+        "alert_release": lambda: {
+            "summary": "Release the alert's evidential hold (audited as alert.release).",
+            "description": "hold is null and changed false when no hold was in force.",
+            "parameters": [ALERT_ID],
+            "requestBody": {
+                "required": False,
+                "description": f"Optional; at most {retention_api.MAX_BODY_BYTES} bytes.",
+                "content": {"application/json": {"schema": _ref("ReleaseRequest")}},
+            },
+            "responses": {
+                "200": _json(_ref("HoldState"), "The hold released, or none was in force."),
+                "400": _problem("The body is not well-formed JSON."),
+                "404": _problem("No such alert."),
+                "413": _problem(f"The body is over {retention_api.MAX_BODY_BYTES} bytes."),
+                "415": _problem("The body is not declared as JSON."),
+                "422": _problem("Invalid fields (all listed in invalid_params)."),
             },
         },
         "alert_adjudication": lambda: {

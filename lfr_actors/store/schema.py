@@ -155,6 +155,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX adjudications_alert ON adjudications (alert_id, id)",
         ),
     ),
+    Migration(
+        5,
+        "retention of alert crops: purge times and evidential holds",
+        (
+            # best_crop stays NOT NULL (SQLite cannot drop the constraint without rebuilding
+            # the table); a purged crop is an empty blob and crop_purged_at says when.
+            "ALTER TABLE alerts ADD COLUMN crop_purged_at REAL",
+            """CREATE TABLE alert_holds (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                alert_id TEXT NOT NULL REFERENCES alerts (id),
+                set_by TEXT NOT NULL,
+                set_by_token TEXT,
+                reason TEXT NOT NULL,
+                at REAL NOT NULL,
+                released_at REAL,
+                released_by TEXT,
+                release_reason TEXT
+            )""",
+            "CREATE UNIQUE INDEX alert_holds_active ON alert_holds (alert_id) "
+            "WHERE released_at IS NULL",
+            # A crop written again after a purge (the person seen anew) is no longer purged.
+            "CREATE TRIGGER alerts_crop_restored AFTER UPDATE OF best_crop ON alerts "
+            "WHEN length(NEW.best_crop) > 0 AND NEW.crop_purged_at IS NOT NULL "
+            "BEGIN UPDATE alerts SET crop_purged_at = NULL WHERE id = NEW.id; END",
+        ),
+    ),
 )
 """Every schema change, in order. Append; never edit one that has shipped."""
 

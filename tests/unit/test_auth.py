@@ -91,6 +91,8 @@ async def status_source() -> dict[str, Any]:
 PATH_SAMPLES = {"alert_id": "<alert>"}
 BODY_SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "alert_adjudication"): {"decision": "not_a_match"},
+    ("POST", "alert_hold"): {"reason": "case 42: disclosure"},
+    ("DELETE", "alert_release"): {"reason": "case closed"},
 }
 
 
