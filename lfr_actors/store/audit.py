@@ -52,6 +52,9 @@ class Action(StrEnum):
     ALERT_ADJUDICATE = "alert.adjudicate"
     ALERT_CORRECT = "alert.correct"
     AUDIT_VERIFY = "audit.verify"
+    ALERT_HOLD = "alert.hold"
+    ALERT_RELEASE = "alert.release"
+    RETENTION_PURGE = "retention.purge"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
@@ -30,11 +30,9 @@ DEFAULT_RETENTION_DAYS = 31
 MAX_REASON_CHARS = 2000
 """The longest reason accepted for a hold or its release."""
 
-# The audit log's Action enum lives in lfr_actors.store.audit; these are recorded as their
-# string values (an Action is a str), which the hash chain covers like any other.
-ACTION_PURGE = cast(Action, "retention.purge")
-ACTION_HOLD = cast(Action, "alert.hold")
-ACTION_RELEASE = cast(Action, "alert.release")
+ACTION_PURGE = Action.RETENTION_PURGE
+ACTION_HOLD = Action.ALERT_HOLD
+ACTION_RELEASE = Action.ALERT_RELEASE
 
 _DAY_S = 86_400.0
 
