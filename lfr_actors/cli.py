@@ -15,9 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from lfr_actors import __version__
 from lfr_actors.errors import LfrError
 from lfr_actors.logs import configure as configure_logging
@@ -106,36 +103,22 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def _load_embedder_spec(path: Path) -> Any:
-    from lfr_actors.models.spec import EmbedderSpec
+    from lfr_actors.topology.loader import TopologyError, load_embedder_spec
 
     try:
-        raw = yaml.safe_load(path.read_text("utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path}: expected a mapping of embedder settings")
-    if raw.get("path") is not None and not Path(raw["path"]).is_absolute():
-        raw["path"] = str((path.parent / raw["path"]).resolve())
-    try:
-        return EmbedderSpec.model_validate(raw)
-    except ValidationError as exc:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-            for e in exc.errors()
-        ]
-        raise UsageError("\n".join(lines)) from exc
+        return load_embedder_spec(path)
+    except TopologyError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
     from lfr_actors.models.cache import ModelCache
     from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
 
-    _prepare(args, quiet=args.no_progress)
     config = PipelineConfig()
-    if args.embedder:
+    if args.embedder:  # a bad declaration is reported before minutes of model preparation
         config = PipelineConfig(embedder=_load_embedder_spec(Path(args.embedder)))
+    _prepare(args, quiet=args.no_progress)
     return FacePipeline.build(_runtime(args), config, cache=ModelCache(_home(args) / "models"))
 
 

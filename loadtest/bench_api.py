@@ -53,7 +53,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
 import sqlite3
 import subprocess
@@ -69,18 +68,16 @@ from typing import IO, Any
 
 import aiohttp
 from aiohttp import web
+from machine import cpu_model  # loadtest/machine.py, beside this script
 
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.api.app import create_app
 from lfr_actors.logs import configure as configure_logging
+from lfr_actors.store.alerts import AlertStore
+from lfr_actors.testing.doubles import make_sighting
 
-# Before the modules below are imported: each binds its logger at import, and a logger
-# bound before configure() keeps structlog's defaults (stdout, no level filter), which
-# would mix log lines into the JSON report and the children's replies.
+# Log lines must not mix into the JSON report or the child processes' replies.
 configure_logging(level="WARNING")
-
-from lfr_actors.alerts.fusion import Fuser, FusionConfig  # noqa: E402
-from lfr_actors.api.app import create_app  # noqa: E402
-from lfr_actors.store.alerts import AlertStore  # noqa: E402
-from lfr_actors.testing.doubles import make_sighting  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -95,16 +92,6 @@ EXPECTED_LOG = ("api_auth_disabled",)  # we build the app with auth=False on pur
 
 
 # -- machine and numbers -------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def process_cpu_s(pid: int) -> float | None:

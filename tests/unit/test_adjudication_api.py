@@ -19,8 +19,7 @@ from lfr_actors.store.audit import Actor
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import make_sighting
-
-PROBLEM = "application/problem+json"
+from tests.api_helpers import problem
 
 
 class Api:
@@ -97,14 +96,6 @@ async def api(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[Ap
     app = create_app(db)
     client = await aiohttp_client(app)
     yield Api(client, db, event.alert.id, {k: v.secret for k, v in secrets.items()})
-
-
-async def problem(resp: ClientResponse, status: int) -> dict[str, Any]:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == PROBLEM
-    body: dict[str, Any] = await resp.json(content_type=PROBLEM)
-    assert body["status"] == status
-    return body
 
 
 async def test_a_decision_is_recorded_with_the_officer_and_the_server_time(api: Api) -> None:

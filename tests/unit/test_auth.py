@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
@@ -34,8 +34,8 @@ from lfr_actors.store.tokens import (
     secret_digest,
 )
 from lfr_actors.testing.doubles import make_sighting
+from tests.api_helpers import problem
 
-PROBLEM = "application/problem+json"
 OPERATOR = Actor("cli:test")
 
 
@@ -72,14 +72,6 @@ def revoked_secret(db: Path) -> str:
 
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
-
-
-async def problem(resp: ClientResponse, status: int) -> dict[str, Any]:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == PROBLEM
-    body: dict[str, Any] = await resp.json(content_type=PROBLEM)
-    assert body["status"] == status
-    return body
 
 
 async def status_source() -> dict[str, Any]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnx
@@ -27,19 +25,10 @@ from lfr_actors.models.convert.dlib_resnet import (
     parse_dlib_resnet,
 )
 from lfr_actors.models.sources import DLIB_RESNET_DAT, SourceMember
+from tests.fixtures import synthetic_chips
 
 TESTS = Path(__file__).resolve().parents[1]
 
-
-def _load_fixture_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, TESTS / "fixtures" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic_chips = _load_fixture_module("synthetic_chips")
 
 GOLDEN = TESTS / "fixtures" / "dlib_resnet_golden.json"
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
 from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
@@ -20,8 +19,8 @@ from lfr_actors.store.audit import SYSTEM
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import make_sighting
+from tests.api_helpers import problem
 
-PROBLEM = "application/problem+json"
 ENTRY_ID = "entry-7f3a9c"
 ALERT_ID = "alert-0b1d2e"
 
@@ -256,14 +255,6 @@ def bearer(db: Path, role: Role) -> dict[str, str]:
     with Database(db) as store:
         secret = TokenStore(store).create(f"test {role}", role, by=SYSTEM).secret
     return {"Authorization": f"Bearer {secret}"}
-
-
-async def problem(resp: ClientResponse, status: int) -> dict[str, Any]:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == PROBLEM
-    body: dict[str, Any] = await resp.json(content_type=PROBLEM)
-    assert body["status"] == status
-    return body
 
 
 async def test_metrics_needs_a_viewer_token_and_speaks_prometheus(

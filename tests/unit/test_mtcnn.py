@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -11,7 +10,6 @@ import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -27,23 +25,13 @@ from lfr_actors.models.detector import DetectorConfig, MtcnnDetector
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.sources import MTCNN_ONET, MTCNN_PNET, MTCNN_RNET, SourceMember
 from lfr_actors.models.types import Detections
+from tests.fixtures import make_mtcnn_golden as golden_maker
 
 TESTS = Path(__file__).resolve().parents[1]
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 GOLDEN = TESTS / "fixtures" / "mtcnn_golden.json"
 NETS = ("pnet", "rnet", "onet")
-
-
-def _load_fixture_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, TESTS / "fixtures" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-golden_maker = _load_fixture_module("make_mtcnn_golden")
 
 
 @pytest.fixture(scope="module")
