@@ -51,12 +51,33 @@ from lfr_actors.api.common import (
     problem_middleware,
     problem_response,
 )
+from lfr_actors.api.console import console_page
+from lfr_actors.api.deployments import (
+    DEPLOYMENTS,
+    close_deployment,
+    create_deployment,
+    get_deployment,
+    get_report,
+    get_report_page,
+    list_deployments,
+)
 from lfr_actors.api.metrics import metrics_response, readiness_response
 from lfr_actors.api.openapi import PageLimits, build_document
 from lfr_actors.api.retention import HOLDS, release_hold, render_hold, set_hold
-from lfr_actors.store.adjudications import Adjudications
+from lfr_actors.api.watchlist import (
+    ENROLLER,
+    Enroller,
+    approve_entry,
+    create_entry,
+    delete_entry,
+    get_entry,
+    get_entry_image,
+    list_entries,
+)
+from lfr_actors.store.adjudications import ADJUDICATED, Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Action, AuditLog
+from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.retention import Holds
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import TokenStore
@@ -74,6 +95,8 @@ __all__ = [
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 """An async callable that returns the deployment's status (from the kernel)."""
 
+ALERT_STATUSES = ("open", ADJUDICATED)
+"""An alert is open until an officer decides on it."""
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
 _STREAM_PAGE = 500
@@ -89,6 +112,7 @@ class ApiSettings:
     store_path: Path
     poll_interval_s: float = 0.2
     heartbeat_s: float = 15.0
+    sweep_interval_s: float = 5.0
 
 
 class EventHub:
@@ -148,6 +172,8 @@ def create_app(
     heartbeat_s: float = 15.0,
     client_max_size: int = 1 << 20,
     auth: bool = True,
+    enroller: Enroller | None = None,
+    sweep_interval_s: float = 5.0,
 ) -> web.Application:
     """Build the alert API over the store at ``store_path``.
 
@@ -159,20 +185,24 @@ def create_app(
     With ``auth`` (the default) every route but ``/healthz``, ``/readyz`` and
     ``/v1/openapi.json`` needs a bearer token whose role
     :data:`lfr_actors.api.auth.ROLE_MATRIX` allows; ``auth=False`` admits every request as
-    an anonymous admin (tests and benchmarks only). Raises
+    an anonymous admin (tests and benchmarks only). ``enroller`` turns uploaded images into
+    watchlist entries (503 on upload without it). Every ``sweep_interval_s`` the API closes
+    deployments whose window has passed, destroying their watchlists. Raises
     :class:`lfr_actors.api.auth.RoleMatrixError` if a route has no entry in the matrix.
     """
     app = web.Application(
         middlewares=[problem_middleware, auth_middleware], client_max_size=client_max_size
     )
-    app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s)
+    app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s, sweep_interval_s)
     app[STATUS] = status
+    app[ENROLLER] = enroller
     app[AUTH_ENABLED] = auth
     if not auth:
         _log.warning("api_auth_disabled", store=str(store_path))
     app.cleanup_ctx.append(_governance_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_sweeper_ctx)
     app.on_startup.append(check_routes_on_startup)
     app.on_shutdown.append(_close_streams)
     setup_routes(app)
@@ -198,6 +228,21 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/alerts/{alert_id}/hold", release_hold, name="alert_release")
     app.router.add_get("/v1/audit", list_audit, name="audit")
     app.router.add_get("/v1/audit/verify", verify_audit, name="audit_verify")
+    app.router.add_get("/v1/deployments", list_deployments, name="deployments")
+    app.router.add_post("/v1/deployments", create_deployment, name="deployment_create")
+    deployment = "/v1/deployments/{deployment_id}"
+    app.router.add_get(deployment, get_deployment, name="deployment")
+    app.router.add_post(f"{deployment}/close", close_deployment, name="deployment_close")
+    app.router.add_get(f"{deployment}/report", get_report, name="deployment_report")
+    app.router.add_get(f"{deployment}/report.html", get_report_page, name="deployment_report_page")
+    app.router.add_get(f"{deployment}/entries", list_entries, name="entries")
+    app.router.add_post(f"{deployment}/entries", create_entry, name="entry_create")
+    entry = f"{deployment}/entries/{{entry_id}}"
+    app.router.add_get(entry, get_entry, name="entry")
+    app.router.add_delete(entry, delete_entry, name="entry_delete")
+    app.router.add_get(f"{entry}/image", get_entry_image, name="entry_image")
+    app.router.add_post(f"{entry}/approval", approve_entry, name="entry_approve")
+    app.router.add_get("/console", console_page, name="console")
     app.router.add_get("/v1/openapi.json", openapi, name="openapi")
 
 
@@ -213,6 +258,7 @@ async def _governance_ctx(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = AuditLog(db)
     app[ADJUDICATIONS] = Adjudications(db)
     app[HOLDS] = Holds(db)
+    app[DEPLOYMENTS] = Deployments(db)
     yield
     db.close()
 
@@ -233,6 +279,28 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     poller.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await poller
+
+
+async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_sweep(app), name="deployment-window-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _sweep(app: web.Application) -> None:
+    # Invariant 3: a watchlist is destroyed when its deployment's window ends, whether or
+    # not a pipeline of that deployment is running to notice.
+    while True:
+        try:
+            closed = await asyncio.to_thread(app[DEPLOYMENTS].close_ended)
+        except Exception:
+            _log.exception("deployment_sweep_failed")
+        else:
+            for deployment_id in closed:
+                _log.info("deployment_closed", deployment=deployment_id, reason="window ended")
+        await asyncio.sleep(app[SETTINGS].sweep_interval_s)
 
 
 async def _close_streams(app: web.Application) -> None:
@@ -284,6 +352,8 @@ async def list_alerts(request: web.Request) -> web.Response:
     query = _ListQuery.parse(request.query)
     page = await asyncio.to_thread(
         request.app[STORE].list_alerts,
+        deployment_id=query.deployment,
+        status=query.status,
         camera_id=query.camera,
         entry_id=query.entry,
         since=query.since,
@@ -349,12 +419,14 @@ async def get_crop(request: web.Request) -> web.Response:
 async def stream_alerts(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: stored events after the client's last one, then live ones.
 
-    Each event is ``id: <event_id>``, ``event: raised|updated`` and ``data: <alert>``.
+    Each event is ``id: <event_id>``, ``event: raised|updated|adjudicated`` and
+    ``data: <alert>``; ``?deployment=`` keeps one deployment's alerts.
     Resume with the ``Last-Event-ID`` header (as browsers do) or ``?after=<event_id>``;
     without either, the stream starts at the newest event. Idle streams get a comment
     line every ``heartbeat_s``.
     """
     after = _resume_point(request)
+    deployment_id = request.query.get("deployment") or None
     store, hub = request.app[STORE], request.app[HUB]
     if after is None:
         after = await asyncio.to_thread(store.last_event_id)
@@ -369,7 +441,7 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     hub.streams.add(response)
     try:
         await response.write(b"retry: 2000\n\n")
-        await _pump(request, response, after)
+        await _pump(request, response, after, deployment_id)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away; nothing to answer
@@ -378,7 +450,9 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _pump(request: web.Request, response: web.StreamResponse, after: int) -> None:
+async def _pump(
+    request: web.Request, response: web.StreamResponse, after: int, deployment_id: str | None
+) -> None:
     store, hub = request.app[STORE], request.app[HUB]
     heartbeat_s = request.app[SETTINGS].heartbeat_s
     loop = asyncio.get_running_loop()
@@ -390,7 +464,13 @@ async def _pump(request: web.Request, response: web.StreamResponse, after: int) 
         waiter = hub.waiter()
         events = await asyncio.to_thread(store.events_after, after, _STREAM_PAGE)
         if events:
-            await response.write(b"".join(_sse(request, event) for event in events))
+            wanted = [
+                event
+                for event in events
+                if deployment_id is None or event["alert"]["deployment_id"] == deployment_id
+            ]
+            if wanted:
+                await response.write(b"".join(_sse(request, event) for event in wanted))
             after = events[-1]["event_id"]
             next_beat = loop.time() + heartbeat_s
             continue
@@ -422,11 +502,11 @@ def render_alert(request: web.Request, alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resume_point(request: web.Request) -> int | None:
-    unknown = sorted(set(request.query) - {"after"})
+    unknown = sorted(set(request.query) - {"after", "deployment"})
     if unknown:
         raise ProblemError(
             400,
-            "The stream takes only the 'after' parameter.",
+            "The stream takes only the 'after' and 'deployment' parameters.",
             invalid_params=[{"name": n, "reason": "unknown parameter"} for n in unknown],
         )
     header = request.headers.get("Last-Event-ID")
@@ -448,6 +528,8 @@ def _resume_point(request: web.Request) -> int | None:
 
 @dataclass
 class _ListQuery:
+    deployment: str | None = None
+    status: str | None = None
     camera: str | None = None
     entry: str | None = None
     since: float | None = None
@@ -460,12 +542,16 @@ class _ListQuery:
     def parse(cls, query: MultiMapping[str]) -> _ListQuery:
         """Read and check every parameter, reporting all problems at once."""
         parsed = cls()
-        known = {"camera", "entry", "since", "until", "limit", "cursor"}
+        known = {"deployment", "status", "camera", "entry", "since", "until", "limit", "cursor"}
         for name in sorted(set(query)):
             if name not in known:
                 parsed._error(name, "unknown parameter; known: " + ", ".join(sorted(known)))
             elif len(query.getall(name)) > 1:
                 parsed._error(name, "given more than once")
+        parsed.deployment = query.get("deployment") or None
+        parsed.status = query.get("status") or None
+        if parsed.status is not None and parsed.status not in ALERT_STATUSES:
+            parsed._error("status", "one of " + ", ".join(ALERT_STATUSES))
         parsed.camera = query.get("camera") or None
         parsed.entry = query.get("entry") or None
         parsed.since = parsed._time("since", query.get("since"))

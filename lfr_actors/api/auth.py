@@ -62,6 +62,15 @@ VIEWERS = (Role.VIEWER, Role.ADJUDICATOR, Role.AUDITOR)
 """Who sees alerts and the deployment's status ("viewer and up"). Watchlist managers and
 authorisers govern entries and deployments; they have no need to see alerts' faces."""
 
+WATCHLIST_IMAGE_VIEWERS = (
+    Role.VIEWER,
+    Role.ADJUDICATOR,
+    Role.WATCHLIST_MANAGER,
+    Role.AUTHORISER,
+)
+"""Who sees a watchlist image: the officers comparing it with a live face, and those who
+enrol and approve entries. Auditors see who did what, not the faces."""
+
 ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
     {
         ("GET", "healthz"): public(),
@@ -78,6 +87,19 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("DELETE", "alert_release"): roles(Role.AUTHORISER),
         ("GET", "audit"): roles(Role.AUDITOR),
         ("GET", "audit_verify"): roles(Role.AUDITOR),
+        ("GET", "console"): public(),
+        ("GET", "deployments"): roles(*Role),
+        ("POST", "deployment_create"): roles(Role.AUTHORISER),
+        ("GET", "deployment"): roles(*Role),
+        ("POST", "deployment_close"): roles(Role.AUTHORISER),
+        ("GET", "deployment_report"): roles(*VIEWERS, Role.AUTHORISER),
+        ("GET", "deployment_report_page"): roles(*VIEWERS, Role.AUTHORISER),
+        ("GET", "entries"): roles(*Role),
+        ("POST", "entry_create"): roles(Role.WATCHLIST_MANAGER),
+        ("GET", "entry"): roles(*Role),
+        ("DELETE", "entry_delete"): roles(Role.WATCHLIST_MANAGER, Role.AUTHORISER),
+        ("GET", "entry_image"): roles(*WATCHLIST_IMAGE_VIEWERS),
+        ("POST", "entry_approve"): roles(Role.AUTHORISER),
     }
 )
 """(HTTP method, route name) -> who may call it: every route of the API, in one place.

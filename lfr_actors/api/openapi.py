@@ -18,7 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from lfr_actors.api import audit as audit_api
+from lfr_actors.api import deployments as deployments_api
 from lfr_actors.api import retention as retention_api
+from lfr_actors.api import watchlist as watchlist_api
 from lfr_actors.api.adjudication import MAX_BODY_BYTES, AdjudicationBody
 from lfr_actors.api.auth import ROLE_MATRIX, Rule, route_key
 from lfr_actors.api.common import PROBLEM_CONTENT_TYPE
@@ -88,6 +90,21 @@ ALERT_ID = {
     "description": "The alert's id.",
 }
 
+DEPLOYMENT_ID = {
+    "name": "deployment_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The deployment's id.",
+}
+ENTRY_ID = {
+    "name": "entry_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The watchlist entry's id.",
+}
+
 _TIME = {
     "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
     "description": "Unix seconds, or ISO 8601 with a UTC offset (e.g. 2025-01-31T12:00:00Z).",
@@ -105,6 +122,129 @@ def component_schemas() -> Json:
     release_body = retention_api.ReleaseBody.model_json_schema(ref_template=_REF + "{model}")
     nullable_str = {"type": ["string", "null"]}
     nullable_time = {"type": ["string", "null"], "format": "date-time"}
+    new_deployment = deployments_api.DeploymentBody.model_json_schema(ref_template=_REF + "{model}")
+    close_body = deployments_api.CloseBody.model_json_schema(ref_template=_REF + "{model}")
+    delete_body = watchlist_api.DeleteBody.model_json_schema(ref_template=_REF + "{model}")
+    entry_fields = watchlist_api.EntryFields.model_json_schema(ref_template=_REF + "{model}")
+    entry_upload = {
+        **entry_fields,
+        "title": "EntryUpload",
+        "required": [*entry_fields.get("required", []), "image"],
+        "properties": {
+            **entry_fields["properties"],
+            "image": {
+                "type": "string",
+                "format": "binary",
+                "contentMediaType": "image/jpeg",
+                "description": f"The photo: JPEG, PNG, BMP, WebP or TIFF, at most "
+                f"{watchlist_api.MAX_IMAGE_BYTES:,} bytes, one clear frontal face.",
+            },
+        },
+    }
+    deployment = {
+        "type": "object",
+        "description": "A deployment: the authority, place and window, and its state.",
+        "required": ["id", "state", "authorised_by", "location", "starts_at", "ends_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": ["scheduled", "active", "ended", "closed"]},
+            "authorised_by": {"type": "string"},
+            "purpose": {"type": "string"},
+            "location": {"type": "string"},
+            "starts_at": {"type": "string", "format": "date-time"},
+            "ends_at": {"type": "string", "format": "date-time"},
+            "impact_assessment_ref": nullable_str,
+            "threshold": {"type": "number"},
+            "origin": {"type": "string", "enum": ["api", "file"]},
+            "created_by": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "closed_at": nullable_time,
+            "closed_by": nullable_str,
+            "close_reason": nullable_str,
+            "watchlist_revision": {"type": "integer", "minimum": 0},
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+            "entries_destroyed": {
+                "type": "object",
+                "description": "On close: entries destroyed, by their state before.",
+                "additionalProperties": {"type": "integer"},
+            },
+        },
+    }
+    entry = {
+        "type": "object",
+        "description": "A watchlist entry (its image is at image_url; embeddings never leave).",
+        "required": ["deployment_id", "id", "state", "category", "legal_basis", "added_by"],
+        "properties": {
+            "deployment_id": {"type": "string"},
+            "id": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": ["pending_approval", "active", "deleted", "destroyed"],
+            },
+            "display_name": nullable_str,
+            "category": {"type": "string"},
+            "legal_basis": {"type": "string"},
+            "source": nullable_str,
+            "image_date": {"type": ["string", "null"], "format": "date"},
+            "threshold": {"type": ["number", "null"]},
+            "origin": {"type": "string", "enum": ["api", "file"]},
+            "has_image": {"type": "boolean"},
+            "templates": {"type": "integer", "minimum": 0},
+            "quality": {"type": ["object", "null"]},
+            "added_by": {"type": "string"},
+            "added_at": {"type": "string", "format": "date-time"},
+            "approved_by": nullable_str,
+            "approved_at": nullable_time,
+            "removed_by": nullable_str,
+            "removed_at": nullable_time,
+            "remove_reason": nullable_str,
+            "image_url": nullable_str,
+        },
+    }
+    count = {"type": "integer", "minimum": 0}
+    report = {
+        "type": "object",
+        "description": "The figures published per deployment.",
+        "required": ["deployment_id", "watchlist", "faces_seen", "alerts", "outcomes"],
+        "properties": {
+            "deployment_id": {"type": "string"},
+            "state": {"type": "string"},
+            "authorised_by": {"type": "string"},
+            "purpose": {"type": "string"},
+            "location": {"type": "string"},
+            "starts_at": {"type": "string", "format": "date-time"},
+            "ends_at": {"type": "string", "format": "date-time"},
+            "closed_at": nullable_time,
+            "impact_assessment_ref": nullable_str,
+            "threshold": {"type": "number"},
+            "watchlist": {
+                "type": "object",
+                "description": "size: entries ever approved; the others by state now.",
+                "properties": {
+                    k: count for k in ("size", "active", "pending_approval", "deleted", "destroyed")
+                },
+            },
+            "frames": count,
+            "faces_seen": count,
+            "alerts": {
+                "type": "object",
+                "description": "Alerts by the decision in force.",
+                "properties": {
+                    k: count for k in ("total", "confirmed", "false", "unsure", "not_adjudicated")
+                },
+            },
+            "outcomes": {
+                "type": "object",
+                "description": "Outcomes of confirmed alerts.",
+                "additionalProperties": count,
+            },
+            "false_alert_rate": {
+                "type": ["number", "null"],
+                "description": "False alerts per face seen.",
+            },
+            "generated_at": {"type": "string", "format": "date-time"},
+        },
+    }
     hold = {
         "type": "object",
         "description": "An evidential hold: the alert's crop is kept past retention.",
@@ -178,6 +318,23 @@ def component_schemas() -> Json:
     }
     return {
         **defs,
+        "NewDeployment": new_deployment,
+        "CloseDeployment": close_body,
+        "DeleteEntry": delete_body,
+        "EntryUpload": entry_upload,
+        "Deployment": deployment,
+        "DeploymentList": {
+            "type": "object",
+            "required": ["deployments"],
+            "properties": {"deployments": {"type": "array", "items": _ref("Deployment")}},
+        },
+        "Entry": entry,
+        "EntryList": {
+            "type": "object",
+            "required": ["entries"],
+            "properties": {"entries": {"type": "array", "items": _ref("Entry")}},
+        },
+        "Report": report,
         "Adjudication": body,
         "AdjudicationRecord": adjudication,
         "Alert": alert,
@@ -308,6 +465,12 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
         "alerts": lambda: {
             "summary": "Alerts, newest first, filtered and paged.",
             "parameters": [
+                _query("deployment", {"type": "string"}, "Only this deployment's alerts."),
+                _query(
+                    "status",
+                    {"type": "string", "enum": ["open", "adjudicated"]},
+                    "Only open (not yet decided) or adjudicated alerts.",
+                ),
                 _query("camera", {"type": "string"}, "Only alerts seen on this camera."),
                 _query("entry", {"type": "string"}, "Only alerts of this watchlist entry."),
                 _query("since", _TIME, "Only alerts last seen at or after this time."),
@@ -326,11 +489,13 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
         },
         "alert_stream": lambda: {
             "summary": "Server-Sent Events: stored alert events after the client's, then live.",
-            "description": "Each event is `id: <event_id>`, `event: raised|updated` and "
+            "description": "Each event is `id: <event_id>`, `event: raised|updated|adjudicated` "
+            "and "
             "`data: <Alert JSON>`; idle streams get a comment line as a heartbeat. "
             "Without Last-Event-ID or after, the stream starts at the newest event.",
             "parameters": [
                 _query("after", {"type": "integer", "minimum": 0}, "Resume after this event id."),
+                _query("deployment", {"type": "string"}, "Only this deployment's alerts."),
                 {
                     "name": "Last-Event-ID",
                     "in": "header",
@@ -448,9 +613,186 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
             "summary": "Recompute the audit hash chain (the check is itself audited).",
             "responses": {"200": _json(_ref("AuditVerification"), "Intact or not.")},
         },
+        **_governance_operations(),
         "openapi": lambda: {
             "summary": "This document.",
             "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 document.")},
+        },
+    }
+
+
+def _json_body(schema: str, max_bytes: int, *, required: bool = True) -> Json:
+    return {
+        "required": required,
+        "description": f"At most {max_bytes:,} bytes.",
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+
+
+def _body_problems(max_bytes: int) -> Json:
+    return {
+        "400": _problem("The body is not well-formed JSON."),
+        "413": _problem(f"The body is over {max_bytes:,} bytes."),
+        "415": _problem("The body is not declared as JSON."),
+        "422": _problem("Invalid fields (all listed in invalid_params)."),
+    }
+
+
+def _governance_operations() -> dict[str, Callable[[], Json]]:
+    dep_max = deployments_api.MAX_BODY_BYTES
+    no_deployment = _problem("No such deployment.")
+    not_found = _problem("No such deployment or entry.")
+    return {
+        "console": lambda: {
+            "summary": "The adjudicating officer's web page (it asks for a token).",
+            "responses": {
+                "200": {
+                    "description": "The page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+        "deployments": lambda: {
+            "summary": "Every deployment, the newest window first.",
+            "responses": {
+                "200": _json(_ref("DeploymentList"), "The deployments."),
+                "400": _problem("An unknown parameter."),
+            },
+        },
+        "deployment_create": lambda: {
+            "summary": "Record a new deployment (audited as deployment.create).",
+            "requestBody": _json_body("NewDeployment", dep_max),
+            "responses": {
+                "201": _json(_ref("Deployment"), "The deployment was recorded."),
+                "409": _problem("A deployment with that id exists."),
+                **_body_problems(dep_max),
+            },
+        },
+        "deployment": lambda: {
+            "summary": "One deployment, with its state now.",
+            "parameters": [DEPLOYMENT_ID],
+            "responses": {
+                "200": _json(_ref("Deployment"), "The deployment."),
+                "404": no_deployment,
+            },
+        },
+        "deployment_close": lambda: {
+            "summary": "Close the deployment: its cameras stop and its watchlist is destroyed.",
+            "description": "Audited as deployment.close. The alerts, the audit trail and "
+            "the report remain.",
+            "parameters": [DEPLOYMENT_ID],
+            "requestBody": _json_body("CloseDeployment", dep_max),
+            "responses": {
+                "200": _json(_ref("Deployment"), "Closed; entries_destroyed counts them."),
+                "404": no_deployment,
+                "409": _problem("Already closed."),
+                **_body_problems(dep_max),
+            },
+        },
+        "deployment_report": lambda: {
+            "summary": "The deployment's published figures (audited as report.export).",
+            "parameters": [DEPLOYMENT_ID],
+            "responses": {
+                "200": _json(_ref("Report"), "The report."),
+                "400": _problem("An unknown parameter."),
+                "404": no_deployment,
+            },
+        },
+        "deployment_report_page": lambda: {
+            "summary": "The report as a printable page (audited as report.export).",
+            "parameters": [DEPLOYMENT_ID],
+            "responses": {
+                "200": {
+                    "description": "The page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                "400": _problem("An unknown parameter."),
+                "404": no_deployment,
+            },
+        },
+        "entries": lambda: {
+            "summary": "The deployment's watchlist entries, in the order added.",
+            "parameters": [
+                DEPLOYMENT_ID,
+                _query(
+                    "state",
+                    {
+                        "type": "string",
+                        "enum": ["pending_approval", "active", "deleted", "destroyed"],
+                    },
+                    "Only entries in this state.",
+                ),
+            ],
+            "responses": {
+                "200": _json(_ref("EntryList"), "The entries."),
+                "400": _problem("Invalid query parameters."),
+                "404": no_deployment,
+            },
+        },
+        "entry_create": lambda: {
+            "summary": "Enrol an entry from a photo; it is inactive until an authoriser "
+            "approves it.",
+            "description": "Audited as entry.create. 422 with reason (no_face, "
+            "multiple_faces, face_too_small, ...) when the photo does not qualify.",
+            "parameters": [DEPLOYMENT_ID],
+            "requestBody": {
+                "required": True,
+                "description": f"At most {watchlist_api.MAX_BODY_BYTES:,} bytes.",
+                "content": {"multipart/form-data": {"schema": _ref("EntryUpload")}},
+            },
+            "responses": {
+                "201": _json(_ref("Entry"), "The entry, pending approval."),
+                "400": _problem("The multipart body is malformed."),
+                "404": no_deployment,
+                "409": _problem("The deployment is closed, or the entry id was used."),
+                "413": _problem("The upload is over the size limit."),
+                "415": _problem("Not multipart, or the image part is not an image."),
+                "422": _problem("Invalid fields, or a photo that does not qualify."),
+                "503": _problem("No enrolment models are attached to this API."),
+            },
+        },
+        "entry": lambda: {
+            "summary": "One watchlist entry (no image; see image_url).",
+            "parameters": [DEPLOYMENT_ID, ENTRY_ID],
+            "responses": {"200": _json(_ref("Entry"), "The entry."), "404": not_found},
+        },
+        "entry_delete": lambda: {
+            "summary": "Delete an entry: it is no longer searched; image and embeddings "
+            "are wiped (audited as entry.delete).",
+            "parameters": [DEPLOYMENT_ID, ENTRY_ID],
+            "requestBody": _json_body("DeleteEntry", watchlist_api.MAX_JSON_BYTES, required=False),
+            "responses": {
+                "200": _json(_ref("Entry"), "The deleted entry."),
+                "404": not_found,
+                "409": _problem("The deployment is closed."),
+                **_body_problems(watchlist_api.MAX_JSON_BYTES),
+            },
+        },
+        "entry_image": lambda: {
+            "summary": "The entry's photo (JPEG); never cached; each view is audited.",
+            "parameters": [DEPLOYMENT_ID, ENTRY_ID],
+            "responses": {
+                "200": {
+                    "description": "The photo.",
+                    "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": not_found,
+                "410": _problem("Destroyed: the entry was deleted or its deployment closed."),
+            },
+        },
+        "entry_approve": lambda: {
+            "summary": "Approve a pending entry: a second person with the authoriser role "
+            "(audited as entry.approve).",
+            "parameters": [DEPLOYMENT_ID, ENTRY_ID],
+            "responses": {
+                "200": _json(_ref("Entry"), "It was already approved."),
+                "201": _json(_ref("Entry"), "Approved: the entry is active."),
+                "400": _problem("A body was sent; approval takes none."),
+                "404": not_found,
+                "409": _problem(
+                    "Self-approval (four eyes), a deleted entry, or a closed deployment."
+                ),
+            },
         },
     }
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from lfr_actors.store.alerts import record_event
 from lfr_actors.store.audit import Action, Actor, append_entry
 from lfr_actors.store.schema import Database, StoreError
 
@@ -204,6 +205,8 @@ class Adjudications:
                 "UPDATE alerts SET status = ?, updated_at = ? WHERE id = ?",
                 (ADJUDICATED, now, alert_id),
             )
+            # Live clients (the console's queue) learn of the decision from the event log.
+            record_event(conn, alert_id, ADJUDICATED, now)
             record = AdjudicationRecord(
                 id=int(adjudication_id),
                 alert_id=alert_id,

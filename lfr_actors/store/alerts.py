@@ -209,6 +209,8 @@ class AlertStore:
     def list_alerts(
         self,
         *,
+        deployment_id: str | None = None,
+        status: str | None = None,
         camera_id: str | None = None,
         entry_id: str | None = None,
         since: float | None = None,
@@ -226,6 +228,12 @@ class AlertStore:
         _check_limit(limit)
         where: list[str] = ["raised_event_id IS NOT NULL"]
         params: list[Any] = []
+        if deployment_id is not None:
+            where.append("deployment_id = ?")
+            params.append(deployment_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
         if camera_id is not None:
             where.append("id IN (SELECT alert_id FROM alert_sightings WHERE camera_id = ?)")
             params.append(camera_id)
@@ -373,6 +381,23 @@ class AlertStore:
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._db.transaction()
+
+
+def record_event(conn: sqlite3.Connection, alert_id: str, kind: str, at: float) -> int:
+    """Append an event about an alert (its snapshot as it is now) in the caller's transaction.
+
+    Other writers than the alert actor use it (an adjudication is ``"adjudicated"``), so
+    live clients see every change of an alert through the one event log.
+    """
+    row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no alert with id {alert_id[:80]!r}")
+    event_id = conn.execute(
+        "INSERT INTO alert_events (alert_id, kind, at, alert) VALUES (?, ?, ?, ?)",
+        (alert_id, kind, at, json.dumps(_alert_dict(row))),
+    ).lastrowid
+    assert event_id is not None  # an INSERT into a rowid table always sets it
+    return int(event_id)
 
 
 def _check_limit(limit: int) -> None:

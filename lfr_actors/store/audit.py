@@ -55,6 +55,13 @@ class Action(StrEnum):
     ALERT_HOLD = "alert.hold"
     ALERT_RELEASE = "alert.release"
     RETENTION_PURGE = "retention.purge"
+    DEPLOYMENT_CREATE = "deployment.create"
+    DEPLOYMENT_CLOSE = "deployment.close"
+    ENTRY_CREATE = "entry.create"
+    ENTRY_APPROVE = "entry.approve"
+    ENTRY_DELETE = "entry.delete"
+    ENTRY_VIEW = "entry.view"
+    REPORT_EXPORT = "report.export"
 
 
 @dataclass(frozen=True)

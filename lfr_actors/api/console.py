@@ -1,0 +1,63 @@
+"""``GET /console``: the adjudicating officer's web page, served by the API itself.
+
+The page is one self-contained HTML file in the package (``static/console.html``): its
+style and script are inline and it loads nothing from any other host, so it works in a
+van with no network. It holds no data: everything it shows comes from the API with the
+officer's bearer token, which the officer pastes in once and the page keeps in the tab's
+``sessionStorage`` (gone when the tab closes). The live queue reads the alert stream with
+``fetch`` (not ``EventSource``, which cannot send an ``Authorization`` header), so the
+token never appears in a URL or a server log.
+
+The Content-Security-Policy allows only the page's own inline style and script (by their
+SHA-256) and requests to this origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from functools import cache
+from importlib import resources
+
+from aiohttp import web
+
+_BLOCK = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+@cache
+def _page() -> tuple[bytes, str]:
+    text = resources.files("lfr_actors.api").joinpath("static/console.html").read_text("utf-8")
+    hashes: dict[str, list[str]] = {"script": [], "style": []}
+    for kind, body in _BLOCK.findall(text):
+        digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
+        hashes[kind].append(f"'sha256-{digest}'")
+    policy = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src " + " ".join(hashes["script"] or ["'none'"]),
+            "style-src " + " ".join(hashes["style"] or ["'none'"]),
+            "img-src 'self' blob:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    return text.encode("utf-8"), policy
+
+
+async def console_page(request: web.Request) -> web.Response:
+    """The console page (public: it holds no data; the API calls it makes need a token)."""
+    body, policy = _page()
+    return web.Response(
+        body=body,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": policy,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    )

@@ -1,0 +1,311 @@
+"""Deployments over the API: create, list, get, close, and the published report.
+
+A deployment is created by an authoriser with its authority (who authorised it, purpose,
+place, time window, impact-assessment reference, threshold) and closed by an authoriser
+with a reason. Closing destroys its watchlist at once; a running ``lfr up`` of that
+deployment notices within a second, stops its cameras and empties its index
+(:mod:`lfr_actors.deployment`). The report gives the figures the Metropolitan Police
+publishes per deployment, as JSON and as a printable page; each export is audited.
+
+Answers: 201 with the new deployment (409 when the id is taken); 404 for an unknown id;
+409 when closing a closed deployment; 400/413/415/422 for bad bodies, as everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from lfr_actors.alerts import iso_utc
+from lfr_actors.api.auth import principal
+from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
+from lfr_actors.store.audit import Action
+from lfr_actors.store.deployments import (
+    DeploymentClosedError,
+    DeploymentExistsError,
+    DeploymentRecord,
+    Deployments,
+    NewDeployment,
+    UnknownDeploymentError,
+)
+from lfr_actors.topology.schema import ACTOR_ID_PATTERN, MAX_DEPLOYMENT_WINDOW
+
+MAX_BODY_BYTES = 16 * 1024
+"""Room for every text field at its longest (4 bytes a character in UTF-8)."""
+MAX_TEXT_CHARS = 500
+
+DEPLOYMENTS = web.AppKey("deployments", Deployments)
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
+
+
+class DeploymentBody(BaseModel):
+    """A new deployment, as the authorising officer declares it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="NewDeployment")
+
+    id: str = Field(
+        pattern=ACTOR_ID_PATTERN,
+        description="The deployment's identifier: lower-case letters, digits, _ and -, "
+        "1-64 characters. A topology names it in deployment.id to run it.",
+        examples=["westfield-2026-11"],
+    )
+    authorised_by: Text = Field(description="The name and rank of the authorising officer.")
+    purpose: Text = Field(description="The authorised purpose, as the authority words it.")
+    location: Text = Field(description="The place the cameras watch.")
+    start: AwareDatetime = Field(description="Start of the window (ISO 8601 with a UTC offset).")
+    end: AwareDatetime = Field(
+        description=f"End of the window: after start, in the future, and at most "
+        f"{MAX_DEPLOYMENT_WINDOW.days} days after start."
+    )
+    impact_assessment_ref: Text | None = Field(
+        default=None, description="The reference of the deployment's impact assessment."
+    )
+    threshold: float = Field(
+        gt=0.0,
+        lt=2.0,
+        description="The distance at or below which a face is a possible match.",
+    )
+
+    def problems(self, now: float) -> list[tuple[str, str]]:
+        """Rules across fields, as (field, reason)."""
+        found = []
+        if self.end <= self.start:
+            found.append(("end", "must be after start"))
+        elif self.end - self.start > MAX_DEPLOYMENT_WINDOW:
+            found.append(("end", f"must be at most {MAX_DEPLOYMENT_WINDOW.days} days after start"))
+        if self.end.timestamp() <= now:
+            found.append(("end", "is in the past: the window would already be over"))
+        return found
+
+    def to_new(self) -> NewDeployment:
+        """The store's form of the declaration."""
+        return NewDeployment(
+            id=self.id,
+            authorised_by=self.authorised_by.strip(),
+            purpose=self.purpose.strip(),
+            location=self.location.strip(),
+            starts_at=self.start.timestamp(),
+            ends_at=self.end.timestamp(),
+            threshold=self.threshold,
+            impact_assessment_ref=(self.impact_assessment_ref or "").strip() or None,
+        )
+
+
+class CloseBody(BaseModel):
+    """Why a deployment is closed before (or at) the end of its window."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="CloseDeployment")
+
+    reason: Text = Field(description="Why the deployment is closed now.")
+
+
+def render_deployment(request: web.Request, record: DeploymentRecord) -> dict[str, Any]:
+    """A deployment as the API shows it (ISO 8601 UTC times, links to its parts)."""
+    now = request.app[DEPLOYMENTS].clock()
+    out = record.as_dict(now)
+    for name in ("starts_at", "ends_at", "created_at", "closed_at"):
+        if out[name] is not None:
+            out[name] = iso_utc(out[name])
+    router = request.app.router
+    out["links"] = {
+        "entries": str(router["entries"].url_for(deployment_id=record.id)),
+        "report": str(router["deployment_report"].url_for(deployment_id=record.id)),
+        "report_page": str(router["deployment_report_page"].url_for(deployment_id=record.id)),
+        "alerts": str(router["alerts"].url_for().with_query(deployment=record.id)),
+    }
+    return out
+
+
+def unknown_deployment(deployment_id: str) -> ProblemError:
+    """The 404 for a deployment id that names none."""
+    return ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
+
+
+def closed_deployment(exc: DeploymentClosedError) -> ProblemError:
+    """The 409 for an action on a closed deployment."""
+    return ProblemError(409, f"Refused: {exc}.")
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    """Every deployment, the newest window first."""
+    if request.query:
+        raise ProblemError(
+            400,
+            "This route takes no parameters.",
+            invalid_params=[
+                {"name": n, "reason": "unknown parameter"} for n in sorted(request.query)
+            ],
+        )
+    records = await asyncio.to_thread(request.app[DEPLOYMENTS].list)
+    return web.json_response({"deployments": [render_deployment(request, r) for r in records]})
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    """Record a new deployment under the caller's name (audited)."""
+    body = await read_json_body(request, DeploymentBody, max_bytes=MAX_BODY_BYTES)
+    store = request.app[DEPLOYMENTS]
+    problems = body.problems(store.clock())
+    if problems:
+        raise ProblemError(
+            422,
+            "The body has invalid fields.",
+            invalid_params=[{"name": name, "reason": reason} for name, reason in problems],
+        )
+    try:
+        record = await asyncio.to_thread(
+            store.create, body.to_new(), actor=principal(request).actor
+        )
+    except DeploymentExistsError as exc:
+        raise ProblemError(409, f"Refused: {exc}.") from exc
+    location = str(request.app.router["deployment"].url_for(deployment_id=record.id))
+    return web.json_response(
+        render_deployment(request, record), status=201, headers={"Location": location}
+    )
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    """One deployment, with its state now."""
+    deployment_id = request.match_info["deployment_id"]
+    record = await asyncio.to_thread(request.app[DEPLOYMENTS].find, deployment_id)
+    if record is None:
+        raise unknown_deployment(deployment_id)
+    return web.json_response(render_deployment(request, record))
+
+
+async def close_deployment(request: web.Request) -> web.Response:
+    """Close the deployment and destroy its watchlist (audited); 409 if already closed."""
+    deployment_id = request.match_info["deployment_id"]
+    body = await read_json_body(request, CloseBody, max_bytes=MAX_BODY_BYTES)
+    try:
+        record, destroyed = await asyncio.to_thread(
+            request.app[DEPLOYMENTS].close,
+            deployment_id,
+            actor=principal(request).actor,
+            reason=body.reason.strip(),
+        )
+    except UnknownDeploymentError as exc:
+        raise unknown_deployment(deployment_id) from exc
+    except DeploymentClosedError as exc:
+        raise closed_deployment(exc) from exc
+    out = render_deployment(request, record)
+    out["entries_destroyed"] = destroyed
+    return web.json_response(out)
+
+
+async def _report(request: web.Request, form: str) -> dict[str, Any]:
+    deployment_id = request.match_info["deployment_id"]
+    if request.query:
+        raise ProblemError(
+            400,
+            "This route takes no parameters.",
+            invalid_params=[
+                {"name": n, "reason": "unknown parameter"} for n in sorted(request.query)
+            ],
+        )
+    try:
+        report = await asyncio.to_thread(request.app[DEPLOYMENTS].report, deployment_id)
+    except UnknownDeploymentError as exc:
+        raise unknown_deployment(deployment_id) from exc
+    await asyncio.to_thread(
+        request.app[AUDIT].append,
+        principal(request).actor,
+        Action.REPORT_EXPORT,
+        deployment_id,
+        {"form": form},
+    )
+    for name in ("starts_at", "ends_at", "closed_at", "generated_at"):
+        if report[name] is not None:
+            report[name] = iso_utc(report[name])
+    return report
+
+
+async def get_report(request: web.Request) -> web.Response:
+    """The deployment's published figures as JSON (each export is audited)."""
+    return web.json_response(await _report(request, "json"))
+
+
+async def get_report_page(request: web.Request) -> web.Response:
+    """The deployment's published figures as a printable HTML page (audited)."""
+    report = await _report(request, "html")
+    return web.Response(
+        text=render_report_page(report),
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+        },
+    )
+
+
+def _duration(start: str, end: str) -> str:
+    span = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    hours = span / timedelta(hours=1)
+    return f"{hours:.1f} hours" if hours < 48 else f"{span.days} days"
+
+
+def render_report_page(report: dict[str, Any]) -> str:
+    """The report as a self-contained page (no scripts, no external resources)."""
+    e = html.escape
+    alerts, watchlist = report["alerts"], report["watchlist"]
+    rate = report["false_alert_rate"]
+    if rate is None:
+        rate_text = "n/a (no faces seen)"
+    else:
+        rate_text = f"1 in {round(1 / rate):,}" if rate else "0"
+    rows = [
+        ("Deployment", report["deployment_id"]),
+        ("State", report["state"]),
+        ("Location", report["location"]),
+        ("Purpose", report["purpose"]),
+        ("Authorised by", report["authorised_by"]),
+        ("Impact assessment", report["impact_assessment_ref"] or "not given"),
+        ("Window start", report["starts_at"]),
+        ("Window end", report["ends_at"]),
+        ("Length", _duration(report["starts_at"], report["ends_at"])),
+        ("Closed", report["closed_at"] or "not yet"),
+        ("Threshold (distance)", f"{report['threshold']:g}"),
+        ("Watchlist size", f"{watchlist['size']:,}"),
+        ("Faces seen", f"{report['faces_seen']:,}"),
+        ("Alerts", f"{alerts['total']:,}"),
+        ("Confirmed alerts", f"{alerts['confirmed']:,}"),
+        ("False alerts", f"{alerts['false']:,}"),
+        ("Unsure", f"{alerts['unsure']:,}"),
+        ("Not adjudicated", f"{alerts['not_adjudicated']:,}"),
+        ("False alert rate", rate_text),
+    ]
+    outcome_rows = (
+        "".join(
+            f"<tr><th>{e(name.replace('_', ' '))}</th><td>{count:,}</td></tr>"
+            for name, count in report["outcomes"].items()
+        )
+        or "<tr><td colspan=2>No confirmed alerts.</td></tr>"
+    )
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Deployment report: {e(report["deployment_id"])}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #111; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; min-width: 28em; }}
+th, td {{ border: 1px solid #999; padding: 4px 8px; text-align: left; vertical-align: top; }}
+th {{ background: #eee; width: 14em; }}
+footer {{ color: #555; font-size: 12px; }}
+@media print {{ body {{ margin: 0; }} }}
+</style></head>
+<body>
+<h1>Live facial recognition deployment report</h1>
+<table id="figures">{table}</table>
+<h2>Outcomes of confirmed alerts</h2>
+<table id="outcomes">{outcome_rows}</table>
+<footer>Generated {e(report["generated_at"])}. The watchlist's images and embeddings are
+destroyed when the deployment closes; this report, the alerts under their retention and the
+audit trail remain.</footer>
+</body></html>
+"""

@@ -1,0 +1,431 @@
+"""Watchlist entries over the API: enrol by image upload, list, get, approve, delete.
+
+``POST /v1/deployments/{deployment_id}/entries`` takes ``multipart/form-data``: the text
+fields of :class:`EntryFields` (identity and provenance) and one file part, ``image``
+(JPEG, PNG, BMP, WebP or TIFF, at most :data:`MAX_IMAGE_BYTES`). The image goes through
+the enrolment rules of the model layer (one clear, large enough, frontal face); what is
+kept is the face's embedding and the image re-encoded as JPEG (so no EXIF data, a GPS
+position say, is stored). The entry is *pending* until an authoriser other than the
+person who added it approves it; only then is it searched.
+
+Answers: 201 with the entry; 404 for an unknown deployment or entry; 409 for a closed
+deployment, a reused entry id, self-approval (four eyes) or approving a deleted entry;
+413 over the size limit; 415 for a body that is not multipart or an image part that is
+not an image; 422 with the reason code when the image does not qualify (``no_face``,
+``multiple_faces``, ``face_too_small``, ...), or with each bad field; 503 when this API
+process has no enrolment models attached. A refused request stores nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any
+
+import cv2
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lfr_actors.alerts import iso_utc
+from lfr_actors.api.auth import principal
+from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
+from lfr_actors.api.deployments import DEPLOYMENTS, closed_deployment, unknown_deployment
+from lfr_actors.errors import EnrolmentRejectedError, ImageError
+from lfr_actors.models.images import decode_image, sniff_format
+from lfr_actors.models.pipeline import FacePipeline
+from lfr_actors.store.audit import Action
+from lfr_actors.store.deployments import (
+    DeploymentClosedError,
+    Enrolled,
+    EntryExistsError,
+    EntryRecord,
+    EntryState,
+    EntryStateError,
+    FourEyesError,
+    NewEntry,
+    UnknownDeploymentError,
+    UnknownEntryError,
+)
+from lfr_actors.topology.schema import ENTRY_ID_PATTERN
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+"""The largest enrolment image accepted."""
+MAX_FIELD_BYTES = 4 * 1024
+"""The largest text field accepted (500 characters at 4 bytes each, and room)."""
+MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
+"""The largest upload: the image and the text fields with their multipart framing."""
+MAX_JSON_BYTES = 16 * 1024
+JPEG_QUALITY = 95
+
+Enroller = Callable[[bytes, str], Enrolled]
+"""Turns an uploaded image (bytes, a name for errors) into what an entry keeps; raises
+:class:`ImageError` or :class:`EnrolmentRejectedError`."""
+
+ENROLLER: web.AppKey[Enroller | None] = web.AppKey("enroller")
+
+Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
+
+
+class EntryFields(BaseModel):
+    """An entry's identity and provenance: the text fields of the upload form."""
+
+    model_config = ConfigDict(extra="forbid", title="EntryFields")
+
+    id: str = Field(
+        pattern=ENTRY_ID_PATTERN,
+        description="The entry's identifier, named in alerts: letters, digits, _ . and -, "
+        "1-64 characters; never reused within a deployment.",
+        examples=["W-2026-0001"],
+    )
+    display_name: Text = Field(description="The name shown to the adjudicating officer.")
+    category: Text = Field(
+        description="Why the person is on the watchlist (wanted, missing person, ...)."
+    )
+    legal_basis: Text = Field(description="The legal power under which they are on it.")
+    source: Text = Field(description="Where the image came from (a custody record, ...).")
+    image_date: date = Field(description="When the image was taken, YYYY-MM-DD.")
+    threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=2.0,
+        description="A stricter (lower) distance threshold for this entry, if any. It takes "
+        "effect when the deployment next starts.",
+    )
+
+    def to_new(self) -> NewEntry:
+        """The store's form of the fields."""
+        return NewEntry(
+            id=self.id,
+            display_name=self.display_name.strip(),
+            category=self.category.strip(),
+            legal_basis=self.legal_basis.strip(),
+            source=self.source.strip(),
+            image_date=self.image_date.isoformat(),
+            threshold=self.threshold,
+        )
+
+
+class DeleteBody(BaseModel):
+    """Why an entry is deleted (optional)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="DeleteEntry")
+
+    reason: str | None = Field(default=None, max_length=500, description="Why it is deleted.")
+
+
+def pipeline_enroller(pipeline: FacePipeline) -> Enroller:
+    """An :data:`Enroller` over a face pipeline (one enrolment at a time)."""
+    lock = threading.Lock()
+
+    def enrol(data: bytes, name: str) -> Enrolled:
+        image = decode_image(data, name=name)
+        with lock:
+            face = pipeline.enrol(image)
+        ok, encoded = cv2.imencode(
+            ".jpg",
+            cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+        )
+        if not ok:
+            raise ImageError(f"{name}: the image could not be re-encoded as JPEG")
+        return Enrolled(
+            image=encoded.tobytes(),
+            image_type="image/jpeg",
+            embeddings=face.embedding.reshape(1, -1),
+            quality=face.quality.as_dict(),
+        )
+
+    return enrol
+
+
+def render_entry(request: web.Request, entry: EntryRecord) -> dict[str, Any]:
+    """An entry as the API shows it: ISO 8601 UTC times and its image's address."""
+    out = entry.as_dict()
+    for name in ("added_at", "approved_at", "removed_at"):
+        if out[name] is not None:
+            out[name] = iso_utc(out[name])
+    image_url = request.app.router["entry_image"].url_for(
+        deployment_id=entry.deployment_id, entry_id=entry.id
+    )
+    out["image_url"] = str(image_url) if entry.image_type is not None else None
+    return out
+
+
+def _ids(request: web.Request) -> tuple[str, str]:
+    return request.match_info["deployment_id"], request.match_info.get("entry_id", "")
+
+
+def _not_found(exc: UnknownDeploymentError | UnknownEntryError, deployment_id: str) -> ProblemError:
+    if isinstance(exc, UnknownDeploymentError):
+        return unknown_deployment(deployment_id)
+    return ProblemError(404, f"Not found: {exc}.")
+
+
+# -- the upload -------------------------------------------------------------------------
+
+
+async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await part.read_chunk(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError(
+                413,
+                f"The {what} is {size:,} bytes or more; at most {limit:,} bytes are accepted.",
+                max_bytes=limit,
+            )
+        chunks.append(chunk)
+
+
+async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str]:
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise ProblemError(
+            413,
+            f"The body is {declared:,} bytes; an upload may be at most {MAX_BODY_BYTES:,} bytes "
+            f"(the image at most {MAX_IMAGE_BYTES:,}).",
+            max_bytes=MAX_BODY_BYTES,
+        )
+    if request.content_type != "multipart/form-data":
+        raise ProblemError(
+            415,
+            "Enrol with a multipart/form-data body: the entry's text fields and the file "
+            f"part 'image'; got {request.content_type!r}.",
+        )
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise ProblemError(400, f"The multipart body cannot be read: {exc}.") from None
+    fields: dict[str, str] = {}
+    image: bytes | None = None
+    image_name = "image"
+    invalid: list[dict[str, str]] = []
+    known = set(EntryFields.model_fields)
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                invalid.append({"name": "(body)", "reason": "nested multipart is not accepted"})
+                continue
+            name = part.name or ""
+            if name == "image":
+                if image is not None:
+                    invalid.append({"name": "image", "reason": "given more than once"})
+                image = await _read_part(part, MAX_IMAGE_BYTES, "image")
+                image_name = f"image {part.filename!r}" if part.filename else "image"
+            elif name in known:
+                raw = await _read_part(part, MAX_FIELD_BYTES, f"field {name!r}")
+                if name in fields:
+                    invalid.append({"name": name, "reason": "given more than once"})
+                try:
+                    fields[name] = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    invalid.append({"name": name, "reason": "not UTF-8 text"})
+            else:
+                await _read_part(part, MAX_BODY_BYTES, f"part {name[:40]!r}")
+                invalid.append(
+                    {
+                        "name": name or "(unnamed part)",
+                        "reason": "unknown field; the fields are: "
+                        + ", ".join(sorted(known | {"image"})),
+                    }
+                )
+    except ValueError as exc:
+        raise ProblemError(400, f"The multipart body is malformed: {exc}.") from None
+    if image is None:
+        invalid.append({"name": "image", "reason": "required: the file part with the photo"})
+    if invalid:
+        raise ProblemError(422, "The upload has invalid fields.", invalid_params=invalid)
+    assert image is not None
+    return fields, image, image_name
+
+
+def _check_fields(fields: dict[str, str]) -> EntryFields:
+    try:
+        values: dict[str, Any] = dict(fields)
+        if values.get("threshold") == "":
+            values["threshold"] = None
+        return EntryFields.model_validate(values)
+    except ValidationError as exc:
+        invalid = [
+            {"name": ".".join(str(p) for p in e["loc"]) or "(body)", "reason": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise ProblemError(422, "The upload has invalid fields.", invalid_params=invalid) from None
+
+
+async def create_entry(request: web.Request) -> web.Response:
+    """Enrol an entry from an uploaded image; it waits for an authoriser's approval."""
+    deployment_id, _ = _ids(request)
+    store = request.app[DEPLOYMENTS]
+    record = await asyncio.to_thread(store.find, deployment_id)
+    if record is None:
+        raise unknown_deployment(deployment_id)
+    if record.closed_at is not None:
+        raise ProblemError(
+            409,
+            f"Refused: deployment {deployment_id!r} is closed; its watchlist was destroyed "
+            "and takes no new entries.",
+        )
+    fields, image, image_name = await _read_upload(request)
+    entry_fields = _check_fields(fields)
+    if sniff_format(image) is None:
+        raise ProblemError(
+            415,
+            f"The {image_name} is not an image: JPEG, PNG, BMP, WebP or TIFF expected "
+            f"(it starts with {image[:8]!r}).",
+        )
+    if entry_fields.id in await asyncio.to_thread(store.entry_ids, deployment_id):
+        raise ProblemError(
+            409,
+            f"Refused: deployment {deployment_id!r} already has (or had) an entry "
+            f"{entry_fields.id!r}; entry ids are never reused.",
+        )
+    enroller = request.app[ENROLLER]
+    if enroller is None:
+        raise ProblemError(
+            503,
+            "This API process has no enrolment models attached; enrol through the API of "
+            "`lfr up` or `lfr serve`.",
+        )
+    try:
+        enrolled = await asyncio.to_thread(enroller, image, image_name)
+    except EnrolmentRejectedError as exc:
+        raise ProblemError(
+            422,
+            f"The image does not qualify for enrolment: {exc.detail}.",
+            reason=exc.reason,
+        ) from exc
+    except ImageError as exc:
+        raise ProblemError(422, f"The image cannot be read: {exc}.", reason="unreadable") from exc
+    try:
+        entry = await asyncio.to_thread(
+            store.add_entry,
+            deployment_id,
+            entry_fields.to_new(),
+            enrolled,
+            actor=principal(request).actor,
+        )
+    except DeploymentClosedError as exc:
+        raise closed_deployment(exc) from exc
+    except EntryExistsError as exc:
+        raise ProblemError(409, f"Refused: {exc}.") from exc
+    location = request.app.router["entry"].url_for(deployment_id=deployment_id, entry_id=entry.id)
+    return web.json_response(
+        render_entry(request, entry), status=201, headers={"Location": str(location)}
+    )
+
+
+# -- the other routes -------------------------------------------------------------------
+
+
+async def list_entries(request: web.Request) -> web.Response:
+    """The deployment's entries, optionally of one ``state``, in the order added."""
+    deployment_id, _ = _ids(request)
+    unknown = sorted(set(request.query) - {"state"})
+    states = [str(s) for s in EntryState]
+    raw = request.query.get("state")
+    invalid = [{"name": n, "reason": "unknown parameter; known: state"} for n in unknown]
+    if raw is not None and raw not in states:
+        invalid.append({"name": "state", "reason": "one of " + ", ".join(states)})
+    if invalid:
+        raise ProblemError(400, "Invalid query parameters.", invalid_params=invalid)
+    state = None if raw is None else EntryState(raw)
+    try:
+        entries = await asyncio.to_thread(
+            request.app[DEPLOYMENTS].entries, deployment_id, state=state
+        )
+    except UnknownDeploymentError as exc:
+        raise unknown_deployment(deployment_id) from exc
+    return web.json_response({"entries": [render_entry(request, e) for e in entries]})
+
+
+async def get_entry(request: web.Request) -> web.Response:
+    """One entry (no image; see ``image_url``)."""
+    deployment_id, entry_id = _ids(request)
+    try:
+        entry = await asyncio.to_thread(request.app[DEPLOYMENTS].entry, deployment_id, entry_id)
+    except (UnknownDeploymentError, UnknownEntryError) as exc:
+        raise _not_found(exc, deployment_id) from exc
+    return web.json_response(render_entry(request, entry))
+
+
+async def get_entry_image(request: web.Request) -> web.Response:
+    """The entry's enrolment image (JPEG), never cached; each view is audited first.
+
+    410 Gone once the entry was deleted or its deployment closed (the image is destroyed).
+    """
+    deployment_id, entry_id = _ids(request)
+    store = request.app[DEPLOYMENTS]
+    try:
+        found = await asyncio.to_thread(store.entry_image, deployment_id, entry_id)
+    except (UnknownDeploymentError, UnknownEntryError) as exc:
+        raise _not_found(exc, deployment_id) from exc
+    if found is None:
+        raise ProblemError(
+            410,
+            f"The image of entry {entry_id!r} was destroyed when the entry was deleted or "
+            "its deployment closed.",
+        )
+    await asyncio.to_thread(
+        request.app[AUDIT].append,
+        principal(request).actor,
+        Action.ENTRY_VIEW,
+        f"{deployment_id}/{entry_id}",
+        {"part": "image"},
+    )
+    data, media_type = found
+    return web.Response(body=data, content_type=media_type, headers={"Cache-Control": "no-store"})
+
+
+async def approve_entry(request: web.Request) -> web.Response:
+    """Approve a pending entry (four eyes); 201 when approved now, 200 if it already was."""
+    deployment_id, entry_id = _ids(request)
+    if request.can_read_body:
+        raise ProblemError(400, "Approval takes no body; the approver is the token's holder.")
+    try:
+        approval = await asyncio.to_thread(
+            request.app[DEPLOYMENTS].approve_entry,
+            deployment_id,
+            entry_id,
+            actor=principal(request).actor,
+        )
+    except (UnknownDeploymentError, UnknownEntryError) as exc:
+        raise _not_found(exc, deployment_id) from exc
+    except DeploymentClosedError as exc:
+        raise closed_deployment(exc) from exc
+    except (FourEyesError, EntryStateError) as exc:
+        raise ProblemError(409, f"Refused: {exc}.") from exc
+    return web.json_response(
+        render_entry(request, approval.entry), status=201 if approval.changed else 200
+    )
+
+
+async def delete_entry(request: web.Request) -> web.Response:
+    """Delete an entry: it stops being searched and its image and embeddings are wiped."""
+    deployment_id, entry_id = _ids(request)
+    reason = None
+    if request.can_read_body:
+        body = await read_json_body(request, DeleteBody, max_bytes=MAX_JSON_BYTES)
+        reason = (body.reason or "").strip() or None
+    try:
+        entry = await asyncio.to_thread(
+            request.app[DEPLOYMENTS].delete_entry,
+            deployment_id,
+            entry_id,
+            actor=principal(request).actor,
+            reason=reason,
+        )
+    except (UnknownDeploymentError, UnknownEntryError) as exc:
+        raise _not_found(exc, deployment_id) from exc
+    except DeploymentClosedError as exc:
+        raise closed_deployment(exc) from exc
+    return web.json_response(render_entry(request, entry))
