@@ -411,6 +411,7 @@ class Deployments:
             )
             closed = self._deployment(conn, deployment_id)
         assert closed is not None
+        self._checkpoint()
         return closed, destroyed
 
     def close_ended(self) -> builtins.list[str]:
@@ -438,11 +439,13 @@ class Deployments:
         if frames < 0 or faces < 0:
             raise ValueError("counters only grow")
         with self.db.transaction() as conn:
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE deployments SET frames = frames + ?, faces_seen = faces_seen + ?, "
                 "counters_at = ? WHERE id = ?",
                 (frames, faces, self.clock(), deployment_id),
-            )
+            ).rowcount
+        if changed == 0:
+            raise UnknownDeploymentError(f"no deployment with id {deployment_id[:80]!r}")
 
     # -- watchlist entries ----------------------------------------------------------
 
@@ -463,8 +466,10 @@ class Deployments:
         alert always names one person).
         """
         vectors = np.ascontiguousarray(enrolled.embeddings, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] < 1:
+        if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
             raise ValueError("an entry needs at least one embedding, shaped (n, dimension)")
+        if not np.isfinite(vectors).all():
+            raise ValueError("an entry's embeddings must be finite numbers")
         with self.db.transaction() as conn:
             record = self._require(conn, deployment_id)
             if record.closed_at is not None:
@@ -511,8 +516,6 @@ class Deployments:
                 "deployment": deployment_id,
                 "category": new.category,
                 "legal_basis": new.legal_basis,
-                "source": new.source,
-                "image_date": new.image_date,
                 "origin": str(origin),
                 "state": str(state),
             }
@@ -520,7 +523,12 @@ class Deployments:
             append_entry(conn, actor, Action.ENTRY_CREATE, subject, details, at=now)
             if approved_by is not None:
                 append_entry(
-                    conn, approved_by, Action.ENTRY_APPROVE, subject, {"origin": "file"}, at=now
+                    conn,
+                    approved_by,
+                    Action.ENTRY_APPROVE,
+                    subject,
+                    {"origin": str(origin)},
+                    at=now,
                 )
                 _bump(conn, deployment_id)
             entry = self._entry(conn, deployment_id, new.id)
@@ -601,6 +609,7 @@ class Deployments:
             )
             deleted = self._entry(conn, deployment_id, entry_id)
         assert deleted is not None
+        self._checkpoint()
         return deleted
 
     def entry(self, deployment_id: str, entry_id: str) -> EntryRecord:
@@ -747,6 +756,12 @@ class Deployments:
         }
 
     # -- internals ------------------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        # With WAL, the pages that held a wiped image stay in the -wal file until a
+        # checkpoint copies the new pages over them; TRUNCATE also empties the file.
+        with self.db.lock:
+            self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     def _deployment(self, conn: Any, deployment_id: str) -> DeploymentRecord | None:
         row = conn.execute(
