@@ -180,7 +180,9 @@ def _load_deployment_files(path: Path) -> tuple[Any, Any]:
 
     try:
         topology = load_topology(path)
-        watchlist = load_watchlist(Path(topology.watchlist.file))
+        watchlist = None
+        if topology.watchlist is not None:
+            watchlist = load_watchlist(Path(topology.watchlist.file))
     except TopologyError as exc:
         raise UsageError(str(exc)) from exc
     issues = check_files(topology, watchlist)
@@ -225,6 +227,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     summary = asyncio.run(deployment.run())
     print(json.dumps(summary, indent=2), flush=True)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``lfr serve FILE``: the API alone over the deployment's store, to prepare its watchlist."""
+    import asyncio
+
+    from lfr_actors.deployment import Deployment
+
+    topology, watchlist = _load_deployment_files(Path(args.file))
+    deployment = Deployment(topology, watchlist, home=_home(args), handle_signals=True)
+
+    async def serve() -> None:
+        task = asyncio.create_task(deployment.serve())
+        while deployment.live.api_url is None and not task.done():
+            await asyncio.sleep(0.05)
+        if deployment.live.api_url is not None:
+            print(
+                f"lfr: serving the API of deployment {topology.deployment.id} at "
+                f"{deployment.live.api_url} (console: {deployment.live.api_url}/console); "
+                "Ctrl-C stops",
+                flush=True,
+            )
+        await task
+
+    asyncio.run(serve())
     return EXIT_OK
 
 
@@ -471,6 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--until-eof", action="store_true", help="stop when every file source has ended"
     )
     up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a deployment's API without cameras, to enrol and approve its watchlist "
+        "before the window opens",
+    )
+    serve.add_argument("file", help="the topology YAML")
+    serve.add_argument("--home", help="data folder (default: $LFR_HOME or ~/.local/share/lfr)")
+    serve.set_defaults(func=cmd_serve)
 
     status = sub.add_parser("status", help="cameras, fps, drops, restarts and alerts")
     status.add_argument("file", nargs="?", help="the topology YAML of the running deployment")

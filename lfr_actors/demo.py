@@ -130,6 +130,7 @@ def run_demo(home: Path, *, progress: bool = True, api_port: int = 0) -> dict[st
     samples = ensure_samples(home, fetcher)
     topology_path = write_demo_deployment(home, samples, api_port=api_port)
     topology = load_topology(topology_path)
+    assert topology.watchlist is not None  # the demo writes one
     watchlist = load_watchlist(Path(topology.watchlist.file))
     alerts: dict[str, dict[str, Any]] = {}
 

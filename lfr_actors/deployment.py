@@ -5,10 +5,23 @@ the watchlist enrolment, the alert API and the JSONL sink. Start-up order, so th
 bad input stops things before anything runs:
 
 1. the API port is bound (a port in use is a one-line error);
-2. the models are prepared and the watchlist is enrolled in this process (an image that
-   fails the enrolment rules stops ``lfr up`` with every entry and reason listed);
-3. Ray is started or reached; index shards and router, alert actor, embedders (each
-   warmed up before it reports ready), then cameras, in that order.
+2. the deployment's record is found or created in the store from the topology's
+   ``deployment`` section (a closed deployment, or a record that differs from the file,
+   stops ``lfr up``);
+3. the models are prepared and the watchlist file's new entries are enrolled in this
+   process and stored as active entries, approved by the deployment's authority (an image
+   that fails the enrolment rules stops ``lfr up`` with every entry and reason listed);
+4. Ray is started or reached; index shards and router (loaded with the store's active
+   entries), alert actor, embedders (each warmed up before it reports ready), then
+   cameras, in that order.
+
+While it runs, the store is the watchlist's source of truth: entries enrolled and
+approved through the API, or deleted, reach the index within about a second. When the
+deployment is closed (through the API, or by its window ending) the cameras stop and the
+index and its snapshots are destroyed; the API stays up, so officers can still adjudicate
+the alerts already raised, until ``lfr down``. ``serve`` runs steps 1-3 only: the API
+over the deployment's store with enrolment models, to prepare a watchlist before the
+window opens.
 
 Drain (on ``lfr down``, SIGINT, SIGTERM, or every file source ended with ``--until-eof``):
 cameras stop and their in-flight frames finish, the alert actor flushes, the API and the
@@ -26,6 +39,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +53,30 @@ from lfr_actors.actors.embedder import EmbedderActor, pipeline_config
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
 from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.api.app import create_app
+from lfr_actors.api.watchlist import EnrolmentUnavailableError, pipeline_enroller
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
 from lfr_actors.fsutil import atomic_write
 from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
-from lfr_actors.messages import EnrolVectors
+from lfr_actors.messages import EnrolVectors, RemoveEntry
 from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
-from lfr_actors.models.images import load_image
+from lfr_actors.models.images import encode_jpeg, load_image
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.alerts import AlertStore
+from lfr_actors.store.audit import Actor
+from lfr_actors.store.deployments import (
+    DeploymentRecord,
+    Deployments,
+    Enrolled,
+    EntryState,
+    NewDeployment,
+    NewEntry,
+    Origin,
+)
+from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import issue_local_token, revoke_local_tokens
 from lfr_actors.topology.loader import load_embedder_spec
 from lfr_actors.topology.schema import Topology, Watchlist
@@ -102,22 +128,40 @@ def enrol_watchlist(
     watchlist: Watchlist,
     pipeline: FacePipeline,
     *,
+    skip: set[str] | frozenset[str] = frozenset(),
     progress: Callable[[str], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Template embeddings per entry; every rejected image is listed in one error."""
-    templates: dict[str, np.ndarray] = {}
+) -> dict[str, Enrolled]:
+    """Each entry's templates (one per image) and first image, except the ids in ``skip``.
+
+    Every rejected image is listed in one :class:`DeploymentError`.
+    """
+    enrolled: dict[str, Enrolled] = {}
     failures: list[str] = []
     for entry in watchlist.entries:
+        if entry.id in skip:
+            continue
         vectors = []
-        for image in entry.images:
+        kept: tuple[bytes, dict[str, float]] | None = None
+        for image_path in entry.images:
             try:
-                vectors.append(pipeline.enrol(load_image(Path(image))).embedding)
+                image = load_image(Path(image_path))
+                face = pipeline.enrol(image)
             except EnrolmentRejectedError as exc:
-                failures.append(f"  {entry.id}: {image}: {exc.reason}: {exc.detail}")
+                failures.append(f"  {entry.id}: {image_path}: {exc.reason}: {exc.detail}")
+                continue
             except ImageError as exc:
                 failures.append(f"  {entry.id}: {exc}")
-        if vectors:
-            templates[entry.id] = np.stack(vectors).astype(np.float32)
+                continue
+            vectors.append(face.embedding)
+            if kept is None:
+                kept = (encode_jpeg(image), face.quality.as_dict())
+        if vectors and kept is not None:
+            enrolled[entry.id] = Enrolled(
+                image=kept[0],
+                image_type="image/jpeg",
+                embeddings=np.stack(vectors).astype(np.float32),
+                quality=kept[1],
+            )
         if progress:
             progress(entry.id)
     if failures:
@@ -125,7 +169,65 @@ def enrol_watchlist(
             "watchlist enrolment failed; fix or remove these images and run again:\n"
             + "\n".join(failures)
         )
-    return templates
+    return enrolled
+
+
+def declared_deployment(topology: Topology) -> NewDeployment:
+    """The deployment record a topology file declares."""
+    d = topology.deployment
+    return NewDeployment(
+        id=d.id,
+        authorised_by=d.authorised_by,
+        purpose=d.purpose,
+        location=d.location,
+        starts_at=d.start.timestamp(),
+        ends_at=d.end.timestamp(),
+        threshold=topology.alerts.threshold,
+        impact_assessment_ref=d.impact_assessment_ref,
+    )
+
+
+def register_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord:
+    """The topology's deployment record: created from the file, or checked against it.
+
+    Raises :class:`DeploymentError` when the deployment was closed (it never runs again)
+    or when the stored record (created through the API, or by an earlier run of another
+    file) differs from the file, naming every field that differs.
+    """
+    declared = declared_deployment(topology)
+    record = deployments.find(declared.id)
+    if record is None:
+        return deployments.create(declared, actor=Actor("topology file"), origin=Origin.FILE)
+    if record.closed_at is not None:
+        raise DeploymentError(
+            f"deployment {record.id!r} was closed {_iso(record.closed_at)} by "
+            f"{record.closed_by} ({record.close_reason}); its watchlist was destroyed and it "
+            "cannot run again. A new deployment needs a new authority and a new deployment.id."
+        )
+    stored = record.declared().as_dict()
+    differences = [
+        f"  deployment {name}: the store has {_shown(stored[name], name)}, the file "
+        f"{_shown(value, name)}"
+        for name, value in declared.as_dict().items()
+        if stored[name] != value
+    ]
+    if differences:
+        raise DeploymentError(
+            f"the store's record of deployment {record.id!r} (created by {record.created_by}) "
+            "differs from the topology file; make the file match the authority as recorded "
+            "(alerts.threshold is the deployment's threshold):\n" + "\n".join(differences)
+        )
+    return record
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _shown(value: Any, name: str) -> str:
+    if name in ("starts_at", "ends_at") and isinstance(value, float):
+        return _iso(value)
+    return repr(value)
 
 
 @dataclass
@@ -135,6 +237,13 @@ class _Live:
     api_url: str | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    pipeline: FacePipeline | None = None
+    enroller: Callable[[bytes, str], Enrolled] | None = None
+    db: Database | None = None
+    indexed: set[str] = field(default_factory=set)
+    revision: int = -1
+    closed: bool = False
+    counted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class Deployment:
@@ -143,7 +252,7 @@ class Deployment:
     def __init__(
         self,
         topology: Topology,
-        watchlist: Watchlist,
+        watchlist: Watchlist | None,
         *,
         home: Path,
         address: str | None = None,
@@ -177,9 +286,17 @@ class Deployment:
         e = self.topology.embedder
         return [e.id if e.replicas == 1 else f"{e.id}-{i}" for i in range(e.replicas)]
 
+    def _entry_thresholds(self) -> dict[str, float]:
+        """Entries' own (stricter) thresholds: the store's when running, else the file's."""
+        if self.live.db is not None:
+            entries = Deployments(self.live.db).entries(self.namespace, state=EntryState.ACTIVE)
+            return {e.id: e.threshold for e in entries if e.threshold is not None}
+        if self.watchlist is None:
+            return {}
+        return {e.id: e.threshold for e in self.watchlist.entries if e.threshold is not None}
+
     def _threshold(self) -> float:
-        per_entry = [e.threshold for e in self.watchlist.entries if e.threshold is not None]
-        return max([self.topology.alerts.threshold, *per_entry])
+        return max([self.topology.alerts.threshold, *self._entry_thresholds().values()])
 
     def plan(self, *, cluster_gpus: float = 0.0) -> dict[str, list[ActorSpec]]:
         """The actors of this topology, by start-up stage.
@@ -217,9 +334,7 @@ class Deployment:
             "threshold": t.alerts.threshold,
             "fusion_window_s": t.alerts.fusion_window_s,
             "min_sightings": t.alerts.min_sightings,
-            "entry_thresholds": {
-                e.id: e.threshold for e in self.watchlist.entries if e.threshold is not None
-            },
+            "entry_thresholds": self._entry_thresholds(),
         }
         # The alert store and the index snapshots are files in the driver's data folder:
         # the actors that write them run where the driver (and the API reading them) runs.
@@ -287,7 +402,7 @@ class Deployment:
         api = self.topology.api
         store = AlertStore.open_readonly(self.paths.alerts_db, create=True)
         store.close()
-        app = create_app(self.paths.alerts_db, status=self.status)
+        app = create_app(self.paths.alerts_db, status=self.status, enroller=self._enrol)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, api.host, api.port)
@@ -305,7 +420,21 @@ class Deployment:
         self.live.runner = runner
         self.live.api_url = f"http://{host}:{port}"
 
-    def _prepare_and_enrol(self) -> dict[str, np.ndarray]:
+    def _enrol(self, data: bytes, name: str) -> Enrolled:
+        """The API's enroller: available once the models are loaded (503 before)."""
+        enroller = self.live.enroller
+        if enroller is None:
+            raise EnrolmentUnavailableError(
+                "the enrolment models are still loading; try again in a few seconds"
+            )
+        return enroller(data, name)
+
+    def _prepare_and_enrol(self) -> None:
+        """Register the deployment, load the models, store the watchlist file's new entries."""
+        db = Database(self.paths.alerts_db)
+        self.live.db = db
+        deployments = Deployments(db)
+        register_deployment(deployments, self.topology)
         cache = ModelCache(self.home / "models")
         prepare(cache, default_fetcher(self.home), progress=False)
         pipeline = FacePipeline.build(
@@ -313,7 +442,57 @@ class Deployment:
             pipeline_config(self.topology.embedder.model_dump(mode="json"), self.spec),
             cache=cache,
         )
-        return enrol_watchlist(self.watchlist, pipeline)
+        if self.watchlist is not None:
+            # Entries already stored (from an earlier run, or deleted through the API since)
+            # are not enrolled again: a deleted entry stays deleted.
+            known = deployments.entry_ids(self.namespace)
+            enrolled = enrol_watchlist(self.watchlist, pipeline, skip=known)
+            file_name = (
+                "watchlist file"
+                if self.topology.watchlist is None
+                else (f"watchlist file {self.topology.watchlist.file.name}")
+            )
+            authority = Actor(self.topology.deployment.authorised_by)
+            for entry in self.watchlist.entries:
+                if entry.id not in enrolled:
+                    continue
+                deployments.add_entry(
+                    self.namespace,
+                    NewEntry(
+                        id=entry.id,
+                        display_name=entry.display_name,
+                        category=entry.category,
+                        legal_basis=entry.legal_basis,
+                        source=entry.source,
+                        image_date=entry.image_date.isoformat(),
+                        threshold=entry.threshold,
+                    ),
+                    enrolled[entry.id],
+                    actor=Actor(file_name),
+                    origin=Origin.FILE,
+                    approved_by=authority,
+                )
+        self.live.pipeline = pipeline
+        self.live.enroller = pipeline_enroller(pipeline)
+
+    async def serve(self) -> None:
+        """The API alone over this deployment's store, with enrolment, until stopped.
+
+        For preparing a watchlist before the window opens (``lfr serve``): no Ray, no
+        cameras. Registers the deployment and stores the watchlist file's entries first.
+        """
+        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        await self._bind_api()
+        try:
+            await asyncio.to_thread(self._prepare_and_enrol)
+            if self.handle_signals:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self.request_stop)
+            log.info("api_serving", deployment=self.namespace, api=self.live.api_url)
+            await self.live.stop.wait()
+        finally:
+            await self._shutdown_quietly()
 
     async def start(self) -> None:
         """Bind the API, enrol the watchlist, and start every actor."""
@@ -327,7 +506,14 @@ class Deployment:
         try:
             if self.address:
                 check_reachable(self.address)  # before minutes of model loading, not after
-            templates = await asyncio.to_thread(self._prepare_and_enrol)
+            await asyncio.to_thread(self._prepare_and_enrol)
+            assert self.live.db is not None
+            record = Deployments(self.live.db).get(self.namespace)
+            if record.ends_at <= time.time():
+                raise DeploymentError(
+                    f"deployment {self.namespace!r}'s authorised window ended "
+                    f"{_iso(record.ends_at)}; cameras run only inside it"
+                )
             logging_cfg = self.topology.logging
             start_ray(
                 self.address,
@@ -344,10 +530,10 @@ class Deployment:
             self._check_gpus()
             stages = self.plan(cluster_gpus=float(ray.cluster_resources().get("GPU", 0.0)))
             await self.kernel.start(stages["index"])
-            router = self.kernel.handle(self.topology.index.id)
-            for entry_id, vectors in templates.items():
-                await router.enrol.remote(EnrolVectors(entry_id, vectors).encode())
-            await router.snapshot.remote()
+            # The store is the source of truth: whatever a snapshot from an earlier run
+            # holds is replaced by the entries active now.
+            await self.kernel.handle(self.topology.index.id).destroy.remote()
+            await self._sync_watchlist()
             await self.kernel.start(stages["alerts"])
             await self.kernel.start(stages["embedders"])
             await self.kernel.start(stages["cameras"])
@@ -367,7 +553,7 @@ class Deployment:
             deployment=self.namespace,
             api=self.live.api_url,
             cameras=len(self.topology.cameras),
-            watchlist_entries=len(templates),
+            watchlist_entries=len(self.live.indexed),
         )
 
     def _check_gpus(self) -> None:
@@ -394,6 +580,7 @@ class Deployment:
         live = self.live
         live.tasks.append(asyncio.create_task(self.kernel.supervise(live.stop)))
         live.tasks.append(asyncio.create_task(self._follow_alerts(live.stop)))
+        live.tasks.append(asyncio.create_task(self._follow_store(live.stop)))
         if self.until_eof:
             live.tasks.append(asyncio.create_task(self._stop_when_sources_end()))
         await live.stop.wait()
@@ -445,6 +632,85 @@ class Deployment:
             if sink is not None:
                 sink.close()
 
+    async def _sync_watchlist(self) -> None:
+        """Bring the index in line with the store's active entries (then snapshot it)."""
+        assert self.live.db is not None
+        revision, templates = await asyncio.to_thread(
+            Deployments(self.live.db).active_templates, self.namespace
+        )
+        if revision == self.live.revision:
+            return
+        router = self.kernel.handle(self.topology.index.id)
+        gone = self.live.indexed - templates.keys()
+        new = templates.keys() - self.live.indexed
+        for entry_id in sorted(gone):
+            await router.remove.remote(RemoveEntry(entry_id).encode())
+            self.live.indexed.discard(entry_id)
+        for entry_id in sorted(new):
+            await router.enrol.remote(EnrolVectors(entry_id, templates[entry_id]).encode())
+            self.live.indexed.add(entry_id)
+        await router.snapshot.remote()
+        self.live.revision = revision
+        if gone or new:
+            log.info(
+                "watchlist_synced",
+                deployment=self.namespace,
+                added=len(new),
+                removed=len(gone),
+                entries=len(self.live.indexed),
+            )
+
+    async def _on_closed(self) -> None:
+        """The deployment was closed: stop the cameras and destroy the index."""
+        self.live.closed = True
+        await self.kernel.stop_role("camera", "stop")
+        await self._count_frames()
+        await self.kernel.handle(self.topology.index.id).destroy.remote()
+        self.live.indexed.clear()
+        log.warning(
+            "deployment_closed",
+            deployment=self.namespace,
+            cameras="stopped",
+            watchlist="destroyed",
+        )
+
+    async def _count_frames(self) -> None:
+        """Add the frames and faces counted since the last call to the deployment's record."""
+        assert self.live.db is not None
+        cameras = await self.kernel.stats("camera")
+        frames = faces = 0
+        for name, stats in cameras.items():
+            now = (int(stats.get("frames_processed") or 0), int(stats.get("faces") or 0))
+            before = self.live.counted.get(name, (0, 0))
+            # A restarted camera counts from zero again.
+            frames += now[0] - before[0] if now[0] >= before[0] else now[0]
+            faces += now[1] - before[1] if now[1] >= before[1] else now[1]
+            self.live.counted[name] = now
+        if frames or faces:
+            await asyncio.to_thread(
+                Deployments(self.live.db).add_counters, self.namespace, frames=frames, faces=faces
+            )
+
+    async def _follow_store(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        """Apply watchlist changes and closure from the store; record the counters."""
+        assert self.live.db is not None
+        deployments = Deployments(self.live.db)
+        rounds = 0
+        while not stop.is_set():
+            rounds += 1
+            try:
+                revision, closed_at = await asyncio.to_thread(deployments.revision, self.namespace)
+                if closed_at is not None and not self.live.closed:
+                    await self._on_closed()
+                elif not self.live.closed and revision != self.live.revision:
+                    await self._sync_watchlist()
+                if not self.live.closed and rounds % 5 == 0:
+                    await self._count_frames()
+            except Exception:
+                log.exception("store_follow_failed", deployment=self.namespace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
     async def status(self) -> dict[str, Any]:
         """Cameras, embedders, index, alerts and restarts, for ``lfr status`` and the API."""
         t = self.topology
@@ -460,7 +726,8 @@ class Deployment:
                 "start": t.deployment.start.isoformat(),
                 "end": t.deployment.end.isoformat(),
                 "threshold": t.alerts.threshold,
-                "watchlist_entries": len(self.watchlist.entries),
+                "state": "closed" if self.live.closed else "running",
+                "watchlist_entries": len(self.live.indexed),
             },
             "api": self.live.api_url,
             "uptime_s": round(time.time() - self.live.started_at, 1),
@@ -477,6 +744,9 @@ class Deployment:
     async def drain(self) -> dict[str, Any]:
         """Stop cameras (in-flight frames finish), flush alerts, write out, stop actors."""
         await self.kernel.stop_role("camera", "stop")
+        if self.live.db is not None and not self.live.closed:
+            with contextlib.suppress(Exception):
+                await self._count_frames()
         summary = await self.summary()
         with contextlib.suppress(Exception):
             await self.kernel.handle(self.topology.alerts.id).flush.remote()
@@ -538,3 +808,6 @@ class Deployment:
         with contextlib.suppress(Exception):
             revoke_local_tokens(self.paths.alerts_db)
         self.paths.run_file.unlink(missing_ok=True)
+        if self.live.db is not None:
+            self.live.db.close()
+            self.live.db = None

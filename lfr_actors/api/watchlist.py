@@ -24,7 +24,6 @@ from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
 
-import cv2
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,8 +31,8 @@ from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import principal
 from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
 from lfr_actors.api.deployments import DEPLOYMENTS, closed_deployment, unknown_deployment
-from lfr_actors.errors import EnrolmentRejectedError, ImageError
-from lfr_actors.models.images import decode_image, sniff_format
+from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
+from lfr_actors.models.images import decode_image, encode_jpeg, sniff_format
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.store.audit import Action
 from lfr_actors.store.deployments import (
@@ -58,6 +57,11 @@ MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 """The largest upload: the image and the text fields with their multipart framing."""
 MAX_JSON_BYTES = 16 * 1024
 JPEG_QUALITY = 95
+
+
+class EnrolmentUnavailableError(LfrError):
+    """The enrolment models are not loaded (yet); the API answers 503."""
+
 
 Enroller = Callable[[bytes, str], Enrolled]
 """Turns an uploaded image (bytes, a name for errors) into what an entry keeps; raises
@@ -123,15 +127,8 @@ def pipeline_enroller(pipeline: FacePipeline) -> Enroller:
         image = decode_image(data, name=name)
         with lock:
             face = pipeline.enrol(image)
-        ok, encoded = cv2.imencode(
-            ".jpg",
-            cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
-        )
-        if not ok:
-            raise ImageError(f"{name}: the image could not be re-encoded as JPEG")
         return Enrolled(
-            image=encoded.tobytes(),
+            image=encode_jpeg(image, JPEG_QUALITY),
             image_type="image/jpeg",
             embeddings=face.embedding.reshape(1, -1),
             quality=face.quality.as_dict(),
@@ -277,6 +274,18 @@ async def create_entry(request: web.Request) -> web.Response:
         )
     fields, image, image_name = await _read_upload(request)
     entry_fields = _check_fields(fields)
+    if entry_fields.threshold is not None and entry_fields.threshold > record.threshold:
+        raise ProblemError(
+            422,
+            "The upload has invalid fields.",
+            invalid_params=[
+                {
+                    "name": "threshold",
+                    "reason": f"an entry's own threshold may only be stricter (lower) than "
+                    f"the deployment's, {record.threshold:g}",
+                }
+            ],
+        )
     if sniff_format(image) is None:
         raise ProblemError(
             415,
@@ -306,6 +315,8 @@ async def create_entry(request: web.Request) -> web.Response:
         ) from exc
     except ImageError as exc:
         raise ProblemError(422, f"The image cannot be read: {exc}.", reason="unreadable") from exc
+    except EnrolmentUnavailableError as exc:
+        raise ProblemError(503, f"Enrolment is not available yet: {exc}.") from exc
     try:
         entry = await asyncio.to_thread(
             store.add_entry,

@@ -10,6 +10,9 @@ import numpy as np
 from lfr_actors.errors import ImageError
 from lfr_actors.models.types import UInt8Array
 
+MAX_PIXELS = 50_000_000
+"""The largest image decoded; also OpenCV's cap (set in ``lfr_actors/__init__.py``)."""
+
 # What OpenCV decodes and we accept, by magic bytes (the suffix is not trusted).
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -19,7 +22,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
-MAX_PIXELS = 50_000_000
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -47,7 +49,14 @@ def decode_image(data: bytes, *, name: str) -> UInt8Array:
             f"the file starts with {data[:8]!r})"
         )
     buffer = np.frombuffer(data, dtype=np.uint8)
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    try:
+        decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageError(
+                f"{name}: the {kind} declares more than {MAX_PIXELS:,} pixels; downscale it first"
+            ) from None
+        raise ImageError(f"{name}: the {kind} data cannot be decoded") from None
     if decoded is None:
         raise ImageError(f"{name}: the {kind} data is corrupt or truncated and cannot be decoded")
     image = np.asarray(decoded)
@@ -63,6 +72,16 @@ def decode_image(data: bytes, *, name: str) -> UInt8Array:
             "downscale it first"
         )
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def encode_jpeg(image: UInt8Array, quality: int = 95) -> bytes:
+    """An RGB image as JPEG; what is kept of a photo carries no EXIF data (no location)."""
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ImageError("the image could not be encoded as JPEG")
+    return bytes(encoded.tobytes())
 
 
 def load_image(path: Path) -> UInt8Array:

@@ -921,7 +921,7 @@ def check_files(topology: Topology, watchlist: Watchlist | None) -> list[Topolog
         else:
             issues.extend(_check_spec(model_file))
 
-    if not topology.watchlist.file.is_file():
+    if topology.watchlist is not None and not topology.watchlist.file.is_file():
         missing(
             top,
             ("watchlist", "file"),
@@ -1096,13 +1096,16 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
         f"{_plural(a.min_sightings, 'sighting')} within {_yaml_text(a.fusion_window_s)} s, "
         f"top {a.top_k}"
     )
-    if watchlist is None:
-        listed = "not loaded"
+    if topology.watchlist is None:
+        rows.append("watchlist    none in a file: entries are enrolled through the API")
     else:
-        images = sum(len(x.images) for x in watchlist.entries)
-        listed = f"{_plural(len(watchlist.entries), 'entry')}, {_plural(images, 'image')}"
-        listed = listed.replace("entrys", "entries")
-    rows.append(f"watchlist    {_shown_path(topology.watchlist.file)}: {listed}")
+        if watchlist is None:
+            listed = "not loaded"
+        else:
+            images = sum(len(x.images) for x in watchlist.entries)
+            listed = f"{_plural(len(watchlist.entries), 'entry')}, {_plural(images, 'image')}"
+            listed = listed.replace("entrys", "entries")
+        rows.append(f"watchlist    {_shown_path(topology.watchlist.file)}: {listed}")
     rows.append(f"api          http://{topology.api.host}:{topology.api.port}")
     rows.append(f"data         {_shown_path(topology.storage.data_dir)}")
     rows.append(f"logging      {topology.logging.level}, {topology.logging.format}")
@@ -1117,7 +1120,7 @@ def validate_command(path: Path, stdout: TextIO, stderr: TextIO) -> int:
         topology = load_topology(path)
     except TopologyError as exc:
         return _report(path, exc.issues, stderr)
-    if topology.watchlist.file.is_file():
+    if topology.watchlist is not None and topology.watchlist.file.is_file():
         try:
             watchlist = load_watchlist(Path(_shown_path(topology.watchlist.file)))
         except TopologyError as exc:

@@ -853,7 +853,11 @@ class Topology(FileModel):
     )
     index: IndexConfig = Field(default_factory=IndexConfig, description="the watchlist index")
     alerts: AlertsConfig = Field(description="the alert rules")
-    watchlist: WatchlistRef = Field(description="the deployment's watchlist file")
+    watchlist: WatchlistRef | None = Field(
+        default=None,
+        description="the deployment's watchlist file, or null when its entries are enrolled "
+        "and approved through the API",
+    )
     api: ApiConfig = Field(default_factory=ApiConfig, description="the alert API")
     storage: StorageConfig = Field(description="where the deployment keeps its data")
     logging: LoggingConfig = Field(

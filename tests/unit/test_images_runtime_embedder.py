@@ -7,6 +7,11 @@ ArcFace-style convention (112x112 float input scaled (x - 127.5) / 127.5, NCHW, 
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -201,3 +206,42 @@ def test_load_image_missing_and_folder(tmp_path: Path) -> None:
         load_image(tmp_path / "nope.jpg")
     with pytest.raises(ImageError, match="is a folder"):
         load_image(tmp_path)
+
+
+def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(tmp_path: Path) -> None:
+    # A 20000 x 20000 PNG of zeros compresses to ~400 kB; decoding it would take 400 MB.
+    # OpenCV reads its cap when it loads, so the check runs in a fresh interpreter that
+    # imports lfr_actors first, as every entry point does.
+    side = 20_000
+    rows = zlib.compress(b"".join(b"\x00" + bytes(side) for _ in range(side)), 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    bomb = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+    assert len(bomb) < 1_000_000
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    script = (
+        "import sys, lfr_actors\n"
+        "from lfr_actors.models.images import load_image\n"
+        "try:\n"
+        "    load_image(__import__('pathlib').Path(sys.argv[1]))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    )
+    assert done.stdout.startswith("ImageError "), done.stdout + done.stderr
+    assert "declares more than 50,000,000 pixels" in done.stdout
