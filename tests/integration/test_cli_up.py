@@ -12,9 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from lfr_actors.models.cache import ModelCache
+from lfr_actors.store.audit import SYSTEM
+from lfr_actors.store.deployments import Deployments, NewDeployment
+from lfr_actors.store.schema import Database
+from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.topology.loader import load_topology
 from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_pipeline_ray import write_deployment
 
@@ -143,3 +149,82 @@ def test_status_and_down_with_an_unreachable_camera(
         if up.poll() is None:
             up.send_signal(signal.SIGKILL)
             up.wait()
+
+
+def test_a_topology_that_differs_from_the_stored_deployment_is_refused(
+    model_cache: ModelCache, tmp_path: Path, shared_data: Path
+) -> None:
+    topology = write_deployment(tmp_path, shared_data, ["obama"])
+    _edit(topology, {"api.port": 0})
+    with Database(tmp_path / "data" / "alerts.sqlite3") as db:
+        record = load_topology(topology).deployment
+        Deployments(db).create(
+            NewDeployment(
+                id=record.id,
+                authorised_by="Supt Someone Else",
+                purpose=record.purpose,
+                location="another place",
+                starts_at=record.start.timestamp(),
+                ends_at=record.end.timestamp(),
+                threshold=0.5,
+            ),
+            actor=SYSTEM,
+        )
+    result = lfr("up", str(topology), "--home", str(lfr_test_home()))
+    assert result.returncode == 1
+    message = result.stderr
+    assert "differs from the topology file" in message
+    assert "deployment authorised_by: the store has 'Supt Someone Else', the file 'test'" in message
+    assert "deployment location: the store has 'another place', the file 'ci'" in message
+    assert "deployment threshold: the store has 0.5, the file 0.6" in message
+
+
+def test_serve_prepares_a_watchlist_before_the_window_opens(
+    model_cache: ModelCache, tmp_path: Path, shared_data: Path
+) -> None:
+    topology = write_deployment(tmp_path, shared_data, ["obama"])
+    later = time.time() + 86400
+    _edit(
+        topology,
+        {
+            "deployment.start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later)),
+            "deployment.end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later + 3600)),
+        },
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "lfr_actors.cli", "serve", str(topology),
+         "--home", str(lfr_test_home())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        line = serve.stdout.readline()
+        assert "serving the API of deployment itest at http://127.0.0.1:" in line, (
+            line + serve.stderr.read() if serve.poll() is not None else line
+        )
+        url = line.split(" at ", 1)[1].split(" ", 1)[0]
+        with Database(tmp_path / "data" / "alerts.sqlite3") as db:
+            secret = TokenStore(db).create("Insp Check", Role.AUTHORISER, by=SYSTEM).secret
+        headers = {"Authorization": f"Bearer {secret}"}
+        deadline = time.monotonic() + 120
+        entries: list[dict] = []
+        while time.monotonic() < deadline and not entries:
+            reply = requests.get(f"{url}/v1/deployments/itest/entries", headers=headers, timeout=10)
+            if reply.status_code == 200:
+                entries = reply.json()["entries"]
+            time.sleep(0.5)
+        assert [(e["id"], e["state"], e["origin"]) for e in entries] == [
+            ("obama", "active", "file")
+        ]
+        assert entries[0]["approved_by"] == "test"  # the deployment's authority
+        deployment = requests.get(f"{url}/v1/deployments/itest", headers=headers, timeout=10)
+        assert deployment.json()["state"] == "scheduled"
+        console = requests.get(f"{url}/console", timeout=10)
+        assert console.status_code == 200 and "text/html" in console.headers["Content-Type"]
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=60)
+        assert serve.returncode == 0, serve.stderr.read()[-3000:]
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
