@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import json
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,6 +103,7 @@ ALERT_STATUSES = ("open", ADJUDICATED)
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
 _STREAM_PAGE = 500
+_CACHED_EVENTS = 5000
 _TIME_FIELDS = ("first_seen", "last_seen", "created_at", "updated_at")
 
 _log = logs.get_logger(__name__)
@@ -115,39 +119,100 @@ class ApiSettings:
     sweep_interval_s: float = 5.0
 
 
-class EventHub:
-    """Wakes the open alert streams when the store's event log grows.
+@dataclass(frozen=True)
+class _Encoded:
+    """One stored event as every stream sends it: encoded once, for all clients."""
 
-    One poller for the whole application (one cheap query per interval, and none while no
-    stream is open); each stream reads the events it needs from the store itself, so a
-    slow client never holds a queue and can never miss an event.
+    event_id: int
+    deployment_id: str
+    data: bytes
+
+
+class EventHub:
+    """Reads each new alert event once and hands it, encoded, to every open stream.
+
+    One poller for the whole application: while any stream is open it reads the events
+    after the last one it saw (one query per interval), encodes each as an SSE message
+    once, keeps the newest :data:`_CACHED_EVENTS` in memory and wakes the streams. A
+    stream whose position is inside that window takes its events from memory; one further
+    behind (a client resuming after a long gap) reads them from the store itself, so no
+    client can miss an event and a slow one holds no queue.
     """
 
-    def __init__(self, store: AlertStore, poll_interval_s: float) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        poll_interval_s: float,
+        encode: Callable[[dict[str, Any]], bytes],
+    ) -> None:
         self.store = store
         self.poll_interval_s = poll_interval_s
+        self.encode = encode
         self.streams: set[web.StreamResponse] = set()
         self.closed = False
-        self._latest = 0
+        self.recent: deque[_Encoded] = deque(maxlen=_CACHED_EVENTS)
+        self.latest = store.last_event_id()
+        """The newest event read; the cache holds what came after the hub started."""
         self._changed = asyncio.Event()
 
     def waiter(self) -> asyncio.Event:
-        """An event set at the next change (or close); take it before reading the store."""
+        """An event set at the next change (or close); take it before reading."""
         return self._changed
 
     async def run(self) -> None:
-        """Poll the newest event id until cancelled; a failed poll is logged and retried."""
+        """Poll for new events until cancelled; a failed poll is logged and retried."""
         while True:
             if self.streams:
                 try:
-                    latest = await asyncio.to_thread(self.store.last_event_id)
+                    await self.poll()
                 except Exception:
                     _log.exception("alert_poll_failed")
-                else:
-                    if latest != self._latest:
-                        self._latest = latest
-                        self._wake()
             await asyncio.sleep(self.poll_interval_s)
+
+    async def poll(self) -> None:
+        """Read, encode and cache every event after the newest one read; wake the streams."""
+        fresh = False
+        while True:
+            events = await asyncio.to_thread(self.store.events_after, self.latest, _STREAM_PAGE)
+            if not events:
+                break
+            for event in events:
+                self.recent.append(
+                    _Encoded(event["event_id"], event["alert"]["deployment_id"], self.encode(event))
+                )
+            self.latest = events[-1]["event_id"]
+            fresh = True
+            if len(events) < _STREAM_PAGE:
+                break
+        if fresh:
+            self._wake()
+
+    def cached_after(self, after: int, deployment_id: str | None) -> list[_Encoded] | None:
+        """The cached events after ``after`` (of one deployment), or None if not all cached.
+
+        Events up to :attr:`latest` are all cached when ``after`` is at or above the id
+        just before the oldest cached one (or the cache is empty and ``after`` is current).
+        """
+        if after >= self.latest:
+            return []
+        if not self.recent or self.recent[0].event_id > after + 1:
+            # Ids are consecutive unless a transaction rolled back; then the first cached id
+            # may be above after + 1 with nothing missing, but reading the store is correct.
+            return None
+        return [
+            e
+            for e in itertools.dropwhile(lambda e: e.event_id <= after, self.recent)
+            if deployment_id is None or e.deployment_id == deployment_id
+        ]
+
+    async def resync(self) -> None:
+        """Start from the newest stored event (when the first stream opens after none were).
+
+        While no stream is open the hub reads nothing; rather than read and encode every
+        event since, it forgets its cache and starts at the newest event.
+        """
+        self.recent.clear()
+        self.latest = await asyncio.to_thread(self.store.last_event_id)
 
     def close(self) -> None:
         """End every open stream (at application shutdown)."""
@@ -271,7 +336,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = EventHub(app[STORE], app[SETTINGS].poll_interval_s)
+    hub = EventHub(app[STORE], app[SETTINGS].poll_interval_s, functools.partial(_sse, app))
     app[HUB] = hub
     poller = asyncio.create_task(hub.run(), name="alert-event-poller")
     yield
@@ -438,6 +503,8 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    if not hub.streams:
+        await hub.resync()
     hub.streams.add(response)
     try:
         await response.write(b"retry: 2000\n\n")
@@ -462,17 +529,26 @@ async def _pump(
         if transport is None or transport.is_closing():
             return
         waiter = hub.waiter()
-        events = await asyncio.to_thread(store.events_after, after, _STREAM_PAGE)
-        if events:
-            wanted = [
-                event
-                for event in events
-                if deployment_id is None or event["alert"]["deployment_id"] == deployment_id
-            ]
-            if wanted:
-                await response.write(b"".join(_sse(request, event) for event in wanted))
-            after = events[-1]["event_id"]
-            next_beat = loop.time() + heartbeat_s
+        cached = hub.cached_after(after, deployment_id)
+        if cached is None:
+            # Behind the cache (a client resuming after a long gap): read from the store.
+            events = await asyncio.to_thread(store.events_after, after, _STREAM_PAGE)
+            if events:
+                wanted = [
+                    _sse(request.app, e)
+                    for e in events
+                    if deployment_id is None or e["alert"]["deployment_id"] == deployment_id
+                ]
+                if wanted:
+                    await response.write(b"".join(wanted))
+                after = events[-1]["event_id"]
+                next_beat = loop.time() + heartbeat_s
+                continue
+        elif after < hub.latest:
+            if cached:
+                await response.write(b"".join(e.data for e in cached))
+                next_beat = loop.time() + heartbeat_s
+            after = hub.latest
             continue
         wait_s = next_beat - loop.time()
         if wait_s <= 0:
@@ -483,8 +559,9 @@ async def _pump(
             await asyncio.wait_for(waiter.wait(), wait_s)
 
 
-def _sse(request: web.Request, event: dict[str, Any]) -> bytes:
-    data = json.dumps(render_alert(request, event["alert"]), separators=(",", ":"))
+def _sse(app: web.Application, event: dict[str, Any]) -> bytes:
+    alert = render_alert_for(app, event["alert"])
+    data = json.dumps(alert, separators=(",", ":"))
     return f"id: {event['event_id']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
 
 
@@ -493,11 +570,16 @@ def _sse(request: web.Request, event: dict[str, Any]) -> bytes:
 
 def render_alert(request: web.Request, alert: dict[str, Any]) -> dict[str, Any]:
     """An alert as the API shows it: ISO 8601 UTC times and a ``crop_url``, no crop."""
+    return render_alert_for(request.app, alert)
+
+
+def render_alert_for(app: web.Application, alert: dict[str, Any]) -> dict[str, Any]:
+    """:func:`render_alert` for an application (the same for every request)."""
     out = dict(alert)
     for name in _TIME_FIELDS:
         if name in out:
             out[name] = iso_utc(out[name])
-    out["crop_url"] = str(request.app.router["alert_crop"].url_for(alert_id=alert["id"]))
+    out["crop_url"] = str(app.router["alert_crop"].url_for(alert_id=alert["id"]))
     return out
 
 

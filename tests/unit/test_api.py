@@ -224,6 +224,32 @@ async def test_stream_sends_live_events_in_order_and_resumes(
     assert ids == list(range(1, 7))
 
 
+async def test_streams_behind_the_shared_cache_read_the_store_and_miss_nothing(
+    aiohttp_client: AiohttpClient, db: Path, writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hub keeps only the newest events in memory (3 here); a stream further behind
+    # reads the store, then joins the cached tail, each event exactly once and in order.
+    monkeypatch.setattr("lfr_actors.api.app._CACHED_EVENTS", 3)
+    client = await client_for(aiohttp_client, db)
+    live = await client.get("/v1/alerts/stream", params={"after": "0"})
+    writer.add(*(sighting(i, entry=f"E{i}", at=i) for i in range(1, 11)))
+    ids = [int((await read_event(live))["id"]) for _ in range(10)]
+    assert ids == list(range(1, 11))
+    late = await client.get("/v1/alerts/stream", params={"after": "2"})
+    assert [int((await read_event(late))["id"]) for _ in range(8)] == list(range(3, 11))
+    writer.add(sighting(11, entry="E11", at=11))
+    assert int((await read_event(live))["id"]) == 11
+    assert int((await read_event(late))["id"]) == 11
+    other = await client.get("/v1/alerts/stream", params={"after": "0", "deployment": "other"})
+    writer.add(sighting(12, entry="E12", at=12))
+    assert int((await read_event(live))["id"]) == 12
+    with pytest.raises(TimeoutError):  # heartbeats only: dep1's events are not other's
+        async with asyncio.timeout(1.0):
+            await read_event(other)
+    for resp in (live, late, other):
+        resp.close()
+
+
 async def test_stream_heartbeats_and_ends_at_shutdown(
     aiohttp_client: AiohttpClient, db: Path
 ) -> None:
