@@ -8,6 +8,7 @@ Everything the page does goes over HTTP to an aiohttp server on a real TCP port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -18,18 +19,22 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import yaml
 from aiohttp import ClientSession, web
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api.app import create_app
+from lfr_actors.deployment import Deployment
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment, NewEntry, Origin
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.topology.loader import load_topology, load_watchlist
 from tests.browser import Chromium, chromium_path
-from tests.conftest import REPO
+from tests.conftest import REPO, lfr_test_home
+from tests.integration.test_deployment_lifecycle import MIRANDA, write_topology
 
 pytestmark = [
     pytest.mark.slow,
@@ -198,7 +203,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 @contextlib.asynccontextmanager
-async def console_page(site: Site, token: str) -> AsyncIterator[Chromium]:
+async def console_page(
+    site: Site | str, token: str, deployment: str = DEPLOYMENT
+) -> AsyncIterator[Chromium]:
     """The console of the deployment in a fresh browser, signed in with ``token``.
 
     On a failure the page's console messages are printed (pytest shows them with the
@@ -206,7 +213,8 @@ async def console_page(site: Site, token: str) -> AsyncIterator[Chromium]:
     """
     async with Chromium.launch() as browser:
         try:
-            await browser.navigate(f"{site.url}/console?deployment={DEPLOYMENT}")
+            base = site if isinstance(site, str) else site.url
+            await browser.navigate(f"{base}/console?deployment={deployment}")
             await browser.wait_for("!document.getElementById('signin-panel').hidden", WAIT_S)
             await browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)}")
             await browser.click("#signin-submit")
@@ -335,3 +343,77 @@ async def test_a_dropped_stream_resumes_from_the_last_event(site: Site) -> None:
 
     # The first stream started at the newest event; the second resumed after the last one.
     assert site.streams[:2] == [None, str(last_event_id)], site.streams
+
+
+@pytest.mark.models
+@pytest.mark.data
+async def test_an_alert_from_the_pipeline_is_adjudicated_in_the_console(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The whole way: Ray pipeline -> alert store -> live stream -> page -> decision -> API."""
+    topology_path = write_topology(tmp_path, shared_data, start=time.time() - 60,
+                                   end=time.time() + 3600)  # fmt: skip
+    people = shared_data / "faces" / "people"
+    (tmp_path / "watchlist.yaml").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "entries": [
+                    {
+                        "id": "W-7",
+                        "display_name": "Lin-Manuel Miranda",
+                        "images": [str(people / MIRANDA)],
+                        "category": "wanted",
+                        "legal_basis": "test warrant",
+                        "source": "shared test data",
+                        "image_date": "2020-01-01",
+                    }
+                ],
+            }
+        )
+    )
+    data = yaml.safe_load(topology_path.read_text())
+    data["watchlist"] = {"file": "watchlist.yaml"}
+    topology_path.write_text(yaml.safe_dump(data))
+    topology = load_topology(topology_path)
+    assert topology.watchlist is not None
+    deployment = Deployment(topology, load_watchlist(topology.watchlist.file), home=lfr_test_home())
+    runner = asyncio.create_task(deployment.run())
+    try:
+        deadline = time.monotonic() + 180
+        while not deployment.live.tasks:
+            if runner.done():
+                runner.result()
+            assert time.monotonic() < deadline, "the deployment did not start"
+            await asyncio.sleep(0.2)
+        assert deployment.live.api_url is not None
+        officer = "PC 77 Pipeline"
+        with Database(deployment.paths.alerts_db) as database:
+            token = TokenStore(database).create(officer, Role.ADJUDICATOR, by=SYSTEM).secret
+        async with console_page(deployment.live.api_url, token, "lifecycle") as browser:
+            first = "document.querySelector('#queue li[data-alert-id]')"
+            await browser.wait_for(f"{first} !== null", 120.0)
+            alert_id = await browser.evaluate(f"{first}.dataset.alertId")
+            await browser.click(item(alert_id) + " button")
+            await browser.wait_for(BOTH_FACES_SHOWN, WAIT_S)
+            await browser.wait_for(f"{text_of('fact-name')} === 'Lin-Manuel Miranda'", WAIT_S)
+            await browser.screenshot(ARTIFACTS / "console-pipeline.png")
+            await choose_outcome(browser, "engaged_no_further_action")
+            await browser.click("#confirm")
+            await browser.wait_for(f"!({shown(item(alert_id))})", WAIT_S)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            ClientSession(deployment.live.api_url, headers=headers) as client,
+            client.get(f"/v1/alerts/{alert_id}") as response,
+        ):
+            alert = await response.json()
+        assert alert["entry_id"] == "W-7" and alert["status"] == "adjudicated"
+        [record] = alert["adjudications"]
+        assert (record["decision"], record["outcome"], record["officer"]) == (
+            "match_confirmed",
+            "engaged_no_further_action",
+            officer,
+        )
+    finally:
+        deployment.request_stop()
+        await runner
