@@ -308,6 +308,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(f"{entry}/image", get_entry_image, name="entry_image")
     app.router.add_post(f"{entry}/approval", approve_entry, name="entry_approve")
     app.router.add_get("/console", console_page, name="console")
+    app.router.add_get("/favicon.ico", favicon, name="favicon")
+    app.router.add_get("/v1/whoami", whoami, name="whoami")
     app.router.add_get("/v1/openapi.json", openapi, name="openapi")
 
 
@@ -389,6 +391,17 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the deployment's status and the store's counts."""
     return await metrics_response(request, request.app[STATUS])
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """No icon: browsers ask for one with every page; an empty answer keeps logs quiet."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's name and role (the console shows them and what the role may do)."""
+    caller = principal(request)
+    return web.json_response({"name": caller.name, "role": str(caller.role)})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -493,6 +506,10 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     after = _resume_point(request)
     deployment_id = request.query.get("deployment") or None
     store, hub = request.app[STORE], request.app[HUB]
+    if deployment_id is not None:
+        known = await asyncio.to_thread(request.app[DEPLOYMENTS].find, deployment_id)
+        if known is None:
+            raise ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
     if after is None:
         after = await asyncio.to_thread(store.last_event_id)
     response = web.StreamResponse(

@@ -88,6 +88,8 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("GET", "audit"): roles(Role.AUDITOR),
         ("GET", "audit_verify"): roles(Role.AUDITOR),
         ("GET", "console"): public(),
+        ("GET", "favicon"): public(),
+        ("GET", "whoami"): roles(*Role),
         ("GET", "deployments"): roles(*Role),
         ("POST", "deployment_create"): roles(Role.AUTHORISER),
         ("GET", "deployment"): roles(*Role),

@@ -109,7 +109,7 @@ def render_deployment(request: web.Request, record: DeploymentRecord) -> dict[st
     """A deployment as the API shows it (ISO 8601 UTC times, links to its parts)."""
     now = request.app[DEPLOYMENTS].clock()
     out = record.as_dict(now)
-    for name in ("starts_at", "ends_at", "created_at", "closed_at"):
+    for name in ("starts_at", "ends_at", "created_at", "closed_at", "counters_at"):
         if out[name] is not None:
             out[name] = iso_utc(out[name])
     router = request.app.router

@@ -26,6 +26,7 @@ from lfr_actors.api.auth import ROLE_MATRIX, Rule, route_key
 from lfr_actors.api.common import PROBLEM_CONTENT_TYPE
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import Action
+from lfr_actors.store.tokens import Role
 
 OPENAPI_VERSION = "3.1.0"
 SECURITY_SCHEME = "bearerAuth"
@@ -162,6 +163,12 @@ def component_schemas() -> Json:
             "closed_by": nullable_str,
             "close_reason": nullable_str,
             "watchlist_revision": {"type": "integer", "minimum": 0},
+            "frames": {"type": "integer", "minimum": 0, "description": "Frames processed."},
+            "faces_seen": {"type": "integer", "minimum": 0, "description": "Faces seen."},
+            "counters_at": {
+                **nullable_time,
+                "description": "When frames and faces were last recorded.",
+            },
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
             "entries_destroyed": {
                 "type": "object",
@@ -335,6 +342,14 @@ def component_schemas() -> Json:
             "properties": {"entries": {"type": "array", "items": _ref("Entry")}},
         },
         "Report": report,
+        "Principal": {
+            "type": "object",
+            "required": ["name", "role"],
+            "properties": {
+                "name": {"type": "string"},
+                "role": {"type": "string", "enum": [str(r) for r in Role]},
+            },
+        },
         "Adjudication": body,
         "AdjudicationRecord": adjudication,
         "Alert": alert,
@@ -510,6 +525,7 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
                 "400": _problem("An unknown parameter or a bad event id."),
+                "404": _problem("No such deployment."),
             },
         },
         "alert": lambda: {
@@ -651,6 +667,14 @@ def _governance_operations() -> dict[str, Callable[[], Json]]:
                     "content": {"text/html": {"schema": {"type": "string"}}},
                 }
             },
+        },
+        "whoami": lambda: {
+            "summary": "Who the token belongs to: its holder's name and role.",
+            "responses": {"200": _json(_ref("Principal"), "The caller.")},
+        },
+        "favicon": lambda: {
+            "summary": "No icon (204), so browsers asking for one get no error.",
+            "responses": {"204": {"description": "No content."}},
         },
         "deployments": lambda: {
             "summary": "Every deployment, the newest window first.",

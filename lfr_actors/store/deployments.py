@@ -198,6 +198,9 @@ class DeploymentRecord:
             "closed_by": self.closed_by,
             "close_reason": self.close_reason,
             "watchlist_revision": self.watchlist_revision,
+            "frames": self.frames,
+            "faces_seen": self.faces_seen,
+            "counters_at": self.counters_at,
         }
 
 

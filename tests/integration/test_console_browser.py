@@ -255,6 +255,8 @@ async def test_officer_confirms_a_live_alert(site: Site) -> None:
     async with console_page(site, token) as browser:
         await browser.wait_for(shown(item(earlier)), WAIT_S)
         assert await browser.evaluate(text_of("stream-state")) == "live"
+        signed_in = await browser.wait_for(f"{text_of('whoami')}", WAIT_S)
+        assert signed_in == f"{officer} · adjudicator"
         chosen = await browser.evaluate("document.getElementById('deployment-select').value")
         assert chosen == DEPLOYMENT
         assert (

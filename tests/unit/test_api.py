@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lfr_actors.api.app import STORE, create_app
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
+from lfr_actors.store.deployments import Deployments, NewDeployment
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting
@@ -240,6 +242,12 @@ async def test_streams_behind_the_shared_cache_read_the_store_and_miss_nothing(
     writer.add(sighting(11, entry="E11", at=11))
     assert int((await read_event(live))["id"]) == 11
     assert int((await read_event(late))["id"]) == 11
+    unknown = await client.get("/v1/alerts/stream", params={"deployment": "other"})
+    assert (await problem(unknown, 404))["detail"] == "No deployment with id 'other'."
+    with Database(db) as database:
+        now = time.time()
+        record = NewDeployment("other", "Supt X", "test", "elsewhere", now, now + 60, 0.5)
+        Deployments(database).create(record, actor=SYSTEM)
     other = await client.get("/v1/alerts/stream", params={"after": "0", "deployment": "other"})
     writer.add(sighting(12, entry="E12", at=12))
     assert int((await read_event(live))["id"]) == 12
