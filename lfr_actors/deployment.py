@@ -192,7 +192,9 @@ def register_deployment(deployments: Deployments, topology: Topology) -> Deploym
 
     Raises :class:`DeploymentError` when the deployment was closed (it never runs again)
     or when the stored record (created through the API, or by an earlier run of another
-    file) differs from the file, naming every field that differs.
+    file) differs from the file, naming every field that differs. The threshold is the
+    exception: it may have been changed through the API (audited), and the store's value
+    is the one in force; the file's ``alerts.threshold`` only sets the first one.
     """
     declared = declared_deployment(topology)
     record = deployments.find(declared.id)
@@ -209,13 +211,20 @@ def register_deployment(deployments: Deployments, topology: Topology) -> Deploym
         f"  deployment {name}: the store has {_shown(stored[name], name)}, the file "
         f"{_shown(value, name)}"
         for name, value in declared.as_dict().items()
-        if stored[name] != value
+        if stored[name] != value and name != "threshold"
     ]
     if differences:
         raise DeploymentError(
             f"the store's record of deployment {record.id!r} (created by {record.created_by}) "
             "differs from the topology file; make the file match the authority as recorded "
-            "(alerts.threshold is the deployment's threshold):\n" + "\n".join(differences)
+            "(the threshold is governed in the store and may differ):\n" + "\n".join(differences)
+        )
+    if record.threshold != declared.threshold:
+        log.warning(
+            "threshold_from_store",
+            deployment=record.id,
+            threshold=record.threshold,
+            file_threshold=declared.threshold,
         )
     return record
 
@@ -243,6 +252,7 @@ class _Live:
     indexed: set[str] = field(default_factory=set)
     revision: int = -1
     closed: bool = False
+    threshold: float | None = None
     counted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -295,8 +305,15 @@ class Deployment:
             return {}
         return {e.id: e.threshold for e in self.watchlist.entries if e.threshold is not None}
 
+    def _deployment_threshold(self) -> float:
+        """The threshold in force: the store's once registered, else the file's."""
+        if self.live.threshold is not None:
+            return self.live.threshold
+        return self.topology.alerts.threshold
+
     def _threshold(self) -> float:
-        return max([self.topology.alerts.threshold, *self._entry_thresholds().values()])
+        """The embedder's search limit: the loosest threshold of any entry."""
+        return max([self._deployment_threshold(), *self._entry_thresholds().values()])
 
     def plan(self, *, cluster_gpus: float = 0.0) -> dict[str, list[ActorSpec]]:
         """The actors of this topology, by start-up stage.
@@ -331,7 +348,7 @@ class Deployment:
         )
         fusion = {
             "actor_id": t.alerts.id,
-            "threshold": t.alerts.threshold,
+            "threshold": self._deployment_threshold(),
             "fusion_window_s": t.alerts.fusion_window_s,
             "min_sightings": t.alerts.min_sightings,
             "entry_thresholds": self._entry_thresholds(),
@@ -434,7 +451,7 @@ class Deployment:
         db = Database(self.paths.alerts_db)
         self.live.db = db
         deployments = Deployments(db)
-        register_deployment(deployments, self.topology)
+        self.live.threshold = register_deployment(deployments, self.topology).threshold
         cache = ModelCache(self.home / "models")
         prepare(cache, default_fetcher(self.home), progress=False)
         pipeline = FacePipeline.build(
@@ -660,6 +677,27 @@ class Deployment:
                 entries=len(self.live.indexed),
             )
 
+    async def _apply_threshold(self, threshold: float) -> None:
+        """Give the alert actor and the embedders a threshold changed in the store."""
+        if threshold == self.live.threshold:
+            return
+        previous, self.live.threshold = self.live.threshold, threshold
+        stages = self.plan(cluster_gpus=float(ray.cluster_resources().get("GPU", 0.0)))
+        for spec in [*stages["alerts"], *stages["embedders"]]:
+            self.kernel.respec(spec)  # so that a restarted actor starts with it too
+        await self.kernel.handle(self.topology.alerts.id).set_threshold.remote(threshold)
+        search_limit = self._threshold()
+        await asyncio.gather(
+            *(h.set_threshold.remote(search_limit) for h in self.kernel.of_role("embedder"))
+        )
+        log.warning(
+            "threshold_applied",
+            deployment=self.namespace,
+            previous=previous,
+            threshold=threshold,
+            search_limit=search_limit,
+        )
+
     async def _on_closed(self) -> None:
         """The deployment was closed: stop the cameras and destroy the index."""
         self.live.closed = True
@@ -704,6 +742,7 @@ class Deployment:
                     await self._on_closed()
                 elif not self.live.closed and revision != self.live.revision:
                     await self._sync_watchlist()
+                    await self._apply_threshold(deployments.get(self.namespace).threshold)
                 if not self.live.closed and rounds % 5 == 0:
                     await self._count_frames()
             except Exception:
@@ -725,7 +764,7 @@ class Deployment:
                 "location": t.deployment.location,
                 "start": t.deployment.start.isoformat(),
                 "end": t.deployment.end.isoformat(),
-                "threshold": t.alerts.threshold,
+                "threshold": self._deployment_threshold(),
                 "state": "closed" if self.live.closed else "running",
                 "watchlist_entries": len(self.live.indexed),
             },

@@ -67,6 +67,13 @@ class AlertActor:
             last_event_id=self._store.last_event_id(),
         )
 
+    async def set_threshold(self, threshold: float) -> float:
+        """Apply a new deployment threshold to the sightings that come next."""
+        self._fusion = dataclasses.replace(self._fusion, threshold=float(threshold))
+        self._fuser.config = self._fusion
+        self._log.info("threshold_changed", threshold=self._fusion.threshold)
+        return self._fusion.threshold
+
     async def submit(self, data: bytes) -> dict[str, int]:
         """Process one encoded :class:`~lfr_actors.messages.SightingBatch`.
 
@@ -148,10 +155,11 @@ class AlertActor:
             "last_event_id": last_event_id,
         }
 
-    async def stats(self) -> dict[str, int]:
+    async def stats(self) -> dict[str, float]:
         """Counters since this actor started (counters only, never face data)."""
         counters = self._fuser.counters
         return {
+            "threshold": self._fusion.threshold,
             "sightings_received": self._received,
             "below_threshold": counters.below_threshold,
             "duplicates": counters.duplicates + self._store_duplicates,

@@ -161,6 +161,12 @@ class EmbedderActor:
             "queue": self._queue.qsize() if self._queue else 0,
         }
 
+    async def set_threshold(self, threshold: float) -> float:
+        """The search's new maximum distance (the loosest threshold any entry has)."""
+        self.threshold = float(threshold)
+        self.log.info("threshold_changed", threshold=self.threshold)
+        return self.threshold
+
     async def stats(self) -> dict[str, Any]:
         """Counters, batch sizes and per-stage timings (ms, medians over recent batches)."""
         sizes = list(self._batch_sizes)
@@ -168,6 +174,7 @@ class EmbedderActor:
             **self.counters,
             "id": self.embedder_id,
             "providers": self.providers,
+            "search_limit": self.threshold,
             "batch_size_mean": round(float(np.mean(sizes)), 2) if sizes else None,
             "batch_size_max": max(sizes) if sizes else None,
             "stage_ms_median": {

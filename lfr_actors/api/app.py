@@ -57,6 +57,7 @@ from lfr_actors.api.common import (
 from lfr_actors.api.console import console_page
 from lfr_actors.api.deployments import (
     DEPLOYMENTS,
+    change_threshold,
     close_deployment,
     create_deployment,
     get_deployment,
@@ -298,6 +299,7 @@ def setup_routes(app: web.Application) -> None:
     deployment = "/v1/deployments/{deployment_id}"
     app.router.add_get(deployment, get_deployment, name="deployment")
     app.router.add_post(f"{deployment}/close", close_deployment, name="deployment_close")
+    app.router.add_post(f"{deployment}/threshold", change_threshold, name="deployment_threshold")
     app.router.add_get(f"{deployment}/report", get_report, name="deployment_report")
     app.router.add_get(f"{deployment}/report.html", get_report_page, name="deployment_report_page")
     app.router.add_get(f"{deployment}/entries", list_entries, name="entries")

@@ -94,6 +94,7 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("POST", "deployment_create"): roles(Role.AUTHORISER),
         ("GET", "deployment"): roles(*Role),
         ("POST", "deployment_close"): roles(Role.AUTHORISER),
+        ("POST", "deployment_threshold"): roles(Role.AUTHORISER),
         ("GET", "deployment_report"): roles(*VIEWERS, Role.AUTHORISER),
         ("GET", "deployment_report_page"): roles(*VIEWERS, Role.AUTHORISER),
         ("GET", "entries"): roles(*Role),

@@ -105,6 +105,17 @@ class CloseBody(BaseModel):
     reason: Text = Field(description="Why the deployment is closed now.")
 
 
+class ThresholdBody(BaseModel):
+    """A new threshold for a deployment, and why."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="ThresholdChange")
+
+    threshold: float = Field(
+        gt=0.0, lt=2.0, description="The new distance at or below which a face is a match."
+    )
+    reason: Text = Field(description="Why the threshold changes (recorded in the audit log).")
+
+
 def render_deployment(request: web.Request, record: DeploymentRecord) -> dict[str, Any]:
     """A deployment as the API shows it (ISO 8601 UTC times, links to its parts)."""
     now = request.app[DEPLOYMENTS].clock()
@@ -195,6 +206,30 @@ async def close_deployment(request: web.Request) -> web.Response:
         raise closed_deployment(exc) from exc
     out = render_deployment(request, record)
     out["entries_destroyed"] = destroyed
+    return web.json_response(out)
+
+
+async def change_threshold(request: web.Request) -> web.Response:
+    """Change the deployment's threshold (audited); a running deployment applies it at once.
+
+    ``changed`` is false when the threshold already had that value (nothing is written).
+    """
+    deployment_id = request.match_info["deployment_id"]
+    body = await read_json_body(request, ThresholdBody, max_bytes=MAX_BODY_BYTES)
+    try:
+        record, changed = await asyncio.to_thread(
+            request.app[DEPLOYMENTS].change_threshold,
+            deployment_id,
+            body.threshold,
+            actor=principal(request).actor,
+            reason=body.reason.strip(),
+        )
+    except UnknownDeploymentError as exc:
+        raise unknown_deployment(deployment_id) from exc
+    except DeploymentClosedError as exc:
+        raise closed_deployment(exc) from exc
+    out = render_deployment(request, record)
+    out["changed"] = changed
     return web.json_response(out)
 
 

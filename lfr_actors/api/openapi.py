@@ -125,6 +125,7 @@ def component_schemas() -> Json:
     nullable_time = {"type": ["string", "null"], "format": "date-time"}
     new_deployment = deployments_api.DeploymentBody.model_json_schema(ref_template=_REF + "{model}")
     close_body = deployments_api.CloseBody.model_json_schema(ref_template=_REF + "{model}")
+    threshold_body = deployments_api.ThresholdBody.model_json_schema(ref_template=_REF + "{model}")
     delete_body = watchlist_api.DeleteBody.model_json_schema(ref_template=_REF + "{model}")
     entry_fields = watchlist_api.EntryFields.model_json_schema(ref_template=_REF + "{model}")
     entry_upload = {
@@ -170,6 +171,10 @@ def component_schemas() -> Json:
                 "description": "When frames and faces were last recorded.",
             },
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
+            "changed": {
+                "type": "boolean",
+                "description": "On a threshold change: whether the value changed.",
+            },
             "entries_destroyed": {
                 "type": "object",
                 "description": "On close: entries destroyed, by their state before.",
@@ -327,6 +332,7 @@ def component_schemas() -> Json:
         **defs,
         "NewDeployment": new_deployment,
         "CloseDeployment": close_body,
+        "ThresholdChange": threshold_body,
         "DeleteEntry": delete_body,
         "EntryUpload": entry_upload,
         "Deployment": deployment,
@@ -710,6 +716,20 @@ def _governance_operations() -> dict[str, Callable[[], Json]]:
                 "200": _json(_ref("Deployment"), "Closed; entries_destroyed counts them."),
                 "404": no_deployment,
                 "409": _problem("Already closed."),
+                **_body_problems(dep_max),
+            },
+        },
+        "deployment_threshold": lambda: {
+            "summary": "Change the deployment's threshold (audited as deployment.threshold "
+            "with the old and new values and the reason).",
+            "description": "A running deployment applies it within about a second. An "
+            "entry's own threshold, where it has one, still replaces it for that entry.",
+            "parameters": [DEPLOYMENT_ID],
+            "requestBody": _json_body("ThresholdChange", dep_max),
+            "responses": {
+                "200": _json(_ref("Deployment"), "The deployment; changed says if it did."),
+                "404": no_deployment,
+                "409": _problem("The deployment is closed."),
                 **_body_problems(dep_max),
             },
         },

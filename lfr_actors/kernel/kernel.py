@@ -198,6 +198,14 @@ class Kernel:
                 ) from exc
             log.info("actor_started", actor=entry.spec.name, role=entry.spec.role)
 
+    def respec(self, spec: ActorSpec) -> None:
+        """Replace a running actor's spec: a restart from now on uses the new arguments."""
+        for entry in self.actors.values():
+            if entry.spec.actor_id == spec.actor_id and entry.spec.role == spec.role:
+                entry.spec = spec
+                return
+        raise KeyError(f"no {spec.role} actor {spec.actor_id!r} is supervised")
+
     def handle(self, actor_id_or_name: str) -> Any:
         """The current handle of an actor (by Ray name or topology ID)."""
         if actor_id_or_name in self.actors:

@@ -57,6 +57,7 @@ class Action(StrEnum):
     RETENTION_PURGE = "retention.purge"
     DEPLOYMENT_CREATE = "deployment.create"
     DEPLOYMENT_CLOSE = "deployment.close"
+    THRESHOLD_CHANGE = "deployment.threshold"
     ENTRY_CREATE = "entry.create"
     ENTRY_APPROVE = "entry.approve"
     ENTRY_DELETE = "entry.delete"

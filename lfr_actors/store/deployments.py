@@ -417,6 +417,40 @@ class Deployments:
         self._checkpoint()
         return closed, destroyed
 
+    def change_threshold(
+        self, deployment_id: str, threshold: float, *, actor: Actor, reason: str
+    ) -> tuple[DeploymentRecord, bool]:
+        """Set the deployment's threshold (audited with the old and new value and why).
+
+        Returns the record and whether it changed (the same value again changes nothing
+        and writes nothing). :class:`DeploymentClosedError` for a closed deployment.
+        """
+        if not 0.0 < threshold < 2.0:
+            raise ValueError("a threshold is a distance between 0 and 2")
+        with self.db.transaction() as conn:
+            record = self._require(conn, deployment_id)
+            if record.closed_at is not None:
+                raise _closed(record)
+            if record.threshold == threshold:
+                return record, False
+            now = self.clock()
+            conn.execute(
+                "UPDATE deployments SET threshold = ?, "
+                "watchlist_revision = watchlist_revision + 1 WHERE id = ?",
+                (threshold, deployment_id),
+            )
+            append_entry(
+                conn,
+                actor,
+                Action.THRESHOLD_CHANGE,
+                deployment_id,
+                {"from": record.threshold, "to": threshold, "reason": reason},
+                at=now,
+            )
+            changed = self._deployment(conn, deployment_id)
+        assert changed is not None
+        return changed, True
+
     def close_ended(self) -> builtins.list[str]:
         """Close every deployment whose window has passed (as the system); their ids."""
         now = self.clock()

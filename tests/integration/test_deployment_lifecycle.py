@@ -162,6 +162,24 @@ def test_the_running_deployment_follows_enrolment_approval_deletion_and_closing(
             )
             assert {a["entry_id"] for a in alerts} == {"W-1"}
 
+            # The authoriser tightens the threshold: the running deployment applies it.
+            async with http.post(
+                f"{base}/threshold",
+                json={"threshold": 0.45, "reason": "too many near misses"},
+                headers=auth("Insp Approve"),
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["changed"] is True
+
+            async def tightened() -> bool:
+                status = await get(f"{deployment.live.api_url}/v1/status")
+                return bool(status["deployment"]["threshold"] == 0.45)
+
+            await eventually(tightened, "the new threshold to be applied")
+            fusion = await deployment.kernel.handle("alerts").stats.remote()
+            embedder = await deployment.kernel.handle("embedder").stats.remote()
+            assert (fusion["threshold"], embedder["search_limit"]) == (0.45, 0.45)
+
             async with http.post(
                 f"{base}/close", json={"reason": "operation over"}, headers=auth("Insp Approve")
             ) as resp:
