@@ -99,6 +99,8 @@ __all__ = [
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 """An async callable that returns the deployment's status (from the kernel)."""
 
+MAX_ID = 2**63 - 1
+"""The largest id SQLite stores: a cursor or event id beyond it names nothing."""
 ALERT_STATUSES = ("open", ADJUDICATED)
 """An alert is open until an officer decides on it."""
 MAX_PAGE = 500
@@ -618,10 +620,10 @@ def _resume_point(request: web.Request) -> int | None:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
+    if not 0 <= value <= MAX_ID:
         raise ProblemError(
             400,
-            f"{name} must be an event id (a whole number ≥ 0).",
+            f"{name} must be an event id (a whole number 0..{MAX_ID}).",
             invalid_params=[{"name": name, "reason": "not an event id"}],
         )
     return value
@@ -660,7 +662,7 @@ class _ListQuery:
         if "limit" in query:
             parsed.limit = parsed._int("limit", query["limit"], 1, MAX_PAGE) or DEFAULT_PAGE
         if "cursor" in query:
-            parsed.cursor = parsed._int("cursor", query["cursor"], 1, None)
+            parsed.cursor = parsed._int("cursor", query["cursor"], 1, MAX_ID)
         if parsed.since is not None and parsed.until is not None and parsed.since > parsed.until:
             parsed._error("until", "must not be before 'since'")
         if parsed.errors:

@@ -38,6 +38,8 @@ from lfr_actors.topology.schema import ACTOR_ID_PATTERN, MAX_DEPLOYMENT_WINDOW
 MAX_BODY_BYTES = 16 * 1024
 """Room for every text field at its longest (4 bytes a character in UTF-8)."""
 MAX_TEXT_CHARS = 500
+MAX_LEAD = timedelta(days=366)
+"""How far ahead a deployment's window may start."""
 
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
 
@@ -58,7 +60,10 @@ class DeploymentBody(BaseModel):
     authorised_by: Text = Field(description="The name and rank of the authorising officer.")
     purpose: Text = Field(description="The authorised purpose, as the authority words it.")
     location: Text = Field(description="The place the cameras watch.")
-    start: AwareDatetime = Field(description="Start of the window (ISO 8601 with a UTC offset).")
+    start: AwareDatetime = Field(
+        description="Start of the window (ISO 8601 with a UTC offset), at most "
+        f"{MAX_LEAD.days} days ahead."
+    )
     end: AwareDatetime = Field(
         description=f"End of the window: after start, in the future, and at most "
         f"{MAX_DEPLOYMENT_WINDOW.days} days after start."
@@ -81,6 +86,10 @@ class DeploymentBody(BaseModel):
             found.append(("end", f"must be at most {MAX_DEPLOYMENT_WINDOW.days} days after start"))
         if self.end.timestamp() <= now:
             found.append(("end", "is in the past: the window would already be over"))
+        if self.start.timestamp() > now + MAX_LEAD.total_seconds():
+            found.append(
+                ("start", f"is more than {MAX_LEAD.days} days ahead; authorise it nearer the time")
+            )
         return found
 
     def to_new(self) -> NewDeployment:

@@ -499,7 +499,7 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
                 _limit(alert_page),
                 _query(
                     "cursor",
-                    {"type": "integer", "minimum": 1},
+                    {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
                     "The next_cursor of the previous page (opaque).",
                 ),
             ],
@@ -515,13 +515,17 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
             "`data: <Alert JSON>`; idle streams get a comment line as a heartbeat. "
             "Without Last-Event-ID or after, the stream starts at the newest event.",
             "parameters": [
-                _query("after", {"type": "integer", "minimum": 0}, "Resume after this event id."),
+                _query(
+                    "after",
+                    {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                    "Resume after this event id.",
+                ),
                 _query("deployment", {"type": "string"}, "Only this deployment's alerts."),
                 {
                     "name": "Last-Event-ID",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                     "description": "Resume after this event id (as browsers send it).",
                 },
             ],

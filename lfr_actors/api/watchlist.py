@@ -25,6 +25,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfr_actors.alerts import iso_utc
@@ -163,7 +164,25 @@ def _not_found(exc: UnknownDeploymentError | UnknownEntryError, deployment_id: s
 # -- the upload -------------------------------------------------------------------------
 
 
-async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
+class _Budget:
+    """What is left of the upload's size limit, across all its parts."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
+
+    def take(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise ProblemError(
+                413,
+                f"The upload is over {self.total:,} bytes, the most accepted (the image at "
+                f"most {MAX_IMAGE_BYTES:,}).",
+                max_bytes=self.total,
+            )
+
+
+async def _read_part(part: BodyPartReader, limit: int, what: str, budget: _Budget) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -171,6 +190,7 @@ async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
+        budget.take(len(chunk))
         if size > limit:
             raise ProblemError(
                 413,
@@ -204,6 +224,7 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str
     image_name = "image"
     invalid: list[dict[str, str]] = []
     known = set(EntryFields.model_fields)
+    budget = _Budget(MAX_BODY_BYTES)
     try:
         while True:
             part = await reader.next()
@@ -216,10 +237,10 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str
             if name == "image":
                 if image is not None:
                     invalid.append({"name": "image", "reason": "given more than once"})
-                image = await _read_part(part, MAX_IMAGE_BYTES, "image")
+                image = await _read_part(part, MAX_IMAGE_BYTES, "image", budget)
                 image_name = f"image {part.filename!r}" if part.filename else "image"
             elif name in known:
-                raw = await _read_part(part, MAX_FIELD_BYTES, f"field {name!r}")
+                raw = await _read_part(part, MAX_FIELD_BYTES, f"field {name!r}", budget)
                 if name in fields:
                     invalid.append({"name": name, "reason": "given more than once"})
                 try:
@@ -227,7 +248,7 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str
                 except UnicodeDecodeError:
                     invalid.append({"name": name, "reason": "not UTF-8 text"})
             else:
-                await _read_part(part, MAX_BODY_BYTES, f"part {name[:40]!r}")
+                await _read_part(part, MAX_BODY_BYTES, f"part {name[:40]!r}", budget)
                 invalid.append(
                     {
                         "name": name or "(unnamed part)",
@@ -235,7 +256,7 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str
                         + ", ".join(sorted(known | {"image"})),
                     }
                 )
-    except ValueError as exc:
+    except (ValueError, HttpProcessingError) as exc:
         raise ProblemError(400, f"The multipart body is malformed: {exc}.") from None
     if image is None:
         invalid.append({"name": "image", "reason": "required: the file part with the photo"})

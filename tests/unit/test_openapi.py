@@ -12,7 +12,7 @@ from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api import audit as audit_api
 from lfr_actors.api.adjudication import AdjudicationBody
-from lfr_actors.api.app import DEFAULT_PAGE, MAX_PAGE, create_app
+from lfr_actors.api.app import ALERT_STATUSES, DEFAULT_PAGE, MAX_ID, MAX_PAGE, create_app
 from lfr_actors.api.auth import ROLE_MATRIX, route_key
 from lfr_actors.api.openapi import OpenApiError, PageLimits, build_document
 
@@ -149,14 +149,24 @@ async def test_bodies_parameters_and_media_types(document: dict[str, Any]) -> No
     assert set(schemas["Decision"]["enum"]) == {"match_confirmed", "not_a_match", "unsure"}
 
     params = {p["name"]: p["schema"] for p in ops[("GET", "/v1/alerts")]["parameters"]}
-    assert set(params) == {"camera", "entry", "since", "until", "limit", "cursor"}
+    assert set(params) == {
+        "deployment",
+        "status",
+        "camera",
+        "entry",
+        "since",
+        "until",
+        "limit",
+        "cursor",
+    }
+    assert params["status"] == {"type": "string", "enum": list(ALERT_STATUSES)}
     assert params["limit"] == {
         "type": "integer",
         "minimum": 1,
         "maximum": MAX_PAGE,
         "default": DEFAULT_PAGE,
     }
-    assert params["cursor"] == {"type": "integer", "minimum": 1}
+    assert params["cursor"] == {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     audit = {p["name"]: p["schema"] for p in ops[("GET", "/v1/audit")]["parameters"]}
     assert audit["limit"]["maximum"] == audit_api.MAX_PAGE
     assert audit["subject"]["maxLength"] == audit_api.MAX_SUBJECT_CHARS
@@ -167,6 +177,13 @@ async def test_bodies_parameters_and_media_types(document: dict[str, Any]) -> No
     assert media(("GET", "/v1/alerts/stream")) == {"text/event-stream"}
     assert media(("GET", "/v1/alerts/{alert_id}/crop.jpg")) == {"image/jpeg"}
     assert media(("GET", "/metrics")) == {"text/plain"}
+    entry = "/v1/deployments/{deployment_id}/entries/{entry_id}"
+    assert media(("GET", f"{entry}/image")) == {"image/jpeg"}
+    assert media(("GET", "/v1/deployments/{deployment_id}/report.html")) == {"text/html"}
+    upload = ops[("POST", "/v1/deployments/{deployment_id}/entries")]["requestBody"]
+    assert set(upload["content"]) == {"multipart/form-data"}
+    assert "image" in schemas["EntryUpload"]["required"]
+    assert schemas["NewDeployment"]["additionalProperties"] is False
     assert ops[("GET", "/v1/alerts")]["responses"]["200"]["content"]["application/json"][
         "schema"
     ] == {"$ref": "#/components/schemas/AlertPage"}
