@@ -601,6 +601,11 @@ def render_alert_for(app: web.Application, alert: dict[str, Any]) -> dict[str, A
         if name in out:
             out[name] = iso_utc(out[name])
     out["crop_url"] = str(app.router["alert_crop"].url_for(alert_id=alert["id"]))
+    # The watchlist side of the comparison: the entry and its photo (the photo answers 410
+    # once the deployment is closed and its watchlist destroyed).
+    ids = {"deployment_id": alert["deployment_id"], "entry_id": alert["entry_id"]}
+    out["entry_url"] = str(app.router["entry"].url_for(**ids))
+    out["entry_image_url"] = str(app.router["entry_image"].url_for(**ids))
     return out
 
 

@@ -293,6 +293,11 @@ def component_schemas() -> Json:
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
             "crop_url": {"type": "string", "description": "Where the face crop is (JPEG)."},
+            "entry_url": {"type": "string", "description": "The watchlist entry matched."},
+            "entry_image_url": {
+                "type": "string",
+                "description": "The entry's photo, to compare with the crop (JPEG).",
+            },
         },
     }
     adjudication = {

@@ -128,6 +128,8 @@ async def test_list_get_and_crop(aiohttp_client: AiohttpClient, db: Path, writer
     first = body["alerts"][0]
     assert first["first_seen"].endswith("Z") and first["first_seen"].startswith("2023-11-14T")
     assert first["crop_url"] == f"/v1/alerts/{first['id']}/crop.jpg"
+    assert first["entry_url"] == "/v1/deployments/dep1/entries/E3"
+    assert first["entry_image_url"] == "/v1/deployments/dep1/entries/E3/image"
     assert not any("crop" in k and k != "crop_url" for k in first)
     resp = await client.get("/v1/alerts", params={"limit": "2", "cursor": body["next_cursor"]})
     rest = await resp.json()
