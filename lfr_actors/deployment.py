@@ -172,6 +172,14 @@ def enrol_watchlist(
     return enrolled
 
 
+INDEX_BATCH = 1000
+"""Entries per call when the index is loaded or brought in line with the store."""
+
+
+def _batches(items: list[str], size: int = INDEX_BATCH) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def declared_deployment(topology: Topology) -> NewDeployment:
     """The deployment record a topology file declares."""
     d = topology.deployment
@@ -660,12 +668,12 @@ class Deployment:
         router = self.kernel.handle(self.topology.index.id)
         gone = self.live.indexed - templates.keys()
         new = templates.keys() - self.live.indexed
-        for entry_id in sorted(gone):
-            await router.remove.remote(RemoveEntry(entry_id).encode())
-            self.live.indexed.discard(entry_id)
-        for entry_id in sorted(new):
-            await router.enrol.remote(EnrolVectors(entry_id, templates[entry_id]).encode())
-            self.live.indexed.add(entry_id)
+        for batch in _batches(sorted(gone)):
+            await router.remove_many.remote([RemoveEntry(e).encode() for e in batch])
+            self.live.indexed.difference_update(batch)
+        for batch in _batches(sorted(new)):
+            await router.enrol_many.remote([EnrolVectors(e, templates[e]).encode() for e in batch])
+            self.live.indexed.update(batch)
         await router.snapshot.remote()
         self.live.revision = revision
         if gone or new:

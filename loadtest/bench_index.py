@@ -26,7 +26,9 @@ face embeddings cluster by identity and are easier to navigate.
 
 The in-process shards are filled with ``ShardIndex.add_many`` (one batch per shard); the
 Ray shards load their snapshots, as a restarted deployment would;
-enrolment through the router is timed separately on extra entries (``enrol_via_router``).
+enrolment through the router is timed separately on extra entries (``enrol_via_router``): one
+message per call, then batches of 1000 (``enrol_many``, as a deployment loads its watchlist),
+with the ratio of the two.
 
     python loadtest/bench_index.py [--sizes 10000 100000] [--queries 2048] [--batch 16]
                                    [--shards 4] [--ef 256 512] [--blas-threads 1] [--no-ray]
@@ -400,10 +402,24 @@ def bench_ray(
         started = time.perf_counter()
         ray.get([router.remove.remote(RemoveEntry(f"x{i}").encode()) for i in range(extra)])
         remove_s = time.perf_counter() - started
+        # The same entries in batches of 1000 (as a deployment loads its watchlist).
+        batch = 1000
+        started = time.perf_counter()
+        ray.get([router.enrol_many.remote(messages[i : i + batch]) for i in range(0, extra, batch)])
+        enrol_many_s = time.perf_counter() - started
+        removals = [RemoveEntry(f"x{i}").encode() for i in range(extra)]
+        started = time.perf_counter()
+        ray.get(
+            [router.remove_many.remote(removals[i : i + batch]) for i in range(0, extra, batch)]
+        )
+        remove_many_s = time.perf_counter() - started
         out["enrol_via_router"] = {
             "entries": extra,
             "enrol_per_s": round(extra / enrol_s, 1),
             "remove_per_s": round(extra / remove_s, 1),
+            "enrol_many_per_s": round(extra / enrol_many_s, 1),
+            "remove_many_per_s": round(extra / remove_many_s, 1),
+            "enrol_many_vs_one_by_one": round(enrol_s / enrol_many_s, 2),
         }
     finally:
         for actor in [*actors, router]:

@@ -27,6 +27,7 @@ Promises, in plain words:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from pathlib import Path
@@ -125,6 +126,25 @@ class IndexShardActor:
         removed = self.index.remove(message.entry_id)
         if removed:
             self.counters["removed"] += 1
+        return removed
+
+    async def enrol_many(self, messages: list[bytes]) -> int:
+        """:meth:`enrol` for many :class:`EnrolVectors` in one call; vectors stored.
+
+        A message that does not decode is counted and skipped; one the index refuses (a
+        wrong dimension) is counted, logged and skipped, and the rest are still stored.
+        """
+        stored = 0
+        for data in messages:
+            with contextlib.suppress(ValueError):
+                stored += await self.enrol(data)
+        return stored
+
+    async def remove_many(self, messages: list[bytes]) -> int:
+        """:meth:`remove` for many :class:`RemoveEntry` in one call; vectors removed."""
+        removed = 0
+        for data in messages:
+            removed += await self.remove(data)
         return removed
 
     async def search(self, data: bytes) -> bytes:
@@ -309,6 +329,39 @@ class IndexRouterActor:
         if removed:
             self.counters["removed"] += 1
         return removed
+
+    async def enrol_many(self, messages: list[bytes]) -> int:
+        """Send many :class:`EnrolVectors` messages, one call per shard; vectors stored.
+
+        Loading a large watchlist this way costs a call per shard per batch rather than a
+        call per entry (Ray sustains only a few thousand calls a second on a small node).
+        """
+        return await self._fan_out("enrol", EnrolVectors, messages, "enrolled")
+
+    async def remove_many(self, messages: list[bytes]) -> int:
+        """Send many :class:`RemoveEntry` messages, one call per shard; vectors removed."""
+        return await self._fan_out("remove", RemoveEntry, messages, "removed")
+
+    async def _fan_out(
+        self,
+        method: str,
+        kind: type[EnrolVectors] | type[RemoveEntry],
+        messages: list[bytes],
+        counter: str,
+    ) -> int:
+        by_shard: dict[int, list[bytes]] = {}
+        for data in messages:
+            try:
+                entry_id = kind.decode(data).entry_id
+            except MessageDecodeError as exc:
+                self._dropped(exc)
+                continue
+            by_shard.setdefault(shard_for(entry_id, len(self.shard_names)), []).append(data)
+        counts = await asyncio.gather(
+            *(self._call(shard, f"{method}_many", batch) for shard, batch in by_shard.items())
+        )
+        self.counters[counter] += sum(len(batch) for batch in by_shard.values())
+        return int(sum(counts))
 
     async def search(self, data: bytes) -> bytes:
         """Search every shard with the same request at once; merge to the overall top k."""

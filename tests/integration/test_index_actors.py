@@ -147,3 +147,28 @@ def test_garbage_messages_are_counted_and_harm_nothing(deployed: Deployed) -> No
     assert ray.get(shard.stats.remote())["decode_errors"] == 1
     assert ray.get(shard.health.remote())["ok"]
     assert deployed.search(vectors, k=1) == [[("kept", 0.0)]]
+
+
+def test_batches_enrol_and_remove_like_single_messages(deployed: Deployed) -> None:
+    rng = np.random.default_rng(23)
+    ray.get(deployed.router.destroy.remote())
+    plain = ShardIndex(DIM, "euclidean", mode="exact")
+    messages = []
+    for i in range(500):
+        vectors = rng.standard_normal((1 + i % 2, DIM)).astype(np.float32)
+        plain.add(f"batch-{i}", vectors)
+        messages.append(EnrolVectors(f"batch-{i}", vectors).encode())
+    # A message that does not decode and one the index refuses are skipped, not fatal.
+    wrong_dimension = EnrolVectors("bad", np.ones((1, DIM + 1), np.float32)).encode()
+    stored = ray.get(deployed.router.enrol_many.remote([*messages, b"\xc1", wrong_dimension]))
+    assert stored == len(plain)
+    per_shard = [ray.get(s.health.remote())["entries"] for s in deployed.shards]
+    assert sum(per_shard) == 500 and min(per_shard) > 100
+
+    queries = rng.standard_normal((30, DIM)).astype(np.float32)
+    assert_same(deployed.search(queries, k=3), plain.search(queries, k=3))
+    gone = [f"batch-{i}" for i in range(0, 500, 3)]
+    removed = ray.get(deployed.router.remove_many.remote([RemoveEntry(e).encode() for e in gone]))
+    assert removed == sum(plain.remove(e) for e in gone)
+    assert_same(deployed.search(queries, k=3), plain.search(queries, k=3))
+    ray.get(deployed.router.destroy.remote())
