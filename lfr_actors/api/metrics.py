@@ -122,8 +122,9 @@ class _Registry:
 def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) -> str:
     """The status dict as Prometheus text exposition format 0.0.4.
 
-    Reads ``cameras``, ``embedders``, ``index`` and ``alerts`` (``alerts.store`` holds the
-    store's row counts); every other key is ignored. ``status_up`` (when given) adds
+    Reads ``deployment`` (threshold, watchlist size, state), ``cameras``, ``embedders``,
+    ``index`` and ``alerts`` (``alerts.store`` holds the store's row counts); every other
+    key is ignored. ``status_up`` (when given) adds
     ``lfr_status_up``: whether the status source answered this scrape.
     """
     reg = _Registry()
@@ -135,6 +136,30 @@ def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) 
             (),
             1 if status_up else 0,
         )
+    deployment = status.get("deployment")
+    if isinstance(deployment, Mapping):
+        reg.add(
+            "lfr_deployment_threshold",
+            "gauge",
+            "The distance threshold in force (changes are audited).",
+            (),
+            deployment.get("threshold"),
+        )
+        reg.add(
+            "lfr_watchlist_entries",
+            "gauge",
+            "Watchlist entries in the index (approved, not deleted).",
+            (),
+            deployment.get("watchlist_entries"),
+        )
+        if "state" in deployment:
+            reg.add(
+                "lfr_deployment_closed",
+                "gauge",
+                "Whether the deployment was closed (1): cameras stopped, watchlist destroyed.",
+                (),
+                1 if deployment.get("state") == "closed" else 0,
+            )
     cameras = _sections(status.get("cameras"))
     embedders = _sections(status.get("embedders"))
     index = _sections(status.get("index"))

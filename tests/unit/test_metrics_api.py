@@ -232,6 +232,23 @@ def test_no_watchlist_or_alert_data_reaches_a_scrape() -> None:
     assert label_names == {"camera", "embedder", "actor", "role", "stage", "quantile"}
 
 
+def test_the_deployment_gauges_carry_numbers_only() -> None:
+    status = {
+        "deployment": {
+            "id": "dep1",
+            "location": "Market Square",
+            "threshold": 0.55,
+            "watchlist_entries": 12,
+            "state": "closed",
+        }
+    }
+    lines = render_metrics(status).splitlines()
+    assert "lfr_deployment_threshold 0.55" in lines
+    assert "lfr_watchlist_entries 12" in lines
+    assert "lfr_deployment_closed 1" in lines
+    assert "Market Square" not in "\n".join(lines)
+
+
 def test_status_up_is_reported_when_given() -> None:
     assert "lfr_status_up 0" in render_metrics({}, status_up=False).splitlines()
     assert "lfr_status_up 1" in render_metrics({}, status_up=True).splitlines()
