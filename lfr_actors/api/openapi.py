@@ -135,11 +135,14 @@ def component_schemas() -> Json:
         "properties": {
             **entry_fields["properties"],
             "image": {
-                "type": "string",
-                "format": "binary",
-                "contentMediaType": "image/jpeg",
-                "description": f"The photo: JPEG, PNG, BMP, WebP or TIFF, at most "
-                f"{watchlist_api.MAX_IMAGE_BYTES:,} bytes, one clear frontal face.",
+                "type": "array",
+                "minItems": 1,
+                "maxItems": watchlist_api.MAX_IMAGES,
+                "items": {"type": "string", "format": "binary", "contentMediaType": "image/jpeg"},
+                "description": f"1 to {watchlist_api.MAX_IMAGES} photos of the person, each "
+                "a part named image: JPEG, PNG, BMP, WebP or TIFF, "
+                f"{watchlist_api.MAX_IMAGE_BYTES:,} bytes in all, one clear frontal face "
+                "each. Each gives the entry a template; the first is shown to officers.",
             },
         },
     }

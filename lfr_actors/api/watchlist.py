@@ -1,10 +1,12 @@
 """Watchlist entries over the API: enrol by image upload, list, get, approve, delete.
 
 ``POST /v1/deployments/{deployment_id}/entries`` takes ``multipart/form-data``: the text
-fields of :class:`EntryFields` (identity and provenance) and one file part, ``image``
-(JPEG, PNG, BMP, WebP or TIFF, at most :data:`MAX_IMAGE_BYTES`). The image goes through
-the enrolment rules of the model layer (one clear, large enough, frontal face); what is
-kept is the face's embedding and the image re-encoded as JPEG (so no EXIF data, a GPS
+fields of :class:`EntryFields` (identity and provenance) and one to :data:`MAX_IMAGES`
+file parts named ``image`` (JPEG, PNG, BMP, WebP or TIFF; all of them together at most
+:data:`MAX_IMAGE_BYTES`). Every image goes through the enrolment rules of the model layer
+(one clear, large enough, frontal face), and one that fails refuses the whole upload;
+what is kept is one embedding per image (each is a template the index matches against)
+and the first image re-encoded as JPEG, shown to officers (so no EXIF data, a GPS
 position say, is stored). The entry is *pending* until an authoriser other than the
 person who added it approves it; only then is it searched.
 
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
 
+import numpy as np
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,7 +54,9 @@ from lfr_actors.store.deployments import (
 from lfr_actors.topology.schema import ENTRY_ID_PATTERN
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-"""The largest enrolment image accepted."""
+"""The most image bytes one upload takes (all its images together)."""
+MAX_IMAGES = 5
+"""The most photos of one person an upload takes."""
 MAX_FIELD_BYTES = 4 * 1024
 """The largest text field accepted (500 characters at 4 bytes each, and room)."""
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
@@ -200,7 +205,7 @@ async def _read_part(part: BodyPartReader, limit: int, what: str, budget: _Budge
         chunks.append(chunk)
 
 
-async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str]:
+async def _read_upload(request: web.Request) -> tuple[dict[str, str], list[tuple[bytes, str]]]:
     declared = request.content_length
     if declared is not None and declared > MAX_BODY_BYTES:
         raise ProblemError(
@@ -220,8 +225,8 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str
     except (ValueError, AssertionError) as exc:
         raise ProblemError(400, f"The multipart body cannot be read: {exc}.") from None
     fields: dict[str, str] = {}
-    image: bytes | None = None
-    image_name = "image"
+    images: list[tuple[bytes, str]] = []
+    image_budget = _Budget(MAX_IMAGE_BYTES)
     invalid: list[dict[str, str]] = []
     known = set(EntryFields.model_fields)
     budget = _Budget(MAX_BODY_BYTES)
@@ -235,10 +240,10 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str
                 continue
             name = part.name or ""
             if name == "image":
-                if image is not None:
-                    invalid.append({"name": "image", "reason": "given more than once"})
-                image = await _read_part(part, MAX_IMAGE_BYTES, "image", budget)
-                image_name = f"image {part.filename!r}" if part.filename else "image"
+                data = await _read_part(part, MAX_IMAGE_BYTES, "image", budget)
+                image_budget.take(len(data))
+                label = f"image {len(images) + 1}"
+                images.append((data, f"{label} {part.filename!r}" if part.filename else label))
             elif name in known:
                 raw = await _read_part(part, MAX_FIELD_BYTES, f"field {name!r}", budget)
                 if name in fields:
@@ -258,12 +263,15 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes, str
                 )
     except (ValueError, HttpProcessingError) as exc:
         raise ProblemError(400, f"The multipart body is malformed: {exc}.") from None
-    if image is None:
+    if not images:
         invalid.append({"name": "image", "reason": "required: the file part with the photo"})
+    elif len(images) > MAX_IMAGES:
+        invalid.append(
+            {"name": "image", "reason": f"{len(images)} images; at most {MAX_IMAGES} per entry"}
+        )
     if invalid:
         raise ProblemError(422, "The upload has invalid fields.", invalid_params=invalid)
-    assert image is not None
-    return fields, image, image_name
+    return fields, images
 
 
 def _check_fields(fields: dict[str, str]) -> EntryFields:
@@ -293,7 +301,7 @@ async def create_entry(request: web.Request) -> web.Response:
             f"Refused: deployment {deployment_id!r} is closed; its watchlist was destroyed "
             "and takes no new entries.",
         )
-    fields, image, image_name = await _read_upload(request)
+    fields, images = await _read_upload(request)
     entry_fields = _check_fields(fields)
     if entry_fields.threshold is not None and entry_fields.threshold > record.threshold:
         raise ProblemError(
@@ -307,12 +315,13 @@ async def create_entry(request: web.Request) -> web.Response:
                 }
             ],
         )
-    if sniff_format(image) is None:
-        raise ProblemError(
-            415,
-            f"The {image_name} is not an image: JPEG, PNG, BMP, WebP or TIFF expected "
-            f"(it starts with {image[:8]!r}).",
-        )
+    for image, image_name in images:
+        if sniff_format(image) is None:
+            raise ProblemError(
+                415,
+                f"The {image_name} is not an image: JPEG, PNG, BMP, WebP or TIFF expected "
+                f"(it starts with {image[:8]!r}).",
+            )
     if entry_fields.id in await asyncio.to_thread(store.entry_ids, deployment_id):
         raise ProblemError(
             409,
@@ -326,18 +335,32 @@ async def create_entry(request: web.Request) -> web.Response:
             "This API process has no enrolment models attached; enrol through the API of "
             "`lfr up` or `lfr serve`.",
         )
-    try:
-        enrolled = await asyncio.to_thread(enroller, image, image_name)
-    except EnrolmentRejectedError as exc:
-        raise ProblemError(
-            422,
-            f"The image does not qualify for enrolment: {exc.detail}.",
-            reason=exc.reason,
-        ) from exc
-    except ImageError as exc:
-        raise ProblemError(422, f"The image cannot be read: {exc}.", reason="unreadable") from exc
-    except EnrolmentUnavailableError as exc:
-        raise ProblemError(503, f"Enrolment is not available yet: {exc}.") from exc
+    made: list[Enrolled] = []
+    for image, image_name in images:
+        try:
+            made.append(await asyncio.to_thread(enroller, image, image_name))
+        except EnrolmentRejectedError as exc:
+            raise ProblemError(
+                422,
+                f"The {image_name} does not qualify for enrolment: {exc.detail}.",
+                reason=exc.reason,
+                image=image_name,
+            ) from exc
+        except ImageError as exc:
+            raise ProblemError(
+                422,
+                f"The {image_name} cannot be read: {exc}.",
+                reason="unreadable",
+                image=image_name,
+            ) from exc
+        except EnrolmentUnavailableError as exc:
+            raise ProblemError(503, f"Enrolment is not available yet: {exc}.") from exc
+    enrolled = Enrolled(
+        image=made[0].image,
+        image_type=made[0].image_type,
+        embeddings=np.concatenate([m.embeddings for m in made]),
+        quality=made[0].quality,
+    )
     try:
         entry = await asyncio.to_thread(
             store.add_entry,

@@ -839,3 +839,37 @@ async def test_a_cursor_beyond_sqlite_integers_is_a_400(api: Api) -> None:
     resp = await api.request("GET", "/v1/alerts", "viewer", params={"cursor": str(2**63)})
     body = await problem(resp, 400)
     assert [p["name"] for p in body["invalid_params"]] == ["cursor"]
+
+
+def several_photos(entry_id: str, *images: tuple[str, bytes]) -> FormData:
+    """The enrolment form with one image part per photo."""
+    form = upload_form(entry_id, None)
+    for filename, image in images:
+        form.add_field("image", image, filename=filename, content_type="image/jpeg")
+    return form
+
+
+async def test_several_photos_give_an_entry_one_template_each(
+    api: Api, photos: dict[str, Path], shared_data: Path
+) -> None:
+    await api.create_deployment("west-1")
+    url = "/v1/deployments/west-1/entries"
+    obama = photos["obama"].read_bytes()
+    other = (shared_data / "faces/people/obama/obama2.jpg").read_bytes()
+    entry = await api.ok(
+        "POST", url, "clark", 201, data=several_photos("W-2", ("a.jpg", obama), ("b.jpg", other))
+    )
+    assert entry["templates"] == 2 and entry["state"] == "pending_approval"
+    assert_no_embedding(entry)
+
+    # One photo that fails refuses the whole upload, naming which one.
+    dogs = photos["dogs"].read_bytes()
+    resp = await api.request(
+        "POST", url, "clark", data=several_photos("W-3", ("a.jpg", obama), ("dogs.jpg", dogs))
+    )
+    body = await problem(resp, 422)
+    assert body["reason"] == "no_face" and body["image"] == "image 2 'dogs.jpg'"
+    too_many = several_photos("W-4", *[(f"{i}.jpg", obama) for i in range(6)])
+    body = await problem(await api.request("POST", url, "clark", data=too_many), 422)
+    assert body["invalid_params"] == [{"name": "image", "reason": "6 images; at most 5 per entry"}]
+    assert [row[1] for row in api.stored_entries()] == ["W-2"]
