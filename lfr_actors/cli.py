@@ -296,6 +296,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     d = status["deployment"]
     print(f"deployment {d['id']} at {d['location']}  window {d['start']} .. {d['end']}")
     print(f"  api {status['api']}  up {status['uptime_s']} s  threshold {d['threshold']}")
+    watchlist = d.get("watchlist_entries")
+    state = d.get("state", "running")
+    closed = "  CLOSED: cameras stopped, watchlist destroyed" if state == "closed" else ""
+    print(f"  state {state}  watchlist {watchlist} entries in the index{closed}")
     print(
         f"  {'camera':<16}{'state':<14}{'fps':>6}{'frames':>8}{'drops':>7}{'faces':>7}"
         f"{'restarts':>9}  error"
