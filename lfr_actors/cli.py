@@ -377,6 +377,20 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     return revoke_token(_store_file(args), args.id, sys.stdout)
 
 
+def cmd_deployments_list(args: argparse.Namespace) -> int:
+    """``lfr deployments list``: the deployments recorded in a store."""
+    from lfr_actors.governance_cli import list_deployments
+
+    return list_deployments(_store_file(args), sys.stdout, as_json=args.json)
+
+
+def cmd_deployments_topology(args: argparse.Namespace) -> int:
+    """``lfr deployments topology ID``: the topology sections matching a stored record."""
+    from lfr_actors.governance_cli import deployment_section
+
+    return deployment_section(_store_file(args), args.id, sys.stdout)
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """``lfr audit verify``: recompute the audit log's hash chain."""
     from lfr_actors.governance_cli import verify_audit
@@ -542,6 +556,23 @@ def build_parser() -> argparse.ArgumentParser:
     tok_revoke.add_argument("id", help="the token's id (from `lfr tokens list`)")
     _add_store(tok_revoke)
     tok_revoke.set_defaults(func=cmd_tokens_revoke)
+
+    deployments = sub.add_parser("deployments", help="the deployments recorded in a store")
+    dep_sub = deployments.add_subparsers(
+        dest="deployments_command", required=True, metavar="ACTION"
+    )
+    dep_list = dep_sub.add_parser("list", help="every deployment, the newest window first")
+    _add_store(dep_list)
+    dep_list.add_argument("--json", action="store_true", help="machine-readable output")
+    dep_list.set_defaults(func=cmd_deployments_list)
+    dep_topology = dep_sub.add_parser(
+        "topology",
+        help="print the topology's deployment section for a recorded deployment (one "
+        "created through the API), to paste into the file",
+    )
+    dep_topology.add_argument("id", help="the deployment's id")
+    _add_store(dep_topology)
+    dep_topology.set_defaults(func=cmd_deployments_topology)
 
     audit = sub.add_parser("audit", help="check the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -1,4 +1,4 @@
-"""The work of ``lfr tokens`` and ``lfr audit``: API tokens and the audit chain, from a shell.
+"""The work of ``lfr tokens``, ``lfr audit``, ``lfr retention`` and ``lfr deployments``.
 
 Each function takes the deployment's store file (:func:`store_path` finds it from a
 topology file) and the streams to write to, and returns the command's exit code, so
@@ -11,13 +11,17 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+import yaml
+
 from lfr_actors.alerts import iso_utc
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import Actor, AuditLog
+from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.retention import purge_crops
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
@@ -109,6 +113,53 @@ def revoke_token(path: Path, token_id: str, out: TextIO) -> int:
         print(f"token {record.id} ({record.name}, {record.role}) was already revoked", file=out)
     else:
         print(f"revoked token {record.id} ({record.name}, {record.role})", file=out)
+    return EXIT_OK
+
+
+def list_deployments(path: Path, out: TextIO, *, as_json: bool = False) -> int:
+    """``lfr deployments list``: every deployment in the store, the newest window first."""
+    with Database(_existing(path), readonly=True) as db:
+        records = Deployments(db).list()
+    now = time.time()
+    if as_json:
+        print(json.dumps([r.as_dict(now) for r in records], indent=2), file=out)
+        return EXIT_OK
+    if not records:
+        print("no deployments; `lfr up` or POST /v1/deployments records one", file=out)
+        return EXIT_OK
+    for r in records:
+        window = f"{iso_utc(r.starts_at)[:16]}Z .. {iso_utc(r.ends_at)[:16]}Z"
+        print(f"{r.id:<24}{r.state(now)!s:<11}{window}  {r.location}", file=out)
+    return EXIT_OK
+
+
+def deployment_section(path: Path, deployment_id: str, out: TextIO) -> int:
+    """``lfr deployments topology ID``: the topology sections that match a stored record.
+
+    A deployment created through the API runs when a topology names it with exactly the
+    recorded authority; this prints that ``deployment`` section (and the threshold) to
+    paste into the file, so nothing is retyped.
+    """
+    with Database(_existing(path), readonly=True) as db:
+        record = Deployments(db).find(deployment_id)
+    if record is None:
+        raise LfrError(f"{path}: no deployment with id {deployment_id!r}")
+    section: dict[str, object] = {
+        "id": record.id,
+        "authorised_by": record.authorised_by,
+        "purpose": record.purpose,
+        "location": record.location,
+        "start": iso_utc(record.starts_at),
+        "end": iso_utc(record.ends_at),
+    }
+    if record.impact_assessment_ref is not None:
+        section["impact_assessment_ref"] = record.impact_assessment_ref
+    text = yaml.safe_dump(
+        {"deployment": section, "alerts": {"threshold": record.threshold}},
+        sort_keys=False,
+        allow_unicode=True,
+    )
+    print(f"# from the store's record of deployment {record.id}\n{text}", end="", file=out)
     return EXIT_OK
 
 

@@ -163,3 +163,48 @@ async def test_a_cli_token_opens_the_running_api_until_revoked(
     assert (await alfr("tokens", "revoke", token_id, "--topology", str(topology)))[0] == 0
     code, _, err = await alfr("status", "--url", api_url, env=env)
     assert code == 1 and "The token was revoked." in err
+
+
+def test_a_deployment_created_through_the_api_gets_its_topology_section(
+    topology: Path, tmp_path: Path
+) -> None:
+    from lfr_actors.deployment import register_deployment  # noqa: PLC0415 - imports Ray
+    from lfr_actors.store.audit import SYSTEM  # noqa: PLC0415
+    from lfr_actors.store.deployments import Deployments, NewDeployment  # noqa: PLC0415
+    from lfr_actors.store.schema import Database  # noqa: PLC0415
+    from lfr_actors.topology.loader import load_topology  # noqa: PLC0415
+
+    db = tmp_path / "data" / ALERTS_DB_FILE
+    db.parent.mkdir(parents=True)
+    with Database(db) as store:
+        Deployments(store).create(
+            NewDeployment(
+                id="stratford-2027-01",
+                authorised_by="Supt Ann Example: authority LFR-2027-002",
+                purpose="Locate people wanted for serious offences",
+                location="Stratford station, east exit",
+                starts_at=1_800_000_000.0,
+                ends_at=1_800_036_000.0,
+                threshold=0.55,
+                impact_assessment_ref="DPIA-2027-001",
+            ),
+            actor=SYSTEM,
+        )
+    listed = lfr("deployments", "list", "--db", str(db))
+    assert listed.returncode == 0, listed.stderr
+    assert "stratford-2027-01" in listed.stdout and "scheduled" in listed.stdout
+
+    printed = lfr("deployments", "topology", "stratford-2027-01", "--db", str(db))
+    assert printed.returncode == 0, printed.stderr
+    sections = yaml.safe_load(printed.stdout)
+    data = yaml.safe_load(topology.read_text())
+    data["deployment"] = sections["deployment"]
+    data["alerts"]["threshold"] = sections["alerts"]["threshold"]
+    topology.write_text(yaml.safe_dump(data, sort_keys=False))
+    # The pasted sections make a valid topology that matches the record exactly.
+    with Database(db) as store:
+        record = register_deployment(Deployments(store), load_topology(topology))
+    assert record.id == "stratford-2027-01" and record.threshold == 0.55
+
+    unknown = lfr("deployments", "topology", "nope", "--db", str(db))
+    assert unknown.returncode == 1 and "no deployment with id 'nope'" in unknown.stderr
