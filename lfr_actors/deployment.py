@@ -261,6 +261,7 @@ class _Live:
     revision: int = -1
     closed: bool = False
     threshold: float | None = None
+    entry_thresholds: dict[str, float] = field(default_factory=dict)
     counted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -321,7 +322,11 @@ class Deployment:
 
     def _threshold(self) -> float:
         """The embedder's search limit: the loosest threshold of any entry."""
-        return max([self._deployment_threshold(), *self._entry_thresholds().values()])
+        return max([self._deployment_threshold(), *self._entry_thresholds_in_force().values()])
+
+    def _entry_thresholds_in_force(self) -> dict[str, float]:
+        """What the actors were given: read from the store at start and on every change."""
+        return self.live.entry_thresholds if self.live.db is not None else self._entry_thresholds()
 
     def plan(self, *, cluster_gpus: float = 0.0) -> dict[str, list[ActorSpec]]:
         """The actors of this topology, by start-up stage.
@@ -359,7 +364,7 @@ class Deployment:
             "threshold": self._deployment_threshold(),
             "fusion_window_s": t.alerts.fusion_window_s,
             "min_sightings": t.alerts.min_sightings,
-            "entry_thresholds": self._entry_thresholds(),
+            "entry_thresholds": self._entry_thresholds_in_force(),
         }
         # The alert store and the index snapshots are files in the driver's data folder:
         # the actors that write them run where the driver (and the API reading them) runs.
@@ -498,6 +503,7 @@ class Deployment:
                     approved_by=authority,
                 )
         self.live.pipeline = pipeline
+        self.live.entry_thresholds = self._entry_thresholds()
         self.live.enroller = pipeline_enroller(pipeline)
 
     async def serve(self) -> None:
@@ -686,14 +692,22 @@ class Deployment:
             )
 
     async def _apply_threshold(self, threshold: float) -> None:
-        """Give the alert actor and the embedders a threshold changed in the store."""
-        if threshold == self.live.threshold:
+        """Give the alert actor and the embedders thresholds changed in the store.
+
+        The deployment's threshold (changed through the API) and the entries' own (an
+        entry enrolled with one, approved while running): both apply at once.
+        """
+        entry_thresholds = self._entry_thresholds()
+        if (threshold, entry_thresholds) == (self.live.threshold, self.live.entry_thresholds):
             return
         previous, self.live.threshold = self.live.threshold, threshold
+        self.live.entry_thresholds = entry_thresholds
         stages = self.plan(cluster_gpus=float(ray.cluster_resources().get("GPU", 0.0)))
         for spec in [*stages["alerts"], *stages["embedders"]]:
             self.kernel.respec(spec)  # so that a restarted actor starts with it too
-        await self.kernel.handle(self.topology.alerts.id).set_threshold.remote(threshold)
+        await self.kernel.handle(self.topology.alerts.id).set_threshold.remote(
+            threshold, entry_thresholds
+        )
         search_limit = self._threshold()
         await asyncio.gather(
             *(h.set_threshold.remote(search_limit) for h in self.kernel.of_role("embedder"))

@@ -67,11 +67,23 @@ class AlertActor:
             last_event_id=self._store.last_event_id(),
         )
 
-    async def set_threshold(self, threshold: float) -> float:
-        """Apply a new deployment threshold to the sightings that come next."""
-        self._fusion = dataclasses.replace(self._fusion, threshold=float(threshold))
+    async def set_threshold(
+        self, threshold: float, entry_thresholds: dict[str, float] | None = None
+    ) -> float:
+        """Apply a new deployment threshold (and entries' own) to the sightings that come next.
+
+        ``entry_thresholds``, when given, replaces every entry's own threshold.
+        """
+        changes: dict[str, Any] = {"threshold": float(threshold)}
+        if entry_thresholds is not None:
+            changes["entry_thresholds"] = dict(entry_thresholds)
+        self._fusion = dataclasses.replace(self._fusion, **changes)
         self._fuser.config = self._fusion
-        self._log.info("threshold_changed", threshold=self._fusion.threshold)
+        self._log.info(
+            "threshold_changed",
+            threshold=self._fusion.threshold,
+            entry_thresholds=len(self._fusion.entry_thresholds),
+        )
         return self._fusion.threshold
 
     async def submit(self, data: bytes) -> dict[str, int]:
@@ -160,6 +172,7 @@ class AlertActor:
         counters = self._fuser.counters
         return {
             "threshold": self._fusion.threshold,
+            "entries_with_own_threshold": len(self._fusion.entry_thresholds),
             "sightings_received": self._received,
             "below_threshold": counters.below_threshold,
             "duplicates": counters.duplicates + self._store_duplicates,

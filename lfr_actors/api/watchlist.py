@@ -100,8 +100,8 @@ class EntryFields(BaseModel):
         default=None,
         gt=0.0,
         lt=2.0,
-        description="A stricter (lower) distance threshold for this entry, if any. It takes "
-        "effect when the deployment next starts.",
+        description="A stricter (lower) distance threshold for this entry, if any, at most "
+        "the deployment's. A running deployment applies it when the entry is approved.",
     )
 
     def to_new(self) -> NewEntry:

@@ -28,6 +28,7 @@ from tests.conftest import lfr_test_home
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 
 MIRANDA = "lin_manuel_miranda/lin_manuel_miranda1.png"
+LACAMOIRE = "alex_lacamoire/alex_lacamoire1.jpg"
 
 
 def write_topology(folder: Path, shared_data: Path, *, start: float, end: float) -> Path:
@@ -179,6 +180,33 @@ def test_the_running_deployment_follows_enrolment_approval_deletion_and_closing(
             fusion = await deployment.kernel.handle("alerts").stats.remote()
             embedder = await deployment.kernel.handle("embedder").stats.remote()
             assert (fusion["threshold"], embedder["search_limit"]) == (0.45, 0.45)
+            assert fusion["entries_with_own_threshold"] == 0
+
+            # An entry enrolled with its own, stricter threshold gets it once approved.
+            form = aiohttp.FormData()
+            for name, value in {
+                "id": "W-2",
+                "display_name": "Alex Lacamoire",
+                "category": "missing person",
+                "legal_basis": "test",
+                "source": "shared test data",
+                "image_date": "2020-01-01",
+                "threshold": "0.4",
+            }.items():
+                form.add_field(name, value)
+            lacamoire = (shared_data / "faces" / "people" / LACAMOIRE).read_bytes()
+            form.add_field("image", lacamoire, filename="alex.jpg", content_type="image/jpeg")
+            async with http.post(f"{base}/entries", data=form, headers=auth("PC Enrol")) as resp:
+                assert resp.status == 201, await resp.text()
+            async with http.post(f"{base}/entries/W-2/approval", headers=auth("Insp Approve")) as r:
+                assert r.status == 201, await r.text()
+
+            async def own_threshold_applied() -> bool:
+                stats = await deployment.kernel.handle("alerts").stats.remote()
+                return bool(stats["entries_with_own_threshold"] == 1)
+
+            await eventually(own_threshold_applied, "the entry's own threshold to apply")
+            assert await indexed() == 2
 
             async with http.post(
                 f"{base}/close", json={"reason": "operation over"}, headers=auth("Insp Approve")
@@ -186,7 +214,7 @@ def test_the_running_deployment_follows_enrolment_approval_deletion_and_closing(
                 assert resp.status == 200, await resp.text()
                 closed = await resp.json()
             assert closed["state"] == "closed"
-            assert closed["entries_destroyed"] == {"active": 1}
+            assert closed["entries_destroyed"] == {"active": 2}
 
             async def stopped() -> bool:
                 status = await get(f"{deployment.live.api_url}/v1/status")
@@ -203,7 +231,7 @@ def test_the_running_deployment_follows_enrolment_approval_deletion_and_closing(
             # The alerts stay (under their retention) and the officer can still see them.
             assert len((await get(alerts_url))["alerts"]) == len(alerts)
             report = await get(f"{base}/report")
-            assert report["state"] == "closed" and report["watchlist"]["size"] == 1
+            assert report["state"] == "closed" and report["watchlist"]["size"] == 2
             assert report["alerts"]["total"] >= 1 and report["faces_seen"] > 0
         deployment.request_stop()
         return await runner
