@@ -445,7 +445,11 @@ async def list_alerts(request: web.Request) -> web.Response:
     )
     cursor = None if page.next_before_event is None else str(page.next_before_event)
     return web.json_response(
-        {"alerts": [render_alert(request, a) for a in page.alerts], "next_cursor": cursor}
+        {
+            "alerts": [render_alert(request, a) for a in page.alerts],
+            "next_cursor": cursor,
+            "last_event_id": page.last_event_id,
+        }
     )
 
 

@@ -393,12 +393,18 @@ def component_schemas() -> Json:
         },
         "AlertPage": {
             "type": "object",
-            "required": ["alerts", "next_cursor"],
+            "required": ["alerts", "next_cursor", "last_event_id"],
             "properties": {
                 "alerts": {"type": "array", "items": _ref("Alert")},
                 "next_cursor": {
                     "type": ["string", "null"],
                     "description": "Pass as ?cursor= for the next page; null on the last.",
+                },
+                "last_event_id": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "The newest alert event this page reflects: open the "
+                    "stream with ?after= it to miss nothing that happens next.",
                 },
             },
         },

@@ -51,6 +51,8 @@ class AlertPage:
 
     alerts: list[dict[str, Any]]
     next_before_event: int | None
+    last_event_id: int = 0
+    """The newest event the page reflects: stream from it (``?after=``) to miss nothing."""
 
 
 class AlertStore:
@@ -253,13 +255,15 @@ class AlertStore:
             f"SELECT {_ALERT_COLUMNS}, raised_event_id FROM alerts "
             f"WHERE {' AND '.join(where)} ORDER BY raised_event_id DESC LIMIT ?"
         )
-        with self._lock:
-            rows = self._conn.execute(sql, (*params, limit + 1)).fetchall()
+        with self._db.snapshot() as conn:
+            rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+            last = conn.execute("SELECT MAX(event_id) FROM alert_events").fetchone()[0]
         more = len(rows) > limit
         rows = rows[:limit]
         return AlertPage(
             alerts=[_alert_dict(row) for row in rows],
             next_before_event=int(rows[-1][-1]) if more else None,
+            last_event_id=int(last or 0),
         )
 
     def events_after(self, event_id: int, limit: int = 500) -> list[dict[str, Any]]:

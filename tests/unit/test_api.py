@@ -124,6 +124,7 @@ async def test_list_get_and_crop(aiohttp_client: AiohttpClient, db: Path, writer
     resp = await client.get("/v1/alerts", params={"limit": "2"})
     assert resp.status == 200
     body = await resp.json()
+    assert body["last_event_id"] == len(events) == 3  # stream from here to miss nothing
     assert [a["entry_id"] for a in body["alerts"]] == ["E3", "E2"]
     first = body["alerts"][0]
     assert first["first_seen"].endswith("Z") and first["first_seen"].startswith("2023-11-14T")
