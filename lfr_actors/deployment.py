@@ -259,6 +259,7 @@ class _Live:
     db: Database | None = None
     indexed: set[str] = field(default_factory=set)
     revision: int = -1
+    closing: bool = False
     closed: bool = False
     threshold: float | None = None
     entry_thresholds: dict[str, float] = field(default_factory=dict)
@@ -720,13 +721,25 @@ class Deployment:
             search_limit=search_limit,
         )
 
+    def _run_state(self) -> str:
+        """running; closing (destroying the index, stopping cameras); closed."""
+        if self.live.closed:
+            return "closed"
+        return "closing" if self.live.closing else "running"
+
     async def _on_closed(self) -> None:
-        """The deployment was closed: stop the cameras and destroy the index."""
-        self.live.closed = True
-        await self.kernel.stop_role("camera", "stop")
-        await self._count_frames()
+        """The deployment was closed: destroy the index, then stop the cameras.
+
+        The index goes first: it is the watchlist's biometric data, and a camera still
+        running for the moment it takes to stop finds nothing in an empty index.
+        ``closed`` (what the status shows) is set once both are done.
+        """
+        self.live.closing = True
         await self.kernel.handle(self.topology.index.id).destroy.remote()
         self.live.indexed.clear()
+        await self.kernel.stop_role("camera", "stop")
+        await self._count_frames()
+        self.live.closed = True
         log.warning(
             "deployment_closed",
             deployment=self.namespace,
@@ -760,12 +773,12 @@ class Deployment:
             rounds += 1
             try:
                 revision, closed_at = await asyncio.to_thread(deployments.revision, self.namespace)
-                if closed_at is not None and not self.live.closed:
+                if closed_at is not None and not self.live.closing:
                     await self._on_closed()
-                elif not self.live.closed and revision != self.live.revision:
+                elif not self.live.closing and revision != self.live.revision:
                     await self._sync_watchlist()
                     await self._apply_threshold(deployments.get(self.namespace).threshold)
-                if not self.live.closed and rounds % 5 == 0:
+                if not self.live.closing and rounds % 5 == 0:
                     await self._count_frames()
             except Exception:
                 log.exception("store_follow_failed", deployment=self.namespace)
@@ -787,7 +800,7 @@ class Deployment:
                 "start": t.deployment.start.isoformat(),
                 "end": t.deployment.end.isoformat(),
                 "threshold": self._deployment_threshold(),
-                "state": "closed" if self.live.closed else "running",
+                "state": self._run_state(),
                 "watchlist_entries": len(self.live.indexed),
             },
             "api": self.live.api_url,
@@ -805,7 +818,7 @@ class Deployment:
     async def drain(self) -> dict[str, Any]:
         """Stop cameras (in-flight frames finish), flush alerts, write out, stop actors."""
         await self.kernel.stop_role("camera", "stop")
-        if self.live.db is not None and not self.live.closed:
+        if self.live.db is not None and not self.live.closing:
             with contextlib.suppress(Exception):
                 await self._count_frames()
         summary = await self.summary()
