@@ -698,7 +698,7 @@ class Deployment:
         The deployment's threshold (changed through the API) and the entries' own (an
         entry enrolled with one, approved while running): both apply at once.
         """
-        entry_thresholds = self._entry_thresholds()
+        entry_thresholds = await asyncio.to_thread(self._entry_thresholds)
         if (threshold, entry_thresholds) == (self.live.threshold, self.live.entry_thresholds):
             return
         previous, self.live.threshold = self.live.threshold, threshold
@@ -777,7 +777,8 @@ class Deployment:
                     await self._on_closed()
                 elif not self.live.closing and revision != self.live.revision:
                     await self._sync_watchlist()
-                    await self._apply_threshold(deployments.get(self.namespace).threshold)
+                    record = await asyncio.to_thread(deployments.get, self.namespace)
+                    await self._apply_threshold(record.threshold)
                 if not self.live.closing and rounds % 5 == 0:
                     await self._count_frames()
             except Exception:
