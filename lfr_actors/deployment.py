@@ -43,7 +43,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from aiohttp import web
 
@@ -53,7 +52,12 @@ from lfr_actors.actors.embedder import EmbedderActor, pipeline_config
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
 from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.api.app import create_app
-from lfr_actors.api.watchlist import EnrolmentUnavailableError, pipeline_enroller
+from lfr_actors.enrolment import (
+    EnrolmentUnavailableError,
+    combine,
+    enrol_image,
+    pipeline_enroller,
+)
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
 from lfr_actors.fsutil import atomic_write
 from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
@@ -61,7 +65,7 @@ from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import EnrolVectors, RemoveEntry
 from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
-from lfr_actors.models.images import encode_jpeg, load_image
+from lfr_actors.models.images import load_image
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
@@ -140,28 +144,16 @@ def enrol_watchlist(
     for entry in watchlist.entries:
         if entry.id in skip:
             continue
-        vectors = []
-        kept: tuple[bytes, dict[str, float]] | None = None
+        photos = []
         for image_path in entry.images:
             try:
-                image = load_image(Path(image_path))
-                face = pipeline.enrol(image)
+                photos.append(enrol_image(pipeline, load_image(Path(image_path))))
             except EnrolmentRejectedError as exc:
                 failures.append(f"  {entry.id}: {image_path}: {exc.reason}: {exc.detail}")
-                continue
             except ImageError as exc:
                 failures.append(f"  {entry.id}: {exc}")
-                continue
-            vectors.append(face.embedding)
-            if kept is None:
-                kept = (encode_jpeg(image), face.quality.as_dict())
-        if vectors and kept is not None:
-            enrolled[entry.id] = Enrolled(
-                image=kept[0],
-                image_type="image/jpeg",
-                embeddings=np.stack(vectors).astype(np.float32),
-                quality=kept[1],
-            )
+        if photos:
+            enrolled[entry.id] = combine(photos)
         if progress:
             progress(entry.id)
     if failures:

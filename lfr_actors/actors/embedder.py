@@ -20,7 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -39,10 +39,12 @@ from lfr_actors.messages import (
 from lfr_actors.models.align import align_faces
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.images import encode_jpeg
 from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
 from lfr_actors.models.quality import QualityConfig, assess
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
+from lfr_actors.models.types import UInt8Array
 
 _DOWNSTREAM_RETRIES = 5
 
@@ -368,10 +370,5 @@ class EmbedderActor:
 
 def _jpeg(chip: np.ndarray, size: int) -> bytes:
     """A small JPEG of an aligned RGB chip: the crop an officer compares."""
-    resized = cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(resized, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
-    )
-    if not ok:
-        raise RuntimeError("JPEG encoding of a face crop failed")
-    return bytes(data.tobytes())
+    resized = cast(UInt8Array, cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA))
+    return encode_jpeg(resized, quality=90)

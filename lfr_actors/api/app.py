@@ -70,7 +70,6 @@ from lfr_actors.api.openapi import PageLimits, build_document
 from lfr_actors.api.retention import HOLDS, release_hold, render_hold, set_hold
 from lfr_actors.api.watchlist import (
     ENROLLER,
-    Enroller,
     approve_entry,
     create_entry,
     delete_entry,
@@ -78,6 +77,7 @@ from lfr_actors.api.watchlist import (
     get_entry_image,
     list_entries,
 )
+from lfr_actors.enrolment import Enroller
 from lfr_actors.store.adjudications import ADJUDICATED, Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Action, AuditLog

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import html
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -30,8 +31,12 @@ from lfr_actors.store.deployments import (
     DeploymentExistsError,
     DeploymentRecord,
     Deployments,
+    EntryExistsError,
+    EntryStateError,
+    FourEyesError,
     NewDeployment,
     UnknownDeploymentError,
+    UnknownEntryError,
 )
 from lfr_actors.topology.schema import ACTOR_ID_PATTERN, MAX_DEPLOYMENT_WINDOW
 
@@ -42,6 +47,7 @@ MAX_LEAD = timedelta(days=366)
 """How far ahead a deployment's window may start."""
 
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
+_T = TypeVar("_T")
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
 
@@ -147,9 +153,32 @@ def unknown_deployment(deployment_id: str) -> ProblemError:
     return ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
 
 
-def closed_deployment(exc: DeploymentClosedError) -> ProblemError:
-    """The 409 for an action on a closed deployment."""
-    return ProblemError(409, f"Refused: {exc}.")
+_REFUSALS = (
+    DeploymentExistsError,
+    DeploymentClosedError,
+    EntryExistsError,
+    EntryStateError,
+    FourEyesError,
+)
+"""Store errors that refuse an action on the object's current state: 409."""
+
+
+async def run_store(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run a deployments-store call off the event loop; its refusals become problems.
+
+    One place maps the store's errors to answers for every deployment and entry route:
+    an unknown deployment or entry is 404, a refusal (closed, exists, four eyes, wrong
+    state) 409, each with the store's own message.
+    """
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except UnknownDeploymentError as exc:
+        message = str(exc)
+        raise ProblemError(404, f"{message[:1].upper()}{message[1:]}.") from exc
+    except UnknownEntryError as exc:
+        raise ProblemError(404, f"Not found: {exc}.") from exc
+    except _REFUSALS as exc:
+        raise ProblemError(409, f"Refused: {exc}.") from exc
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -177,12 +206,7 @@ async def create_deployment(request: web.Request) -> web.Response:
             "The body has invalid fields.",
             invalid_params=[{"name": name, "reason": reason} for name, reason in problems],
         )
-    try:
-        record = await asyncio.to_thread(
-            store.create, body.to_new(), actor=principal(request).actor
-        )
-    except DeploymentExistsError as exc:
-        raise ProblemError(409, f"Refused: {exc}.") from exc
+    record = await run_store(store.create, body.to_new(), actor=principal(request).actor)
     location = str(request.app.router["deployment"].url_for(deployment_id=record.id))
     return web.json_response(
         render_deployment(request, record), status=201, headers={"Location": location}
@@ -202,17 +226,12 @@ async def close_deployment(request: web.Request) -> web.Response:
     """Close the deployment and destroy its watchlist (audited); 409 if already closed."""
     deployment_id = request.match_info["deployment_id"]
     body = await read_json_body(request, CloseBody, max_bytes=MAX_BODY_BYTES)
-    try:
-        record, destroyed = await asyncio.to_thread(
-            request.app[DEPLOYMENTS].close,
-            deployment_id,
-            actor=principal(request).actor,
-            reason=body.reason.strip(),
-        )
-    except UnknownDeploymentError as exc:
-        raise unknown_deployment(deployment_id) from exc
-    except DeploymentClosedError as exc:
-        raise closed_deployment(exc) from exc
+    record, destroyed = await run_store(
+        request.app[DEPLOYMENTS].close,
+        deployment_id,
+        actor=principal(request).actor,
+        reason=body.reason.strip(),
+    )
     out = render_deployment(request, record)
     out["entries_destroyed"] = destroyed
     return web.json_response(out)
@@ -225,18 +244,13 @@ async def change_threshold(request: web.Request) -> web.Response:
     """
     deployment_id = request.match_info["deployment_id"]
     body = await read_json_body(request, ThresholdBody, max_bytes=MAX_BODY_BYTES)
-    try:
-        record, changed = await asyncio.to_thread(
-            request.app[DEPLOYMENTS].change_threshold,
-            deployment_id,
-            body.threshold,
-            actor=principal(request).actor,
-            reason=body.reason.strip(),
-        )
-    except UnknownDeploymentError as exc:
-        raise unknown_deployment(deployment_id) from exc
-    except DeploymentClosedError as exc:
-        raise closed_deployment(exc) from exc
+    record, changed = await run_store(
+        request.app[DEPLOYMENTS].change_threshold,
+        deployment_id,
+        body.threshold,
+        actor=principal(request).actor,
+        reason=body.reason.strip(),
+    )
     out = render_deployment(request, record)
     out["changed"] = changed
     return web.json_response(out)
@@ -252,10 +266,7 @@ async def _report(request: web.Request, form: str) -> dict[str, Any]:
                 {"name": n, "reason": "unknown parameter"} for n in sorted(request.query)
             ],
         )
-    try:
-        report = await asyncio.to_thread(request.app[DEPLOYMENTS].report, deployment_id)
-    except UnknownDeploymentError as exc:
-        raise unknown_deployment(deployment_id) from exc
+    report = await run_store(request.app[DEPLOYMENTS].report, deployment_id)
     await asyncio.to_thread(
         request.app[AUDIT].append,
         principal(request).actor,

@@ -21,12 +21,9 @@ process has no enrolment models attached. A refused request stores nothing.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
 
-import numpy as np
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,22 +31,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import principal
 from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
-from lfr_actors.api.deployments import DEPLOYMENTS, closed_deployment, unknown_deployment
-from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
-from lfr_actors.models.images import decode_image, encode_jpeg, sniff_format
-from lfr_actors.models.pipeline import FacePipeline
+from lfr_actors.api.deployments import DEPLOYMENTS, run_store, unknown_deployment
+from lfr_actors.enrolment import Enroller, EnrolmentUnavailableError, combine
+from lfr_actors.errors import EnrolmentRejectedError, ImageError
+from lfr_actors.models.images import sniff_format
 from lfr_actors.store.audit import Action
 from lfr_actors.store.deployments import (
-    DeploymentClosedError,
     Enrolled,
-    EntryExistsError,
     EntryRecord,
     EntryState,
-    EntryStateError,
-    FourEyesError,
     NewEntry,
-    UnknownDeploymentError,
-    UnknownEntryError,
 )
 from lfr_actors.topology.schema import ENTRY_ID_PATTERN
 
@@ -62,16 +53,6 @@ MAX_FIELD_BYTES = 4 * 1024
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 """The largest upload: the image and the text fields with their multipart framing."""
 MAX_JSON_BYTES = 16 * 1024
-JPEG_QUALITY = 95
-
-
-class EnrolmentUnavailableError(LfrError):
-    """The enrolment models are not loaded (yet); the API answers 503."""
-
-
-Enroller = Callable[[bytes, str], Enrolled]
-"""Turns an uploaded image (bytes, a name for errors) into what an entry keeps; raises
-:class:`ImageError` or :class:`EnrolmentRejectedError`."""
 
 ENROLLER: web.AppKey[Enroller | None] = web.AppKey("enroller")
 
@@ -125,24 +106,6 @@ class DeleteBody(BaseModel):
     reason: str | None = Field(default=None, max_length=500, description="Why it is deleted.")
 
 
-def pipeline_enroller(pipeline: FacePipeline) -> Enroller:
-    """An :data:`Enroller` over a face pipeline (one enrolment at a time)."""
-    lock = threading.Lock()
-
-    def enrol(data: bytes, name: str) -> Enrolled:
-        image = decode_image(data, name=name)
-        with lock:
-            face = pipeline.enrol(image)
-        return Enrolled(
-            image=encode_jpeg(image, JPEG_QUALITY),
-            image_type="image/jpeg",
-            embeddings=face.embedding.reshape(1, -1),
-            quality=face.quality.as_dict(),
-        )
-
-    return enrol
-
-
 def render_entry(request: web.Request, entry: EntryRecord) -> dict[str, Any]:
     """An entry as the API shows it: ISO 8601 UTC times and its image's address."""
     out = entry.as_dict()
@@ -158,12 +121,6 @@ def render_entry(request: web.Request, entry: EntryRecord) -> dict[str, Any]:
 
 def _ids(request: web.Request) -> tuple[str, str]:
     return request.match_info["deployment_id"], request.match_info.get("entry_id", "")
-
-
-def _not_found(exc: UnknownDeploymentError | UnknownEntryError, deployment_id: str) -> ProblemError:
-    if isinstance(exc, UnknownDeploymentError):
-        return unknown_deployment(deployment_id)
-    return ProblemError(404, f"Not found: {exc}.")
 
 
 # -- the upload -------------------------------------------------------------------------
@@ -322,7 +279,7 @@ async def create_entry(request: web.Request) -> web.Response:
                 f"The {image_name} is not an image: JPEG, PNG, BMP, WebP or TIFF expected "
                 f"(it starts with {image[:8]!r}).",
             )
-    if entry_fields.id in await asyncio.to_thread(store.entry_ids, deployment_id):
+    if await asyncio.to_thread(store.has_entry, deployment_id, entry_fields.id):
         raise ProblemError(
             409,
             f"Refused: deployment {deployment_id!r} already has (or had) an entry "
@@ -355,24 +312,13 @@ async def create_entry(request: web.Request) -> web.Response:
             ) from exc
         except EnrolmentUnavailableError as exc:
             raise ProblemError(503, f"Enrolment is not available yet: {exc}.") from exc
-    enrolled = Enrolled(
-        image=made[0].image,
-        image_type=made[0].image_type,
-        embeddings=np.concatenate([m.embeddings for m in made]),
-        quality=made[0].quality,
+    entry = await run_store(
+        store.add_entry,
+        deployment_id,
+        entry_fields.to_new(),
+        combine(made),
+        actor=principal(request).actor,
     )
-    try:
-        entry = await asyncio.to_thread(
-            store.add_entry,
-            deployment_id,
-            entry_fields.to_new(),
-            enrolled,
-            actor=principal(request).actor,
-        )
-    except DeploymentClosedError as exc:
-        raise closed_deployment(exc) from exc
-    except EntryExistsError as exc:
-        raise ProblemError(409, f"Refused: {exc}.") from exc
     location = request.app.router["entry"].url_for(deployment_id=deployment_id, entry_id=entry.id)
     return web.json_response(
         render_entry(request, entry), status=201, headers={"Location": str(location)}
@@ -394,22 +340,14 @@ async def list_entries(request: web.Request) -> web.Response:
     if invalid:
         raise ProblemError(400, "Invalid query parameters.", invalid_params=invalid)
     state = None if raw is None else EntryState(raw)
-    try:
-        entries = await asyncio.to_thread(
-            request.app[DEPLOYMENTS].entries, deployment_id, state=state
-        )
-    except UnknownDeploymentError as exc:
-        raise unknown_deployment(deployment_id) from exc
+    entries = await run_store(request.app[DEPLOYMENTS].entries, deployment_id, state=state)
     return web.json_response({"entries": [render_entry(request, e) for e in entries]})
 
 
 async def get_entry(request: web.Request) -> web.Response:
     """One entry (no image; see ``image_url``)."""
     deployment_id, entry_id = _ids(request)
-    try:
-        entry = await asyncio.to_thread(request.app[DEPLOYMENTS].entry, deployment_id, entry_id)
-    except (UnknownDeploymentError, UnknownEntryError) as exc:
-        raise _not_found(exc, deployment_id) from exc
+    entry = await run_store(request.app[DEPLOYMENTS].entry, deployment_id, entry_id)
     return web.json_response(render_entry(request, entry))
 
 
@@ -420,10 +358,7 @@ async def get_entry_image(request: web.Request) -> web.Response:
     """
     deployment_id, entry_id = _ids(request)
     store = request.app[DEPLOYMENTS]
-    try:
-        found = await asyncio.to_thread(store.entry_image, deployment_id, entry_id)
-    except (UnknownDeploymentError, UnknownEntryError) as exc:
-        raise _not_found(exc, deployment_id) from exc
+    found = await run_store(store.entry_image, deployment_id, entry_id)
     if found is None:
         raise ProblemError(
             410,
@@ -446,19 +381,12 @@ async def approve_entry(request: web.Request) -> web.Response:
     deployment_id, entry_id = _ids(request)
     if request.can_read_body:
         raise ProblemError(400, "Approval takes no body; the approver is the token's holder.")
-    try:
-        approval = await asyncio.to_thread(
-            request.app[DEPLOYMENTS].approve_entry,
-            deployment_id,
-            entry_id,
-            actor=principal(request).actor,
-        )
-    except (UnknownDeploymentError, UnknownEntryError) as exc:
-        raise _not_found(exc, deployment_id) from exc
-    except DeploymentClosedError as exc:
-        raise closed_deployment(exc) from exc
-    except (FourEyesError, EntryStateError) as exc:
-        raise ProblemError(409, f"Refused: {exc}.") from exc
+    approval = await run_store(
+        request.app[DEPLOYMENTS].approve_entry,
+        deployment_id,
+        entry_id,
+        actor=principal(request).actor,
+    )
     return web.json_response(
         render_entry(request, approval.entry), status=201 if approval.changed else 200
     )
@@ -471,16 +399,11 @@ async def delete_entry(request: web.Request) -> web.Response:
     if request.can_read_body:
         body = await read_json_body(request, DeleteBody, max_bytes=MAX_JSON_BYTES)
         reason = (body.reason or "").strip() or None
-    try:
-        entry = await asyncio.to_thread(
-            request.app[DEPLOYMENTS].delete_entry,
-            deployment_id,
-            entry_id,
-            actor=principal(request).actor,
-            reason=reason,
-        )
-    except (UnknownDeploymentError, UnknownEntryError) as exc:
-        raise _not_found(exc, deployment_id) from exc
-    except DeploymentClosedError as exc:
-        raise closed_deployment(exc) from exc
+    entry = await run_store(
+        request.app[DEPLOYMENTS].delete_entry,
+        deployment_id,
+        entry_id,
+        actor=principal(request).actor,
+        reason=reason,
+    )
     return web.json_response(render_entry(request, entry))

@@ -23,6 +23,7 @@ index in line (:mod:`lfr_actors.deployment`).
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -120,16 +121,7 @@ class NewDeployment:
 
     def as_dict(self) -> dict[str, Any]:
         """The declaration as a JSON-ready map (Unix seconds)."""
-        return {
-            "id": self.id,
-            "authorised_by": self.authorised_by,
-            "purpose": self.purpose,
-            "location": self.location,
-            "starts_at": self.starts_at,
-            "ends_at": self.ends_at,
-            "threshold": self.threshold,
-            "impact_assessment_ref": self.impact_assessment_ref,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -169,39 +161,15 @@ class DeploymentRecord:
     def declared(self) -> NewDeployment:
         """The authority's declaration, for comparison with a topology file."""
         return NewDeployment(
-            id=self.id,
-            authorised_by=self.authorised_by,
-            purpose=self.purpose,
-            location=self.location,
-            starts_at=self.starts_at,
-            ends_at=self.ends_at,
-            threshold=self.threshold,
-            impact_assessment_ref=self.impact_assessment_ref,
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(NewDeployment)}
         )
 
     def as_dict(self, now: float) -> dict[str, Any]:
-        """A JSON-ready map (Unix seconds), with the state at ``now``."""
-        return {
-            "id": self.id,
-            "state": str(self.state(now)),
-            "authorised_by": self.authorised_by,
-            "purpose": self.purpose,
-            "location": self.location,
-            "starts_at": self.starts_at,
-            "ends_at": self.ends_at,
-            "impact_assessment_ref": self.impact_assessment_ref,
-            "threshold": self.threshold,
-            "origin": str(self.origin),
-            "created_by": self.created_by,
-            "created_at": self.created_at,
-            "closed_at": self.closed_at,
-            "closed_by": self.closed_by,
-            "close_reason": self.close_reason,
-            "watchlist_revision": self.watchlist_revision,
-            "frames": self.frames,
-            "faces_seen": self.faces_seen,
-            "counters_at": self.counters_at,
-        }
+        """A JSON-ready map (Unix seconds), with the state at ``now``; no token ids."""
+        out = {"id": self.id, "state": str(self.state(now)), **dataclasses.asdict(self)}
+        out["origin"] = str(self.origin)
+        del out["created_by_token"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -675,6 +643,11 @@ class Deployments:
                 "SELECT id FROM watchlist_entries WHERE deployment_id = ?", (deployment_id,)
             ).fetchall()
         return {str(row[0]) for row in rows}
+
+    def has_entry(self, deployment_id: str, entry_id: str) -> bool:
+        """Whether the deployment has or had an entry with this id (one indexed lookup)."""
+        with self.db.lock:
+            return self._entry(self.db.conn, deployment_id, entry_id) is not None
 
     def entry_image(self, deployment_id: str, entry_id: str) -> tuple[bytes, str] | None:
         """The entry's image and its media type, or None once deleted or destroyed."""

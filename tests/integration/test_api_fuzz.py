@@ -44,7 +44,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig  # noqa: E402
 from lfr_actors.api.app import create_app  # noqa: E402
-from lfr_actors.api.watchlist import pipeline_enroller  # noqa: E402
+from lfr_actors.enrolment import pipeline_enroller  # noqa: E402
 from lfr_actors.models.cache import ModelCache  # noqa: E402
 from lfr_actors.models.pipeline import FacePipeline  # noqa: E402
 from lfr_actors.models.runtime import RuntimeConfig  # noqa: E402

@@ -25,7 +25,8 @@ from pytest_aiohttp import AiohttpClient
 from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
 from lfr_actors.api.app import create_app
 from lfr_actors.api.deployments import MAX_BODY_BYTES as MAX_DEPLOYMENT_BYTES
-from lfr_actors.api.watchlist import MAX_BODY_BYTES, MAX_IMAGE_BYTES, Enroller, pipeline_enroller
+from lfr_actors.api.watchlist import MAX_BODY_BYTES, MAX_IMAGE_BYTES
+from lfr_actors.enrolment import Enroller, pipeline_enroller
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
