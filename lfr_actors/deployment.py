@@ -24,8 +24,13 @@ over the deployment's store with enrolment models, to prepare a watchlist before
 window opens.
 
 Drain (on ``lfr down``, SIGINT, SIGTERM, or every file source ended with ``--until-eof``):
-cameras stop and their in-flight frames finish, the alert actor flushes, the API and the
-JSONL sink write what is stored, then the actors are stopped.
+cameras stop and their in-flight frames finish, the embedders hand over any sightings they
+still hold, the alert actor flushes, the alert follower (stdout and ``--alerts-jsonl``)
+makes one last read that starts after all of that, then the actors are stopped.
+
+A camera actor that is restarted counts from zero again; the driver keeps each camera's
+totals over its runs (:class:`CameraTotals`), so the summary and ``lfr status`` never lose
+the counts of an earlier run (except those of its last second before it died).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import ray
 from aiohttp import web
 
 from lfr_actors.actors.alerts import AlertActor
+from lfr_actors.actors.camera import COUNTERS as CAMERA_COUNTERS
 from lfr_actors.actors.camera import CameraActor
 from lfr_actors.actors.embedder import EmbedderActor, pipeline_config
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
@@ -239,6 +245,42 @@ def _shown(value: Any, name: str) -> str:
     return repr(value)
 
 
+class CameraTotals:
+    """Each camera's counters summed over its runs, told apart by their ``epoch``.
+
+    Give it every ``stats()`` read of a camera (:meth:`observe`); it answers the same
+    figures with the counters replaced by their totals over every run seen so far. The
+    last figures read from a run that then died are kept; what it counted after that
+    read is lost, so read often (the driver reads every second).
+    """
+
+    def __init__(self) -> None:
+        self._epoch: dict[str, str] = {}
+        self._current: dict[str, dict[str, int]] = {}
+        self._earlier: dict[str, dict[str, int]] = {}
+        self._runs: dict[str, int] = {}
+
+    def observe(self, name: str, stats: dict[str, Any]) -> dict[str, Any]:
+        """``stats`` of camera ``name`` with its counters totalled over its runs."""
+        epoch = stats.get("epoch")
+        earlier = self._earlier.setdefault(name, dict.fromkeys(CAMERA_COUNTERS, 0))
+        if isinstance(epoch, str):
+            if self._epoch.get(name) != epoch:
+                if name in self._epoch:
+                    for key, value in self._current.get(name, {}).items():
+                        earlier[key] += value
+                self._epoch[name] = epoch
+                self._runs[name] = self._runs.get(name, 0) + 1
+            self._current[name] = {key: int(stats.get(key) or 0) for key in CAMERA_COUNTERS}
+        current = self._current.get(name, {})
+        totals = {key: earlier[key] + current.get(key, 0) for key in CAMERA_COUNTERS}
+        return {**stats, **totals, "runs": self._runs.get(name, 0)}
+
+    def observe_all(self, cameras: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """:meth:`observe` for every camera of a ``Kernel.stats`` answer."""
+        return {name: self.observe(name, stats) for name, stats in cameras.items()}
+
+
 @dataclass
 class _Live:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -255,7 +297,8 @@ class _Live:
     closed: bool = False
     threshold: float | None = None
     entry_thresholds: dict[str, float] = field(default_factory=dict)
-    counted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    counted: tuple[int, int] = (0, 0)
+    camera_totals: CameraTotals = field(default_factory=CameraTotals)
 
 
 class Deployment:
@@ -640,6 +683,10 @@ class Deployment:
         last = store.last_event_id()
         try:
             while True:
+                # Whether to stop is decided BEFORE the read: the read that ends the loop
+                # started after ``stop`` was set (after the drain's flush), so it sees every
+                # event committed before the drain asked to stop.
+                stopping = stop.is_set()
                 events = await asyncio.to_thread(store.events_after, last, 500)
                 for event in events:
                     last = event["event_id"]
@@ -647,7 +694,7 @@ class Deployment:
                         self.on_alert(event)
                 if sink is not None:
                     await asyncio.to_thread(sink.drain)
-                if stop.is_set() and not events:
+                if stopping and not events:
                     break
                 if not events:
                     await asyncio.sleep(0.2)
@@ -742,19 +789,21 @@ class Deployment:
     async def _count_frames(self) -> None:
         """Add the frames and faces counted since the last call to the deployment's record."""
         assert self.live.db is not None
-        cameras = await self.kernel.stats("camera")
-        frames = faces = 0
-        for name, stats in cameras.items():
-            now = (int(stats.get("frames_processed") or 0), int(stats.get("faces") or 0))
-            before = self.live.counted.get(name, (0, 0))
-            # A restarted camera counts from zero again.
-            frames += now[0] - before[0] if now[0] >= before[0] else now[0]
-            faces += now[1] - before[1] if now[1] >= before[1] else now[1]
-            self.live.counted[name] = now
+        cameras = await self._camera_stats()
+        now = (
+            sum(int(c.get("frames_processed") or 0) for c in cameras.values()),
+            sum(int(c.get("faces") or 0) for c in cameras.values()),
+        )
+        before, self.live.counted = self.live.counted, now
+        frames, faces = max(0, now[0] - before[0]), max(0, now[1] - before[1])
         if frames or faces:
             await asyncio.to_thread(
                 Deployments(self.live.db).add_counters, self.namespace, frames=frames, faces=faces
             )
+
+    async def _camera_stats(self) -> dict[str, dict[str, Any]]:
+        """Every camera's ``stats()``, counters totalled over its runs."""
+        return self.live.camera_totals.observe_all(await self.kernel.stats("camera"))
 
     async def _follow_store(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Apply watchlist changes and closure from the store; record the counters."""
@@ -773,6 +822,10 @@ class Deployment:
                     await self._apply_threshold(record.threshold)
                 if not self.live.closing and rounds % 5 == 0:
                     await self._count_frames()
+                elif not self.live.closing:
+                    # Read the cameras every second, so a camera that dies loses at most
+                    # about a second of its counts from the totals.
+                    await self._camera_stats()
             except Exception:
                 log.exception("store_follow_failed", deployment=self.namespace)
             with contextlib.suppress(TimeoutError):
@@ -784,7 +837,10 @@ class Deployment:
         figures = await self.kernel.stats()
         by_role: dict[str, dict[str, Any]] = {}
         for name, stats in figures.items():
-            by_role.setdefault(stats["role"], {})[name.split("/", 1)[1]] = stats
+            shown = (
+                self.live.camera_totals.observe(name, stats) if stats["role"] == "camera" else stats
+            )
+            by_role.setdefault(stats["role"], {})[name.split("/", 1)[1]] = shown
         counts = self._store_counts()
         return {
             "deployment": {
@@ -811,12 +867,21 @@ class Deployment:
     async def drain(self) -> dict[str, Any]:
         """Stop cameras (in-flight frames finish), flush alerts, write out, stop actors."""
         await self.kernel.stop_role("camera", "stop")
+        unstored = 0
+        with contextlib.suppress(Exception):
+            held = await asyncio.gather(
+                *(h.flush.remote() for h in self.kernel.of_role("embedder"))
+            )
+            unstored = int(sum(held))
+        if unstored:
+            log.error("sightings_not_stored_at_stop", deployment=self.namespace, held=unstored)
         if self.live.db is not None and not self.live.closing:
             with contextlib.suppress(Exception):
                 await self._count_frames()
         summary = await self.summary()
         with contextlib.suppress(Exception):
             await self.kernel.handle(self.topology.alerts.id).flush.remote()
+        # The alert follower's last read starts after this: everything flushed is written.
         self.live.stop.set()
         for task in self.live.tasks:
             with contextlib.suppress(Exception):
@@ -827,7 +892,9 @@ class Deployment:
 
     async def summary(self) -> dict[str, Any]:
         """Frames, faces, alerts, drops and capture-to-result latency percentiles."""
-        cameras = await self.kernel.stats("camera")
+        cameras = await self._camera_stats()
+        embedders = await self.kernel.stats("embedder")
+        alerts = (await self.kernel.stats("alerts")).values()
         latencies: list[float] = []
         for handle in self.kernel.of_role("camera", include_stopped=True):
             with contextlib.suppress(Exception):
@@ -853,7 +920,13 @@ class Deployment:
             "frames_dropped": total("frames_dropped"),
             "frames_failed": total("frames_failed"),
             "corrupt_frames": total("corrupt_frames"),
+            "frames_retried": total("frames_retried"),
             "faces": total("faces"),
+            "sightings_lost": sum(
+                int(e.get("sightings_lost") or 0) + int(e.get("sightings_unstored") or 0)
+                for e in embedders.values()
+            ),
+            "sightings_duplicate": sum(int(a.get("duplicates") or 0) for a in alerts),
             "alerts": counts.get("alerts", 0),
             "alert_sightings": counts.get("sightings", 0),
             "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99)},

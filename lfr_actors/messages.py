@@ -151,24 +151,44 @@ def _require_array(name: str, value: Any, dtype: str, ndim: int) -> None:
 @message
 @dataclass(frozen=True)
 class Frame(Message):
-    """One captured frame, RGB uint8 ``H x W x 3``, timestamped at capture (Unix seconds)."""
+    """One captured frame, RGB uint8 ``H x W x 3``, timestamped at capture (Unix seconds).
+
+    ``epoch`` names the camera actor's run: a token the camera picks when its actor
+    starts, different for every actor and every ``lfr up``. ``seq`` counts from 1 within
+    that run, so ``(camera_id, epoch, seq)`` names one captured frame for ever, and the
+    same frame sent again (a retry) carries the same three values.
+
+    Version 2 added ``epoch``; a version-1 frame is refused as a version mismatch.
+    """
 
     TAG: ClassVar[str] = "frame"
+    VERSION: ClassVar[int] = 2
     camera_id: str
     seq: int
     captured_at: float
     image: np.ndarray
+    epoch: str
 
     def __post_init__(self) -> None:
         _require_array("image", self.image, "uint8", 3)
+        if not isinstance(self.epoch, str) or not self.epoch or ":" in self.epoch:
+            raise ValueError("epoch must be a non-empty string without ':'")
 
 
 @message
 @dataclass(frozen=True)
 class FrameResult(Message):
-    """What the embedder did with one frame: counts and timings, never face data."""
+    """What the embedder did with one frame: counts and timings, never face data.
+
+    ``store_error`` is None when the frame's possible matches (if any) are stored. When
+    the alert store could not take them it says why (``"alert store unavailable: disk
+    full"``): the embedder then holds them in memory and sends them again by itself.
+
+    Version 2 added ``store_error``.
+    """
 
     TAG: ClassVar[str] = "frame_result"
+    VERSION: ClassVar[int] = 2
     camera_id: str
     seq: int
     captured_at: float
@@ -176,6 +196,7 @@ class FrameResult(Message):
     faces_compared: int
     candidates: int
     processed_at: float
+    store_error: str | None = None
 
 
 @message
@@ -223,13 +244,23 @@ class RemoveEntry(Message):
     entry_id: str
 
 
+def sighting_id(frame: Frame, face: int, entry_id: str) -> str:
+    """The id of the sighting of ``entry_id`` by face number ``face`` of ``frame``.
+
+    It includes the camera run's epoch: frame numbers start again at 1 in every camera
+    run, and without the epoch a new run's sightings would take the ids of stored ones.
+    """
+    return f"{frame.camera_id}:{frame.epoch}:{frame.seq}:{face}:{entry_id}"
+
+
 @message
 @dataclass(frozen=True)
 class Sighting(Message):
     """A face within the threshold of a watchlist entry: the only face data past the embedder.
 
-    ``sighting_id`` is ``camera:seq:face`` and stable, so a frame processed twice (after an
-    actor restart) yields the same ids and the alert actor can drop the repeat.
+    ``sighting_id`` is ``camera:epoch:seq:face:entry`` (see :func:`sighting_id`): unique
+    across camera restarts and runs, and stable, so a frame processed twice (resent after
+    an actor restart) yields the same ids and the alert actor can drop the repeat.
     """
 
     TAG: ClassVar[str] = "sighting"

@@ -3,8 +3,12 @@
 Promises, in plain words:
 
 - **Persisted before acknowledged.** ``submit`` returns only after every alert event its
-  sightings caused is committed to the store. If the store fails, ``submit`` raises, so
-  the sender knows nothing was acknowledged and can send the batch again.
+  sightings caused is committed to the store. If the store cannot be written (a full
+  disk, say), ``submit`` raises :class:`StoreUnavailableError` ("alert store unavailable:
+  disk full"), so the sender knows the batch was not acknowledged and sends it again
+  later; ``stats()`` and ``health()`` show the cause as ``store_error`` until a write
+  succeeds, and the log gets one error line per outage (repeated at most every
+  minute), never a traceback per batch.
 - **Restarts neither duplicate nor forget.** On start the actor reloads the alerts of the
   last fusion window and the sighting ids already counted in them. A sighting whose id is
   already stored is dropped as a duplicate; later sightings of the same person update the
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,27 @@ from lfr_actors.messages import MessageDecodeError, Sighting, SightingBatch
 from lfr_actors.store.alerts import AlertStore, StoreError
 
 _REASON_CHARS = 200
+_STORE_ERROR_LOG_INTERVAL_S = 60.0
+
+
+class StoreUnavailableError(StoreError):
+    """The alert store cannot be written now; the batch was not acknowledged.
+
+    Its message is ``"alert store unavailable: <cause>"``, the cause being short and
+    free of face data (``"disk full"``, or SQLite's own message).
+    """
+
+
+def store_cause(exc: BaseException) -> str:
+    """A short cause for a failed store write: ``disk full`` for SQLite's SQLITE_FULL."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name == "SQLITE_FULL" or "disk is full" in str(exc):
+            return "disk full"
+        return str(exc)[:_REASON_CHARS] or name or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:_REASON_CHARS]
+    return f"{type(exc).__name__}: {exc}"[:_REASON_CHARS]
 
 
 class AlertActor:
@@ -59,6 +86,11 @@ class AlertActor:
         self._store_duplicates = 0
         self._events = 0
         self._high_water: float | None = None
+        self._store_error: str | None = None
+        self._store_failures = 0
+        self._store_failed_since: float | None = None
+        self._store_error_logged_at: float | None = None
+        self._store_failures_unlogged = 0
         restored = self._restore(FusionCounters())
         self._log.info(
             "alert_actor_started",
@@ -115,22 +147,29 @@ class AlertActor:
                 continue
             result["accepted"] += 1
             self._received += 1
-            if self._store.has_sighting(sighting.sighting_id):
-                self._store_duplicates += 1
-                result["duplicates"] += 1
-                continue
+            try:
+                if self._store.has_sighting(sighting.sighting_id):
+                    self._store_duplicates += 1
+                    result["duplicates"] += 1
+                    continue
+            except Exception as exc:
+                raise self._store_failed(exc) from None
             event = self._fuser.observe(sighting)
             self._high_water = max(self._high_water or sighting.captured_at, sighting.captured_at)
             if event is None:
                 continue
             try:
                 event_id = self._store.apply(event)
-            except Exception:
-                self._log.exception("store_write_failed", alert_id=event.alert.id)
+            except Exception as exc:
                 # The fuser already counted this sighting; rebuild it from what is stored so
                 # that a resent batch is processed again instead of dropped as duplicates.
-                self._restore(self._fuser.counters)
-                raise
+                error = self._store_failed(exc)
+                try:
+                    self._restore(self._fuser.counters)
+                except Exception as again:
+                    self._log.warning("fusion_restore_failed", reason=store_cause(again))
+                raise error from None
+            self._store_ok()
             self._events += 1
             self._log.info(
                 "alert_raised" if event.kind == "raised" else "alert_updated",
@@ -157,9 +196,17 @@ class AlertActor:
         try:
             last_event_id = self._store.last_event_id()
         except Exception as exc:
-            return {"status": "error", "actor": self.actor_id, "reason": type(exc).__name__}
+            return {
+                "status": "error",
+                "actor": self.actor_id,
+                "reason": type(exc).__name__,
+                "store_error": self._store_error or store_cause(exc),
+            }
+        unavailable = self._store_error is not None
         return {
-            "status": "ok",
+            "status": "error" if unavailable else "ok",
+            **({"reason": f"alert store unavailable: {self._store_error}"} if unavailable else {}),
+            "store_error": self._store_error,
             "actor": self.actor_id,
             "deployment": self.deployment_id,
             "open_alerts": len(self._fuser.open_alerts),
@@ -167,8 +214,12 @@ class AlertActor:
             "last_event_id": last_event_id,
         }
 
-    async def stats(self) -> dict[str, float]:
-        """Counters since this actor started (counters only, never face data)."""
+    async def stats(self) -> dict[str, Any]:
+        """Counters since this actor started (counters only, never face data).
+
+        ``store_error`` is None while the last write succeeded, else its short cause
+        (``"disk full"``); ``store_failures`` counts the batches refused for it.
+        """
         counters = self._fuser.counters
         return {
             "threshold": self._fusion.threshold,
@@ -185,6 +236,8 @@ class AlertActor:
             "events_persisted": self._events,
             "open_alerts": len(self._fuser.open_alerts),
             "pending": self._fuser.pending,
+            "store_error": self._store_error,
+            "store_failures": self._store_failures,
         }
 
     async def flush(self) -> None:
@@ -216,6 +269,46 @@ class AlertActor:
         self._fuser.restore(alerts, self._store.sighting_ids(a.id for a in alerts))
         self._high_water = max(self._high_water or latest, latest)
         return len(alerts)
+
+    def _store_failed(self, exc: BaseException) -> StoreUnavailableError:
+        """Note a failed store call; log it at most once a minute; the error to raise."""
+        cause = store_cause(exc)
+        now = time.monotonic()
+        self._store_failures += 1
+        if self._store_error is None:
+            self._store_failed_since = now
+        self._store_error = cause
+        if (
+            self._store_error_logged_at is None
+            or now - self._store_error_logged_at >= _STORE_ERROR_LOG_INTERVAL_S
+        ):
+            self._log.error(
+                "alert_store_unavailable",
+                reason=cause,
+                error=type(exc).__name__,
+                failures_since_last_line=self._store_failures_unlogged,
+            )
+            self._store_error_logged_at = now
+            self._store_failures_unlogged = 0
+        else:
+            self._store_failures_unlogged += 1
+        return StoreUnavailableError(f"alert store unavailable: {cause}")
+
+    def _store_ok(self) -> None:
+        """A write succeeded: an outage, if there was one, is over (one line says so)."""
+        if self._store_error is None:
+            return
+        since = self._store_failed_since
+        self._log.warning(
+            "alert_store_available",
+            was=self._store_error,
+            outage_s=None if since is None else round(time.monotonic() - since, 1),
+            failures=self._store_failures,
+        )
+        self._store_error = None
+        self._store_failed_since = None
+        self._store_error_logged_at = None
+        self._store_failures_unlogged = 0
 
     def _expire(self, now_captured_at: float) -> None:
         for alert in self._fuser.expire(now_captured_at):

@@ -9,13 +9,20 @@
   reader waits instead and nothing is dropped.)
 - At most ``max_in_flight`` frames are at the embedder, unanswered, at any time.
 - A failed stream is reopened with exponential backoff; status shows it meanwhile.
-- Frames are sent as :class:`~lfr_actors.messages.Frame` bytes and forgotten once sent.
+- Frames are sent as :class:`~lfr_actors.messages.Frame` bytes and forgotten once answered.
+  A frame whose embedder dies (or cannot be reached) before answering is sent once more,
+  to the next embedder or the restarted one, with the same bytes: the alert actor drops
+  whatever it had already stored from the first try.
+- Every camera actor picks a run ``epoch`` when it starts and puts it in each frame, so
+  frames (and the sightings made from them) of a restarted camera, or of a later
+  ``lfr up``, never take the ids of earlier ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +47,32 @@ from lfr_actors.video import (
 )
 
 _LATENCY_WINDOW = 512
+_RESOLVE_RETRY_S = 15.0
+"""How long a frame's one resend waits for an embedder to be found again (restarts take ~5 s)."""
+_SEND_ERRORS = ("embedder unavailable", "alert store unavailable", "alert actor unavailable")
+
+
+COUNTERS = (
+    "frames_read",
+    "frames_sampled",
+    "frames_sent",
+    "frames_processed",
+    "frames_dropped",
+    "frames_failed",
+    "frames_retried",
+    "frames_discarded_at_stop",
+    "corrupt_frames",
+    "reconnects",
+    "faces",
+    "candidates",
+    "decode_errors",
+)
+"""The counters in a camera's ``stats()``: each counts up from 0 in every camera run."""
+
+
+def new_epoch() -> str:
+    """A token naming one camera run: the start time (ms, hex) and 24 random bits."""
+    return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
 
 
 def build_source(source: dict[str, Any], *, fps: float, name: str) -> FrameSource:
@@ -117,7 +150,10 @@ class CameraActor:
         self.max_attempts = reconnect.get("max_attempts")
         self.embedder_names = list(embedder_names)
         self.namespace = namespace
-        self.log = get_logger("lfr.camera").bind(actor=camera_id, deployment=self.deployment_id)
+        self.epoch = new_epoch()
+        self.log = get_logger("lfr.camera").bind(
+            actor=camera_id, deployment=self.deployment_id, epoch=self.epoch
+        )
         self.source = source or build_source(config["source"], fps=self.fps, name=camera_id)
         self.queue: deque[tuple[int, float, np.ndarray]] = deque()
         self._queue_event = asyncio.Event()
@@ -131,20 +167,7 @@ class CameraActor:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.state = "created"
         self.last_error: str | None = None
-        self.counters = {
-            "frames_read": 0,
-            "frames_sampled": 0,
-            "frames_sent": 0,
-            "frames_processed": 0,
-            "frames_dropped": 0,
-            "frames_failed": 0,
-            "frames_discarded_at_stop": 0,
-            "corrupt_frames": 0,
-            "reconnects": 0,
-            "faces": 0,
-            "candidates": 0,
-            "decode_errors": 0,
-        }
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
         self._sample_times: deque[float] = deque(maxlen=64)
         self._seq = 0
@@ -193,6 +216,7 @@ class CameraActor:
         return {
             **self.counters,
             "id": self.camera_id,
+            "epoch": self.epoch,
             "state": self.state,
             "last_error": self.last_error,
             "fps": fps,
@@ -359,7 +383,7 @@ class CameraActor:
                 continue
             seq, captured_at, image = self.queue.popleft()
             self._space_event.set()
-            data = Frame(self.camera_id, seq, captured_at, image).encode()
+            data = Frame(self.camera_id, seq, captured_at, image, epoch=self.epoch).encode()
             del image
             task = asyncio.create_task(self._submit(data, captured_at))
             self._in_flight.add(task)
@@ -375,16 +399,23 @@ class CameraActor:
 
     async def _submit(self, data: bytes, captured_at: float) -> None:
         self.counters["frames_sent"] += 1
-        try:
-            handle = await self._embedder()
-            reply = await handle.process.remote(data)
-        except Exception as exc:  # RayActorError, ActorUnavailableError, lookup failure
+        reply = None
+        for attempt in (1, 2):
+            try:
+                handle = await (self._embedder() if attempt == 1 else self._embedder_again())
+                reply = await handle.process.remote(data)
+                break
+            except Exception as exc:  # RayActorError, ActorUnavailableError, lookup failure
+                self.last_error = f"embedder unavailable: {type(exc).__name__}"
+                self._handle = None
+                self._handle_index += 1
+                self.log.warning("frame_not_processed", reason=type(exc).__name__, attempt=attempt)
+                if attempt == 1:
+                    # Once more, with the same bytes (so the same sighting ids).
+                    self.counters["frames_retried"] += 1
+                    await asyncio.sleep(min(1.0, self.initial_backoff_s))
+        if reply is None:
             self.counters["frames_failed"] += 1
-            self.last_error = f"embedder unavailable: {type(exc).__name__}"
-            self._handle = None
-            self._handle_index += 1
-            self.log.warning("frame_not_processed", reason=type(exc).__name__)
-            await asyncio.sleep(min(1.0, self.initial_backoff_s))
             return
         try:
             result = FrameResult.decode(reply)
@@ -392,7 +423,25 @@ class CameraActor:
             self.counters["decode_errors"] += 1
             self.log.warning("message_dropped", reason=str(exc))
             return
+        if result.store_error is not None:
+            self.last_error = result.store_error
+        elif self.last_error is not None and self.last_error.startswith(_SEND_ERRORS):
+            self.last_error = None
         self.counters["frames_processed"] += 1
         self.counters["faces"] += result.faces
         self.counters["candidates"] += result.candidates
         self._latencies.append(result.processed_at - captured_at)
+
+    async def _embedder_again(self) -> Any:
+        """An embedder for a frame's resend: the next one, waiting out a restart."""
+        deadline = time.monotonic() + _RESOLVE_RETRY_S
+        delay = 0.25
+        while True:
+            try:
+                return await self._embedder()
+            except Exception:
+                self._handle_index += 1
+                if time.monotonic() + delay > deadline or self._stop.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)

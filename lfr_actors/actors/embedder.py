@@ -4,8 +4,16 @@ Frames from any camera wait at most ``max_wait_ms`` to be batched (up to ``max_b
 frames). For each batch: detection, alignment and quality per frame, then ONE embedding
 call for every face that passed, ONE search of the index router for all of them, and ONE
 call to the alert actor with the sightings of faces that came within the threshold. Each
-frame is answered with counts only once its sightings are stored, so the camera's
-acknowledgement means "persisted".
+frame is answered with counts once its sightings are stored, so the camera's
+acknowledgement means "persisted" -- unless the answer says otherwise (below).
+
+When the alert actor cannot take a batch of sightings (its store is unavailable, say the
+disk is full, or the actor is restarting beyond the retries of one call), the batch is
+kept in a bounded buffer in memory, the frames are answered with the reason
+(``FrameResult.store_error``), and the buffer is sent again, oldest first, before any new
+sightings and about once a second until the alert actor takes it. Sightings beyond the
+bound are dropped oldest first and counted as ``sightings_lost``. Only possible matches
+are ever buffered.
 
 Non-match deletion: chips and embeddings of faces with no hit are local variables of one
 batch; they are never logged, counted by anything but number, or sent anywhere (the
@@ -16,6 +24,7 @@ within the threshold travel on, as a small crop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -26,6 +35,7 @@ import cv2
 import numpy as np
 import ray
 
+from lfr_actors.actors.alerts import StoreUnavailableError
 from lfr_actors.logs import configure, get_logger
 from lfr_actors.messages import (
     Frame,
@@ -35,6 +45,7 @@ from lfr_actors.messages import (
     SearchResult,
     Sighting,
     SightingBatch,
+    sighting_id,
 )
 from lfr_actors.models.align import align_faces
 from lfr_actors.models.cache import ModelCache
@@ -47,6 +58,58 @@ from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.models.types import UInt8Array
 
 _DOWNSTREAM_RETRIES = 5
+UNSTORED_LIMIT = 2000
+"""Sightings the embedder holds while the alert store cannot take them (about 5 KB each)."""
+_RESEND_INTERVAL_S = 1.0
+_LOST_LOG_INTERVAL_S = 30.0
+
+
+class UnstoredSightings:
+    """Sighting batches the alert actor has not acknowledged, oldest first, bounded.
+
+    Holds at most ``limit`` sightings; adding beyond it drops whole batches, oldest first,
+    and counts their sightings in ``lost``. Pure bookkeeping: sending is the caller's.
+    """
+
+    def __init__(self, limit: int = UNSTORED_LIMIT) -> None:
+        self.limit = limit
+        self.lost = 0
+        self._batches: deque[list[Any]] = deque()  # [data, sightings, held]
+        self._count = 0
+
+    def __len__(self) -> int:
+        """How many sightings are held."""
+        return self._count
+
+    def add(self, data: bytes, sightings: int) -> int:
+        """Hold one encoded batch; returns how many sightings were dropped to make room."""
+        self._batches.append([data, sightings, False])
+        self._count += sightings
+        dropped = 0
+        while self._count > self.limit and self._batches:
+            n = int(self._batches.popleft()[1])
+            self._count -= n
+            dropped += n
+        self.lost += dropped
+        return dropped
+
+    def oldest(self) -> bytes | None:
+        """The oldest batch held, or None."""
+        return bytes(self._batches[0][0]) if self._batches else None
+
+    def refused(self) -> None:
+        """The alert actor refused the oldest batch: every batch held now had to wait."""
+        for batch in self._batches:
+            batch[2] = True
+
+    def acknowledged(self) -> tuple[int, bool]:
+        """Forget the oldest batch (the alert actor took it).
+
+        Returns its sightings, and whether it had to wait (so this send was a resend).
+        """
+        _, n, held = self._batches.popleft()
+        self._count -= n
+        return int(n), bool(held)
 
 
 @dataclass
@@ -119,6 +182,11 @@ class EmbedderActor:
         self._loop_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._handles: dict[str, Any] = {}
+        self._unstored = UnstoredSightings()
+        self._delivery = asyncio.Lock()
+        self._resender: asyncio.Task[None] | None = None
+        self.store_error: str | None = None
+        self._lost_logged_at = 0.0
         self.counters = {
             "frames": 0,
             "batches": 0,
@@ -128,6 +196,7 @@ class EmbedderActor:
             "candidates": 0,
             "decode_errors": 0,
             "downstream_errors": 0,
+            "sightings_resent": 0,
         }
         self._batch_sizes: deque[int] = deque(maxlen=256)
         self._stage_ms: dict[str, deque[float]] = {
@@ -174,6 +243,9 @@ class EmbedderActor:
         sizes = list(self._batch_sizes)
         return {
             **self.counters,
+            "sightings_unstored": len(self._unstored),
+            "sightings_lost": self._unstored.lost,
+            "store_error": self.store_error,
             "id": self.embedder_id,
             "providers": self.providers,
             "search_limit": self.threshold,
@@ -183,6 +255,73 @@ class EmbedderActor:
                 k: round(float(np.median(v)), 2) if v else None for k, v in self._stage_ms.items()
             },
         }
+
+    async def flush(self, timeout_s: float = 10.0) -> int:
+        """Try to hand every held sighting to the alert actor (before a drain).
+
+        Returns how many are still held (0 when all were stored).
+        """
+        deadline = time.monotonic() + timeout_s
+        while len(self._unstored) and time.monotonic() < deadline:
+            if await self._deliver() is not None:
+                await asyncio.sleep(0.2)
+        return len(self._unstored)
+
+    async def _store(self, data: bytes, sightings: int) -> str | None:
+        """Queue one batch behind any held ones and send what can be sent.
+
+        Returns None when everything held is stored, else why not.
+        """
+        dropped = self._unstored.add(data, sightings)
+        if dropped:
+            now = time.monotonic()
+            if now - self._lost_logged_at >= _LOST_LOG_INTERVAL_S:
+                self._lost_logged_at = now
+                self.log.error(
+                    "sightings_lost",
+                    dropped=dropped,
+                    lost=self._unstored.lost,
+                    limit=self._unstored.limit,
+                    reason=self.store_error,
+                )
+        return await self._deliver()
+
+    async def _deliver(self) -> str | None:
+        """Send held batches oldest first until one is refused; None when none is left."""
+        async with self._delivery:
+            while (data := self._unstored.oldest()) is not None:
+                try:
+                    await self._call(self.alerts_name, "submit", data)
+                except Exception as exc:
+                    cause = getattr(exc, "cause", exc)
+                    if isinstance(cause, StoreUnavailableError):
+                        reason = str(cause)
+                    else:
+                        reason = f"alert actor unavailable: {type(cause).__name__}"
+                    if self.store_error != reason:
+                        self.log.warning("sightings_held", reason=reason, held=len(self._unstored))
+                    self.store_error = reason
+                    self._unstored.refused()
+                    self._ensure_resender()
+                    return reason
+                sent, held = self._unstored.acknowledged()
+                if held:
+                    self.counters["sightings_resent"] += sent
+            if self.store_error is not None:
+                self.log.info("sightings_stored_again", reason_was=self.store_error)
+            self.store_error = None
+            return None
+
+    def _ensure_resender(self) -> None:
+        if self._resender is None or self._resender.done():
+            self._resender = asyncio.create_task(self._resend_loop())
+
+    async def _resend_loop(self) -> None:
+        """While sightings are held, offer them again about once a second."""
+        while len(self._unstored):
+            await asyncio.sleep(_RESEND_INTERVAL_S)
+            with contextlib.suppress(Exception):
+                await self._deliver()
 
     async def _batch_loop(self) -> None:
         queue = self._queue
@@ -319,7 +458,7 @@ class EmbedderActor:
                     sighting_frames.append(faces.frame_index[row])
                     sightings.append(
                         Sighting(
-                            sighting_id=f"{frame.camera_id}:{frame.seq}:{faces.face_index[row]}:{entry_id}",
+                            sighting_id=sighting_id(frame, faces.face_index[row], str(entry_id)),
                             camera_id=frame.camera_id,
                             frame_seq=frame.seq,
                             captured_at=frame.captured_at,
@@ -334,10 +473,13 @@ class EmbedderActor:
         compared = int(faces.embeddings.shape[0])
         # Non-matches end here: the chips and embeddings of this batch go out of scope.
         del faces.chips, faces.embeddings
+        store_error = None
         if sightings:
             t0 = time.perf_counter()
-            await self._call(self.alerts_name, "submit", SightingBatch.of(sightings).encode())
+            store_error = await self._store(SightingBatch.of(sightings).encode(), len(sightings))
             alerts_s = time.perf_counter() - t0
+        elif len(self._unstored):
+            store_error = self.store_error
         now = time.time()
         candidates_per_frame = [0] * len(frames)
         for frame_row in sighting_frames:
@@ -351,6 +493,7 @@ class EmbedderActor:
                 faces_compared=faces.passed_per_frame[i],
                 candidates=candidates_per_frame[i],
                 processed_at=now,
+                store_error=store_error,
             )
             if not future.done():
                 future.set_result(result.encode())

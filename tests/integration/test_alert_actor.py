@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 import ray
 from structlog.testing import capture_logs
 
-from lfr_actors.actors.alerts import AlertActor
+from lfr_actors.actors.alerts import AlertActor, StoreUnavailableError
 from lfr_actors.messages import Sighting, SightingBatch
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, make_sighting
@@ -142,7 +143,7 @@ async def test_nothing_is_acknowledged_when_the_store_fails(
 
     monkeypatch.setattr(store, "apply", failing)
     retry = batch(sighting(2, at=1), sighting(3, at=2))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StoreUnavailableError, match="alert store unavailable: OSError: disk full"):
         await actor.submit(retry)
     monkeypatch.setattr(store, "apply", real_apply)
     result = await actor.submit(retry)  # the sender resends: both sightings count
@@ -150,3 +151,82 @@ async def test_nothing_is_acknowledged_when_the_store_fails(
     await actor.close()
     with AlertStore.open_readonly(db) as reader:
         assert reader.list_alerts().alerts[0]["sightings"] == 3
+
+
+def _fill_the_store(actor: AlertActor) -> None:
+    """Let the store grow no more: SQLite itself then answers SQLITE_FULL, as on a full disk."""
+    conn = actor._store._conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+@pytest.mark.asyncio
+async def test_a_full_store_refuses_with_its_cause_logs_once_and_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "alerts.db"
+    actor = AlertActor("dep1", str(db), dict(CONFIG))
+    await actor.submit(batch(sighting(1)))
+    _fill_the_store(actor)
+    refused: list[bytes] = []
+    stored = 1
+    with capture_logs() as entries:
+        for n in range(2, 60):
+            data = batch(sighting(n, at=n * 0.1))
+            try:
+                await actor.submit(data)
+                stored += 1
+            except StoreUnavailableError as exc:
+                assert str(exc) == "alert store unavailable: disk full"
+                refused.append(data)
+            if len(refused) == 4:
+                break
+        stats = await actor.stats()
+        health = await actor.health()
+    assert len(refused) == 4, "the page budget never ran out"
+    assert (stats["store_error"], stats["store_failures"]) == ("disk full", 4)
+    assert health["status"] == "error" and health["store_error"] == "disk full"
+    assert health["reason"] == "alert store unavailable: disk full"
+    errors = [e for e in entries if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == ["alert_store_unavailable"]  # one line, not four
+    assert errors[0]["reason"] == "disk full"
+    assert not any("exc_info" in e or "exception" in e for e in entries)
+
+    # Space comes back: the sender's resends are all counted, once each.
+    actor._store._conn.execute("PRAGMA max_page_count = 1000000")
+    with capture_logs() as entries:
+        results = [await actor.submit(data) for data in refused]
+        replay = await actor.submit(refused[0])  # a true replay is still a duplicate
+    assert [r["updated"] for r in results] == [1, 1, 1, 1]
+    assert (replay["duplicates"], replay["updated"]) == (1, 0)
+    assert (await actor.stats())["store_error"] is None
+    assert (await actor.health())["status"] == "ok"
+    assert [e["event"] for e in entries if e["event"].startswith("alert_store")] == [
+        "alert_store_available"
+    ]
+    await actor.close()
+    with AlertStore.open_readonly(db) as reader:
+        alerts = reader.list_alerts().alerts
+        assert len(alerts) == 1 and alerts[0]["sightings"] == stored + 4
+
+
+@pytest.mark.slow
+def test_the_store_error_reaches_a_ray_caller_as_its_own_type(
+    ray_cluster: None, tmp_path: Path
+) -> None:
+    """What the embedder relies on: the cause of a refused ``submit`` is recognisable."""
+    db = tmp_path / "alerts.db"
+    name = f"alerts-{uuid.uuid4().hex[:8]}"
+    actor = start_actor(name, db)
+    ray.get(actor.submit.remote(batch(sighting(1))))
+    with sqlite3.connect(db) as conn:  # another writer holds the write lock: a real failure
+        conn.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(Exception) as caught:
+            ray.get(actor.submit.remote(batch(sighting(2, at=1))), timeout=120)
+        conn.rollback()
+    cause = getattr(caught.value, "cause", caught.value)
+    assert isinstance(cause, StoreUnavailableError)
+    assert str(cause).startswith("alert store unavailable: database is locked")
+    assert ray.get(actor.stats.remote())["store_error"] == "database is locked"
+    assert ray.get(actor.submit.remote(batch(sighting(2, at=1))))["updated"] == 1
+    assert ray.get(actor.stats.remote())["store_error"] is None
+    ray.get(actor.close.remote())
+    ray.kill(actor)

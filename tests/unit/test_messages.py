@@ -16,6 +16,7 @@ from lfr_actors.messages import (
     Sighting,
     SightingBatch,
     decode,
+    sighting_id,
 )
 
 
@@ -35,10 +36,12 @@ def _sighting(i: int = 0) -> Sighting:
 
 def test_frame_round_trip_keeps_pixels_exactly() -> None:
     image = np.random.default_rng(1).integers(0, 256, (36, 64, 3), dtype=np.uint8)
-    frame = Frame("cam_north", 7, 1700000000.25, image)
+    frame = Frame("cam_north", 7, 1700000000.25, image, epoch="18c2f-a1b2c3")
     back = decode(frame.encode())
     assert isinstance(back, Frame)
-    assert (back.camera_id, back.seq, back.captured_at) == ("cam_north", 7, 1700000000.25)
+    assert (back.camera_id, back.seq, back.captured_at, back.epoch) == (
+        "cam_north", 7, 1700000000.25, "18c2f-a1b2c3",
+    )  # fmt: skip
     np.testing.assert_array_equal(back.image, image)
     assert back.image.dtype == np.uint8 and back.image.shape == (36, 64, 3)
 
@@ -73,9 +76,18 @@ def test_big_endian_arrays_arrive_little_endian() -> None:
         (b"\xc1", "not a msgpack message"),
         (msgpack.packb([1, 2, 3]), "not a message envelope"),
         (msgpack.packb({"t": "nope", "v": 1, "b": {}}), "unknown message type 'nope'"),
-        (msgpack.packb({"t": "frame", "v": 99, "b": {}}), "version 99; this build reads 1"),
+        (msgpack.packb({"t": "frame", "v": 99, "b": {}}), "version 99; this build reads 2"),
+        # A frame of the version before the run epoch: refused by its version, not guessed.
+        (msgpack.packb({"t": "frame", "v": 1, "b": {}}), "'frame' message version 1"),
         (
-            msgpack.packb({"t": "frame_result", "v": 1, "b": {"camera_id": "c"}}),
+            msgpack.packb(
+                {"t": "frame", "v": 2, "b": {"camera_id": "c", "seq": 1, "captured_at": 0.0,
+                 "image": msgpack.ExtType(1, msgpack.packb(("|u1", [1, 1, 3])) + b"abc")}}
+            ),
+            r"missing \['epoch'\]",
+        ),  # fmt: skip
+        (
+            msgpack.packb({"t": "frame_result", "v": 2, "b": {"camera_id": "c"}}),
             "missing",
         ),
         (
@@ -90,7 +102,7 @@ def test_malformed_messages_are_refused_clearly(data: bytes, message: str) -> No
 
 
 def test_array_payload_of_the_wrong_size_is_refused() -> None:
-    good = Frame("c", 1, 0.0, np.zeros((2, 2, 3), np.uint8)).encode()
+    good = Frame("c", 1, 0.0, np.zeros((2, 2, 3), np.uint8), epoch="e").encode()
     with pytest.raises(MessageDecodeError):
         decode(good[:-3])
 
@@ -106,9 +118,12 @@ def test_disallowed_dtype_is_refused() -> None:
 
 def test_wrong_types_are_refused() -> None:
     with pytest.raises(ValueError, match="image must be a 3-d uint8 array"):
-        Frame("c", 1, 0.0, np.zeros((2, 2), np.uint8))
-    bad = msgpack.packb({"t": "frame", "v": 1, "b": {"camera_id": "c", "seq": 1,
-                        "captured_at": 0.0, "image": "not an array"}})  # fmt: skip
+        Frame("c", 1, 0.0, np.zeros((2, 2), np.uint8), epoch="e")
+    for epoch in ("", "a:b", 7):
+        with pytest.raises(ValueError, match="epoch must be"):
+            Frame("c", 1, 0.0, np.zeros((2, 2, 3), np.uint8), epoch=epoch)  # type: ignore[arg-type]
+    bad = msgpack.packb({"t": "frame", "v": 2, "b": {"camera_id": "c", "seq": 1,
+                        "captured_at": 0.0, "image": "not an array", "epoch": "e"}})  # fmt: skip
     with pytest.raises(MessageDecodeError, match="image must be"):
         decode(bad)
 
@@ -117,3 +132,21 @@ def test_decode_as_the_wrong_class() -> None:
     data = FrameResult("c", 1, 0.0, 0, 0, 0, 0.0).encode()
     with pytest.raises(MessageDecodeError, match="expected a 'frame' message"):
         Frame.decode(data)
+
+
+def test_frame_result_carries_a_store_error_and_defaults_to_none() -> None:
+    ok = FrameResult.decode(FrameResult("c", 1, 0.0, 1, 1, 1, 0.0).encode())
+    assert ok.store_error is None
+    held = FrameResult("c", 2, 0.0, 1, 1, 1, 0.0, store_error="alert store unavailable: disk full")
+    assert FrameResult.decode(held.encode()).store_error == "alert store unavailable: disk full"
+
+
+def test_sighting_ids_differ_between_camera_runs_and_repeat_within_one() -> None:
+    image = np.zeros((2, 2, 3), np.uint8)
+    first = Frame("cam", 1, 0.0, image, epoch="run1")
+    again = Frame.decode(first.encode())  # the same frame, resent
+    restarted = Frame("cam", 1, 5.0, image, epoch="run2")  # seq starts at 1 again
+    assert sighting_id(first, 0, "e1") == sighting_id(again, 0, "e1") == "cam:run1:1:0:e1"
+    assert sighting_id(restarted, 0, "e1") != sighting_id(first, 0, "e1")
+    assert sighting_id(first, 1, "e1") != sighting_id(first, 0, "e1")
+    assert sighting_id(first, 0, "e2") != sighting_id(first, 0, "e1")
