@@ -81,8 +81,16 @@ def test_big_endian_arrays_arrive_little_endian() -> None:
         (msgpack.packb({"t": "frame", "v": 1, "b": {}}), "'frame' message version 1"),
         (
             msgpack.packb(
-                {"t": "frame", "v": 2, "b": {"camera_id": "c", "seq": 1, "captured_at": 0.0,
-                 "image": msgpack.ExtType(1, msgpack.packb(("|u1", [1, 1, 3])) + b"abc")}}
+                {
+                    "t": "frame",
+                    "v": 2,
+                    "b": {
+                        "camera_id": "c",
+                        "seq": 1,
+                        "captured_at": 0.0,
+                        "image": msgpack.ExtType(1, msgpack.packb(("|u1", [1, 1, 3])) + b"abc"),
+                    },
+                }
             ),
             r"missing \['epoch'\]",
         ),  # fmt: skip
