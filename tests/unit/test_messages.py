@@ -93,7 +93,7 @@ def test_big_endian_arrays_arrive_little_endian() -> None:
                 }
             ),
             r"missing \['epoch'\]",
-        ),  # fmt: skip
+        ),
         (
             msgpack.packb({"t": "frame_result", "v": 2, "b": {"camera_id": "c"}}),
             "missing",
