@@ -926,6 +926,9 @@ class Deployment:
                 int(e.get("sightings_lost") or 0) + int(e.get("sightings_unstored") or 0)
                 for e in embedders.values()
             ),
+            # The alert actor's figures (since it last started): possible matches it was
+            # sent, and those dropped as already stored (true replays only).
+            "sightings_received": sum(int(a.get("sightings_received") or 0) for a in alerts),
             "sightings_duplicate": sum(int(a.get("duplicates") or 0) for a in alerts),
             "alerts": counts.get("alerts", 0),
             "alert_sightings": counts.get("sightings", 0),
