@@ -41,6 +41,7 @@ import errno
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from typing import Any
 import ray
 from aiohttp import web
 
-from lfr_actors.actors.alerts import AlertActor
+from lfr_actors.actors.alerts import AlertActor, store_cause
 from lfr_actors.actors.camera import COUNTERS as CAMERA_COUNTERS
 from lfr_actors.actors.camera import CameraActor
 from lfr_actors.actors.embedder import EmbedderActor, pipeline_config
@@ -794,12 +795,14 @@ class Deployment:
             sum(int(c.get("frames_processed") or 0) for c in cameras.values()),
             sum(int(c.get("faces") or 0) for c in cameras.values()),
         )
-        before, self.live.counted = self.live.counted, now
+        before = self.live.counted
         frames, faces = max(0, now[0] - before[0]), max(0, now[1] - before[1])
         if frames or faces:
             await asyncio.to_thread(
                 Deployments(self.live.db).add_counters, self.namespace, frames=frames, faces=faces
             )
+        # Only once recorded: when the store cannot be written the counts wait for the next try.
+        self.live.counted = now
 
     async def _camera_stats(self) -> dict[str, dict[str, Any]]:
         """Every camera's ``stats()``, counters totalled over its runs."""
@@ -810,6 +813,7 @@ class Deployment:
         assert self.live.db is not None
         deployments = Deployments(self.live.db)
         rounds = 0
+        store_error_logged_at: float | None = None
         while not stop.is_set():
             rounds += 1
             try:
@@ -826,8 +830,19 @@ class Deployment:
                     # Read the cameras every second, so a camera that dies loses at most
                     # about a second of its counts from the totals.
                     await self._camera_stats()
+            except sqlite3.Error as exc:
+                # The store cannot be read or written (a full disk, say): one line a minute,
+                # not a traceback a second; the next round tries again.
+                now = time.monotonic()
+                if store_error_logged_at is None or now - store_error_logged_at >= 60:
+                    store_error_logged_at = now
+                    log.error(
+                        "store_follow_failed", deployment=self.namespace, reason=store_cause(exc)
+                    )
             except Exception:
                 log.exception("store_follow_failed", deployment=self.namespace)
+            else:
+                store_error_logged_at = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
 
