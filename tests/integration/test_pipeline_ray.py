@@ -197,7 +197,9 @@ def test_killing_the_embedder_loses_and_duplicates_no_alert(
     assert per_entry.get("lin_manuel_miranda") == 1  # fused, not raised again
     assert all(n == 1 for n in per_entry.values()), per_entry
     assert summary["restarts"].get("embedder", 0) >= 1
-    assert status["cameras"]["cam_stage"]["frames_failed"] >= 1
+    # The frames in flight when the embedder died were sent once more, to the restarted one.
+    camera = status["cameras"]["cam_stage"]
+    assert camera["frames_retried"] >= 1 and camera["frames_failed"] <= camera["frames_retried"]
 
 
 def _clip_embeddings(
