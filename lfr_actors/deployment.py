@@ -252,11 +252,13 @@ class CameraTotals:
     Give it every ``stats()`` read of a camera (:meth:`observe`); it answers the same
     figures with the counters replaced by their totals over every run seen so far. The
     last figures read from a run that then died are kept; what it counted after that
-    read is lost, so read often (the driver reads every second).
+    read is lost, so read often (the driver reads every second). A late answer of an
+    earlier run (read before a newer run was seen) changes nothing.
     """
 
     def __init__(self) -> None:
         self._epoch: dict[str, str] = {}
+        self._ended: dict[str, set[str]] = {}
         self._current: dict[str, dict[str, int]] = {}
         self._earlier: dict[str, dict[str, int]] = {}
         self._runs: dict[str, int] = {}
@@ -265,9 +267,11 @@ class CameraTotals:
         """``stats`` of camera ``name`` with its counters totalled over its runs."""
         epoch = stats.get("epoch")
         earlier = self._earlier.setdefault(name, dict.fromkeys(CAMERA_COUNTERS, 0))
-        if isinstance(epoch, str):
+        ended = self._ended.setdefault(name, set())
+        if isinstance(epoch, str) and epoch not in ended:
             if self._epoch.get(name) != epoch:
                 if name in self._epoch:
+                    ended.add(self._epoch[name])
                     for key, value in self._current.get(name, {}).items():
                         earlier[key] += value
                 self._epoch[name] = epoch

@@ -119,3 +119,26 @@ async def test_sightings_beyond_the_bound_are_counted_lost(
     assert await actor.flush() == 0  # what a drain does
     # The two newest were kept; the oldest two are the ones counted lost.
     assert downstream.stored == [f"cam:run1:{seq}:0:lin_manuel_miranda" for seq in (3, 4)]
+
+
+async def test_sightings_wait_out_an_alert_actor_that_cannot_be_reached(
+    model_cache: ModelCache, face: np.ndarray
+) -> None:
+    """What ``_call`` raises once its retries are spent (the alert actor restarting)."""
+    downstream = Downstream()
+    real = downstream.call
+    down = True
+
+    async def call(name: str, method: str, data: bytes) -> Any:
+        if method == "submit" and down:
+            raise RuntimeError("alerts did not answer after 5 attempts")
+        return await real(name, method, data)
+
+    actor = _embedder(downstream)
+    actor._call = call  # type: ignore[method-assign]
+    result = await _send(actor, face, 1)
+    assert result.store_error == "alert actor unavailable: RuntimeError"
+    down = False
+    assert await actor.flush() == 0
+    assert downstream.stored == ["cam:run1:1:0:lin_manuel_miranda"]
+    assert (await actor.stats())["store_error"] is None

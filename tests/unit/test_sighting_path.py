@@ -150,6 +150,9 @@ def test_camera_totals_keep_the_counts_of_earlier_runs() -> None:
     after = totals.observe(name, _stats("r2", frames_processed=3, faces=1))
     assert (after["frames_processed"], after["faces"], after["runs"]) == (28, 10, 2)
     assert totals.observe(name, _stats("r2", frames_processed=7, faces=2))["frames_processed"] == 32
+    # A late answer of the first run counts nothing twice.
+    late = totals.observe(name, _stats("r1", frames_processed=26, faces=9))
+    assert (late["frames_processed"], late["runs"]) == (32, 2)
     assert set(COUNTERS) <= set(after)
     # Another camera is totalled on its own.
     assert totals.observe("camera/other", _stats("x", frames_processed=1))["frames_processed"] == 1
