@@ -96,6 +96,7 @@ KINDS = {
     "camera": ("camera/cam_stage", "cam_stage"),
     "embedder": ("embedder/embedder", "embedder"),
     "alerts": ("alerts/alerts", "alerts"),
+    "router": ("index_router/index", "index"),
 }
 
 
