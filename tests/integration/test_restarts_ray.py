@@ -1,12 +1,13 @@
 """A person continuously in view keeps ONE alert through a restart of any actor.
 
 Real Ray, real models, the Hamilton clip looped in real time (Lin-Manuel Miranda is on
-stage throughout, within the fusion window). One actor is killed with ``ray.kill``; the
-kernel restarts it. Each test asserts that sightings made after the restart are stored
-(none dropped as a "duplicate" of an earlier camera run's), that the alert Miranda had
-keeps updating, and that no second alert is raised. It prints the figures: sightings
-received by the alert actor after the restart, dropped as duplicates, alerts, and the
-recovery time (kill to the first stored sighting captured after it).
+stage throughout, within the fusion window). One actor (camera, embedder, alert actor or
+index router) is killed with ``ray.kill``; the kernel restarts it. Each test asserts
+that sightings made after the restart are stored (none dropped as a "duplicate" of an
+earlier camera run's), that the alert Miranda had keeps updating, and that no second
+alert is raised. It prints the figures: sightings received by the alert actor after the
+restart, dropped as duplicates, alerts, and the recovery time (kill to the first stored
+sighting captured after it).
 
 The driver kill and a clean restart of a file run are tested from outside, in
 ``tests/faults/test_restarts.py``.
