@@ -59,7 +59,7 @@ from lfr_actors.enrolment import (
     pipeline_enroller,
 )
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
-from lfr_actors.fsutil import atomic_write
+from lfr_actors.fsutil import atomic_write, private_dir, tighten_tree
 from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
@@ -70,7 +70,7 @@ from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.audit import Actor
+from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.deployments import (
     DeploymentRecord,
     Deployments,
@@ -81,7 +81,13 @@ from lfr_actors.store.deployments import (
     Origin,
 )
 from lfr_actors.store.schema import Database
-from lfr_actors.store.tokens import issue_local_token, revoke_local_tokens
+from lfr_actors.store.tokens import (
+    LOCAL_TOKEN_RENEW_S,
+    TokenStore,
+    issue_local_token,
+    renew_local_token,
+    revoke_local_tokens,
+)
 from lfr_actors.topology.loader import load_embedder_spec
 from lfr_actors.topology.schema import Topology, Watchlist
 
@@ -117,8 +123,25 @@ class DeploymentPaths:
 
     @property
     def run_file(self) -> Path:
-        """Process id and API address of the running ``lfr up``."""
+        """Process id, API address and local admin token of the running ``lfr up``."""
         return self.data_dir / "lfr.run.json"
+
+    def secure(self) -> None:
+        """Make the data folder its owner's only: 0700, and 0600 for every file in it.
+
+        A new folder is created so; an existing one with looser modes (made by hand, by an
+        earlier version, or copied with ``cp``) is tightened, with one warning naming how
+        many paths changed. Files created later keep these modes themselves
+        (:mod:`lfr_actors.fsutil`).
+        """
+        changed = private_dir(self.data_dir) + tighten_tree(self.data_dir)
+        if changed:
+            log.warning(
+                "data_folder_tightened",
+                data_dir=str(self.data_dir),
+                paths=len(changed),
+                modes_were=sorted({f"{mode:04o}" for _, mode in changed}),
+            )
 
 
 def embedder_spec(topology: Topology) -> EmbedderSpec:
@@ -250,6 +273,7 @@ class _Live:
     enroller: Callable[[bytes, str], Enrolled] | None = None
     db: Database | None = None
     indexed: set[str] = field(default_factory=set)
+    local_token_id: str | None = None
     revision: int = -1
     closing: bool = False
     closed: bool = False
@@ -456,6 +480,15 @@ class Deployment:
         """Register the deployment, load the models, store the watchlist file's new entries."""
         db = Database(self.paths.alerts_db)
         self.live.db = db
+        # A driver that died (kill -9, power cut) left its local admin token in the run
+        # file; it expires by itself within minutes, and is revoked here outright.
+        revoked = TokenStore(db).revoke_internal(by=SYSTEM)
+        if revoked:
+            log.warning(
+                "earlier_local_tokens_revoked",
+                deployment=self.namespace,
+                tokens=[r.id for r in revoked],
+            )
         deployments = Deployments(db)
         self.live.threshold = register_deployment(deployments, self.topology).threshold
         cache = ModelCache(self.home / "models")
@@ -505,7 +538,7 @@ class Deployment:
         For preparing a watchlist before the window opens (``lfr serve``): no Ray, no
         cameras. Registers the deployment and stores the watchlist file's entries first.
         """
-        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.secure()
         await self._bind_api()
         try:
             await asyncio.to_thread(self._prepare_and_enrol)
@@ -525,7 +558,7 @@ class Deployment:
                 "--until-eof stops when every file or synthetic source has ended, but no "
                 "camera has one that ends (type file or synthetic with at_end: stop)"
             )
-        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.secure()
         await self._bind_api()
         try:
             if self.address:
@@ -565,11 +598,14 @@ class Deployment:
             await self._shutdown_quietly()
             raise
         # The run file (mode 0600) carries an admin token for the operator's local CLI
-        # (`lfr status`); it is revoked when the deployment stops.
+        # (`lfr status`); it is revoked when the deployment stops, renewed while it runs
+        # (_renew_local_token) and expires by itself minutes after a crash.
+        issued = issue_local_token(self.paths.alerts_db)
+        self.live.local_token_id = issued.record.id
         run_info = {
             "pid": os.getpid(),
             "api": self.live.api_url,
-            "token": issue_local_token(self.paths.alerts_db),
+            "token": issued.secret,
         }
         atomic_write(self.paths.run_file, json.dumps(run_info).encode())
         log.info(
@@ -605,6 +641,7 @@ class Deployment:
         live.tasks.append(asyncio.create_task(self.kernel.supervise(live.stop)))
         live.tasks.append(asyncio.create_task(self._follow_alerts(live.stop)))
         live.tasks.append(asyncio.create_task(self._follow_store(live.stop)))
+        live.tasks.append(asyncio.create_task(self._renew_local_token(live.stop)))
         if self.until_eof:
             live.tasks.append(asyncio.create_task(self._stop_when_sources_end()))
         await live.stop.wait()
@@ -655,6 +692,32 @@ class Deployment:
             store.close()
             if sink is not None:
                 sink.close()
+
+    async def _renew_local_token(
+        self, stop: asyncio.Event, interval_s: float = LOCAL_TOKEN_RENEW_S
+    ) -> None:
+        """Keep the run file's token alive while this driver runs (it expires otherwise).
+
+        A renewal that fails (the store busy or its disk full) is logged and tried again at
+        the next round; the token's TTL leaves several rounds of slack.
+        """
+        token_id = self.live.local_token_id
+        if token_id is None:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set() or self.live.db is None:
+                return
+            try:
+                record = await asyncio.to_thread(renew_local_token, self.live.db, token_id)
+            except Exception as exc:
+                log.warning("local_token_renewal_failed", error=str(exc))
+                continue
+            if not record.active:
+                # Revoked by hand or by another start on this data folder: stay revoked.
+                log.warning("local_token_no_longer_active", token=token_id)
+                return
 
     async def _sync_watchlist(self) -> None:
         """Bring the index in line with the store's active entries (then snapshot it)."""

@@ -6,7 +6,7 @@ and checks the token's role against :data:`ROLE_MATRIX`, the one table that says
 roles may call each route. ``admin`` may call every route. Refusals are problem bodies:
 
 - 401 with ``WWW-Authenticate: Bearer …`` when the header is missing or malformed, or the
-  token is unknown or revoked;
+  token is unknown, revoked or expired;
 - 403 naming the roles allowed when the token's role is not one of them.
 
 A route without an entry in the matrix is a programming error caught when the application
@@ -240,8 +240,10 @@ async def _authenticate(request: web.Request, route: str) -> Principal:
     record = await asyncio.to_thread(request.app[TOKENS].lookup, found.group(1))
     if record is None:
         raise _unauthorised(route, "unknown", "The token is not known.", error="invalid_token")
-    if not record.active:
+    if record.revoked:
         raise _unauthorised(route, "revoked", "The token was revoked.", error="invalid_token")
+    if record.expired():
+        raise _unauthorised(route, "expired", "The token has expired.", error="invalid_token")
     return Principal(record.name, record.role, record.id)
 
 

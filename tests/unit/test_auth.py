@@ -429,8 +429,8 @@ def test_a_failed_audit_write_leaves_no_token(db: Path, monkeypatch: pytest.Monk
 
 
 def test_issue_local_token_replaces_the_previous_runs(db: Path) -> None:
-    first = issue_local_token(db)
-    second = issue_local_token(db)
+    first = issue_local_token(db).secret
+    second = issue_local_token(db).secret
     with Database(db) as store:
         tokens = TokenStore(store)
         old, new = tokens.lookup(first), tokens.lookup(second)
