@@ -53,6 +53,7 @@ from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
 from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.api.app import create_app
 from lfr_actors.enrolment import (
+    MAX_ENROL_PIXELS,
     EnrolmentUnavailableError,
     combine,
     enrol_image,
@@ -170,7 +171,8 @@ def enrol_watchlist(
         photos = []
         for image_path in entry.images:
             try:
-                photos.append(enrol_image(pipeline, load_image(Path(image_path))))
+                image = load_image(Path(image_path), max_pixels=MAX_ENROL_PIXELS)
+                photos.append(enrol_image(pipeline, image))
             except EnrolmentRejectedError as exc:
                 failures.append(f"  {entry.id}: {image_path}: {exc.reason}: {exc.detail}")
             except ImageError as exc:
