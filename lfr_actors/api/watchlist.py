@@ -38,7 +38,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfr_actors.alerts import iso_utc
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import PENDING_IMAGE_VIEWERS, principal, require_role
 from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
 from lfr_actors.api.deployments import DEPLOYMENTS, run_store, unknown_deployment
 from lfr_actors.enrolment import (
@@ -428,10 +428,15 @@ async def get_entry(request: web.Request) -> web.Response:
 async def get_entry_image(request: web.Request) -> web.Response:
     """The entry's enrolment image (JPEG), never cached; each view is audited first.
 
-    410 Gone once the entry was deleted or its deployment closed (the image is destroyed).
+    403 for a viewer or adjudicator while the entry waits for approval (only
+    :data:`~lfr_actors.api.auth.PENDING_IMAGE_VIEWERS` see it then); 410 Gone once the entry
+    was deleted or its deployment closed (the image is destroyed).
     """
     deployment_id, entry_id = _ids(request)
     store = request.app[DEPLOYMENTS]
+    entry = await run_store(store.entry, deployment_id, entry_id)
+    if entry.state is EntryState.PENDING:
+        require_role(request, PENDING_IMAGE_VIEWERS, "The photo of an entry not yet approved")
     found = await run_store(store.entry_image, deployment_id, entry_id)
     if found is None:
         raise ProblemError(
