@@ -478,19 +478,26 @@ class Deployment:
             )
         return enroller(data, name)
 
-    def _prepare_and_enrol(self) -> None:
-        """Register the deployment, load the models, store the watchlist file's new entries."""
-        db = Database(self.paths.alerts_db)
-        self.live.db = db
-        # A driver that died (kill -9, power cut) left its local admin token in the run
-        # file; it expires by itself within minutes, and is revoked here outright.
-        revoked = TokenStore(db).revoke_internal(by=SYSTEM)
+    def _revoke_earlier_local_tokens(self) -> None:
+        """Revoke the local admin tokens of earlier runs, before this run's API answers.
+
+        A driver that died (kill -9, a power cut) left its token in the run file; it
+        expires by itself within minutes (``tokens.LOCAL_TOKEN_TTL_S``), and is revoked here
+        outright, so no API over this store accepts it again.
+        """
+        with Database(self.paths.alerts_db) as db:
+            revoked = TokenStore(db).revoke_internal(by=SYSTEM)
         if revoked:
             log.warning(
                 "earlier_local_tokens_revoked",
                 deployment=self.namespace,
                 tokens=[r.id for r in revoked],
             )
+
+    def _prepare_and_enrol(self) -> None:
+        """Register the deployment, load the models, store the watchlist file's new entries."""
+        db = Database(self.paths.alerts_db)
+        self.live.db = db
         deployments = Deployments(db)
         self.live.threshold = register_deployment(deployments, self.topology).threshold
         cache = ModelCache(self.home / "models")
@@ -541,6 +548,7 @@ class Deployment:
         cameras. Registers the deployment and stores the watchlist file's entries first.
         """
         self.paths.secure()
+        await asyncio.to_thread(self._revoke_earlier_local_tokens)
         await self._bind_api()
         try:
             await asyncio.to_thread(self._prepare_and_enrol)
@@ -561,6 +569,7 @@ class Deployment:
                 "camera has one that ends (type file or synthetic with at_end: stop)"
             )
         self.paths.secure()
+        await asyncio.to_thread(self._revoke_earlier_local_tokens)
         await self._bind_api()
         try:
             if self.address:
