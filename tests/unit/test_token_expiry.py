@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api.app import create_app
+from lfr_actors.deployment import Deployment
 from lfr_actors.store.audit import Actor, AuditLog
 from lfr_actors.store.schema import MIGRATIONS, Database
 from lfr_actors.store.tokens import (
@@ -21,6 +24,7 @@ from lfr_actors.store.tokens import (
     renew_local_token,
     revoke_local_tokens,
 )
+from lfr_actors.topology.loader import load_topology
 from tests.api_helpers import problem
 
 OPERATOR = Actor("cli:test")
@@ -131,3 +135,52 @@ def test_a_crash_left_token_dies_by_expiry_and_at_the_next_start(tmp_path: Path)
     with Database(db_path) as db:
         found = TokenStore(db).lookup(crashed.secret)
         assert found is not None and found.revoked and found.revoked_by == "system"
+
+
+async def test_the_running_driver_renews_its_token_until_it_is_revoked(tmp_path: Path) -> None:
+    deployment = _deployment(tmp_path)
+    db_path = deployment.paths.alerts_db
+    issued = issue_local_token(db_path, ttl_s=LOCAL_TOKEN_TTL_S)
+    first_expiry = issued.record.expires_at
+    assert first_expiry is not None
+    deployment.live.db = Database(db_path)
+    deployment.live.local_token_id = issued.record.id
+    stop = asyncio.Event()
+    try:
+        task = asyncio.create_task(deployment._renew_local_token(stop, interval_s=0.05))
+        await asyncio.sleep(0.3)
+        with Database(db_path, readonly=True) as db:
+            renewed = TokenStore(db).get(issued.record.id)
+        assert renewed is not None and renewed.expires_at is not None
+        assert renewed.expires_at > first_expiry
+        # Revoked by hand (or by another start on the folder): the loop stops renewing.
+        with Database(db_path) as db:
+            TokenStore(db).revoke(issued.record.id, by=OPERATOR)
+        await asyncio.wait_for(task, 5)  # it ends by itself, having seen the revocation
+        with Database(db_path, readonly=True) as db:
+            after = TokenStore(db).get(issued.record.id)
+        assert after is not None and after.revoked and not after.active
+    finally:
+        stop.set()
+        deployment.live.db.close()
+
+
+def _deployment(tmp_path: Path) -> Deployment:
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"version": 1, "entries": []}))
+    topology = {
+        "version": 1,
+        "deployment": {
+            "id": "site",
+            "authorised_by": "x",
+            "purpose": "x",
+            "location": "x",
+            "start": "2026-11-01T00:00:00Z",
+            "end": "2026-11-02T00:00:00Z",
+        },
+        "cameras": [{"id": "cam0", "source": {"type": "url", "url": "rtsp://127.0.0.1/0"}}],
+        "alerts": {"threshold": 0.55},
+        "watchlist": {"file": "w.yaml"},
+        "storage": {"data_dir": str(tmp_path / "data")},
+    }
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(topology))
+    return Deployment(load_topology(tmp_path / "t.yaml"), None, home=tmp_path)
