@@ -13,11 +13,13 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import yaml
 from aiohttp import FormData
 from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api.app import create_app
 from lfr_actors.api.watchlist import MAX_CONCURRENT_ENROLMENTS, MAX_LISTED_PROBLEMS, MAX_PARTS
+from lfr_actors.deployment import DeploymentError, enrol_watchlist
 from lfr_actors.enrolment import (
     MAX_ENROL_PIXELS,
     WORKING_PIXELS,
@@ -35,6 +37,7 @@ from lfr_actors.models.images import (
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment
 from lfr_actors.store.schema import Database
+from lfr_actors.topology.loader import load_watchlist
 from tests.api_helpers import problem
 
 FIELDS = {
@@ -293,3 +296,35 @@ async def test_at_most_two_uploads_are_enrolled_at_once(
     assert [a.status for a in answers] == [201] * 6
     assert enroller.calls == 12
     assert enroller.most == MAX_CONCURRENT_ENROLMENTS == 2
+
+
+def test_a_watchlist_file_photo_over_the_budget_stops_up_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "huge.png").write_bytes(png_declaring(7000, 7000))
+    (tmp_path / "w.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "entries": [
+                    {
+                        "id": "e1",
+                        "display_name": "E One",
+                        "images": [str(tmp_path / "huge.png")],
+                        "category": "c",
+                        "legal_basis": "l",
+                        "source": "s",
+                        "image_date": "2020-01-01",
+                    }
+                ],
+            }
+        )
+    )
+
+    class Pipeline:
+        def enrol(self, picture: np.ndarray) -> Any:
+            raise AssertionError("a refused photo is never decoded nor enrolled")
+
+    with pytest.raises(DeploymentError) as caught:
+        enrol_watchlist(load_watchlist(tmp_path / "w.yaml"), Pipeline())  # type: ignore[arg-type]
+    assert f"  e1: {tmp_path / 'huge.png'}: 7000x7000 is 49,000,000 pixels, over the " in str(
+        caught.value
+    )
