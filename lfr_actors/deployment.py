@@ -133,9 +133,18 @@ class DeploymentPaths:
         A new folder is created so; an existing one with looser modes (made by hand, by an
         earlier version, or copied with ``cp``) is tightened, with one warning naming how
         many paths changed. Files created later keep these modes themselves
-        (:mod:`lfr_actors.fsutil`).
+        (:mod:`lfr_actors.fsutil`). :class:`DeploymentError` (one line) when a mode cannot
+        be set, e.g. in a folder another user owns.
         """
-        changed = private_dir(self.data_dir) + tighten_tree(self.data_dir)
+        try:
+            changed = private_dir(self.data_dir) + tighten_tree(self.data_dir)
+        except OSError as exc:
+            where = exc.filename or self.data_dir
+            raise DeploymentError(
+                f"cannot make the data folder {self.data_dir} readable by its owner only: "
+                f"{where}: {exc.strerror or exc}; run lfr as the user who owns it, or give it "
+                "to that user (chown -R), or set storage.data_dir to a folder of your own"
+            ) from exc
         if changed:
             log.warning(
                 "data_folder_tightened",

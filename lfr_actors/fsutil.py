@@ -50,9 +50,10 @@ def private_dir(path: Path) -> list[tuple[Path, int]]:
     """Make ``path`` a folder only its owner can enter: create it, or tighten it.
 
     Folders created here (``path`` and any missing parent) get :data:`PRIVATE_DIR_MODE`.
-    An existing ``path`` whose group or others have any permission is tightened to it;
-    existing parents are left alone (``/srv`` is not ours to change). Returns the folders
-    tightened, each with the mode it had, so the caller can log them.
+    An existing ``path`` with any other mode is set to it; existing parents are left alone
+    (``/srv`` is not ours to change). Returns the folders changed, each with the mode it
+    had, so the caller can log them. Raises :class:`OSError` (``PermissionError`` when
+    another user owns the folder) if a mode cannot be set.
     """
     path = Path(path)
     missing: list[Path] = []

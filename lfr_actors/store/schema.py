@@ -412,14 +412,20 @@ def _create_private(path: Path) -> None:
     one mode keeps all three from other local users whatever the umask. A looser file left
     by an earlier version is tightened, with a warning.
     """
-    if not path.parent.exists():
-        private_dir(path.parent)
     loose = []
-    was = ensure_private_file(path)
-    if was is not None:
-        loose.append((path, was))
-    for suffix in ("-wal", "-shm"):
-        loose.extend(tighten(path.with_name(path.name + suffix), PRIVATE_FILE_MODE))
+    try:
+        if not path.parent.exists():
+            private_dir(path.parent)
+        was = ensure_private_file(path)
+        if was is not None:
+            loose.append((path, was))
+        for suffix in ("-wal", "-shm"):
+            loose.extend(tighten(path.with_name(path.name + suffix), PRIVATE_FILE_MODE))
+    except OSError as exc:
+        raise StoreError(
+            f"{exc.filename or path}: cannot create the store readable by its owner only "
+            f"({exc.strerror or exc}); run as the user who owns the data folder"
+        ) from exc
     for member, mode in loose:
         _log.warning("store_file_tightened", path=str(member), mode_was=f"{mode:04o}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -14,7 +15,7 @@ from structlog.testing import capture_logs
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.alerts.jsonl import JsonlSink
-from lfr_actors.deployment import DeploymentPaths
+from lfr_actors.deployment import DeploymentError, DeploymentPaths
 from lfr_actors.fsutil import (
     atomic_write,
     ensure_private_file,
@@ -24,7 +25,7 @@ from lfr_actors.fsutil import (
 )
 from lfr_actors.index.shard import ShardIndex
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.schema import Database
+from lfr_actors.store.schema import Database, StoreError
 from lfr_actors.testing.doubles import make_sighting
 
 UMASKS = [0o022, 0o000, 0o002, 0o277]
@@ -163,3 +164,37 @@ def test_tighten_tree_leaves_special_files_alone(tmp_path: Path) -> None:
     os.chmod(tmp_path / "fifo", 0o644)
     assert tighten_tree(tmp_path) == []
     assert mode(tmp_path / "fifo") == 0o644
+
+
+def test_a_folder_whose_mode_cannot_be_set_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+
+    def refuse(path: object, mode: int, **_: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+    monkeypatch.setattr("lfr_actors.fsutil.os.chmod", refuse)  # as for another user's folder
+    with pytest.raises(DeploymentError) as caught:
+        DeploymentPaths(data).secure()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot make the data folder {data} readable by its owner only")
+    assert "Operation not permitted" in message and "chown" in message
+
+
+def test_a_store_whose_mode_cannot_be_set_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "alerts.sqlite3"
+    db.touch()
+    os.chmod(db, 0o644)
+
+    def refuse(fd: int, mode: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr("lfr_actors.fsutil.os.fchmod", refuse)
+    with pytest.raises(StoreError, match="cannot create the store readable by its owner only"):
+        Database(db)
