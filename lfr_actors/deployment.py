@@ -617,17 +617,7 @@ class Deployment:
         except BaseException:
             await self._shutdown_quietly()
             raise
-        # The run file (mode 0600) carries an admin token for the operator's local CLI
-        # (`lfr status`); it is revoked when the deployment stops, renewed while it runs
-        # (_renew_local_token) and expires by itself minutes after a crash.
-        issued = issue_local_token(self.paths.alerts_db)
-        self.live.local_token_id = issued.record.id
-        run_info = {
-            "pid": os.getpid(),
-            "api": self.live.api_url,
-            "token": issued.secret,
-        }
-        atomic_write(self.paths.run_file, json.dumps(run_info).encode())
+        self._write_run_file()
         log.info(
             "deployment_started",
             deployment=self.namespace,
@@ -635,6 +625,18 @@ class Deployment:
             cameras=len(self.topology.cameras),
             watchlist_entries=len(self.live.indexed),
         )
+
+    def _write_run_file(self) -> None:
+        """Issue this run's local admin token and write the run file (mode 0600) with it.
+
+        The token is for the operator's ``lfr status`` on this host. It is revoked when the
+        deployment stops, renewed while it runs (:meth:`_renew_local_token`), and expires by
+        itself minutes after a crash. Issuing revokes any earlier one.
+        """
+        issued = issue_local_token(self.paths.alerts_db)
+        self.live.local_token_id = issued.record.id
+        run_info = {"pid": os.getpid(), "api": self.live.api_url, "token": issued.secret}
+        atomic_write(self.paths.run_file, json.dumps(run_info).encode())
 
     def _check_gpus(self) -> None:
         """Refuse at once when the topology demands GPUs the cluster does not have.
@@ -719,25 +721,29 @@ class Deployment:
         """Keep the run file's token alive while this driver runs (it expires otherwise).
 
         A renewal that fails (the store busy or its disk full) is logged and tried again at
-        the next round; the token's TTL leaves several rounds of slack.
+        the next round; the token's TTL leaves several rounds of slack. A token that expired
+        all the same (the store unwritable for minutes) is replaced by a new one in the run
+        file; one that was revoked (by hand, or by another start on this data folder) stays
+        revoked, and renewing stops.
         """
-        token_id = self.live.local_token_id
-        if token_id is None:
+        if self.live.local_token_id is None:
             return
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
             if stop.is_set() or self.live.db is None:
                 return
+            token_id = self.live.local_token_id
             try:
                 record = await asyncio.to_thread(renew_local_token, self.live.db, token_id)
+                if record.revoked:
+                    log.warning("local_token_revoked", token=token_id)
+                    return
+                if record.expired():
+                    await asyncio.to_thread(self._write_run_file)
+                    log.warning("local_token_replaced", expired=token_id)
             except Exception as exc:
                 log.warning("local_token_renewal_failed", error=str(exc))
-                continue
-            if not record.active:
-                # Revoked by hand or by another start on this data folder: stay revoked.
-                log.warning("local_token_no_longer_active", token=token_id)
-                return
 
     async def _sync_watchlist(self) -> None:
         """Bring the index in line with the store's active entries (then snapshot it)."""

@@ -165,6 +165,33 @@ async def test_the_running_driver_renews_its_token_until_it_is_revoked(tmp_path:
         deployment.live.db.close()
 
 
+async def test_a_token_that_lapsed_while_the_driver_ran_is_replaced(tmp_path: Path) -> None:
+    """The store was unwritable for longer than the TTL: a new token, in the run file."""
+    deployment = _deployment(tmp_path)
+    db_path = deployment.paths.alerts_db
+    deployment.live.db = Database(db_path)
+    try:
+        deployment._write_run_file()
+        first = json.loads(deployment.paths.run_file.read_text())["token"]
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE api_tokens SET expires_at = 1.0")  # lapsed long ago
+        stop = asyncio.Event()
+        task = asyncio.create_task(deployment._renew_local_token(stop, interval_s=0.05))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        second = json.loads(deployment.paths.run_file.read_text())["token"]
+        assert second != first
+        with Database(db_path, readonly=True) as db:
+            tokens = TokenStore(db)
+            old, new = tokens.lookup(first), tokens.lookup(second)
+        assert old is not None and old.revoked
+        assert new is not None and new.active and new.internal
+        assert oct(deployment.paths.run_file.stat().st_mode & 0o777) == "0o600"
+    finally:
+        deployment.live.db.close()
+
+
 def _deployment(tmp_path: Path) -> Deployment:
     (tmp_path / "w.yaml").write_text(yaml.safe_dump({"version": 1, "entries": []}))
     topology = {
