@@ -60,13 +60,14 @@ from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
 from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.api.app import create_app
 from lfr_actors.enrolment import (
+    MAX_ENROL_PIXELS,
     EnrolmentUnavailableError,
     combine,
     enrol_image,
     pipeline_enroller,
 )
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
-from lfr_actors.fsutil import atomic_write
+from lfr_actors.fsutil import atomic_write, private_dir, tighten_tree
 from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
@@ -77,7 +78,7 @@ from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.audit import Actor
+from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.deployments import (
     DeploymentRecord,
     Deployments,
@@ -88,7 +89,13 @@ from lfr_actors.store.deployments import (
     Origin,
 )
 from lfr_actors.store.schema import Database
-from lfr_actors.store.tokens import issue_local_token, revoke_local_tokens
+from lfr_actors.store.tokens import (
+    LOCAL_TOKEN_RENEW_S,
+    TokenStore,
+    issue_local_token,
+    renew_local_token,
+    revoke_local_tokens,
+)
 from lfr_actors.topology.loader import load_embedder_spec
 from lfr_actors.topology.schema import Topology, Watchlist
 
@@ -124,8 +131,34 @@ class DeploymentPaths:
 
     @property
     def run_file(self) -> Path:
-        """Process id and API address of the running ``lfr up``."""
+        """Process id, API address and local admin token of the running ``lfr up``."""
         return self.data_dir / "lfr.run.json"
+
+    def secure(self) -> None:
+        """Make the data folder its owner's only: 0700, and 0600 for every file in it.
+
+        A new folder is created so; an existing one with looser modes (made by hand, by an
+        earlier version, or copied with ``cp``) is tightened, with one warning naming how
+        many paths changed. Files created later keep these modes themselves
+        (:mod:`lfr_actors.fsutil`). :class:`DeploymentError` (one line) when a mode cannot
+        be set, e.g. in a folder another user owns.
+        """
+        try:
+            changed = private_dir(self.data_dir) + tighten_tree(self.data_dir)
+        except OSError as exc:
+            where = exc.filename or self.data_dir
+            raise DeploymentError(
+                f"cannot make the data folder {self.data_dir} readable by its owner only: "
+                f"{where}: {exc.strerror or exc}; run lfr as the user who owns it, or give it "
+                "to that user (chown -R), or set storage.data_dir to a folder of your own"
+            ) from exc
+        if changed:
+            log.warning(
+                "data_folder_tightened",
+                data_dir=str(self.data_dir),
+                paths=len(changed),
+                modes_were=sorted({f"{mode:04o}" for _, mode in changed}),
+            )
 
 
 def embedder_spec(topology: Topology) -> EmbedderSpec:
@@ -154,7 +187,8 @@ def enrol_watchlist(
         photos = []
         for image_path in entry.images:
             try:
-                photos.append(enrol_image(pipeline, load_image(Path(image_path))))
+                image = load_image(Path(image_path), max_pixels=MAX_ENROL_PIXELS)
+                photos.append(enrol_image(pipeline, image))
             except EnrolmentRejectedError as exc:
                 failures.append(f"  {entry.id}: {image_path}: {exc.reason}: {exc.detail}")
             except ImageError as exc:
@@ -297,6 +331,7 @@ class _Live:
     enroller: Callable[[bytes, str], Enrolled] | None = None
     db: Database | None = None
     indexed: set[str] = field(default_factory=set)
+    local_token_id: str | None = None
     revision: int = -1
     closing: bool = False
     closed: bool = False
@@ -500,6 +535,22 @@ class Deployment:
             )
         return enroller(data, name)
 
+    def _revoke_earlier_local_tokens(self) -> None:
+        """Revoke the local admin tokens of earlier runs, before this run's API answers.
+
+        A driver that died (kill -9, a power cut) left its token in the run file; it
+        expires by itself within minutes (``tokens.LOCAL_TOKEN_TTL_S``), and is revoked here
+        outright, so no API over this store accepts it again.
+        """
+        with Database(self.paths.alerts_db) as db:
+            revoked = TokenStore(db).revoke_internal(by=SYSTEM)
+        if revoked:
+            log.warning(
+                "earlier_local_tokens_revoked",
+                deployment=self.namespace,
+                tokens=[r.id for r in revoked],
+            )
+
     def _prepare_and_enrol(self) -> None:
         """Register the deployment, load the models, store the watchlist file's new entries."""
         db = Database(self.paths.alerts_db)
@@ -553,7 +604,8 @@ class Deployment:
         For preparing a watchlist before the window opens (``lfr serve``): no Ray, no
         cameras. Registers the deployment and stores the watchlist file's entries first.
         """
-        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.secure()
+        await asyncio.to_thread(self._revoke_earlier_local_tokens)
         await self._bind_api()
         try:
             await asyncio.to_thread(self._prepare_and_enrol)
@@ -573,7 +625,8 @@ class Deployment:
                 "--until-eof stops when every file or synthetic source has ended, but no "
                 "camera has one that ends (type file or synthetic with at_end: stop)"
             )
-        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.secure()
+        await asyncio.to_thread(self._revoke_earlier_local_tokens)
         await self._bind_api()
         try:
             if self.address:
@@ -612,14 +665,7 @@ class Deployment:
         except BaseException:
             await self._shutdown_quietly()
             raise
-        # The run file (mode 0600) carries an admin token for the operator's local CLI
-        # (`lfr status`); it is revoked when the deployment stops.
-        run_info = {
-            "pid": os.getpid(),
-            "api": self.live.api_url,
-            "token": issue_local_token(self.paths.alerts_db),
-        }
-        atomic_write(self.paths.run_file, json.dumps(run_info).encode())
+        self._write_run_file()
         log.info(
             "deployment_started",
             deployment=self.namespace,
@@ -627,6 +673,18 @@ class Deployment:
             cameras=len(self.topology.cameras),
             watchlist_entries=len(self.live.indexed),
         )
+
+    def _write_run_file(self) -> None:
+        """Issue this run's local admin token and write the run file (mode 0600) with it.
+
+        The token is for the operator's ``lfr status`` on this host. It is revoked when the
+        deployment stops, renewed while it runs (:meth:`_renew_local_token`), and expires by
+        itself minutes after a crash. Issuing revokes any earlier one.
+        """
+        issued = issue_local_token(self.paths.alerts_db)
+        self.live.local_token_id = issued.record.id
+        run_info = {"pid": os.getpid(), "api": self.live.api_url, "token": issued.secret}
+        atomic_write(self.paths.run_file, json.dumps(run_info).encode())
 
     def _check_gpus(self) -> None:
         """Refuse at once when the topology demands GPUs the cluster does not have.
@@ -653,6 +711,7 @@ class Deployment:
         live.tasks.append(asyncio.create_task(self.kernel.supervise(live.stop)))
         live.tasks.append(asyncio.create_task(self._follow_alerts(live.stop)))
         live.tasks.append(asyncio.create_task(self._follow_store(live.stop)))
+        live.tasks.append(asyncio.create_task(self._renew_local_token(live.stop)))
         if self.until_eof:
             live.tasks.append(asyncio.create_task(self._stop_when_sources_end()))
         await live.stop.wait()
@@ -707,6 +766,36 @@ class Deployment:
             store.close()
             if sink is not None:
                 sink.close()
+
+    async def _renew_local_token(
+        self, stop: asyncio.Event, interval_s: float = LOCAL_TOKEN_RENEW_S
+    ) -> None:
+        """Keep the run file's token alive while this driver runs (it expires otherwise).
+
+        A renewal that fails (the store busy or its disk full) is logged and tried again at
+        the next round; the token's TTL leaves several rounds of slack. A token that expired
+        all the same (the store unwritable for minutes) is replaced by a new one in the run
+        file; one that was revoked (by hand, or by another start on this data folder) stays
+        revoked, and renewing stops.
+        """
+        if self.live.local_token_id is None:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set() or self.live.db is None:
+                return
+            token_id = self.live.local_token_id
+            try:
+                record = await asyncio.to_thread(renew_local_token, self.live.db, token_id)
+                if record.revoked:
+                    log.warning("local_token_revoked", token=token_id)
+                    return
+                if record.expired():
+                    await asyncio.to_thread(self._write_run_file)
+                    log.warning("local_token_replaced", expired=token_id)
+            except Exception as exc:
+                log.warning("local_token_renewal_failed", error=str(exc))
 
     async def _sync_watchlist(self) -> None:
         """Bring the index in line with the store's active entries (then snapshot it)."""

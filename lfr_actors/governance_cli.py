@@ -93,7 +93,7 @@ def list_tokens(path: Path, out: TextIO, *, as_json: bool = False) -> int:
         return EXIT_OK
     print(f"{'id':<17}{'role':<18}{'state':<9}{'created':<22}{'created by':<20}name", file=out)
     for r in records:
-        state = "active" if r.active else "revoked"
+        state = "revoked" if r.revoked else "expired" if r.expired() else "active"
         kind = " (internal)" if r.internal else ""
         created = iso_utc(r.created_at)[:19] + "Z"
         print(
@@ -109,7 +109,7 @@ def revoke_token(path: Path, token_id: str, out: TextIO) -> int:
         tokens = TokenStore(db)
         before = tokens.get(token_id)
         record = tokens.revoke(token_id, by=cli_actor())
-    if before is not None and not before.active:
+    if before is not None and before.revoked:
         print(f"token {record.id} ({record.name}, {record.role}) was already revoked", file=out)
     else:
         print(f"revoked token {record.id} ({record.name}, {record.role})", file=out)

@@ -11,7 +11,9 @@ A line::
      "cameras": ["cam_a"], "entry_id": "E1", "score": 0.41,
      "first_seen": "2025-01-31T12:00:00.250Z", "last_seen": "…", "sightings": 1}
 
-``score`` is the alert's best (lowest) distance; times are ISO 8601 UTC.
+``score`` is the alert's best (lowest) distance; times are ISO 8601 UTC. The file is
+created (or tightened) readable by its owner only (0600), wherever it is: the lines name
+watchlist entries and where and when they were seen.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lfr_actors.alerts import iso_utc
+from lfr_actors.fsutil import open_private_append
 from lfr_actors.store.alerts import AlertStore, StoreError
 
 _PAGE = 500
@@ -82,7 +85,7 @@ class JsonlSink:
                     json.dumps(event_line(e), separators=(",", ":")) + "\n" for e in events
                 ).encode()
                 self.out_path.parent.mkdir(parents=True, exist_ok=True)
-                with self.out_path.open("ab") as out:
+                with open_private_append(self.out_path) as out:
                     out.write(payload)
                     out.flush()
                     os.fsync(out.fileno())

@@ -69,7 +69,9 @@ from lfr_actors.api.metrics import metrics_response, readiness_response
 from lfr_actors.api.openapi import PageLimits, build_document
 from lfr_actors.api.retention import HOLDS, release_hold, render_hold, set_hold
 from lfr_actors.api.watchlist import (
+    ENROL_SLOTS,
     ENROLLER,
+    MAX_CONCURRENT_ENROLMENTS,
     approve_entry,
     create_entry,
     delete_entry,
@@ -264,6 +266,7 @@ def create_app(
     app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s, sweep_interval_s)
     app[STATUS] = status
     app[ENROLLER] = enroller
+    app[ENROL_SLOTS] = asyncio.Semaphore(MAX_CONCURRENT_ENROLMENTS)
     app[AUTH_ENABLED] = auth
     if not auth:
         _log.warning("api_auth_disabled", store=str(store_path))

@@ -6,8 +6,13 @@ and checks the token's role against :data:`ROLE_MATRIX`, the one table that says
 roles may call each route. ``admin`` may call every route. Refusals are problem bodies:
 
 - 401 with ``WWW-Authenticate: Bearer …`` when the header is missing or malformed, or the
-  token is unknown or revoked;
+  token is unknown, revoked or expired;
 - 403 naming the roles allowed when the token's role is not one of them.
+
+Two rules depend on more than the route, and sit next to the matrix so that they are read
+with it: the faces of alerts (:data:`ALERT_FACE_VIEWERS`) and the photos of entries not yet
+approved (:data:`PENDING_IMAGE_VIEWERS`, checked by the image route with
+:func:`require_role` once it knows the entry's state).
 
 A route without an entry in the matrix is a programming error caught when the application
 is built (:func:`check_role_matrix`), not a route left open. Requests that match no route
@@ -62,6 +67,10 @@ VIEWERS = (Role.VIEWER, Role.ADJUDICATOR, Role.AUDITOR)
 """Who sees alerts and the deployment's status ("viewer and up"). Watchlist managers and
 authorisers govern entries and deployments; they have no need to see alerts' faces."""
 
+ALERT_FACE_VIEWERS = (Role.VIEWER, Role.ADJUDICATOR)
+"""Who sees an alert's live face crop: the officers who watch and adjudicate. Auditors see
+who did what (the alerts, the audit log), not the faces, as with watchlist images."""
+
 WATCHLIST_IMAGE_VIEWERS = (
     Role.VIEWER,
     Role.ADJUDICATOR,
@@ -70,6 +79,10 @@ WATCHLIST_IMAGE_VIEWERS = (
 )
 """Who sees a watchlist image: the officers comparing it with a live face, and those who
 enrol and approve entries. Auditors see who did what, not the faces."""
+
+PENDING_IMAGE_VIEWERS = (Role.WATCHLIST_MANAGER, Role.AUTHORISER)
+"""Who sees the photo of an entry not yet approved: those who enrol and approve it. It is
+searched only once approved, so until then no officer compares a live face with it."""
 
 ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
     {
@@ -81,7 +94,7 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("GET", "alerts"): roles(*VIEWERS),
         ("GET", "alert_stream"): roles(*VIEWERS),
         ("GET", "alert"): roles(*VIEWERS),
-        ("GET", "alert_crop"): roles(*VIEWERS),
+        ("GET", "alert_crop"): roles(*ALERT_FACE_VIEWERS),
         ("POST", "alert_adjudication"): roles(Role.ADJUDICATOR),
         ("POST", "alert_hold"): roles(Role.AUTHORISER),
         ("DELETE", "alert_release"): roles(Role.AUTHORISER),
@@ -205,18 +218,36 @@ async def auth_middleware(
         return await handler(request)
     caller = await _authenticate(request, name)
     if not rule.allows(caller.role):
-        allowed = sorted(str(r) for r in rule.roles)
-        _log.info("auth_refused", status=403, route=name, token=caller.token_id, role=caller.role)
-        raise ProblemError(
-            403,
-            f"This route needs a token with one of the roles {', '.join(allowed)}; "
-            f"the token {caller.name!r} has the role {caller.role}.",
-            headers={"WWW-Authenticate": _challenge("insufficient_scope")},
-            allowed_roles=allowed,
-            role=str(caller.role),
-        )
+        raise _forbidden(caller, rule, name, "This route needs")
     request[PRINCIPAL] = caller
     return await handler(request)
+
+
+def require_role(request: web.Request, allowed: Iterable[Role], what: str) -> None:
+    """Refuse (403, as the middleware does) a caller whose role is not in ``allowed``.
+
+    For rules that depend on the object as well as the route; admin is always allowed.
+    ``what`` completes "... needs a token with one of the roles ...", e.g. "The photo of
+    an entry not yet approved".
+    """
+    caller = principal(request)
+    rule = roles(*allowed)
+    if not rule.allows(caller.role):
+        name = request.match_info.route.name or "(unnamed)"
+        raise _forbidden(caller, rule, name, f"{what} needs")
+
+
+def _forbidden(caller: Principal, rule: Rule, route: str, needs: str) -> ProblemError:
+    allowed = sorted(str(r) for r in rule.roles)
+    _log.info("auth_refused", status=403, route=route, token=caller.token_id, role=caller.role)
+    return ProblemError(
+        403,
+        f"{needs} a token with one of the roles {', '.join(allowed)}; "
+        f"the token {caller.name!r} has the role {caller.role}.",
+        headers={"WWW-Authenticate": _challenge("insufficient_scope")},
+        allowed_roles=allowed,
+        role=str(caller.role),
+    )
 
 
 async def _authenticate(request: web.Request, route: str) -> Principal:
@@ -240,8 +271,10 @@ async def _authenticate(request: web.Request, route: str) -> Principal:
     record = await asyncio.to_thread(request.app[TOKENS].lookup, found.group(1))
     if record is None:
         raise _unauthorised(route, "unknown", "The token is not known.", error="invalid_token")
-    if not record.active:
+    if record.revoked:
         raise _unauthorised(route, "revoked", "The token was revoked.", error="invalid_token")
+    if record.expired():
+        raise _unauthorised(route, "expired", "The token has expired.", error="invalid_token")
     return Principal(record.name, record.role, record.id)
 
 

@@ -24,6 +24,7 @@ from lfr_actors.api import watchlist as watchlist_api
 from lfr_actors.api.adjudication import MAX_BODY_BYTES, AdjudicationBody
 from lfr_actors.api.auth import ROLE_MATRIX, Rule, route_key
 from lfr_actors.api.common import PROBLEM_CONTENT_TYPE
+from lfr_actors.enrolment import MAX_ENROL_PIXELS
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import Action
 from lfr_actors.store.tokens import Role
@@ -794,8 +795,10 @@ def _governance_operations() -> dict[str, Callable[[], Json]]:
         "entry_create": lambda: {
             "summary": "Enrol an entry from a photo; it is inactive until an authoriser "
             "approves it.",
-            "description": "Audited as entry.create. 422 with reason (no_face, "
-            "multiple_faces, face_too_small, ...) when the photo does not qualify.",
+            "description": "Audited as entry.create. 422 with reason (too_many_pixels, "
+            "unreadable, no_face, multiple_faces, face_too_small, ...) when the photo does "
+            f"not qualify; a photo may declare at most {MAX_ENROL_PIXELS:,} pixels, checked "
+            f"from its header before it is decoded. At most {watchlist_api.MAX_PARTS} parts.",
             "parameters": [DEPLOYMENT_ID],
             "requestBody": {
                 "required": True,
@@ -807,7 +810,7 @@ def _governance_operations() -> dict[str, Callable[[], Json]]:
                 "400": _problem("The multipart body is malformed."),
                 "404": no_deployment,
                 "409": _problem("The deployment is closed, or the entry id was used."),
-                "413": _problem("The upload is over the size limit."),
+                "413": _problem("The upload is over the size limit or the part limit."),
                 "415": _problem("Not multipart, or the image part is not an image."),
                 "422": _problem("Invalid fields, or a photo that does not qualify."),
                 "503": _problem("No enrolment models are attached to this API."),
@@ -832,6 +835,8 @@ def _governance_operations() -> dict[str, Callable[[], Json]]:
         },
         "entry_image": lambda: {
             "summary": "The entry's photo (JPEG); never cached; each view is audited.",
+            "description": "While the entry waits for approval, only watchlist managers, "
+            "authorisers and admins see its photo (403 for the other roles).",
             "parameters": [DEPLOYMENT_ID, ENTRY_ID],
             "responses": {
                 "200": {

@@ -3,7 +3,9 @@
 ``POST /v1/deployments/{deployment_id}/entries`` takes ``multipart/form-data``: the text
 fields of :class:`EntryFields` (identity and provenance) and one to :data:`MAX_IMAGES`
 file parts named ``image`` (JPEG, PNG, BMP, WebP or TIFF; all of them together at most
-:data:`MAX_IMAGE_BYTES`). Every image goes through the enrolment rules of the model layer
+:data:`MAX_IMAGE_BYTES`, each at most
+:data:`~lfr_actors.enrolment.MAX_ENROL_PIXELS` as its header declares, checked before it
+is decoded). Every image goes through the enrolment rules of the model layer
 (one clear, large enough, frontal face), and one that fails refuses the whole upload;
 what is kept is one embedding per image (each is a template the index matches against)
 and the first image re-encoded as JPEG, shown to officers (so no EXIF data, a GPS
@@ -12,10 +14,17 @@ person who added it approves it; only then is it searched.
 
 Answers: 201 with the entry; 404 for an unknown deployment or entry; 409 for a closed
 deployment, a reused entry id, self-approval (four eyes) or approving a deleted entry;
-413 over the size limit; 415 for a body that is not multipart or an image part that is
-not an image; 422 with the reason code when the image does not qualify (``no_face``,
-``multiple_faces``, ``face_too_small``, ...), or with each bad field; 503 when this API
-process has no enrolment models attached. A refused request stores nothing.
+413 over the size limit or over :data:`MAX_PARTS` parts (refused as the part over it
+arrives, without reading on); 415 for a body that is not multipart or an image part
+that is not an image; 422 with the reason code when the image does not qualify
+(``too_many_pixels``, ``unreadable``, ``no_face``, ``multiple_faces``,
+``face_too_small``, ...), or with each bad field (at most :data:`MAX_LISTED_PROBLEMS`
+listed, and how many more); 503 when this API process has no enrolment models attached.
+A refused request stores nothing.
+
+Decoding and enrolment run off the event loop, at most
+:data:`MAX_CONCURRENT_ENROLMENTS` uploads at a time; the others wait their turn without
+holding a thread.
 """
 
 from __future__ import annotations
@@ -29,12 +38,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lfr_actors.alerts import iso_utc
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import PENDING_IMAGE_VIEWERS, principal, require_role
 from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
 from lfr_actors.api.deployments import DEPLOYMENTS, run_store, unknown_deployment
-from lfr_actors.enrolment import Enroller, EnrolmentUnavailableError, combine
+from lfr_actors.enrolment import (
+    MAX_ENROL_PIXELS,
+    Enroller,
+    EnrolmentUnavailableError,
+    combine,
+)
 from lfr_actors.errors import EnrolmentRejectedError, ImageError
-from lfr_actors.models.images import sniff_format
+from lfr_actors.models.images import ImageTooLargeError, check_pixels, sniff_format
 from lfr_actors.store.audit import Action
 from lfr_actors.store.deployments import (
     Enrolled,
@@ -53,8 +67,15 @@ MAX_FIELD_BYTES = 4 * 1024
 MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 """The largest upload: the image and the text fields with their multipart framing."""
 MAX_JSON_BYTES = 16 * 1024
+MAX_PARTS = 16
+"""The most parts an upload may have: the seven text fields and five images, and room."""
+MAX_LISTED_PROBLEMS = 10
+"""The most invalid fields one refusal lists; it says how many more there were."""
+MAX_CONCURRENT_ENROLMENTS = 2
+"""Uploads decoded and enrolled at once; each can hold a few hundred MB while it runs."""
 
 ENROLLER: web.AppKey[Enroller | None] = web.AppKey("enroller")
+ENROL_SLOTS = web.AppKey("enrol_slots", asyncio.Semaphore)
 
 Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
 
@@ -187,11 +208,20 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], list[tuple
     invalid: list[dict[str, str]] = []
     known = set(EntryFields.model_fields)
     budget = _Budget(MAX_BODY_BYTES)
+    parts = 0
     try:
         while True:
             part = await reader.next()
             if part is None:
                 break
+            parts += 1
+            if parts > MAX_PARTS:
+                raise ProblemError(
+                    413,
+                    f"The upload has more than {MAX_PARTS} parts, the most accepted (the "
+                    f"entry's {len(known)} text fields and up to {MAX_IMAGES} images).",
+                    max_parts=MAX_PARTS,
+                )
             if not isinstance(part, BodyPartReader):
                 invalid.append({"name": "(body)", "reason": "nested multipart is not accepted"})
                 continue
@@ -227,8 +257,16 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], list[tuple
             {"name": "image", "reason": f"{len(images)} images; at most {MAX_IMAGES} per entry"}
         )
     if invalid:
-        raise ProblemError(422, "The upload has invalid fields.", invalid_params=invalid)
+        raise invalid_upload(invalid)
     return fields, images
+
+
+def invalid_upload(invalid: list[dict[str, str]]) -> ProblemError:
+    """The 422 for an upload's bad fields, listing at most :data:`MAX_LISTED_PROBLEMS`."""
+    extra: dict[str, Any] = {"invalid_params": invalid[:MAX_LISTED_PROBLEMS]}
+    if len(invalid) > MAX_LISTED_PROBLEMS:
+        extra["more_invalid_params"] = len(invalid) - MAX_LISTED_PROBLEMS
+    return ProblemError(422, "The upload has invalid fields.", **extra)
 
 
 def _check_fields(fields: dict[str, str]) -> EntryFields:
@@ -242,7 +280,7 @@ def _check_fields(fields: dict[str, str]) -> EntryFields:
             {"name": ".".join(str(p) for p in e["loc"]) or "(body)", "reason": e["msg"]}
             for e in exc.errors(include_url=False)
         ]
-        raise ProblemError(422, "The upload has invalid fields.", invalid_params=invalid) from None
+        raise invalid_upload(invalid) from None
 
 
 async def create_entry(request: web.Request) -> web.Response:
@@ -279,6 +317,7 @@ async def create_entry(request: web.Request) -> web.Response:
                 f"The {image_name} is not an image: JPEG, PNG, BMP, WebP or TIFF expected "
                 f"(it starts with {image[:8]!r}).",
             )
+        _check_pixels(image, image_name)
     if await asyncio.to_thread(store.has_entry, deployment_id, entry_fields.id):
         raise ProblemError(
             409,
@@ -292,26 +331,8 @@ async def create_entry(request: web.Request) -> web.Response:
             "This API process has no enrolment models attached; enrol through the API of "
             "`lfr up` or `lfr serve`.",
         )
-    made: list[Enrolled] = []
-    for image, image_name in images:
-        try:
-            made.append(await asyncio.to_thread(enroller, image, image_name))
-        except EnrolmentRejectedError as exc:
-            raise ProblemError(
-                422,
-                f"The {image_name} does not qualify for enrolment: {exc.detail}.",
-                reason=exc.reason,
-                image=image_name,
-            ) from exc
-        except ImageError as exc:
-            raise ProblemError(
-                422,
-                f"The {image_name} cannot be read: {exc}.",
-                reason="unreadable",
-                image=image_name,
-            ) from exc
-        except EnrolmentUnavailableError as exc:
-            raise ProblemError(503, f"Enrolment is not available yet: {exc}.") from exc
+    async with request.app[ENROL_SLOTS]:
+        made = await _enrol_all(enroller, images)
     entry = await run_store(
         store.add_entry,
         deployment_id,
@@ -323,6 +344,59 @@ async def create_entry(request: web.Request) -> web.Response:
     return web.json_response(
         render_entry(request, entry), status=201, headers={"Location": str(location)}
     )
+
+
+def _check_pixels(image: bytes, image_name: str) -> None:
+    """Refuse, from its header alone, an image too large to decode (or of unknown size)."""
+    try:
+        check_pixels(image, name=image_name, max_pixels=MAX_ENROL_PIXELS, strict=True)
+    except ImageTooLargeError as exc:
+        raise _too_many_pixels(exc, image_name) from None
+    except ImageError as exc:
+        raise ProblemError(
+            422, f"The {image_name} cannot be read: {exc}.", reason="unreadable", image=image_name
+        ) from None
+
+
+def _too_many_pixels(exc: ImageTooLargeError, image_name: str) -> ProblemError:
+    return ProblemError(
+        422,
+        f"The {image_name} is {exc.width}x{exc.height}, {exc.width * exc.height:,} pixels; "
+        f"an enrolment photo may have at most {MAX_ENROL_PIXELS:,}. Downscale it (a face "
+        "photo needs far fewer) and upload it again.",
+        reason="too_many_pixels",
+        image=image_name,
+        width=exc.width,
+        height=exc.height,
+        max_pixels=MAX_ENROL_PIXELS,
+    )
+
+
+async def _enrol_all(enroller: Enroller, images: list[tuple[bytes, str]]) -> list[Enrolled]:
+    """Each image's template, enrolled off the event loop, in order; the first refusal ends it."""
+    made: list[Enrolled] = []
+    for image, image_name in images:
+        try:
+            made.append(await asyncio.to_thread(enroller, image, image_name))
+        except EnrolmentRejectedError as exc:
+            raise ProblemError(
+                422,
+                f"The {image_name} does not qualify for enrolment: {exc.detail}.",
+                reason=exc.reason,
+                image=image_name,
+            ) from exc
+        except ImageTooLargeError as exc:  # decoded larger than its header said
+            raise _too_many_pixels(exc, image_name) from None
+        except ImageError as exc:
+            raise ProblemError(
+                422,
+                f"The {image_name} cannot be read: {exc}.",
+                reason="unreadable",
+                image=image_name,
+            ) from exc
+        except EnrolmentUnavailableError as exc:
+            raise ProblemError(503, f"Enrolment is not available yet: {exc}.") from exc
+    return made
 
 
 # -- the other routes -------------------------------------------------------------------
@@ -354,10 +428,15 @@ async def get_entry(request: web.Request) -> web.Response:
 async def get_entry_image(request: web.Request) -> web.Response:
     """The entry's enrolment image (JPEG), never cached; each view is audited first.
 
-    410 Gone once the entry was deleted or its deployment closed (the image is destroyed).
+    403 for a viewer or adjudicator while the entry waits for approval (only
+    :data:`~lfr_actors.api.auth.PENDING_IMAGE_VIEWERS` see it then); 410 Gone once the entry
+    was deleted or its deployment closed (the image is destroyed).
     """
     deployment_id, entry_id = _ids(request)
     store = request.app[DEPLOYMENTS]
+    entry = await run_store(store.entry, deployment_id, entry_id)
+    if entry.state is EntryState.PENDING:
+        require_role(request, PENDING_IMAGE_VIEWERS, "The photo of an entry not yet approved")
     found = await run_store(store.entry_image, deployment_id, entry_id)
     if found is None:
         raise ProblemError(

@@ -59,7 +59,13 @@ with contextlib.suppress(ImportError):
 from usearch.index import Index
 
 from lfr_actors.errors import LfrError
-from lfr_actors.fsutil import atomic_write
+from lfr_actors.fsutil import (
+    PRIVATE_FILE_MODE,
+    atomic_write,
+    ensure_private_file,
+    private_dir,
+    tighten,
+)
 from lfr_actors.index.merge import Hit
 
 Metric = Literal["euclidean", "cosine"]
@@ -556,11 +562,14 @@ class ShardIndex:
         """Write a snapshot into ``directory`` atomically (see the module docstring)."""
         directory = Path(directory)
         self._purge_removed()
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         name = f"{_INDEX_PREFIX}{uuid.uuid4().hex}{_INDEX_SUFFIX}"
         temporary = directory / f".{name}.tmp"
         try:
+            # usearch creates its file with the umask's mode; made 0600 first, it keeps it.
+            ensure_private_file(temporary)
             self._index.save(str(temporary))
+            tighten(temporary, PRIVATE_FILE_MODE)
             with temporary.open("rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(temporary, directory / name)

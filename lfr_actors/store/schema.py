@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from lfr_actors import logs
 from lfr_actors.errors import LfrError
+from lfr_actors.fsutil import PRIVATE_FILE_MODE, ensure_private_file, private_dir, tighten
+
+_log = logs.get_logger(__name__)
 
 BUSY_TIMEOUT_S = 10.0
 """How long a connection waits for another process's write lock before it gives up."""
@@ -237,6 +241,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX alerts_deployment ON alerts (deployment_id, raised_event_id)",
         ),
     ),
+    Migration(
+        7,
+        "API tokens may expire by themselves (the running deployment's local token does)",
+        ("ALTER TABLE api_tokens ADD COLUMN expires_at REAL",),
+    ),
 )
 """Every schema change, in order. Append; never edit one that has shipped."""
 
@@ -270,7 +279,7 @@ class Database:
             )
             self.conn.execute("PRAGMA query_only = ON")
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
             )
@@ -394,6 +403,31 @@ class Database:
                 f"{self.path} has schema version {newest}, newer than this build "
                 f"({MIGRATIONS[-1].version}); upgrade lfr_actors to read it"
             )
+
+
+def _create_private(path: Path) -> None:
+    """Create the store file 0600 (and a missing folder 0700) before SQLite opens it.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates the main file's mode, so this
+    one mode keeps all three from other local users whatever the umask. A looser file left
+    by an earlier version is tightened, with a warning.
+    """
+    loose = []
+    try:
+        if not path.parent.exists():
+            private_dir(path.parent)
+        was = ensure_private_file(path)
+        if was is not None:
+            loose.append((path, was))
+        for suffix in ("-wal", "-shm"):
+            loose.extend(tighten(path.with_name(path.name + suffix), PRIVATE_FILE_MODE))
+    except OSError as exc:
+        raise StoreError(
+            f"{exc.filename or path}: cannot create the store readable by its owner only "
+            f"({exc.strerror or exc}); run as the user who owns the data folder"
+        ) from exc
+    for member, mode in loose:
+        _log.warning("store_file_tightened", path=str(member), mode_was=f"{mode:04o}")
 
 
 def applied_versions(conn: sqlite3.Connection) -> set[int]:

@@ -10,8 +10,14 @@ officer of an adjudication) and one :class:`Role`. Tokens are created and revoke
 ``lfr tokens``; creating and revoking are audited. A revoked token stays in the table so
 its name still explains old audit entries.
 
-The deployment issues itself an ``internal`` token at start-up for the local ``lfr``
-command (:func:`issue_local_token`), revoking the one from its previous run.
+A token may carry an expiry (``expires_at``); past it the token is refused like a
+revoked one. Operators' tokens have none. The deployment issues itself an ``internal``
+token for the local ``lfr`` command (:func:`issue_local_token`) that expires
+:data:`LOCAL_TOKEN_TTL_S` after it was issued or last renewed; the running driver renews
+it every :data:`LOCAL_TOKEN_RENEW_S`, so a driver that dies without revoking it (kill -9,
+a power cut) leaves a token in its run file that stops working within minutes. The next
+start revokes every internal token of earlier runs outright
+(:func:`revoke_local_tokens`). Renewals are not audited: they change no one's access.
 """
 
 from __future__ import annotations
@@ -36,8 +42,13 @@ SECRET_BYTES = 32
 MAX_NAME_CHARS = 80
 LOCAL_TOKEN_NAME = "local-cli"
 """The name of the token a running deployment issues for the ``lfr`` command on its host."""
+LOCAL_TOKEN_TTL_S = 300.0
+"""How long the local token lives past its last renewal: a crashed driver's dies by then."""
+LOCAL_TOKEN_RENEW_S = 60.0
+"""How often the running driver renews its local token (well inside the TTL, so a busy
+store or a slow round does not let it lapse)."""
 
-_COLUMNS = "id, name, role, internal, created_at, created_by, revoked_at, revoked_by"
+_COLUMNS = "id, name, role, internal, created_at, created_by, revoked_at, revoked_by, expires_at"
 
 
 class Role(StrEnum):
@@ -67,11 +78,23 @@ class TokenRecord:
     created_by: str
     revoked_at: float | None = None
     revoked_by: str | None = None
+    expires_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """Whether someone (or a deployment's start or stop) revoked the token."""
+        return self.revoked_at is not None
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the token's expiry (if it has one) has passed at ``now`` (default: now)."""
+        if self.expires_at is None:
+            return False
+        return (time.time() if now is None else now) >= self.expires_at
 
     @property
     def active(self) -> bool:
-        """Whether the token is accepted (not revoked)."""
-        return self.revoked_at is None
+        """Whether the token is accepted now: neither revoked nor expired."""
+        return not self.revoked and not self.expired()
 
     @property
     def actor(self) -> Actor:
@@ -90,6 +113,7 @@ class TokenRecord:
             "created_by": self.created_by,
             "revoked_at": self.revoked_at,
             "revoked_by": self.revoked_by,
+            "expires_at": self.expires_at,
         }
 
 
@@ -139,22 +163,43 @@ class TokenStore:
         self.clock = clock
 
     def create(
-        self, name: str, role: Role | str, *, by: Actor, internal: bool = False
+        self,
+        name: str,
+        role: Role | str,
+        *,
+        by: Actor,
+        internal: bool = False,
+        ttl_s: float | None = None,
     ) -> IssuedToken:
-        """Create a token and return it with its secret (shown once, never stored)."""
+        """Create a token and return it with its secret (shown once, never stored).
+
+        With ``ttl_s`` the token expires that many seconds from now unless renewed
+        (:meth:`renew`); without, it lasts until revoked.
+        """
+        if ttl_s is not None and not ttl_s > 0:
+            raise ValueError(f"a token's ttl_s must be positive (got {ttl_s})")
+        now = self.clock()
         record = TokenRecord(
             id=secrets.token_hex(8),
             name=check_token_name(name),
             role=Role(role),
             internal=internal,
-            created_at=self.clock(),
+            created_at=now,
             created_by=str(by),
+            expires_at=None if ttl_s is None else now + ttl_s,
         )
         secret = new_secret()
+        details: dict[str, Any] = {
+            "name": record.name,
+            "role": str(record.role),
+            "internal": internal,
+        }
+        if ttl_s is not None:
+            details["ttl_s"] = ttl_s
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO api_tokens (id, secret_sha256, name, role, internal, created_at, "
-                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     secret_digest(secret),
@@ -163,17 +208,34 @@ class TokenStore:
                     int(internal),
                     record.created_at,
                     record.created_by,
+                    record.expires_at,
                 ),
             )
-            append_entry(
-                conn,
-                by,
-                Action.TOKEN_CREATE,
-                record.id,
-                {"name": record.name, "role": str(record.role), "internal": internal},
-                at=record.created_at,
-            )
+            append_entry(conn, by, Action.TOKEN_CREATE, record.id, details, at=record.created_at)
         return IssuedToken(record, secret)
+
+    def renew(self, token_id: str, ttl_s: float) -> TokenRecord:
+        """Push an expiring token's expiry to ``ttl_s`` seconds from now.
+
+        Only a token that is still active is renewed: a revoked or already expired one
+        stays dead (:class:`UnknownTokenError` for an unknown id, the record unchanged
+        otherwise, so the caller can see it is no longer active).
+        """
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownTokenError(f"no token with id {token_id!r}")
+            record = _record(row)
+            now = self.clock()
+            if record.revoked or record.expires_at is None or record.expired(now):
+                return record
+            expires_at = now + ttl_s
+            conn.execute(
+                "UPDATE api_tokens SET expires_at = ? WHERE id = ?", (expires_at, token_id)
+            )
+        return dataclasses.replace(record, expires_at=expires_at)
 
     def get(self, token_id: str) -> TokenRecord | None:
         """The token with this id (active or revoked), or None."""
@@ -192,7 +254,7 @@ class TokenStore:
         return [_record(row) for row in rows]
 
     def revoke(self, token_id: str, *, by: Actor) -> TokenRecord:
-        """Revoke a token at once; revoking a revoked token changes nothing."""
+        """Revoke a token at once, an expired one too; revoking a revoked one changes nothing."""
         with self.db.transaction() as conn:
             record = self._revoke(conn, token_id, by)
         return record
@@ -224,7 +286,7 @@ class TokenStore:
         if row is None:
             raise UnknownTokenError(f"no token with id {token_id!r}; `lfr tokens list` shows them")
         record = _record(row)
-        if not record.active:
+        if record.revoked:
             return record
         now = self.clock()
         conn.execute(
@@ -242,21 +304,32 @@ class TokenStore:
         return dataclasses.replace(record, revoked_at=now, revoked_by=str(by))
 
 
-def issue_local_token(db_path: Path) -> str:
+def issue_local_token(db_path: Path, *, ttl_s: float = LOCAL_TOKEN_TTL_S) -> IssuedToken:
     """Issue the running deployment's admin token for the local ``lfr`` command.
 
     Revokes the internal tokens of earlier runs, creates a new one named
-    :data:`LOCAL_TOKEN_NAME` (stored hashed and audited like any other) and returns its
-    secret, which the deployment writes into its run file (readable by its user only).
+    :data:`LOCAL_TOKEN_NAME` (stored hashed and audited like any other) that expires
+    ``ttl_s`` from now unless renewed (:func:`renew_local_token`), and returns it; the
+    deployment writes its secret into its run file (readable by its user only).
     """
     with Database(db_path) as db:
         tokens = TokenStore(db)
         tokens.revoke_internal(by=SYSTEM)
-        return tokens.create(LOCAL_TOKEN_NAME, Role.ADMIN, by=SYSTEM, internal=True).secret
+        return tokens.create(LOCAL_TOKEN_NAME, Role.ADMIN, by=SYSTEM, internal=True, ttl_s=ttl_s)
+
+
+def renew_local_token(
+    db: Database, token_id: str, *, ttl_s: float = LOCAL_TOKEN_TTL_S
+) -> TokenRecord:
+    """Renew the running deployment's local token (see :meth:`TokenStore.renew`)."""
+    return TokenStore(db).renew(token_id, ttl_s)
 
 
 def revoke_local_tokens(db_path: Path) -> int:
-    """Revoke the deployment's internal tokens (at shutdown); returns how many."""
+    """Revoke every internal token (at start, those of earlier runs; at shutdown, this run's).
+
+    Returns how many were revoked.
+    """
     with Database(db_path) as db:
         return len(TokenStore(db).revoke_internal(by=SYSTEM))
 
@@ -271,4 +344,5 @@ def _record(row: tuple[Any, ...]) -> TokenRecord:
         created_by=row[5],
         revoked_at=None if row[6] is None else float(row[6]),
         revoked_by=row[7],
+        expires_at=None if row[8] is None else float(row[8]),
     )

@@ -457,9 +457,11 @@ async def test_enrol_view_approve_and_delete_an_entry(api: Api, photos: dict[str
     assert none == {"entries": []}
 
     # The stored photo is a re-encoded JPEG of the same picture, without its EXIF data.
+    # While pending, only those who enrol and approve entries see it (not yet searched, so
+    # no officer compares a live face with it).
     image_url = entry["image_url"]
     views = []
-    for who in ("adams", "viewer"):
+    for who in ("adams", "clark"):
         resp = await api.request("GET", image_url, who)
         assert resp.status == 200
         assert resp.content_type == "image/jpeg"
@@ -473,10 +475,13 @@ async def test_enrol_view_approve_and_delete_an_entry(api: Api, photos: dict[str
     assert decoded.shape == reference.shape
     assert float(np.abs(decoded.astype(float) - reference.astype(float)).mean()) < 5.0
     await problem(await api.request("GET", image_url, "auditor"), 403)  # no faces for auditors
+    for who in ("viewer", "evans"):
+        body = await problem(await api.request("GET", image_url, who), 403)
+        assert body["allowed_roles"] == ["admin", "authoriser", "watchlist-manager"]
     viewed = await api.audit("entry.view")
     assert [(e["subject"], e["actor"], e["details"]) for e in viewed] == [
         ("west-1/W-1", "Insp Adams", {"part": "image"}),
-        ("west-1/W-1", "Control room", {"part": "image"}),
+        ("west-1/W-1", "PC Clark", {"part": "image"}),
     ]
 
     # Four eyes: the person who added it cannot approve it, whatever token they use.
@@ -499,6 +504,10 @@ async def test_enrol_view_approve_and_delete_an_entry(api: Api, photos: dict[str
     assert again == approved  # still Insp Adams's approval
     approvals = await api.audit("entry.approve")
     assert [(e["subject"], e["actor"]) for e in approvals] == [("west-1/W-1", "Insp Adams")]
+    # Approved, it is searched: the officers comparing live faces see it now.
+    for who in ("viewer", "evans"):
+        resp = await api.request("GET", image_url, who)
+        assert resp.status == 200 and await resp.read() == stored
 
     deleted = await api.ok(
         "DELETE", "/v1/deployments/west-1/entries/W-1", "clark", json={"reason": "arrested"}

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import pytest
 from aiohttp import FormData, web
@@ -41,6 +42,8 @@ from lfr_actors.testing.doubles import make_sighting
 from tests.api_helpers import problem
 
 OPERATOR = Actor("cli:test")
+TINY_JPEG = bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+"""A real (blank) JPEG: uploads are checked for an image header before the enroller."""
 
 
 @pytest.fixture
@@ -115,6 +118,9 @@ class Samples:
 
     FRESH_DEPLOYMENT = frozenset({("POST", "deployment_close")})
     FRESH_ENTRY = frozenset({("POST", "entry_approve"), ("DELETE", "entry_delete")})
+    ACTIVE_ENTRY = frozenset({("GET", "entry_image")})
+    """Routes walked on an approved entry: a pending entry's photo has its own rule
+    (test_a_pending_entrys_photo_is_for_those_who_enrol_and_approve)."""
     BODIES: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {
         ("POST", "alert_adjudication"): {"decision": "not_a_match"},
         ("POST", "alert_hold"): {"reason": "case 42: disclosure"},
@@ -131,6 +137,11 @@ class Samples:
         self.made = 0
         self.deployment_id = self.deployment()
         self.entry_id = self.entry(self.deployment_id)
+        self.active_entry_id = self.entry(self.deployment_id)
+        with Database(self.db) as store:
+            Deployments(store).approve_entry(
+                self.deployment_id, self.active_entry_id, actor=Actor("Insp Adams")
+            )
 
     def _name(self, prefix: str) -> str:
         self.made += 1
@@ -167,6 +178,8 @@ class Samples:
         entry_id = self.entry_id
         if (method, name) in self.FRESH_ENTRY:
             entry_id = self.entry(deployment_id)
+        if (method, name) in self.ACTIVE_ENTRY:
+            entry_id = self.active_entry_id
         known = {"alert_id": self.alert_id, "deployment_id": deployment_id, "entry_id": entry_id}
         for placeholder in placeholders:
             assert placeholder in known, f"add a sample value for {{{placeholder}}} to Samples"
@@ -183,7 +196,7 @@ class Samples:
             for field in ("display_name", "category", "legal_basis", "source"):
                 form.add_field(field, "sample")
             form.add_field("image_date", "2026-01-01")
-            form.add_field("image", b"\xff\xd8\xff fake", filename="p.jpg")
+            form.add_field("image", TINY_JPEG, filename="p.jpg")
             return {"data": form}
         if key == ("POST", "deployment_create"):
             start, end = self.window()
@@ -429,8 +442,8 @@ def test_a_failed_audit_write_leaves_no_token(db: Path, monkeypatch: pytest.Monk
 
 
 def test_issue_local_token_replaces_the_previous_runs(db: Path) -> None:
-    first = issue_local_token(db)
-    second = issue_local_token(db)
+    first = issue_local_token(db).secret
+    second = issue_local_token(db).secret
     with Database(db) as store:
         tokens = TokenStore(store)
         old, new = tokens.lookup(first), tokens.lookup(second)
@@ -461,3 +474,47 @@ def test_an_operators_token_is_not_touched_by_local_token_rotation(db: Path) -> 
     with Database(db) as store:
         found = TokenStore(store).lookup(mine.secret)
         assert found is not None and found.active and not found.internal
+
+
+async def test_a_pending_entrys_photo_is_for_those_who_enrol_and_approve(
+    aiohttp_client: AiohttpClient, db: Path, alert_id: str, secrets_by_role: dict[Role, str]
+) -> None:
+    """Officers compare live faces only with searched (approved) entries' photos."""
+    client = await aiohttp_client(create_app(db, status=status_source, enroller=fake_enroller))
+    samples = Samples(db, alert_id)
+    pending = client.app.router["entry_image"].url_for(
+        deployment_id=samples.deployment_id, entry_id=samples.entry_id
+    )
+    active = client.app.router["entry_image"].url_for(
+        deployment_id=samples.deployment_id, entry_id=samples.active_entry_id
+    )
+    for role in Role:
+        resp = await client.get(pending, headers=bearer(secrets_by_role[role]))
+        if role in (Role.WATCHLIST_MANAGER, Role.AUTHORISER, Role.ADMIN):
+            assert resp.status == 200, role
+            continue
+        body = await problem(resp, 403)
+        if role is Role.AUDITOR:  # refused by the matrix, whatever the entry's state
+            assert "auditor" not in body["allowed_roles"]
+            continue
+        assert body["allowed_roles"] == ["admin", "authoriser", "watchlist-manager"], role
+        assert body["detail"].startswith("The photo of an entry not yet approved needs")
+        assert (await client.get(active, headers=bearer(secrets_by_role[role]))).status == 200
+    with Database(db) as store:
+        views = [e for e in AuditLog(store).page().entries if e.action == "entry.view"]
+    assert len(views) == 5  # the three pending and two active photos shown, no refusal
+
+
+async def test_auditors_see_who_did_what_not_the_faces(
+    aiohttp_client: AiohttpClient, db: Path, alert_id: str, secrets_by_role: dict[Role, str]
+) -> None:
+    client = await aiohttp_client(create_app(db, status=status_source))
+    auditor = bearer(secrets_by_role[Role.AUDITOR])
+    assert (await client.get(f"/v1/alerts/{alert_id}", headers=auditor)).status == 200
+    body = await problem(await client.get(f"/v1/alerts/{alert_id}/crop.jpg", headers=auditor), 403)
+    assert body["allowed_roles"] == ["adjudicator", "admin", "viewer"]
+    for role in (Role.VIEWER, Role.ADJUDICATOR):
+        resp = await client.get(
+            f"/v1/alerts/{alert_id}/crop.jpg", headers=bearer(secrets_by_role[role])
+        )
+        assert resp.status == 200 and resp.content_type == "image/jpeg"

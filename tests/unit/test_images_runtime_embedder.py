@@ -226,13 +226,18 @@ def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(tmp_path
     assert len(bomb) < 1_000_000
     path = tmp_path / "bomb.png"
     path.write_bytes(bomb)
+    # The header is read first (no pixel decoded); OpenCV's own cap stays behind it.
     script = (
-        "import sys, lfr_actors\n"
+        "import sys, lfr_actors, cv2, numpy as np\n"
         "from lfr_actors.models.images import load_image\n"
         "try:\n"
         "    load_image(__import__('pathlib').Path(sys.argv[1]))\n"
         "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
+        "try:\n"
+        "    cv2.imdecode(np.fromfile(sys.argv[1], np.uint8), cv2.IMREAD_COLOR)\n"
+        "except cv2.error as exc:\n"
+        "    print('opencv cap' if 'CV_IO_MAX_IMAGE_PIXELS' in str(exc) else 'opencv other')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
     done = subprocess.run(
@@ -243,5 +248,6 @@ def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(tmp_path
         env=env,
         check=True,
     )
-    assert done.stdout.startswith("ImageError "), done.stdout + done.stderr
-    assert "declares more than 50,000,000 pixels" in done.stdout
+    assert done.stdout.startswith("ImageTooLargeError "), done.stdout + done.stderr
+    assert "20000x20000 is 400,000,000 pixels, over the 50,000,000 accepted" in done.stdout
+    assert done.stdout.splitlines()[-1] == "opencv cap"
