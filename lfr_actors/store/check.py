@@ -45,6 +45,7 @@ from lfr_actors.store.schema import (
     sqlite_safety,
     template_problem,
     write_marker,
+    writer_lock,
 )
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -140,9 +141,14 @@ def _iso(timestamp: float) -> str:
     )
 
 
-def _connect_readonly(path: Path) -> sqlite3.Connection:
+def _connect_readonly(path: Path, *, immutable_if_clean: bool = True) -> sqlite3.Connection:
+    # With no WAL beside the file (a clean stop), ``immutable`` reads it without creating
+    # the -wal and -shm files a WAL reader otherwise leaves behind; with a WAL, that WAL
+    # holds committed writes and must be read through.
+    wal = path.with_name(path.name + "-wal")
+    immutable = "&immutable=1" if immutable_if_clean and not wal.exists() else ""
     conn = sqlite3.connect(
-        f"{path.resolve().as_uri()}?mode=ro",
+        f"{path.resolve().as_uri()}?mode=ro{immutable}",
         uri=True,
         isolation_level=None,
         timeout=BUSY_TIMEOUT_S,
@@ -320,11 +326,23 @@ def backup_store(path: Path, dest: Path) -> StoreReport:
     return copy
 
 
-def _copy(source: Path, target: Path) -> None:
-    """SQLite's backup API from ``source`` (read-only) into a new file ``target`` (0600)."""
+def _copy(source: Path, target: Path, *, live: bool = True) -> None:
+    """SQLite's backup API from ``source`` into a new file ``target`` (0600), fsynced.
+
+    ``live``: ``source`` is a store a deployment may be writing, else a backup file.
+    """
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
-    src = _connect_readonly(source)
+    if live:
+        # A read-write connection that writes nothing (query_only): a read-only one would
+        # leave -wal and -shm files behind, where this one, when it is the last to close,
+        # removes them. Closing may checkpoint, so it closes under the writers' lock. Never
+        # immutable: a writer may start while the copy runs, and the copy must be one
+        # consistent read under SQLite's locks.
+        src = sqlite3.connect(source, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        src.execute("PRAGMA query_only = ON")
+    else:
+        src = _connect_readonly(source, immutable_if_clean=False)
     try:
         dst = sqlite3.connect(target, isolation_level=None)
         try:
@@ -334,7 +352,11 @@ def _copy(source: Path, target: Path) -> None:
         finally:
             dst.close()
     finally:
-        src.close()
+        if live:
+            with writer_lock(source):
+                src.close()
+        else:
+            src.close()
     with target.open("rb") as handle:
         os.fsync(handle.fileno())
 
@@ -377,7 +399,7 @@ def restore_store(backup: Path, path: Path) -> tuple[StoreReport, list[Path]]:
     temporary = path.with_name(f".{path.name}.restore.{os.getpid()}.tmp")
     aside: list[Path] = []
     try:
-        _copy(backup, temporary)
+        _copy(backup, temporary, live=False)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for suffix in ("", "-wal", "-shm"):
             old = path.with_name(path.name + suffix)

@@ -577,6 +577,20 @@ def lock_path(store: Path) -> Path:
     return store.with_name(store.name + LOCK_SUFFIX)
 
 
+@contextmanager
+def writer_lock(store: Path) -> Iterator[None]:
+    """Hold the cross-process writer lock of ``store`` (for a connection not a :class:`Database`).
+
+    Blocks until the lock is free; for short steps only, such as closing a connection.
+    """
+    fd = os.open(lock_path(store), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_marker(store: Path, schema_version: int) -> None:
     """Record beside ``store`` that a store was created there (mode 0600, atomically)."""
     info = {
