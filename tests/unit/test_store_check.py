@@ -8,6 +8,7 @@ refusal and that nothing stored was changed by it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -427,9 +428,16 @@ def test_a_write_transaction_holds_the_cross_process_lock(tmp_path: Path) -> Non
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        probe = os.open(lock_path(store), os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(probe)
         with Database(store) as db:
             started = time.monotonic()
-            db.checkpoint("TRUNCATE")
+            # SQLite itself never waits in a PASSIVE checkpoint: only the writers' lock does.
+            db.checkpoint("PASSIVE")
             waited = time.monotonic() - started
     finally:
         holder.wait(timeout=30)
