@@ -208,10 +208,17 @@ def inspect_store(
 def _inspect_open(conn: sqlite3.Connection, report: StoreReport, *, full: bool, deep: bool) -> None:
     pragma = "integrity_check" if full else "quick_check"
     rows = conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})").fetchall()
-    problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+    # One row may hold several lines; "*** in database main ***" only heads them.
+    problems = [
+        line.strip()
+        for r in rows
+        for line in str(r[0]).splitlines()
+        if line.strip() and line.strip() != "ok" and not line.startswith("***")
+    ][:MAX_PROBLEMS]
     report.integrity = problems
     if problems:
-        report.fault = f"{pragma} found damaged pages: {problems[0]}"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        report.fault = f"{pragma} found damaged pages: {problems[0]}{more}"
         return
     tables = {
         str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
