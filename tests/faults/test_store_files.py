@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,11 +208,42 @@ def test_corrupt_snapshots_and_a_tampered_template_start_and_rebuild(site: Path)
     conn.close()
     alerts_before = alerts_in(data / "alerts.sqlite3")
 
+    topology = site / "topology.yaml"
     started = time.monotonic()
-    result = up_until_eof(site / "topology.yaml")
-    took = time.monotonic() - started
-    assert result.returncode == 0, result.stderr[-3000:]
-    logs = result.stdout + result.stderr
+    up = subprocess.Popen(
+        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
+         "--home", str(lfr_test_home())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            assert up.poll() is None, up.communicate()[1][-3000:]
+            shown = lfr("status", str(topology), "--json", timeout=60)
+            if shown.returncode == 0:
+                status = json.loads(shown.stdout)
+                break
+        else:
+            pytest.fail("the deployment did not start")
+        took = time.monotonic() - started
+        # Never "indexed": the status counts and lists the entry as damaged, with why.
+        assert status["deployment"]["watchlist_entries"] == 1
+        assert status["deployment"]["damaged_entries"] == 1
+        assert [d["entry_id"] for d in status["deployment"]["damaged"]] == ["obama"]
+        human = lfr("status", str(topology), timeout=60)
+        assert "DAMAGED entry obama (not indexed): its templates do not match" in human.stdout
+        down = lfr("down", str(topology), timeout=180)
+        assert down.returncode == 0, down.stderr
+        out, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, err[-3000:]
+    logs = out + err
     assert logs.count("snapshot_unusable") >= 3  # each shard said why (worker logs)
     damaged_lines = [line for line in logs.splitlines() if "watchlist_entry_damaged" in line]
     assert len(damaged_lines) == 1 and "obama" in damaged_lines[0]  # logged once
@@ -232,4 +264,4 @@ def test_corrupt_snapshots_and_a_tampered_template_start_and_rebuild(site: Path)
         report = Deployments(db).report("itest")
     assert report["watchlist"]["damaged"] == 1
     assert report["watchlist"]["damaged_entries"] == ["obama"]
-    print(f"\nthree corrupt snapshots + a tampered template: ran and rebuilt in {took:.1f} s")
+    print(f"\nthree corrupt snapshots + a tampered template: started and rebuilt in {took:.1f} s")
