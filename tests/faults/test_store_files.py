@@ -265,3 +265,50 @@ def test_corrupt_snapshots_and_a_tampered_template_start_and_rebuild(site: Path)
     assert report["watchlist"]["damaged"] == 1
     assert report["watchlist"]["damaged_entries"] == ["obama"]
     print(f"\nthree corrupt snapshots + a tampered template: started and rebuilt in {took:.1f} s")
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Any:
+    """A 16 MiB tmpfs, mounted for the test (root only; skips with the reason elsewhere)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    with (folder / "filler").open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("command", ["up", "serve"])
+def test_starting_on_a_full_disk_is_one_line_naming_the_folder(
+    site: Path, full_disk: Path, command: str
+) -> None:
+    data = full_disk / "data"
+    shutil.copytree(site / "data", data)
+    topology = site / "topology.yaml"
+    text = topology.read_text()
+    assert "data_dir: data" in text
+    topology.write_text(text.replace("data_dir: data", f"data_dir: {data}"))
+    _fill(full_disk)
+    before = folder_state(data)
+    result = lfr(command, str(topology), "--home", str(lfr_test_home()))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"the disk holding {data} is full" in lines[0]
+    assert folder_state(data) == before
