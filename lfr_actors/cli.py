@@ -10,6 +10,7 @@ import argparse
 import faulthandler
 import json
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -715,6 +716,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except LfrError as exc:
         print(f"lfr: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.DatabaseError as exc:
+        # A store damaged where a command did not check it first: one line, no traceback.
+        print(
+            f"lfr: error: the store cannot be read ({exc}); see `lfr store check FILE`",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("lfr: interrupted", file=sys.stderr)

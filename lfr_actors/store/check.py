@@ -16,13 +16,16 @@ the audit chain and the watchlist. So it is never trusted blindly:
   existed) is given one.
 - :func:`backup_store` copies a store with SQLite's online backup API, safe while a
   deployment writes to it, into a new file that is checked before it is kept.
-- :func:`restore_store` checks a backup, refuses while a deployment runs on the target,
+- :func:`restore_store` checks a backup, refuses while a deployment runs on the target
+  (its run file names a live process, or another process holds SQLite's lock on the
+  store's shared memory),
   sets the target (and its WAL) aside under a ``.replaced-<time>`` name rather than
   deleting it, and puts a checked copy of the backup in its place.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -226,6 +229,11 @@ def _inspect_open(conn: sqlite3.Connection, report: StoreReport, *, full: bool, 
     if "schema_migrations" not in tables:
         if tables:
             report.fault = "it has tables but no schema_migrations: not an lfr store"
+        elif report.created is not None:
+            report.fault = (
+                "it holds no tables, but a store was created here: its alerts, "
+                "adjudications and audit log are lost"
+            )
         else:
             report.new = True  # an empty SQLite file: a new store
             report.schema_version = 0
@@ -368,6 +376,34 @@ def _copy(source: Path, target: Path, *, live: bool = True) -> None:
         os.fsync(handle.fileno())
 
 
+_SHM_DMS_OFFSET = 128
+"""SQLite's "dead man switch" byte in a WAL store's -shm file (``UNIX_SHM_DMS`` in
+os_unix.c): every open connection holds a shared POSIX lock on it for as long as it is
+open."""
+
+
+def store_in_use(path: Path) -> bool:
+    """Whether a connection in another process has the store open, by SQLite's -shm lock.
+
+    That is ``lfr up``, ``lfr serve``, an API or the alert actor. A connection of this
+    process is not seen (POSIX locks are per process).
+    """
+    shm = Path(path).with_name(Path(path).name + "-shm")
+    try:
+        fd = os.open(shm, os.O_RDWR)
+    except OSError:
+        return False  # no shared memory: no connection in WAL mode has it open
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _SHM_DMS_OFFSET)
+        except OSError:
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, _SHM_DMS_OFFSET)
+        return False
+    finally:
+        os.close(fd)
+
+
 def deployment_running_on(path: Path) -> int | None:
     """The pid of a live ``lfr up`` whose run file sits beside the store, else None."""
     run_file = Path(path).with_name(RUN_FILE)
@@ -398,6 +434,11 @@ def restore_store(backup: Path, path: Path) -> tuple[StoreReport, list[Path]]:
         raise StoreBusyError(
             f"a deployment (process {pid}) runs on {path}; stop it with `lfr down FILE` "
             "before restoring"
+        )
+    if store_in_use(path):
+        raise StoreBusyError(
+            f"another process has {path} open (`lfr up`, `lfr serve` or an API); stop it "
+            "(`lfr down FILE`, or Ctrl-C) before restoring"
         )
     checked = inspect_store(backup, full=True)
     if checked.fault is not None or checked.new:

@@ -362,6 +362,7 @@ class Database:
             )
             self.conn.execute("PRAGMA query_only = ON")
         else:
+            _refuse_lost_store(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
@@ -525,9 +526,12 @@ class Database:
                     conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        if applied_versions(self.conn) >= {m.version for m in MIGRATIONS}:
+        current = applied_versions(self.conn)
+        if current >= {m.version for m in MIGRATIONS}:
             self._check_not_newer()
             return
+        if not current and not self.readonly and read_marker(self.path) is not None:
+            raise _lost(self.path)
         if self.readonly:
             raise StoreError(
                 f"{self.path} has schema version {self.schema_version()}; this build "
@@ -563,6 +567,27 @@ class Database:
                 f"{self.path} has schema version {newest}, newer than this build "
                 f"({MIGRATIONS[-1].version}); upgrade lfr_actors to read it"
             )
+
+
+def _lost(store: Path) -> StoreError:
+    return StoreError(
+        f"{store} is missing or empty, but a store was created here "
+        f"({marker_path(store).name}); see `lfr store check {store}` and put a backup in "
+        f"place with `lfr store restore BACKUP {store}`"
+    )
+
+
+def _refuse_lost_store(store: Path) -> None:
+    """A writer never makes a new store where its marker says one was lost.
+
+    Every alert, adjudication and the audit chain would silently start afresh.
+    """
+    try:
+        empty = store.stat().st_size == 0
+    except FileNotFoundError:
+        empty = True
+    if empty and read_marker(store) is not None:
+        raise _lost(store)
 
 
 def marker_path(store: Path) -> Path:

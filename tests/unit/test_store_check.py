@@ -33,12 +33,14 @@ from lfr_actors.store.check import (
     inspect_store,
     require_free_space,
     restore_store,
+    store_in_use,
 )
 from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment, NewEntry, Origin
 from lfr_actors.store.schema import (
     MIGRATIONS,
     WAL_RESET_FIX,
     Database,
+    StoreError,
     lock_path,
     marker_path,
     read_marker,
@@ -506,3 +508,65 @@ def test_a_full_disk_is_one_line_naming_the_folder(tmp_path: Path) -> None:
     assert "\n" not in message and str(folder) in message and "is full" in message
     require_free_space(folder, need=1)
     assert not folder.exists()
+
+
+def test_no_writer_makes_a_new_store_where_one_was_lost(tmp_path: Path) -> None:
+    store = tmp_path / "alerts.sqlite3"
+    make_store(store)
+    store.write_bytes(b"")
+    with pytest.raises(StoreError, match="missing or empty, but a store was created here"):
+        Database(store)
+    result = lfr("tokens", "create", "--name", "x", "--role", "viewer", "--db", str(store))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "lfr store restore" in result.stderr
+    assert store.stat().st_size == 0  # still the lost file, not a fresh store
+    assert not store.with_name("alerts.sqlite3-wal").exists()
+
+
+def test_a_damaged_store_under_another_command_is_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "alerts.sqlite3"
+    make_store(store)
+    with store.open("r+b") as handle:
+        handle.write(b"\x00" * 100)
+    result = lfr("audit", "verify", "--db", str(store))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "lfr store check" in result.stderr
+
+
+_OPENER = """
+import sys, time
+from pathlib import Path
+from lfr_actors.store.schema import Database
+with Database(Path(sys.argv[1])) as db:
+    db.conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()
+    print("open", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_restore_refuses_while_another_process_has_the_store_open(tmp_path: Path) -> None:
+    """``lfr serve`` writes no run file; SQLite's own lock on the -shm file tells."""
+    store = tmp_path / "alerts.sqlite3"
+    make_store(store)
+    backup = backup_store(store, tmp_path / "b.sqlite3").path
+    assert not store_in_use(store)
+    opener = subprocess.Popen(
+        [sys.executable, "-c", _OPENER, str(store)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    try:
+        assert opener.stdout is not None and opener.stdout.readline().strip() == "open"
+        assert store_in_use(store)
+        before = digest(store)
+        with pytest.raises(StoreBusyError, match="another process has"):
+            restore_store(backup, store)
+        assert digest(store) == before
+    finally:
+        assert opener.stdin is not None
+        opener.stdin.write("\n")
+        opener.stdin.flush()
+        opener.wait(timeout=30)
+    assert not store_in_use(store)
+    restored, _ = restore_store(backup, store)
+    assert not restored.damaged
