@@ -177,6 +177,9 @@ def inspect_store(
         report.size = path.stat().st_size
     except FileNotFoundError:
         report.size = None
+    except OSError as exc:
+        report.fault = f"cannot read it: {exc.strerror or exc}"
+        return report
     if not report.size:
         if existed:
             what = "missing" if report.size is None else "empty (0 bytes)"
@@ -189,8 +192,12 @@ def inspect_store(
         else:
             report.new = True
         return report
-    with path.open("rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        report.fault = f"cannot read it: {exc.strerror or exc}"
+        return report
     if header != SQLITE_HEADER:
         report.fault = "the file header is not SQLite's: the start of the file is damaged"
         return report
