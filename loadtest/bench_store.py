@@ -113,7 +113,14 @@ def bench_check_and_backup(folder: Path, mb: int) -> dict[str, object]:
         log = AuditLog(db)
         with db.transaction() as conn:
             for i in range(mb * 1024 * 1024 // 1700):
-                append_entry(conn, SYSTEM, Action.DEPLOYMENT_CREATE, f"fill-{i}", {"pad": PAD})
+                append_entry(
+                    conn,
+                    SYSTEM,
+                    Action.DEPLOYMENT_CREATE,
+                    f"fill-{i}",
+                    {"pad": PAD},
+                    at=time.time(),
+                )
         assert log.verify().intact
         db.checkpoint("TRUNCATE")
     size = store.stat().st_size
