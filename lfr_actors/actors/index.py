@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -242,6 +243,7 @@ class IndexShardActor:
             "entries": self.index.entry_count,
             "mode": self.index.mode_in_use,
             "snapshot_fault": self.snapshot_fault,
+            "pid": os.getpid(),
         }
 
 

@@ -312,3 +312,75 @@ def test_starting_on_a_full_disk_is_one_line_naming_the_folder(
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert f"the disk holding {data} is full" in lines[0]
     assert folder_state(data) == before
+
+
+def test_a_shard_restarted_on_a_corrupt_snapshot_is_refilled_from_the_store(
+    first_run: Path, tmp_path: Path
+) -> None:
+    """kill -9 of every shard after its snapshot went bad: each restarts empty and the
+    deployment fills it again from the store, so searches see the whole watchlist."""
+    site = tmp_path / "site"
+    shutil.copytree(first_run, site)
+    topology = site / "topology.yaml"
+    text = topology.read_text()
+    topology.write_text(text.replace("at_end: stop", "at_end: loop"))
+    up = subprocess.Popen(
+        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
+         "--home", str(lfr_test_home())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+    def status() -> dict[str, Any] | None:
+        shown = lfr("status", str(topology), "--json", timeout=60)
+        return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+    def shards(current: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in current["index"].items() if v.get("role") == "index_shard"}
+
+    try:
+        deadline = time.monotonic() + 300
+        current: dict[str, Any] | None = None
+        while time.monotonic() < deadline and current is None:
+            time.sleep(1.0)
+            assert up.poll() is None, up.communicate()[1][-3000:]
+            current = status()
+        assert current is not None, "the deployment did not start"
+        before = shards(current)
+        assert len(before) == 3 and sum(s["entries"] for s in before.values()) == 2
+        for shard in sorted((site / "data" / "index").iterdir()):
+            index_file = next(p for p in shard.iterdir() if p.suffix == ".usearch")
+            index_file.write_bytes(os.urandom(index_file.stat().st_size))
+        killed_at = time.monotonic()
+        for figures in before.values():
+            os.kill(int(figures["pid"]), 9)
+        recovered_s = None
+        while time.monotonic() < killed_at + 180:
+            time.sleep(1.0)
+            current = status()
+            if current is None:
+                continue
+            now = shards(current)
+            if (
+                all(s.get("restarts", 0) >= 1 for s in now.values())
+                and sum(int(s.get("entries") or 0) for s in now.values()) == 2
+            ):
+                recovered_s = time.monotonic() - killed_at
+                break
+        assert recovered_s is not None, f"the shards were not refilled: {current}"
+        assert all(s["snapshot_fault"] for s in shards(current).values())  # each said why
+        down = lfr("down", str(topology), timeout=180)
+        assert down.returncode == 0, down.stderr
+        out, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, err[-3000:]
+    assert (out + err).count("index_shard_rebuilt") >= 1
+    # The snapshots written after the rebuild are whole again.
+    indexed: set[str] = set()
+    for shard in sorted((site / "data" / "index").iterdir()):
+        indexed |= set(ShardIndex.load(shard).entries())
+    assert indexed == {"lin_manuel_miranda", "obama"}
+    print(f"\nthree shards killed on corrupt snapshots: refilled in {recovered_s:.1f} s")
