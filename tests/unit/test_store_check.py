@@ -8,10 +8,12 @@ refusal and that nothing stored was changed by it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lfr_actors.deployment import DeploymentError, _disk_full_is_one_line
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Action, Actor, AuditLog
 from lfr_actors.store.check import (
@@ -50,6 +53,7 @@ from lfr_actors.store.schema import (
 from tests.conftest import REPO
 
 DIM = 8
+MARKER_NAME = "alerts.sqlite3.created.json"
 AUTHORITY = Actor("Supt. Example")
 LOADER = Actor("watchlist file")
 
@@ -570,3 +574,38 @@ def test_restore_refuses_while_another_process_has_the_store_open(tmp_path: Path
     assert not store_in_use(store)
     restored, _ = restore_store(backup, store)
     assert not restored.damaged
+
+
+def test_a_store_left_by_a_crash_is_read_through_its_wal(tmp_path: Path) -> None:
+    """A killed writer leaves committed rows only in the -wal file: the check sees them."""
+    store = tmp_path / "live" / "alerts.sqlite3"
+    store.parent.mkdir()
+    make_store(store)
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    with Database(store) as db:
+        AuditLog(db).append(SYSTEM, Action.DEPLOYMENT_CREATE, "after-the-checkpoint", {})
+        # The files as a crash (kill -9) leaves them: the WAL not checkpointed into the file.
+        for name in ("alerts.sqlite3", "alerts.sqlite3-wal", MARKER_NAME):
+            shutil.copy(store.parent / name, crashed / name)
+    copy = crashed / "alerts.sqlite3"
+    assert (crashed / "alerts.sqlite3-wal").stat().st_size > 0
+    report = check_before_start(copy)
+    assert not report.damaged and report.schema_version == MIGRATIONS[-1].version
+    full = inspect_store(copy, full=True)
+    assert full.audit is not None and full.audit.intact
+    assert full.audit.entries == inspect_store(store, full=True).audit.entries  # type: ignore[union-attr]
+
+
+def test_a_disk_that_fills_during_the_start_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    for failure in (
+        sqlite3.OperationalError("database or disk is full"),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ):
+        with pytest.raises(DeploymentError) as caught, _disk_full_is_one_line(folder):
+            raise failure
+        message = str(caught.value)
+        assert "\n" not in message and f"the disk holding {folder} is full" in message
+    with pytest.raises(sqlite3.OperationalError, match="locked"), _disk_full_is_one_line(folder):
+        raise sqlite3.OperationalError("database is locked")  # other faults pass through
