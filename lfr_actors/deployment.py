@@ -4,6 +4,10 @@ This is where the parts meet: the kernel (generic), the actor roles (registered 
 the watchlist enrolment, the alert API and the JSONL sink. Start-up order, so that every
 bad input stops things before anything runs:
 
+0. the data folder's disk has room and the store is checked (:mod:`lfr_actors.store.check`:
+   ``quick_check``, the schema, and a store lost where its marker or an index snapshot
+   says one was made); a fault is one line naming the file and the ``lfr store`` command,
+   and nothing is written;
 1. the API port is bound (a port in use is a one-line error);
 2. the deployment's record is found or created in the store from the topology's
    ``deployment`` section (a closed deployment, or a record that differs from the file,
@@ -14,6 +18,11 @@ bad input stops things before anything runs:
 4. Ray is started or reached; index shards and router (loaded with the store's active
    entries), alert actor, embedders (each warmed up before it reports ready), then
    cameras, in that order.
+
+Index snapshots are derived data: the index is rebuilt from the store's active entries at
+every start, so a missing or corrupt snapshot is a warning, never a reason not to start.
+An active entry whose templates fail their checksum or are not finite is *damaged*: left
+out of the index, logged once, and counted and listed in the status.
 
 While it runs, the store is the watchlist's source of truth: entries enrolled and
 approved through the API, or deleted, reach the index within about a second. When the
@@ -43,7 +52,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +77,7 @@ from lfr_actors.enrolment import (
 )
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
 from lfr_actors.fsutil import atomic_write, private_dir, tighten_tree
+from lfr_actors.index.shard import SNAPSHOT_MANIFEST
 from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
@@ -79,6 +89,7 @@ from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor
+from lfr_actors.store.check import check_before_start, require_free_space
 from lfr_actors.store.deployments import (
     DeploymentRecord,
     Deployments,
@@ -159,6 +170,27 @@ class DeploymentPaths:
                 paths=len(changed),
                 modes_were=sorted({f"{mode:04o}" for _, mode in changed}),
             )
+
+
+@contextlib.contextmanager
+def _disk_full_is_one_line(folder: Path) -> Iterator[None]:
+    """Turn "no space left" (from the OS or SQLite) into one line naming the folder."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "full" not in str(exc).lower():
+            raise
+        raise DeploymentError(
+            f"the disk holding {folder} is full ({exc}); free space there or set "
+            "storage.data_dir to a folder on another disk"
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DeploymentError(
+            f"the disk holding {folder} is full ({exc.strerror}); free space there or set "
+            "storage.data_dir to a folder on another disk"
+        ) from None
 
 
 def embedder_spec(topology: Topology) -> EmbedderSpec:
@@ -339,6 +371,7 @@ class _Live:
     entry_thresholds: dict[str, float] = field(default_factory=dict)
     counted: tuple[int, int] = (0, 0)
     camera_totals: CameraTotals = field(default_factory=CameraTotals)
+    damaged: dict[str, str] = field(default_factory=dict)
 
 
 class Deployment:
@@ -598,17 +631,34 @@ class Deployment:
         self.live.entry_thresholds = self._entry_thresholds()
         self.live.enroller = pipeline_enroller(pipeline)
 
+    def check_data(self) -> None:
+        """Refuse, in one line and before anything is written, a start that would lose data.
+
+        The data folder's disk must have room, and the store must pass
+        :func:`lfr_actors.store.check.check_before_start`; index snapshot manifests left
+        by an earlier run are evidence that a store existed.
+        """
+        require_free_space(self.paths.data_dir)
+        evidence: list[Path] = []
+        if self.paths.index_dir.is_dir():
+            evidence = [p / SNAPSHOT_MANIFEST for p in self.paths.index_dir.iterdir()]
+        with _disk_full_is_one_line(self.paths.data_dir):
+            check_before_start(self.paths.alerts_db, evidence=evidence)
+
     async def serve(self) -> None:
         """The API alone over this deployment's store, with enrolment, until stopped.
 
         For preparing a watchlist before the window opens (``lfr serve``): no Ray, no
         cameras. Registers the deployment and stores the watchlist file's entries first.
         """
-        self.paths.secure()
-        await asyncio.to_thread(self._revoke_earlier_local_tokens)
-        await self._bind_api()
+        self.check_data()  # reads only: a refused start changes nothing
+        with _disk_full_is_one_line(self.paths.data_dir):
+            self.paths.secure()
+            await asyncio.to_thread(self._revoke_earlier_local_tokens)
+            await self._bind_api()
         try:
-            await asyncio.to_thread(self._prepare_and_enrol)
+            with _disk_full_is_one_line(self.paths.data_dir):
+                await asyncio.to_thread(self._prepare_and_enrol)
             if self.handle_signals:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -625,13 +675,16 @@ class Deployment:
                 "--until-eof stops when every file or synthetic source has ended, but no "
                 "camera has one that ends (type file or synthetic with at_end: stop)"
             )
-        self.paths.secure()
-        await asyncio.to_thread(self._revoke_earlier_local_tokens)
-        await self._bind_api()
+        self.check_data()  # reads only: a refused start changes nothing
+        with _disk_full_is_one_line(self.paths.data_dir):
+            self.paths.secure()
+            await asyncio.to_thread(self._revoke_earlier_local_tokens)
+            await self._bind_api()
         try:
             if self.address:
                 check_reachable(self.address)  # before minutes of model loading, not after
-            await asyncio.to_thread(self._prepare_and_enrol)
+            with _disk_full_is_one_line(self.paths.data_dir):
+                await asyncio.to_thread(self._prepare_and_enrol)
             assert self.live.db is not None
             record = Deployments(self.live.db).get(self.namespace)
             if record.ends_at <= time.time():
@@ -654,6 +707,7 @@ class Deployment:
                     loop.add_signal_handler(sig, self.request_stop)
             self._check_gpus()
             stages = self.plan(cluster_gpus=float(ray.cluster_resources().get("GPU", 0.0)))
+            self.kernel.on_restart.append(self._rebuild_restarted_shard)
             await self.kernel.start(stages["index"])
             # The store is the source of truth: whatever a snapshot from an earlier run
             # holds is replaced by the entries active now.
@@ -800,11 +854,20 @@ class Deployment:
     async def _sync_watchlist(self) -> None:
         """Bring the index in line with the store's active entries (then snapshot it)."""
         assert self.live.db is not None
-        revision, templates = await asyncio.to_thread(
-            Deployments(self.live.db).active_templates, self.namespace
-        )
+        loaded = await asyncio.to_thread(Deployments(self.live.db).load_templates, self.namespace)
+        revision, templates = loaded.revision, loaded.templates
         if revision == self.live.revision:
             return
+        for entry_id, reason in sorted(loaded.damaged.items()):
+            if self.live.damaged.get(entry_id) != reason:  # once per entry and fault
+                log.error(
+                    "watchlist_entry_damaged",
+                    deployment=self.namespace,
+                    entry=entry_id,
+                    reason=reason,
+                    indexed=False,
+                )
+        self.live.damaged = dict(loaded.damaged)
         router = self.kernel.handle(self.topology.index.id)
         gone = self.live.indexed - templates.keys()
         new = templates.keys() - self.live.indexed
@@ -824,6 +887,25 @@ class Deployment:
                 removed=len(gone),
                 entries=len(self.live.indexed),
             )
+
+    async def _rebuild_restarted_shard(self, spec: ActorSpec) -> None:
+        """A shard restarted without a usable snapshot is filled again from the store."""
+        if spec.role != "index_shard" or self.live.closing:
+            return
+        stats = await self.kernel.handle(spec.name).stats.remote()
+        if not stats.get("snapshot_fault"):
+            return
+        log.warning(
+            "index_shard_rebuilt",
+            deployment=self.namespace,
+            shard=spec.actor_id,
+            reason=stats["snapshot_fault"],
+        )
+        # Enrolling every entry again replaces identical templates in the other shards and
+        # fills the empty one; the next snapshot is whole again.
+        self.live.indexed.clear()
+        self.live.revision = -1
+        await self._sync_watchlist()
 
     async def _apply_threshold(self, threshold: float) -> None:
         """Give the alert actor and the embedders thresholds changed in the store.
@@ -959,6 +1041,11 @@ class Deployment:
                 "threshold": self._deployment_threshold(),
                 "state": self._run_state(),
                 "watchlist_entries": len(self.live.indexed),
+                "damaged_entries": len(self.live.damaged),
+                "damaged": [
+                    {"entry_id": entry_id, "reason": reason}
+                    for entry_id, reason in sorted(self.live.damaged.items())
+                ],
             },
             "api": self.live.api_url,
             "uptime_s": round(time.time() - self.live.started_at, 1),

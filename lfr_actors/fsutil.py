@@ -91,6 +91,17 @@ def ensure_private_file(path: Path) -> int | None:
         os.close(fd)
 
 
+def open_private_fd(path: Path, flags: int) -> int:
+    """``os.open(path, flags | O_CREAT | O_CLOEXEC)``, the file 0600 whatever the umask."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        _tighten_fd(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def open_private_append(path: Path) -> BinaryIO:
     """Open ``path`` for appending, created or tightened to :data:`PRIVATE_FILE_MODE`."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)

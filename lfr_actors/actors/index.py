@@ -13,9 +13,11 @@ Promises, in plain words:
   gets no hits; the batch's other rows are searched as usual. It is counted.
 - An enrolment whose vectors are invalid (wrong dimension, NaN) raises ``ValueError`` to
   the caller, so the enrolment is reported as failed; nothing stored is touched.
-- A shard that starts with a snapshot in its folder loads it before it answers; a corrupt
-  or incompatible snapshot stops it starting (an empty watchlist would silently alert on
-  no one), with an error that says what to do.
+- A shard that starts with a snapshot in its folder loads it before it answers. Snapshots
+  are derived from the store: a missing, truncated, corrupt or incompatible one is a
+  warning (``snapshot_unusable``, with the cause), the shard starts empty and says so in
+  its stats (``snapshot_fault``), and the deployment rebuilds it from the store
+  (:mod:`lfr_actors.deployment`) before it is trusted with searches.
 - The router finds shards by name and finds them again after the kernel restarts one.
   A search reaches every shard with ONE call each, all at once; a shard that cannot be
   reached within ``retry_timeout_s`` makes the search fail loudly rather than answer from
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -39,7 +42,13 @@ import ray.exceptions
 
 from lfr_actors.errors import LfrError
 from lfr_actors.index.merge import Hit, merge_topk, shard_for
-from lfr_actors.index.shard import ShardIndex, destroy_snapshot, has_snapshot, usable_rows
+from lfr_actors.index.shard import (
+    IndexSnapshotError,
+    ShardIndex,
+    destroy_snapshot,
+    has_snapshot,
+    usable_rows,
+)
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import (
@@ -85,14 +94,26 @@ class IndexShardActor:
             "snapshots": 0,
         }
         started = time.perf_counter()
+        self.snapshot_fault: str | None = None
         if self.snapshot_dir is not None and has_snapshot(self.snapshot_dir):
-            self.index = ShardIndex.load(self.snapshot_dir, config=config)
-            self.log.info(
-                "snapshot_loaded",
-                vectors=len(self.index),
-                entries=self.index.entry_count,
-                ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+            try:
+                self.index = ShardIndex.load(self.snapshot_dir, config=config)
+            except (IndexSnapshotError, OSError, ValueError, RuntimeError) as exc:
+                # Derived data: the deployment rebuilds the shard from the store.
+                self.snapshot_fault = _reason(exc)
+                self.log.warning(
+                    "snapshot_unusable",
+                    reason=self.snapshot_fault,
+                    action="starting empty; the index is rebuilt from the store",
+                )
+                self.index = ShardIndex.from_config(config)
+            else:
+                self.log.info(
+                    "snapshot_loaded",
+                    vectors=len(self.index),
+                    entries=self.index.entry_count,
+                    ms=round((time.perf_counter() - started) * 1000, 1),
+                )
         else:
             self.index = ShardIndex.from_config(config)
 
@@ -221,6 +242,8 @@ class IndexShardActor:
             "vectors": len(self.index),
             "entries": self.index.entry_count,
             "mode": self.index.mode_in_use,
+            "snapshot_fault": self.snapshot_fault,
+            "pid": os.getpid(),
         }
 
 

@@ -96,9 +96,7 @@ class AlertStore:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the main file where no reader needs it (a passive checkpoint)."""
-        with self._lock:
-            self._require_writer()
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._db.checkpoint("PASSIVE")
 
     def schema_version(self) -> int:
         """The highest migration applied to this file (0 for none)."""

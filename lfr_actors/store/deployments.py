@@ -18,6 +18,11 @@ audit trail and the report.
 Every change is one transaction with its audit entry. ``watchlist_revision`` grows with
 every change to the set of active entries; the running deployment polls it to bring its
 index in line (:mod:`lfr_actors.deployment`).
+
+Each entry's templates are stored with a SHA-256 checksum (:func:`template_checksum`).
+Templates read back that fail it, or hold a value that is not finite, make the entry
+*damaged*: :meth:`Deployments.load_templates` leaves it out of the index and names it with
+the reason, the deployment's status and report count it, and it is never "indexed".
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
-from lfr_actors.store.schema import Database, StoreError
+from lfr_actors.store.schema import Database, StoreError, template_checksum, template_problem
 
 
 class DeploymentState(StrEnum):
@@ -247,6 +252,15 @@ class EntryRecord:
             "removed_at": self.removed_at,
             "remove_reason": self.remove_reason,
         }
+
+
+@dataclass(frozen=True)
+class TemplateLoad:
+    """What :meth:`Deployments.load_templates` read: the usable templates and the damaged."""
+
+    revision: int
+    templates: dict[str, np.ndarray]
+    damaged: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -491,8 +505,8 @@ class Deployments:
                 "INSERT INTO watchlist_entries (deployment_id, id, display_name, category, "
                 "legal_basis, source, image_date, threshold, origin, state, image, image_type, "
                 "embeddings, dimension, quality, added_by, added_by_token, added_at, "
-                "approved_by, approved_by_token, approved_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "approved_by, approved_by_token, approved_at, embeddings_sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     deployment_id,
                     new.id,
@@ -515,6 +529,7 @@ class Deployments:
                     None if approved_by is None else approved_by.name,
                     None if approved_by is None else approved_by.token_id,
                     None if approved_by is None else now,
+                    template_checksum(int(vectors.shape[1]), vectors.tobytes()),
                 ),
             )
             details = {
@@ -662,7 +677,16 @@ class Deployments:
         return None if row is None else (bytes(row[0]), str(row[1]))
 
     def active_templates(self, deployment_id: str) -> tuple[int, dict[str, np.ndarray]]:
-        """The watchlist revision and every active entry's embeddings, read together."""
+        """The watchlist revision and every active, undamaged entry's embeddings, together."""
+        loaded = self.load_templates(deployment_id)
+        return loaded.revision, loaded.templates
+
+    def load_templates(self, deployment_id: str) -> TemplateLoad:
+        """The revision, the active entries' checked templates, and the damaged entries.
+
+        An active entry whose templates fail their checksum or are not finite is left out
+        of ``templates`` and named in ``damaged`` with the reason (never the values).
+        """
         with self.db.snapshot() as conn:
             row = conn.execute(
                 "SELECT watchlist_revision FROM deployments WHERE id = ?", (deployment_id,)
@@ -670,15 +694,27 @@ class Deployments:
             if row is None:
                 raise UnknownDeploymentError(f"no deployment with id {deployment_id[:80]!r}")
             rows = conn.execute(
-                "SELECT id, embeddings, dimension FROM watchlist_entries "
-                "WHERE deployment_id = ? AND state = ? AND embeddings IS NOT NULL",
+                "SELECT id, embeddings, dimension, embeddings_sha256 FROM watchlist_entries "
+                "WHERE deployment_id = ? AND state = ?",
                 (deployment_id, str(EntryState.ACTIVE)),
             ).fetchall()
-        templates = {
-            str(entry_id): np.frombuffer(blob, dtype=np.float32).reshape(-1, int(dim)).copy()
-            for entry_id, blob, dim in rows
-        }
-        return int(row[0]), templates
+        templates: dict[str, np.ndarray] = {}
+        damaged: dict[str, str] = {}
+        for entry_id, stored, dim, checksum in rows:
+            blob = None if stored is None else bytes(stored)
+            dimension = None if dim is None else int(dim)
+            problem = template_problem(blob, dimension, checksum)
+            if problem is not None:
+                damaged[str(entry_id)] = problem
+                continue
+            assert blob is not None and dimension is not None
+            vectors = np.frombuffer(blob, dtype=np.float32).reshape(-1, dimension).copy()
+            templates[str(entry_id)] = vectors
+        return TemplateLoad(int(row[0]), templates, damaged)
+
+    def damaged_entries(self, deployment_id: str) -> dict[str, str]:
+        """The active entries whose templates cannot be used, with the reason for each."""
+        return self.load_templates(deployment_id).damaged
 
     def revision(self, deployment_id: str) -> tuple[int, float | None]:
         """The watchlist revision and the closing time (None while open): one cheap query."""
@@ -701,6 +737,7 @@ class Deployments:
         face seen (null before any face was seen).
         """
         now = self.clock()
+        damaged = self.damaged_entries(deployment_id)
         with self.db.snapshot() as conn:
             record = self._require(conn, deployment_id)
             entries = dict(
@@ -750,6 +787,10 @@ class Deployments:
                 "pending_approval": int(entries.get(str(EntryState.PENDING), 0)),
                 "deleted": int(entries.get(str(EntryState.DELETED), 0)),
                 "destroyed": int(entries.get(str(EntryState.DESTROYED), 0)),
+                # Active entries left out of the index: their templates fail their checksum
+                # or are not finite (``damaged_entries`` names them and why).
+                "damaged": len(damaged),
+                "damaged_entries": sorted(damaged),
             },
             "frames": record.frames,
             "faces_seen": faces,
@@ -770,8 +811,7 @@ class Deployments:
     def _checkpoint(self) -> None:
         # With WAL, the pages that held a wiped image stay in the -wal file until a
         # checkpoint copies the new pages over them; TRUNCATE also empties the file.
-        with self.db.lock:
-            self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        self.db.checkpoint("TRUNCATE")
 
     def _deployment(self, conn: Any, deployment_id: str) -> DeploymentRecord | None:
         row = conn.execute(
@@ -817,7 +857,8 @@ def _wipe(conn: Any, where: str, params: tuple[Any, ...]) -> None:
     # did what stay for the audit trail and the report. secure_delete overwrites the pages.
     conn.execute(
         "UPDATE watchlist_entries SET image = NULL, image_type = NULL, embeddings = NULL, "
-        f"quality = NULL, display_name = NULL, source = NULL, image_date = NULL WHERE {where}",
+        "embeddings_sha256 = NULL, quality = NULL, display_name = NULL, source = NULL, "
+        f"image_date = NULL WHERE {where}",
         params,
     )
 

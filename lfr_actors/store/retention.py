@@ -248,6 +248,5 @@ def purge_crops(
                 },
                 at=at,
             )
-        with db.lock:
-            db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        db.checkpoint("TRUNCATE")
     return PurgeResult(len(ids), ids, cutoff, retention_days)

@@ -7,28 +7,72 @@ the pragmas every connection needs and applies the migrations a writer finds mis
 
 Schema changes are numbered migrations, applied in order and in one transaction when a
 writer opens the file, and recorded in ``schema_migrations``; a feature adds its tables by
-appending to :data:`MIGRATIONS`.
+appending to :data:`MIGRATIONS`. A migration may end with a Python step (``backfill``)
+for what SQL alone cannot compute, such as a checksum of existing rows.
+
+A writer that creates a store leaves a marker beside it (``alerts.sqlite3.created.json``:
+when, with which schema and SQLite). A store that later turns up empty or missing while
+its marker is there was lost, not new, and :mod:`lfr_actors.store.check` refuses to
+start on it instead of silently making a new one.
+
+SQLite safety (decided for issue 8). SQLite 3.7.0 to 3.51.2 can corrupt a WAL database
+when a connection runs a checkpoint right after a complete one while a connection in
+another thread or process commits at the same moment (the "WAL-reset bug", fixed in
+3.51.3). The Python here links SQLite 3.40.1, and the store has writers in two processes
+(the alert actor, and the API in the driver). The only wrapper on PyPI that bundles a
+fixed SQLite is ``apsw``, whose API is not ``sqlite3``'s; moving every store module to it
+is a larger change than the risk needs. So every writer serialises its write transactions
+(and the checkpoints that SQLite runs inside a commit), its explicit checkpoints and its
+close (the last connection to close checkpoints) behind one OS lock, ``flock`` on
+``<store>.lock`` beside the file: two of those can never overlap, in one process or in
+several, and the race needs two. Read-only connections cannot checkpoint and take no
+lock. The lock is taken whatever the SQLite version (it costs one system call per write),
+and :func:`sqlite_safety` reports the library in use and whether it has the fix, for
+``lfr store check``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import numpy as np
 
 from lfr_actors import logs
 from lfr_actors.errors import LfrError
-from lfr_actors.fsutil import PRIVATE_FILE_MODE, ensure_private_file, private_dir, tighten
+from lfr_actors.fsutil import (
+    PRIVATE_FILE_MODE,
+    atomic_write,
+    ensure_private_file,
+    open_private_fd,
+    private_dir,
+    tighten,
+)
 
 _log = logs.get_logger(__name__)
 
 BUSY_TIMEOUT_S = 10.0
 """How long a connection waits for another process's write lock before it gives up."""
+
+WAL_RESET_FIX = (3, 51, 3)
+"""The first SQLite release without the WAL-reset corruption bug (see the module docstring)."""
+
+MARKER_SUFFIX = ".created.json"
+"""The marker a writer leaves beside a store it creates: ``alerts.sqlite3.created.json``."""
+
+LOCK_SUFFIX = ".lock"
+"""The file beside the store whose ``flock`` serialises writers across processes."""
 
 
 class StoreError(LfrError):
@@ -37,11 +81,56 @@ class StoreError(LfrError):
 
 @dataclass(frozen=True)
 class Migration:
-    """One numbered schema change: statements run in one transaction."""
+    """One numbered schema change: statements run in one transaction.
+
+    ``backfill``, when given, runs last in the same transaction, for values of existing
+    rows that SQL cannot compute (a checksum).
+    """
 
     version: int
     description: str
     statements: tuple[str, ...]
+    backfill: Callable[[sqlite3.Connection], None] | None = None
+
+
+def template_checksum(dimension: int, blob: bytes) -> str:
+    """The SHA-256 stored with a watchlist entry's templates: its dimension, then its bytes.
+
+    A template changed on disk (or a row whose dimension was changed) no longer matches.
+    """
+    digest = hashlib.sha256(f"lfr-templates:{int(dimension)}:".encode())
+    digest.update(blob)
+    return digest.hexdigest()
+
+
+def template_problem(blob: bytes | None, dimension: int | None, checksum: str | None) -> str | None:
+    """Why a stored entry's templates cannot be used (None when they can).
+
+    The reason names the fault (checksum, shape, non-finite values), never the values.
+    """
+    if blob is None or dimension is None:
+        return "no templates stored"
+    if checksum is None:
+        return "no checksum stored with its templates"
+    if template_checksum(dimension, blob) != checksum:
+        return "its templates do not match their stored checksum (changed on disk)"
+    if dimension < 1 or len(blob) == 0 or len(blob) % (4 * dimension):
+        return f"its templates are {len(blob)} bytes, not whole vectors of {dimension}"
+    if not np.isfinite(np.frombuffer(blob, dtype=np.float32)).all():
+        return "its templates hold values that are not finite (NaN or infinity)"
+    return None
+
+
+def _checksum_existing_templates(conn: sqlite3.Connection) -> None:
+    rows = conn.execute(
+        "SELECT rowid, embeddings, dimension FROM watchlist_entries "
+        "WHERE embeddings IS NOT NULL AND dimension IS NOT NULL"
+    ).fetchall()
+    for rowid, blob, dimension in rows:
+        conn.execute(
+            "UPDATE watchlist_entries SET embeddings_sha256 = ? WHERE rowid = ?",
+            (template_checksum(int(dimension), bytes(blob)), rowid),
+        )
 
 
 def _append_only(table: str) -> tuple[str, ...]:
@@ -243,6 +332,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         7,
+        "a checksum with each watchlist entry's templates",
+        ("ALTER TABLE watchlist_entries ADD COLUMN embeddings_sha256 TEXT",),
+        # Entries stored before this migration are trusted as they are now, once.
+        backfill=_checksum_existing_templates,
+    ),
+    Migration(
+        8,
         "API tokens may expire by themselves (the running deployment's local token does)",
         ("ALTER TABLE api_tokens ADD COLUMN expires_at REAL",),
     ),
@@ -264,6 +360,8 @@ class Database:
         self.path = Path(path)
         self.readonly = readonly
         self.lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
         if readonly:
             if not self.path.is_file():
                 raise StoreError(
@@ -279,6 +377,7 @@ class Database:
             )
             self.conn.execute("PRAGMA query_only = ON")
         else:
+            _refuse_lost_store(self.path)
             _create_private(self.path)
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
@@ -312,11 +411,26 @@ class Database:
             return False
 
     def close(self) -> None:
-        """Close the connection; safe to call twice."""
+        """Close the connection; safe to call twice.
+
+        A writer closes under the cross-process write lock: the last connection to close
+        checkpoints the WAL.
+        """
         with self.lock:
             if not self.closed:
                 self.closed = True
-                self.conn.close()
+                if self.readonly:
+                    self.conn.close()
+                    return
+                try:
+                    with self._write_lock():
+                        self.conn.close()
+                except sqlite3.OperationalError:
+                    self.conn.close()  # the lock did not come in time: close regardless
+                finally:
+                    if self._lock_fd is not None:
+                        os.close(self._lock_fd)
+                        self._lock_fd = None
 
     def __enter__(self) -> Database:
         return self
@@ -341,8 +455,12 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
-        with self.lock:
+        """A write transaction: committed when the block ends, rolled back if it raises.
+
+        It runs under the cross-process write lock (see the module docstring), so the
+        checkpoint SQLite may run inside the commit never overlaps another writer's.
+        """
+        with self.lock, self._write_lock():
             self.require_writer()
             conn = self.conn
             # IMMEDIATE takes the write lock up front, so a transaction never fails half-way
@@ -355,6 +473,58 @@ class Database:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Run ``PRAGMA wal_checkpoint(mode)`` under the write lock; SQLite's three figures.
+
+        ``mode`` is PASSIVE, FULL, RESTART or TRUNCATE.
+        """
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode!r}")
+        with self.lock, self._write_lock():
+            self.require_writer("open a writer to checkpoint it")
+            row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Hold ``flock`` on ``<store>.lock``: one writer at a time, across processes.
+
+        Re-entrant within this connection. Waits up to :data:`BUSY_TIMEOUT_S`, then raises
+        ``sqlite3.OperationalError`` as SQLite itself does when its lock does not come.
+        """
+        if self.readonly:
+            yield
+            return
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        if self._lock_fd is None:
+            self._lock_fd = open_private_fd(lock_path(self.path), os.O_RDWR)
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError(
+                        f"database is locked: {lock_path(self.path)} held by another writer "
+                        f"for over {BUSY_TIMEOUT_S:g} s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+        self._lock_depth = 1
+        try:
+            yield
+        finally:
+            self._lock_depth = 0
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -369,9 +539,12 @@ class Database:
                     conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        if applied_versions(self.conn) >= {m.version for m in MIGRATIONS}:
+        current = applied_versions(self.conn)
+        if current >= {m.version for m in MIGRATIONS}:
             self._check_not_newer()
             return
+        if not current and not self.readonly and read_marker(self.path) is not None:
+            raise _lost(self.path)
         if self.readonly:
             raise StoreError(
                 f"{self.path} has schema version {self.schema_version()}; this build "
@@ -389,12 +562,16 @@ class Database:
                     continue
                 for statement in migration.statements:
                     conn.execute(statement)
+                if migration.backfill is not None:
+                    migration.backfill(conn)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, description, applied_at) "
                     "VALUES (?, ?, ?)",
                     (migration.version, migration.description, time.time()),
                 )
         self._check_not_newer()
+        if not applied:
+            write_marker(self.path, self.schema_version())
 
     def _check_not_newer(self) -> None:
         newest = self.schema_version()
@@ -428,6 +605,89 @@ def _create_private(path: Path) -> None:
         ) from exc
     for member, mode in loose:
         _log.warning("store_file_tightened", path=str(member), mode_was=f"{mode:04o}")
+
+
+def _lost(store: Path) -> StoreError:
+    return StoreError(
+        f"{store} is missing or empty, but a store was created here "
+        f"({marker_path(store).name}); see `lfr store check {store}` and put a backup in "
+        f"place with `lfr store restore BACKUP {store}`"
+    )
+
+
+def _refuse_lost_store(store: Path) -> None:
+    """A writer never makes a new store where its marker says one was lost.
+
+    Every alert, adjudication and the audit chain would silently start afresh.
+    """
+    try:
+        empty = store.stat().st_size == 0
+    except FileNotFoundError:
+        empty = True
+    if empty and read_marker(store) is not None:
+        raise _lost(store)
+
+
+def marker_path(store: Path) -> Path:
+    """Where the creation marker of the store ``store`` lives."""
+    store = Path(store)
+    return store.with_name(store.name + MARKER_SUFFIX)
+
+
+def lock_path(store: Path) -> Path:
+    """The lock file that serialises the writers of ``store``."""
+    store = Path(store)
+    return store.with_name(store.name + LOCK_SUFFIX)
+
+
+@contextmanager
+def writer_lock(store: Path) -> Iterator[None]:
+    """Hold the cross-process writer lock of ``store`` (for a connection not a :class:`Database`).
+
+    Blocks until the lock is free; for short steps only, such as closing a connection.
+    """
+    fd = open_private_fd(lock_path(store), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_marker(store: Path, schema_version: int) -> None:
+    """Record beside ``store`` that a store was created there (mode 0600, atomically)."""
+    info = {
+        "store": Path(store).name,
+        "created_at": time.time(),
+        "schema_version": schema_version,
+        "sqlite_version": sqlite3.sqlite_version,
+    }
+    atomic_write(marker_path(store), json.dumps(info, sort_keys=True).encode())
+
+
+def read_marker(store: Path) -> dict[str, Any] | None:
+    """The creation marker of ``store``, or None when there is none.
+
+    A marker that cannot be read still says a store was made here: ``{"unreadable": why}``.
+    """
+    path = marker_path(store)
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"unreadable": f"{type(exc).__name__}: {exc}"}
+    return info if isinstance(info, dict) else {"unreadable": "not a JSON object"}
+
+
+def sqlite_safety() -> dict[str, Any]:
+    """The SQLite library in use, whether it has the WAL-reset fix, and how writes are kept safe."""
+    fixed = sqlite3.sqlite_version_info >= WAL_RESET_FIX
+    return {
+        "sqlite_version": sqlite3.sqlite_version,
+        "wal_reset_fix": fixed,
+        "writers": "serialised across processes by flock on <store>.lock",
+    }
 
 
 def applied_versions(conn: sqlite3.Connection) -> set[int]:

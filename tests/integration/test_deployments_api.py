@@ -420,6 +420,8 @@ async def test_closing_destroys_the_watchlist_and_is_audited(
         "pending_approval": 0,
         "deleted": 0,
         "destroyed": 2,
+        "damaged": 0,
+        "damaged_entries": [],
     }
 
 
@@ -688,6 +690,8 @@ async def test_the_report_counts_decisions_and_every_export_is_audited(
         "pending_approval": 1,
         "deleted": 0,
         "destroyed": 0,
+        "damaged": 0,
+        "damaged_entries": [],
     }
     assert (report["deployment_id"], report["state"], report["location"]) == (
         "west-1",

@@ -834,6 +834,8 @@ def test_report_of_a_deployment_without_alerts(store: Deployments, dep: str, clo
         "pending_approval": 0,
         "deleted": 0,
         "destroyed": 0,
+        "damaged": 0,
+        "damaged_entries": [],
     }
     assert report["alerts"] == {
         "total": 0,
@@ -867,6 +869,8 @@ def test_report_watchlist_size_counts_approved_entries_even_once_destroyed(
         "pending_approval": 1,
         "deleted": 2,
         "destroyed": 0,
+        "damaged": 0,
+        "damaged_entries": [],
     }
     store.close(dep, actor=CREATOR, reason="over")
     assert store.report(dep)["watchlist"] == {
@@ -875,6 +879,8 @@ def test_report_watchlist_size_counts_approved_entries_even_once_destroyed(
         "pending_approval": 0,
         "deleted": 2,
         "destroyed": 3,
+        "damaged": 0,
+        "damaged_entries": [],
     }
 
 

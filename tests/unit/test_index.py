@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -511,8 +513,75 @@ def test_shard_actor_reloads_its_snapshot_and_destroy_deletes_it(tmp_path: Path)
     assert not folder.exists()
     assert run(again.health())["entries"] == 0
     run(actor.snapshot())
-    with pytest.raises(IndexSnapshotError, match="dimension: snapshot 2, configured 3"):
-        IndexShardActor("shard_1", {**config, "dimension": 3}, str(folder))
+    # An incompatible snapshot is derived data gone stale: the shard starts empty and says
+    # why, and the deployment rebuilds it from the store.
+    rebuilt = IndexShardActor("shard_1", {**config, "dimension": 3}, str(folder))
+    assert run(rebuilt.health())["entries"] == 0
+    assert "dimension: snapshot 2, configured 3" in run(rebuilt.stats())["snapshot_fault"]
+
+
+def _truncate(folder: Path) -> None:
+    index_file = next(p for p in folder.iterdir() if p.name != "snapshot.json")
+    index_file.write_bytes(index_file.read_bytes()[: index_file.stat().st_size // 2])
+
+
+def _garbage(folder: Path) -> None:
+    index_file = next(p for p in folder.iterdir() if p.name != "snapshot.json")
+    index_file.write_bytes(os.urandom(index_file.stat().st_size))
+
+
+def _wrong_dimension(folder: Path) -> None:
+    manifest = json.loads((folder / "snapshot.json").read_text())
+    manifest["config"]["dimension"] = 3
+    (folder / "snapshot.json").write_text(json.dumps(manifest))
+
+
+def _truncated_manifest(folder: Path) -> None:
+    text = (folder / "snapshot.json").read_text()
+    (folder / "snapshot.json").write_text(text[: len(text) // 2])
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "cause"),
+    [
+        (_truncate, "SHA-256 does not match"),
+        (_garbage, "SHA-256 does not match"),
+        (_wrong_dimension, "dimension: snapshot 3, configured 2"),
+        (_truncated_manifest, "unreadable snapshot manifest"),
+    ],
+    ids=["truncated", "garbage", "wrong-dimension", "truncated-manifest"],
+)
+def test_a_corrupt_snapshot_is_a_warning_with_its_cause_and_an_empty_shard(
+    tmp_path: Path,
+    corrupt: Callable[[Path], None],
+    cause: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = {"dimension": 2, "metric": "cosine", "mode": "exact"}
+    folder = tmp_path / "shard_0"
+    actor = IndexShardActor("shard_0", config, str(folder))
+    run(actor.enrol(EnrolVectors("p", np.array([[1.0, 1.0]], np.float32)).encode()))
+    run(actor.snapshot())
+    corrupt(folder)
+    capsys.readouterr()
+    again = IndexShardActor("shard_0", config, str(folder))  # starts: never refuses
+    stats = run(again.stats())
+    assert stats["entries"] == 0 and cause in stats["snapshot_fault"]
+    # The actor configures its own (JSON) logging, as it does in a Ray worker.
+    output = capsys.readouterr()
+    logged = [
+        json.loads(line)
+        for line in (output.out + output.err).splitlines()
+        if line.startswith("{") and "snapshot_unusable" in line
+    ]
+    assert len(logged) == 1 and logged[0]["level"] == "warning"
+    assert cause in logged[0]["reason"]
+    # Filled again (as the deployment does from the store) and saved, it loads cleanly.
+    run(again.enrol(EnrolVectors("p", np.array([[1.0, 1.0]], np.float32)).encode()))
+    run(again.snapshot())
+    third = IndexShardActor("shard_0", config, str(folder))
+    assert run(third.stats())["snapshot_fault"] is None
+    assert run(third.health())["entries"] == 1
 
 
 def test_shard_actor_rejects_bad_enrolment_loudly() -> None:
