@@ -61,8 +61,11 @@ class FrameSource(Protocol):
         """The next frame, or None at the end of a finite source."""
 
     def close(self) -> None:
-        """Release the source; safe to call twice, and from another thread while open()
-        or read() is blocked there (what that call holds is released when it returns)."""
+        """Release the source; safe to call twice, and from any thread.
+
+        Also while another thread is blocked in open() or read(): what that call holds is
+        released when it returns.
+        """
 
 
 def _to_rgb(frame: np.ndarray) -> UInt8Array:

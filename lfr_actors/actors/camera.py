@@ -302,7 +302,8 @@ class CameraActor:
         if self._stalled_since is None or self.state != "stalled":
             return self.last_error
         quiet = time.monotonic() - self._stalled_since
-        text = f"no frame for {quiet:.0f} s (stall_timeout_s {self.stall_timeout_s:g}); reconnecting"
+        limit = f"stall_timeout_s {self.stall_timeout_s:g}"
+        text = f"no frame for {quiet:.0f} s ({limit}); reconnecting"
         return f"{text}: {self._stall_detail}" if self._stall_detail else text
 
     async def stats(self) -> dict[str, Any]:
@@ -447,7 +448,10 @@ class CameraActor:
                     self._stall_detail = str(exc)
                 delay = self._next_backoff()
                 self.log.warning(
-                    "camera_reconnecting", attempt=attempts, delay_s=round(delay, 2), reason=str(exc)
+                    "camera_reconnecting",
+                    attempt=attempts,
+                    delay_s=round(delay, 2),
+                    reason=str(exc),
                 )
                 if self.max_attempts is not None and attempts >= int(self.max_attempts):
                     self.last_error = self._error_text() or str(exc)
