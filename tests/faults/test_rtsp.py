@@ -10,10 +10,12 @@ outside through its API, as ``lfr status`` and a Prometheus scrape see it:
 - the server is frozen (SIGSTOP): the watchdog makes the camera ``stalled`` within its
   ``stall_timeout_s``, shown in the status, ``lfr status`` and ``/metrics``; after SIGCONT
   it runs again;
+- the picture behind a live server dies (the publisher stops): stalled likewise, and
+  running again once the picture returns;
 - SIGTERM to ``lfr up`` while the stream is frozen and a read is blocked: how long until it
   has drained and exited (it used to wait 11.9 s on the read).
 
-The three share one deployment, in this order; each prints its figures.
+The four share one deployment, in this order; each prints its figures.
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ class RtspServer:
             assert self.server.poll() is None, (self.folder / "rtsp-server.log").read_text()
             assert time.monotonic() < deadline, "rtsp-server-perl did not start listening"
             time.sleep(0.05)
+        self.start_publisher()
+
+    def start_publisher(self) -> None:
+        """Publish the clip in a loop (the camera's picture behind the server)."""
+        assert FFMPEG is not None
         with (self.folder / "ffmpeg.log").open("ab") as log:
             self.publisher = subprocess.Popen(
                 [FFMPEG, "-nostdin", "-loglevel", "warning", "-re", "-stream_loop", "-1",
@@ -119,6 +126,17 @@ class RtspServer:
                     process.kill()
                 process.wait(10)
         self.server = self.publisher = None
+
+    def stop_publisher(self) -> None:
+        """Stop the publisher alone: the server stays up with nothing to relay.
+
+        With SIGTERM, so that ffmpeg tears its session down: rtsp-server-perl keeps the
+        mount of a publisher that vanished without TEARDOWN and refuses the next one (403).
+        """
+        assert self.publisher is not None
+        self.publisher.terminate()
+        self.publisher.wait(10)
+        self.publisher = None
 
     def freeze(self) -> None:
         assert self.server is not None
@@ -310,6 +328,30 @@ def test_a_frozen_server_stalls_the_camera_until_it_thaws(up: Up, rtsp: RtspServ
     assert noticed_s < STALL_TIMEOUT_S + 4.0, noticed_s
     assert recovery_s < 20.0, recovery_s
     assert after["stalls"] == before["stalls"] + 1 and after["last_error"] is None
+
+
+def test_a_dead_source_behind_a_live_server_stalls_the_camera(up: Up, rtsp: RtspServer) -> None:
+    _, before = up.wait_for("running", _flowing(0), 60)
+    died = time.monotonic()
+    rtsp.stop_publisher()
+    try:
+        stalled, figures = up.wait_for("stalled", lambda c: c.get("state") == "stalled", 30)
+        assert figures["stalls"] == before["stalls"] + 1, figures
+        time.sleep(2.0)  # reopening finds no stream to relay: still stalled, and says why
+        still = up.camera()
+        assert still["state"] == "stalled", still
+    finally:
+        back = time.monotonic()
+        rtsp.start_publisher()
+    recovered, _ = up.wait_for("running again", _flowing(int(before["frames_read"])), 60)
+    noticed_s, recovery_s = stalled - died, recovered - back
+    print(
+        f"\nRTSP source dead behind a live server: camera stalled {noticed_s:.1f} s later; "
+        f"running again {recovery_s:.1f} s after the source returned; last error while "
+        f"stalled: {still['last_error']!r}"
+    )
+    assert noticed_s < STALL_TIMEOUT_S + 4.0, noticed_s
+    assert recovery_s < 20.0, recovery_s
 
 
 def test_sigterm_during_a_frozen_stream_exits_at_once(up: Up, rtsp: RtspServer) -> None:
