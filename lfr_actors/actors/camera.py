@@ -431,9 +431,20 @@ class CameraActor:
         self._backoff_s = min(self.max_backoff_s, step * 2)
         return step * (1.0 - BACKOFF_JITTER * random.random())
 
+    def _window_over(self) -> bool:
+        """True (and state ``window_ended``) once the authorised window has passed."""
+        if self.window[1] is None or time.time() < self.window[1]:
+            return False
+        self.state = "window_ended"
+        self.last_error = "the deployment's authorised window has ended"
+        self.log.warning("camera_outside_window", reason="window_ended")
+        return True
+
     async def _open_with_backoff(self) -> bool:
         attempts = 0
         while not self._stop.is_set():
+            if self._window_over():  # a camera that is down does not retry past its window
+                return False
             try:
                 await self._blocking(self.source.open)
             except _Stopping:
@@ -502,9 +513,7 @@ class CameraActor:
         next_sample = 0.0
         last_media = 0.0
         while not self._stop.is_set():
-            if self.window[1] is not None and time.time() >= self.window[1]:
-                self.state = "window_ended"
-                self.log.warning("camera_outside_window", reason="window_ended")
+            if self._window_over():
                 return
             deadline = self._quiet_since + self.stall_timeout_s
             try:

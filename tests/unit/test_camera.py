@@ -154,6 +154,17 @@ async def test_waits_for_the_window_to_open() -> None:
     assert stats["frames_processed"] == 1
 
 
+async def test_an_unreachable_camera_stops_retrying_when_the_window_ends() -> None:
+    closing = {"id": "dep", "start": time.time() - 60, "end": time.time() + 0.4}
+    source = FakeSource([IMG, END], fail_opens=10_000)
+    camera = _camera(source, FakeEmbedderActor(), deployment=closing)
+    stats = await _run(camera, timeout_s=5)
+    assert stats["state"] == "window_ended" and stats["reconnects"] >= 2
+    opens = source.opens
+    await asyncio.sleep(0.2)
+    assert source.opens == opens  # no attempt after the window
+
+
 async def test_embedder_failure_is_counted_not_fatal() -> None:
     embedder = FakeEmbedderActor(fail=True)
     stats = await _run(_camera(FakeSource([IMG] * 3 + [END], fps=10), embedder))
