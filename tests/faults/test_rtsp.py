@@ -22,205 +22,39 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
-import yaml
 
 from lfr_actors.models.cache import ModelCache
-from tests.conftest import REPO, lfr_test_home
-from tests.integration.test_pipeline_ray import write_deployment
-
-RTSP_SERVER = shutil.which("rtsp-server-perl")
-FFMPEG = shutil.which("ffmpeg")
+from tests.conftest import REPO
+from tests.faults.rtsp import (
+    MISSING,
+    START_TIMEOUT_S,
+    RtspServer,
+    Up,
+    flowing,
+    write_rtsp_deployment,
+)
 
 pytestmark = [
     pytest.mark.models,
     pytest.mark.data,
     pytest.mark.slow,
     pytest.mark.skipif(
-        RTSP_SERVER is None or FFMPEG is None,
-        reason="Debian's rtsp-server-perl and ffmpeg are not installed: apt-get install "
-        "rtsp-server-perl ffmpeg; .ci/run installs them",
+        bool(MISSING),
+        reason=f"not installed: {', '.join(MISSING)} (Debian packages; apt-get install "
+        "rtsp-server-perl ffmpeg, or .ci/run, installs them)",
     ),
 ]
 
 CAMERA = "cam_rtsp"
 STALL_TIMEOUT_S = 3.0
-POLL_S = 0.2
-START_TIMEOUT_S = 240.0  # lfr up on a busy two-core machine: Ray, models, warm-up
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class RtspServer:
-    """rtsp-server-perl on loopback, fed by ffmpeg looping a clip; stop, start, freeze."""
-
-    def __init__(self, clip: Path, folder: Path) -> None:
-        self.clip = clip
-        self.folder = folder
-        self.client_port = _free_port()
-        self.source_port = _free_port()
-        self.rtp_port = _free_port()
-        self.server: subprocess.Popen[bytes] | None = None
-        self.publisher: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.client_port}/hamilton"
-
-    def start(self) -> None:
-        assert RTSP_SERVER is not None and FFMPEG is not None
-        with (self.folder / "rtsp-server.log").open("ab") as log:
-            self.server = subprocess.Popen(
-                [RTSP_SERVER, "--clientport", str(self.client_port),
-                 "--serverport", str(self.source_port),
-                 "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
-                 "--rtp_start_port", str(self.rtp_port), "--loglevel", "1"],
-                stdout=log, stderr=log,
-            )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while not (_accepts(self.client_port) and _accepts(self.source_port)):
-            assert self.server.poll() is None, (self.folder / "rtsp-server.log").read_text()
-            assert time.monotonic() < deadline, "rtsp-server-perl did not start listening"
-            time.sleep(0.05)
-        self.start_publisher()
-
-    def start_publisher(self) -> None:
-        """Publish the clip in a loop (the camera's picture behind the server)."""
-        assert FFMPEG is not None
-        with (self.folder / "ffmpeg.log").open("ab") as log:
-            self.publisher = subprocess.Popen(
-                [FFMPEG, "-nostdin", "-loglevel", "warning", "-re", "-stream_loop", "-1",
-                 "-i", str(self.clip), "-an", "-c:v", "copy", "-f", "rtsp",
-                 f"rtsp://127.0.0.1:{self.source_port}/hamilton"],
-                stdout=log, stderr=log,
-            )  # fmt: skip
-
-    def stop(self) -> None:
-        """Kill the server and its publisher (as a crashed or switched-off server)."""
-        for process in (self.server, self.publisher):
-            if process is not None and process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGCONT)
-                    process.kill()
-                process.wait(10)
-        self.server = self.publisher = None
-
-    def stop_publisher(self) -> None:
-        """Stop the publisher alone: the server stays up with nothing to relay.
-
-        With SIGTERM, so that ffmpeg tears its session down: rtsp-server-perl keeps the
-        mount of a publisher that vanished without TEARDOWN and refuses the next one (403).
-        """
-        assert self.publisher is not None
-        self.publisher.terminate()
-        self.publisher.wait(10)
-        self.publisher = None
-
-    def freeze(self) -> None:
-        assert self.server is not None
-        self.server.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.server is not None
-        self.server.send_signal(signal.SIGCONT)
-
-
-class Up:
-    """``lfr up`` in its own process, watched through its API with the run file's token.
-
-    Its output goes to files (a pipe nobody reads while it runs could fill and block it).
-    """
-
-    def __init__(self, topology: Path) -> None:
-        self.topology = topology
-        self.run_file = topology.parent / "data" / "lfr.run.json"
-        self.stdout = topology.parent / "up.stdout"
-        self.stderr = topology.parent / "up.stderr"
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-                 "--home", str(lfr_test_home())],
-                stdout=out, stderr=err, cwd=REPO,
-                env={**os.environ, "LFR_LOG_LEVEL": "WARNING"},
-            )  # fmt: skip
-        self.api = ""
-        self.headers: dict[str, str] = {}
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self.run_file.exists():
-            self.check_alive()
-            assert time.monotonic() < deadline, "lfr up did not start"
-            time.sleep(0.5)
-        info = json.loads(self.run_file.read_text("utf-8"))
-        self.api = info["api"]
-        self.headers = {"Authorization": f"Bearer {info['token']}"}
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            err = self.stderr.read_text("utf-8", "replace")
-            pytest.fail(f"lfr up exited {self.process.returncode}: {err[-3000:]}")
-
-    def camera(self) -> dict[str, Any]:
-        """The camera's figures from ``GET /v1/status`` ({} while the API cannot say)."""
-        self.check_alive()
-        try:
-            reply = requests.get(f"{self.api}/v1/status", headers=self.headers, timeout=10)
-        except requests.RequestException:
-            return {}
-        if reply.status_code != 200:
-            return {}
-        figures: dict[str, Any] = reply.json()["cameras"].get(CAMERA, {})
-        return figures
-
-    def metrics(self) -> list[str]:
-        reply = requests.get(f"{self.api}/metrics", headers=self.headers, timeout=10)
-        assert reply.status_code == 200, reply.text
-        return reply.text.splitlines()
-
-    def wait_for(
-        self, what: str, condition: Callable[[dict[str, Any]], bool], timeout_s: float
-    ) -> tuple[float, dict[str, Any]]:
-        """Poll until ``condition(camera figures)``; returns (monotonic time, figures)."""
-        deadline = time.monotonic() + timeout_s
-        figures: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            figures = self.camera()
-            if figures and condition(figures):
-                return time.monotonic(), figures
-            time.sleep(POLL_S)
-        pytest.fail(f"the camera did not become {what} within {timeout_s:g} s: {figures}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -240,21 +74,12 @@ def up(
     shared_data: Path,
 ) -> Iterator[Up]:
     folder = tmp_path_factory.mktemp("deployment")
-    topology = write_deployment(folder, shared_data, ["lin_manuel_miranda"], pace="realtime")
-    data = yaml.safe_load(topology.read_text())
-    data["cameras"] = [
-        {
-            "id": CAMERA,
-            "fps": 5,
-            "stall_timeout_s": STALL_TIMEOUT_S,
-            "source": {"type": "url", "url": rtsp.url, "transport": "udp"},
-        }
-    ]  # the reconnect backoff keeps its defaults: 0.5 s doubling up to 5 s
-    topology.write_text(yaml.safe_dump(data, sort_keys=False))
-    deployment = Up(topology)
+    # The reconnect backoff keeps its defaults: 0.5 s doubling up to 5 s.
+    topology = write_rtsp_deployment(folder, shared_data, rtsp.url, CAMERA, STALL_TIMEOUT_S)
+    deployment = Up(topology, CAMERA)
     try:
         deployment.wait_ready()
-        deployment.wait_for("running with frames", _flowing(0), START_TIMEOUT_S)
+        deployment.wait_for("running with frames", flowing(0), START_TIMEOUT_S)
         yield deployment
     finally:
         with contextlib.suppress(Exception):
@@ -262,14 +87,9 @@ def up(
         deployment.stop()
 
 
-def _flowing(after: int) -> Callable[[dict[str, Any]], bool]:
-    """Running, with frames read beyond ``after``."""
-    return lambda c: c.get("state") == "running" and int(c.get("frames_read") or 0) > after
-
-
 def test_a_server_that_stops_is_noticed_and_found_again(up: Up, rtsp: RtspServer) -> None:
     down_s = 4.0
-    _, before = up.wait_for("running", _flowing(0), 30)
+    _, before = up.wait_for("running", flowing(0), 30)
     killed = time.monotonic()
     rtsp.stop()
     left, figures = up.wait_for("not running", lambda c: c.get("state") != "running", 30)
@@ -277,7 +97,7 @@ def test_a_server_that_stops_is_noticed_and_found_again(up: Up, rtsp: RtspServer
     time.sleep(max(0.0, down_s - (time.monotonic() - killed)))
     back = time.monotonic()
     rtsp.start()
-    recovered, after = up.wait_for("running again", _flowing(int(before["frames_read"])), 60)
+    recovered, after = up.wait_for("running again", flowing(int(before["frames_read"])), 60)
     detect_s, recovery_s = left - killed, recovered - back
     print(
         f"\nRTSP server killed: camera left running in {detect_s:.1f} s "
@@ -292,7 +112,7 @@ def test_a_server_that_stops_is_noticed_and_found_again(up: Up, rtsp: RtspServer
 
 def test_a_frozen_server_stalls_the_camera_until_it_thaws(up: Up, rtsp: RtspServer) -> None:
     freeze_s = 8.0
-    _, before = up.wait_for("running", _flowing(0), 60)
+    _, before = up.wait_for("running", flowing(0), 60)
     frozen = time.monotonic()
     rtsp.freeze()
     try:
@@ -318,7 +138,7 @@ def test_a_frozen_server_stalls_the_camera_until_it_thaws(up: Up, rtsp: RtspServ
     finally:
         thawed = time.monotonic()
         rtsp.thaw()
-    recovered, after = up.wait_for("running again", _flowing(int(before["frames_read"])), 60)
+    recovered, after = up.wait_for("running again", flowing(int(before["frames_read"])), 60)
     recovery_s = recovered - thawed
     print(
         f"\nRTSP server frozen: camera stalled {noticed_s:.1f} s after the freeze "
@@ -331,7 +151,7 @@ def test_a_frozen_server_stalls_the_camera_until_it_thaws(up: Up, rtsp: RtspServ
 
 
 def test_a_dead_source_behind_a_live_server_stalls_the_camera(up: Up, rtsp: RtspServer) -> None:
-    _, before = up.wait_for("running", _flowing(0), 60)
+    _, before = up.wait_for("running", flowing(0), 60)
     died = time.monotonic()
     rtsp.stop_publisher()
     try:
@@ -343,7 +163,7 @@ def test_a_dead_source_behind_a_live_server_stalls_the_camera(up: Up, rtsp: Rtsp
     finally:
         back = time.monotonic()
         rtsp.start_publisher()
-    recovered, _ = up.wait_for("running again", _flowing(int(before["frames_read"])), 60)
+    recovered, _ = up.wait_for("running again", flowing(int(before["frames_read"])), 60)
     noticed_s, recovery_s = stalled - died, recovered - back
     print(
         f"\nRTSP source dead behind a live server: camera stalled {noticed_s:.1f} s later; "
@@ -355,7 +175,7 @@ def test_a_dead_source_behind_a_live_server_stalls_the_camera(up: Up, rtsp: Rtsp
 
 
 def test_sigterm_during_a_frozen_stream_exits_at_once(up: Up, rtsp: RtspServer) -> None:
-    up.wait_for("running", _flowing(0), 60)
+    up.wait_for("running", flowing(0), 60)
     rtsp.freeze()
     time.sleep(STALL_TIMEOUT_S / 2)  # a read is blocked; the watchdog has not fired yet
     sent = time.monotonic()
