@@ -292,7 +292,8 @@ class UrlSource(_Strict):
 
     def describe(self) -> str:
         """One line for summaries."""
-        return f"url {self.redacted()}"
+        over = f" over {self.transport}" if self.transport else ""
+        return f"url {self.redacted()}{over}"
 
     def _violations(self) -> list[RuleViolation]:
         parts = urlsplit(self.url)

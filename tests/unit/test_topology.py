@@ -372,6 +372,7 @@ def test_rtsp_transport(tmp_path: Path) -> None:
     text = BASE.replace(f'url: "{url}"}}', f'url: "{url}", transport: udp}}')
     source = load_topology(write(tmp_path, text)).cameras[1].source
     assert isinstance(source, UrlSource) and source.transport == "udp"
+    assert source.describe() == "url rtsp://user:***@192.0.2.10:554/s1 over udp"
     text = BASE.replace(f'url: "{url}"}}', 'url: "http://192.0.2.10/mjpg", transport: tcp}')
     issue = only(topology_issues(write(tmp_path, text)))
     assert (issue.path, issue.line) == ("cameras[1].source.transport", line_of(text, "mjpg"))
