@@ -6,16 +6,23 @@ A source yields RGB uint8 frames with their position in the source's own time li
 does not sample, pace or queue: the camera actor does that. Errors are typed so the
 camera can tell a stream that failed (reconnect with backoff) from one corrupt frame
 (count it, skip it) from the end of a file (stop or loop).
+
+Reads and opens block; the camera runs them in a thread of their own and may give up on
+one that takes too long (its watchdog), so every source's ``close`` must be safe while
+another thread is still inside ``open`` or ``read``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -54,7 +61,11 @@ class FrameSource(Protocol):
         """The next frame, or None at the end of a finite source."""
 
     def close(self) -> None:
-        """Release the source; safe to call twice."""
+        """Release the source; safe to call twice, and from any thread.
+
+        Also while another thread is blocked in open() or read(): what that call holds is
+        released when it returns.
+        """
 
 
 def _to_rgb(frame: np.ndarray) -> UInt8Array:
@@ -67,41 +78,125 @@ def _to_rgb(frame: np.ndarray) -> UInt8Array:
     raise CorruptFrameError(f"unexpected frame shape {frame.shape} {frame.dtype}")
 
 
-class CaptureSource:
-    """A source read with OpenCV's VideoCapture: a file, a URL or a device index."""
+OPEN_TIMEOUT_S = 10.0
+"""How long FFmpeg may take to open a network stream (connect, handshake, first probe)."""
 
-    def __init__(self, target: str | int, *, live: bool, name: str) -> None:
+READ_TIMEOUT_MARGIN_S = 1.0
+"""How much longer than the camera's stall timeout FFmpeg may block in one read, so that
+the camera's watchdog, not a read error, is what notices a stream that stops."""
+
+_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+class CaptureSource:
+    """A source read with OpenCV's VideoCapture: a file, a URL or a device index.
+
+    Network streams are opened with FFmpeg's open and read timeouts
+    (:data:`OPEN_TIMEOUT_S`; the read timeout is ``read_timeout_s``), so no call blocks
+    without end, and an RTSP URL uses ``transport`` (``tcp``, OpenCV's own default, or
+    ``udp``), set through FFmpeg's ``rtsp_transport`` option. OpenCV reads that option
+    from the process environment, which is safe because each camera actor is a process
+    of its own.
+
+    :meth:`close` may be called from any thread at any time, also while another thread
+    is blocked in :meth:`open` or :meth:`read`: the capture that call holds is then
+    released by that thread as soon as it returns, and its result is thrown away (it
+    raises :class:`SourceError`). So a camera can abandon a stuck read and reopen at once.
+    """
+
+    def __init__(
+        self,
+        target: str | int,
+        *,
+        live: bool,
+        name: str,
+        transport: str | None = None,
+        read_timeout_s: float = 6.0,
+    ) -> None:
         self.target = target
         self.live = live
         self.name = name
+        self.transport = transport
+        self.read_timeout_s = read_timeout_s
+        self._lock = threading.Lock()
         self._capture: cv2.VideoCapture | None = None
+        self._generation = 0  # grows at every close; a call that began earlier is stale
+        self._reading: cv2.VideoCapture | None = None  # the capture a read() is blocked in
         self._native_fps = 0.0
         self._index = 0
         self._failures_in_a_row = 0
+
+    @property
+    def network(self) -> bool:
+        """True for a URL (RTSP or HTTP), which gets FFmpeg's timeouts."""
+        return isinstance(self.target, str) and "://" in self.target
 
     def open(self) -> None:
         """Open (or reopen) the capture."""
         self.close()
         if isinstance(self.target, str) and not self.live and not Path(self.target).is_file():
             raise SourceError(f"{self.name}: video file {self.target} does not exist")
-        capture = cv2.VideoCapture(self.target)
+        with self._lock:
+            generation = self._generation
+        capture = self._new_capture()
         if not capture.isOpened():
             capture.release()
-            raise SourceError(f"{self.name}: cannot open {self.target}")
-        self._capture = capture
+            raise SourceError(f"{self.name}: cannot open {self._shown_target()}")
+        with self._lock:
+            stale = generation != self._generation
+            if not stale:
+                self._capture = capture
+        if stale:
+            capture.release()
+            raise SourceError(f"{self.name}: closed while opening")
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self._native_fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0
         self._index = 0
         self._failures_in_a_row = 0
 
+    def _new_capture(self) -> cv2.VideoCapture:
+        if not self.network:
+            return cv2.VideoCapture(self.target)
+        if self.transport is not None and str(self.target).lower().startswith("rtsp"):
+            os.environ[_OPTIONS_ENV] = f"rtsp_transport;{self.transport}"
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            round(OPEN_TIMEOUT_S * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            round(self.read_timeout_s * 1000),
+        ]
+        return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+
+    def _shown_target(self) -> str:
+        """The target for messages, with any password in a URL replaced by ``***``."""
+        if not self.network:
+            return str(self.target)
+        parts = urlsplit(str(self.target))
+        if parts.password is None:
+            return str(self.target)
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
     def read(self) -> SourceFrame | None:
         """The next decoded frame; None at the end of a file."""
-        if self._capture is None:
-            raise SourceError(f"{self.name}: not open")
-        ok, frame = self._capture.read()
+        with self._lock:
+            capture, generation = self._capture, self._generation
+            if capture is None:
+                raise SourceError(f"{self.name}: not open")
+            self._reading = capture
+        try:
+            ok, frame = capture.read()
+        finally:
+            with self._lock:
+                if self._reading is capture:
+                    self._reading = None
+                stale = generation != self._generation
+        if stale:  # closed while this read was blocked: this thread releases the capture
+            capture.release()
+            raise SourceError(f"{self.name}: closed while reading")
         if not ok or frame is None:
             if not self.live:
-                total = self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+                total = capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0
                 if total and self._index < total - 1 and self._failures_in_a_row < 10:
                     # A file that stops short of its frame count: a corrupt frame mid-file.
                     self._failures_in_a_row += 1
@@ -115,10 +210,13 @@ class CaptureSource:
         return SourceFrame(_to_rgb(frame), media_time)
 
     def close(self) -> None:
-        """Release the capture."""
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
+        """Release the capture now, or (while a read holds it) when that read returns."""
+        with self._lock:
+            capture, self._capture = self._capture, None
+            self._generation += 1
+            busy = capture is not None and capture is self._reading
+        if capture is not None and not busy:
+            capture.release()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,18 @@
   full the oldest frame is dropped and counted. (In ``asap`` pacing nothing is live, so the
   reader waits instead and nothing is dropped.)
 - At most ``max_in_flight`` frames are at the embedder, unanswered, at any time.
-- A failed stream is reopened with exponential backoff; status shows it meanwhile.
+- A failed stream is reopened with exponential backoff (doubling from
+  ``reconnect.initial_backoff_s`` up to ``reconnect.max_backoff_s``, each wait shortened by
+  up to :data:`BACKOFF_JITTER` at random); status shows it meanwhile. The backoff starts
+  again from the beginning once a frame arrives.
+- A watchdog: a source that delivers no frame for ``stall_timeout_s`` (time spent pacing
+  or waiting for queue space does not count) makes the camera ``stalled``: counted
+  (``stalls``), shown with how long it has been quiet, and reopened with the backoff. It
+  stays ``stalled`` until a frame arrives again.
+- Opens and reads block, so they run in a thread of the camera's own. When one is stuck
+  (the watchdog, or a stop) the camera abandons that thread, closes the source (which
+  releases what the stuck call holds once it returns) and carries on with a new thread:
+  a stop never waits for a read.
 - Frames are sent as :class:`~lfr_actors.messages.Frame` bytes and forgotten once answered.
   A frame whose embedder dies (or cannot be reached) before answering is sent once more,
   to the next embedder or the restarted one, with the same bytes: the alert actor drops
@@ -22,13 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import random
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import ray
@@ -37,6 +51,7 @@ from lfr_actors.logs import configure, get_logger
 from lfr_actors.messages import Frame, FrameResult, MessageDecodeError
 from lfr_actors.models.images import load_image
 from lfr_actors.video import (
+    READ_TIMEOUT_MARGIN_S,
     CaptureSource,
     CorruptFrameError,
     FrameSource,
@@ -63,6 +78,7 @@ COUNTERS = (
     "frames_discarded_at_stop",
     "corrupt_frames",
     "reconnects",
+    "stalls",
     "faces",
     "candidates",
     "decode_errors",
@@ -75,13 +91,46 @@ def new_epoch() -> str:
     return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
 
 
-def build_source(source: dict[str, Any], *, fps: float, name: str) -> FrameSource:
-    """A frame source from a topology camera's ``source`` section (as a plain dict)."""
+DEFAULT_STALL_TIMEOUT_S = 5.0
+"""How long a camera waits for a frame before it counts as stalled (topology default)."""
+
+DEFAULT_MAX_BACKOFF_S = 5.0
+"""The longest wait between reconnection attempts (topology default)."""
+
+BACKOFF_JITTER = 0.2
+"""Each backoff wait is shortened by up to this fraction at random, so that cameras that
+failed together (one switch, one server) do not all retry in the same instant."""
+
+CLOSE_TIMEOUT_S = 1.0
+"""How long a stopping camera waits for its source to close before leaving it behind."""
+
+T = TypeVar("T")
+
+
+def build_source(
+    source: dict[str, Any],
+    *,
+    fps: float,
+    name: str,
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+) -> FrameSource:
+    """A frame source from a topology camera's ``source`` section (as a plain dict).
+
+    A network stream's FFmpeg read timeout is ``stall_timeout_s`` plus
+    :data:`~lfr_actors.video.READ_TIMEOUT_MARGIN_S`, so the camera's watchdog notices a
+    silent stream first and the read it abandons still ends soon after.
+    """
     kind = source["type"]
     if kind == "file":
         return CaptureSource(str(source["path"]), live=False, name=name)
     if kind == "url":
-        return CaptureSource(str(source["url"]), live=True, name=name)
+        return CaptureSource(
+            str(source["url"]),
+            live=True,
+            name=name,
+            transport=source.get("transport"),
+            read_timeout_s=stall_timeout_s + READ_TIMEOUT_MARGIN_S,
+        )
     if kind == "device":
         return CaptureSource(int(source["index"]), live=True, name=name)
     if kind == "synthetic":
@@ -110,6 +159,63 @@ def build_source(source: dict[str, Any], *, fps: float, name: str) -> FrameSourc
             name=name,
         )
     raise ValueError(f"unknown camera source type {kind!r}")
+
+
+class _Stalled(Exception):
+    """The watchdog's deadline passed before the source delivered a frame."""
+
+
+class _Stopping(Exception):
+    """The camera was asked to stop while a source call was blocked."""
+
+
+_Job = tuple[Callable[[], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+class _Worker:
+    """One daemon thread that runs a source's blocking calls (open, read, close) in turn.
+
+    A camera gives up on a worker whose call is stuck and starts another; the abandoned
+    thread finishes that call, throws its result away and ends. The thread is a daemon, so
+    a call that never returns cannot hold the process at exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def call(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn`` in the thread; the future gets its result or its exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, future, loop))
+        return future
+
+    def abandon(self) -> None:
+        """Let the thread end once its current call returns; it takes no more calls."""
+        self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future, loop = job
+            result: Any = None
+            error: Exception | None = None
+            try:
+                result = fn()
+            except Exception as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the event loop has closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            del result, error, fn, future, job  # drop a late frame at once
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: Exception | None) -> None:
+    if future.done():  # given up on (cancelled): nobody wants this result
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _timestamp(value: Any) -> float | None:
@@ -144,9 +250,10 @@ class CameraActor:
         self.at_end = str(config.get("at_end", "stop"))
         self.queue_size = int(config.get("queue_size", 4))
         self.max_in_flight = int(config.get("max_in_flight", 2))
+        self.stall_timeout_s = float(config.get("stall_timeout_s", DEFAULT_STALL_TIMEOUT_S))
         reconnect = config.get("reconnect") or {}
         self.initial_backoff_s = float(reconnect.get("initial_backoff_s", 0.5))
-        self.max_backoff_s = float(reconnect.get("max_backoff_s", 30.0))
+        self.max_backoff_s = float(reconnect.get("max_backoff_s", DEFAULT_MAX_BACKOFF_S))
         self.max_attempts = reconnect.get("max_attempts")
         self.embedder_names = list(embedder_names)
         self.namespace = namespace
@@ -154,7 +261,9 @@ class CameraActor:
         self.log = get_logger("lfr.camera").bind(
             actor=camera_id, deployment=self.deployment_id, epoch=self.epoch
         )
-        self.source = source or build_source(config["source"], fps=self.fps, name=camera_id)
+        self.source = source or build_source(
+            config["source"], fps=self.fps, name=camera_id, stall_timeout_s=self.stall_timeout_s
+        )
         self.queue: deque[tuple[int, float, np.ndarray]] = deque()
         self._queue_event = asyncio.Event()
         self._space_event = asyncio.Event()
@@ -171,6 +280,13 @@ class CameraActor:
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
         self._sample_times: deque[float] = deque(maxlen=64)
         self._seq = 0
+        self._worker: _Worker | None = None
+        self._stop_waiter: asyncio.Task[Any] | None = None
+        self._backoff_s = self.initial_backoff_s
+        self._last_frame_at: float | None = None  # monotonic time of the source's newest frame
+        self._quiet_since = time.monotonic()  # the watchdog's clock: waiting for a frame since
+        self._stalled_since: float | None = None  # set while stalled: the last frame's time
+        self._stall_detail: str | None = None  # while stalled: the last reconnection failure
 
     # --- control -----------------------------------------------------------------------
 
@@ -191,14 +307,28 @@ class CameraActor:
         return await self.stats()
 
     async def health(self) -> dict[str, Any]:
-        """Liveness and state: connecting, running, reconnecting, ended, failed, waiting."""
+        """Liveness and state.
+
+        The states: created, waiting_for_window, connecting, running, reconnecting,
+        stalled, ended, stopped, window_ended, failed. Only ``failed`` is not ``ok``: a
+        camera that reconnects or is stalled is alive and retrying by itself.
+        """
         return {
             "ok": self.state not in {"failed"},
             "id": self.camera_id,
             "role": "camera",
             "state": self.state,
-            "last_error": self.last_error,
+            "last_error": self._error_text(),
         }
+
+    def _error_text(self) -> str | None:
+        """``last_error``; while stalled, how long no frame has come, and the latest retry."""
+        if self._stalled_since is None or self.state != "stalled":
+            return self.last_error
+        quiet = time.monotonic() - self._stalled_since
+        limit = f"stall_timeout_s {self.stall_timeout_s:g}"
+        text = f"no frame for {quiet:.0f} s ({limit}); reconnecting"
+        return f"{text}: {self._stall_detail}" if self._stall_detail else text
 
     async def stats(self) -> dict[str, Any]:
         """Counters, measured sampling rate, queue depth and capture-to-result latency."""
@@ -209,17 +339,23 @@ class CameraActor:
                 return None
             return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1)
 
+        now = time.monotonic()
         fps = None
         if len(self._sample_times) >= 2:
             span = self._sample_times[-1] - self._sample_times[0]
             fps = round((len(self._sample_times) - 1) / span, 2) if span > 0 else None
+        if fps is not None and now - self._sample_times[-1] > max(2.0, 3.0 / self.fps):
+            fps = 0.0  # no sample lately: the rate measured before is not the rate now
+        since_frame = None if self._last_frame_at is None else round(now - self._last_frame_at, 1)
         return {
             **self.counters,
             "id": self.camera_id,
             "epoch": self.epoch,
             "state": self.state,
-            "last_error": self.last_error,
+            "last_error": self._error_text(),
             "fps": fps,
+            "seconds_since_frame": since_frame,
+            "stall_timeout_s": self.stall_timeout_s,
             "queue": len(self.queue),
             "in_flight": len(self._in_flight),
             "latency_ms_p50": pct(0.5),
@@ -238,6 +374,7 @@ class CameraActor:
     # --- the loops ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        self._stop_waiter = asyncio.create_task(self._stop.wait())
         try:
             if not await self._wait_for_window():
                 return
@@ -255,8 +392,45 @@ class CameraActor:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.log.exception("camera_failed")
         finally:
-            self.source.close()
+            self._stop_waiter.cancel()
+            await self._close_source()
             self.log.info("camera_finished", state=self.state, **self.counters)
+
+    async def _close_source(self) -> None:
+        """Close the source in a worker thread, waiting at most :data:`CLOSE_TIMEOUT_S`."""
+        worker, self._worker = self._worker or _Worker(f"camera-{self.camera_id}"), None
+        try:
+            await asyncio.wait_for(worker.call(self.source.close), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            self.log.warning("camera_close_slow", timeout_s=CLOSE_TIMEOUT_S)
+        except Exception as exc:
+            self.log.warning("camera_close_failed", reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            worker.abandon()
+
+    async def _blocking(self, fn: Callable[[], T], deadline: float | None = None) -> T:
+        """``fn()`` in the camera's worker thread, given up on at a stop or at ``deadline``.
+
+        Giving up abandons the worker (its thread ends when ``fn`` returns) and closes the
+        source, then raises :class:`_Stopping` or :class:`_Stalled`.
+        """
+        if self._worker is None:
+            self._worker = _Worker(f"camera-{self.camera_id}")
+        future = self._worker.call(fn)
+        assert self._stop_waiter is not None
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait(
+            {future, self._stop_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if future in done:
+            return future.result()
+        future.cancel()
+        self._worker.abandon()
+        self._worker = None
+        self.source.close()  # safe while fn is blocked: its thread releases what it holds
+        if self._stop.is_set():
+            raise _Stopping()
+        raise _Stalled()
 
     async def _wait_for_window(self) -> bool:
         start, end = self.window
@@ -276,28 +450,83 @@ class CameraActor:
                 return False
         return True
 
+    def _next_backoff(self) -> float:
+        """The wait before the next attempt: the current step less up to the jitter."""
+        step = self._backoff_s
+        self._backoff_s = min(self.max_backoff_s, step * 2)
+        return step * (1.0 - BACKOFF_JITTER * random.random())
+
+    def _window_over(self) -> bool:
+        """True (and state ``window_ended``) once the authorised window has passed."""
+        if self.window[1] is None or time.time() < self.window[1]:
+            return False
+        self.state = "window_ended"
+        self.last_error = "the deployment's authorised window has ended"
+        self.log.warning("camera_outside_window", reason="window_ended")
+        return True
+
     async def _open_with_backoff(self) -> bool:
-        delay = self.initial_backoff_s
         attempts = 0
         while not self._stop.is_set():
+            if self._window_over():  # a camera that is down does not retry past its window
+                return False
             try:
-                await asyncio.to_thread(self.source.open)
-                self.state = "running"
-                self.last_error = None
-                return True
+                await self._blocking(self.source.open)
+            except _Stopping:
+                return False
             except SourceError as exc:
                 attempts += 1
                 self.counters["reconnects"] += 1
-                self.state = "reconnecting"
-                self.last_error = str(exc)
-                self.log.warning("camera_reconnecting", attempt=attempts, delay_s=delay)
+                if self._stalled_since is None:
+                    self.state = "reconnecting"
+                    self.last_error = str(exc)
+                else:
+                    self._stall_detail = str(exc)
+                delay = self._next_backoff()
+                self.log.warning(
+                    "camera_reconnecting",
+                    attempt=attempts,
+                    delay_s=round(delay, 2),
+                    reason=str(exc),
+                )
                 if self.max_attempts is not None and attempts >= int(self.max_attempts):
+                    self.last_error = self._error_text() or str(exc)
                     self.state = "failed"
+                    self._stalled_since = None
                     return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
-                delay = min(self.max_backoff_s, delay * 2)
+                continue
+            if self._stalled_since is None:
+                self.state = "running"
+                self.last_error = None
+            self._quiet_since = time.monotonic()
+            return True
         return False
+
+    def _stalled(self) -> None:
+        """The watchdog fired: note the stall (once per stall); the caller reopens."""
+        quiet = time.monotonic() - self._quiet_since
+        self.counters["reconnects"] += 1
+        if self._stalled_since is None:  # a stall is counted once, however many retries
+            self.counters["stalls"] += 1
+            self._stalled_since = self._quiet_since
+        self._stall_detail = None
+        self.state = "stalled"
+        self.log.warning(
+            "camera_stalled", seconds=round(quiet, 1), stall_timeout_s=self.stall_timeout_s
+        )
+
+    def _frame_arrived(self) -> None:
+        now = time.monotonic()
+        self._last_frame_at = self._quiet_since = now
+        self._backoff_s = self.initial_backoff_s
+        if self._stalled_since is not None:
+            self.log.info("camera_recovered", stalled_s=round(now - self._stalled_since, 1))
+            self._stalled_since = None
+            self._stall_detail = None
+            self.state = "running"
+            self.last_error = None
 
     async def _capture_loop(self) -> None:
         self.state = "connecting"
@@ -309,19 +538,28 @@ class CameraActor:
         next_sample = 0.0
         last_media = 0.0
         while not self._stop.is_set():
-            if self.window[1] is not None and time.time() >= self.window[1]:
-                self.state = "window_ended"
-                self.log.warning("camera_outside_window", reason="window_ended")
+            if self._window_over():
                 return
+            deadline = self._quiet_since + self.stall_timeout_s
             try:
-                frame: SourceFrame | None = await asyncio.to_thread(self.source.read)
+                frame: SourceFrame | None = await self._blocking(self.source.read, deadline)
+            except _Stopping:
+                return
+            except _Stalled:
+                self._stalled()
+                if not await self._open_with_backoff():
+                    return
+                continue
             except CorruptFrameError:
                 self.counters["corrupt_frames"] += 1
                 continue
             except SourceError as exc:
-                self.last_error = str(exc)
                 self.counters["reconnects"] += 1
-                self.state = "reconnecting"
+                if self._stalled_since is None:
+                    self.last_error = str(exc)
+                    self.state = "reconnecting"
+                else:
+                    self._stall_detail = str(exc)
                 self.log.warning("camera_stream_failed", reason=str(exc))
                 if not await self._open_with_backoff():
                     return
@@ -333,6 +571,7 @@ class CameraActor:
                         return
                     continue
                 return
+            self._frame_arrived()
             self.counters["frames_read"] += 1
             if self.source.live:
                 t = time.monotonic() - wall_start
@@ -351,6 +590,7 @@ class CameraActor:
                     if self._stop.is_set():
                         return
             await self._enqueue(frame.image)
+            self._quiet_since = time.monotonic()  # pacing and queue waits are not the source's
 
     async def _enqueue(self, image: np.ndarray) -> None:
         captured_at = time.time()

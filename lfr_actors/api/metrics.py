@@ -4,7 +4,8 @@
 :meth:`lfr_actors.deployment.Deployment.status` returns) into the Prometheus text
 exposition format 0.0.4. It reads only the counters and gauges it names, field by field,
 so nothing else in the status dict can leak into a scrape: labels hold topology ids only
-(camera, embedder, actor, role, stage, quantile), never an entry id, an alert id, a name or
+(camera, embedder, actor, role, stage, quantile) and fixed vocabularies (a camera's
+``state``, one of :data:`CAMERA_STATES`), never an entry id, an alert id, a name or
 anything about a face, because metric labels must hold no biometric or watchlist data.
 Values that are missing, ``None`` or not numbers are left out rather than guessed.
 
@@ -26,6 +27,7 @@ from lfr_actors import logs
 from lfr_actors.api.common import STORE, ProblemError
 
 __all__ = [
+    "CAMERA_STATES",
     "CONTENT_TYPE",
     "METRICS_STATUS_TIMEOUT_S",
     "READY_STATUS_TIMEOUT_S",
@@ -63,6 +65,11 @@ _CAMERA_COUNTERS = (
     ("frames_failed", "lfr_camera_frames_failed_total", "Frames whose processing failed."),
     ("corrupt_frames", "lfr_camera_corrupt_frames_total", "Frames that could not be decoded."),
     ("reconnects", "lfr_camera_reconnects_total", "Reconnections to the camera's source."),
+    (
+        "stalls",
+        "lfr_camera_stalls_total",
+        "Times the camera's source delivered no frame for its stall timeout.",
+    ),
     ("faces", "lfr_camera_faces_total", "Faces detected in the camera's frames."),
     ("candidates", "lfr_camera_candidates_total", "Watchlist candidates from the frames."),
 )
@@ -93,6 +100,21 @@ _ALERT_COUNTERS = (
     ("alerts_closed", "lfr_alerts_closed_total", "Alerts closed."),
     ("events_persisted", "lfr_alert_events_persisted_total", "Alert events persisted."),
 )
+CAMERA_STATES = (
+    "created",
+    "waiting_for_window",
+    "connecting",
+    "running",
+    "reconnecting",
+    "stalled",
+    "ended",
+    "stopped",
+    "window_ended",
+    "failed",
+)
+"""Every state a camera actor reports (:class:`lfr_actors.actors.camera.CameraActor`);
+``lfr_camera_state`` has one sample per camera and state, 1 for the camera's own."""
+
 _QUANTILES = (("0.5", "latency_ms_p50"), ("0.95", "latency_ms_p95"), ("0.99", "latency_ms_p99"))
 
 
@@ -180,6 +202,22 @@ def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) 
             "Whether the camera is running (1) or not (0).",
             labels,
             1 if cam.get("state") == "running" and "unavailable" not in cam else 0,
+        )
+        current = None if "unavailable" in cam else cam.get("state")
+        for state in CAMERA_STATES:
+            reg.add(
+                "lfr_camera_state",
+                "gauge",
+                "The camera's state: 1 for the state it is in, 0 for the others.",
+                (*labels, ("state", state)),
+                1 if current == state else 0,
+            )
+        reg.add(
+            "lfr_camera_seconds_since_frame",
+            "gauge",
+            "Seconds since the camera's source last delivered a frame.",
+            labels,
+            cam.get("seconds_since_frame"),
         )
         for quantile, key in _QUANTILES:
             reg.add(

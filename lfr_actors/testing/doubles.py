@@ -1,7 +1,7 @@
 """Stand-ins for a camera's source and for actors, so actor logic is testable without Ray.
 
 - :class:`FakeSource` plays a scripted list of frames with end-of-stream, abort (the
-  stream fails) and corrupt-frame markers.
+  stream fails), corrupt-frame and hang (the read blocks, as on a frozen stream) markers.
 - :class:`LocalHandle` makes a plain object look like a Ray actor handle
   (``handle.method.remote(...)`` returns an awaitable).
 - :class:`FakeEmbedderActor` answers frames like the embedder actor, with a set delay and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,10 +34,19 @@ ABORT = "abort"
 """Marker: the stream fails here (reading raises SourceError)."""
 CORRUPT = "corrupt"
 """Marker: one frame here cannot be decoded."""
+HANG = "hang"
+"""Marker: the read blocks here, like a frozen stream, until :meth:`FakeSource.release` or
+``hang_s``; then it goes on with the next item."""
 
 
 class FakeSource:
-    """A scripted frame source; items are images or the markers above."""
+    """A scripted frame source; items are images or the markers above.
+
+    Opens numbered up to ``fail_opens`` fail (the attribute may be raised later, to make
+    the next opens fail); the first ``hang_opens`` opens block like :data:`HANG`.
+    ``hanging`` is set while a call is blocked. Safe to call from several threads, as a
+    camera does when it abandons a stuck read.
+    """
 
     def __init__(
         self,
@@ -45,53 +55,85 @@ class FakeSource:
         fps: float = 30.0,
         live: bool = False,
         fail_opens: int = 0,
+        hang_opens: int = 0,
         read_delay_s: float = 0.0,
+        hang_s: float = 30.0,
     ) -> None:
         self.items = list(items)
         self.read_delay_s = read_delay_s
         self.fps = fps
         self.live = live
         self.fail_opens = fail_opens
+        self.hang_opens = hang_opens
+        self.hang_s = hang_s
         self.opens = 0
+        self.closes = 0
         self.position = 0
         self.frame_number = 0
+        self.hanging = threading.Event()
+        self.hangs_ended = 0
+        self._released = threading.Event()
+        self._lock = threading.RLock()
         self._ended = False
+
+    def release(self) -> None:
+        """Let every blocked call (and every later hang) go on."""
+        self._released.set()
+
+    def _hang(self) -> None:
+        self.hanging.set()
+        self._released.wait(self.hang_s)
+        self.hanging.clear()
+        with self._lock:
+            self.hangs_ended += 1
 
     def open(self) -> None:
         """Open; the first ``fail_opens`` attempts fail like an unreachable camera."""
-        self.opens += 1
-        if self.opens <= self.fail_opens:
-            raise SourceError(f"fake source: unreachable (attempt {self.opens})")
-        if self._ended:  # reopening a finished file starts it again
-            self.position = 0
-            self.frame_number = 0
-            self._ended = False
+        with self._lock:
+            self.opens += 1
+            number = self.opens
+        if number <= self.hang_opens:
+            self._hang()
+        with self._lock:
+            if number <= self.fail_opens:
+                raise SourceError(f"fake source: unreachable (attempt {number})")
+            if self._ended:  # reopening a finished file starts it again
+                self.position = 0
+                self.frame_number = 0
+                self._ended = False
 
     def read(self) -> SourceFrame | None:
         """The next scripted item (after ``read_delay_s``, as a live camera paces frames)."""
         if self.read_delay_s:
             time.sleep(self.read_delay_s)
-        if self.position >= len(self.items):
-            self._ended = True
-            return None
-        item = self.items[self.position]
-        self.position += 1
-        if isinstance(item, str):
-            if item == END:
+        with self._lock:
+            if self.position >= len(self.items):
                 self._ended = True
                 return None
-            if item == ABORT:
-                raise SourceError("fake source: the stream stopped")
-            if item == CORRUPT:
-                self.frame_number += 1
-                raise CorruptFrameError("fake source: corrupt frame")
-            raise ValueError(f"unknown marker {item!r}")
-        frame = SourceFrame(item, self.frame_number / self.fps)
-        self.frame_number += 1
-        return frame
+            item = self.items[self.position]
+            self.position += 1
+        if isinstance(item, str) and item == HANG:
+            self._hang()
+            return self.read()
+        with self._lock:
+            if isinstance(item, str):
+                if item == END:
+                    self._ended = True
+                    return None
+                if item == ABORT:
+                    raise SourceError("fake source: the stream stopped")
+                if item == CORRUPT:
+                    self.frame_number += 1
+                    raise CorruptFrameError("fake source: corrupt frame")
+                raise ValueError(f"unknown marker {item!r}")
+            frame = SourceFrame(item, self.frame_number / self.fps)
+            self.frame_number += 1
+            return frame
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release; counted."""
+        with self._lock:
+            self.closes += 1
 
 
 class _RemoteMethod:

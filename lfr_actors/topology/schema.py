@@ -273,6 +273,13 @@ class UrlSource(_Strict):
         description="the stream's address, starting rtsp://, rtsps://, http:// or https://",
         examples=["rtsp://192.0.2.10:554/stream1"],
     )
+    transport: Literal["tcp", "udp"] | None = Field(
+        default=None,
+        description="how an rtsp:// stream's video travels: tcp or udp. tcp (OpenCV's "
+        "default, also when null) carries it inside the RTSP connection; udp as separate RTP "
+        "packets, which some cameras and servers need.",
+        examples=["udp"],
+    )
 
     def redacted(self) -> str:
         """The URL with any password replaced by ``***``, for logs and summaries."""
@@ -285,7 +292,8 @@ class UrlSource(_Strict):
 
     def describe(self) -> str:
         """One line for summaries."""
-        return f"url {self.redacted()}"
+        over = f" over {self.transport}" if self.transport else ""
+        return f"url {self.redacted()}{over}"
 
     def _violations(self) -> list[RuleViolation]:
         parts = urlsplit(self.url)
@@ -305,6 +313,14 @@ class UrlSource(_Strict):
                     ("url",),
                     "url has no host",
                     f"Write the camera's address in full, {example}.",
+                )
+            ]
+        if self.transport is not None and not parts.scheme.lower().startswith("rtsp"):
+            return [
+                RuleViolation(
+                    ("transport",),
+                    f"transport applies only to rtsp:// and rtsps:// streams, not {parts.scheme}",
+                    "Remove transport from this source; HTTP streams have no choice of transport.",
                 )
             ]
         return []
@@ -423,20 +439,27 @@ Source = Annotated[
 
 
 class Reconnect(_Strict):
-    """How a camera reconnects when its stream fails: exponential backoff."""
+    """How a camera reconnects when its stream fails or stalls: exponential backoff.
+
+    The first attempt is at once; then each failed attempt doubles the wait, from
+    ``initial_backoff_s`` up to ``max_backoff_s``, and each wait is shortened by up to 20%
+    at random so that cameras that failed together do not retry in step. The backoff
+    starts again from ``initial_backoff_s`` once a frame arrives.
+    """
 
     initial_backoff_s: Float = Field(
         default=0.5,
         gt=0.0,
         le=3600.0,
-        description="the wait before the first reconnection attempt, in seconds. Each failed "
-        "attempt doubles it.",
+        description="the wait after the first failed reconnection attempt, in seconds. Each "
+        "further failed attempt doubles it.",
     )
     max_backoff_s: Float = Field(
-        default=30.0,
+        default=5.0,
         gt=0.0,
         le=3600.0,
-        description="the longest wait between reconnection attempts, in seconds",
+        description="the longest wait between reconnection attempts, in seconds. A camera "
+        "that comes back is found again at most this long (plus the time to open it) later.",
     )
     max_attempts: Int | None = Field(
         default=None,
@@ -510,20 +533,40 @@ class Camera(_Strict):
     )
     reconnect: Reconnect = Field(
         default_factory=Reconnect,
-        description="how the camera reconnects when its stream fails",
+        description="how the camera reconnects when its stream fails or stalls",
+    )
+    stall_timeout_s: Float = Field(
+        default=5.0,
+        ge=0.5,
+        le=600.0,
+        description="the time, in seconds, a camera may go without a frame from its source "
+        "before it counts as stalled. A stalled camera shows state stalled, counts the stall "
+        "and reopens the source with the reconnect backoff.",
     )
 
     def _violations(self) -> list[RuleViolation]:
+        found = []
         if "at_end" in self.model_fields_set and isinstance(self.source, (UrlSource, DeviceSource)):
-            return [
+            found.append(
                 RuleViolation(
                     ("at_end",),
                     f"at_end applies only to file and synthetic sources, not {self.source.type}",
                     "Remove at_end from this camera; a live stream that ends is reconnected "
                     "(see reconnect).",
                 )
-            ]
-        return []
+            )
+        shortest = 2.0 / self.fps
+        if self.stall_timeout_s < shortest:
+            found.append(
+                RuleViolation(
+                    ("stall_timeout_s",),
+                    f"stall_timeout_s {self.stall_timeout_s:g} is shorter than two frames at "
+                    f"fps {self.fps:g} ({shortest:g} s)",
+                    f"Set stall_timeout_s to at least {shortest:g}, or raise fps.",
+                    (("fps",),),
+                )
+            )
+        return found
 
 
 # -- embedder ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pytest_aiohttp import AiohttpClient
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api import metrics as metrics_module
 from lfr_actors.api.app import create_app
-from lfr_actors.api.metrics import render_metrics
+from lfr_actors.api.metrics import CAMERA_STATES, render_metrics
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
 from lfr_actors.store.schema import Database
@@ -47,6 +47,7 @@ def realistic_status() -> dict[str, Any]:
                 "frames_failed": 3,
                 "corrupt_frames": 1,
                 "reconnects": 2,
+                "stalls": 1,
                 "faces": 41,
                 "candidates": 2,
                 "decode_errors": 0,
@@ -54,6 +55,7 @@ def realistic_status() -> dict[str, Any]:
                 "state": "running",
                 "last_error": "decode failed for entry " + ENTRY_ID,
                 "fps": 4.98,
+                "seconds_since_frame": 0.1,
                 "queue": 1,
                 "in_flight": 2,
                 "latency_ms_p50": 81.5,
@@ -229,7 +231,31 @@ def test_no_watchlist_or_alert_data_reaches_a_scrape() -> None:
     for secret in (ENTRY_ID, ALERT_ID, "Jane Doe", "Market Square", "decode failed", "Ray"):
         assert secret not in text
     label_names = set(re.findall(r'[{,]([a-z_]+)="', text))
-    assert label_names == {"camera", "embedder", "actor", "role", "stage", "quantile"}
+    assert label_names == {"camera", "embedder", "actor", "role", "stage", "quantile", "state"}
+    states = set(re.findall(r'state="([^"]*)"', text))
+    assert states == set(CAMERA_STATES)  # a fixed vocabulary, never free text
+
+
+def test_a_stalled_camera_is_down_and_says_so() -> None:
+    status = {
+        "cameras": {
+            "cam_gate": {"state": "stalled", "stalls": 2, "seconds_since_frame": 14.2},
+            "cam_yard": {"state": "running", "stalls": 0, "seconds_since_frame": 0.0},
+            "cam_lost": {"unavailable": "timed out", "state": "running"},
+        }
+    }
+    lines = render_metrics(status).splitlines()
+    assert 'lfr_camera_up{camera="cam_gate"} 0' in lines
+    assert 'lfr_camera_up{camera="cam_yard"} 1' in lines
+    assert 'lfr_camera_stalls_total{camera="cam_gate"} 2' in lines
+    assert 'lfr_camera_seconds_since_frame{camera="cam_gate"} 14.2' in lines
+    on = [line for line in lines if line.startswith("lfr_camera_state{") and line.endswith(" 1")]
+    assert on == [
+        'lfr_camera_state{camera="cam_gate",state="stalled"} 1',
+        'lfr_camera_state{camera="cam_yard",state="running"} 1',
+    ]  # an unreachable camera is in no state
+    gate = [line for line in lines if line.startswith('lfr_camera_state{camera="cam_gate"')]
+    assert len(gate) == len(CAMERA_STATES)
 
 
 def test_the_deployment_gauges_carry_numbers_only() -> None:

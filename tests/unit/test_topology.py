@@ -344,6 +344,45 @@ def test_bad_url(tmp_path: Path, url: str, message: str) -> None:
     assert issue.message == message
 
 
+def test_stall_timeout_defaults_and_limits(tmp_path: Path) -> None:
+    topology = load_topology(write(tmp_path, BASE))
+    assert [c.stall_timeout_s for c in topology.cameras] == [5.0, 5.0]
+    assert topology.cameras[0].reconnect.max_backoff_s == 5.0
+    text = BASE.replace("fps: 10", "fps: 10\n    stall_timeout_s: 0.1")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert (issue.path, issue.line) == ("cameras[0].stall_timeout_s", line_of(text, "stall_"))
+    assert issue.message == "stall_timeout_s must be at least 0.5 and at most 600"
+    assert issue.fix.startswith("Set cameras[0].stall_timeout_s to the time, in seconds, a camera")
+
+
+def test_stall_timeout_must_span_two_frames(tmp_path: Path) -> None:
+    text = BASE.replace("fps: 10", "fps: 1\n    stall_timeout_s: 1.5")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert (issue.path, issue.line) == ("cameras[0].stall_timeout_s", line_of(text, "stall_"))
+    assert issue.value == "1.5"
+    assert issue.message.startswith(
+        "stall_timeout_s 1.5 is shorter than two frames at fps 1 (2 s); see cameras[0].fps "
+        f"(line {line_of(text, 'fps: 1')})"
+    )
+    assert issue.fix == "Set stall_timeout_s to at least 2, or raise fps."
+
+
+def test_rtsp_transport(tmp_path: Path) -> None:
+    url = "rtsp://user:secret@192.0.2.10:554/s1"
+    text = BASE.replace(f'url: "{url}"}}', f'url: "{url}", transport: udp}}')
+    source = load_topology(write(tmp_path, text)).cameras[1].source
+    assert isinstance(source, UrlSource) and source.transport == "udp"
+    assert source.describe() == "url rtsp://user:***@192.0.2.10:554/s1 over udp"
+    text = BASE.replace(f'url: "{url}"}}', 'url: "http://192.0.2.10/mjpg", transport: tcp}')
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert (issue.path, issue.line) == ("cameras[1].source.transport", line_of(text, "mjpg"))
+    assert issue.message == "transport applies only to rtsp:// and rtsps:// streams, not http"
+    text = BASE.replace(f'url: "{url}"}}', f'url: "{url}", transport: quic}}')
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.path == "cameras[1].source.transport"
+    assert issue.message.startswith("transport must be one of tcp, udp")
+
+
 def test_unknown_source_type(tmp_path: Path) -> None:
     text = BASE.replace("type: url", "type: rtsp")
     issue = only(topology_issues(write(tmp_path, text)))

@@ -1,0 +1,106 @@
+"""The console's camera strip in headless Chromium: each camera's state, stalled included.
+
+The API is real (aiohttp on a TCP port, a real store); its status source is a plain
+function standing in for a running deployment's ``Deployment.status`` (the shape of
+``GET /v1/status``), so the page shows cameras in every kind of state at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from lfr_actors.api.app import create_app
+from lfr_actors.store.tokens import Role
+from tests.browser import chromium_path
+from tests.integration.test_console_browser import (
+    ARTIFACTS,
+    DEPLOYMENT,
+    WAIT_S,
+    Site,
+    console_page,
+    create_deployment,
+    text_of,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None,
+        reason="Debian's chromium is not installed: apt-get install chromium; .ci/run installs it",
+    ),
+]
+
+STALLED_ERROR = "no frame for 14 s (stall_timeout_s 5); reconnecting"
+
+
+class StatusSite(Site):
+    """The console's API with a status source whose cameras the test sets."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(db)
+        self.cameras: dict[str, Any] = {}
+
+    async def status(self) -> dict[str, Any]:
+        return {"deployment": {"id": DEPLOYMENT}, "cameras": self.cameras}
+
+    async def start(self) -> None:
+        app = create_app(self.db, status=self.status, poll_interval_s=0.05, heartbeat_s=1.0)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.port = self.runner.addresses[0][1]
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[StatusSite]:
+    db = tmp_path / "alerts.db"
+    create_deployment(db)
+    served = StatusSite(db)
+    served.cameras = {
+        "cam_north": {"state": "running", "frames_processed": 120, "faces": 9},
+        "cam_gate": {"state": "stalled", "last_error": STALLED_ERROR, "frames_processed": 30},
+        "cam_yard": {"state": "reconnecting", "last_error": "cam_yard: cannot open rtsp://x"},
+        "cam_lost": {"unavailable": "GetTimeoutError: stats timed out", "role": "camera"},
+    }
+    await served.start()
+    try:
+        yield served
+    finally:
+        await served.stop()
+        served.alerts.close()
+
+
+async def test_the_strip_shows_every_camera_and_a_stalled_one_in_red(site: StatusSite) -> None:
+    token = site.token("PC 11 Sam Example", Role.ADJUDICATOR)
+    async with console_page(site, token) as browser:
+        await browser.wait_for(
+            "document.querySelectorAll('#camera-strip .cam').length === 4", WAIT_S
+        )
+        pills = await browser.evaluate(
+            "JSON.stringify([...document.querySelectorAll('#camera-strip .cam')].map((p) =>"
+            " [p.dataset.camera, p.dataset.state, p.textContent, p.title,"
+            " getComputedStyle(p).color]))"
+        )
+        shown = {camera: rest for camera, *rest in json.loads(pills)}
+        assert shown["cam_north"][:2] == ["running", "cam_north running"]
+        assert shown["cam_gate"][:3] == ["stalled", "cam_gate stalled", STALLED_ERROR]
+        assert shown["cam_yard"][:2] == ["reconnecting", "cam_yard reconnecting"]
+        assert shown["cam_lost"][:2] == ["unreachable", "cam_lost unreachable"]
+        red, green = "rgb(153, 27, 27)", "rgb(22, 101, 52)"
+        assert (shown["cam_gate"][3], shown["cam_lost"][3]) == (red, red)
+        assert shown["cam_north"][3] == green
+        assert shown["cam_yard"][3] not in (red, green)
+        assert not await browser.evaluate("document.getElementById('camera-strip').hidden")
+        assert await browser.evaluate(text_of("count-frames")) == "150"
+        await browser.screenshot(ARTIFACTS / "console-cameras.png")
+
+        site.cameras["cam_gate"] = {"state": "running", "last_error": None}  # it recovers
+        gate = "document.querySelector('#camera-strip .cam[data-camera=\"cam_gate\"]')"
+        await browser.wait_for(f"{gate}.dataset.state === 'running'", WAIT_S)
+        assert await browser.evaluate(f"{gate}.textContent") == "cam_gate running"
