@@ -345,12 +345,17 @@ class Deployment:
                 "index_shard",
                 (sid, index_cfg, str(self.paths.index_dir / sid)),
                 on_driver_node=True,
+                resources=dict(t.index.resources),
             )
             for sid in self._shard_ids()
         ]
         shard_names = [s.name for s in shards]
         router = ActorSpec(
-            t.index.id, "index_router", (t.index.id, shard_names, ns), on_driver_node=True
+            t.index.id,
+            "index_router",
+            (t.index.id, shard_names, ns),
+            on_driver_node=True,
+            resources=dict(t.index.resources),
         )
         fusion = {
             "actor_id": t.alerts.id,
@@ -366,6 +371,7 @@ class Deployment:
             "alerts",
             (t.deployment.id, str(self.paths.alerts_db), fusion),
             on_driver_node=True,
+            resources=dict(t.alerts.resources),
         )
         embedder_cfg = t.embedder.model_dump(mode="json")
         embedder_cfg["model_spec"] = self.spec.model_dump(mode="json")
@@ -387,6 +393,7 @@ class Deployment:
                 (eid, t.deployment.id, embedder_cfg, wiring, str(self.home)),
                 num_cpus=t.embedder.cpus_per_replica,
                 num_gpus=t.embedder.gpus_per_replica if gpu else 0.0,
+                resources=dict(t.embedder.resources),
             )
             for eid in self._embedder_ids()
         ]

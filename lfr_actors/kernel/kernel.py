@@ -13,6 +13,14 @@ Recovery promises, in plain words:
 - The supervisor loop never dies: a step that fails is logged and retried next round.
 - Actors find each other by name, so a restarted actor is found again by its callers.
 - Ray's own restarts are off (``max_restarts=0``): one owner decides, and counts.
+- Placement follows each actor's resources (CPUs, GPUs, custom resources such as
+  ``camera_node``). A plan that no node of the cluster can place is refused before anything
+  starts, naming the actor and the resource. Each actor's node is recorded once it is ready.
+- A lost node is reported, not hidden: an actor whose node Ray has declared dead shows
+  ``node lost: ...``, and its replacement, which waits for a node with the resources it
+  needs, shows ``pending: no node has resource ...`` until one joins. A pending replacement
+  does not hold up the supervision of the others, and is not killed and re-created while it
+  waits; it starts (and its ``start_method`` runs) when a node with the resource returns.
 """
 
 from __future__ import annotations
@@ -76,6 +84,11 @@ class _Supervised:
     last_health: dict[str, Any] = field(default_factory=dict)
     last_error: str | None = None
     stopped: bool = False
+    node_id: str | None = None
+    """The Ray node the actor runs on, once it has answered its first health check."""
+    pending: asyncio.Future[Any] | None = None
+    """The first health check of a restarted actor that has not answered yet."""
+    pending_since: float = 0.0
 
 
 def start_ray(
@@ -102,7 +115,10 @@ def start_ray(
         if address:
             ray.init(address=address, **options)
         else:
+            # "local": a Ray of its own, even when another cluster on this machine left its
+            # address in /tmp/ray (ray.init() with no address would join that one).
             ray.init(
+                address="local",
                 include_dashboard=False,
                 _system_config={"automatic_object_spilling_enabled": False},
                 **options,
@@ -146,6 +162,7 @@ class Kernel:
         unhealthy_after: int = 2,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        start_timeout_s: float = 300.0,
     ) -> None:
         self.namespace = namespace
         self.registry = registry
@@ -154,6 +171,7 @@ class Kernel:
         self.unhealthy_after = unhealthy_after
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.start_timeout_s = start_timeout_s
         self.actors: dict[str, _Supervised] = {}
         self.on_restart: list[Callable[[ActorSpec], Awaitable[None]]] = []
 
@@ -177,7 +195,21 @@ class Kernel:
         return ray.remote(cls).options(**options).remote(*spec.args, **spec.kwargs)
 
     async def start(self, specs: Sequence[ActorSpec], *, ready_timeout_s: float = 300.0) -> None:
-        """Create ``specs`` (in parallel) and wait until each answers its health check."""
+        """Create ``specs`` (in parallel) and wait until each answers its health check.
+
+        Refused at once, before any is created, when an actor needs resources that no node
+        of the cluster has (Ray would otherwise leave it pending for ever).
+        """
+        nodes = await asyncio.to_thread(ray.nodes)
+        driver_node = ray.get_runtime_context().get_node_id()
+        for spec in specs:
+            problem = placement_problem(spec, nodes, driver_node)
+            if problem is not None:
+                raise KernelError(
+                    f"actor {spec.name} cannot be placed: {problem}; start a node that has it "
+                    "(`ray start --address HEAD:PORT --resources '{\"NAME\": N}'`) or change "
+                    "the resources the topology gives it"
+                )
         created = []
         for spec in specs:
             if spec.name in self.actors:
@@ -196,7 +228,10 @@ class Kernel:
                 raise KernelError(
                     f"actor {entry.spec.name} failed to start: {_reason(exc)}"
                 ) from exc
-            log.info("actor_started", actor=entry.spec.name, role=entry.spec.role)
+            entry.node_id = await _node_of(entry.handle)
+            log.info(
+                "actor_started", actor=entry.spec.name, role=entry.spec.role, node=entry.node_id
+            )
 
     def respec(self, spec: ActorSpec) -> None:
         """Replace a running actor's spec: a restart from now on uses the new arguments."""
@@ -224,29 +259,71 @@ class Kernel:
         ]
 
     async def check_once(self) -> None:
-        """One supervision round: health of every actor, restarts where due."""
+        """One supervision round: health of every actor (in parallel), restarts where due.
+
+        An actor whose node Ray has declared dead is restarted at once (its replacement
+        waits, pending, for a node with the resources it needs); any other actor after
+        ``unhealthy_after`` failed checks in a row.
+        """
         now = time.monotonic()
-        for entry in list(self.actors.values()):
-            if entry.stopped:
-                continue
-            try:
-                entry.last_health = await asyncio.wait_for(
-                    entry.handle.health.remote(), self.health_timeout_s
-                )
-            except Exception as exc:
+        try:
+            nodes: list[dict[str, Any]] | None = await asyncio.to_thread(ray.nodes)
+        except Exception as exc:  # the GCS unreachable: health checks still tell
+            log.warning("cluster_nodes_unavailable", reason=_reason(exc))
+            nodes = None
+        entries = [e for e in self.actors.values() if not e.stopped]
+        for entry in entries:
+            if entry.pending is not None:
+                await self._follow_pending(entry, nodes, now)
+        checked = [e for e in entries if e.pending is None]
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(e.handle.health.remote(), self.health_timeout_s) for e in checked),
+            return_exceptions=True,
+        )
+        for entry, answer in zip(checked, answers, strict=True):
+            if isinstance(answer, BaseException):
                 entry.failures_in_a_row += 1
-                entry.last_error = _reason(exc)
+                lost = node_lost(entry.node_id, nodes)
+                entry.last_error = lost or _reason(answer)
+                if lost is not None:
+                    entry.failures_in_a_row = max(entry.failures_in_a_row, self.unhealthy_after)
                 if entry.failures_in_a_row >= self.unhealthy_after and now >= entry.next_restart_at:
-                    await self._restart(entry)
+                    if lost is not None and entry.failures_in_a_row == self.unhealthy_after:
+                        log.warning("actor_node_lost", actor=entry.spec.name, reason=lost)
+                    await self._restart(entry, lost)
                 continue
             # An actor that answers is alive, even if it reports a problem (a camera whose
             # stream is down retries by itself); only one that cannot answer is restarted.
+            entry.last_health = answer
             entry.failures_in_a_row = 0
             entry.last_error = None
             if now - entry.healthy_since > 60:
                 entry.backoff_s = 0.0
 
-    async def _restart(self, entry: _Supervised) -> None:
+    async def _follow_pending(
+        self, entry: _Supervised, nodes: list[dict[str, Any]] | None, now: float
+    ) -> None:
+        """Say why a restarted actor is not up yet; start it afresh if it seems stuck."""
+        problem = None if nodes is None else placement_problem(entry.spec, nodes, self._driver())
+        waited = now - entry.pending_since
+        if problem is not None:
+            entry.last_error = f"pending: {problem}"
+            return
+        entry.last_error = f"starting for {waited:.0f} s: placed or being placed by Ray"
+        if waited > self.start_timeout_s and entry.pending is not None:
+            entry.pending.cancel()
+            entry.pending = None
+            entry.last_error = f"restart failed: not ready after {waited:.0f} s"
+            log.warning("actor_restart_failed", actor=entry.spec.name, reason=entry.last_error)
+            await self._restart(entry)
+
+    def _driver(self) -> str | None:
+        with contextlib.suppress(Exception):
+            return str(ray.get_runtime_context().get_node_id())
+        return None
+
+    async def _restart(self, entry: _Supervised, cause: str | None = None) -> None:
+        """Kill the actor and create its replacement; it comes up in the background."""
         spec = entry.spec
         entry.backoff_s = min(self.max_backoff_s, max(self.initial_backoff_s, entry.backoff_s * 2))
         entry.next_restart_at = time.monotonic() + entry.backoff_s
@@ -254,17 +331,46 @@ class Kernel:
             ray.kill(entry.handle, no_restart=True)
         try:
             entry.handle = self._create(spec)
-            entry.last_health = await asyncio.wait_for(entry.handle.health.remote(), 300)
-            if spec.start_method:
-                await getattr(entry.handle, spec.start_method).remote()
         except Exception as exc:
-            entry.last_error = f"restart failed: {_reason(exc)}"
+            # Typically the name of an actor on a lost node, not yet released by Ray.
+            entry.last_error = f"{cause + '; ' if cause else ''}restart failed: {_reason(exc)}"
             log.warning("actor_restart_failed", actor=spec.name, reason=entry.last_error)
             return
+        entry.node_id = None
+        entry.pending_since = time.monotonic()
+        entry.pending = asyncio.ensure_future(self._bring_up(entry, entry.handle))
+
+    async def _bring_up(self, entry: _Supervised, handle: Any) -> None:
+        """Wait (as long as it takes) for a restarted actor to answer, then start it."""
+        spec = entry.spec
+        try:
+            health = await handle.health.remote()
+            if spec.start_method:
+                await getattr(handle, spec.start_method).remote()
+            node = await _node_of(handle)
+        except Exception as exc:
+            entry.last_error = f"restart failed: {_reason(exc)}"
+            entry.failures_in_a_row = max(entry.failures_in_a_row, self.unhealthy_after)
+            log.warning("actor_restart_failed", actor=spec.name, reason=entry.last_error)
+            return
+        finally:
+            if entry.handle is handle:
+                entry.pending = None
+        if entry.handle is not handle or entry.stopped:
+            return
+        entry.last_health = health
+        entry.node_id = node
         entry.restarts += 1
         entry.failures_in_a_row = 0
+        entry.last_error = None
         entry.healthy_since = time.monotonic()
-        log.warning("actor_restarted", actor=spec.name, restarts=entry.restarts)
+        log.warning(
+            "actor_restarted",
+            actor=spec.name,
+            restarts=entry.restarts,
+            node=node,
+            after_s=round(entry.healthy_since - entry.pending_since, 1),
+        )
         for hook in self.on_restart:
             try:
                 await hook(spec)
@@ -287,15 +393,19 @@ class Kernel:
         for name, entry in self.actors.items():
             if role is not None and entry.spec.role != role:
                 continue
-            try:
-                figures = await asyncio.wait_for(entry.handle.stats.remote(), timeout_s)
-            except Exception as exc:
-                figures = {"unavailable": _reason(exc)}
+            if entry.pending is not None:  # a replacement not up yet: asking it would wait
+                figures: dict[str, Any] = {"unavailable": entry.last_error or "starting"}
+            else:
+                try:
+                    figures = await asyncio.wait_for(entry.handle.stats.remote(), timeout_s)
+                except Exception as exc:
+                    figures = {"unavailable": entry.last_error or _reason(exc)}
             out[name] = {
                 **figures,
                 "role": entry.spec.role,
                 "restarts": entry.restarts,
                 "supervisor_error": entry.last_error,
+                "node_id": entry.node_id,
             }
         return out
 
@@ -310,11 +420,74 @@ class Kernel:
                 await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout_s)
 
     def kill_all(self) -> None:
-        """Kill every actor (after draining)."""
+        """Kill every actor (after draining), pending replacements included."""
         for entry in self.actors.values():
             entry.stopped = True
+            if entry.pending is not None:
+                entry.pending.cancel()
+                entry.pending = None
             with contextlib.suppress(Exception):
                 ray.kill(entry.handle, no_restart=True)
+
+
+def _needs(spec: ActorSpec) -> dict[str, float]:
+    needs = {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}
+    return {name: amount for name, amount in needs.items() if amount > 0}
+
+
+def placement_problem(
+    spec: ActorSpec, nodes: Sequence[dict[str, Any]], driver_node: str | None
+) -> str | None:
+    """Why no live node of the cluster (``ray.nodes()``) could ever hold ``spec``, or None.
+
+    Only the totals count: a node that has the resources but has them in use now will
+    place the actor once they are free.
+    """
+    alive = [n for n in nodes if n.get("Alive")]
+    where = "no node"
+    if spec.on_driver_node:
+        alive = [n for n in alive if n.get("NodeID") == driver_node]
+        where = "the driver's node"
+    needs = _needs(spec)
+
+    def fits(node: dict[str, Any], name: str) -> bool:
+        return float(node.get("Resources", {}).get(name, 0.0)) >= needs[name]
+
+    if any(all(fits(n, name) for name in needs) for n in alive):
+        return None
+    if not alive:
+        return f"{where} is alive" if where == "no node" else "the driver's node is not alive"
+    missing = [name for name in needs if not any(fits(n, name) for n in alive)]
+    if missing:
+        listed = ", ".join(f"{name} (needs {needs[name]:g})" for name in missing)
+        return f"{where} has resource {listed}"
+    listed = ", ".join(f"{name} {amount:g}" for name, amount in needs.items())
+    return f"{where} has all of {listed} together"
+
+
+def node_lost(node_id: str | None, nodes: Sequence[dict[str, Any]] | None) -> str | None:
+    """``node lost: ...`` when Ray lists ``node_id`` as dead (or no longer lists it)."""
+    if node_id is None or nodes is None:
+        return None
+    for node in nodes:
+        if node.get("NodeID") == node_id:
+            if node.get("Alive"):
+                return None
+            address = node.get("NodeManagerAddress") or "?"
+            return f"node lost: node {node_id[:12]} ({address}) is dead"
+    return f"node lost: node {node_id[:12]} has left the cluster"
+
+
+def _actor_node_id(_actor: Any) -> str:
+    return str(ray.get_runtime_context().get_node_id())
+
+
+async def _node_of(handle: Any) -> str | None:
+    """The node an actor runs on (asked of the actor itself), or None if it cannot say."""
+    try:
+        return str(await asyncio.wait_for(handle.__ray_call__.remote(_actor_node_id), 10))
+    except Exception:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

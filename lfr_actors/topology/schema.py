@@ -611,6 +611,12 @@ class EmbedderConfig(_Strict):
         le=256.0,
         description="the CPUs Ray reserves for each replica",
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each replica needs, to place the embedders on "
+        "chosen nodes of a cluster, e.g. {camera_node: 1}. Empty: any node with the CPUs "
+        "and GPUs above.",
+    )
     max_batch: Int = Field(
         default=8, ge=1, le=256, description="the most frames embedded in one batch"
     )
@@ -735,6 +741,12 @@ class IndexConfig(_Strict):
         le=4096,
         description="the HNSW candidate list size when searching (usearch expansion_search)",
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources the router and each shard need. They run on the "
+        "node of `lfr up` (their snapshots are files in its data folder), so this checks "
+        "that node has them, e.g. {store_node: 0.1}; a node without them is refused at start",
+    )
 
 
 class AlertsConfig(_Strict):
@@ -775,6 +787,12 @@ class AlertsConfig(_Strict):
         ge=1,
         le=10,
         description="the number of nearest watchlist entries considered for each face",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources the alert actor needs. It runs on the node of `lfr "
+        "up` (it writes the store in its data folder), so this checks that node has them, "
+        "e.g. {store_node: 0.1}; a node without them is refused at start",
     )
 
     def _violations(self) -> list[RuleViolation]:
