@@ -809,6 +809,7 @@ class Deployment:
             "embedders": by_role.get("embedder", {}),
             "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
             "alerts": {"store": counts, **by_role.get("alerts", {})},
+            "nodes": self.kernel.node_summary(),
         }
 
     def _store_counts(self) -> dict[str, Any]:

@@ -89,6 +89,8 @@ class _Supervised:
     pending: asyncio.Future[Any] | None = None
     """The first health check of a restarted actor that has not answered yet."""
     pending_since: float = 0.0
+    lost_node: str | None = None
+    """The node of the actor being replaced, until its replacement is up: to say why."""
 
 
 def start_ray(
@@ -174,6 +176,8 @@ class Kernel:
         self.start_timeout_s = start_timeout_s
         self.actors: dict[str, _Supervised] = {}
         self.on_restart: list[Callable[[ActorSpec], Awaitable[None]]] = []
+        self.nodes: list[dict[str, Any]] = []
+        """The cluster's nodes as Ray listed them at the last supervision round."""
 
     def _create(self, spec: ActorSpec) -> Any:
         cls = self.registry.get(spec.role)
@@ -271,6 +275,8 @@ class Kernel:
         except Exception as exc:  # the GCS unreachable: health checks still tell
             log.warning("cluster_nodes_unavailable", reason=_reason(exc))
             nodes = None
+        if nodes is not None:
+            self.nodes = nodes
         entries = [e for e in self.actors.values() if not e.stopped]
         for entry in entries:
             if entry.pending is not None:
@@ -283,7 +289,7 @@ class Kernel:
         for entry, answer in zip(checked, answers, strict=True):
             if isinstance(answer, BaseException):
                 entry.failures_in_a_row += 1
-                lost = node_lost(entry.node_id, nodes)
+                lost = node_lost(entry.node_id or entry.lost_node, nodes)
                 entry.last_error = lost or _reason(answer)
                 if lost is not None:
                     entry.failures_in_a_row = max(entry.failures_in_a_row, self.unhealthy_after)
@@ -306,16 +312,40 @@ class Kernel:
         """Say why a restarted actor is not up yet; start it afresh if it seems stuck."""
         problem = None if nodes is None else placement_problem(entry.spec, nodes, self._driver())
         waited = now - entry.pending_since
+        lost = node_lost(entry.lost_node, nodes)
+        cause = f"{lost}; its replacement is " if lost else ""
         if problem is not None:
-            entry.last_error = f"pending: {problem}"
+            entry.last_error = f"{cause}pending: {problem}"
             return
-        entry.last_error = f"starting for {waited:.0f} s: placed or being placed by Ray"
+        entry.last_error = f"{cause}starting for {waited:.0f} s: placed or being placed by Ray"
         if waited > self.start_timeout_s and entry.pending is not None:
             entry.pending.cancel()
             entry.pending = None
             entry.last_error = f"restart failed: not ready after {waited:.0f} s"
             log.warning("actor_restart_failed", actor=entry.spec.name, reason=entry.last_error)
             await self._restart(entry)
+
+    def node_summary(self) -> dict[str, dict[str, Any]]:
+        """Each node Ray knows of: alive or not, its address, its resources, its actors."""
+        placed: dict[str, list[str]] = {}
+        for name, entry in self.actors.items():
+            if entry.node_id is not None and not entry.stopped:
+                placed.setdefault(entry.node_id, []).append(name)
+        driver = self._driver()
+        return {
+            str(node.get("NodeID")): {
+                "alive": bool(node.get("Alive")),
+                "address": node.get("NodeManagerAddress"),
+                "driver": node.get("NodeID") == driver,
+                "resources": {
+                    name: amount
+                    for name, amount in (node.get("Resources") or {}).items()
+                    if not name.startswith(("node:", "memory", "object_store_memory"))
+                },
+                "actors": sorted(placed.get(str(node.get("NodeID")), [])),
+            }
+            for node in self.nodes
+        }
 
     def _driver(self) -> str | None:
         with contextlib.suppress(Exception):
@@ -336,6 +366,7 @@ class Kernel:
             entry.last_error = f"{cause + '; ' if cause else ''}restart failed: {_reason(exc)}"
             log.warning("actor_restart_failed", actor=spec.name, reason=entry.last_error)
             return
+        entry.lost_node = entry.node_id or entry.lost_node
         entry.node_id = None
         entry.pending_since = time.monotonic()
         entry.pending = asyncio.ensure_future(self._bring_up(entry, entry.handle))
@@ -360,6 +391,7 @@ class Kernel:
             return
         entry.last_health = health
         entry.node_id = node
+        entry.lost_node = None
         entry.restarts += 1
         entry.failures_in_a_row = 0
         entry.last_error = None
