@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,6 +90,8 @@ class _Supervised:
     pending: asyncio.Future[Any] | None = None
     """The first health check of a restarted actor that has not answered yet."""
     pending_since: float = 0.0
+    pid: int | None = None
+    """The actor's process on its node: for an operator's tools, like its node."""
     lost_node: str | None = None
     """The node of the actor being replaced, until its replacement is up: to say why."""
 
@@ -232,7 +235,7 @@ class Kernel:
                 raise KernelError(
                     f"actor {entry.spec.name} failed to start: {_reason(exc)}"
                 ) from exc
-            entry.node_id = await _node_of(entry.handle)
+            entry.node_id, entry.pid = await _placement(entry.handle)
             log.info(
                 "actor_started", actor=entry.spec.name, role=entry.spec.role, node=entry.node_id
             )
@@ -367,7 +370,7 @@ class Kernel:
             log.warning("actor_restart_failed", actor=spec.name, reason=entry.last_error)
             return
         entry.lost_node = entry.node_id or entry.lost_node
-        entry.node_id = None
+        entry.node_id = entry.pid = None
         entry.pending_since = time.monotonic()
         entry.pending = asyncio.ensure_future(self._bring_up(entry, entry.handle))
 
@@ -378,7 +381,7 @@ class Kernel:
             health = await handle.health.remote()
             if spec.start_method:
                 await getattr(handle, spec.start_method).remote()
-            node = await _node_of(handle)
+            node, pid = await _placement(handle)
         except Exception as exc:
             entry.last_error = f"restart failed: {_reason(exc)}"
             entry.failures_in_a_row = max(entry.failures_in_a_row, self.unhealthy_after)
@@ -390,7 +393,7 @@ class Kernel:
         if entry.handle is not handle or entry.stopped:
             return
         entry.last_health = health
-        entry.node_id = node
+        entry.node_id, entry.pid = node, pid
         entry.lost_node = None
         entry.restarts += 1
         entry.failures_in_a_row = 0
@@ -438,6 +441,7 @@ class Kernel:
                 "restarts": entry.restarts,
                 "supervisor_error": entry.last_error,
                 "node_id": entry.node_id,
+                "pid": entry.pid,
             }
         return out
 
@@ -510,16 +514,17 @@ def node_lost(node_id: str | None, nodes: Sequence[dict[str, Any]] | None) -> st
     return f"node lost: node {node_id[:12]} has left the cluster"
 
 
-def _actor_node_id(_actor: Any) -> str:
-    return str(ray.get_runtime_context().get_node_id())
+def _actor_placement(_actor: Any) -> tuple[str, int]:
+    return str(ray.get_runtime_context().get_node_id()), os.getpid()
 
 
-async def _node_of(handle: Any) -> str | None:
-    """The node an actor runs on (asked of the actor itself), or None if it cannot say."""
+async def _placement(handle: Any) -> tuple[str | None, int | None]:
+    """The node and process an actor runs in (asked of the actor itself), or Nones."""
     try:
-        return str(await asyncio.wait_for(handle.__ray_call__.remote(_actor_node_id), 10))
+        node, pid = await asyncio.wait_for(handle.__ray_call__.remote(_actor_placement), 10)
     except Exception:
-        return None
+        return None, None
+    return str(node), int(pid)
 
 
 def _reason(exc: BaseException) -> str:
