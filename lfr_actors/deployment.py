@@ -60,7 +60,13 @@ from lfr_actors.enrolment import (
 )
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
 from lfr_actors.fsutil import atomic_write
-from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
+from lfr_actors.kernel.kernel import (
+    ActorSpec,
+    Kernel,
+    check_reachable,
+    start_ray,
+    stop_ray,
+)
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import EnrolVectors, RemoveEntry
@@ -878,7 +884,7 @@ class Deployment:
                 await self.live.runner.cleanup()
             self.live.runner = None
         if self._started_ray and ray.is_initialized():
-            ray.shutdown()
+            stop_ray()
             self._started_ray = False
         with contextlib.suppress(Exception):
             revoke_local_tokens(self.paths.alerts_db)

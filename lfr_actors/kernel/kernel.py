@@ -39,6 +39,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from lfr_actors.errors import LfrError
+from lfr_actors.kernel import reaper
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
 
@@ -122,6 +123,7 @@ def start_ray(
         else:
             # "local": a Ray of its own, even when another cluster on this machine left its
             # address in /tmp/ray (ray.init() with no address would join that one).
+            before = reaper.children_of(os.getpid())
             ray.init(
                 address="local",
                 include_dashboard=False,
@@ -131,6 +133,24 @@ def start_ray(
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise KernelError(f"cannot start or reach Ray at {where}: {exc}") from exc
+    if not address:
+        # Ray's processes started by this driver: stopped by a watcher if the driver dies
+        # without ray.shutdown() (see reaper.py for what Ray would leave running, and why).
+        global _reaper  # noqa: PLW0603 - one local Ray per process, as ray.init allows
+        _reaper = reaper.start(reaper.children_of(os.getpid()) - before)
+
+
+_reaper: reaper.Reaper | None = None
+
+
+def stop_ray() -> None:
+    """Shut down Ray (a local one stops); its watcher stops whatever Ray left running."""
+    global _reaper  # noqa: PLW0603
+    if ray.is_initialized():
+        ray.shutdown()
+    if _reaper is not None:
+        _reaper.stop()
+        _reaper = None
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

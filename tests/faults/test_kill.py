@@ -17,6 +17,7 @@ Needs ../shared/data and the default models.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -123,3 +124,61 @@ def test_kill_9_of_each_actor_recovers(
         f"duplicates {stats_alerts.get('duplicates')}, "
         f"sightings received {stats_alerts.get('sightings_received')}"
     )
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid``, with its title."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                parents.setdefault(int(stat[1]), []).append(int(entry))
+    found, todo = {}, [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found[child] = process_title(child)
+            todo.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+def test_kill_9_of_the_driver_leaves_no_ray_process_behind(
+    model_cache: ModelCache, shared_data: Path, tmp_path: Path
+) -> None:
+    """Ray's agents used to outlive a killed driver by 60-90 s; now all go within seconds."""
+    topology = write_deployment(
+        tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop", pace="realtime", shards=1
+    )
+    up = RunningDeployment(topology)
+    try:
+        flowing(up)
+        left = descendants(up.proc.pid)
+        titles = set(left.values())
+        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= titles, titles
+        assert any(t.startswith("ray::CameraActor") for t in titles), titles
+        killed_at = time.monotonic()
+        up.proc.kill()
+        up.proc.wait()
+        while time.monotonic() - killed_at < 60:
+            left = {pid: title for pid, title in left.items() if running(pid)}
+            if not left:
+                break
+            time.sleep(0.25)
+        gone_s = time.monotonic() - killed_at
+    finally:
+        for pid in descendants(up.proc.pid):  # nothing, unless the test failed early
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        up.stop()
+    assert not left, f"still running {gone_s:.0f} s after the driver was killed: {left}"
+    assert gone_s < 20
+    with sqlite3.connect(f"file:{up.data_dir / 'alerts.sqlite3'}?mode=ro", uri=True) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    print(f"\nkill -9 of the driver: every Ray process it started gone after {gone_s:.1f} s")
