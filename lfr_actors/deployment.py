@@ -566,6 +566,7 @@ class Deployment:
                     loop.add_signal_handler(sig, self.request_stop)
             self._check_gpus()
             stages = self.plan(cluster_gpus=float(ray.cluster_resources().get("GPU", 0.0)))
+            await self.kernel.check_placement([spec for stage in stages.values() for spec in stage])
             await self.kernel.start(stages["index"])
             # The store is the source of truth: whatever a snapshot from an earlier run
             # holds is replaced by the entries active now.

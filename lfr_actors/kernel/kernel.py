@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -227,16 +228,7 @@ class Kernel:
         Refused at once, before any is created, when an actor needs resources that no node
         of the cluster has (Ray would otherwise leave it pending for ever).
         """
-        nodes = await asyncio.to_thread(ray.nodes)
-        driver_node = ray.get_runtime_context().get_node_id()
-        for spec in specs:
-            problem = placement_problem(spec, nodes, driver_node)
-            if problem is not None:
-                raise KernelError(
-                    f"actor {spec.name} cannot be placed: {problem}; start a node that has it "
-                    "(`ray start --address HEAD:PORT --resources '{\"NAME\": N}'`) or change "
-                    "the resources the topology gives it"
-                )
+        await self.check_placement(specs)
         created = []
         for spec in specs:
             if spec.name in self.actors:
@@ -258,6 +250,28 @@ class Kernel:
             entry.node_id, entry.pid = await _placement(entry.handle)
             log.info(
                 "actor_started", actor=entry.spec.name, role=entry.spec.role, node=entry.node_id
+            )
+
+    async def check_placement(self, specs: Sequence[ActorSpec]) -> None:
+        """Refuse, naming the actor and the resource, a plan no node of the cluster can hold."""
+        nodes = await asyncio.to_thread(ray.nodes)
+        driver_node = ray.get_runtime_context().get_node_id()
+        for spec in specs:
+            problem = placement_problem(spec, nodes, driver_node)
+            if problem is None:
+                continue
+            if spec.on_driver_node:
+                fix = "run `lfr up` on the node meant to hold the store, or change"
+            elif spec.resources:
+                fix = (
+                    "start a node that has it (`ray start --address HEAD:PORT --resources "
+                    f"'{json.dumps(spec.resources)}'`), or change"
+                )
+            else:
+                fix = "add a node with enough, or lower"
+            raise KernelError(
+                f"actor {spec.name} cannot be placed: {problem}; {fix} the resources the "
+                "topology gives it"
             )
 
     def respec(self, spec: ActorSpec) -> None:

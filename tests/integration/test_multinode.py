@@ -205,7 +205,6 @@ def test_two_nodes_placement_loss_and_recovery(
     model_cache: ModelCache, shared_data: Path, tmp_path: Path, ray_cluster: RayCluster
 ) -> None:
     ray_cluster.start_head({"store_node": 1})
-    ray_cluster.start_worker("worker", {"camera_node": 4})
     topology = write_deployment(
         tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop", pace="realtime", shards=1
     )
@@ -215,6 +214,20 @@ def test_two_nodes_placement_loss_and_recovery(
     data["alerts"]["resources"] = {"store_node": 0.1}
     data["index"]["resources"] = {"store_node": 0.1}
     topology.write_text(yaml.safe_dump(data, sort_keys=False))
+    # --- no node has camera_node yet: refused in one line, nothing left running ----------
+    refused = subprocess.run(
+        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
+         "--address", ray_cluster.address, "--home", str(lfr_test_home())],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env=ray_cluster.env,
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "cannot be placed: no node has resource camera_node (needs 1)" in last, last
+    assert "--resources '{\"camera_node\": 1.0}'" in last and "Traceback" not in refused.stderr
+    assert not (tmp_path / "data" / "lfr.run.json").exists()
+
+    ray_cluster.start_worker("worker", {"camera_node": 4})
     up = RunningDeployment(topology, "--address", ray_cluster.address, env=ray_cluster.env)
     try:
         # --- placed by resources; the clip runs to its alert -----------------------------
