@@ -292,11 +292,16 @@ class Kernel:
         raise KernelError(f"no actor {actor_id_or_name!r}")
 
     def of_role(self, role: str, *, include_stopped: bool = False) -> list[Any]:
-        """Handles of every actor of a role (stopped ones too if asked: to read figures)."""
+        """Handles of every actor of a role that is up (stopped ones too if asked).
+
+        Stopped ones are for reading figures. A replacement still pending is left out: a
+        call to it would wait until a node can hold it, and it starts with its spec's
+        arguments anyway.
+        """
         return [
             e.handle
             for e in self.actors.values()
-            if e.spec.role == role and (include_stopped or not e.stopped)
+            if e.spec.role == role and e.pending is None and (include_stopped or not e.stopped)
         ]
 
     async def check_once(self) -> None:
@@ -413,6 +418,8 @@ class Kernel:
         spec = entry.spec
         try:
             health = await handle.health.remote()
+            if entry.stopped:  # drained or stopped while it was pending: not started
+                return
             if spec.start_method:
                 await getattr(handle, spec.start_method).remote()
             node, pid = await _placement(handle)

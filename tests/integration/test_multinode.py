@@ -305,6 +305,17 @@ def test_two_nodes_placement_loss_and_recovery(
             f"{node_lost_s:.1f} s after the node was killed; frames flowing {recover_s:.1f} s "
             f"after a node with camera_node joined\n{human.stdout}"
         )
+
+        # --- lost again, and stopped while its replacements wait: the drain still ends ----
+        ray_cluster.kill("worker2")
+        up.wait_for(
+            "the second loss reported",
+            lambda s: all("unavailable" in a for a in pair(s)),
+            timeout_s=90,
+        )
+        stopping_at = time.monotonic()
+        output = up.stop(timeout_s=90)
+        print(f"drain with the worker node lost: {time.monotonic() - stopping_at:.1f} s")
     finally:
         output = up.stop()
     assert up.proc.returncode == 0, output[-4000:]
