@@ -40,6 +40,8 @@ from tests.integration.test_pipeline_ray import stored_alerts, write_deployment
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 
 RAY = str(Path(sys.executable).with_name("ray"))
+HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+"""The head's node health checks, as docs/topology.md suggests for a deployment."""
 
 
 def free_port() -> int:
@@ -88,7 +90,9 @@ class RayCluster:
             ["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
              "--include-dashboard=false", f"--dashboard-port={free_port()}",
              f"--ray-client-server-port={free_port()}", "--num-cpus=2",
-             f"--resources={json.dumps(resources)}"],
+             f"--resources={json.dumps(resources)}",
+             # a lost node declared dead after 3 missed 1-s checks, not Ray's 5 x 3 s
+             f"--system-config={json.dumps(HEALTH_CHECKS)}"],
         )  # fmt: skip
 
     def start_worker(self, name: str, resources: dict[str, float]) -> None:
