@@ -355,6 +355,8 @@ class Kernel:
         problem = None if nodes is None else placement_problem(entry.spec, nodes, self._driver())
         waited = now - entry.pending_since
         lost = node_lost(entry.lost_node, nodes)
+        if lost and "node lost" not in (entry.last_error or ""):
+            log.warning("actor_node_lost", actor=entry.spec.name, reason=lost)
         cause = f"{lost}; its replacement is " if lost else ""
         if problem is not None:
             entry.last_error = f"{cause}pending: {problem}"
@@ -424,7 +426,8 @@ class Kernel:
                 await getattr(handle, spec.start_method).remote()
             node, pid = await _placement(handle)
         except Exception as exc:
-            entry.last_error = f"restart failed: {_reason(exc)}"
+            lost = node_lost(entry.lost_node, self.nodes or None)
+            entry.last_error = f"{lost + '; ' if lost else ''}restart failed: {_reason(exc)}"
             entry.failures_in_a_row = max(entry.failures_in_a_row, self.unhealthy_after)
             log.warning("actor_restart_failed", actor=spec.name, reason=entry.last_error)
             return
