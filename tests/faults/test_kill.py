@@ -97,8 +97,10 @@ def test_kill_9_of_each_actor_recovers(
             )
             flowing(up)
             figures[actor_id] = time.monotonic() - killed_at
+            assert figures[actor_id] < 90, figures  # 5-10 s measured; a loaded machine is slow
             assert not Path(f"/proc/{pid}").exists() or not process_title(pid).startswith("ray::")
         final = up.wait_for("status", lambda s: True, 30)
+        assert up.api_failures == 0  # the API answered every request, through every kill
         stats_alerts = actor(final, "alerts", "alerts")
     finally:
         output = up.stop()

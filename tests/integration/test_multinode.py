@@ -137,6 +137,8 @@ class RunningDeployment:
         )  # fmt: skip
         self.api: str | None = None
         self.headers: dict[str, str] = {}
+        self.api_failures = 0
+        """Requests to a serving API that got no answer (after its first answer)."""
 
     def output(self) -> str:
         if not self.log.closed:
@@ -155,6 +157,7 @@ class RunningDeployment:
         try:
             response = requests.get(f"{self.api}/v1/status", headers=self.headers, timeout=30)
         except requests.RequestException:
+            self.api_failures += 1
             return None
         assert response.status_code == 200, response.text
         status: dict[str, Any] = response.json()
@@ -304,6 +307,8 @@ def test_two_nodes_placement_loss_and_recovery(
         assert cam["node_id"] == emb["node_id"] != worker
         assert cam["node_id"] in status["nodes"] and status["nodes"][cam["node_id"]]["alive"]
         assert status["alerts"]["alerts"]["restarts"] == 0
+        assert unavailable_s < 30 and node_lost_s < 60 and recover_s < 180
+        assert up.api_failures == 0
         print(
             f"\nmultinode: actors unavailable {unavailable_s:.1f} s and their node named as lost "
             f"{node_lost_s:.1f} s after the node was killed; frames flowing {recover_s:.1f} s "
