@@ -190,6 +190,10 @@ class RunningDeployment:
         return self.output()
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def frames(status: dict[str, Any], camera: str = "cam_stage") -> int:
     return int(status["cameras"].get(camera, {}).get("frames_processed") or 0)
 
@@ -251,6 +255,15 @@ def test_two_nodes_placement_loss_and_recovery(
         assert status["embedders"]["embedder"]["node_id"] == worker
         assert status["alerts"]["alerts"]["node_id"] == head
         assert {a["node_id"] for a in status["index"].values()} == {head}
+        # and, independently of what Ray reports, each actor's process was started by that
+        # node's raylet (Ray puts each worker in a process group of its own)
+        for actor, node in [
+            (status["cameras"]["cam_stage"], "worker"),
+            (status["embedders"]["embedder"], "worker"),
+            (status["alerts"]["alerts"], "head"),
+            *[(a, "head") for a in status["index"].values()],
+        ]:
+            assert os.getpgid(parent_of(actor["pid"])) == ray_cluster.groups[node], (actor, node)
         assert [a["entry_id"] for a in stored_alerts(up.data_dir)] == ["lin_manuel_miranda"]
 
         # --- the worker node is lost ----------------------------------------------------
