@@ -74,6 +74,7 @@ def test_kill_9_of_each_actor_recovers(
     )
     up = RunningDeployment(topology)
     figures: dict[str, float] = {}
+    sightings: list[str] = []  # the alert's sightings after each recovery: a figure
     try:
         up.wait_for(
             "the first alert",
@@ -98,6 +99,8 @@ def test_kill_9_of_each_actor_recovers(
             flowing(up)
             figures[actor_id] = time.monotonic() - killed_at
             assert figures[actor_id] < 90, figures  # 5-10 s measured; a loaded machine is slow
+            stored = stored_alerts(up.data_dir)
+            sightings.append(f"{actor_id} {sum(a['sightings'] for a in stored)}")
             assert not Path(f"/proc/{pid}").exists() or not process_title(pid).startswith("ray::")
         final = up.wait_for("status", lambda s: True, 30)
         assert up.api_failures == 0  # the API answered every request, through every kill
@@ -122,6 +125,7 @@ def test_kill_9_of_each_actor_recovers(
     print(
         "\nkill -9, seconds until the actor is back and frames flow again: "
         + ", ".join(f"{name} {s:.1f}" for name, s in figures.items())
+        + f"\nsightings stored after each recovery: {', '.join(sightings)}"
         + f"\nalerts per entry: {dict(per_entry)}; alert actor after its restart: "
         f"duplicates {stats_alerts.get('duplicates')}, "
         f"sightings received {stats_alerts.get('sightings_received')}"
