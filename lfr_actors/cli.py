@@ -311,17 +311,36 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{'restarts':>9}  error"
     )
     for cam_id, c in status["cameras"].items():
+        state = c.get("state") or ("unavailable" if "unavailable" in c else "?")
+        error = c.get("unavailable") or c.get("last_error") or ""
         print(
-            f"  {cam_id:<16}{c.get('state', '?'):<14}{c.get('fps') or 0:>6}"
+            f"  {cam_id:<16}{state:<14}{c.get('fps') or 0:>6}"
             f"{c.get('frames_processed', 0):>8}{c.get('frames_dropped', 0):>7}"
-            f"{c.get('faces', 0):>7}{c.get('restarts', 0):>9}  {c.get('last_error') or ''}"
+            f"{c.get('faces', 0):>7}{c.get('restarts', 0):>9}  {error}"
         )
     for emb_id, e in status["embedders"].items():
+        if "unavailable" in e:
+            print(f"  embedder {emb_id}: UNAVAILABLE {e['unavailable']}")
+            continue
         print(
             f"  embedder {emb_id}: {e.get('providers')} frames {e.get('frames')} "
             f"batches {e.get('batches')} mean batch {e.get('batch_size_mean')} "
             f"restarts {e.get('restarts')}"
         )
+    for group in ("index", "alerts"):
+        for actor_id, a in status[group].items():
+            if isinstance(a, dict) and "unavailable" in a:
+                print(f"  {group} {actor_id}: UNAVAILABLE {a['unavailable']}")
+    nodes = status.get("nodes") or {}
+    if len(nodes) > 1 or any(not n.get("alive") for n in nodes.values()):
+        for node_id, n in nodes.items():
+            state = "alive" if n.get("alive") else "DEAD"
+            extra = sorted(k for k in n.get("resources", {}) if k not in ("CPU", "GPU"))
+            print(
+                f"  node {node_id[:12]} {n.get('address')} {state}"
+                f"{' (driver)' if n.get('driver') else ''} resources {extra or '-'} "
+                f"actors {len(n.get('actors', []))}"
+            )
     store = status["alerts"]["store"]
     print(f"  alerts stored {store.get('alerts')}  sightings {store.get('sightings')}")
     return EXIT_OK

@@ -78,7 +78,13 @@ from lfr_actors.enrolment import (
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
 from lfr_actors.fsutil import atomic_write, private_dir, tighten_tree
 from lfr_actors.index.shard import SNAPSHOT_MANIFEST
-from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray
+from lfr_actors.kernel.kernel import (
+    ActorSpec,
+    Kernel,
+    check_reachable,
+    start_ray,
+    stop_ray,
+)
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import EnrolVectors, RemoveEntry
@@ -461,12 +467,17 @@ class Deployment:
                 "index_shard",
                 (sid, index_cfg, str(self.paths.index_dir / sid)),
                 on_driver_node=True,
+                resources=dict(t.index.resources),
             )
             for sid in self._shard_ids()
         ]
         shard_names = [s.name for s in shards]
         router = ActorSpec(
-            t.index.id, "index_router", (t.index.id, shard_names, ns), on_driver_node=True
+            t.index.id,
+            "index_router",
+            (t.index.id, shard_names, ns),
+            on_driver_node=True,
+            resources=dict(t.index.resources),
         )
         fusion = {
             "actor_id": t.alerts.id,
@@ -482,6 +493,7 @@ class Deployment:
             "alerts",
             (t.deployment.id, str(self.paths.alerts_db), fusion),
             on_driver_node=True,
+            resources=dict(t.alerts.resources),
         )
         embedder_cfg = t.embedder.model_dump(mode="json")
         embedder_cfg["model_spec"] = self.spec.model_dump(mode="json")
@@ -503,6 +515,7 @@ class Deployment:
                 (eid, t.deployment.id, embedder_cfg, wiring, str(self.home)),
                 num_cpus=t.embedder.cpus_per_replica,
                 num_gpus=t.embedder.gpus_per_replica if gpu else 0.0,
+                resources=dict(t.embedder.resources),
             )
             for eid in self._embedder_ids()
         ]
@@ -708,6 +721,7 @@ class Deployment:
             self._check_gpus()
             stages = self.plan(cluster_gpus=float(ray.cluster_resources().get("GPU", 0.0)))
             self.kernel.on_restart.append(self._rebuild_restarted_shard)
+            await self.kernel.check_placement([spec for stage in stages.values() for spec in stage])
             await self.kernel.start(stages["index"])
             # The store is the source of truth: whatever a snapshot from an earlier run
             # holds is replaced by the entries active now.
@@ -1053,6 +1067,7 @@ class Deployment:
             "embedders": by_role.get("embedder", {}),
             "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
             "alerts": {"store": counts, **by_role.get("alerts", {})},
+            "nodes": self.kernel.node_summary(),
         }
 
     def _store_counts(self) -> dict[str, Any]:
@@ -1141,7 +1156,7 @@ class Deployment:
                 await self.live.runner.cleanup()
             self.live.runner = None
         if self._started_ray and ray.is_initialized():
-            ray.shutdown()
+            stop_ray()
             self._started_ray = False
         with contextlib.suppress(Exception):
             revoke_local_tokens(self.paths.alerts_db)

@@ -21,6 +21,8 @@ The embedder's sub-settings use the field names of the model layer's configs, so
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -115,6 +117,47 @@ Day = Annotated[date, BeforeValidator(_date_text)]
 ActorId = Annotated[str, Field(pattern=ACTOR_ID_PATTERN)]
 UnitFloat = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0.0, le=1.0)]
 Speed = Annotated[float, BeforeValidator(_reject_bool), Field(ge=-10.0, le=10.0)]
+
+RAY_BUILT_IN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+RESOURCE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+Resources = dict[str, Float]
+"""Custom Ray resources an actor needs: names as the nodes declare them, amounts above 0."""
+
+
+def resource_violations(resources: Mapping[str, float]) -> list[RuleViolation]:
+    """What is wrong with a ``resources`` mapping, relative to it (``("resources", NAME)``)."""
+    found = []
+    for name, amount in resources.items():
+        path = ("resources", name)
+        if name in RAY_BUILT_IN_RESOURCES:
+            found.append(
+                RuleViolation(
+                    path,
+                    f"{name} is one of Ray's own resources, not a custom one",
+                    "Remove it; CPUs and GPUs are set by embedder.cpus_per_replica and "
+                    "gpus_per_replica.",
+                )
+            )
+        elif not re.match(RESOURCE_NAME_PATTERN, name):
+            found.append(
+                RuleViolation(
+                    path,
+                    f"resource name {name!r} must be 1 to 64 letters, digits, '_', '.' or '-', "
+                    "starting with a letter or '_'",
+                    "Use the name the nodes declare (`ray start --resources "
+                    "'{\"camera_node\": 4}'`).",
+                )
+            )
+        elif not 0.0 < amount <= 1_000_000.0:
+            found.append(
+                RuleViolation(
+                    path,
+                    f"resource {name} must be more than 0 and at most 1000000, not {amount:g}",
+                    f"Set {name} to the share of a node's {name} each actor takes, e.g. 1, or "
+                    "0.1 to fit ten such actors on a node that declares 1.",
+                )
+            )
+    return found
 
 
 class _Strict(BaseModel):
@@ -507,7 +550,7 @@ class Camera(_Strict):
         description="what a file or synthetic source does when it runs out of frames: stop, "
         "or loop from the start",
     )
-    resources: dict[str, float] = Field(
+    resources: Resources = Field(
         default_factory=dict,
         description="custom Ray resources the camera actor needs, to place it on camera-ingest "
         "nodes of a cluster, e.g. {camera_ingest: 0.1}. Empty: any node.",
@@ -545,7 +588,7 @@ class Camera(_Strict):
     )
 
     def _violations(self) -> list[RuleViolation]:
-        found = []
+        found = resource_violations(self.resources)
         if "at_end" in self.model_fields_set and isinstance(self.source, (UrlSource, DeviceSource)):
             found.append(
                 RuleViolation(
@@ -654,6 +697,12 @@ class EmbedderConfig(_Strict):
         le=256.0,
         description="the CPUs Ray reserves for each replica",
     )
+    resources: Resources = Field(
+        default_factory=dict,
+        description="custom Ray resources each replica needs, to place the embedders on "
+        "chosen nodes of a cluster, e.g. {camera_node: 1}. Empty: any node with the CPUs "
+        "and GPUs above.",
+    )
     max_batch: Int = Field(
         default=8, ge=1, le=256, description="the most frames embedded in one batch"
     )
@@ -697,7 +746,7 @@ class EmbedderConfig(_Strict):
     )
 
     def _violations(self) -> list[RuleViolation]:
-        found = []
+        found = resource_violations(self.resources)
         if self.model_file is not None and "model" in self.model_fields_set:
             found.append(
                 RuleViolation(
@@ -778,6 +827,15 @@ class IndexConfig(_Strict):
         le=4096,
         description="the HNSW candidate list size when searching (usearch expansion_search)",
     )
+    resources: Resources = Field(
+        default_factory=dict,
+        description="custom Ray resources the router and each shard need. They run on the "
+        "node of `lfr up` (their snapshots are files in its data folder), so this checks "
+        "that node has them, e.g. {store_node: 0.1}; a node without them is refused at start",
+    )
+
+    def _violations(self) -> list[RuleViolation]:
+        return resource_violations(self.resources)
 
 
 class AlertsConfig(_Strict):
@@ -819,19 +877,27 @@ class AlertsConfig(_Strict):
         le=10,
         description="the number of nearest watchlist entries considered for each face",
     )
+    resources: Resources = Field(
+        default_factory=dict,
+        description="custom Ray resources the alert actor needs. It runs on the node of `lfr "
+        "up` (it writes the store in its data folder), so this checks that node has them, "
+        "e.g. {store_node: 0.1}; a node without them is refused at start",
+    )
 
     def _violations(self) -> list[RuleViolation]:
+        found = resource_violations(self.resources)
         if self.max_threshold is not None and self.threshold > self.max_threshold:
             return [
+                *found,
                 RuleViolation(
                     ("threshold",),
                     f"threshold {self.threshold} is looser than max_threshold {self.max_threshold}",
                     f"Set alerts.threshold to {self.max_threshold:g} or lower; raising "
                     "max_threshold needs the governance approval that set it.",
                     (("max_threshold",),),
-                )
+                ),
             ]
-        return []
+        return found
 
 
 class WatchlistRef(_Strict):
