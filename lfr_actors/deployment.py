@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import os
 import signal
@@ -51,7 +52,7 @@ from lfr_actors.actors.camera import CameraActor
 from lfr_actors.actors.embedder import EmbedderActor, pipeline_config
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
 from lfr_actors.alerts.jsonl import JsonlSink
-from lfr_actors.api.app import create_app
+from lfr_actors.api.app import api_runner, create_app
 from lfr_actors.enrolment import (
     EnrolmentUnavailableError,
     combine,
@@ -425,8 +426,14 @@ class Deployment:
         api = self.topology.api
         store = AlertStore.open_readonly(self.paths.alerts_db, create=True)
         store.close()
-        app = create_app(self.paths.alerts_db, status=self.status, enroller=self._enrol)
-        runner = web.AppRunner(app, access_log=None)
+        # The API gathers the status once a second in the background and reads the store's
+        # counts itself; requests answer from that cache and never reach the actors.
+        app = create_app(
+            self.paths.alerts_db,
+            status=functools.partial(self.status, store_counts=False),
+            enroller=self._enrol,
+        )
+        runner = api_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, api.host, api.port)
         try:
@@ -778,14 +785,21 @@ class Deployment:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
 
-    async def status(self) -> dict[str, Any]:
-        """Cameras, embedders, index, alerts and restarts, for ``lfr status`` and the API."""
+    async def status(self, *, store_counts: bool = True) -> dict[str, Any]:
+        """Cameras, embedders, index, alerts and restarts: one gather from every actor.
+
+        The API calls this once a second from its status cache (with ``store_counts``
+        off: it reads the counts over its own connection), never per request; ``lfr
+        status`` reads that cache through ``/v1/status``.
+        """
         t = self.topology
         figures = await self.kernel.stats()
         by_role: dict[str, dict[str, Any]] = {}
         for name, stats in figures.items():
             by_role.setdefault(stats["role"], {})[name.split("/", 1)[1]] = stats
-        counts = self._store_counts()
+        alerts: dict[str, Any] = dict(by_role.get("alerts", {}))
+        if store_counts:
+            alerts = {"store": await asyncio.to_thread(self._store_counts), **alerts}
         return {
             "deployment": {
                 "id": t.deployment.id,
@@ -801,7 +815,7 @@ class Deployment:
             "cameras": by_role.get("camera", {}),
             "embedders": by_role.get("embedder", {}),
             "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
-            "alerts": {"store": counts, **by_role.get("alerts", {})},
+            "alerts": alerts,
         }
 
     def _store_counts(self) -> dict[str, Any]:

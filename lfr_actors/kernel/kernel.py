@@ -264,6 +264,9 @@ class Kernel:
         entry.restarts += 1
         entry.failures_in_a_row = 0
         entry.healthy_since = time.monotonic()
+        # The new actor answered its health check: what made the old one fail is history
+        # (the restart count and the log keep it), not a current error.
+        entry.last_error = None
         log.warning("actor_restarted", actor=spec.name, restarts=entry.restarts)
         for hook in self.on_restart:
             try:
@@ -282,22 +285,38 @@ class Kernel:
                 await asyncio.wait_for(stop.wait(), self.health_interval_s)
 
     async def stats(self, role: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
-        """``stats()`` of every actor (or one role), with restarts and last error."""
-        out: dict[str, Any] = {}
-        for name, entry in self.actors.items():
-            if role is not None and entry.spec.role != role:
-                continue
+        """``stats()`` of every actor (or one role), with restarts and last error.
+
+        The actors are asked in parallel, so one that hangs costs the whole call
+        ``timeout_s`` at most, not ``timeout_s`` per actor. One that does not answer shows
+        ``unavailable`` with the reason. ``supervisor_error`` is the supervisor's last
+        failed health check or restart, and is cleared once the actor answers again.
+        """
+        entries = [
+            (name, entry)
+            for name, entry in self.actors.items()
+            if role is None or entry.spec.role == role
+        ]
+
+        async def ask(entry: _Supervised) -> dict[str, Any]:
             try:
-                figures = await asyncio.wait_for(entry.handle.stats.remote(), timeout_s)
+                figures: dict[str, Any] = await asyncio.wait_for(
+                    entry.handle.stats.remote(), timeout_s
+                )
             except Exception as exc:
-                figures = {"unavailable": _reason(exc)}
-            out[name] = {
+                return {"unavailable": _reason(exc)}
+            return figures
+
+        answers = await asyncio.gather(*(ask(entry) for _, entry in entries))
+        return {
+            name: {
                 **figures,
                 "role": entry.spec.role,
                 "restarts": entry.restarts,
                 "supervisor_error": entry.last_error,
             }
-        return out
+            for (name, entry), figures in zip(entries, answers, strict=True)
+        }
 
     async def stop_role(self, role: str, method: str = "stop", timeout_s: float = 30.0) -> None:
         """Ask every actor of ``role`` to stop (draining), then stop supervising it."""
