@@ -7,7 +7,9 @@ they do not time anything.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api.app import STATUS_CACHE, create_app
 from lfr_actors.api.common import STORE_HEALTH, StoreHealth, store_write_failure
 from lfr_actors.api.status import StatusCache, not_ready
+from lfr_actors.cli import cmd_status, status_lines
+from lfr_actors.errors import LfrError
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
@@ -330,3 +334,38 @@ def test_store_health_clears_once_space_returns(tmp_path: Path) -> None:
     assert health.failing == "disk full"
     health.recheck()  # tmp_path's file system has far more than the margin free
     assert health.failing is None
+
+
+# -- lfr status: why, never a bare "?" -------------------------------------------------
+
+
+def test_lfr_status_shows_why_an_actor_is_unavailable() -> None:
+    status = ready_status(cam_north="running", cam_east="running")
+    status["cameras"]["cam_east"] = {
+        "unavailable": "GetTimeoutError: stats did not answer in 5 s",
+        "role": "camera",
+        "restarts": 1,
+        "supervisor_error": "RayActorError: the actor died",
+    }
+    status["embedders"]["embedder"] = {"unavailable": "RayActorError: died", "restarts": 0}
+    status["alerts"] = {"store": {"alerts": 3, "sightings": 9}, "alerts": {"restarts": 0}}
+    status.update(status_age_s=12.5, status_error="no answer within 8 s", status_stale=True)
+    status["store_error"] = "disk full"
+    text = "\n".join(status_lines(status))
+    east = next(line for line in text.splitlines() if "cam_east" in line)
+    assert "unavailable" in east and "?" not in east
+    assert "actor unavailable: GetTimeoutError: stats did not answer in 5 s" in east
+    assert "supervisor: RayActorError: the actor died" in east
+    assert "embedder embedder: restarts 0  actor unavailable: RayActorError: died" in text
+    assert "STATUS STALE: figures last gathered 12.5 s ago" in text
+    assert "STORE CANNOT BE WRITTEN: disk full" in text
+    assert "alerts stored 3  sightings 9" in text
+
+
+def test_lfr_status_says_the_api_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = argparse.Namespace(url=f"http://127.0.0.1:{port}", file=None, json=False)
+    with pytest.raises(LfrError, match=r"^API unreachable: the deployment's API at http"):
+        cmd_status(args)
