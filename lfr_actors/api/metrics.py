@@ -347,6 +347,13 @@ async def metrics_response(request: web.Request, cache: StatusCache) -> web.Resp
             (),
             round(cached.age_s, 3),
         )
+    extra.add(
+        "lfr_status_gathers_total",
+        "counter",
+        "Status gathers the background task has made (requests never add to it).",
+        (),
+        cache.gathers,
+    )
     writable = not any(
         reason.startswith("alert store: cannot be written") for reason in not_ready(cached)
     )
