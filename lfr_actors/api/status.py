@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import re
 import time
@@ -120,6 +121,7 @@ class StatusCache:
         self._error: str | None = None
         self._counts: dict[str, Any] | None = None
         self._store_readable = True
+        self._encoded: bytes | None = None
         self._first = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -167,6 +169,7 @@ class StatusCache:
             if self._error is not None:
                 _log.info("status_gathered_again")
             self._status, self._gathered_at, self._error = status, self.clock(), None
+            self._encoded = None
             return
         if self._error is None:
             # Once per outage, not once per second.
@@ -186,6 +189,14 @@ class StatusCache:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._first.wait(), wait_s)
         return self.snapshot()
+
+    def encoded(self) -> bytes | None:
+        """The last status as JSON, encoded once per gather (not once per request)."""
+        if self._status is None:
+            return None
+        if self._encoded is None:
+            self._encoded = json.dumps(self._status, separators=(",", ":")).encode()
+        return self._encoded
 
     def snapshot(self) -> CachedStatus:
         """The cache as it is now (no call to anything)."""
