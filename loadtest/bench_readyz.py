@@ -275,15 +275,19 @@ def run(args: argparse.Namespace, home: Path, samples: dict[str, Path]) -> dict[
             "frames_dropped": sum(p["frames_dropped"] for p in chosen),
             "requests": sum(p.get("flood", {}).get("requests", 0) for p in chosen),
         }
+
+    def ratio(kind: str, baseline: float) -> float | None:
+        return round(summary[kind]["frames_per_s"] / baseline, 3) if baseline else None
+
+    control = summary["healthz"]["frames_per_s"]
     return {
         "phases": phases,
         "summary": summary,
-        "ratio_readyz_flood": round(summary["readyz"]["frames_per_s"] / quiet, 3)
-        if quiet
-        else None,
-        "ratio_status_flood": round(summary["status"]["frames_per_s"] / quiet, 3)
-        if quiet
-        else None,
+        "ratio_readyz_flood": ratio("readyz", quiet),
+        "ratio_status_flood": ratio("status", quiet),
+        "ratio_healthz_flood": ratio("healthz", quiet),
+        "ratio_readyz_vs_healthz_flood": ratio("readyz", control),
+        "ratio_status_vs_healthz_flood": ratio("status", control),
     }
 
 
