@@ -227,7 +227,7 @@ def _store_unwritable(request: web.Request, cause: str) -> web.Response:
     response = problem_response(
         request,
         503,
-        f"The store cannot be written: {cause}; {fix}, then retry. Nothing was changed.",
+        f"The store cannot be written: {cause}; {fix}, then retry.",
         store_error=cause,
     )
     response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)

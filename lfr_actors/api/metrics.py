@@ -120,15 +120,16 @@ def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) 
 
     Reads ``deployment`` (threshold, watchlist size, state), ``cameras``, ``embedders``,
     ``index`` and ``alerts`` (``alerts.store`` holds the store's row counts); every other
-    key is ignored. ``status_up`` (when given) adds
-    ``lfr_status_up``: whether the status source answered this scrape.
+    key is ignored. ``status_up`` (when given) adds ``lfr_status_up``: whether the
+    status was gathered and is fresh.
     """
     reg = _Registry()
     if status_up is not None:
         reg.add(
             "lfr_status_up",
             "gauge",
-            "Whether the deployment's status source answered this scrape (1) or not (0).",
+            "Whether the deployment's status was gathered and is fresh (1), or the last "
+            "gather failed or it is stale (0).",
             (),
             1 if status_up else 0,
         )

@@ -180,7 +180,12 @@ class StatusCache:
         """Gather every ``interval_s`` until cancelled (a gather's time counts in the interval)."""
         while True:
             started = self.clock()
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                # refresh() catches what the source and the store raise; this is for a bug,
+                # and the loop goes on (a status that stops changing turns stale, not ready).
+                _log.exception("status_gather_crashed")
             await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))
 
     async def first(self, wait_s: float) -> CachedStatus:
