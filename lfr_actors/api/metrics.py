@@ -332,13 +332,19 @@ async def metrics_response(request: web.Request, cache: StatusCache) -> web.Resp
     store can be written (the API's own writes and the alert actor's).
     """
     cached = await cache.first(READY_STATUS_TIMEOUT_S)
-    status: dict[str, Any] = dict(cached.status or {}) if cached.has_source else {}
-    alerts = status.get("alerts")
-    merged = dict(alerts) if isinstance(alerts, Mapping) else {}
-    if cached.store_counts is not None:
-        merged["store"] = cached.store_counts
-    status["alerts"] = merged
-    body = render_metrics(status, status_up=cached.up if cached.has_source else None)
+    status_up = cached.up if cached.has_source else None
+
+    def render() -> str:
+        status: dict[str, Any] = dict(cached.status or {}) if cached.has_source else {}
+        alerts = status.get("alerts")
+        merged = dict(alerts) if isinstance(alerts, Mapping) else {}
+        if cached.store_counts is not None:
+            merged["store"] = cached.store_counts
+        status["alerts"] = merged
+        return render_metrics(status, status_up=status_up)
+
+    # The figures change once per gather: rendered once per gather, not once per scrape.
+    body = cache.derived("metrics", status_up, render)
     extra = _Registry()
     if cached.has_source and cached.age_s is not None:
         extra.add(

@@ -31,7 +31,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lfr_actors import logs
 from lfr_actors.api.common import StoreHealth
@@ -46,6 +46,8 @@ __all__ = [
     "StatusSource",
     "not_ready",
 ]
+
+_T = TypeVar("_T")
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 """An async callable that returns the deployment's status (from the kernel)."""
@@ -121,7 +123,8 @@ class StatusCache:
         self._error: str | None = None
         self._counts: dict[str, Any] | None = None
         self._store_readable = True
-        self._encoded: bytes | None = None
+        self._version = 0
+        self._derived: dict[str, tuple[tuple[int, object], Any]] = {}
         self._first = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -135,6 +138,7 @@ class StatusCache:
             await self._gather_store()
             if self.source is not None:
                 await self._gather_source()
+            self._version += 1
             self._first.set()
 
     async def _gather_store(self) -> None:
@@ -169,7 +173,6 @@ class StatusCache:
             if self._error is not None:
                 _log.info("status_gathered_again")
             self._status, self._gathered_at, self._error = status, self.clock(), None
-            self._encoded = None
             return
         if self._error is None:
             # Once per outage, not once per second.
@@ -197,11 +200,23 @@ class StatusCache:
 
     def encoded(self) -> bytes | None:
         """The last status as JSON, encoded once per gather (not once per request)."""
-        if self._status is None:
+        status = self._status
+        if status is None:
             return None
-        if self._encoded is None:
-            self._encoded = json.dumps(self._status, separators=(",", ":")).encode()
-        return self._encoded
+        return self.derived(
+            "status_json", None, lambda: json.dumps(status, separators=(",", ":")).encode()
+        )
+
+    def derived(self, name: str, key: object, build: Callable[[], _T]) -> _T:
+        """``build()``, computed once per gather and ``key`` (e.g. a rendered scrape)."""
+        stamp = (self._version, key)
+        found = self._derived.get(name)
+        if found is not None and found[0] == stamp:
+            value: _T = found[1]
+            return value
+        value = build()
+        self._derived[name] = (stamp, value)
+        return value
 
     def snapshot(self) -> CachedStatus:
         """The cache as it is now (no call to anything)."""

@@ -126,6 +126,8 @@ async def test_the_gatherer_refreshes_at_its_own_rate(
     app = create_app(db, status=source, status_interval_s=0.02)
     client = await aiohttp_client(app, headers=bearer(db, Role.VIEWER))
     assert (await client.get("/readyz")).status == 200
+    scrape = await (await client.get("/metrics")).text()
+    assert 'lfr_camera_up{camera="cam_north"} 1' in scrape.splitlines()
     # Every camera goes down; the next gathers see it without any request asking.
     source.status = ready_status(cam_north="stalled")
     calls = source.calls
@@ -139,6 +141,8 @@ async def test_the_gatherer_refreshes_at_its_own_rate(
     status = await (await client.get("/v1/status")).json()
     assert status["cameras"]["cam_north"]["state"] == "stalled"
     assert isinstance(status["status_age_s"], float) and status["status_error"] is None
+    scrape = await (await client.get("/metrics")).text()  # rendered again after a gather
+    assert 'lfr_camera_up{camera="cam_north"} 0' in scrape.splitlines()
 
 
 async def test_at_most_one_gather_is_in_flight(db: Path) -> None:
