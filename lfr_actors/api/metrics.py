@@ -385,7 +385,11 @@ async def readiness_response(request: web.Request, cache: StatusCache) -> web.Re
     route is public.
     """
     cached = await cache.first(READY_STATUS_TIMEOUT_S)
-    reasons = not_ready(cached)
+    if cached.stale:
+        reasons = not_ready(cached)  # names the status's age, which changes every second
+    else:
+        key = (cached.store_error, cached.store_readable, cached.error)
+        reasons = cache.derived("not_ready", key, lambda: not_ready(cached))
     if reasons:
         raise ProblemError(
             503,
