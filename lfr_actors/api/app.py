@@ -100,10 +100,14 @@ __all__ = [
     "setup_routes",
 ]
 
-REQUEST_HEADER_TIMEOUT_S = 15.0
-"""How long a connection may take to send a request's line and headers (and how long an
-idle keep-alive connection is kept) before the server closes it: a slowloris client that
-trickles a request never finishing it holds no connection longer than this."""
+REQUEST_HEADER_TIMEOUT_S = 75.0
+"""How long a connection may take to send a request's line and headers, and how long an
+idle keep-alive connection is kept, before the server closes it (aiohttp bounds both with
+one timer). A slowloris client that trickles a request and never finishes it holds a
+connection this long, not for ever (aiohttp's default is an hour). 75 s, like nginx's
+``keepalive_timeout``: longer than a reverse proxy's idle upstream connections (nginx
+keeps them 60 s), so the proxy never sends a request down a connection the API is
+closing."""
 
 MAX_ID = 2**63 - 1
 """The largest id SQLite stores: a cursor or event id beyond it names nothing."""
