@@ -288,6 +288,8 @@ class Deployment:
         self.kernel = Kernel(self.namespace, ROLES, health_interval_s=health_interval_s)
         self.live = _Live()
         self._started_ray = False
+        self._cameras_wanted = False
+        """Set by :meth:`run`: the cameras are to run (``serve`` runs none)."""
         self.spec = embedder_spec(topology)
 
     # --- the plan ----------------------------------------------------------------------
@@ -607,6 +609,7 @@ class Deployment:
 
     async def run(self) -> dict[str, Any]:
         """Start, run until stopped (or every file source ended), drain; return a summary."""
+        self._cameras_wanted = True
         await self.start()
         live = self.live
         live.tasks.append(asyncio.create_task(self.kernel.supervise(live.stop)))
@@ -797,6 +800,11 @@ class Deployment:
         by_role: dict[str, dict[str, Any]] = {}
         for name, stats in figures.items():
             by_role.setdefault(stats["role"], {})[name.split("/", 1)[1]] = stats
+        cameras = by_role.get("camera", {})
+        if self._cameras_wanted and not cameras and not self.live.closing:
+            # Models loading, Ray starting: the topology's cameras are not running yet, and
+            # the status (and so /readyz) says so rather than showing no camera at all.
+            cameras = {c.id: {"state": "starting", "role": "camera"} for c in t.cameras}
         alerts: dict[str, Any] = dict(by_role.get("alerts", {}))
         if store_counts:
             alerts = {"store": await asyncio.to_thread(self._store_counts), **alerts}
@@ -812,7 +820,7 @@ class Deployment:
             },
             "api": self.live.api_url,
             "uptime_s": round(time.time() - self.live.started_at, 1),
-            "cameras": by_role.get("camera", {}),
+            "cameras": cameras,
             "embedders": by_role.get("embedder", {}),
             "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
             "alerts": alerts,

@@ -23,6 +23,7 @@ from lfr_actors.api.app import STATUS_CACHE, create_app
 from lfr_actors.api.common import STORE_HEALTH, StoreHealth, store_write_failure
 from lfr_actors.api.status import StatusCache, not_ready
 from lfr_actors.cli import cmd_status, status_lines
+from lfr_actors.deployment import Deployment
 from lfr_actors.errors import LfrError
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
@@ -30,7 +31,9 @@ from lfr_actors.store.audit import SYSTEM
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import make_sighting
+from lfr_actors.topology.loader import load_topology
 from tests.api_helpers import problem
+from tests.integration.test_pipeline_ray import write_deployment
 from tests.unit.test_metrics_api import realistic_status
 
 HOUR = 3600.0
@@ -373,3 +376,22 @@ def test_lfr_status_says_the_api_is_unreachable(tmp_path: Path) -> None:
     args = argparse.Namespace(url=f"http://127.0.0.1:{port}", file=None, json=False)
     with pytest.raises(LfrError, match=r"^API unreachable: the deployment's API at http"):
         cmd_status(args)
+
+
+# -- a deployment that is still starting ------------------------------------------------
+
+
+async def test_a_starting_deployment_shows_its_cameras_starting(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    topology = load_topology(write_deployment(tmp_path, shared_data, ["obama"]))
+    deployment = Deployment(topology, None, home=tmp_path / "home")
+    status = await deployment.status(store_counts=False)  # `lfr serve`: no cameras to run
+    assert status["cameras"] == {}
+    deployment._cameras_wanted = True  # what run() sets before it starts anything
+    status = await deployment.status(store_counts=False)
+    assert status["cameras"] == {"cam_stage": {"state": "starting", "role": "camera"}}
+    with AlertStore.open_readonly(tmp_path / "alerts.db", create=True) as store:
+        cache = StatusCache(CountingSource(status), store)
+        await cache.refresh()
+        assert not_ready(cache.snapshot()) == ["cameras: none running (cam_stage starting)"]
