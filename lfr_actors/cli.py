@@ -290,60 +290,108 @@ def cmd_status(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:
         raise LfrError(_api_refusal(url, exc)) from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise LfrError(f"cannot reach the deployment's API at {url}: {exc}") from exc
+        reason = getattr(exc, "reason", None) or exc
+        where = f" (run file {info['run_file']})" if info.get("run_file") else ""
+        raise LfrError(
+            f"API unreachable: the deployment's API at {url}{where} does not answer "
+            f"({reason}); its `lfr up` may have stopped or crashed: check that process and "
+            "its log, and start it again with `lfr up FILE`"
+        ) from exc
     if args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK
+    for line in status_lines(status):
+        print(line)
+    return EXIT_OK
+
+
+def _why(figures: dict[str, Any]) -> str:
+    """Why an actor is not well: unreachable (with the reason), the supervisor's error."""
+    parts = []
+    if figures.get("unavailable"):
+        parts.append(f"actor unavailable: {figures['unavailable']}")
+    if figures.get("supervisor_error"):
+        parts.append(f"supervisor: {figures['supervisor_error']}")
+    if figures.get("store_error"):
+        parts.append(f"store: {figures['store_error']}")
+    if figures.get("last_error"):
+        parts.append(str(figures["last_error"]))
+    return "; ".join(parts)
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """``lfr status``'s table: every camera and embedder, and why any is not well.
+
+    An actor that does not answer shows ``unavailable`` and the reason, never a bare
+    ``?``; a stale status (the API could not gather it lately) says so and how old it is.
+    """
+    lines = []
     d = status["deployment"]
-    print(f"deployment {d['id']} at {d['location']}  window {d['start']} .. {d['end']}")
-    print(f"  api {status['api']}  up {status['uptime_s']} s  threshold {d['threshold']}")
+    lines.append(f"deployment {d['id']} at {d['location']}  window {d['start']} .. {d['end']}")
+    lines.append(f"  api {status['api']}  up {status['uptime_s']} s  threshold {d['threshold']}")
+    age = status.get("status_age_s")
+    if status.get("status_stale") or status.get("status_error"):
+        when = f"{age} s ago" if age is not None else "never"
+        why = status.get("status_error") or "no fresh answer"
+        lines.append(f"  STATUS STALE: figures last gathered {when}; the last try: {why}")
+    if status.get("store_error"):
+        lines.append(
+            f"  STORE CANNOT BE WRITTEN: {status['store_error']}; writes through the API "
+            "are refused until space returns"
+        )
     watchlist = d.get("watchlist_entries")
     state = d.get("state", "running")
     closed = "  CLOSED: cameras stopped, watchlist destroyed" if state == "closed" else ""
-    print(f"  state {state}  watchlist {watchlist} entries in the index{closed}")
+    lines.append(f"  state {state}  watchlist {watchlist} entries in the index{closed}")
     for damaged in d.get("damaged") or []:
-        print(
+        lines.append(
             f"  DAMAGED entry {damaged['entry_id']} (not indexed): {damaged['reason']}; "
             "see `lfr store check`"
         )
-    print(
+    lines.append(
         f"  {'camera':<16}{'state':<14}{'fps':>6}{'frames':>8}{'drops':>7}{'faces':>7}"
         f"{'restarts':>9}  error"
     )
     for cam_id, c in status["cameras"].items():
-        state = c.get("state") or ("unavailable" if "unavailable" in c else "?")
-        error = c.get("unavailable") or c.get("last_error") or ""
-        print(
-            f"  {cam_id:<16}{state:<14}{c.get('fps') or 0:>6}"
+        cam_state = "unavailable" if c.get("unavailable") else c.get("state") or "unknown"
+        lines.append(
+            f"  {cam_id:<16}{cam_state:<14}{c.get('fps') or 0:>6}"
             f"{c.get('frames_processed', 0):>8}{c.get('frames_dropped', 0):>7}"
-            f"{c.get('faces', 0):>7}{c.get('restarts', 0):>9}  {error}"
+            f"{c.get('faces', 0):>7}{c.get('restarts', 0):>9}  {_why(c)}"
         )
     for emb_id, e in status["embedders"].items():
-        if "unavailable" in e:
-            print(f"  embedder {emb_id}: UNAVAILABLE {e['unavailable']}")
+        if e.get("unavailable"):
+            lines.append(f"  embedder {emb_id}: restarts {e.get('restarts')}  {_why(e)}")
             continue
-        print(
+        why = _why(e)
+        lines.append(
             f"  embedder {emb_id}: {e.get('providers')} frames {e.get('frames')} "
             f"batches {e.get('batches')} mean batch {e.get('batch_size_mean')} "
-            f"restarts {e.get('restarts')}"
+            f"restarts {e.get('restarts')}" + (f"  {why}" if why else "")
         )
-    for group in ("index", "alerts"):
-        for actor_id, a in status[group].items():
-            if isinstance(a, dict) and "unavailable" in a:
-                print(f"  {group} {actor_id}: UNAVAILABLE {a['unavailable']}")
+    others = [("index", status.get("index") or {}), ("alerts", status.get("alerts") or {})]
+    for section, actors in others:
+        for actor_id, figures in actors.items():
+            if actor_id == "store" or not isinstance(figures, dict):
+                continue
+            why = _why(figures)
+            if why:
+                lines.append(f"  {section} {actor_id}: restarts {figures.get('restarts')}  {why}")
     nodes = status.get("nodes") or {}
     if len(nodes) > 1 or any(not n.get("alive") for n in nodes.values()):
         for node_id, n in nodes.items():
-            state = "alive" if n.get("alive") else "DEAD"
+            alive = "alive" if n.get("alive") else "DEAD"
             extra = sorted(k for k in n.get("resources", {}) if k not in ("CPU", "GPU"))
-            print(
-                f"  node {node_id[:12]} {n.get('address')} {state}"
+            lines.append(
+                f"  node {node_id[:12]} {n.get('address')} {alive}"
                 f"{' (driver)' if n.get('driver') else ''} resources {extra or '-'} "
                 f"actors {len(n.get('actors', []))}"
             )
-    store = status["alerts"]["store"]
-    print(f"  alerts stored {store.get('alerts')}  sightings {store.get('sightings')}")
-    return EXIT_OK
+    store = (status.get("alerts") or {}).get("store") or {}
+    lines.append(
+        f"  alerts stored {store.get('alerts', '?')}  sightings {store.get('sightings', '?')}"
+    )
+    return lines
 
 
 def _api_refusal(url: str, exc: Any) -> str:

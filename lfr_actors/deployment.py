@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import os
 import signal
@@ -67,7 +68,7 @@ from lfr_actors.actors.camera import CameraActor
 from lfr_actors.actors.embedder import EmbedderActor, pipeline_config
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
 from lfr_actors.alerts.jsonl import JsonlSink
-from lfr_actors.api.app import create_app
+from lfr_actors.api.app import api_runner, create_app
 from lfr_actors.enrolment import (
     MAX_ENROL_PIXELS,
     EnrolmentUnavailableError,
@@ -409,6 +410,8 @@ class Deployment:
         self.kernel = Kernel(self.namespace, ROLES, health_interval_s=health_interval_s)
         self.live = _Live()
         self._started_ray = False
+        self._cameras_wanted = False
+        """Set by :meth:`run`: the cameras are to run (``serve`` runs none)."""
         self.spec = embedder_spec(topology)
 
     # --- the plan ----------------------------------------------------------------------
@@ -554,8 +557,14 @@ class Deployment:
         api = self.topology.api
         store = AlertStore.open_readonly(self.paths.alerts_db, create=True)
         store.close()
-        app = create_app(self.paths.alerts_db, status=self.status, enroller=self._enrol)
-        runner = web.AppRunner(app, access_log=None)
+        # The API gathers the status once a second in the background and reads the store's
+        # counts itself; requests answer from that cache and never reach the actors.
+        app = create_app(
+            self.paths.alerts_db,
+            status=functools.partial(self.status, store_counts=False),
+            enroller=self._enrol,
+        )
+        runner = api_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, api.host, api.port)
         try:
@@ -774,6 +783,7 @@ class Deployment:
 
     async def run(self) -> dict[str, Any]:
         """Start, run until stopped (or every file source ended), drain; return a summary."""
+        self._cameras_wanted = True
         await self.start()
         live = self.live
         live.tasks.append(asyncio.create_task(self.kernel.supervise(live.stop)))
@@ -1035,8 +1045,13 @@ class Deployment:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
 
-    async def status(self) -> dict[str, Any]:
-        """Cameras, embedders, index, alerts and restarts, for ``lfr status`` and the API."""
+    async def status(self, *, store_counts: bool = True) -> dict[str, Any]:
+        """Cameras, embedders, index, alerts and restarts: one gather from every actor.
+
+        The API calls this once a second from its status cache (with ``store_counts``
+        off: it reads the counts over its own connection), never per request; ``lfr
+        status`` reads that cache through ``/v1/status``.
+        """
         t = self.topology
         figures = await self.kernel.stats()
         by_role: dict[str, dict[str, Any]] = {}
@@ -1045,7 +1060,14 @@ class Deployment:
                 self.live.camera_totals.observe(name, stats) if stats["role"] == "camera" else stats
             )
             by_role.setdefault(stats["role"], {})[name.split("/", 1)[1]] = shown
-        counts = self._store_counts()
+        cameras = by_role.get("camera", {})
+        if self._cameras_wanted and not cameras and not self.live.closing:
+            # Models loading, Ray starting: the topology's cameras are not running yet, and
+            # the status (and so /readyz) says so rather than showing no camera at all.
+            cameras = {c.id: {"state": "starting", "role": "camera"} for c in t.cameras}
+        alerts: dict[str, Any] = dict(by_role.get("alerts", {}))
+        if store_counts:
+            alerts = {"store": await asyncio.to_thread(self._store_counts), **alerts}
         return {
             "deployment": {
                 "id": t.deployment.id,
@@ -1063,10 +1085,10 @@ class Deployment:
             },
             "api": self.live.api_url,
             "uptime_s": round(time.time() - self.live.started_at, 1),
-            "cameras": by_role.get("camera", {}),
+            "cameras": cameras,
             "embedders": by_role.get("embedder", {}),
             "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
-            "alerts": {"store": counts, **by_role.get("alerts", {})},
+            "alerts": alerts,
             "nodes": self.kernel.node_summary(),
         }
 

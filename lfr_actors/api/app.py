@@ -24,7 +24,7 @@ import itertools
 import json
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,8 +49,10 @@ from lfr_actors.api.common import (
     AUDIT,
     PROBLEM_CONTENT_TYPE,
     STORE,
+    STORE_HEALTH,
     TOKENS,
     ProblemError,
+    StoreHealth,
     problem_middleware,
     problem_response,
 )
@@ -65,9 +67,10 @@ from lfr_actors.api.deployments import (
     get_report_page,
     list_deployments,
 )
-from lfr_actors.api.metrics import metrics_response, readiness_response
+from lfr_actors.api.metrics import READY_STATUS_TIMEOUT_S, metrics_response, readiness_response
 from lfr_actors.api.openapi import PageLimits, build_document
 from lfr_actors.api.retention import HOLDS, release_hold, render_hold, set_hold
+from lfr_actors.api.status import DEFAULT_INTERVAL_S, StatusCache, StatusSource
 from lfr_actors.api.watchlist import (
     ENROL_SLOTS,
     ENROLLER,
@@ -92,14 +95,21 @@ __all__ = [
     "PROBLEM_CONTENT_TYPE",
     "STORE",
     "ProblemError",
+    "api_runner",
     "create_app",
     "problem_middleware",
     "problem_response",
     "setup_routes",
 ]
 
-StatusSource = Callable[[], Awaitable[dict[str, Any]]]
-"""An async callable that returns the deployment's status (from the kernel)."""
+REQUEST_HEADER_TIMEOUT_S = 75.0
+"""How long a connection may take to send a request's line and headers, and how long an
+idle keep-alive connection is kept, before the server closes it (aiohttp bounds both with
+one timer). A slowloris client that trickles a request and never finishes it holds a
+connection this long, not for ever (aiohttp's default is an hour). 75 s, like nginx's
+``keepalive_timeout``: longer than a reverse proxy's idle upstream connections (nginx
+keeps them 60 s), so the proxy never sends a request down a connection the API is
+closing."""
 
 MAX_ID = 2**63 - 1
 """The largest id SQLite stores: a cursor or event id beyond it names nothing."""
@@ -122,6 +132,7 @@ class ApiSettings:
     poll_interval_s: float = 0.2
     heartbeat_s: float = 15.0
     sweep_interval_s: float = 5.0
+    status_interval_s: float = DEFAULT_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,7 @@ class EventHub:
 SETTINGS = web.AppKey("settings", ApiSettings)
 HUB = web.AppKey("hub", EventHub)
 STATUS: web.AppKey[StatusSource | None] = web.AppKey("status")
+STATUS_CACHE = web.AppKey("status_cache", StatusCache)
 
 
 def create_app(
@@ -244,10 +256,14 @@ def create_app(
     auth: bool = True,
     enroller: Enroller | None = None,
     sweep_interval_s: float = 5.0,
+    status_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> web.Application:
     """Build the alert API over the store at ``store_path``.
 
-    ``status`` supplies ``GET /v1/status`` (503 without it). ``poll_interval_s`` is how
+    ``status`` supplies ``GET /v1/status`` (503 without it); it is called by one
+    background task every ``status_interval_s`` (:class:`lfr_actors.api.status.StatusCache`),
+    never by a request: ``/v1/status``, ``/readyz`` and ``/metrics`` answer from that cache,
+    so a flood of them costs the actors nothing. ``poll_interval_s`` is how
     often live streams look for new events; ``heartbeat_s`` how often an idle stream sends
     a comment line to keep proxies from closing it. Requests with a body larger than
     ``client_max_size`` bytes are answered 413.
@@ -263,8 +279,11 @@ def create_app(
     app = web.Application(
         middlewares=[problem_middleware, auth_middleware], client_max_size=client_max_size
     )
-    app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s, sweep_interval_s)
+    app[SETTINGS] = ApiSettings(
+        Path(store_path), poll_interval_s, heartbeat_s, sweep_interval_s, status_interval_s
+    )
     app[STATUS] = status
+    app[STORE_HEALTH] = StoreHealth(Path(store_path).parent)
     app[ENROLLER] = enroller
     app[ENROL_SLOTS] = asyncio.Semaphore(MAX_CONCURRENT_ENROLMENTS)
     app[AUTH_ENABLED] = auth
@@ -273,12 +292,28 @@ def create_app(
     app.cleanup_ctx.append(_governance_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_status_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.on_startup.append(check_routes_on_startup)
     app.on_shutdown.append(_close_streams)
     setup_routes(app)
     check_role_matrix(app.router.routes())
     return app
+
+
+def api_runner(
+    app: web.Application, *, header_timeout_s: float = REQUEST_HEADER_TIMEOUT_S
+) -> web.AppRunner:
+    """An :class:`aiohttp.web.AppRunner` for the API, with a request-header timeout.
+
+    aiohttp's ``keepalive_timeout`` is armed when a connection opens and again after each
+    response, and closes the connection if no complete request has arrived when it fires;
+    bytes trickling in do not re-arm it. So it bounds how long a client may take to send a
+    request's line and headers (a slowloris holds a connection at most
+    ``header_timeout_s``), as well as how long an idle keep-alive connection is kept.
+    Once a request's headers are in, its handler runs as long as it needs (a live stream).
+    """
+    return web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout_s)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -355,6 +390,21 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         await poller
 
 
+async def _status_ctx(app: web.Application) -> AsyncIterator[None]:
+    cache = StatusCache(
+        app[STATUS],
+        app[STORE],
+        interval_s=app[SETTINGS].status_interval_s,
+        store_health=app[STORE_HEALTH],
+    )
+    app[STATUS_CACHE] = cache
+    task = asyncio.create_task(cache.run(), name="status-gatherer")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_sweep(app), name="deployment-window-sweeper")
     yield
@@ -391,13 +441,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store answers and every camera and embedder is reachable (else 503)."""
-    return await readiness_response(request, request.app[STATUS])
+    """Readiness from the cached status (503 naming what is not ready).
+
+    Ready: the store readable and writable, the status fresh, every camera and embedder
+    reachable and at least one camera running.
+    """
+    return await readiness_response(request, request.app[STATUS_CACHE])
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of the deployment's status and the store's counts."""
-    return await metrics_response(request, request.app[STATUS])
+    """Prometheus text exposition of the cached status and the store's counts."""
+    return await metrics_response(request, request.app[STATUS_CACHE])
 
 
 async def favicon(request: web.Request) -> web.Response:
@@ -420,16 +474,35 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def deployment_status(request: web.Request) -> web.Response:
-    """The deployment's status from the attached source; 503 when none is attached."""
-    source = request.app[STATUS]
-    if source is None:
+    """The deployment's cached status, with its age; 503 when none is attached or gathered.
+
+    ``status_age_s`` is how old the figures are, ``status_error`` why the last gather
+    failed (the figures are then the last good ones), and ``store_error`` why the API
+    cannot write the store (null while it can).
+    """
+    if request.app[STATUS] is None:
         raise ProblemError(503, "No status source is attached to this API.")
-    try:
-        status = await source()
-    except Exception as exc:
-        _log.exception("status_failed")
-        raise ProblemError(503, "The deployment status could not be read.") from exc
-    return web.json_response(status)
+    cached = await request.app[STATUS_CACHE].first(READY_STATUS_TIMEOUT_S)
+    if cached.status is None:
+        reason = cached.error or "not gathered yet"
+        raise ProblemError(
+            503,
+            f"The deployment status could not be read ({reason}); retry in a few seconds.",
+            status_error=reason,
+        )
+    freshness = {
+        "status_age_s": None if cached.age_s is None else round(cached.age_s, 1),
+        "status_error": cached.error,
+        "status_stale": cached.stale,
+        "store_error": request.app[STORE_HEALTH].failing,
+    }
+    # The figures are encoded once per gather; only these few fields per request.
+    encoded = request.app[STATUS_CACHE].encoded() or b"{}"
+    tail = json.dumps(freshness, separators=(",", ":")).encode()
+    body = encoded[:-1] + (b"," if encoded != b"{}" else b"") + tail[1:]
+    return web.Response(
+        body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 async def list_alerts(request: web.Request) -> web.Response:

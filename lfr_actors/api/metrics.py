@@ -10,26 +10,26 @@ anything about a face, because metric labels must hold no biometric or watchlist
 Values that are missing, ``None`` or not numbers are left out rather than guessed.
 
 :func:`metrics_response` (``GET /metrics``) and :func:`readiness_response` (``GET /readyz``)
-answer the routes that :mod:`lfr_actors.api.app` registers.
+answer the routes that :mod:`lfr_actors.api.app` registers, from the status that
+:class:`lfr_actors.api.status.StatusCache` gathers in the background: neither calls an
+actor or reads the store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from lfr_actors import logs
-from lfr_actors.api.common import STORE, ProblemError
+from lfr_actors.api.common import ProblemError
+from lfr_actors.api.status import StatusCache, not_ready
 
 __all__ = [
     "CAMERA_STATES",
     "CONTENT_TYPE",
-    "METRICS_STATUS_TIMEOUT_S",
     "READY_STATUS_TIMEOUT_S",
     "metrics_response",
     "readiness_response",
@@ -40,12 +40,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format, version 0.0.4."""
 
 READY_STATUS_TIMEOUT_S = 2.0
-"""How long ``/readyz`` waits for the status source before answering 503."""
-
-METRICS_STATUS_TIMEOUT_S = 5.0
-"""How long ``/metrics`` waits for the status source (then serves the store's counts)."""
-
-_log = logs.get_logger(__name__)
+"""How long a health request waits for the first gather of a just-started API (later ones
+never wait: they read the cache)."""
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -146,15 +142,16 @@ def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) 
 
     Reads ``deployment`` (threshold, watchlist size, state), ``cameras``, ``embedders``,
     ``index`` and ``alerts`` (``alerts.store`` holds the store's row counts); every other
-    key is ignored. ``status_up`` (when given) adds
-    ``lfr_status_up``: whether the status source answered this scrape.
+    key is ignored. ``status_up`` (when given) adds ``lfr_status_up``: whether the
+    status was gathered and is fresh.
     """
     reg = _Registry()
     if status_up is not None:
         reg.add(
             "lfr_status_up",
             "gauge",
-            "Whether the deployment's status source answered this scrape (1) or not (0).",
+            "Whether the deployment's status was gathered and is fresh (1), or the last "
+            "gather failed or it is stale (0).",
             (),
             1 if status_up else 0,
         )
@@ -364,64 +361,78 @@ def _labels(labels: Iterable[tuple[str, str]]) -> str:
 # -- handlers ------------------------------------------------------------------------
 
 
-StatusSource = Callable[[], Awaitable[dict[str, Any]]]
+async def metrics_response(request: web.Request, cache: StatusCache) -> web.Response:
+    """Prometheus metrics from the cached status (the store's counts alone without a source).
 
+    Reads memory only: the cache's background task gathered the figures.
+    ``lfr_status_up`` (with a source) says whether the last gather answered and is fresh,
+    ``lfr_status_age_seconds`` how old the figures are, ``lfr_store_writable`` whether the
+    store can be written (the API's own writes and the alert actor's).
+    """
+    cached = await cache.first(READY_STATUS_TIMEOUT_S)
+    status_up = cached.up if cached.has_source else None
 
-async def metrics_response(request: web.Request, source: StatusSource | None) -> web.Response:
-    """Prometheus metrics from ``source``, or the store's counts alone without one."""
-    status: dict[str, Any] = {}
-    status_up: bool | None = None
-    if source is not None:
-        try:
-            status = dict(await asyncio.wait_for(source(), METRICS_STATUS_TIMEOUT_S))
-            status_up = True
-        except Exception:
-            _log.exception("metrics_status_failed")
-            status, status_up = {}, False
-    counts = await asyncio.to_thread(request.app[STORE].counts)
-    alerts = status.get("alerts")
-    status["alerts"] = {**(alerts if isinstance(alerts, Mapping) else {}), "store": counts}
-    body = render_metrics(status, status_up=status_up)
-    response = web.Response(text=body, headers={"Cache-Control": "no-store"})
+    def render() -> str:
+        status: dict[str, Any] = dict(cached.status or {}) if cached.has_source else {}
+        alerts = status.get("alerts")
+        merged = dict(alerts) if isinstance(alerts, Mapping) else {}
+        if cached.store_counts is not None:
+            merged["store"] = cached.store_counts
+        status["alerts"] = merged
+        return render_metrics(status, status_up=status_up)
+
+    # The figures change once per gather: rendered once per gather, not once per scrape.
+    body = cache.derived("metrics", status_up, render)
+    extra = _Registry()
+    if cached.has_source and cached.age_s is not None:
+        extra.add(
+            "lfr_status_age_seconds",
+            "gauge",
+            "Seconds since the deployment's status was last gathered.",
+            (),
+            round(cached.age_s, 3),
+        )
+    extra.add(
+        "lfr_status_gathers_total",
+        "counter",
+        "Status gathers the background task has made (requests never add to it).",
+        (),
+        cache.gathers,
+    )
+    writable = not any(
+        reason.startswith("alert store: cannot be written") for reason in not_ready(cached)
+    )
+    extra.add(
+        "lfr_store_writable",
+        "gauge",
+        "Whether the alert store can be written (1) or a write failed for space or I/O (0).",
+        (),
+        1 if writable else 0,
+    )
+    response = web.Response(text=body + extra.render(), headers={"Cache-Control": "no-store"})
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
 
 
-async def readiness_response(request: web.Request, source: StatusSource | None) -> web.Response:
-    """Readiness: the store answers and (with a status source) every actor is reachable.
+async def readiness_response(request: web.Request, cache: StatusCache) -> web.Response:
+    """Readiness from the cached status; see :func:`lfr_actors.api.status.not_ready`.
 
-    The 503 names what is not ready (components and camera/embedder ids) but not the
-    errors' text, which is logged: this route is public.
+    Reads memory only (before the first gather it waits for that one, at most
+    :data:`READY_STATUS_TIMEOUT_S`). The 503 names what is not ready (components and
+    camera/embedder ids) but not the errors' text, which is logged by the gatherer: this
+    route is public.
     """
-    not_ready: list[str] = []
-    try:
-        await asyncio.to_thread(request.app[STORE].last_event_id)
-    except Exception:
-        _log.exception("readyz_store_failed")
-        not_ready.append("alert store: cannot be read")
-    if source is not None:
-        try:
-            status = await asyncio.wait_for(source(), READY_STATUS_TIMEOUT_S)
-        except TimeoutError:
-            _log.warning("readyz_status_timeout", timeout_s=READY_STATUS_TIMEOUT_S)
-            not_ready.append(f"deployment status: no answer within {READY_STATUS_TIMEOUT_S:g} s")
-        except Exception:
-            _log.exception("readyz_status_failed")
-            not_ready.append("deployment status: could not be read")
-        else:
-            not_ready.extend(_unreachable(status))
-    if not_ready:
-        raise ProblemError(503, "Not ready: " + "; ".join(not_ready) + ".", not_ready=not_ready)
+    cached = await cache.first(READY_STATUS_TIMEOUT_S)
+    if cached.stale:
+        reasons = not_ready(cached)  # names the status's age, which changes every second
+    else:
+        key = (cached.store_error, cached.store_readable, cached.error)
+        reasons = cache.derived("not_ready", key, lambda: not_ready(cached))
+    if reasons:
+        raise ProblemError(
+            503,
+            "Not ready: " + "; ".join(reasons) + ".",
+            not_ready=reasons,
+            headers={"Cache-Control": "no-store"},
+        )
     return web.json_response({"status": "ready"}, headers={"Cache-Control": "no-store"})
-
-
-def _unreachable(status: Mapping[str, Any]) -> list[str]:
-    out = []
-    for section, kind in (("cameras", "camera"), ("embedders", "embedder")):
-        entries = status.get(section)
-        if not isinstance(entries, Mapping):
-            continue
-        for actor_id, figures in entries.items():
-            if not isinstance(figures, Mapping) or "unavailable" in figures:
-                out.append(f"{kind} {actor_id}: unreachable")
-    return out

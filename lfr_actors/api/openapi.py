@@ -476,7 +476,9 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
             "responses": {"200": _json(_ref("Status"), "Alive.")},
         },
         "readyz": lambda: {
-            "summary": "Readiness: the store answers and every camera and embedder is reachable.",
+            "summary": "Readiness, from the status gathered once a second: the store can be "
+            "read and written, the status is fresh, every camera and embedder is reachable "
+            "and at least one camera is running.",
             "responses": {
                 "200": _json(_ref("Status"), "Ready."),
                 "503": _problem("Not ready; not_ready names what is not."),
@@ -492,9 +494,13 @@ def _operations(alert_page: PageLimits) -> dict[str, Callable[[], Json]]:
             },
         },
         "status": lambda: {
-            "summary": "The deployment's status.",
+            "summary": "The deployment's status, as last gathered (status_age_s says when).",
             "responses": {
-                "200": _json({"type": "object"}, "The deployment's status."),
+                "200": _json(
+                    {"type": "object"},
+                    "The deployment's status, with status_age_s, status_error, status_stale "
+                    "and store_error.",
+                ),
                 "503": _problem("No status source, or it could not be read."),
             },
         },

@@ -467,19 +467,34 @@ class Kernel:
                 await asyncio.wait_for(stop.wait(), self.health_interval_s)
 
     async def stats(self, role: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
-        """``stats()`` of every actor (or one role), with restarts and last error."""
-        out: dict[str, Any] = {}
-        for name, entry in self.actors.items():
-            if role is not None and entry.spec.role != role:
-                continue
-            if entry.pending is not None:  # a replacement not up yet: asking it would wait
-                figures: dict[str, Any] = {"unavailable": entry.last_error or "starting"}
-            else:
-                try:
-                    figures = await asyncio.wait_for(entry.handle.stats.remote(), timeout_s)
-                except Exception as exc:
-                    figures = {"unavailable": entry.last_error or _reason(exc)}
-            out[name] = {
+        """``stats()`` of every actor (or one role), with restarts and last error.
+
+        The actors are asked in parallel, so one that hangs costs the whole call
+        ``timeout_s`` at most, not ``timeout_s`` per actor. One that does not answer shows
+        ``unavailable`` with the reason; a replacement not up yet is not asked (asking it
+        would wait) and shows why it is pending. ``supervisor_error`` is the supervisor's
+        last failed health check or restart, and is cleared once the actor answers again.
+        """
+        entries = [
+            (name, entry)
+            for name, entry in self.actors.items()
+            if role is None or entry.spec.role == role
+        ]
+
+        async def ask(entry: _Supervised) -> dict[str, Any]:
+            if entry.pending is not None:
+                return {"unavailable": entry.last_error or "starting"}
+            try:
+                figures: dict[str, Any] = await asyncio.wait_for(
+                    entry.handle.stats.remote(), timeout_s
+                )
+            except Exception as exc:
+                return {"unavailable": entry.last_error or _reason(exc)}
+            return figures
+
+        answers = await asyncio.gather(*(ask(entry) for _, entry in entries))
+        return {
+            name: {
                 **figures,
                 "role": entry.spec.role,
                 "restarts": entry.restarts,
@@ -487,7 +502,8 @@ class Kernel:
                 "node_id": entry.node_id,
                 "pid": entry.pid,
             }
-        return out
+            for (name, entry), figures in zip(entries, answers, strict=True)
+        }
 
     async def stop_role(self, role: str, method: str = "stop", timeout_s: float = 30.0) -> None:
         """Ask every actor of ``role`` to stop (draining), then stop supervising it."""

@@ -290,7 +290,7 @@ def pipeline(model_cache: ModelCache) -> FacePipeline:
 @pytest.fixture
 def server(db: Path, pipeline: FacePipeline) -> Iterator[LiveServer]:
     async def status() -> dict[str, Any]:
-        return {"deployment": DEPLOYMENT, "cameras": {"cam_a": {"fps": 10.0}}}
+        return {"deployment": DEPLOYMENT, "cameras": {"cam_a": {"state": "running", "fps": 10.0}}}
 
     app = create_app(db, status=status, heartbeat_s=0.2, enroller=pipeline_enroller(pipeline))
     with LiveServer(app) as live:
