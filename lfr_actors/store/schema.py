@@ -54,7 +54,6 @@ from lfr_actors.errors import LfrError
 from lfr_actors.fsutil import (
     PRIVATE_FILE_MODE,
     atomic_write,
-    ensure_private_file,
     open_private_fd,
     private_dir,
     tighten,
@@ -588,14 +587,23 @@ def _create_private(path: Path) -> None:
     SQLite gives the ``-wal`` and ``-shm`` files it creates the main file's mode, so this
     one mode keeps all three from other local users whatever the umask. A looser file left
     by an earlier version is tightened, with a warning.
+
+    An existing store is never opened here, only changed by path: closing any descriptor of
+    a database file drops every POSIX lock this process holds on it, including those of
+    another connection in the same process, and a writer in another process could then
+    corrupt the file (SQLite's "How To Corrupt" page, section 2.2). The test that found it
+    is ``tests/unit/test_private_files.py::test_creating_a_store_keeps_the_locks_of_open_ones``.
     """
     loose = []
     try:
         if not path.parent.exists():
             private_dir(path.parent)
-        was = ensure_private_file(path)
-        if was is not None:
-            loose.append((path, was))
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            loose.extend(tighten(path, PRIVATE_FILE_MODE))  # a umask that took a bit away
+            loose.clear()  # a new file: nothing was loose
+        except FileExistsError:
+            loose.extend(tighten(path, PRIVATE_FILE_MODE))
         for suffix in ("-wal", "-shm"):
             loose.extend(tighten(path.with_name(path.name + suffix), PRIVATE_FILE_MODE))
     except OSError as exc:

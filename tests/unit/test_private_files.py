@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from lfr_actors import deployment as deployment_module
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.deployment import DeploymentError, DeploymentPaths
@@ -24,8 +28,9 @@ from lfr_actors.fsutil import (
     tighten_tree,
 )
 from lfr_actors.index.shard import ShardIndex
+from lfr_actors.logs import get_logger
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.schema import Database, StoreError
+from lfr_actors.store.schema import Database, StoreError, _create_private
 from lfr_actors.testing.doubles import make_sighting
 
 UMASKS = [0o022, 0o000, 0o002, 0o277]
@@ -122,7 +127,12 @@ def test_the_jsonl_sink_writes_0600_even_outside_the_data_folder(
     assert json.loads(out.read_text().splitlines()[0])["entry_id"] == event.alert.entry_id
 
 
-def test_a_looser_data_folder_is_tightened_with_one_warning(tmp_path: Path) -> None:
+def test_a_looser_data_folder_is_tightened_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh logger: the module's own may already be bound (structlog caches a logger on
+    # first use), and capture_logs sees only loggers bound while it is active.
+    monkeypatch.setattr(deployment_module, "log", get_logger("lfr.deployment"))
     data = tmp_path / "data"
     (data / "index" / "s0").mkdir(parents=True)
     for folder in (data, data / "index", data / "index" / "s0"):
@@ -192,9 +202,39 @@ def test_a_store_whose_mode_cannot_be_set_is_a_store_error(
     db.touch()
     os.chmod(db, 0o644)
 
-    def refuse(fd: int, mode: int) -> None:
+    def refuse(path: object, mode: int, **_: object) -> None:
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr("lfr_actors.fsutil.os.fchmod", refuse)
+    # An existing store is changed by path (never opened: that would drop SQLite's locks).
+    monkeypatch.setattr("lfr_actors.fsutil.os.chmod", refuse)
     with pytest.raises(StoreError, match="cannot create the store readable by its owner only"):
         Database(db)
+
+
+def test_creating_a_store_keeps_the_locks_of_open_ones(tmp_path: Path) -> None:
+    """Opening the store again in a process must not drop that process's SQLite locks.
+
+    Closing any descriptor of a database file drops every POSIX lock the process holds on
+    it. A second process then believes it holds the last connection, checkpoints and
+    deletes the WAL on closing, under the feet of the first: the store is corrupted. The
+    WAL file surviving the second process's close shows the first one's lock held.
+    """
+    path = tmp_path / "alerts.sqlite3"
+    first = sqlite3.connect(path, isolation_level=None)
+    try:
+        first.execute("PRAGMA journal_mode=WAL")
+        first.execute("CREATE TABLE t (x INTEGER)")
+        first.execute("INSERT INTO t VALUES (1)")
+        first.execute("SELECT * FROM t").fetchall()
+        wal = path.with_name(path.name + "-wal")
+        assert wal.exists()
+        _create_private(path)  # what every new Database in this process does first
+        other = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            "c.execute('SELECT * FROM t').fetchall(); c.close()"
+        )
+        subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
+        assert wal.exists(), "another process took this one's connection for closed"
+        assert first.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        first.close()
