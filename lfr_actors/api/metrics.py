@@ -62,6 +62,11 @@ _CAMERA_COUNTERS = (
     ("corrupt_frames", "lfr_camera_corrupt_frames_total", "Frames that could not be decoded."),
     ("reconnects", "lfr_camera_reconnects_total", "Reconnections to the camera's source."),
     (
+        "frames_retried",
+        "lfr_camera_frames_retried_total",
+        "Frames sent a second time because their embedder died or could not be reached.",
+    ),
+    (
         "stalls",
         "lfr_camera_stalls_total",
         "Times the camera's source delivered no frame for its stall timeout.",
@@ -84,6 +89,16 @@ _EMBEDDER_COUNTERS = (
         "Faces discarded at once because they matched no watchlist entry.",
     ),
     ("candidates", "lfr_embedder_candidates_total", "Watchlist candidates found."),
+    (
+        "sightings_resent",
+        "lfr_embedder_sightings_resent_total",
+        "Sightings sent again to the alert actor after it could not store them.",
+    ),
+    (
+        "sightings_lost",
+        "lfr_embedder_sightings_lost_total",
+        "Sightings dropped because the buffer of unstored ones was full.",
+    ),
 )
 _INDEX_COUNTERS = (
     ("searches", "lfr_index_searches_total", "Searches the index actor answered."),
@@ -171,6 +186,15 @@ def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) 
             (),
             deployment.get("watchlist_entries"),
         )
+        if "damaged_entries" in deployment:
+            reg.add(
+                "lfr_watchlist_damaged_entries",
+                "gauge",
+                "Watchlist entries left out of the index: their templates fail their checksum "
+                "or are not finite (lfr store check names them).",
+                (),
+                deployment.get("damaged_entries"),
+            )
         if "state" in deployment:
             reg.add(
                 "lfr_deployment_closed",
@@ -236,6 +260,13 @@ def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) 
         labels = (("embedder", emb_id),)
         for key, name, help_text in _EMBEDDER_COUNTERS:
             reg.add(name, "counter", help_text, labels, emb.get(key))
+        reg.add(
+            "lfr_embedder_sightings_unstored",
+            "gauge",
+            "Possible matches held in the embedder's memory until the alert store takes them.",
+            labels,
+            emb.get("sightings_unstored"),
+        )
         reg.add(
             "lfr_embedder_batch_size_mean",
             "gauge",

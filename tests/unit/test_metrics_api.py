@@ -408,3 +408,25 @@ async def test_readyz_503_when_the_store_cannot_be_read(
     body = await problem(await client.get("/readyz"), 503)
     assert body["not_ready"] == ["alert store: cannot be read"]
     assert "disk gone" not in str(body)
+
+
+def test_damaged_entries_and_the_sighting_path_counters_are_exported() -> None:
+    status = {
+        "deployment": {
+            "id": "dep1",
+            "watchlist_entries": 11,
+            "damaged_entries": 1,
+            "damaged": [{"entry_id": ENTRY_ID, "reason": "checksum"}],
+        },
+        "cameras": {"cam_north": {"state": "running", "frames_retried": 2}},
+        "embedders": {
+            "embedder": {"sightings_unstored": 3, "sightings_lost": 1, "sightings_resent": 5}
+        },
+    }
+    lines = render_metrics(status).splitlines()
+    assert "lfr_watchlist_damaged_entries 1" in lines
+    assert 'lfr_camera_frames_retried_total{camera="cam_north"} 2' in lines
+    assert 'lfr_embedder_sightings_unstored{embedder="embedder"} 3' in lines
+    assert 'lfr_embedder_sightings_lost_total{embedder="embedder"} 1' in lines
+    assert 'lfr_embedder_sightings_resent_total{embedder="embedder"} 5' in lines
+    assert ENTRY_ID not in "\n".join(lines)  # the damaged entry's id is never a label
