@@ -103,8 +103,11 @@ def test_every_camera_down_is_not_ready_and_a_flood_makes_no_gather(
         while time.monotonic() < deadline:
             resp = requests.get(f"{api}/readyz", timeout=30)
             body = resp.json()
+            # The status may still be the one gathered while the cameras were being started
+            # (`starting`, up to a second old when the run file appears): wait past it.
             if resp.status_code == 503 and any(
-                r.startswith("cameras: none running") for r in body.get("not_ready", [])
+                r.startswith("cameras: none running") and "starting" not in r
+                for r in body.get("not_ready", [])
             ):
                 break
             time.sleep(0.5)
