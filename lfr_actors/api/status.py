@@ -180,7 +180,13 @@ class StatusCache:
         self._error = error
 
     async def run(self) -> None:
-        """Gather every ``interval_s`` until cancelled (a gather's time counts in the interval)."""
+        """Gather every ``interval_s`` until cancelled (a gather's time counts in the interval).
+
+        On Python 3.11 ``asyncio.wait_for`` can swallow a cancellation that arrives as its
+        inner call finishes (fixed in 3.12), and the API's shutdown would then wait for this
+        task for ever; so the loop also ends when the task has been asked to cancel.
+        """
+        task = asyncio.current_task()
         while True:
             started = self.clock()
             try:
@@ -189,6 +195,8 @@ class StatusCache:
                 # refresh() catches what the source and the store raise; this is for a bug,
                 # and the loop goes on (a status that stops changing turns stale, not ready).
                 _log.exception("status_gather_crashed")
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))
 
     async def first(self, wait_s: float) -> CachedStatus:

@@ -392,6 +392,8 @@ class Kernel:
         }
 
     def _driver(self) -> str | None:
+        if not ray.is_initialized():  # before start or after shutdown: no node to name
+            return None
         with contextlib.suppress(Exception):
             return str(ray.get_runtime_context().get_node_id())
         return None
@@ -554,11 +556,12 @@ def placement_problem(
     if not alive:
         return f"{where} is alive" if where == "no node" else "the driver's node is not alive"
     missing = [name for name in needs if not any(fits(n, name) for n in alive)]
+    lacks = "no node has" if where == "no node" else "the driver's node lacks"
     if missing:
         listed = ", ".join(f"{name} (needs {needs[name]:g})" for name in missing)
-        return f"{where} has resource {listed}"
+        return f"{lacks} resource {listed}"
     listed = ", ".join(f"{name} {amount:g}" for name, amount in needs.items())
-    return f"{where} has all of {listed} together"
+    return f"{lacks} all of {listed} together"
 
 
 def node_lost(node_id: str | None, nodes: Sequence[dict[str, Any]] | None) -> str | None:

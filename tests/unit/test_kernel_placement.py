@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lfr_actors.kernel.kernel import ActorSpec, node_lost, placement_problem
+import ray
+
+from lfr_actors.kernel.kernel import ActorSpec, Kernel, node_lost, placement_problem
+from lfr_actors.kernel.registry import Registry
 
 HEAD = {"NodeID": "a" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.1",
         "Resources": {"CPU": 2.0, "memory": 1e9}}  # fmt: skip
@@ -47,7 +50,7 @@ def test_resources_on_different_nodes_do_not_add_up() -> None:
 def test_driver_node_actors_only_look_at_the_driver_node() -> None:
     spec = ActorSpec("alerts", "alerts", on_driver_node=True, resources={"camera_node": 1})
     problem = placement_problem(spec, [HEAD, WORKER], HEAD["NodeID"])
-    assert problem == "the driver's node has resource camera_node (needs 1)"
+    assert problem == "the driver's node lacks resource camera_node (needs 1)"
     assert placement_problem(spec, [HEAD, WORKER], WORKER["NodeID"]) is None
 
 
@@ -59,3 +62,11 @@ def test_a_dead_or_departed_node_is_reported_as_lost() -> None:
     assert left == "node lost: node bbbbbbbbbbbb has left the cluster"
     # nothing known: nothing claimed
     assert node_lost(None, [HEAD]) is None and node_lost(WORKER["NodeID"], None) is None
+
+
+def test_reading_the_nodes_before_ray_runs_starts_no_ray() -> None:
+    """A status read before `lfr up` started Ray (or after it stopped) must not start one."""
+    assert not ray.is_initialized()
+    kernel = Kernel("ns", Registry("role"))
+    assert kernel.node_summary() == {}
+    assert not ray.is_initialized()

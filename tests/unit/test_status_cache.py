@@ -19,12 +19,15 @@ from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.api import common as common_module
+from lfr_actors.api import status as status_module
 from lfr_actors.api.app import STATUS_CACHE, create_app
 from lfr_actors.api.common import STORE_HEALTH, StoreHealth, store_write_failure
 from lfr_actors.api.status import StatusCache, not_ready
 from lfr_actors.cli import cmd_status, status_lines
 from lfr_actors.deployment import Deployment
 from lfr_actors.errors import LfrError
+from lfr_actors.logs import get_logger
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
@@ -185,7 +188,10 @@ async def test_a_stale_status_is_not_ready(db: Path) -> None:
         assert not_ready(snapshot) == ["deployment status: stale, last gathered 11 s ago"]
 
 
-async def test_a_failing_source_keeps_the_last_status_until_it_is_stale(db: Path) -> None:
+async def test_a_failing_source_keeps_the_last_status_until_it_is_stale(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status_module, "_log", get_logger("lfr_actors.api.status"))
     now = [0.0]
     source = CountingSource(ready_status(cam_north="running"))
     with AlertStore.open_readonly(db) as store:
@@ -312,6 +318,9 @@ async def test_a_write_on_a_full_disk_is_503_logged_once_and_recovers(
         raise disk_full()
 
     monkeypatch.setattr(Adjudications, "decide", full)
+    # A fresh logger: structlog caches one on first use, and capture_logs sees only those
+    # bound while it is active (another test may have used the module's logger first).
+    monkeypatch.setattr(common_module, "_log", get_logger("lfr_actors.api.common"))
     body = {"decision": "not_a_match", "note": "not the person"}
     with capture_logs() as logs:
         for _ in range(20):
@@ -395,3 +404,29 @@ async def test_a_starting_deployment_shows_its_cameras_starting(
         cache = StatusCache(CountingSource(status), store)
         await cache.refresh()
         assert not_ready(cache.snapshot()) == ["cameras: none running (cam_stage starting)"]
+
+
+async def test_the_gatherer_ends_when_cancelled_even_if_a_gather_swallows_it(db: Path) -> None:
+    """Python 3.11's wait_for can swallow a cancellation; the API's shutdown must not hang.
+
+    Seen for real: `lfr up` refused at start (Ray unreachable) and then never exited,
+    its status task "cancelling" but asleep. Here a gather swallows the cancellation the
+    way wait_for can, and the task must still end.
+    """
+    with AlertStore.open_readonly(db) as store:
+        cache = StatusCache(CountingSource(ready_status(cam_north="running")), store)
+        swallowed = asyncio.Event()
+
+        async def refresh() -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                swallowed.set()  # and return as if the gather had finished
+
+        cache.refresh = refresh  # type: ignore[method-assign]
+        task = asyncio.create_task(cache.run())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        assert swallowed.is_set()
