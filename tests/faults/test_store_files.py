@@ -30,6 +30,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from lfr_actors.store.audit import AuditLog
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.schema import Database
 from tests.conftest import REPO, lfr_test_home
+from tests.disks import fill, small_tmpfs
 from tests.integration.test_pipeline_ray import write_deployment
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
@@ -307,30 +309,10 @@ def test_corrupt_snapshots_and_a_tampered_template_start_and_rebuild(site: Path)
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path) -> Any:
+def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs, mounted for the test (root only; skips with the reason elsewhere)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small-disk", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(folder: Path) -> None:
-    with (folder / "filler").open("wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * (1 << 20))
-                handle.flush()
-        except OSError:
-            pass
 
 
 @pytest.mark.parametrize("command", ["up", "serve"])
@@ -343,7 +325,7 @@ def test_starting_on_a_full_disk_is_one_line_naming_the_folder(
     text = topology.read_text()
     assert "data_dir: data" in text
     topology.write_text(text.replace("data_dir: data", f"data_dir: {data}"))
-    _fill(full_disk)
+    fill(full_disk / "filler")
     before = folder_state(data)
     result = lfr(command, str(topology), "--home", str(lfr_test_home()))
     lines = result.stderr.strip().splitlines()

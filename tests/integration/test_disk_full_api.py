@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import os
 import sqlite3
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from lfr_actors.store.audit import Actor
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import TokenStore
 from tests.api_helpers import problem
+from tests.disks import fill, small_tmpfs
 from tests.integration.test_deployments_api import (
     TOKENS,
     Api,
@@ -49,37 +47,8 @@ TMPFS_SIZE = "16m"
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs, mounted for this test and unmounted after it."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (the test fills a real small file system)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Fill ``folder``'s file system to the last byte with one file; return it."""
-    filler = folder / "filler.bin"
-    with filler.open("wb", buffering=0) as out:
-        for size in (1 << 16, 1 << 12, 1 << 9, 1):
-            block = b"\0" * size
-            while True:
-                try:
-                    out.write(block)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC, exc
-                    break
-    return filler
+    with small_tmpfs(tmp_path / "small-disk", TMPFS_SIZE) as mount:
+        yield mount
 
 
 def stored(db: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -155,7 +124,7 @@ async def test_every_write_on_a_full_disk_is_503_and_all_recover(
         ("GET", f"/v1/alerts/{alert}/crop.jpg", "viewer", {}),  # each view is audited first
     ]
 
-    filler = fill(small_disk)
+    filler = fill(small_disk / "filler.bin")
     try:
         with capture_logs() as logs:
             answers: list[ClientResponse] = []

@@ -11,10 +11,6 @@ itself: the held sightings are stored, none lost, and the alert is the same one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +24,7 @@ from lfr_actors.deployment import Deployment
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.topology.loader import load_topology, load_watchlist
 from tests.conftest import lfr_test_home
+from tests.disks import fill, small_tmpfs
 from tests.integration.test_pipeline_ray import write_deployment
 from tests.integration.test_restarts_ray import PERSON, all_alerts_by_entry, seen
 
@@ -39,34 +36,8 @@ FULL = "alert store unavailable: disk full"
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "64m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(path: Path) -> None:
-    """Write ``path`` until the file system has not one block left."""
-    with path.open("wb", buffering=0) as out:
-        for size in (1 << 20, 1 << 16, 1 << 12, 1 << 9):
-            chunk = b"\0" * size
-            while True:
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-        with contextlib.suppress(OSError):
-            os.fsync(out.fileno())
 
 
 def test_a_full_disk_holds_sightings_and_everything_resumes_when_space_returns(
@@ -108,7 +79,7 @@ def test_a_full_disk_holds_sightings_and_everything_resumes_when_space_returns(
             assert not runner.done(), runner.result()
             assert time.monotonic() < deadline, "no alert within 240 s"
         before = seen(data)
-        await asyncio.to_thread(_fill, filler)
+        await asyncio.to_thread(fill, filler)
         filled_at = time.monotonic()
 
         def outage(status: dict[str, Any]) -> bool:
