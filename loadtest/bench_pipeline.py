@@ -70,39 +70,41 @@ def camera_source(samples: dict[str, Path], seed: int, frames: int) -> dict[str,
     }  # fmt: skip
 
 
+def write_watchlist(folder: Path, samples: dict[str, Path]) -> None:
+    """``folder/watchlist.yaml``: one entry, Obama, from the registry's sample photo."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "id": "obama",
+        "display_name": "Obama",
+        "images": [str(samples["obama.jpg"])],
+        "category": "benchmark",
+        "legal_basis": "benchmark",
+        "source": "registry",
+        "image_date": "2020-01-01",
+    }
+    (folder / "watchlist.yaml").write_text(yaml.safe_dump({"version": 1, "entries": [entry]}))
+
+
+def deployment_section(deployment_id: str, *, hours: float) -> dict[str, str]:
+    """A topology's ``deployment`` section whose window opened a minute ago."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return {
+        "id": deployment_id,
+        "authorised_by": "benchmark",
+        "purpose": "benchmark",
+        "location": "this machine",
+        "start": (now - timedelta(minutes=1)).isoformat(),
+        "end": (now + timedelta(hours=hours)).isoformat(),
+    }
+
+
 def write_topology(
     folder: Path, samples: dict[str, Path], cameras: int, frames: int, pace: str
 ) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "watchlist.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "entries": [
-                    {
-                        "id": "obama",
-                        "display_name": "Obama",
-                        "images": [str(samples["obama.jpg"])],
-                        "category": "benchmark",
-                        "legal_basis": "benchmark",
-                        "source": "registry",
-                        "image_date": "2020-01-01",
-                    },
-                ],
-            }
-        )
-    )
-    now = datetime.now(UTC).replace(microsecond=0)
+    write_watchlist(folder, samples)
     topology = {
         "version": 1,
-        "deployment": {
-            "id": "bench",
-            "authorised_by": "benchmark",
-            "purpose": "benchmark",
-            "location": "this machine",
-            "start": (now - timedelta(minutes=1)).isoformat(),
-            "end": (now + timedelta(hours=1)).isoformat(),
-        },
+        "deployment": deployment_section("bench", hours=1),
         "cameras": [
             {
                 "id": f"cam{i}",

@@ -38,12 +38,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
+from bench_pipeline import deployment_section, write_watchlist  # beside this script
 from machine import cpu_model  # loadtest/machine.py, beside this script
 
 from lfr_actors.deployment import Deployment
@@ -65,36 +65,10 @@ shows what serving that many HTTP requests costs by itself on this machine."""
 
 def write_topology(folder: Path, samples: dict[str, Path], fps: float) -> Path:
     """One synthetic camera at ``fps`` (paced like a real one), running for hours."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "watchlist.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "entries": [
-                    {
-                        "id": "obama",
-                        "display_name": "Obama",
-                        "images": [str(samples["obama.jpg"])],
-                        "category": "benchmark",
-                        "legal_basis": "benchmark",
-                        "source": "registry",
-                        "image_date": "2020-01-01",
-                    }
-                ],
-            }
-        )
-    )
-    now = datetime.now(UTC).replace(microsecond=0)
+    write_watchlist(folder, samples)
     topology = {
         "version": 1,
-        "deployment": {
-            "id": "bench-readyz",
-            "authorised_by": "benchmark",
-            "purpose": "benchmark",
-            "location": "this machine",
-            "start": (now - timedelta(minutes=1)).isoformat(),
-            "end": (now + timedelta(hours=4)).isoformat(),
-        },
+        "deployment": deployment_section("bench-readyz", hours=4),
         "cameras": [
             {
                 "id": CAMERA,
