@@ -1023,12 +1023,11 @@ class Deployment:
                     await self._sync_watchlist()
                     record = await asyncio.to_thread(deployments.get, self.namespace)
                     await self._apply_threshold(record.threshold)
+                # The camera totals need no read of their own here: the API's status task
+                # gathers every actor once a second through status(), which observes them,
+                # so a camera that dies loses at most about a second of its counts.
                 if not self.live.closing and rounds % 5 == 0:
                     await self._count_frames()
-                elif not self.live.closing:
-                    # Read the cameras every second, so a camera that dies loses at most
-                    # about a second of its counts from the totals.
-                    await self._camera_stats()
             except sqlite3.Error as exc:
                 # The store cannot be read or written (a full disk, say): one line a minute,
                 # not a traceback a second; the next round tries again.
