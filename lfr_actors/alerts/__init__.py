@@ -1,6 +1,7 @@
 """Alerts: fusing sightings into alerts, and writing them out.
 
-:mod:`.fusion` is the pure decision logic; :mod:`.jsonl` appends persisted alert events to
+:mod:`.records` holds the alert records shared with the store; :mod:`.fusion` is the pure
+decision logic; :mod:`.jsonl` appends persisted alert events to
 a JSON Lines file. The store lives in :mod:`lfr_actors.store`; the actor that joins them in
 :mod:`lfr_actors.actors.alerts`.
 """
@@ -9,14 +10,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from lfr_actors.alerts.fusion import (
-    Alert,
-    AlertEvent,
-    Fuser,
-    FusionConfig,
-    SightingRef,
-    alert_id,
-)
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.alerts.records import Alert, AlertEvent, SightingRef, alert_id
 
 __all__ = [
     "Alert",

@@ -15,31 +15,21 @@ deployment into alert events. Its promises:
   no double counting.
 
 Times are capture times (``Sighting.captured_at``, Unix seconds), never the wall clock, so
-fusion is deterministic for a given sequence of sightings.
+fusion is deterministic for a given sequence of sightings. The records it produces
+(:class:`~lfr_actors.alerts.records.Alert`, its events and ids) live in
+:mod:`lfr_actors.alerts.records`, below both this module and the store.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from lfr_actors.alerts.records import Alert, AlertEvent, SightingRef, alert_id
 from lfr_actors.messages import Sighting
-
-NAMESPACE = uuid.UUID("1f4bd176-145a-5eeb-aede-65c18b936b69")
-"""Namespace of alert ids (``uuid5(NAMESPACE_URL, "urn:lfr-actors:alert")``); never change it."""
-
-ALERT_OPEN = "open"
-
-EventKind = Literal["raised", "updated"]
-
-
-def alert_id(deployment_id: str, entry_id: str, first_sighting_id: str) -> str:
-    """The stable id of the alert whose first sighting is ``first_sighting_id``."""
-    return str(uuid.uuid5(NAMESPACE, f"{deployment_id}:{entry_id}:{first_sighting_id}"))
 
 
 @dataclass(frozen=True)
@@ -105,62 +95,6 @@ def _require_positive(name: str, value: object) -> None:
         or value <= 0
     ):
         raise ValueError(f"Got {value!r} for {name}. {name} must be a finite number above 0.")
-
-
-@dataclass(frozen=True)
-class SightingRef:
-    """What an alert keeps of each of its sightings: ids and numbers, never face data."""
-
-    sighting_id: str
-    camera_id: str
-    captured_at: float
-    distance: float
-
-    @staticmethod
-    def of(sighting: Sighting) -> SightingRef:
-        """The reference of a sighting."""
-        return SightingRef(
-            sighting.sighting_id, sighting.camera_id, sighting.captured_at, sighting.distance
-        )
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One possible match, fused from one or more sightings of one watchlist entry.
-
-    ``cameras`` is sorted. ``best_*`` describe the sighting with the lowest distance;
-    ``best_crop_jpeg`` is its face crop, the only face image an alert holds. ``status``
-    is the adjudication state: ``"open"`` until an officer decides.
-    """
-
-    id: str
-    deployment_id: str
-    entry_id: str
-    first_camera_id: str
-    cameras: list[str]
-    first_seen: float
-    last_seen: float
-    sightings: int
-    best_distance: float
-    best_sighting_id: str
-    best_box: list[float]
-    best_quality: dict[str, float]
-    best_crop_jpeg: bytes = field(repr=False)
-    status: str = ALERT_OPEN
-
-
-@dataclass(frozen=True)
-class AlertEvent:
-    """A change to persist and publish.
-
-    ``sightings`` are the references this event adds to the alert: the raising sighting and
-    those held before it for ``"raised"``, the one new sighting for ``"updated"``. The last
-    one is the sighting that caused the event.
-    """
-
-    kind: EventKind
-    alert: Alert
-    sightings: tuple[SightingRef, ...]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lfr_actors.alerts.fusion import Alert, AlertEvent
+from lfr_actors.alerts.records import Alert, AlertEvent
 from lfr_actors.store.schema import MIGRATIONS, Database, Migration, StoreError
 
 __all__ = ["MIGRATIONS", "AlertPage", "AlertStore", "Migration", "StoreError"]

@@ -22,7 +22,8 @@ import pytest
 from aiohttp import ClientResponse, FormData
 from pytest_aiohttp import AiohttpClient
 
-from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.alerts.records import AlertEvent
 from lfr_actors.api.app import create_app
 from lfr_actors.api.deployments import MAX_BODY_BYTES as MAX_DEPLOYMENT_BYTES
 from lfr_actors.api.watchlist import MAX_BODY_BYTES, MAX_IMAGE_BYTES

@@ -11,7 +11,8 @@ import pytest
 from aiohttp import ClientResponse
 from pytest_aiohttp import AiohttpClient
 
-from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.alerts.records import AlertEvent
 from lfr_actors.api.adjudication import MAX_BODY_BYTES
 from lfr_actors.api.app import create_app
 from lfr_actors.store.alerts import AlertStore

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.alerts.jsonl import JsonlSink
+from lfr_actors.alerts.records import AlertEvent
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import MIGRATIONS, AlertStore, StoreError
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import ClientResponse
 from pytest_aiohttp import AiohttpClient
 
-from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.alerts.records import AlertEvent
 from lfr_actors.api.app import STORE, create_app
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lfr_actors.alerts.fusion import Alert, AlertEvent, SightingRef
+from lfr_actors.alerts.records import Alert, AlertEvent, SightingRef
 from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequest, Outcome
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Action, Actor, AuditEntry, AuditLog

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from lfr_actors.alerts.fusion import NAMESPACE, Alert, Fuser, FusionConfig, alert_id
+from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.alerts.records import NAMESPACE, Alert, alert_id
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting
 
 T0 = SIGHTING_EPOCH
