@@ -8,10 +8,12 @@ a JSON Lines file. The store lives in :mod:`lfr_actors.store`; the actor that jo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.alerts.records import Alert, AlertEvent, SightingRef, alert_id
+
+# Re-exported only until api/ and alerts/jsonl.py (rewritten by other parts of issue 9)
+# import it from lfr_actors.timefmt; the lead drops it after merging.
+from lfr_actors.timefmt import iso_utc
 
 __all__ = [
     "Alert",
@@ -22,9 +24,3 @@ __all__ = [
     "alert_id",
     "iso_utc",
 ]
-
-
-def iso_utc(timestamp: float) -> str:
-    """Unix seconds as ISO 8601 UTC with milliseconds, e.g. ``2025-01-31T12:00:00.250Z``."""
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -32,7 +32,6 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from lfr_actors.store.schema import (
     write_marker,
     writer_lock,
 )
+from lfr_actors.timefmt import iso_utc
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 """The first 16 bytes of every SQLite database file."""
@@ -117,7 +117,7 @@ class StoreReport:
         out.append(f"  size: {'missing' if self.size is None else f'{self.size} bytes'}")
         if self.created is not None:
             when = self.created.get("created_at")
-            shown = _iso(when) if isinstance(when, int | float) else "unknown time"
+            shown = iso_utc(when, "seconds") if isinstance(when, int | float) else "unknown time"
             out.append(f"  created: {shown} (marker {marker_path(self.path).name})")
         out.append(
             f"  schema: version {self.schema_version if self.schema_version is not None else '?'}"
@@ -135,14 +135,6 @@ class StoreReport:
         )
         out.append(f"  verdict: {'DAMAGED: ' + self.fault if self.fault else 'ok'}")
         return out
-
-
-def _iso(timestamp: float) -> str:
-    return (
-        datetime.fromtimestamp(timestamp, tz=UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def _connect_readonly(path: Path, *, immutable_if_clean: bool = True) -> sqlite3.Connection:
@@ -185,7 +177,7 @@ def inspect_store(
         if existed:
             what = "missing" if report.size is None else "empty (0 bytes)"
             since = (
-                f" a store was created here {_iso(created['created_at'])}"
+                f" a store was created here {iso_utc(created['created_at'], 'seconds')}"
                 if created is not None and isinstance(created.get("created_at"), int | float)
                 else " a store existed here before"
             )

@@ -33,7 +33,6 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -41,6 +40,7 @@ import numpy as np
 
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
 from lfr_actors.store.schema import Database, StoreError, template_checksum, template_problem
+from lfr_actors.timefmt import iso_utc
 
 
 class DeploymentState(StrEnum):
@@ -291,7 +291,8 @@ class Deployments:
             if existing is not None:
                 raise DeploymentExistsError(
                     f"a deployment with id {new.id!r} already exists (created "
-                    f"{_iso(existing.created_at)} by {existing.created_by}); choose another id"
+                    f"{iso_utc(existing.created_at, 'seconds')} by {existing.created_by}); "
+                    "choose another id"
                 )
             now = self.clock()
             conn.execute(
@@ -866,16 +867,9 @@ def _wipe(conn: Any, where: str, params: tuple[Any, ...]) -> None:
 def _closed(record: DeploymentRecord) -> DeploymentClosedError:
     assert record.closed_at is not None
     return DeploymentClosedError(
-        f"deployment {record.id!r} was closed {_iso(record.closed_at)} by {record.closed_by} "
+        f"deployment {record.id!r} was closed {iso_utc(record.closed_at, 'seconds')} "
+        f"by {record.closed_by} "
         f"({record.close_reason}); its watchlist was destroyed and it cannot change or run again"
-    )
-
-
-def _iso(timestamp: float) -> str:
-    return (
-        datetime.fromtimestamp(timestamp, tz=UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
     )
 
 
