@@ -16,7 +16,7 @@ import yaml
 from aiohttp import ClientSession, web
 
 from lfr_actors.api.app import create_app
-from lfr_actors.governance_cli import ALERTS_DB_FILE
+from lfr_actors.cli.common import ALERTS_DB_FILE
 from tests.conftest import REPO
 
 EXAMPLE_TOPOLOGY = REPO / "topology" / "demo.yaml"

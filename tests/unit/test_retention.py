@@ -11,7 +11,8 @@ from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api.app import create_app
-from lfr_actors.cli import UsageError, build_parser
+from lfr_actors.cli.common import UsageError
+from lfr_actors.cli.main import build_parser
 from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequest
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor, AuditLog

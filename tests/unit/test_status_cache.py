@@ -24,7 +24,7 @@ from lfr_actors.api import status as status_module
 from lfr_actors.api.app import STATUS_CACHE, create_app
 from lfr_actors.api.common import STORE_HEALTH, StoreHealth, store_write_failure
 from lfr_actors.api.status import StatusCache, not_ready
-from lfr_actors.cli import cmd_status, status_lines
+from lfr_actors.cli.status import cmd_status, status_lines
 from lfr_actors.deployment import Deployment
 from lfr_actors.errors import LfrError
 from lfr_actors.logs import get_logger

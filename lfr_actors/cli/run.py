@@ -1,0 +1,210 @@
+"""Running a deployment: ``lfr validate``, ``up``, ``serve``, ``down`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lfr_actors.cli.common import EXIT_FAILURE, EXIT_OK, HOME_HELP, UsageError, add_common, home
+from lfr_actors.errors import LfrError
+
+if TYPE_CHECKING:
+    from lfr_actors.cli.common import Commands
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``lfr demo``."""
+    from lfr_actors.demo import run_demo
+
+    summary = run_demo(home(args), progress=not args.no_progress, api_port=args.port)
+    truth = summary["ground_truth"]
+    return EXIT_OK if truth["true_alerts"] > 0 and truth["false_alerts"] == 0 else EXIT_FAILURE
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``lfr validate FILE``."""
+    from lfr_actors.topology.loader import validate_command
+
+    return validate_command(Path(args.file), sys.stdout, sys.stderr)
+
+
+def load_deployment_files(path: Path) -> tuple[Any, Any]:
+    """The topology at ``path`` and its watchlist, checked; any problem is a usage error."""
+    from lfr_actors.topology.loader import (
+        TopologyError,
+        check_files,
+        load_topology,
+        load_watchlist,
+    )
+
+    try:
+        topology = load_topology(path)
+        watchlist = None
+        if topology.watchlist is not None:
+            watchlist = load_watchlist(Path(topology.watchlist.file))
+    except TopologyError as exc:
+        raise UsageError(str(exc)) from exc
+    issues = check_files(topology, watchlist)
+    if issues:
+        raise UsageError("\n".join(str(i) for i in issues))
+    return topology, watchlist
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """``lfr up FILE``: run a deployment until stopped; print alerts as they are stored."""
+    import asyncio
+
+    from lfr_actors.deployment import Deployment
+
+    topology, watchlist = load_deployment_files(Path(args.file))
+
+    def on_alert(event: dict[str, Any]) -> None:
+        alert = event["alert"]
+        print(
+            json.dumps(
+                {
+                    "event": event["kind"],
+                    "id": alert["id"],
+                    "entry_id": alert["entry_id"],
+                    "camera": alert["first_camera_id"],
+                    "distance": round(alert["best_distance"], 4),
+                    "sightings": alert["sightings"],
+                }
+            ),
+            flush=True,
+        )
+
+    deployment = Deployment(
+        topology,
+        watchlist,
+        home=home(args),
+        address=args.address,
+        alerts_jsonl=Path(args.alerts_jsonl) if args.alerts_jsonl else None,
+        until_eof=args.until_eof,
+        on_alert=on_alert,
+        handle_signals=True,
+    )
+    summary = asyncio.run(deployment.run())
+    print(json.dumps(summary, indent=2), flush=True)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``lfr serve FILE``: the API alone over the deployment's store, to prepare its watchlist."""
+    import asyncio
+
+    from lfr_actors.deployment import Deployment
+
+    topology, watchlist = load_deployment_files(Path(args.file))
+    deployment = Deployment(topology, watchlist, home=home(args), handle_signals=True)
+
+    async def serve() -> None:
+        task = asyncio.create_task(deployment.serve())
+        while deployment.live.api_url is None and not task.done():
+            await asyncio.sleep(0.05)
+        if deployment.live.api_url is not None:
+            print(
+                f"lfr: serving the API of deployment {topology.deployment.id} at "
+                f"{deployment.live.api_url} (console: {deployment.live.api_url}/console); "
+                "Ctrl-C stops",
+                flush=True,
+            )
+        await task
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def run_info(path: Path) -> dict[str, Any]:
+    """The run file of the deployment ``lfr up`` runs here from the topology at ``path``."""
+    from lfr_actors.deployment import DeploymentPaths
+
+    topology, _ = load_deployment_files(path)
+    run_file = DeploymentPaths(Path(topology.storage.data_dir)).run_file
+    try:
+        info: dict[str, Any] = json.loads(run_file.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise LfrError(
+            f"deployment {topology.deployment.id!r} is not running here (no {run_file})"
+        ) from exc
+    info["run_file"] = str(run_file)
+    return info
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """``lfr down FILE``: ask the running ``lfr up`` to drain and stop."""
+    import os
+    import signal
+    import time
+
+    info = run_info(Path(args.file))
+    run_file = Path(info["run_file"])
+    pid = int(info["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError as exc:
+        raise LfrError(f"process {pid} is gone; the deployment is not running") from exc
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        # The run file goes once the drain is complete; the process may linger briefly.
+        if not run_file.exists():
+            print(f"deployment stopped (process {pid})")
+            return EXIT_OK
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"deployment process {pid} ended")
+            return EXIT_OK
+        time.sleep(0.2)
+    raise LfrError(f"process {pid} is still draining after {args.timeout:.0f} s")
+
+
+def add_demo(sub: Commands) -> None:
+    """``lfr demo``."""
+    demo = sub.add_parser("demo", help="run a whole deployment on sample photos, end to end")
+    add_common(demo)
+    demo.add_argument("--port", type=int, default=0, help="API port (default: any free one)")
+    demo.set_defaults(func=cmd_demo)
+
+
+def add_validate(sub: Commands) -> None:
+    """``lfr validate FILE``."""
+    validate = sub.add_parser("validate", help="check a topology file and its watchlist")
+    validate.add_argument("file", help="the topology YAML")
+    validate.set_defaults(func=cmd_validate)
+
+
+def add_up(sub: Commands) -> None:
+    """``lfr up FILE``."""
+    up = sub.add_parser("up", help="run a deployment on Ray until stopped")
+    up.add_argument("file", help="the topology YAML")
+    up.add_argument("--home", help=HOME_HELP)
+    up.add_argument("--address", help="an existing Ray cluster (default: start Ray locally)")
+    up.add_argument("--alerts-jsonl", metavar="PATH", help="also append every alert event here")
+    up.add_argument(
+        "--until-eof", action="store_true", help="stop when every file source has ended"
+    )
+    up.set_defaults(func=cmd_up)
+
+
+def add_serve(sub: Commands) -> None:
+    """``lfr serve FILE``."""
+    serve = sub.add_parser(
+        "serve",
+        help="serve a deployment's API without cameras, to enrol and approve its watchlist "
+        "before the window opens",
+    )
+    serve.add_argument("file", help="the topology YAML")
+    serve.add_argument("--home", help=HOME_HELP)
+    serve.set_defaults(func=cmd_serve)
+
+
+def add_down(sub: Commands) -> None:
+    """``lfr down FILE``."""
+    down = sub.add_parser("down", help="drain and stop a running deployment")
+    down.add_argument("file", help="the topology YAML of the running deployment")
+    down.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    down.set_defaults(func=cmd_down)
