@@ -13,6 +13,7 @@ A decision, the alert's new status and the audit entry are one transaction.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -252,17 +253,17 @@ def _describe(record: AdjudicationRecord) -> str:
     return f"as {record.decision}{outcome}"
 
 
-def _record(row: tuple[Any, ...]) -> AdjudicationRecord:
+def _record(row: sqlite3.Row) -> AdjudicationRecord:
     return AdjudicationRecord(
-        id=int(row[0]),
-        alert_id=row[1],
-        decision=Decision(row[2]),
-        outcome=None if row[3] is None else Outcome(row[3]),
-        note=row[4],
-        officer=row[5],
-        officer_token=row[6],
-        decided_at=float(row[7]),
-        correction=bool(row[8]),
-        correction_reason=row[9],
-        supersedes=None if row[10] is None else int(row[10]),
+        id=int(row["id"]),
+        alert_id=row["alert_id"],
+        decision=Decision(row["decision"]),
+        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
+        note=row["note"],
+        officer=row["officer"],
+        officer_token=row["officer_token"],
+        decided_at=float(row["decided_at"]),
+        correction=bool(row["correction"]),
+        correction_reason=row["correction_reason"],
+        supersedes=None if row["supersedes"] is None else int(row["supersedes"]),
     )

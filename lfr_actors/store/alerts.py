@@ -127,7 +127,7 @@ class AlertStore:
                 (cause.sighting_id,),
             ).fetchone()
             if row is not None:
-                return int(row[0])
+                return int(row["event_id"])
             exists = (
                 conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert.id,)).fetchone()
                 is not None
@@ -196,7 +196,7 @@ class AlertStore:
             row = self._conn.execute(
                 "SELECT best_crop FROM alerts WHERE id = ?", (alert_id,)
             ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else bytes(row["best_crop"])
 
     def has_sighting(self, sighting_id: str) -> bool:
         """Whether a sighting is already counted in a stored alert."""
@@ -260,7 +260,7 @@ class AlertStore:
         rows = rows[:limit]
         return AlertPage(
             alerts=[_alert_dict(row) for row in rows],
-            next_before_event=int(rows[-1][-1]) if more else None,
+            next_before_event=int(rows[-1]["raised_event_id"]) if more else None,
             last_event_id=int(last or 0),
         )
 
@@ -278,7 +278,12 @@ class AlertStore:
                 (event_id, limit),
             ).fetchall()
         return [
-            {"event_id": int(r[0]), "kind": r[1], "at": float(r[2]), "alert": json.loads(r[3])}
+            {
+                "event_id": int(r["event_id"]),
+                "kind": r["kind"],
+                "at": float(r["at"]),
+                "alert": json.loads(r["alert"]),
+            }
             for r in rows
         ]
 
@@ -329,7 +334,7 @@ class AlertStore:
                     best_sighting_id=data["best_sighting_id"],
                     best_box=data["best_box"],
                     best_quality=data["best_quality"],
-                    best_crop_jpeg=bytes(row[-1]),
+                    best_crop_jpeg=bytes(row["best_crop"]),
                     status=data["status"],
                 )
             )
@@ -359,14 +364,15 @@ class AlertStore:
             )
             sightings = self._conn.execute("SELECT COUNT(*) FROM alert_sightings").fetchone()
             events = self._conn.execute(
-                "SELECT COUNT(*), COALESCE(MAX(event_id), 0) FROM alert_events"
+                "SELECT COUNT(*) AS events, COALESCE(MAX(event_id), 0) AS last_event_id "
+                "FROM alert_events"
             ).fetchone()
         return {
             "alerts": sum(by_status.values()),
             "alerts_by_status": by_status,
             "sightings": int(sightings[0]),
-            "events": int(events[0]),
-            "last_event_id": int(events[1]),
+            "events": int(events["events"]),
+            "last_event_id": int(events["last_event_id"]),
         }
 
     # -- internals ------------------------------------------------------------------
@@ -407,21 +413,21 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"Got {limit!r} for limit. limit must be a whole number 1..{_MAX_LIMIT}.")
 
 
-def _alert_dict(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+def _alert_dict(row: sqlite3.Row) -> dict[str, Any]:
     return {
-        "id": row[0],
-        "deployment_id": row[1],
-        "entry_id": row[2],
-        "first_camera_id": row[3],
-        "cameras": json.loads(row[4]),
-        "first_seen": float(row[5]),
-        "last_seen": float(row[6]),
-        "sightings": int(row[7]),
-        "best_distance": float(row[8]),
-        "best_sighting_id": row[9],
-        "best_box": json.loads(row[10]),
-        "best_quality": json.loads(row[11]),
-        "status": row[12],
-        "created_at": float(row[13]),
-        "updated_at": float(row[14]),
+        "id": row["id"],
+        "deployment_id": row["deployment_id"],
+        "entry_id": row["entry_id"],
+        "first_camera_id": row["first_camera_id"],
+        "cameras": json.loads(row["cameras"]),
+        "first_seen": float(row["first_seen"]),
+        "last_seen": float(row["last_seen"]),
+        "sightings": int(row["sightings"]),
+        "best_distance": float(row["best_distance"]),
+        "best_sighting_id": row["best_sighting_id"],
+        "best_box": json.loads(row["best_box"]),
+        "best_quality": json.loads(row["best_quality"]),
+        "status": row["status"],
+        "created_at": float(row["created_at"]),
+        "updated_at": float(row["updated_at"]),
     }

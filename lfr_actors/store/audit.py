@@ -349,15 +349,15 @@ class AuditLog:
             return check_chain((_entry(row) for row in rows), int(issued[0]) if issued else 0)
 
 
-def _entry(row: tuple[Any, ...]) -> AuditEntry:
+def _entry(row: sqlite3.Row) -> AuditEntry:
     return AuditEntry(
-        seq=int(row[0]),
-        at=float(row[1]),
-        actor=row[2],
-        actor_token=row[3],
-        action=row[4],
-        subject=row[5],
-        details=row[6],
-        prev_hash=row[7],
-        hash=row[8],
+        seq=int(row["seq"]),
+        at=float(row["at"]),
+        actor=row["actor"],
+        actor_token=row["actor_token"],
+        action=row["action"],
+        subject=row["subject"],
+        details=row["details"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
     )

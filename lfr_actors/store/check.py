@@ -150,6 +150,7 @@ def _connect_readonly(path: Path, *, immutable_if_clean: bool = True) -> sqlite3
         timeout=BUSY_TIMEOUT_S,
     )
     conn.execute("PRAGMA query_only = ON")
+    conn.row_factory = sqlite3.Row  # as Database has it: the audit rows are read by name
     return conn
 
 

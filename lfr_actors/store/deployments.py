@@ -30,6 +30,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -105,7 +106,8 @@ _ENTRY_COLUMNS = (
     "deployment_id, id, display_name, category, legal_basis, source, image_date, threshold, "
     "origin, state, image_type, dimension, quality, added_by, added_by_token, added_at, "
     "approved_by, approved_by_token, approved_at, removed_by, removed_at, remove_reason, "
-    "CASE WHEN embeddings IS NULL THEN 0 ELSE length(embeddings) / (4 * dimension) END"
+    "CASE WHEN embeddings IS NULL THEN 0 ELSE length(embeddings) / (4 * dimension) END "
+    "AS templates"
 )
 WINDOW_ENDED = "the authorised window ended"
 """The close reason recorded when a deployment is closed because its window passed."""
@@ -873,53 +875,53 @@ def _closed(record: DeploymentRecord) -> DeploymentClosedError:
     )
 
 
-def _deployment_record(row: Any) -> DeploymentRecord:
+def _deployment_record(row: sqlite3.Row) -> DeploymentRecord:
     return DeploymentRecord(
-        id=row[0],
-        authorised_by=row[1],
-        purpose=row[2],
-        location=row[3],
-        starts_at=float(row[4]),
-        ends_at=float(row[5]),
-        impact_assessment_ref=row[6],
-        threshold=float(row[7]),
-        origin=Origin(row[8]),
-        created_by=row[9],
-        created_by_token=row[10],
-        created_at=float(row[11]),
-        closed_at=None if row[12] is None else float(row[12]),
-        closed_by=row[13],
-        close_reason=row[14],
-        watchlist_revision=int(row[15]),
-        frames=int(row[16]),
-        faces_seen=int(row[17]),
-        counters_at=None if row[18] is None else float(row[18]),
+        id=row["id"],
+        authorised_by=row["authorised_by"],
+        purpose=row["purpose"],
+        location=row["location"],
+        starts_at=float(row["starts_at"]),
+        ends_at=float(row["ends_at"]),
+        impact_assessment_ref=row["impact_assessment_ref"],
+        threshold=float(row["threshold"]),
+        origin=Origin(row["origin"]),
+        created_by=row["created_by"],
+        created_by_token=row["created_by_token"],
+        created_at=float(row["created_at"]),
+        closed_at=None if row["closed_at"] is None else float(row["closed_at"]),
+        closed_by=row["closed_by"],
+        close_reason=row["close_reason"],
+        watchlist_revision=int(row["watchlist_revision"]),
+        frames=int(row["frames"]),
+        faces_seen=int(row["faces_seen"]),
+        counters_at=None if row["counters_at"] is None else float(row["counters_at"]),
     )
 
 
-def _entry_record(row: Any) -> EntryRecord:
+def _entry_record(row: sqlite3.Row) -> EntryRecord:
     return EntryRecord(
-        deployment_id=row[0],
-        id=row[1],
-        display_name=row[2],
-        category=row[3],
-        legal_basis=row[4],
-        source=row[5],
-        image_date=row[6],
-        threshold=None if row[7] is None else float(row[7]),
-        origin=Origin(row[8]),
-        state=EntryState(row[9]),
-        image_type=row[10],
-        dimension=None if row[11] is None else int(row[11]),
-        quality=None if row[12] is None else json.loads(row[12]),
-        added_by=row[13],
-        added_by_token=row[14],
-        added_at=float(row[15]),
-        approved_by=row[16],
-        approved_by_token=row[17],
-        approved_at=None if row[18] is None else float(row[18]),
-        removed_by=row[19],
-        removed_at=None if row[20] is None else float(row[20]),
-        remove_reason=row[21],
-        templates=int(row[22] or 0),
+        deployment_id=row["deployment_id"],
+        id=row["id"],
+        display_name=row["display_name"],
+        category=row["category"],
+        legal_basis=row["legal_basis"],
+        source=row["source"],
+        image_date=row["image_date"],
+        threshold=None if row["threshold"] is None else float(row["threshold"]),
+        origin=Origin(row["origin"]),
+        state=EntryState(row["state"]),
+        image_type=row["image_type"],
+        dimension=None if row["dimension"] is None else int(row["dimension"]),
+        quality=None if row["quality"] is None else json.loads(row["quality"]),
+        added_by=row["added_by"],
+        added_by_token=row["added_by_token"],
+        added_at=float(row["added_at"]),
+        approved_by=row["approved_by"],
+        approved_by_token=row["approved_by_token"],
+        approved_at=None if row["approved_at"] is None else float(row["approved_at"]),
+        removed_by=row["removed_by"],
+        removed_at=None if row["removed_at"] is None else float(row["removed_at"]),
+        remove_reason=row["remove_reason"],
+        templates=int(row["templates"] or 0),
     )

@@ -86,16 +86,16 @@ class Hold:
 _HOLD_COLUMNS = "id, alert_id, set_by, reason, at, released_at, released_by, release_reason"
 
 
-def _hold(row: tuple[Any, ...]) -> Hold:
+def _hold(row: sqlite3.Row) -> Hold:
     return Hold(
-        id=int(row[0]),
-        alert_id=row[1],
-        set_by=row[2],
-        reason=row[3],
-        at=float(row[4]),
-        released_at=None if row[5] is None else float(row[5]),
-        released_by=row[6],
-        release_reason=row[7],
+        id=int(row["id"]),
+        alert_id=row["alert_id"],
+        set_by=row["set_by"],
+        reason=row["reason"],
+        at=float(row["at"]),
+        released_at=None if row["released_at"] is None else float(row["released_at"]),
+        released_by=row["released_by"],
+        release_reason=row["release_reason"],
     )
 
 

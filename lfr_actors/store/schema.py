@@ -352,7 +352,8 @@ class Database:
     missing migrations. ``Database(path, readonly=True)`` only reads, and refuses a file
     whose schema is older or newer than this build. Several processes may each hold a
     writer: :meth:`transaction` takes SQLite's write lock up front and waits up to
-    :data:`BUSY_TIMEOUT_S` for it.
+    :data:`BUSY_TIMEOUT_S` for it. Rows come back as :class:`sqlite3.Row`, read by column
+    name.
     """
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
@@ -391,6 +392,8 @@ class Database:
             # Overwrite deleted and replaced content (a superseded best crop) with zeros
             # instead of leaving it in free pages of the file.
             self.conn.execute("PRAGMA secure_delete = ON")
+        # Rows read by column name (``row["id"]``); they still index and unpack as tuples.
+        self.conn.row_factory = sqlite3.Row
         self.closed = False
         try:
             self._migrate()

@@ -334,15 +334,15 @@ def revoke_local_tokens(db_path: Path) -> int:
         return len(TokenStore(db).revoke_internal(by=SYSTEM))
 
 
-def _record(row: tuple[Any, ...]) -> TokenRecord:
+def _record(row: sqlite3.Row) -> TokenRecord:
     return TokenRecord(
-        id=row[0],
-        name=row[1],
-        role=Role(row[2]),
-        internal=bool(row[3]),
-        created_at=float(row[4]),
-        created_by=row[5],
-        revoked_at=None if row[6] is None else float(row[6]),
-        revoked_by=row[7],
-        expires_at=None if row[8] is None else float(row[8]),
+        id=row["id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        internal=bool(row["internal"]),
+        created_at=float(row["created_at"]),
+        created_by=row["created_by"],
+        revoked_at=None if row["revoked_at"] is None else float(row["revoked_at"]),
+        revoked_by=row["revoked_by"],
+        expires_at=None if row["expires_at"] is None else float(row["expires_at"]),
     )

@@ -396,7 +396,7 @@ def test_a_deleted_entry_loses_its_checksum_with_its_templates(tmp_path: Path) -
         row = db.conn.execute(
             "SELECT embeddings, embeddings_sha256 FROM watchlist_entries WHERE id = 'E0'"
         ).fetchone()
-    assert row == (None, None)
+    assert tuple(row) == (None, None)
 
 
 # -- SQLite safety ----------------------------------------------------------------------
