@@ -43,6 +43,12 @@ def home(args: argparse.Namespace) -> Path:
     return (Path(args.home).expanduser() if args.home else default_home()).resolve()
 
 
+def add_group(sub: Commands, name: str, help_text: str, metavar: str = "ACTION") -> Commands:
+    """``lfr NAME`` as a group of actions (``lfr NAME ACTION``); add the actions to the result."""
+    group = sub.add_parser(name, help=help_text)
+    return group.add_subparsers(dest=f"{name}_command", required=True, metavar=metavar)
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     """The options of every command that may prepare the models."""
     parser.add_argument("--home", help=HOME_HELP)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lfr_actors.cli.common import EXIT_OK, UsageError, add_common, home
+from lfr_actors.cli.common import EXIT_OK, UsageError, add_common, add_group, home
 from lfr_actors.cli.models import prepare_models
 
 if TYPE_CHECKING:
@@ -83,8 +83,7 @@ def _add_inference(parser: argparse.ArgumentParser) -> None:
 
 def add_evaluate(sub: Commands) -> None:
     """``lfr evaluate`` and its kinds."""
-    evaluate = sub.add_parser("evaluate", help="measure accuracy on labelled photos")
-    ev_sub = evaluate.add_subparsers(dest="evaluate_command", required=True, metavar="KIND")
+    ev_sub = add_group(sub, "evaluate", "measure accuracy on labelled photos", metavar="KIND")
     pairs = ev_sub.add_parser("pairs", help="verification accuracy on a CSV of a,b,same pairs")
     pairs.add_argument("pairs", help="CSV file with columns a,b,same")
     pairs.add_argument("--root", required=True, help="folder the image paths are relative to")

