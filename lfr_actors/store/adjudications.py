@@ -22,7 +22,7 @@ from typing import Any
 
 from lfr_actors.store.alerts import record_event
 from lfr_actors.store.audit import Action, Actor, append_entry
-from lfr_actors.store.schema import Database, StoreError, from_row, nullable
+from lfr_actors.store.schema import Database, StoreError
 
 ADJUDICATED = "adjudicated"
 """An alert's ``status`` once an officer has decided on it."""
@@ -254,13 +254,16 @@ def _describe(record: AdjudicationRecord) -> str:
 
 
 def _record(row: sqlite3.Row) -> AdjudicationRecord:
-    return from_row(
-        AdjudicationRecord,
-        row,
-        id=int,
-        decision=Decision,
-        outcome=nullable(Outcome),
-        decided_at=float,
-        correction=bool,
-        supersedes=nullable(int),
+    return AdjudicationRecord(
+        id=int(row["id"]),
+        alert_id=row["alert_id"],
+        decision=Decision(row["decision"]),
+        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
+        note=row["note"],
+        officer=row["officer"],
+        officer_token=row["officer_token"],
+        decided_at=float(row["decided_at"]),
+        correction=bool(row["correction"]),
+        correction_reason=row["correction_reason"],
+        supersedes=None if row["supersedes"] is None else int(row["supersedes"]),
     )

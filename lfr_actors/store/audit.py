@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lfr_actors.store.schema import Database, from_row
+from lfr_actors.store.schema import Database
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""
@@ -350,4 +350,14 @@ class AuditLog:
 
 
 def _entry(row: sqlite3.Row) -> AuditEntry:
-    return from_row(AuditEntry, row, seq=int, at=float)
+    return AuditEntry(
+        seq=int(row["seq"]),
+        at=float(row["at"]),
+        actor=row["actor"],
+        actor_token=row["actor_token"],
+        action=row["action"],
+        subject=row["subject"],
+        details=row["details"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )

@@ -40,14 +40,7 @@ from typing import Any
 import numpy as np
 
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
-from lfr_actors.store.schema import (
-    Database,
-    StoreError,
-    from_row,
-    nullable,
-    template_checksum,
-    template_problem,
-)
+from lfr_actors.store.schema import Database, StoreError, template_checksum, template_problem
 from lfr_actors.timefmt import iso_utc
 
 
@@ -883,33 +876,52 @@ def _closed(record: DeploymentRecord) -> DeploymentClosedError:
 
 
 def _deployment_record(row: sqlite3.Row) -> DeploymentRecord:
-    return from_row(
-        DeploymentRecord,
-        row,
-        starts_at=float,
-        ends_at=float,
-        threshold=float,
-        origin=Origin,
-        created_at=float,
-        closed_at=nullable(float),
-        watchlist_revision=int,
-        frames=int,
-        faces_seen=int,
-        counters_at=nullable(float),
+    return DeploymentRecord(
+        id=row["id"],
+        authorised_by=row["authorised_by"],
+        purpose=row["purpose"],
+        location=row["location"],
+        starts_at=float(row["starts_at"]),
+        ends_at=float(row["ends_at"]),
+        impact_assessment_ref=row["impact_assessment_ref"],
+        threshold=float(row["threshold"]),
+        origin=Origin(row["origin"]),
+        created_by=row["created_by"],
+        created_by_token=row["created_by_token"],
+        created_at=float(row["created_at"]),
+        closed_at=None if row["closed_at"] is None else float(row["closed_at"]),
+        closed_by=row["closed_by"],
+        close_reason=row["close_reason"],
+        watchlist_revision=int(row["watchlist_revision"]),
+        frames=int(row["frames"]),
+        faces_seen=int(row["faces_seen"]),
+        counters_at=None if row["counters_at"] is None else float(row["counters_at"]),
     )
 
 
 def _entry_record(row: sqlite3.Row) -> EntryRecord:
-    return from_row(
-        EntryRecord,
-        row,
-        threshold=nullable(float),
-        origin=Origin,
-        state=EntryState,
-        dimension=nullable(int),
-        quality=nullable(json.loads),
-        added_at=float,
-        approved_at=nullable(float),
-        removed_at=nullable(float),
-        templates=lambda count: int(count or 0),
+    return EntryRecord(
+        deployment_id=row["deployment_id"],
+        id=row["id"],
+        display_name=row["display_name"],
+        category=row["category"],
+        legal_basis=row["legal_basis"],
+        source=row["source"],
+        image_date=row["image_date"],
+        threshold=None if row["threshold"] is None else float(row["threshold"]),
+        origin=Origin(row["origin"]),
+        state=EntryState(row["state"]),
+        image_type=row["image_type"],
+        dimension=None if row["dimension"] is None else int(row["dimension"]),
+        quality=None if row["quality"] is None else json.loads(row["quality"]),
+        added_by=row["added_by"],
+        added_by_token=row["added_by_token"],
+        added_at=float(row["added_at"]),
+        approved_by=row["approved_by"],
+        approved_by_token=row["approved_by_token"],
+        approved_at=None if row["approved_at"] is None else float(row["approved_at"]),
+        removed_by=row["removed_by"],
+        removed_at=None if row["removed_at"] is None else float(row["removed_at"]),
+        remove_reason=row["remove_reason"],
+        templates=int(row["templates"] or 0),
     )

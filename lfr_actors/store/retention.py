@@ -22,7 +22,7 @@ from typing import Any
 
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
-from lfr_actors.store.schema import Database, from_row, nullable
+from lfr_actors.store.schema import Database
 
 DEFAULT_RETENTION_DAYS = 31
 """How long an alert's crop is kept after the alert was last seen, unless on hold."""
@@ -87,7 +87,16 @@ _HOLD_COLUMNS = "id, alert_id, set_by, reason, at, released_at, released_by, rel
 
 
 def _hold(row: sqlite3.Row) -> Hold:
-    return from_row(Hold, row, id=int, at=float, released_at=nullable(float))
+    return Hold(
+        id=int(row["id"]),
+        alert_id=row["alert_id"],
+        set_by=row["set_by"],
+        reason=row["reason"],
+        at=float(row["at"]),
+        released_at=None if row["released_at"] is None else float(row["released_at"]),
+        released_by=row["released_by"],
+        release_reason=row["release_reason"],
+    )
 
 
 def _active_hold(conn: sqlite3.Connection, alert_id: str) -> Hold | None:

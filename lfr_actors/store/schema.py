@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -343,28 +343,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 """Every schema change, in order. Append; never edit one that has shipped."""
-
-
-R = TypeVar("R")
-
-
-def from_row(record: Callable[..., R], row: sqlite3.Row, **casts: Callable[[Any], Any]) -> R:
-    """``record`` built from ``row`` by column name: the row's columns are its fields.
-
-    Each of ``casts`` converts the column it is named after (``at=float``); wrap it in
-    :func:`nullable` where the column may be NULL. A cast naming a column the row lacks is
-    a ``KeyError``, a column that is no field a ``TypeError``: a query and its record never
-    drift apart silently.
-    """
-    values = dict(zip(row.keys(), row, strict=True))
-    for column, cast in casts.items():
-        values[column] = cast(values[column])
-    return record(**values)
-
-
-def nullable(cast: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``cast`` for a column that may be NULL: NULL stays ``None``."""
-    return lambda value: None if value is None else cast(value)
 
 
 class Database:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
-from lfr_actors.store.schema import Database, StoreError, from_row, nullable
+from lfr_actors.store.schema import Database, StoreError
 
 TOKEN_PREFIX = "lfr_"
 SECRET_BYTES = 32
@@ -335,12 +335,14 @@ def revoke_local_tokens(db_path: Path) -> int:
 
 
 def _record(row: sqlite3.Row) -> TokenRecord:
-    return from_row(
-        TokenRecord,
-        row,
-        role=Role,
-        internal=bool,
-        created_at=float,
-        revoked_at=nullable(float),
-        expires_at=nullable(float),
+    return TokenRecord(
+        id=row["id"],
+        name=row["name"],
+        role=Role(row["role"]),
+        internal=bool(row["internal"]),
+        created_at=float(row["created_at"]),
+        created_by=row["created_by"],
+        revoked_at=None if row["revoked_at"] is None else float(row["revoked_at"]),
+        revoked_by=row["revoked_by"],
+        expires_at=None if row["expires_at"] is None else float(row["expires_at"]),
     )
