@@ -4,8 +4,8 @@ An :class:`Alert` is one possible match fused from sightings of one watchlist en
 :class:`AlertEvent` is a change to it to persist and publish; a :class:`SightingRef` is all an
 alert keeps of a sighting (ids and numbers, never face data). :func:`alert_id` derives an
 alert's stable id. The store (:mod:`lfr_actors.store.alerts`) reads and writes these and the
-fuser (:mod:`lfr_actors.alerts.fusion`) makes them; this module imports only the ground floor,
-so neither of them has to import the other.
+fuser (:mod:`lfr_actors.alerts.fusion`) makes them; this module imports nothing of the
+project but :mod:`lfr_actors.messages`, so neither of them has to import the other.
 """
 
 from __future__ import annotations
