@@ -11,7 +11,7 @@ sampling rate ...") and ``docs/topology.md`` lists it.
 
 Rules that relate several fields are small pure methods (``_violations``) run once a
 model's fields are valid; they return every broken rule, not the first. Validation does
-no I/O: file paths are checked by :func:`lfr_actors.topology.loader.check_files`, and
+no I/O: file paths are checked by :func:`lfr_actors.topology.checks.check_files`, and
 relative paths are made absolute by the loader after validation.
 
 The embedder's sub-settings use the field names of the model layer's configs, so
