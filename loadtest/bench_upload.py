@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,13 @@ async def serve(tmp: Path) -> tuple[Any, str]:
         now = time.time()
         Deployments(store).create(
             NewDeployment(
-                "bench", "Supt Bench", "benchmark", "loopback", now - 60, now + 3600, 0.55
+                id="bench",
+                authorised_by="Supt Bench",
+                purpose="benchmark",
+                location="loopback",
+                start=datetime.fromtimestamp(now - 60, UTC),
+                end=datetime.fromtimestamp(now + 3600, UTC),
+                threshold=0.55,
             ),
             actor=Actor("bench"),
         )

@@ -15,6 +15,7 @@ from lfr_actors.topology.loader import load_embedder_spec, load_topology, load_w
 from lfr_actors.topology.schema import (
     DEFAULT_MODELS,
     MAX_DEPLOYMENT_WINDOW,
+    MAX_LEAD,
     SCHEMA_VERSION,
     AlertsConfig,
     ApiConfig,
@@ -26,6 +27,8 @@ from lfr_actors.topology.schema import (
     FileSource,
     IndexConfig,
     LoggingConfig,
+    NewDeployment,
+    NewEntry,
     QualitySettings,
     Reconnect,
     Source,
@@ -43,6 +46,7 @@ from lfr_actors.topology.validate import summary, validate_command
 __all__ = [
     "DEFAULT_MODELS",
     "MAX_DEPLOYMENT_WINDOW",
+    "MAX_LEAD",
     "SCHEMA_VERSION",
     "AlertsConfig",
     "ApiConfig",
@@ -54,6 +58,8 @@ __all__ = [
     "FileSource",
     "IndexConfig",
     "LoggingConfig",
+    "NewDeployment",
+    "NewEntry",
     "QualitySettings",
     "Reconnect",
     "Source",

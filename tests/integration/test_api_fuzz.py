@@ -141,7 +141,13 @@ def seed_deployments(path: Path) -> None:
         deployments = Deployments(db)
         for deployment_id in (DEPLOYMENT, CLOSING):
             new = NewDeployment(
-                deployment_id, "Supt Baker", "fuzzing", "Stratford", now - 3600, now + 3600, 0.6
+                id=deployment_id,
+                authorised_by="Supt Baker",
+                purpose="fuzzing",
+                location="Stratford",
+                start=datetime.fromtimestamp(now - 3600, UTC),
+                end=datetime.fromtimestamp(now + 3600, UTC),
+                threshold=0.6,
             )
             deployments.create(new, actor=authoriser)
         for n, entry_id in enumerate((ENTRY, PENDING, DELETABLE), start=1):
@@ -152,7 +158,12 @@ def seed_deployments(path: Path) -> None:
                 quality={"size_px": 120.0},
             )
             new_entry = NewEntry(
-                entry_id, f"Person {n}", "wanted", "PACE s.24", "custody", "2026-01-02"
+                id=entry_id,
+                display_name=f"Person {n}",
+                category="wanted",
+                legal_basis="PACE s.24",
+                source="custody",
+                image_date="2026-01-02",
             )
             approved_by = None if entry_id == PENDING else authoriser
             deployments.add_entry(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,8 @@ def create_deployment(db: Path) -> None:
                 authorised_by="Supt. A. Example",
                 purpose="Locate people wanted for serious offences",
                 location="Westfield Stratford, east entrance",
-                starts_at=now - 600,
-                ends_at=now + 3600,
+                start=datetime.fromtimestamp(now - 600, UTC),
+                end=datetime.fromtimestamp(now + 3600, UTC),
                 threshold=0.5,
                 impact_assessment_ref="DPIA-2026-017",
             ),

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,15 @@ async def test_streams_behind_the_shared_cache_read_the_store_and_miss_nothing(
     assert (await problem(unknown, 404))["detail"] == "No deployment with id 'other'."
     with Database(db) as database:
         now = time.time()
-        record = NewDeployment("other", "Supt X", "test", "elsewhere", now, now + 60, 0.5)
+        record = NewDeployment(
+            id="other",
+            authorised_by="Supt X",
+            purpose="test",
+            location="elsewhere",
+            start=datetime.fromtimestamp(now, UTC),
+            end=datetime.fromtimestamp(now + 60, UTC),
+            threshold=0.5,
+        )
         Deployments(database).create(record, actor=SYSTEM)
     other = await client.get("/v1/alerts/stream", params={"after": "0", "deployment": "other"})
     writer.add(sighting(12, entry="E12", at=12))

@@ -156,7 +156,15 @@ class Samples:
         start, end = self.window()
         with Database(self.db) as store:
             Deployments(store).create(
-                NewDeployment(deployment_id, "Supt Baker", "testing", "Stratford", start, end, 0.6),
+                NewDeployment(
+                    id=deployment_id,
+                    authorised_by="Supt Baker",
+                    purpose="testing",
+                    location="Stratford",
+                    start=datetime.fromtimestamp(start, UTC),
+                    end=datetime.fromtimestamp(end, UTC),
+                    threshold=0.6,
+                ),
                 actor=OPERATOR,
             )
         return deployment_id
@@ -164,7 +172,14 @@ class Samples:
     def entry(self, deployment_id: str) -> str:
         """A pending entry added by the operator (so no token holder added it)."""
         entry_id = self._name("E-")
-        new = NewEntry(entry_id, "A Person", "wanted", "PACE s.24", "custody", "2026-01-01")
+        new = NewEntry(
+            id=entry_id,
+            display_name="A Person",
+            category="wanted",
+            legal_basis="PACE s.24",
+            source="custody",
+            image_date="2026-01-01",
+        )
         with Database(self.db) as store:
             Deployments(store).add_entry(
                 deployment_id, new, fake_enroller(b"\xff\xd8\xff fake", ""), actor=OPERATOR

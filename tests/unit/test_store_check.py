@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,15 @@ def make_store(path: Path, entries: int = 3, filler: int = 0) -> None:
         deployments = Deployments(db)
         now = time.time()
         deployments.create(
-            NewDeployment("dep1", "Supt. Example", "test", "ci", now - 60, now + 3600, 0.6),
+            NewDeployment(
+                id="dep1",
+                authorised_by="Supt. Example",
+                purpose="test",
+                location="ci",
+                start=datetime.fromtimestamp(now - 60, UTC),
+                end=datetime.fromtimestamp(now + 3600, UTC),
+                threshold=0.6,
+            ),
             actor=AUTHORITY,
             origin=Origin.FILE,
         )
@@ -72,7 +81,14 @@ def make_store(path: Path, entries: int = 3, filler: int = 0) -> None:
         for i in range(entries):
             deployments.add_entry(
                 "dep1",
-                NewEntry(f"E{i}", f"Person {i}", "wanted", "warrant", "record", "2026-01-01"),
+                NewEntry(
+                    id=f"E{i}",
+                    display_name=f"Person {i}",
+                    category="wanted",
+                    legal_basis="warrant",
+                    source="record",
+                    image_date="2026-01-01",
+                ),
                 Enrolled(
                     image=b"\xff\xd8fake" + bytes([i]),
                     image_type="image/jpeg",

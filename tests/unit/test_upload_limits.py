@@ -7,6 +7,7 @@ import struct
 import threading
 import time
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,15 @@ def db(tmp_path: Path) -> Path:
     now = time.time()
     with Database(path) as store:
         Deployments(store).create(
-            NewDeployment("dep1", "Supt Baker", "testing", "Stratford", now - 60, now + 3600, 0.6),
+            NewDeployment(
+                id="dep1",
+                authorised_by="Supt Baker",
+                purpose="testing",
+                location="Stratford",
+                start=datetime.fromtimestamp(now - 60, UTC),
+                end=datetime.fromtimestamp(now + 3600, UTC),
+                threshold=0.6,
+            ),
             actor=Actor("cli:test"),
         )
     return path
