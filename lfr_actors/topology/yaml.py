@@ -165,6 +165,24 @@ class _TooLarge(Exception):
     pass
 
 
+def _check_shape(node: Node, open_nodes: set[int], done: set[int], depth: int = 0) -> None:
+    """Refuse nesting beyond MAX_DEPTH and an alias inside its own anchor (a loop).
+
+    ruamel.yaml reads such a loop as null; it is refused like any other alias misuse.
+    Each node is walked once, however many aliases name it.
+    """
+    if depth > MAX_DEPTH or id(node) in open_nodes:
+        raise _TooLarge
+    if id(node) in done or not isinstance(node.value, list):
+        return
+    open_nodes.add(id(node))
+    for child in node.value:
+        for part in child if isinstance(child, tuple) else (child,):
+            _check_shape(part, open_nodes, done, depth + 1)
+    open_nodes.discard(id(node))
+    done.add(id(node))
+
+
 class _Plain:
     """Copies ruamel's mappings and lists into plain data, recording lines and problems."""
 
@@ -308,6 +326,7 @@ def parse(file: Path, what: str) -> Parsed:
                 f"the {what} file is empty",
                 f"Write the {what}; {DOCS} describes it, with examples.",
             )
+        _check_shape(node, set(), set())
         constructor = reader.constructor
         assert isinstance(constructor, _Constructor)
         plain = _Plain(constructor, file)

@@ -97,6 +97,12 @@ def test_aliases_within_the_bound_are_read(tmp_path: Path) -> None:
     assert MAX_NODES >= 1000
 
 
+@pytest.mark.parametrize("text", ["a: &a [1, *a]\n", "a: &a {b: *a}\n"])
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(TopologyError, match="expands to too many values"):
+        read(tmp_path, text)
+
+
 def test_deep_nesting_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match="nests too deeply"):
         read(tmp_path, "a: " + "[" * 100 + "]" * 100)
