@@ -69,7 +69,7 @@ class _Resolver(BaseResolver):
 
     @property
     def processing_version(self) -> tuple[int, int]:
-        """The scanner reads YAML 1.2 syntax; the scalar rules are the ones above."""
+        """The scanner reads YAML 1.2 syntax; the scalars follow the rules registered below."""
         return (1, 2)
 
 
