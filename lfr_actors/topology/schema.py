@@ -133,6 +133,8 @@ Day = Annotated[date, BeforeValidator(_date_text)]
 ActorId = Annotated[str, Field(pattern=ACTOR_ID_PATTERN)]
 UnitFloat = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0.0, le=1.0)]
 Speed = Annotated[float, BeforeValidator(_reject_bool), Field(ge=-10.0, le=10.0)]
+Threshold = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0.0, lt=2.0)]
+"""A distance threshold: lower is stricter."""
 
 RAY_BUILT_IN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 RESOURCE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -339,9 +341,7 @@ class NewDeployment(Deployment):
 
     model_config = ConfigDict(title="NewDeployment")
 
-    threshold: Float = Field(
-        gt=0.0,
-        lt=2.0,
+    threshold: Threshold = Field(
         description="the distance at or below which a face is a possible match; a topology "
         "sets it in alerts.threshold",
         examples=[0.6],
@@ -936,9 +936,7 @@ class AlertsConfig(_Strict):
     """When a face becomes an alert: the threshold and the fusion of repeated sightings."""
 
     id: ActorId = Field(default="alerts", description="the alert actor's identifier")
-    threshold: Float = Field(
-        gt=0.0,
-        lt=2.0,
+    threshold: Threshold = Field(
         description="the distance at or below which a face is a possible match. Lower is "
         "stricter: fewer false alerts, more missed matches.",
         examples=[0.6],

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, merge_attrib
@@ -92,6 +92,20 @@ def _scalar_text(node: Node) -> str:
     return str(node.value)
 
 
+_T = TypeVar("_T")
+
+
+def _read(node: Node, convert: Callable[[str], _T], what: str) -> _T:
+    """A tagged scalar converted, or a YAML error at its place naming what it should be."""
+    text = _scalar_text(node)
+    try:
+        return convert(text)
+    except (ValueError, KeyError):
+        raise ConstructorError(
+            None, None, f"cannot read {text!r} as {what}", node.start_mark
+        ) from None
+
+
 class _Constructor(RoundTripConstructor):
     """The round-trip constructor with plain scalars, and repeated keys noted, not raised."""
 
@@ -113,33 +127,14 @@ class _Constructor(RoundTripConstructor):
         return True
 
     def _int(self, node: Node) -> int:
-        text = _scalar_text(node)
-        try:
-            return int(text, 10)
-        except ValueError:
-            raise ConstructorError(
-                None, None, f"cannot read {text!r} as a whole number", node.start_mark
-            ) from None
+        return _read(node, lambda text: int(text, 10), "a whole number")
 
     def _float(self, node: Node) -> float:
-        text = _scalar_text(node)
         special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
-        if text.lower() in special:
-            return special[text.lower()]
-        try:
-            return float(text)
-        except ValueError:
-            raise ConstructorError(
-                None, None, f"cannot read {text!r} as a number", node.start_mark
-            ) from None
+        return _read(node, lambda text: special.get(text.lower()) or float(text), "a number")
 
     def _bool(self, node: Node) -> bool:
-        text = _scalar_text(node)
-        if text.lower() not in self.bool_values:
-            raise ConstructorError(
-                None, None, f"cannot read {text!r} as true or false", node.start_mark
-            )
-        return bool(self.bool_values[text.lower()])
+        return _read(node, lambda text: bool(self.bool_values[text.lower()]), "true or false")
 
     def _text(self, node: Node) -> str:
         return _scalar_text(node)

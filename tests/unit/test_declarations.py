@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from lfr_actors.topology import (
 )
 from lfr_actors.topology.schema import window_violations
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "topology"
 START = datetime(2026, 11, 20, 8, tzinfo=UTC)
 
 TOPOLOGY = """\
@@ -114,25 +114,10 @@ def test_rules_that_need_now_are_for_declarations_made_now() -> None:
     assert ahead[0].message.endswith("is more than 366 days ahead; authorise it nearer the time")
 
 
-def test_a_watchlist_file_entry_is_an_entry_declaration_with_photos(tmp_path: Path) -> None:
-    path = tmp_path / "w.yaml"
-    path.write_text(
-        textwrap.dedent(
-            """\
-            version: 1
-            entries:
-              - id: W-1
-                display_name: Person One
-                images: [img/one.jpg]
-                category: wanted
-                legal_basis: warrant 1
-                source: custody record 1
-                image_date: 2025-03-14
-            """
-        ),
-        "utf-8",
-    )
-    (entry,) = load_watchlist(path).entries
+def test_a_watchlist_file_entry_is_an_entry_declaration_with_photos() -> None:
+    topology = load_topology(EXAMPLES / "demo.yaml")
+    assert topology.watchlist is not None
+    entry = load_watchlist(topology.watchlist.file).entries[0]
     assert isinstance(entry, NewEntry)
     assert set(WatchlistEntry.model_fields) - set(NewEntry.model_fields) == {"images"}
     # As the upload form sends them: text, with no threshold of its own.

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from lfr_actors.store.check import (
     restore_store,
     store_in_use,
 )
-from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment, NewEntry, Origin
+from lfr_actors.store.deployments import Deployments, Enrolled, Origin
 from lfr_actors.store.schema import (
     MIGRATIONS,
     WAL_RESET_FIX,
@@ -51,6 +50,7 @@ from lfr_actors.store.schema import (
     sqlite_safety,
     template_checksum,
 )
+from lfr_actors.testing.declarations import make_deployment, make_entry
 from tests.conftest import REPO
 
 DIM = 8
@@ -65,14 +65,13 @@ def make_store(path: Path, entries: int = 3, filler: int = 0) -> None:
         deployments = Deployments(db)
         now = time.time()
         deployments.create(
-            NewDeployment(
-                id="dep1",
+            make_deployment(
+                "dep1",
+                now - 60,
+                now + 3600,
                 authorised_by="Supt. Example",
                 purpose="test",
                 location="ci",
-                start=datetime.fromtimestamp(now - 60, UTC),
-                end=datetime.fromtimestamp(now + 3600, UTC),
-                threshold=0.6,
             ),
             actor=AUTHORITY,
             origin=Origin.FILE,
@@ -81,13 +80,8 @@ def make_store(path: Path, entries: int = 3, filler: int = 0) -> None:
         for i in range(entries):
             deployments.add_entry(
                 "dep1",
-                NewEntry(
-                    id=f"E{i}",
-                    display_name=f"Person {i}",
-                    category="wanted",
-                    legal_basis="warrant",
-                    source="record",
-                    image_date="2026-01-01",
+                make_entry(
+                    f"E{i}", display_name=f"Person {i}", legal_basis="warrant", source="record"
                 ),
                 Enrolled(
                     image=b"\xff\xd8fake" + bytes([i]),
