@@ -254,17 +254,7 @@ def _batches(items: list[str], size: int = INDEX_BATCH) -> list[list[str]]:
 
 def declared_deployment(topology: Topology) -> NewDeployment:
     """The deployment record a topology file declares."""
-    d = topology.deployment
-    return NewDeployment(
-        id=d.id,
-        authorised_by=d.authorised_by,
-        purpose=d.purpose,
-        location=d.location,
-        starts_at=d.start.timestamp(),
-        ends_at=d.end.timestamp(),
-        threshold=topology.alerts.threshold,
-        impact_assessment_ref=d.impact_assessment_ref,
-    )
+    return NewDeployment.of(topology)
 
 
 def register_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord:
@@ -641,7 +631,7 @@ class Deployment:
                         category=entry.category,
                         legal_basis=entry.legal_basis,
                         source=entry.source,
-                        image_date=entry.image_date.isoformat(),
+                        image_date=entry.image_date,
                         threshold=entry.threshold,
                     ),
                     enrolled[entry.id],

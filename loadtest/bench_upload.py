@@ -52,8 +52,9 @@ from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.store.audit import Actor
-from lfr_actors.store.deployments import Deployments, NewDeployment
+from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.schema import Database
+from lfr_actors.testing.declarations import make_deployment
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("LFR_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -120,9 +121,7 @@ async def serve(tmp: Path) -> tuple[Any, str]:
     with Database(db) as store:
         now = time.time()
         Deployments(store).create(
-            NewDeployment(
-                "bench", "Supt Bench", "benchmark", "loopback", now - 60, now + 3600, 0.55
-            ),
+            make_deployment("bench", now - 60, now + 3600, 0.55, purpose="benchmark"),
             actor=Actor("bench"),
         )
     app = create_app(db, auth=False, enroller=pipeline_enroller(pipeline))

@@ -25,6 +25,7 @@ from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import AuditLog
 from lfr_actors.store.tokens import TokenStore
+from lfr_actors.topology.schema import RULES_ERROR
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -280,6 +281,11 @@ async def read_json_body(request: web.Request, model: type[_Body], *, max_bytes:
         fields = ", ".join(sorted(model.model_fields))
         invalid = []
         for error in errors:
+            if error["type"] == RULES_ERROR:  # cross-field rules: each names its own field
+                for rule in error["ctx"]["violations"]:
+                    name = ".".join(str(part) for part in (*error["loc"], *rule.path))
+                    invalid.append({"name": name, "reason": rule.message})
+                continue
             name = ".".join(str(part) for part in error["loc"]) or "(body)"
             reason = error["msg"]
             if error["type"] == "extra_forbidden":

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import principal
@@ -34,82 +34,25 @@ from lfr_actors.store.deployments import (
     EntryExistsError,
     EntryStateError,
     FourEyesError,
-    NewDeployment,
     UnknownDeploymentError,
     UnknownEntryError,
 )
-from lfr_actors.topology.schema import ACTOR_ID_PATTERN, MAX_DEPLOYMENT_WINDOW
+from lfr_actors.topology.schema import NewDeployment, window_violations
 
 MAX_BODY_BYTES = 16 * 1024
 """Room for every text field at its longest (4 bytes a character in UTF-8)."""
 MAX_TEXT_CHARS = 500
-MAX_LEAD = timedelta(days=366)
-"""How far ahead a deployment's window may start."""
 
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
 
 
-class DeploymentBody(BaseModel):
-    """A new deployment, as the authorising officer declares it."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="NewDeployment")
-
-    id: str = Field(
-        pattern=ACTOR_ID_PATTERN,
-        description="The deployment's identifier: lower-case letters, digits, _ and -, "
-        "1-64 characters. A topology names it in deployment.id to run it.",
-        examples=["westfield-2026-11"],
-    )
-    authorised_by: Text = Field(description="The name and rank of the authorising officer.")
-    purpose: Text = Field(description="The authorised purpose, as the authority words it.")
-    location: Text = Field(description="The place the cameras watch.")
-    start: AwareDatetime = Field(
-        description="Start of the window (ISO 8601 with a UTC offset), at most "
-        f"{MAX_LEAD.days} days ahead."
-    )
-    end: AwareDatetime = Field(
-        description=f"End of the window: after start, in the future, and at most "
-        f"{MAX_DEPLOYMENT_WINDOW.days} days after start."
-    )
-    impact_assessment_ref: Text | None = Field(
-        default=None, description="The reference of the deployment's impact assessment."
-    )
-    threshold: float = Field(
-        gt=0.0,
-        lt=2.0,
-        description="The distance at or below which a face is a possible match.",
-    )
-
-    def problems(self, now: float) -> list[tuple[str, str]]:
-        """Rules across fields, as (field, reason)."""
-        found = []
-        if self.end <= self.start:
-            found.append(("end", "must be after start"))
-        elif self.end - self.start > MAX_DEPLOYMENT_WINDOW:
-            found.append(("end", f"must be at most {MAX_DEPLOYMENT_WINDOW.days} days after start"))
-        if self.end.timestamp() <= now:
-            found.append(("end", "is in the past: the window would already be over"))
-        if self.start.timestamp() > now + MAX_LEAD.total_seconds():
-            found.append(
-                ("start", f"is more than {MAX_LEAD.days} days ahead; authorise it nearer the time")
-            )
-        return found
-
-    def to_new(self) -> NewDeployment:
-        """The store's form of the declaration."""
-        return NewDeployment(
-            id=self.id,
-            authorised_by=self.authorised_by.strip(),
-            purpose=self.purpose.strip(),
-            location=self.location.strip(),
-            starts_at=self.start.timestamp(),
-            ends_at=self.end.timestamp(),
-            threshold=self.threshold,
-            impact_assessment_ref=(self.impact_assessment_ref or "").strip() or None,
-        )
+def trimmed(body: _M) -> _M:
+    """A request body's declaration with the outer spaces of its text fields removed."""
+    return body.model_copy(update={k: v.strip() for k, v in body if isinstance(v, str)})
 
 
 class CloseBody(BaseModel):
@@ -197,16 +140,17 @@ async def list_deployments(request: web.Request) -> web.Response:
 
 async def create_deployment(request: web.Request) -> web.Response:
     """Record a new deployment under the caller's name (audited)."""
-    body = await read_json_body(request, DeploymentBody, max_bytes=MAX_BODY_BYTES)
+    body = await read_json_body(request, NewDeployment, max_bytes=MAX_BODY_BYTES)
     store = request.app[DEPLOYMENTS]
-    problems = body.problems(store.clock())
+    now = datetime.fromtimestamp(store.clock(), UTC)
+    problems = window_violations(body.start, body.end, now=now)
     if problems:
         raise ProblemError(
             422,
             "The body has invalid fields.",
-            invalid_params=[{"name": name, "reason": reason} for name, reason in problems],
+            invalid_params=[{"name": v.path[0], "reason": v.message} for v in problems],
         )
-    record = await run_store(store.create, body.to_new(), actor=principal(request).actor)
+    record = await run_store(store.create, trimmed(body), actor=principal(request).actor)
     location = str(request.app.router["deployment"].url_for(deployment_id=record.id))
     return web.json_response(
         render_deployment(request, record), status=201, headers={"Location": location}

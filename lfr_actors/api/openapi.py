@@ -28,6 +28,7 @@ from lfr_actors.enrolment import MAX_ENROL_PIXELS
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import Action
 from lfr_actors.store.tokens import Role
+from lfr_actors.topology.schema import NewDeployment, NewEntry
 
 OPENAPI_VERSION = "3.1.0"
 SECURITY_SCHEME = "bearerAuth"
@@ -124,11 +125,11 @@ def component_schemas() -> Json:
     release_body = retention_api.ReleaseBody.model_json_schema(ref_template=_REF + "{model}")
     nullable_str = {"type": ["string", "null"]}
     nullable_time = {"type": ["string", "null"], "format": "date-time"}
-    new_deployment = deployments_api.DeploymentBody.model_json_schema(ref_template=_REF + "{model}")
+    new_deployment = NewDeployment.model_json_schema(ref_template=_REF + "{model}")
     close_body = deployments_api.CloseBody.model_json_schema(ref_template=_REF + "{model}")
     threshold_body = deployments_api.ThresholdBody.model_json_schema(ref_template=_REF + "{model}")
     delete_body = watchlist_api.DeleteBody.model_json_schema(ref_template=_REF + "{model}")
-    entry_fields = watchlist_api.EntryFields.model_json_schema(ref_template=_REF + "{model}")
+    entry_fields = NewEntry.model_json_schema(ref_template=_REF + "{model}")
     entry_upload = {
         **entry_fields,
         "title": "EntryUpload",

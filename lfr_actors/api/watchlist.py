@@ -1,8 +1,9 @@
 """Watchlist entries over the API: enrol by image upload, list, get, approve, delete.
 
 ``POST /v1/deployments/{deployment_id}/entries`` takes ``multipart/form-data``: the text
-fields of :class:`EntryFields` (identity and provenance) and one to :data:`MAX_IMAGES`
-file parts named ``image`` (JPEG, PNG, BMP, WebP or TIFF; all of them together at most
+fields of :class:`~lfr_actors.topology.schema.NewEntry` (identity and provenance, as a
+watchlist file declares them too) and one to :data:`MAX_IMAGES` file parts named
+``image`` (JPEG, PNG, BMP, WebP or TIFF; all of them together at most
 :data:`MAX_IMAGE_BYTES`, each at most
 :data:`~lfr_actors.enrolment.MAX_ENROL_PIXELS` as its header declares, checked before it
 is decoded). Every image goes through the enrolment rules of the model layer
@@ -30,8 +31,7 @@ holding a thread.
 from __future__ import annotations
 
 import asyncio
-from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import PENDING_IMAGE_VIEWERS, principal, require_role
 from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
-from lfr_actors.api.deployments import DEPLOYMENTS, run_store, unknown_deployment
+from lfr_actors.api.deployments import DEPLOYMENTS, run_store, trimmed, unknown_deployment
 from lfr_actors.enrolment import (
     MAX_ENROL_PIXELS,
     Enroller,
@@ -50,13 +50,8 @@ from lfr_actors.enrolment import (
 from lfr_actors.errors import EnrolmentRejectedError, ImageError
 from lfr_actors.models.images import ImageTooLargeError, check_pixels, sniff_format
 from lfr_actors.store.audit import Action
-from lfr_actors.store.deployments import (
-    Enrolled,
-    EntryRecord,
-    EntryState,
-    NewEntry,
-)
-from lfr_actors.topology.schema import ENTRY_ID_PATTERN
+from lfr_actors.store.deployments import Enrolled, EntryRecord, EntryState
+from lfr_actors.topology.schema import NewEntry
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 """The most image bytes one upload takes (all its images together)."""
@@ -76,47 +71,6 @@ MAX_CONCURRENT_ENROLMENTS = 2
 
 ENROLLER: web.AppKey[Enroller | None] = web.AppKey("enroller")
 ENROL_SLOTS = web.AppKey("enrol_slots", asyncio.Semaphore)
-
-Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
-
-
-class EntryFields(BaseModel):
-    """An entry's identity and provenance: the text fields of the upload form."""
-
-    model_config = ConfigDict(extra="forbid", title="EntryFields")
-
-    id: str = Field(
-        pattern=ENTRY_ID_PATTERN,
-        description="The entry's identifier, named in alerts: letters, digits, _ . and -, "
-        "1-64 characters; never reused within a deployment.",
-        examples=["W-2026-0001"],
-    )
-    display_name: Text = Field(description="The name shown to the adjudicating officer.")
-    category: Text = Field(
-        description="Why the person is on the watchlist (wanted, missing person, ...)."
-    )
-    legal_basis: Text = Field(description="The legal power under which they are on it.")
-    source: Text = Field(description="Where the image came from (a custody record, ...).")
-    image_date: date = Field(description="When the image was taken, YYYY-MM-DD.")
-    threshold: float | None = Field(
-        default=None,
-        gt=0.0,
-        lt=2.0,
-        description="A stricter (lower) distance threshold for this entry, if any, at most "
-        "the deployment's. A running deployment applies it when the entry is approved.",
-    )
-
-    def to_new(self) -> NewEntry:
-        """The store's form of the fields."""
-        return NewEntry(
-            id=self.id,
-            display_name=self.display_name.strip(),
-            category=self.category.strip(),
-            legal_basis=self.legal_basis.strip(),
-            source=self.source.strip(),
-            image_date=self.image_date.isoformat(),
-            threshold=self.threshold,
-        )
 
 
 class DeleteBody(BaseModel):
@@ -206,7 +160,7 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], list[tuple
     images: list[tuple[bytes, str]] = []
     image_budget = _Budget(MAX_IMAGE_BYTES)
     invalid: list[dict[str, str]] = []
-    known = set(EntryFields.model_fields)
+    known = set(NewEntry.model_fields)
     budget = _Budget(MAX_BODY_BYTES)
     parts = 0
     try:
@@ -269,12 +223,12 @@ def invalid_upload(invalid: list[dict[str, str]]) -> ProblemError:
     return ProblemError(422, "The upload has invalid fields.", **extra)
 
 
-def _check_fields(fields: dict[str, str]) -> EntryFields:
+def _check_fields(fields: dict[str, str]) -> NewEntry:
     try:
         values: dict[str, Any] = dict(fields)
         if values.get("threshold") == "":
             values["threshold"] = None
-        return EntryFields.model_validate(values)
+        return NewEntry.model_validate(values)
     except ValidationError as exc:
         invalid = [
             {"name": ".".join(str(p) for p in e["loc"]) or "(body)", "reason": e["msg"]}
@@ -336,7 +290,7 @@ async def create_entry(request: web.Request) -> web.Response:
     entry = await run_store(
         store.add_entry,
         deployment_id,
-        entry_fields.to_new(),
+        trimmed(entry_fields),
         combine(made),
         actor=principal(request).actor,
     )

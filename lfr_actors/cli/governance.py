@@ -66,18 +66,11 @@ def deployment_section(path: Path, deployment_id: str, out: TextIO) -> int:
         record = Deployments(db).find(deployment_id)
     if record is None:
         raise LfrError(f"{path}: no deployment with id {deployment_id!r}")
-    section: dict[str, object] = {
-        "id": record.id,
-        "authorised_by": record.authorised_by,
-        "purpose": record.purpose,
-        "location": record.location,
-        "start": iso_utc(record.starts_at),
-        "end": iso_utc(record.ends_at),
-    }
-    if record.impact_assessment_ref is not None:
-        section["impact_assessment_ref"] = record.impact_assessment_ref
+    declared = record.declared()
+    section = declared.model_dump(exclude={"threshold"}, exclude_none=True)
+    section.update(start=iso_utc(declared.starts_at), end=iso_utc(declared.ends_at))
     text = yaml.safe_dump(
-        {"deployment": section, "alerts": {"threshold": record.threshold}},
+        {"deployment": section, "alerts": {"threshold": declared.threshold}},
         sort_keys=False,
         allow_unicode=True,
     )

@@ -26,19 +26,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``lfr validate FILE``."""
-    from lfr_actors.topology.loader import validate_command
+    from lfr_actors.topology.validate import validate_command
 
     return validate_command(Path(args.file), sys.stdout, sys.stderr)
 
 
 def load_deployment_files(path: Path) -> tuple[Any, Any]:
     """The topology at ``path`` and its watchlist, checked; any problem is a usage error."""
-    from lfr_actors.topology.loader import (
-        TopologyError,
-        check_files,
-        load_topology,
-        load_watchlist,
-    )
+    from lfr_actors.topology.checks import check_files
+    from lfr_actors.topology.loader import TopologyError, load_topology, load_watchlist
 
     try:
         topology = load_topology(path)

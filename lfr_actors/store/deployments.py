@@ -34,6 +34,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +43,7 @@ import numpy as np
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
 from lfr_actors.store.schema import Database, StoreError, template_checksum, template_problem
 from lfr_actors.timefmt import iso_utc
+from lfr_actors.topology.schema import NewDeployment, NewEntry
 
 
 class DeploymentState(StrEnum):
@@ -114,24 +116,6 @@ WINDOW_ENDED = "the authorised window ended"
 
 
 @dataclass(frozen=True)
-class NewDeployment:
-    """What an authorising officer declares for a deployment."""
-
-    id: str
-    authorised_by: str
-    purpose: str
-    location: str
-    starts_at: float
-    ends_at: float
-    threshold: float
-    impact_assessment_ref: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The declaration as a JSON-ready map (Unix seconds)."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
 class DeploymentRecord:
     """A stored deployment."""
 
@@ -168,7 +152,14 @@ class DeploymentRecord:
     def declared(self) -> NewDeployment:
         """The authority's declaration, for comparison with a topology file."""
         return NewDeployment(
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(NewDeployment)}
+            id=self.id,
+            authorised_by=self.authorised_by,
+            purpose=self.purpose,
+            location=self.location,
+            start=datetime.fromtimestamp(self.starts_at, UTC),
+            end=datetime.fromtimestamp(self.ends_at, UTC),
+            threshold=self.threshold,
+            impact_assessment_ref=self.impact_assessment_ref,
         )
 
     def as_dict(self, now: float) -> dict[str, Any]:
@@ -177,19 +168,6 @@ class DeploymentRecord:
         out["origin"] = str(self.origin)
         del out["created_by_token"]
         return out
-
-
-@dataclass(frozen=True)
-class NewEntry:
-    """A watchlist entry's identity and provenance, as its author declares them."""
-
-    id: str
-    display_name: str
-    category: str
-    legal_basis: str
-    source: str
-    image_date: str
-    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -285,9 +263,10 @@ class Deployments:
     def create(
         self, new: NewDeployment, *, actor: Actor, origin: Origin = Origin.API
     ) -> DeploymentRecord:
-        """Record a new deployment (audited); :class:`DeploymentExistsError` if the id is used."""
-        if not new.ends_at > new.starts_at:
-            raise ValueError("a deployment's window must end after it starts")
+        """Record a new deployment (audited); :class:`DeploymentExistsError` if the id is used.
+
+        The declaration has passed its window rules when it was made.
+        """
         with self.db.transaction() as conn:
             existing = self._deployment(conn, new.id)
             if existing is not None:
@@ -517,7 +496,7 @@ class Deployments:
                     new.category,
                     new.legal_basis,
                     new.source,
-                    new.image_date,
+                    new.image_date.isoformat(),
                     new.threshold,
                     str(origin),
                     str(state),

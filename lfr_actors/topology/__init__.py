@@ -2,22 +2,20 @@
 
 :mod:`~lfr_actors.topology.schema` holds the models (every field described and bounded);
 :mod:`~lfr_actors.topology.loader` reads files into them with errors that name the file,
-line, field and fix. This floor imports nothing from the kernel, the actors or the API.
+line, field and fix: :mod:`~lfr_actors.topology.yaml` reads the YAML with its lines,
+:mod:`~lfr_actors.topology.explain` turns validation errors into issues, and
+:mod:`~lfr_actors.topology.checks` checks the files a topology names.
+:mod:`~lfr_actors.topology.validate` is ``lfr validate``. This floor imports nothing from
+the kernel, the actors or the API.
 """
 
-from lfr_actors.topology.loader import (
-    TopologyError,
-    TopologyIssue,
-    check_files,
-    load_embedder_spec,
-    load_topology,
-    load_watchlist,
-    summary,
-    validate_command,
-)
+from lfr_actors.topology.checks import check_files
+from lfr_actors.topology.issues import TopologyError, TopologyIssue
+from lfr_actors.topology.loader import load_embedder_spec, load_topology, load_watchlist
 from lfr_actors.topology.schema import (
     DEFAULT_MODELS,
     MAX_DEPLOYMENT_WINDOW,
+    MAX_LEAD,
     SCHEMA_VERSION,
     AlertsConfig,
     ApiConfig,
@@ -29,6 +27,8 @@ from lfr_actors.topology.schema import (
     FileSource,
     IndexConfig,
     LoggingConfig,
+    NewDeployment,
+    NewEntry,
     QualitySettings,
     Reconnect,
     Source,
@@ -41,10 +41,12 @@ from lfr_actors.topology.schema import (
     WatchlistEntry,
     WatchlistRef,
 )
+from lfr_actors.topology.validate import summary, validate_command
 
 __all__ = [
     "DEFAULT_MODELS",
     "MAX_DEPLOYMENT_WINDOW",
+    "MAX_LEAD",
     "SCHEMA_VERSION",
     "AlertsConfig",
     "ApiConfig",
@@ -56,6 +58,8 @@ __all__ = [
     "FileSource",
     "IndexConfig",
     "LoggingConfig",
+    "NewDeployment",
+    "NewEntry",
     "QualitySettings",
     "Reconnect",
     "Source",

@@ -11,7 +11,7 @@ sampling rate ...") and ``docs/topology.md`` lists it.
 
 Rules that relate several fields are small pure methods (``_violations``) run once a
 model's fields are valid; they return every broken rule, not the first. Validation does
-no I/O: file paths are checked by :func:`lfr_actors.topology.loader.check_files`, and
+no I/O: file paths are checked by :func:`lfr_actors.topology.checks.check_files`, and
 relative paths are made absolute by the loader after validation.
 
 The embedder's sub-settings use the field names of the model layer's configs, so
@@ -21,6 +21,7 @@ The embedder's sub-settings use the field names of the model layer's configs, so
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -47,7 +51,10 @@ SCHEMA_VERSION = 1
 """The only topology and watchlist format version this package reads."""
 
 MAX_DEPLOYMENT_WINDOW = timedelta(days=31)
-"""The longest authorised window one topology may declare."""
+"""The longest authorised window one deployment may declare."""
+
+MAX_LEAD = timedelta(days=366)
+"""How far ahead a deployment declared through the API may start."""
 
 DEFAULT_MODELS: tuple[str, ...] = (DLIB_RESNET_NAME,)
 """Embedder names the model cache provides (``lfr models prepare``)."""
@@ -95,11 +102,19 @@ def _path_text(value: object) -> object:
     return value
 
 
-def _datetime_text(value: object) -> object:
+def _datetime_text(value: object, info: ValidationInfo) -> object:
     # Without this, pydantic would read a bare number as seconds since 1970.
-    if isinstance(value, (str, datetime)):
-        return value
-    raise PydanticCustomError("datetime_type", "expected an ISO 8601 date and time")
+    if not isinstance(value, (str, datetime)):
+        raise PydanticCustomError("datetime_type", "expected an ISO 8601 date and time")
+    if info.mode == "json" and isinstance(value, str):
+        # A JSON body is validated strictly, where only JSON text (not the Python text this
+        # validator passes on) may become a datetime: read it here, as pydantic would.
+        try:
+            return _INSTANT_TEXT.validate_json(json.dumps(value), strict=True)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise PydanticCustomError(error["type"], error["msg"]) from None
+    return value
 
 
 def _date_text(value: object) -> object:
@@ -108,6 +123,7 @@ def _date_text(value: object) -> object:
     raise PydanticCustomError("date_type", "expected a date, YYYY-MM-DD")
 
 
+_INSTANT_TEXT: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 Float = Annotated[float, BeforeValidator(_reject_bool)]
 Text = Annotated[str, Field(pattern=r"\S", max_length=500)]
@@ -117,6 +133,8 @@ Day = Annotated[date, BeforeValidator(_date_text)]
 ActorId = Annotated[str, Field(pattern=ACTOR_ID_PATTERN)]
 UnitFloat = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0.0, le=1.0)]
 Speed = Annotated[float, BeforeValidator(_reject_bool), Field(ge=-10.0, le=10.0)]
+Threshold = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0.0, lt=2.0)]
+"""A distance threshold: lower is stricter."""
 
 RAY_BUILT_IN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 RESOURCE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -207,7 +225,58 @@ def _duplicates(ids: list[str], what: str, fix: str) -> list[RuleViolation]:
     return found
 
 
-# -- deployment --------------------------------------------------------------------------
+# -- deployment ------------------------------------------------------------------------
+
+
+def window_violations(
+    start: datetime, end: datetime, *, now: datetime | None = None
+) -> list[RuleViolation]:
+    """Every rule a deployment's authorised window breaks: the one place they are coded.
+
+    Always: ``end`` after ``start``, and at most :data:`MAX_DEPLOYMENT_WINDOW` later. With
+    ``now``, for a deployment declared now (through the API): ``end`` still to come, and
+    ``start`` at most :data:`MAX_LEAD` ahead. Paths are ``("start",)`` and ``("end",)``.
+    """
+    found = []
+    if end <= start:
+        found.append(
+            RuleViolation(
+                ("end",),
+                f"end {_when(end)} is not after start {_when(start)}",
+                "Set deployment.end to the end of the authorised window, after deployment.start.",
+                (("start",),),
+            )
+        )
+    elif end - start > MAX_DEPLOYMENT_WINDOW:
+        found.append(
+            RuleViolation(
+                ("end",),
+                f"the window from start to end lasts {_days(end - start)}, longer than "
+                f"the {MAX_DEPLOYMENT_WINDOW.days} days one deployment may last",
+                f"Set deployment.end at most {MAX_DEPLOYMENT_WINDOW.days} days after "
+                "deployment.start, or split the operation into several deployments, "
+                "each with its own authority.",
+                (("start",),),
+            )
+        )
+    if now is not None and end <= now:
+        found.append(
+            RuleViolation(
+                ("end",),
+                f"end {_when(end)} is in the past: the window would already be over",
+                "Set end to the end of a window still to come.",
+            )
+        )
+    if now is not None and start > now + MAX_LEAD:
+        found.append(
+            RuleViolation(
+                ("start",),
+                f"start {_when(start)} is more than {MAX_LEAD.days} days ahead; authorise it "
+                "nearer the time",
+                f"Set start at most {MAX_LEAD.days} days from now.",
+            )
+        )
+    return found
 
 
 class Deployment(_Strict):
@@ -257,29 +326,54 @@ class Deployment(_Strict):
         return self.start <= now < self.end
 
     def _violations(self) -> list[RuleViolation]:
-        if self.end <= self.start:
-            return [
-                RuleViolation(
-                    ("end",),
-                    f"end {_when(self.end)} is not after start {_when(self.start)}",
-                    "Set deployment.end to the end of the authorised window, after "
-                    "deployment.start.",
-                    (("start",),),
-                )
-            ]
-        if self.duration > MAX_DEPLOYMENT_WINDOW:
-            return [
-                RuleViolation(
-                    ("end",),
-                    f"the window from start to end lasts {_days(self.duration)}, longer than "
-                    f"the {MAX_DEPLOYMENT_WINDOW.days} days one deployment may last",
-                    f"Set deployment.end at most {MAX_DEPLOYMENT_WINDOW.days} days after "
-                    "deployment.start, or split the operation into several deployments, "
-                    "each with its own authority.",
-                    (("start",),),
-                )
-            ]
-        return []
+        return window_violations(self.start, self.end)
+
+
+class NewDeployment(Deployment):
+    """A deployment as its authorising officer declares it, the one form of that declaration.
+
+    A topology's ``deployment`` section with the threshold its ``alerts`` section starts
+    with (:meth:`of`); the body of ``POST /v1/deployments``; what the store records. The
+    store keeps the window in Unix seconds (:attr:`starts_at`, :attr:`ends_at`). Declared
+    through the API, the window must also end in the future and start at most
+    :data:`MAX_LEAD` ahead (:func:`window_violations` with ``now``).
+    """
+
+    model_config = ConfigDict(title="NewDeployment")
+
+    threshold: Threshold = Field(
+        description="the distance at or below which a face is a possible match; a topology "
+        "sets it in alerts.threshold",
+        examples=[0.6],
+    )
+
+    @classmethod
+    def of(cls, topology: Topology) -> Self:
+        """The declaration a topology file makes."""
+        return cls(**dict(topology.deployment), threshold=topology.alerts.threshold)
+
+    @property
+    def starts_at(self) -> float:
+        """The window's start, in Unix seconds."""
+        return self.start.timestamp()
+
+    @property
+    def ends_at(self) -> float:
+        """The window's end, in Unix seconds."""
+        return self.end.timestamp()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The declaration as a JSON-ready map, in the store's terms (Unix seconds)."""
+        return {
+            "id": self.id,
+            "authorised_by": self.authorised_by,
+            "purpose": self.purpose,
+            "location": self.location,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "threshold": self.threshold,
+            "impact_assessment_ref": self.impact_assessment_ref,
+        }
 
 
 def _when(moment: datetime) -> str:
@@ -842,9 +936,7 @@ class AlertsConfig(_Strict):
     """When a face becomes an alert: the threshold and the fusion of repeated sightings."""
 
     id: ActorId = Field(default="alerts", description="the alert actor's identifier")
-    threshold: Float = Field(
-        gt=0.0,
-        lt=2.0,
+    threshold: Threshold = Field(
         description="the distance at or below which a face is a possible match. Lower is "
         "stricter: fewer false alerts, more missed matches.",
         examples=[0.6],
@@ -1022,8 +1114,12 @@ class Topology(FileModel):
 # -- watchlist ---------------------------------------------------------------------------
 
 
-class WatchlistEntry(_Strict):
-    """One person the deployment may look for, with the authority to do so."""
+class NewEntry(_Strict):
+    """A watchlist entry's identity and provenance, the one form of that declaration.
+
+    The text fields of an API upload, what the store records; a watchlist file's entries
+    (:class:`WatchlistEntry`) add their photos.
+    """
 
     id: str = Field(
         pattern=ENTRY_ID_PATTERN,
@@ -1032,12 +1128,6 @@ class WatchlistEntry(_Strict):
     )
     display_name: Text = Field(
         description="the name shown to the adjudicating officer", examples=["Jane Example"]
-    )
-    images: tuple[FilePath, ...] = Field(
-        min_length=1,
-        max_length=64,
-        description="the entry's photos, relative to the watchlist file's folder unless absolute",
-        examples=[("images/w-2026-0001.jpg",)],
     )
     category: Text = Field(
         description="why the person is on the watchlist, such as wanted, missing person or "
@@ -1061,6 +1151,17 @@ class WatchlistEntry(_Strict):
         lt=2.0,
         description="the entry's own distance threshold, or null for the deployment's",
         examples=[0.55],
+    )
+
+
+class WatchlistEntry(NewEntry):
+    """One person the deployment may look for, with the authority to do so."""
+
+    images: tuple[FilePath, ...] = Field(
+        min_length=1,
+        max_length=64,
+        description="the entry's photos, relative to the watchlist file's folder unless absolute",
+        examples=[("images/w-2026-0001.jpg",)],
     )
 
 

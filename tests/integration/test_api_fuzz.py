@@ -53,11 +53,10 @@ from lfr_actors.store.audit import SYSTEM, Actor  # noqa: E402
 from lfr_actors.store.deployments import (  # noqa: E402
     Deployments,
     Enrolled,
-    NewDeployment,
-    NewEntry,
 )
 from lfr_actors.store.schema import Database  # noqa: E402
 from lfr_actors.store.tokens import Role, TokenStore  # noqa: E402
+from lfr_actors.testing.declarations import make_deployment, make_entry  # noqa: E402
 from lfr_actors.testing.doubles import fake_jpeg, make_sighting  # noqa: E402
 from lfr_actors.topology.schema import ACTOR_ID_PATTERN, ENTRY_ID_PATTERN  # noqa: E402
 
@@ -140,8 +139,8 @@ def seed_deployments(path: Path) -> None:
     with Database(path) as db:
         deployments = Deployments(db)
         for deployment_id in (DEPLOYMENT, CLOSING):
-            new = NewDeployment(
-                deployment_id, "Supt Baker", "fuzzing", "Stratford", now - 3600, now + 3600, 0.6
+            new = make_deployment(
+                deployment_id, now - 3600, now + 3600, authorised_by="Supt Baker", purpose="fuzzing"
             )
             deployments.create(new, actor=authoriser)
         for n, entry_id in enumerate((ENTRY, PENDING, DELETABLE), start=1):
@@ -151,8 +150,8 @@ def seed_deployments(path: Path) -> None:
                 embeddings=np.full((1, 128), n / 10, dtype=np.float32),
                 quality={"size_px": 120.0},
             )
-            new_entry = NewEntry(
-                entry_id, f"Person {n}", "wanted", "PACE s.24", "custody", "2026-01-02"
+            new_entry = make_entry(
+                entry_id, display_name=f"Person {n}", source="custody", image_date="2026-01-02"
             )
             approved_by = None if entry_id == PENDING else authoriser
             deployments.add_entry(

@@ -28,9 +28,10 @@ from lfr_actors.deployment import Deployment
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor
-from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment, NewEntry, Origin
+from lfr_actors.store.deployments import Deployments, Enrolled, NewEntry, Origin
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_topology, load_watchlist
 from tests.browser import Chromium, chromium_path
 from tests.conftest import REPO, lfr_test_home
@@ -152,14 +153,14 @@ def create_deployment(db: Path) -> None:
     with Database(db) as database:
         store = Deployments(database)
         store.create(
-            NewDeployment(
-                id=DEPLOYMENT,
+            make_deployment(
+                DEPLOYMENT,
+                now - 600,
+                now + 3600,
+                0.5,
                 authorised_by="Supt. A. Example",
                 purpose="Locate people wanted for serious offences",
                 location="Westfield Stratford, east entrance",
-                starts_at=now - 600,
-                ends_at=now + 3600,
-                threshold=0.5,
                 impact_assessment_ref="DPIA-2026-017",
             ),
             actor=SYSTEM,

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +184,8 @@ def test_a_deployment_created_through_the_api_gets_its_topology_section(
                 authorised_by="Supt Ann Example: authority LFR-2027-002",
                 purpose="Locate people wanted for serious offences",
                 location="Stratford station, east exit",
-                starts_at=1_800_000_000.0,
-                ends_at=1_800_036_000.0,
+                start=datetime.fromtimestamp(1_800_000_000.0, UTC),
+                end=datetime.fromtimestamp(1_800_036_000.0, UTC),
                 threshold=0.55,
                 impact_assessment_ref="DPIA-2027-001",
             ),

@@ -19,9 +19,10 @@ from lfr_actors.api.app import STORE, create_app
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
-from lfr_actors.store.deployments import Deployments, NewDeployment
+from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting
 
 pytestmark = pytest.mark.asyncio
@@ -250,7 +251,15 @@ async def test_streams_behind_the_shared_cache_read_the_store_and_miss_nothing(
     assert (await problem(unknown, 404))["detail"] == "No deployment with id 'other'."
     with Database(db) as database:
         now = time.time()
-        record = NewDeployment("other", "Supt X", "test", "elsewhere", now, now + 60, 0.5)
+        record = make_deployment(
+            "other",
+            now,
+            now + 60,
+            0.5,
+            authorised_by="Supt X",
+            purpose="test",
+            location="elsewhere",
+        )
         Deployments(database).create(record, actor=SYSTEM)
     other = await client.get("/v1/alerts/stream", params={"after": "0", "deployment": "other"})
     writer.add(sighting(12, entry="E12", at=12))

@@ -26,7 +26,7 @@ from lfr_actors.api.auth import (
 )
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor, AuditLog
-from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment, NewEntry
+from lfr_actors.store.deployments import Deployments, Enrolled
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import (
     LOCAL_TOKEN_NAME,
@@ -38,6 +38,7 @@ from lfr_actors.store.tokens import (
     revoke_local_tokens,
     secret_digest,
 )
+from lfr_actors.testing.declarations import make_deployment, make_entry
 from lfr_actors.testing.doubles import make_sighting
 from tests.api_helpers import problem
 
@@ -156,7 +157,9 @@ class Samples:
         start, end = self.window()
         with Database(self.db) as store:
             Deployments(store).create(
-                NewDeployment(deployment_id, "Supt Baker", "testing", "Stratford", start, end, 0.6),
+                make_deployment(
+                    deployment_id, start, end, authorised_by="Supt Baker", location="Stratford"
+                ),
                 actor=OPERATOR,
             )
         return deployment_id
@@ -164,7 +167,7 @@ class Samples:
     def entry(self, deployment_id: str) -> str:
         """A pending entry added by the operator (so no token holder added it)."""
         entry_id = self._name("E-")
-        new = NewEntry(entry_id, "A Person", "wanted", "PACE s.24", "custody", "2026-01-01")
+        new = make_entry(entry_id, source="custody")
         with Database(self.db) as store:
             Deployments(store).add_entry(
                 deployment_id, new, fake_enroller(b"\xff\xd8\xff fake", ""), actor=OPERATOR

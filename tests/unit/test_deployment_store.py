@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from lfr_actors.alerts.records import Alert, AlertEvent, SightingRef
 from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequest, Outcome
@@ -78,8 +80,8 @@ def declared(
         authorised_by="Supt Clarke",
         purpose="find people wanted on warrant",
         location="High Street, north end",
-        starts_at=starts_at,
-        ends_at=ends_at,
+        start=datetime.fromtimestamp(starts_at, UTC),
+        end=datetime.fromtimestamp(ends_at, UTC),
         threshold=threshold,
         impact_assessment_ref=impact_assessment_ref,
     )
@@ -245,12 +247,23 @@ def test_a_reused_id_is_refused_and_nothing_changes(store: Deployments, database
     assert len(audit_entries(database, action=str(Action.DEPLOYMENT_CREATE))) == 1
 
 
-@pytest.mark.parametrize("ends_at", [T0 + HOUR, T0, float("nan")])
+@pytest.mark.parametrize(
+    ("end", "refusal"),
+    [
+        (T0 + HOUR, "is not after start"),
+        (T0, "is not after start"),
+        (float("nan"), "expected an ISO 8601 date and time"),
+    ],
+)
 def test_a_window_that_does_not_end_after_it_starts_is_refused(
-    store: Deployments, database: Database, ends_at: float
+    store: Deployments, database: Database, end: float, refusal: str
 ) -> None:
-    with pytest.raises(ValueError, match="end after it starts"):
-        store.create(declared("dep1", starts_at=T0 + HOUR, ends_at=ends_at), actor=CREATOR)
+    # The declaration carries the window rules: one that breaks them is never made, so
+    # the store cannot be handed it.
+    written = {**declared("dep1", starts_at=T0 + HOUR).model_dump(), "threshold": 0.45}
+    written["end"] = datetime.fromtimestamp(end, UTC) if end == end else end
+    with pytest.raises(ValidationError, match=refusal):
+        store.create(NewDeployment.model_validate(written), actor=CREATOR)
     assert store.find("dep1") is None
     assert audit_entries(database) == []
 

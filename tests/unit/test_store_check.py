@@ -38,7 +38,7 @@ from lfr_actors.store.check import (
     restore_store,
     store_in_use,
 )
-from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment, NewEntry, Origin
+from lfr_actors.store.deployments import Deployments, Enrolled, Origin
 from lfr_actors.store.schema import (
     MIGRATIONS,
     WAL_RESET_FIX,
@@ -50,6 +50,7 @@ from lfr_actors.store.schema import (
     sqlite_safety,
     template_checksum,
 )
+from lfr_actors.testing.declarations import make_deployment, make_entry
 from tests.conftest import REPO
 
 DIM = 8
@@ -64,7 +65,14 @@ def make_store(path: Path, entries: int = 3, filler: int = 0) -> None:
         deployments = Deployments(db)
         now = time.time()
         deployments.create(
-            NewDeployment("dep1", "Supt. Example", "test", "ci", now - 60, now + 3600, 0.6),
+            make_deployment(
+                "dep1",
+                now - 60,
+                now + 3600,
+                authorised_by="Supt. Example",
+                purpose="test",
+                location="ci",
+            ),
             actor=AUTHORITY,
             origin=Origin.FILE,
         )
@@ -72,7 +80,9 @@ def make_store(path: Path, entries: int = 3, filler: int = 0) -> None:
         for i in range(entries):
             deployments.add_entry(
                 "dep1",
-                NewEntry(f"E{i}", f"Person {i}", "wanted", "warrant", "record", "2026-01-01"),
+                make_entry(
+                    f"E{i}", display_name=f"Person {i}", legal_basis="warrant", source="record"
+                ),
                 Enrolled(
                     image=b"\xff\xd8fake" + bytes([i]),
                     image_type="image/jpeg",

@@ -35,8 +35,9 @@ from lfr_actors.models.images import (
     image_size,
 )
 from lfr_actors.store.audit import Actor
-from lfr_actors.store.deployments import Deployments, Enrolled, NewDeployment
+from lfr_actors.store.deployments import Deployments, Enrolled
 from lfr_actors.store.schema import Database
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_watchlist
 from tests.api_helpers import problem
 
@@ -211,7 +212,9 @@ def db(tmp_path: Path) -> Path:
     now = time.time()
     with Database(path) as store:
         Deployments(store).create(
-            NewDeployment("dep1", "Supt Baker", "testing", "Stratford", now - 60, now + 3600, 0.6),
+            make_deployment(
+                "dep1", now - 60, now + 3600, authorised_by="Supt Baker", location="Stratford"
+            ),
             actor=Actor("cli:test"),
         )
     return path

@@ -1,0 +1,129 @@
+"""``lfr validate``: load a topology and its watchlist, check their files, and summarise.
+
+Exit status 0 with a one-screen summary when everything is valid; 2 with every problem
+on stderr ("file:line: field: got V — what. Fix.") when not.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from lfr_actors.topology.checks import check_files, shown_path
+from lfr_actors.topology.explain import yaml_text
+from lfr_actors.topology.issues import TopologyError, TopologyIssue
+from lfr_actors.topology.loader import load_topology, load_watchlist
+from lfr_actors.topology.schema import FileSource, Topology, Watchlist
+
+__all__ = ["summary", "validate_command"]
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(abs(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | None = None) -> str:
+    """A one-screen account of what this topology would run, for operators."""
+    now = now or datetime.now(UTC)
+    d = topology.deployment
+    if d.is_active(now):
+        state = f"ACTIVE now, ends in {_span(d.end - now)}"
+    elif now < d.start:
+        state = f"not active: starts in {_span(d.start - now)}"
+    else:
+        state = f"not active: ended {_span(now - d.end)} ago"
+
+    def when(t: datetime) -> str:
+        return t.isoformat(timespec="minutes").replace("+00:00", "Z")
+
+    rows = [
+        f"deployment   {d.id}",
+        f"  authorised {d.authorised_by}",
+        f"  purpose    {d.purpose}",
+        f"  location   {d.location}",
+        f"  window     {when(d.start)} -> {when(d.end)} ({_span(d.duration)}); {state}",
+    ]
+    if d.impact_assessment_ref:
+        rows.append(f"  assessment {d.impact_assessment_ref}")
+    rows.append(f"cameras      {len(topology.cameras)}")
+    width = max(len(c.id) for c in topology.cameras)
+    for c in topology.cameras:
+        source = c.source
+        text = (
+            f"file {shown_path(source.path)}"
+            if isinstance(source, FileSource)
+            else source.describe()
+        )
+        rows.append(f"  {c.id:<{width}}  {text}, {yaml_text(c.fps)} fps")
+    e = topology.embedder
+    device = e.device if e.device == "cpu" else f"{e.device}, {yaml_text(e.gpus_per_replica)} GPU"
+    model = f"model file {shown_path(e.model_file)}" if e.model_file else f"model {e.model}"
+    rows.append(
+        f"embedder     {e.id}: {_plural(e.replicas, 'replica')} ({device}), {model}, "
+        f"batch <= {e.max_batch} within {yaml_text(e.max_wait_ms)} ms"
+    )
+    ix = topology.index
+    mode = f"auto (exact below {ix.exact_below} entries)" if ix.mode == "auto" else ix.mode
+    rows.append(f"index        {ix.id}: {_plural(ix.shards, 'shard')}, {mode}, {ix.dtype}")
+    a = topology.alerts
+    cap = f" (max {yaml_text(a.max_threshold)})" if a.max_threshold is not None else ""
+    rows.append(
+        f"alerts       {a.id}: threshold {yaml_text(a.threshold)}{cap}, "
+        f"{_plural(a.min_sightings, 'sighting')} within {yaml_text(a.fusion_window_s)} s, "
+        f"top {a.top_k}"
+    )
+    if topology.watchlist is None:
+        rows.append("watchlist    none in a file: entries are enrolled through the API")
+    else:
+        if watchlist is None:
+            listed = "not loaded"
+        else:
+            images = sum(len(x.images) for x in watchlist.entries)
+            listed = f"{_plural(len(watchlist.entries), 'entry')}, {_plural(images, 'image')}"
+            listed = listed.replace("entrys", "entries")
+        rows.append(f"watchlist    {shown_path(topology.watchlist.file)}: {listed}")
+    rows.append(f"api          http://{topology.api.host}:{topology.api.port}")
+    rows.append(f"data         {shown_path(topology.storage.data_dir)}")
+    rows.append(f"logging      {topology.logging.level}, {topology.logging.format}")
+    return "\n".join(rows)
+
+
+def validate_command(path: Path, stdout: TextIO, stderr: TextIO) -> int:
+    """``lfr validate FILE``: 0 and a summary when valid, else 2 and every issue on stderr."""
+    issues: list[TopologyIssue] = []
+    watchlist: Watchlist | None = None
+    try:
+        topology = load_topology(path)
+    except TopologyError as exc:
+        return _report(path, exc.issues, stderr)
+    if topology.watchlist is not None and topology.watchlist.file.is_file():
+        try:
+            watchlist = load_watchlist(Path(shown_path(topology.watchlist.file)))
+        except TopologyError as exc:
+            issues.extend(exc.issues)
+    issues.extend(check_files(topology, watchlist))
+    if issues:
+        return _report(path, issues, stderr)
+    print(summary(topology, watchlist), file=stdout)
+    print(f"{path}: valid", file=stdout)
+    return 0
+
+
+def _report(path: Path, issues: list[TopologyIssue], stderr: TextIO) -> int:
+    for issue in issues:
+        print(issue, file=stderr)
+    print(f"{path}: {_plural(len(issues), 'problem')}; nothing was started.", file=stderr)
+    return 2
