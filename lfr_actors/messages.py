@@ -18,6 +18,7 @@ here writes anything anywhere.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 
@@ -25,6 +26,9 @@ import msgspec
 import numpy as np
 
 from lfr_actors.errors import LfrError
+
+Buffer = bytes | bytearray | memoryview
+"""What a message is decoded from."""
 
 _NDARRAY_EXT = 1
 _ALLOWED_DTYPES = frozenset({"|u1", "<f4", "<f8", "<i4", "<i8", "|b1", "<u2", "<f2"})
@@ -73,7 +77,7 @@ def _ext_hook(code: int, data: memoryview) -> Any:
     if dtype_str not in _ALLOWED_DTYPES:
         raise MessageDecodeError(f"array dtype {dtype_str!r} is not allowed in messages")
     dtype = np.dtype(dtype_str)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # exact, however large the claimed shape
     payload = data[start:]
     if len(payload) != count * dtype.itemsize:
         raise MessageDecodeError(
@@ -107,9 +111,7 @@ def _require_array(name: str, value: Any, dtype: str, ndim: int, channels: int =
 T = TypeVar("T", bound="Message")
 
 
-class Message(
-    msgspec.Struct, frozen=True, tag_field="t", forbid_unknown_fields=True, omit_defaults=False
-):
+class Message(msgspec.Struct, frozen=True, tag_field="t", forbid_unknown_fields=True):
     """Base of every message: a tag (``TAG``) and a schema version (``VERSION``).
 
     Each message class names its tag as its ``tag=`` class argument and declares its
@@ -126,7 +128,7 @@ class Message(
         return _ENCODER.encode(self)
 
     @classmethod
-    def decode(cls: type[T], data: bytes) -> T:
+    def decode(cls: type[T], data: Buffer) -> T:
         """Decode bytes that must hold a message of exactly this class."""
         return decode(data, type=cls)
 
@@ -162,10 +164,10 @@ _ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope, ext_hook=lambda code, dat
 
 
 @overload
-def decode(data: bytes, type: None = None) -> AnyMessage: ...
+def decode(data: Buffer, type: None = None) -> AnyMessage: ...
 @overload
-def decode(data: bytes, type: type[T]) -> T: ...
-def decode(data: bytes, type: type[T] | None = None) -> Any:
+def decode(data: Buffer, type: type[T]) -> T: ...
+def decode(data: Buffer, type: type[T] | None = None) -> Any:
     """Decode a registered message, of exactly class ``type`` when that is given.
 
     Raises :class:`MessageDecodeError` on anything else, saying what was wrong and where.
@@ -183,7 +185,7 @@ def decode(data: bytes, type: type[T] | None = None) -> Any:
         raise MessageDecodeError(f"not a msgpack message: {exc}") from None
 
 
-def _explain(data: bytes, expected: type[Message] | None, exc: msgspec.ValidationError) -> str:
+def _explain(data: Buffer, expected: type[Message] | None, exc: msgspec.ValidationError) -> str:
     """Why ``data`` is not a message (of ``expected``): type, version, else msgspec's words."""
     try:
         envelope = _ENVELOPE_DECODER.decode(data)
@@ -355,7 +357,7 @@ class SightingBatch(Message, frozen=True, tag="sightings"):
         out: list[Sighting | MessageDecodeError] = []
         for number, raw in enumerate(self.sightings):
             try:
-                out.append(Sighting.decode(memoryview(raw)))  # type: ignore[arg-type]
+                out.append(Sighting.decode(memoryview(raw)))
             except MessageDecodeError as exc:
                 out.append(MessageDecodeError(f"'sightings' item {number}: {exc}"))
         return out
