@@ -176,7 +176,7 @@ class IndexShardActor:
         self.counters["queries"] += rows
         try:
             hits = self._search(request)
-        except ValueError as exc:  # wrong dimension, k < 1, negative max_distance
+        except ValueError as exc:  # wrong dimension, negative max_distance
             self._dropped("rejected", exc)
             hits = [[] for _ in range(rows)]
         return SearchResult(hits=hits).encode()
