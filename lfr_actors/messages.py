@@ -1,11 +1,16 @@
-"""Typed, versioned messages between actors, encoded with msgpack.
+"""Typed, versioned messages between actors: frozen ``msgspec`` Structs on msgpack.
 
-Every message is a small frozen dataclass with a type tag and a schema version. On the
-wire it is a msgpack map ``{"t": tag, "v": version, "b": {field: value}}``; numpy arrays
-travel as a msgpack extension holding ``(dtype, shape, raw bytes)``. Actors exchange these
-bytes, never pickled domain objects, so a message can be read by any process that has this
-module, and a malformed one is a :class:`MessageDecodeError` that the receiving actor
-counts and drops instead of crashing.
+Every message is a frozen :class:`msgspec.Struct` with a type tag and a schema version.
+On the wire it is one msgpack map: the tag under ``"t"``, the version under ``"v"``, and
+the fields by name. Numpy arrays travel as a msgpack extension holding their dtype, shape
+and raw bytes. Actors exchange these bytes, never pickled domain objects, so a message can
+be read by any process that has this module.
+
+Decoding validates every field's type (and the shapes and dtypes of arrays) before a
+receiver sees the message. Anything else is a :class:`MessageDecodeError` whose text says
+what was wrong and where (``'frame' message: Expected `int`, got `str` - at `$.seq```),
+never the payload: the receiving actor counts it, logs that text and drops the message
+instead of crashing.
 
 Face data (frames, crops, embeddings) lives only in these messages and in memory: nothing
 here writes anything anywhere.
@@ -13,144 +18,191 @@ here writes anything anywhere.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+import math
+import sys
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 
-import msgpack
+import msgspec
 import numpy as np
 
 from lfr_actors.errors import LfrError
 
+Buffer = bytes | bytearray | memoryview
+"""What a message is decoded from."""
+
 _NDARRAY_EXT = 1
 _ALLOWED_DTYPES = frozenset({"|u1", "<f4", "<f8", "<i4", "<i8", "|b1", "<u2", "<f2"})
+_HEADER_LENGTH_BYTES = 2
+
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+"""A string with at least one character."""
+FiniteFloat = Annotated[
+    float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)
+]  # NaN and the infinities fail both bounds
+"""A finite number (an integer is taken as its float)."""
 
 
 class MessageDecodeError(LfrError):
     """Bytes that are not a valid message of a known type and version."""
 
 
-def _default(obj: Any) -> Any:
+def _enc_hook(obj: Any) -> Any:
+    """Arrays become extension ``1``: a 2-byte header length, ``[dtype, shape]``, raw bytes."""
     if isinstance(obj, np.ndarray):
         array = np.ascontiguousarray(obj)
         dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
         array = array.astype(dtype, copy=False)
-        header = msgpack.packb((dtype.str, list(array.shape)))
-        return msgpack.ExtType(_NDARRAY_EXT, header + array.tobytes())
+        header = _HEADER_ENCODER.encode((dtype.str, array.shape))
+        size = len(header).to_bytes(_HEADER_LENGTH_BYTES, "little")
+        return msgspec.msgpack.Ext(_NDARRAY_EXT, b"".join((size, header, array.data)))
     if isinstance(obj, np.generic):
         return obj.item()
-    raise TypeError(f"cannot encode {type(obj).__name__} in a message")
+    raise NotImplementedError(f"cannot encode {type(obj).__name__} in a message")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _ext_hook(code: int, data: memoryview) -> Any:
+    """An array from extension ``1``, checked; read-only, sharing the message's bytes.
+
+    Only an array whose bytes are not aligned for its dtype in the message is copied
+    (libraries such as usearch refuse unaligned arrays); ``uint8`` images never are.
+    """
     if code != _NDARRAY_EXT:
         raise MessageDecodeError(f"unknown msgpack extension type {code}")
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(data)
-    dtype_str, shape = unpacker.unpack()
-    offset = unpacker.tell()
+    size = int.from_bytes(data[:_HEADER_LENGTH_BYTES], "little")
+    start = _HEADER_LENGTH_BYTES + size
+    try:
+        dtype_str, shape = _HEADER_DECODER.decode(data[_HEADER_LENGTH_BYTES:start])
+    except msgspec.DecodeError as exc:
+        raise MessageDecodeError(f"array header is not (dtype, shape): {exc}") from None
     if dtype_str not in _ALLOWED_DTYPES:
         raise MessageDecodeError(f"array dtype {dtype_str!r} is not allowed in messages")
     dtype = np.dtype(dtype_str)
-    count = int(np.prod(shape)) if shape else 1
-    payload = data[offset:]
+    count = math.prod(shape)  # exact, however large the claimed shape
+    payload = data[start:]
     if len(payload) != count * dtype.itemsize:
         raise MessageDecodeError(
             f"array of shape {shape} {dtype_str} needs {count * dtype.itemsize} bytes, "
             f"got {len(payload)}"
         )
-    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    if not array.flags.aligned:  # the bytes sit at an odd offset in the message: copy them
+        array = array.copy()
+        array.flags.writeable = False
+    return array
+
+
+_HEADER_ENCODER = msgspec.msgpack.Encoder()
+_HEADER_DECODER = msgspec.msgpack.Decoder(tuple[str, list[Annotated[int, msgspec.Meta(ge=0)]]])
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+
+
+def _require_array(name: str, value: Any, dtype: str, ndim: int, channels: int = 0) -> None:
+    if (
+        not isinstance(value, np.ndarray)
+        or value.dtype != np.dtype(dtype)
+        or value.ndim != ndim
+        or (channels and value.shape[-1] != channels)
+    ):
+        got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value)
+        what = f"{ndim}-d {dtype} array" + (f" with {channels} channels" if channels else "")
+        raise ValueError(f"{name} must be a {what}, got {got}")
 
 
 T = TypeVar("T", bound="Message")
 
 
-@dataclass(frozen=True)
-class Message:
-    """Base of every message: a tag and a schema version per subclass."""
+class Message(msgspec.Struct, frozen=True, tag_field="t", forbid_unknown_fields=True):
+    """Base of every message: a tag (``TAG``) and a schema version (``VERSION``).
+
+    Each message class names its tag as its ``tag=`` class argument and declares its
+    version as its last field, ``v: Literal[N] = N``, so the version is on the wire and a
+    message of any other version does not decode. :func:`message` registers the class and
+    sets ``TAG`` and ``VERSION`` from those two.
+    """
 
     TAG: ClassVar[str] = ""
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 0
 
     def encode(self) -> bytes:
         """Encode as msgpack bytes."""
-        body = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        packed: bytes = msgpack.packb(
-            {"t": self.TAG, "v": self.VERSION, "b": body}, default=_default, use_bin_type=True
-        )
-        return packed
+        return _ENCODER.encode(self)
 
     @classmethod
-    def decode(cls: type[T], data: bytes) -> T:
+    def decode(cls: type[T], data: Buffer) -> T:
         """Decode bytes that must hold a message of exactly this class."""
-        message = decode(data)
-        if not isinstance(message, cls):
-            raise MessageDecodeError(f"expected a {cls.TAG!r} message, got {message.TAG!r}")
-        return message
+        return decode(data, type=cls)
 
 
 _REGISTRY: dict[str, type[Message]] = {}
+_DECODERS: dict[type[Message], msgspec.msgpack.Decoder[Any]] = {}
 
 
 def message(cls: type[T]) -> type[T]:
-    """Register a message class by its tag (refusing duplicates)."""
-    if not cls.TAG:
-        raise TypeError(f"{cls.__name__} has no TAG")
-    if cls.TAG in _REGISTRY:
-        raise TypeError(f"message tag {cls.TAG!r} is registered twice")
-    _REGISTRY[cls.TAG] = cls
+    """Register a message class by its tag (refusing duplicates); set ``TAG``, ``VERSION``."""
+    tag = cls.__struct_config__.tag
+    versions = [f.default for f in msgspec.structs.fields(cls) if f.name == "v"]
+    if not isinstance(tag, str) or not tag:
+        raise TypeError(f"{cls.__name__} has no tag")
+    if len(versions) != 1 or not isinstance(versions[0], int):
+        raise TypeError(f"{cls.__name__} declares no version field v")
+    if tag in _REGISTRY:
+        raise TypeError(f"message tag {tag!r} is registered twice")
+    cls.TAG, cls.VERSION = tag, versions[0]
+    _REGISTRY[tag] = cls
+    _DECODERS[cls] = msgspec.msgpack.Decoder(cls, ext_hook=_ext_hook)
     return cls
 
 
-def decode(data: bytes) -> Message:
-    """Decode any registered message; raises :class:`MessageDecodeError` on anything else."""
+class _Envelope(msgspec.Struct):
+    """The tag and version of any map, for explaining why a message did not decode."""
+
+    t: Any = None
+    v: Any = None
+
+
+_ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope, ext_hook=lambda code, data: None)
+
+
+@overload
+def decode(data: Buffer, type: None = None) -> AnyMessage: ...
+@overload
+def decode(data: Buffer, type: type[T]) -> T: ...
+def decode(data: Buffer, type: type[T] | None = None) -> Any:
+    """Decode a registered message, of exactly class ``type`` when that is given.
+
+    Raises :class:`MessageDecodeError` on anything else, saying what was wrong and where.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise MessageDecodeError(f"a message must be bytes, got {type(data).__name__}")
+        raise MessageDecodeError(f"a message must be bytes, got {data.__class__.__name__}")
+    decoder = _ANY_DECODER if type is None else _DECODERS.get(type)
+    if decoder is None:
+        raise TypeError(f"{type!r} is not a registered message class")
     try:
-        envelope = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True)
-    except MessageDecodeError:
-        raise
-    except Exception as exc:  # msgpack raises several unrelated exception types
-        raise MessageDecodeError(f"not a msgpack message: {exc}") from exc
-    if not isinstance(envelope, dict) or set(envelope) != {"t", "v", "b"}:
-        raise MessageDecodeError("not a message envelope (expected keys t, v, b)")
-    cls = _REGISTRY.get(envelope["t"])
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise MessageDecodeError(_explain(data, type, exc)) from None
+    except msgspec.DecodeError as exc:
+        raise MessageDecodeError(f"not a msgpack message: {exc}") from None
+
+
+def _explain(data: Buffer, expected: type[Message] | None, exc: msgspec.ValidationError) -> str:
+    """Why ``data`` is not a message (of ``expected``): type, version, else msgspec's words."""
+    try:
+        envelope = _ENVELOPE_DECODER.decode(data)
+    except msgspec.DecodeError:
+        return "not a message envelope (expected a map with t and v)"
+    cls = _REGISTRY.get(envelope.t) if isinstance(envelope.t, str) else None
     if cls is None:
-        raise MessageDecodeError(f"unknown message type {envelope['t']!r}")
-    if envelope["v"] != cls.VERSION:
-        raise MessageDecodeError(
-            f"{cls.TAG!r} message version {envelope['v']!r}; this build reads {cls.VERSION}"
-        )
-    body = envelope["b"]
-    if not isinstance(body, dict):
-        raise MessageDecodeError(f"{cls.TAG!r} body is not a map")
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
-    unknown = set(body) - names
-    missing = required - set(body)
-    if unknown or missing:
-        raise MessageDecodeError(
-            f"{cls.TAG!r} message: unknown fields {sorted(unknown)}, missing {sorted(missing)}"
-        )
-    try:
-        return cls(**body)
-    except (TypeError, ValueError) as exc:
-        raise MessageDecodeError(f"{cls.TAG!r} message: {exc}") from exc
-
-
-def _require_array(name: str, value: Any, dtype: str, ndim: int) -> None:
-    if not isinstance(value, np.ndarray) or value.dtype != np.dtype(dtype) or value.ndim != ndim:
-        got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value)
-        raise ValueError(f"{name} must be a {ndim}-d {dtype} array, got {got}")
+        return f"unknown message type {envelope.t!r}"
+    if expected is not None and cls is not expected:
+        return f"expected a {expected.TAG!r} message, got {cls.TAG!r}"
+    if envelope.v != cls.VERSION:
+        return f"{cls.TAG!r} message version {envelope.v!r}; this build reads {cls.VERSION}"
+    return f"{cls.TAG!r} message: {exc}"
 
 
 @message
-@dataclass(frozen=True)
-class Frame(Message):
+class Frame(Message, frozen=True, tag="frame"):
     """One captured frame, RGB uint8 ``H x W x 3``, timestamped at capture (Unix seconds).
 
     ``epoch`` names the camera actor's run: a token the camera picks when its actor
@@ -161,23 +213,21 @@ class Frame(Message):
     Version 2 added ``epoch``; a version-1 frame is refused as a version mismatch.
     """
 
-    TAG: ClassVar[str] = "frame"
-    VERSION: ClassVar[int] = 2
     camera_id: str
     seq: int
     captured_at: float
     image: np.ndarray
     epoch: str
+    v: Literal[2] = 2
 
     def __post_init__(self) -> None:
-        _require_array("image", self.image, "uint8", 3)
+        _require_array("image", self.image, "uint8", 3, channels=3)
         if not isinstance(self.epoch, str) or not self.epoch or ":" in self.epoch:
             raise ValueError("epoch must be a non-empty string without ':'")
 
 
 @message
-@dataclass(frozen=True)
-class FrameResult(Message):
+class FrameResult(Message, frozen=True, tag="frame_result"):
     """What the embedder did with one frame: counts and timings, never face data.
 
     ``store_error`` is None when the frame's possible matches (if any) are stored. When
@@ -187,8 +237,6 @@ class FrameResult(Message):
     Version 2 added ``store_error``.
     """
 
-    TAG: ClassVar[str] = "frame_result"
-    VERSION: ClassVar[int] = 2
     camera_id: str
     seq: int
     captured_at: float
@@ -197,51 +245,51 @@ class FrameResult(Message):
     candidates: int
     processed_at: float
     store_error: str | None = None
+    v: Literal[2] = 2
 
 
 @message
-@dataclass(frozen=True)
-class SearchRequest(Message):
-    """Embeddings ``[N, D]`` float32 to search; only hits within ``max_distance`` return."""
+class SearchRequest(Message, frozen=True, tag="search"):
+    """Embeddings ``[N, D]`` float32 to search; only hits within ``max_distance`` return.
 
-    TAG: ClassVar[str] = "search"
+    ``k``, the hits wanted per row, is a positive integer.
+    """
+
     vectors: np.ndarray
-    k: int = 1
+    k: Annotated[int, msgspec.Meta(ge=1)] = 1
     max_distance: float | None = None
+    v: Literal[1] = 1
 
     def __post_init__(self) -> None:
         _require_array("vectors", self.vectors, "float32", 2)
 
 
 @message
-@dataclass(frozen=True)
-class SearchResult(Message):
-    """Per query, its hits as ``[entry_id, distance]`` pairs, nearest first (maybe none)."""
+class SearchResult(Message, frozen=True, tag="search_result"):
+    """Per query, its hits as ``(entry_id, distance)`` pairs, nearest first (maybe none)."""
 
-    TAG: ClassVar[str] = "search_result"
-    hits: list[list[list[Any]]]
+    hits: list[list[tuple[str, float]]]
+    v: Literal[1] = 1
 
 
 @message
-@dataclass(frozen=True)
-class EnrolVectors(Message):
+class EnrolVectors(Message, frozen=True, tag="enrol"):
     """Add an entry's template vectors ``[M, D]`` to the index (replacing any it had)."""
 
-    TAG: ClassVar[str] = "enrol"
     entry_id: str
     vectors: np.ndarray
+    v: Literal[1] = 1
 
     def __post_init__(self) -> None:
         _require_array("vectors", self.vectors, "float32", 2)
 
 
 @message
-@dataclass(frozen=True)
-class RemoveEntry(Message):
+class RemoveEntry(Message, frozen=True, tag="remove"):
     """Remove every vector of an entry from the index."""
 
-    TAG: ClassVar[str] = "remove"
     entry_id: str
+    v: Literal[1] = 1
 
 
 def sighting_id(frame: Frame, face: int, entry_id: str) -> str:
@@ -254,49 +302,78 @@ def sighting_id(frame: Frame, face: int, entry_id: str) -> str:
 
 
 @message
-@dataclass(frozen=True)
-class Sighting(Message):
+class Sighting(Message, frozen=True, tag="sighting"):
     """A face within the threshold of a watchlist entry: the only face data past the embedder.
 
     ``sighting_id`` is ``camera:epoch:seq:face:entry`` (see :func:`sighting_id`): unique
     across camera restarts and runs, and stable, so a frame processed twice (resent after
     an actor restart) yields the same ids and the alert actor can drop the repeat.
+
+    Decoding one checks what the alert actor relies on: the ids are non-empty strings,
+    ``captured_at`` is finite, ``box`` holds 4 numbers and ``quality`` maps names to
+    numbers.
     """
 
-    TAG: ClassVar[str] = "sighting"
-    sighting_id: str
-    camera_id: str
+    sighting_id: NonEmptyStr
+    camera_id: NonEmptyStr
     frame_seq: int
-    captured_at: float
-    entry_id: str
+    captured_at: FiniteFloat
+    entry_id: NonEmptyStr
     distance: float
-    box: list[float]
+    box: Annotated[list[float], msgspec.Meta(min_length=4, max_length=4)]
     quality: dict[str, float]
     crop_jpeg: bytes
     track_id: str | None = None
+    v: Literal[1] = 1
 
 
 @message
-@dataclass(frozen=True)
-class SightingBatch(Message):
-    """The possible matches of one embedder batch, sent in one call."""
+class SightingBatch(Message, frozen=True, tag="sightings"):
+    """The possible matches of one embedder batch, sent in one call.
 
-    TAG: ClassVar[str] = "sightings"
-    sightings: list[dict[str, Any]] = field(default_factory=list)
+    Each sighting is an encoded :class:`Sighting` inside the batch's one msgpack document,
+    decoded on its own, so one malformed sighting does not spoil the others.
+    """
+
+    sightings: list[msgspec.Raw] = []
+    v: Literal[1] = 1
 
     @staticmethod
     def of(items: list[Sighting]) -> SightingBatch:
-        """Pack sightings (as field maps, so the batch is one flat msgpack document)."""
-        return SightingBatch(
-            [{f.name: getattr(s, f.name) for f in dataclasses.fields(s)} for s in items]
-        )
+        """Pack sightings into one batch."""
+        return SightingBatch([msgspec.Raw(s.encode()) for s in items])
 
     def items(self) -> list[Sighting]:
-        """The sightings, each validated as a :class:`Sighting`."""
+        """The sightings; a :class:`MessageDecodeError` if any of them is malformed."""
         out = []
-        for raw in self.sightings:
-            try:
-                out.append(Sighting(**raw))
-            except TypeError as exc:
-                raise MessageDecodeError(f"'sightings' item: {exc}") from exc
+        for item in self.checked():
+            if isinstance(item, MessageDecodeError):
+                raise item
+            out.append(item)
         return out
+
+    def checked(self) -> list[Sighting | MessageDecodeError]:
+        """Each sighting decoded, or the :class:`MessageDecodeError` that says why not."""
+        out: list[Sighting | MessageDecodeError] = []
+        for number, raw in enumerate(self.sightings):
+            try:
+                out.append(Sighting.decode(memoryview(raw)))
+            except MessageDecodeError as exc:
+                out.append(MessageDecodeError(f"'sightings' item {number}: {exc}"))
+        return out
+
+
+AnyMessage = (
+    Frame
+    | FrameResult
+    | SearchRequest
+    | SearchResult
+    | EnrolVectors
+    | RemoveEntry
+    | Sighting
+    | SightingBatch
+)
+"""Every message class: what :func:`decode` returns without a ``type``."""
+if set(AnyMessage.__args__) != set(_REGISTRY.values()):  # pragma: no cover - a coding slip
+    raise TypeError("AnyMessage must list every registered message class")
+_ANY_DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(AnyMessage, ext_hook=_ext_hook)

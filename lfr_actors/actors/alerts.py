@@ -28,7 +28,6 @@ needs no lock.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sqlite3
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 
 from lfr_actors import logs
 from lfr_actors.alerts.fusion import Fuser, FusionConfig, FusionCounters
-from lfr_actors.messages import MessageDecodeError, Sighting, SightingBatch
+from lfr_actors.messages import MessageDecodeError, SightingBatch
 from lfr_actors.store.alerts import AlertStore, StoreError
 
 _REASON_CHARS = 200
@@ -133,16 +132,15 @@ class AlertActor:
             0,
         )
         try:
-            sightings = SightingBatch.decode(data).items()
+            sightings = SightingBatch.decode(data).checked()
         except MessageDecodeError as exc:
             self._drop(str(exc), data)
             result["dropped"] = 1
             return result
         before = dataclasses.replace(self._fuser.counters)
         for sighting in sightings:
-            problem = _malformed(sighting)
-            if problem is not None:
-                self._drop(problem, data)
+            if isinstance(sighting, MessageDecodeError):
+                self._drop(str(sighting), data)
                 result["dropped"] += 1
                 continue
             result["accepted"] += 1
@@ -333,35 +331,4 @@ def _ray_actor_name() -> str | None:
             return str(name) if name else None
     except Exception:
         return None
-    return None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _malformed(sighting: Sighting) -> str | None:
-    """Which field of a decoded sighting has the wrong type (names only, never values)."""
-    for name in ("sighting_id", "camera_id", "entry_id"):
-        value = getattr(sighting, name)
-        if not isinstance(value, str) or not value:
-            return f"sighting field {name} must be a non-empty string"
-    if not isinstance(sighting.frame_seq, int) or isinstance(sighting.frame_seq, bool):
-        return "sighting field frame_seq must be an integer"
-    if not _is_number(sighting.captured_at) or not math.isfinite(sighting.captured_at):
-        return "sighting field captured_at must be a finite number"
-    if not _is_number(sighting.distance):
-        return "sighting field distance must be a number"
-    box = sighting.box
-    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
-        return "sighting field box must be a list of 4 numbers"
-    quality = sighting.quality
-    if not isinstance(quality, dict) or not all(
-        isinstance(k, str) and _is_number(v) for k, v in quality.items()
-    ):
-        return "sighting field quality must map names to numbers"
-    if not isinstance(sighting.crop_jpeg, bytes):
-        return "sighting field crop_jpeg must be bytes"
-    if sighting.track_id is not None and not isinstance(sighting.track_id, str):
-        return "sighting field track_id must be a string or null"
     return None

@@ -439,7 +439,7 @@ class EmbedderActor:
     ) -> None:
         """Search the index, store the sightings, answer the frames."""
         frames = [frame for frame, _ in batch]
-        hits: list[list[list[Any]]] = []
+        hits: list[list[tuple[str, float]]] = []
         sightings: list[Sighting] = []
         sighting_frames: list[int] = []
         search_s = alerts_s = 0.0

@@ -71,10 +71,6 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:_REASON_CHARS]
 
 
-def _hits_to_wire(hits: list[list[Hit]]) -> list[list[list[Any]]]:
-    return [[[entry_id, distance] for entry_id, distance in row] for row in hits]
-
-
 class IndexShardActor:
     """One shard of the watchlist index, holding the entries :func:`shard_for` gives it."""
 
@@ -180,10 +176,10 @@ class IndexShardActor:
         self.counters["queries"] += rows
         try:
             hits = self._search(request)
-        except ValueError as exc:  # wrong dimension, k < 1, negative max_distance
+        except ValueError as exc:  # wrong dimension, negative max_distance
             self._dropped("rejected", exc)
             hits = [[] for _ in range(rows)]
-        return SearchResult(hits=_hits_to_wire(hits)).encode()
+        return SearchResult(hits=hits).encode()
 
     def _search(self, request: SearchRequest) -> list[list[Hit]]:
         vectors = request.vectors
@@ -394,9 +390,6 @@ class IndexRouterActor:
             self._dropped(exc)
             return SearchResult(hits=[]).encode()
         rows = request.vectors.shape[0]
-        if isinstance(request.k, bool) or not isinstance(request.k, int) or request.k < 1:
-            self._dropped(ValueError(f"k must be a positive integer, got {request.k!r}"))
-            return SearchResult(hits=[[] for _ in range(rows)]).encode()
         self.counters["searches"] += 1
         self.counters["queries"] += rows
         if rows == 0:
@@ -416,8 +409,8 @@ class IndexRouterActor:
             if len(hits) != rows:  # the shard dropped the request; it has logged why
                 self.log.warning("shard_answer_empty", shard=self.shard_names[shard])
                 hits = [[] for _ in range(rows)]
-            per_shard.append([[(str(h[0]), float(h[1])) for h in row] for row in hits])
-        return SearchResult(hits=_hits_to_wire(merge_topk(per_shard, request.k))).encode()
+            per_shard.append(hits)
+        return SearchResult(hits=merge_topk(per_shard, request.k)).encode()
 
     async def snapshot(self) -> list[str]:
         """Snapshot every shard; returns their folders."""

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import ray
 from structlog.testing import capture_logs
@@ -104,7 +105,9 @@ async def test_logs_hold_ids_and_counters_only(tmp_path: Path) -> None:
     with capture_logs() as entries:
         await actor.submit(batch(sighting(1), far, sighting(2, at=1)))
         await actor.submit(b"garbage")
-        await actor.submit(SightingBatch([{"sighting_id": 1}]).encode())
+        await actor.submit(
+            SightingBatch([msgspec.Raw(msgspec.msgpack.encode({"sighting_id": 1}))]).encode()
+        )
         await actor.close()
     names = [e["event"] for e in entries]
     assert names.count("message_dropped") == 2
@@ -120,9 +123,14 @@ async def test_logs_hold_ids_and_counters_only(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_a_malformed_sighting_is_dropped_alone(tmp_path: Path) -> None:
     actor = AlertActor("dep1", str(tmp_path / "alerts.db"), dict(CONFIG))
-    bad = {**SightingBatch.of([sighting(2)]).sightings[0], "distance": "near"}
-    mixed = SightingBatch([*SightingBatch.of([sighting(1)]).sightings, bad]).encode()
-    result = await actor.submit(mixed)
+    bad = msgspec.structs.replace(sighting(2), distance="near")
+    mixed = batch(sighting(1), bad)
+    with capture_logs() as entries:
+        result = await actor.submit(mixed)
+    (dropped,) = [e for e in entries if e["event"] == "message_dropped"]
+    assert dropped["reason"] == (
+        "'sightings' item 1: 'sighting' message: Expected `float`, got `str` - at `$.distance`"
+    )
     assert (result["accepted"], result["dropped"], result["raised"]) == (1, 1, 1)
     assert (await actor.stats())["decode_errors"] == 1
     await actor.close()
