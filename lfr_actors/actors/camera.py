@@ -223,15 +223,7 @@ class CameraActor:
         self.camera_id = settings.camera_id
         self.deployment_id = settings.deployment_id
         self.window = (settings.window_start, settings.window_end)
-        self.fps = settings.fps
-        self.pace = settings.pace
-        self.at_end = settings.at_end
-        self.queue_size = settings.queue_size
-        self.max_in_flight = settings.max_in_flight
-        self.stall_timeout_s = settings.stall_timeout_s
-        self.initial_backoff_s = settings.reconnect.initial_backoff_s
-        self.max_backoff_s = settings.reconnect.max_backoff_s
-        self.max_attempts = settings.reconnect.max_attempts
+        self.reconnect = settings.reconnect
         self.embedder_names = list(settings.embedder_names)
         self.namespace = settings.namespace
         self.epoch = new_epoch()
@@ -240,9 +232,9 @@ class CameraActor:
         )
         self.source = source or build_source(
             settings.source,
-            fps=self.fps,
+            fps=self.settings.fps,
             name=self.camera_id,
-            stall_timeout_s=self.stall_timeout_s,
+            stall_timeout_s=self.settings.stall_timeout_s,
         )
         self.queue: deque[tuple[int, float, np.ndarray]] = deque()
         self._queue_event = asyncio.Event()
@@ -261,7 +253,7 @@ class CameraActor:
         self._seq = 0
         self._worker: _Worker | None = None
         self._stop_waiter: asyncio.Task[Any] | None = None
-        self._backoff_s = self.initial_backoff_s
+        self._backoff_s = self.reconnect.initial_backoff_s
         self._last_frame_at: float | None = None  # monotonic time of the source's newest frame
         self._quiet_since = time.monotonic()  # the watchdog's clock: waiting for a frame since
         self._stalled_since: float | None = None  # set while stalled: the last frame's time
@@ -305,7 +297,7 @@ class CameraActor:
         if self._stalled_since is None or self.state != "stalled":
             return self.last_error
         quiet = time.monotonic() - self._stalled_since
-        limit = f"stall_timeout_s {self.stall_timeout_s:g}"
+        limit = f"stall_timeout_s {self.settings.stall_timeout_s:g}"
         text = f"no frame for {quiet:.0f} s ({limit}); reconnecting"
         return f"{text}: {self._stall_detail}" if self._stall_detail else text
 
@@ -323,7 +315,7 @@ class CameraActor:
         if len(self._sample_times) >= 2:
             span = self._sample_times[-1] - self._sample_times[0]
             fps = round((len(self._sample_times) - 1) / span, 2) if span > 0 else None
-        if fps is not None and now - self._sample_times[-1] > max(2.0, 3.0 / self.fps):
+        if fps is not None and now - self._sample_times[-1] > max(2.0, 3.0 / self.settings.fps):
             fps = 0.0  # no sample lately: the rate measured before is not the rate now
         since_frame = None if self._last_frame_at is None else round(now - self._last_frame_at, 1)
         return {
@@ -334,7 +326,7 @@ class CameraActor:
             "last_error": self._error_text(),
             "fps": fps,
             "seconds_since_frame": since_frame,
-            "stall_timeout_s": self.stall_timeout_s,
+            "stall_timeout_s": self.settings.stall_timeout_s,
             "queue": len(self.queue),
             "in_flight": len(self._in_flight),
             "latency_ms_p50": pct(0.5),
@@ -432,7 +424,7 @@ class CameraActor:
     def _next_backoff(self) -> float:
         """The wait before the next attempt: the current step less up to the jitter."""
         step = self._backoff_s
-        self._backoff_s = min(self.max_backoff_s, step * 2)
+        self._backoff_s = min(self.reconnect.max_backoff_s, step * 2)
         return step * (1.0 - BACKOFF_JITTER * random.random())
 
     def _window_over(self) -> bool:
@@ -468,7 +460,10 @@ class CameraActor:
                     delay_s=round(delay, 2),
                     reason=str(exc),
                 )
-                if self.max_attempts is not None and attempts >= self.max_attempts:
+                if (
+                    self.reconnect.max_attempts is not None
+                    and attempts >= self.reconnect.max_attempts
+                ):
                     self.last_error = self._error_text() or str(exc)
                     self.state = "failed"
                     self._stalled_since = None
@@ -493,13 +488,13 @@ class CameraActor:
         self._stall_detail = None
         self.state = "stalled"
         self.log.warning(
-            "camera_stalled", seconds=round(quiet, 1), stall_timeout_s=self.stall_timeout_s
+            "camera_stalled", seconds=round(quiet, 1), stall_timeout_s=self.settings.stall_timeout_s
         )
 
     def _frame_arrived(self) -> None:
         now = time.monotonic()
         self._last_frame_at = self._quiet_since = now
-        self._backoff_s = self.initial_backoff_s
+        self._backoff_s = self.reconnect.initial_backoff_s
         if self._stalled_since is not None:
             self.log.info("camera_recovered", stalled_s=round(now - self._stalled_since, 1))
             self._stalled_since = None
@@ -511,7 +506,7 @@ class CameraActor:
         self.state = "connecting"
         if not await self._open_with_backoff():
             return
-        interval = 1.0 / self.fps
+        interval = 1.0 / self.settings.fps
         wall_start = time.monotonic()
         media_offset = 0.0
         next_sample = 0.0
@@ -519,7 +514,7 @@ class CameraActor:
         while not self._stop.is_set():
             if self._window_over():
                 return
-            deadline = self._quiet_since + self.stall_timeout_s
+            deadline = self._quiet_since + self.settings.stall_timeout_s
             try:
                 frame: SourceFrame | None = await self._blocking(self.source.read, deadline)
             except _Stopping:
@@ -544,7 +539,7 @@ class CameraActor:
                     return
                 continue
             if frame is None:
-                if self.at_end == "loop":
+                if self.settings.at_end == "loop":
                     media_offset = last_media + interval
                     if not await self._open_with_backoff():
                         return
@@ -561,7 +556,7 @@ class CameraActor:
                 continue
             # Keep the schedule exact while on time; after a stall, restart it from now.
             next_sample = next_sample + interval if t - next_sample < interval else t + interval
-            if not self.source.live and self.pace == "realtime":
+            if not self.source.live and self.settings.pace == "realtime":
                 ahead = wall_start + t - time.monotonic()
                 if ahead > 0:
                     with contextlib.suppress(TimeoutError):
@@ -576,11 +571,11 @@ class CameraActor:
         self._seq += 1
         self.counters["frames_sampled"] += 1
         self._sample_times.append(time.monotonic())
-        if self.pace == "asap" and not self.source.live:
-            while len(self.queue) >= self.queue_size and not self._stop.is_set():
+        if self.settings.pace == "asap" and not self.source.live:
+            while len(self.queue) >= self.settings.queue_size and not self._stop.is_set():
                 self._space_event.clear()
                 await self._space_event.wait()
-        elif len(self.queue) >= self.queue_size:
+        elif len(self.queue) >= self.settings.queue_size:
             self.queue.popleft()
             self.counters["frames_dropped"] += 1
         self.queue.append((self._seq, captured_at, image))
@@ -597,7 +592,7 @@ class CameraActor:
                 self._queue_event.clear()
                 await self._queue_event.wait()
                 continue
-            if len(self._in_flight) >= self.max_in_flight:
+            if len(self._in_flight) >= self.settings.max_in_flight:
                 await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
                 continue
             seq, captured_at, image = self.queue.popleft()

@@ -137,14 +137,8 @@ class EmbedderActor:
         self.log = get_logger("lfr.embedder").bind(
             actor=self.embedder_id, deployment=self.deployment_id
         )
-        self.max_batch = settings.max_batch
         self.max_wait_s = settings.max_wait_ms / 1000.0
-        self.crop_size = settings.crop_size
-        self.threshold = settings.threshold
-        self.top_k = settings.top_k
-        self.namespace = settings.namespace
-        self.router_name = settings.router
-        self.alerts_name = settings.alerts
+        self.threshold = settings.threshold  # changed by set_threshold
         self.pipeline = FacePipeline.build(
             settings.runtime,
             settings.pipeline,
@@ -152,11 +146,11 @@ class EmbedderActor:
         )
         self.pipeline.warm_up()
         self.providers = list(self.pipeline.embedder.report.active)
-        self.log.info("embedder_ready", providers=self.providers, max_batch=self.max_batch)
+        self.log.info("embedder_ready", providers=self.providers, max_batch=self.settings.max_batch)
         self._queue: asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
-        self._calls = ActorCalls(self.namespace)
+        self._calls = ActorCalls(self.settings.namespace)
         self._unstored = UnstoredSightings()
         self._delivery = asyncio.Lock()
         self._resender: asyncio.Task[None] | None = None
@@ -266,7 +260,7 @@ class EmbedderActor:
         async with self._delivery:
             while (data := self._unstored.oldest()) is not None:
                 try:
-                    await self._call(self.alerts_name, "submit", data)
+                    await self._call(self.settings.alerts, "submit", data)
                 except Exception as exc:
                     cause = getattr(exc, "cause", exc)
                     if isinstance(cause, StoreUnavailableError):
@@ -306,7 +300,7 @@ class EmbedderActor:
         while True:
             batch = [await queue.get()]
             deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch:
+            while len(batch) < self.settings.max_batch:
                 remaining = deadline - loop.time()
                 if remaining <= 0 and queue.empty():
                     break
@@ -409,15 +403,17 @@ class EmbedderActor:
         search_s = alerts_s = 0.0
         if faces.embeddings.shape[0]:
             t0 = time.perf_counter()
-            request = SearchRequest(faces.embeddings, k=self.top_k, max_distance=self.threshold)
-            reply = await self._call(self.router_name, "search", request.encode())
+            request = SearchRequest(
+                faces.embeddings, k=self.settings.top_k, max_distance=self.threshold
+            )
+            reply = await self._call(self.settings.router, "search", request.encode())
             hits = SearchResult.decode(reply).hits
             search_s = time.perf_counter() - t0
             for row, face_hits in enumerate(hits):
                 if not face_hits:
                     continue
                 frame = frames[faces.frame_index[row]]
-                crop = _jpeg(faces.chips[row], self.crop_size)
+                crop = _jpeg(faces.chips[row], self.settings.crop_size)
                 for entry_id, distance in face_hits:
                     sighting_frames.append(faces.frame_index[row])
                     sightings.append(

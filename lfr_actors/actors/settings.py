@@ -101,6 +101,16 @@ class ShardSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """The alert actor: its name, its deployment, its store file and its fusion rules."""
+
+    actor_id: str
+    deployment_id: str
+    db_path: str
+    fusion: FusionConfig
+
+
+@dataclass(frozen=True)
 class RouterSettings:
     """The index router: the shards it fans out to, and how long it waits for one.
 
@@ -115,16 +125,6 @@ class RouterSettings:
     retry_timeout_s: float = 10.0
     health_timeout_s: float = 2.0
     latency_window: int = 1024
-
-
-@dataclass(frozen=True)
-class AlertSettings:
-    """The alert actor: its name, its deployment, its store file and its fusion rules."""
-
-    actor_id: str
-    deployment_id: str
-    db_path: str
-    fusion: FusionConfig
 
 
 def pipeline_config(embedder: EmbedderConfig, spec: EmbedderSpec) -> PipelineConfig:
