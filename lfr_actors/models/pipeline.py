@@ -150,8 +150,8 @@ class FacePipeline:
             found.append((detections, chips, quality, passed, _chosen(detections, passed, embed)))
         detect_s = time.perf_counter() - started
         started = time.perf_counter()
-        counts = [chosen.size for *_, chosen in found]
-        if sum(counts):
+        counts = np.array([chosen.size for *_, chosen in found], dtype=np.intp)
+        if counts.sum():
             embeddings = self.embedder.embed(
                 np.concatenate([chips[chosen] for _, chips, _, _, chosen in found])
             )
