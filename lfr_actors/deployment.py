@@ -65,8 +65,16 @@ from aiohttp import web
 from lfr_actors.actors.alerts import AlertActor, store_cause
 from lfr_actors.actors.camera import COUNTERS as CAMERA_COUNTERS
 from lfr_actors.actors.camera import CameraActor
-from lfr_actors.actors.embedder import EmbedderActor, pipeline_config
+from lfr_actors.actors.embedder import EmbedderActor
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
+from lfr_actors.actors.settings import (
+    alert_settings,
+    camera_settings,
+    embedder_settings,
+    pipeline_config,
+    router_settings,
+    shard_settings,
+)
 from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.api.app import api_runner, create_app
 from lfr_actors.enrolment import (
@@ -444,21 +452,11 @@ class Deployment:
         """
         t = self.topology
         ns = self.namespace
-        index_cfg = {
-            "dimension": self.spec.dimension,
-            "metric": self.spec.metric,
-            "mode": t.index.mode,
-            "dtype": t.index.dtype,
-            "exact_below": t.index.exact_below,
-            "connectivity": t.index.connectivity,
-            "expansion_add": t.index.expansion_add,
-            "expansion_search": t.index.expansion_search,
-        }
         shards = [
             ActorSpec(
                 sid,
                 "index_shard",
-                (sid, index_cfg, str(self.paths.index_dir / sid)),
+                (shard_settings(t, self.spec, sid, str(self.paths.index_dir / sid)),),
                 on_driver_node=True,
                 resources=dict(t.index.resources),
             )
@@ -468,35 +466,26 @@ class Deployment:
         router = ActorSpec(
             t.index.id,
             "index_router",
-            (t.index.id, shard_names, ns),
+            (router_settings(t, shard_names, ns),),
             on_driver_node=True,
             resources=dict(t.index.resources),
         )
-        fusion = {
-            "actor_id": t.alerts.id,
-            "threshold": self._deployment_threshold(),
-            "fusion_window_s": t.alerts.fusion_window_s,
-            "min_sightings": t.alerts.min_sightings,
-            "entry_thresholds": self._entry_thresholds_in_force(),
-        }
         # The alert store and the index snapshots are files in the driver's data folder:
         # the actors that write them run where the driver (and the API reading them) runs.
         alerts = ActorSpec(
             t.alerts.id,
             "alerts",
-            (t.deployment.id, str(self.paths.alerts_db), fusion),
+            (
+                alert_settings(
+                    t,
+                    str(self.paths.alerts_db),
+                    self._deployment_threshold(),
+                    self._entry_thresholds_in_force(),
+                ),
+            ),
             on_driver_node=True,
             resources=dict(t.alerts.resources),
         )
-        embedder_cfg = t.embedder.model_dump(mode="json")
-        embedder_cfg["model_spec"] = self.spec.model_dump(mode="json")
-        wiring = {
-            "namespace": ns,
-            "router": router.name,
-            "alerts": alerts.name,
-            "threshold": self._threshold(),
-            "top_k": t.alerts.top_k,
-        }
         wanted_gpus = t.embedder.gpus_per_replica * t.embedder.replicas
         gpu = t.embedder.device == "gpu" or (
             t.embedder.device == "auto" and cluster_gpus >= wanted_gpus
@@ -505,7 +494,18 @@ class Deployment:
             ActorSpec(
                 eid,
                 "embedder",
-                (eid, t.deployment.id, embedder_cfg, wiring, str(self.home)),
+                (
+                    embedder_settings(
+                        t,
+                        self.spec,
+                        eid,
+                        namespace=ns,
+                        router=router.name,
+                        alerts=alerts.name,
+                        threshold=self._threshold(),
+                        models_home=str(self.home),
+                    ),
+                ),
                 num_cpus=t.embedder.cpus_per_replica,
                 num_gpus=t.embedder.gpus_per_replica if gpu else 0.0,
                 resources=dict(t.embedder.resources),
@@ -513,11 +513,6 @@ class Deployment:
             for eid in self._embedder_ids()
         ]
         embedder_names = [e.name for e in embedders]
-        deployment = {
-            "id": t.deployment.id,
-            "start": t.deployment.start.isoformat(),
-            "end": t.deployment.end.isoformat(),
-        }
         cameras = []
         for i, cam in enumerate(t.cameras):
             # Each camera prefers one replica (so its frames batch together) and fails over.
@@ -529,7 +524,7 @@ class Deployment:
                 ActorSpec(
                     cam.id,
                     "camera",
-                    (cam.id, deployment, cam.model_dump(mode="json"), order, ns),
+                    (camera_settings(t, cam, order, ns),),
                     start_method="start",
                     resources=dict(cam.resources),
                 )
@@ -606,7 +601,7 @@ class Deployment:
         prepare(cache, default_fetcher(self.home), progress=False)
         pipeline = FacePipeline.build(
             RuntimeConfig(device="cpu"),
-            pipeline_config(self.topology.embedder.model_dump(mode="json"), self.spec),
+            pipeline_config(self.topology.embedder, self.spec),
             cache=cache,
         )
         if self.watchlist is not None:

@@ -99,14 +99,12 @@ class _EmbeddingCache:
             return self.embeddings[path]
         if path in self.no_face:
             return None
-        image = load_image(path)
-        analysed = self.pipeline.analyse(image, embed="none")
+        # The production path (FacePipeline.analyse_batch), embedding each photo's largest face.
+        analysed = self.pipeline.analyse(load_image(path), embed="largest")
         if len(analysed.detections) == 0:
             self.no_face.add(path)
             return None
-        boxes = analysed.detections.boxes
-        largest = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-        embedding = self.pipeline.embedder.embed(analysed.chips[largest : largest + 1])[0]
+        embedding = analysed.embeddings[0]
         self.embeddings[path] = embedding
         return embedding
 

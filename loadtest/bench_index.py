@@ -55,7 +55,8 @@ from machine import cpu_model  # loadtest/machine.py, beside this script
 from usearch.index import Index
 
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
-from lfr_actors.index import ShardIndex, merge_topk, shard_for
+from lfr_actors.actors.settings import RouterSettings, ShardSettings
+from lfr_actors.index import ShardConfig, ShardIndex, merge_topk, shard_for
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.messages import EnrolVectors, RemoveEntry, SearchRequest, SearchResult
 
@@ -342,10 +343,16 @@ def bench_ray(
     names = [f"shard_{i}_{tag}" for i in range(args.shards)]
     started = time.perf_counter()
     actors = [
-        start_actor(IndexShardActor, name, name, config, str(folder))
+        start_actor(
+            IndexShardActor,
+            name,
+            ShardSettings(name, ShardConfig.from_mapping(config), str(folder)),
+        )
         for name, folder in zip(names, folders, strict=True)
     ]
-    router = start_actor(IndexRouterActor, f"router_{tag}", f"router_{tag}", names, NAMESPACE)
+    router = start_actor(
+        IndexRouterActor, f"router_{tag}", RouterSettings(f"router_{tag}", tuple(names), NAMESPACE)
+    )
     # Shards answer once their snapshot is loaded (minutes for 1M vectors on 2 cores).
     ray.get([actor.health.remote() for actor in actors], timeout=1800)
     health = ray.get(router.health.remote(), timeout=60)

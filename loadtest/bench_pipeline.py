@@ -34,7 +34,7 @@ import yaml
 from machine import cpu_model  # loadtest/machine.py, beside this script
 
 from lfr_actors.actors.camera import build_source
-from lfr_actors.actors.embedder import pipeline_config
+from lfr_actors.actors.settings import pipeline_config
 from lfr_actors.deployment import Deployment
 from lfr_actors.index.shard import ShardIndex
 from lfr_actors.logs import configure as configure_logging
@@ -46,8 +46,9 @@ from lfr_actors.models.cache import (
     prepare,
 )
 from lfr_actors.models.images import load_image
-from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
+from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
 from lfr_actors.topology.loader import load_topology, load_watchlist
 
 FPS = 10.0
@@ -133,14 +134,16 @@ def write_topology(
 def bare_loop(home: Path, samples: dict[str, Path], cameras: int, frames: int) -> dict[str, Any]:
     """The same models on the same frames, one process, one frame after another."""
     cache = ModelCache(home / "models")
-    topology = load_topology(write_topology(Path(tempfile.mkdtemp()), samples, 1, 1, "asap"))
-    config: PipelineConfig = pipeline_config(topology.embedder.model_dump(mode="json"))
+    folder = Path(tempfile.mkdtemp())
+    topology = load_topology(write_topology(folder, samples, cameras, frames, "asap"))
+    config = pipeline_config(topology.embedder, DEFAULT_EMBEDDER_SPEC)
     pipeline = FacePipeline.build(RuntimeConfig(), config, cache=cache)
     pipeline.warm_up()
     index = ShardIndex(dimension=128, metric="euclidean", mode="exact")
     index.add("obama", pipeline.enrol(load_image(samples["obama.jpg"])).embedding[None])
-    sources = [build_source(camera_source(samples, i, frames), fps=FPS, name=f"c{i}")
-               for i in range(cameras)]  # fmt: skip
+    sources = [build_source(camera.source, fps=FPS, name=f"c{i}",
+                            stall_timeout_s=camera.stall_timeout_s)
+               for i, camera in enumerate(topology.cameras)]  # fmt: skip
     for source in sources:
         source.open()
     faces = matches = count = 0

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from lfr_actors import logs
-from lfr_actors.alerts.fusion import Fuser, FusionConfig, FusionCounters
+from lfr_actors.actors.settings import AlertSettings
+from lfr_actors.alerts.fusion import Fuser, FusionCounters
 from lfr_actors.messages import MessageDecodeError, SightingBatch
 from lfr_actors.store.alerts import AlertStore, StoreError
 
@@ -65,20 +66,17 @@ def store_cause(exc: BaseException) -> str:
 class AlertActor:
     """Turns the sightings of one deployment into persisted alerts.
 
-    ``config`` holds the :class:`~lfr_actors.alerts.fusion.FusionConfig` settings
-    (``threshold``, ``fusion_window_s``, ``min_sightings``, ``entry_thresholds``) and may
-    name the actor's topology id as ``actor_id`` (default: its Ray actor name, else
-    ``"alerts"``). Unknown keys are an error.
+    ``settings`` name the actor's topology id, its deployment, the store file and the
+    :class:`~lfr_actors.alerts.fusion.FusionConfig` rules it starts with.
     """
 
-    def __init__(self, deployment_id: str, db_path: str, config: dict[str, Any]) -> None:
+    def __init__(self, settings: AlertSettings) -> None:
         logs.configure()
-        settings = dict(config)
-        self.actor_id = str(settings.pop("actor_id", None) or _ray_actor_name() or "alerts")
-        self.deployment_id = deployment_id
+        self.actor_id = settings.actor_id
+        self.deployment_id = deployment_id = settings.deployment_id
         self._log = logs.get_logger(__name__).bind(actor=self.actor_id)
-        self._fusion = FusionConfig.from_mapping(settings)
-        self._store = AlertStore(Path(db_path))
+        self._fusion = settings.fusion
+        self._store = AlertStore(Path(settings.db_path))
         self._closed = False
         self._received = 0
         self._decode_errors = 0
@@ -320,15 +318,3 @@ class AlertActor:
     def _require_open(self) -> None:
         if self._closed:
             raise StoreError(f"alert actor {self.actor_id} is closed")
-
-
-def _ray_actor_name() -> str | None:
-    try:
-        import ray  # noqa: PLC0415 - only present when running under Ray
-
-        if ray.is_initialized():
-            name = ray.get_runtime_context().get_actor_name()
-            return str(name) if name else None
-    except Exception:
-        return None
-    return None

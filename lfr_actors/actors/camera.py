@@ -40,16 +40,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import ray
 
+from lfr_actors.actors.settings import CameraSettings
+from lfr_actors.kernel.calls import ActorCalls
 from lfr_actors.logs import configure, get_logger
 from lfr_actors.messages import Frame, FrameResult, MessageDecodeError
 from lfr_actors.models.images import load_image
+from lfr_actors.topology import schema
 from lfr_actors.video import (
     READ_TIMEOUT_MARGIN_S,
     CaptureSource,
@@ -62,7 +63,7 @@ from lfr_actors.video import (
 )
 
 _LATENCY_WINDOW = 512
-_RESOLVE_RETRY_S = 15.0
+RESEND_DEADLINE_S = 15.0
 """How long a frame's one resend waits for an embedder to be found again (restarts take ~5 s)."""
 _SEND_ERRORS = ("embedder unavailable", "alert store unavailable", "alert actor unavailable")
 
@@ -91,12 +92,6 @@ def new_epoch() -> str:
     return f"{time.time_ns() // 1_000_000:x}-{secrets.token_hex(3)}"
 
 
-DEFAULT_STALL_TIMEOUT_S = 5.0
-"""How long a camera waits for a frame before it counts as stalled (topology default)."""
-
-DEFAULT_MAX_BACKOFF_S = 5.0
-"""The longest wait between reconnection attempts (topology default)."""
-
 BACKOFF_JITTER = 0.2
 """Each backoff wait is shortened by up to this fraction at random, so that cameras that
 failed together (one switch, one server) do not all retry in the same instant."""
@@ -108,57 +103,52 @@ T = TypeVar("T")
 
 
 def build_source(
-    source: dict[str, Any],
-    *,
-    fps: float,
-    name: str,
-    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+    source: schema.Source, *, fps: float, name: str, stall_timeout_s: float
 ) -> FrameSource:
-    """A frame source from a topology camera's ``source`` section (as a plain dict).
+    """A frame source from a topology camera's typed ``source``.
 
     A network stream's FFmpeg read timeout is ``stall_timeout_s`` plus
     :data:`~lfr_actors.video.READ_TIMEOUT_MARGIN_S`, so the camera's watchdog notices a
     silent stream first and the read it abandons still ends soon after.
     """
-    kind = source["type"]
-    if kind == "file":
-        return CaptureSource(str(source["path"]), live=False, name=name)
-    if kind == "url":
+    if isinstance(source, schema.FileSource):
+        return CaptureSource(str(source.path), live=False, name=name)
+    if isinstance(source, schema.UrlSource):
         return CaptureSource(
-            str(source["url"]),
+            source.url,
             live=True,
             name=name,
-            transport=source.get("transport"),
+            transport=source.transport,
             read_timeout_s=stall_timeout_s + READ_TIMEOUT_MARGIN_S,
         )
-    if kind == "device":
-        return CaptureSource(int(source["index"]), live=True, name=name)
-    if kind == "synthetic":
-        colour = str(source.get("background", "#406080")).lstrip("#")
+    if isinstance(source, schema.DeviceSource):
+        return CaptureSource(source.index, live=True, name=name)
+    if isinstance(source, schema.SyntheticSource):
+        colour = source.background.lstrip("#")
         background = (int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16))
         sprites = [
             Sprite(
-                image=load_image(Path(s["image"])),
-                start=(float(s["start"][0]), float(s["start"][1])),
-                velocity=(float(s["velocity"][0]), float(s["velocity"][1])),
-                height=float(s["height"]),
-                appear_s=float(s.get("appear_s", 0.0)),
-                disappear_s=s.get("disappear_s"),
-                label=s.get("label"),
+                image=load_image(Path(s.image)),
+                start=s.start,
+                velocity=s.velocity,
+                height=s.height,
+                appear_s=s.appear_s,
+                disappear_s=s.disappear_s,
+                label=s.label,
             )
-            for s in source.get("sprites", [])
+            for s in source.sprites
         ]
         return SyntheticSource(
-            width=int(source.get("width", 640)),
-            height=int(source.get("height", 360)),
-            fps=max(fps, float(source.get("native_fps", fps))),
-            frames=source.get("frames"),
+            width=source.width,
+            height=source.height,
+            fps=fps,
+            frames=source.frames,
             sprites=sprites,
             background=background,
-            seed=int(source.get("seed", 0)),
+            seed=source.seed,
             name=name,
         )
-    raise ValueError(f"unknown camera source type {kind!r}")
+    raise ValueError(f"unknown camera source type {getattr(source, 'type', source)!r}")
 
 
 class _Stalled(Exception):
@@ -218,51 +208,33 @@ def _settle(future: asyncio.Future[Any], result: Any, error: Exception | None) -
         future.set_result(result)
 
 
-def _timestamp(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    return datetime.fromisoformat(str(value)).timestamp()
-
-
 class CameraActor:
     """Reads one camera and feeds the embedder; see the module docstring for the policy."""
 
     def __init__(
         self,
-        camera_id: str,
-        deployment: dict[str, Any],
-        config: dict[str, Any],
-        embedder_names: list[str],
-        namespace: str,
+        settings: CameraSettings,
         *,
         source: FrameSource | None = None,
         resolve: Callable[[str], Any] | None = None,
     ) -> None:
         configure()
-        self.camera_id = camera_id
-        self.deployment_id = str(deployment["id"])
-        self.window = (_timestamp(deployment.get("start")), _timestamp(deployment.get("end")))
-        self.config = config
-        self.fps = float(config.get("fps", 10.0))
-        self.pace = str(config.get("pace", "realtime"))
-        self.at_end = str(config.get("at_end", "stop"))
-        self.queue_size = int(config.get("queue_size", 4))
-        self.max_in_flight = int(config.get("max_in_flight", 2))
-        self.stall_timeout_s = float(config.get("stall_timeout_s", DEFAULT_STALL_TIMEOUT_S))
-        reconnect = config.get("reconnect") or {}
-        self.initial_backoff_s = float(reconnect.get("initial_backoff_s", 0.5))
-        self.max_backoff_s = float(reconnect.get("max_backoff_s", DEFAULT_MAX_BACKOFF_S))
-        self.max_attempts = reconnect.get("max_attempts")
-        self.embedder_names = list(embedder_names)
-        self.namespace = namespace
+        self.settings = settings
+        self.camera_id = settings.camera_id
+        self.deployment_id = settings.deployment_id
+        self.window = (settings.window_start, settings.window_end)
+        self.reconnect = settings.reconnect
+        self.embedder_names = list(settings.embedder_names)
+        self.namespace = settings.namespace
         self.epoch = new_epoch()
         self.log = get_logger("lfr.camera").bind(
-            actor=camera_id, deployment=self.deployment_id, epoch=self.epoch
+            actor=self.camera_id, deployment=self.deployment_id, epoch=self.epoch
         )
         self.source = source or build_source(
-            config["source"], fps=self.fps, name=camera_id, stall_timeout_s=self.stall_timeout_s
+            settings.source,
+            fps=self.settings.fps,
+            name=self.camera_id,
+            stall_timeout_s=self.settings.stall_timeout_s,
         )
         self.queue: deque[tuple[int, float, np.ndarray]] = deque()
         self._queue_event = asyncio.Event()
@@ -270,9 +242,8 @@ class CameraActor:
         self._stop = asyncio.Event()
         self._capture_done = False
         self._task: asyncio.Task[None] | None = None
-        self._resolve = resolve or (lambda name: ray.get_actor(name, namespace=namespace))
-        self._handle: Any = None
-        self._handle_index = 0
+        # Any error of a frame's send is worth one resend to the next embedder.
+        self._calls = ActorCalls(self.namespace, resolve=resolve, retry_on=(Exception,))
         self._in_flight: set[asyncio.Task[None]] = set()
         self.state = "created"
         self.last_error: str | None = None
@@ -282,7 +253,7 @@ class CameraActor:
         self._seq = 0
         self._worker: _Worker | None = None
         self._stop_waiter: asyncio.Task[Any] | None = None
-        self._backoff_s = self.initial_backoff_s
+        self._backoff_s = self.reconnect.initial_backoff_s
         self._last_frame_at: float | None = None  # monotonic time of the source's newest frame
         self._quiet_since = time.monotonic()  # the watchdog's clock: waiting for a frame since
         self._stalled_since: float | None = None  # set while stalled: the last frame's time
@@ -326,7 +297,7 @@ class CameraActor:
         if self._stalled_since is None or self.state != "stalled":
             return self.last_error
         quiet = time.monotonic() - self._stalled_since
-        limit = f"stall_timeout_s {self.stall_timeout_s:g}"
+        limit = f"stall_timeout_s {self.settings.stall_timeout_s:g}"
         text = f"no frame for {quiet:.0f} s ({limit}); reconnecting"
         return f"{text}: {self._stall_detail}" if self._stall_detail else text
 
@@ -344,7 +315,7 @@ class CameraActor:
         if len(self._sample_times) >= 2:
             span = self._sample_times[-1] - self._sample_times[0]
             fps = round((len(self._sample_times) - 1) / span, 2) if span > 0 else None
-        if fps is not None and now - self._sample_times[-1] > max(2.0, 3.0 / self.fps):
+        if fps is not None and now - self._sample_times[-1] > max(2.0, 3.0 / self.settings.fps):
             fps = 0.0  # no sample lately: the rate measured before is not the rate now
         since_frame = None if self._last_frame_at is None else round(now - self._last_frame_at, 1)
         return {
@@ -355,7 +326,7 @@ class CameraActor:
             "last_error": self._error_text(),
             "fps": fps,
             "seconds_since_frame": since_frame,
-            "stall_timeout_s": self.stall_timeout_s,
+            "stall_timeout_s": self.settings.stall_timeout_s,
             "queue": len(self.queue),
             "in_flight": len(self._in_flight),
             "latency_ms_p50": pct(0.5),
@@ -453,7 +424,7 @@ class CameraActor:
     def _next_backoff(self) -> float:
         """The wait before the next attempt: the current step less up to the jitter."""
         step = self._backoff_s
-        self._backoff_s = min(self.max_backoff_s, step * 2)
+        self._backoff_s = min(self.reconnect.max_backoff_s, step * 2)
         return step * (1.0 - BACKOFF_JITTER * random.random())
 
     def _window_over(self) -> bool:
@@ -489,7 +460,10 @@ class CameraActor:
                     delay_s=round(delay, 2),
                     reason=str(exc),
                 )
-                if self.max_attempts is not None and attempts >= int(self.max_attempts):
+                if (
+                    self.reconnect.max_attempts is not None
+                    and attempts >= self.reconnect.max_attempts
+                ):
                     self.last_error = self._error_text() or str(exc)
                     self.state = "failed"
                     self._stalled_since = None
@@ -514,13 +488,13 @@ class CameraActor:
         self._stall_detail = None
         self.state = "stalled"
         self.log.warning(
-            "camera_stalled", seconds=round(quiet, 1), stall_timeout_s=self.stall_timeout_s
+            "camera_stalled", seconds=round(quiet, 1), stall_timeout_s=self.settings.stall_timeout_s
         )
 
     def _frame_arrived(self) -> None:
         now = time.monotonic()
         self._last_frame_at = self._quiet_since = now
-        self._backoff_s = self.initial_backoff_s
+        self._backoff_s = self.reconnect.initial_backoff_s
         if self._stalled_since is not None:
             self.log.info("camera_recovered", stalled_s=round(now - self._stalled_since, 1))
             self._stalled_since = None
@@ -532,7 +506,7 @@ class CameraActor:
         self.state = "connecting"
         if not await self._open_with_backoff():
             return
-        interval = 1.0 / self.fps
+        interval = 1.0 / self.settings.fps
         wall_start = time.monotonic()
         media_offset = 0.0
         next_sample = 0.0
@@ -540,7 +514,7 @@ class CameraActor:
         while not self._stop.is_set():
             if self._window_over():
                 return
-            deadline = self._quiet_since + self.stall_timeout_s
+            deadline = self._quiet_since + self.settings.stall_timeout_s
             try:
                 frame: SourceFrame | None = await self._blocking(self.source.read, deadline)
             except _Stopping:
@@ -565,7 +539,7 @@ class CameraActor:
                     return
                 continue
             if frame is None:
-                if self.at_end == "loop":
+                if self.settings.at_end == "loop":
                     media_offset = last_media + interval
                     if not await self._open_with_backoff():
                         return
@@ -582,7 +556,7 @@ class CameraActor:
                 continue
             # Keep the schedule exact while on time; after a stall, restart it from now.
             next_sample = next_sample + interval if t - next_sample < interval else t + interval
-            if not self.source.live and self.pace == "realtime":
+            if not self.source.live and self.settings.pace == "realtime":
                 ahead = wall_start + t - time.monotonic()
                 if ahead > 0:
                     with contextlib.suppress(TimeoutError):
@@ -597,11 +571,11 @@ class CameraActor:
         self._seq += 1
         self.counters["frames_sampled"] += 1
         self._sample_times.append(time.monotonic())
-        if self.pace == "asap" and not self.source.live:
-            while len(self.queue) >= self.queue_size and not self._stop.is_set():
+        if self.settings.pace == "asap" and not self.source.live:
+            while len(self.queue) >= self.settings.queue_size and not self._stop.is_set():
                 self._space_event.clear()
                 await self._space_event.wait()
-        elif len(self.queue) >= self.queue_size:
+        elif len(self.queue) >= self.settings.queue_size:
             self.queue.popleft()
             self.counters["frames_dropped"] += 1
         self.queue.append((self._seq, captured_at, image))
@@ -618,7 +592,7 @@ class CameraActor:
                 self._queue_event.clear()
                 await self._queue_event.wait()
                 continue
-            if len(self._in_flight) >= self.max_in_flight:
+            if len(self._in_flight) >= self.settings.max_in_flight:
                 await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
                 continue
             seq, captured_at, image = self.queue.popleft()
@@ -631,30 +605,22 @@ class CameraActor:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
 
-    async def _embedder(self) -> Any:
-        if self._handle is None:
-            name = self.embedder_names[self._handle_index % len(self.embedder_names)]
-            self._handle = await asyncio.to_thread(self._resolve, name)
-        return self._handle
-
     async def _submit(self, data: bytes, captured_at: float) -> None:
         self.counters["frames_sent"] += 1
-        reply = None
-        for attempt in (1, 2):
-            try:
-                handle = await (self._embedder() if attempt == 1 else self._embedder_again())
-                reply = await handle.process.remote(data)
-                break
-            except Exception as exc:  # RayActorError, ActorUnavailableError, lookup failure
-                self.last_error = f"embedder unavailable: {type(exc).__name__}"
-                self._handle = None
-                self._handle_index += 1
-                self.log.warning("frame_not_processed", reason=type(exc).__name__, attempt=attempt)
-                if attempt == 1:
-                    # Once more, with the same bytes (so the same sighting ids).
-                    self.counters["frames_retried"] += 1
-                    await asyncio.sleep(min(1.0, self.initial_backoff_s))
-        if reply is None:
+        try:
+            # Sent at most twice, with the same bytes (so the same sighting ids): to this
+            # camera's embedder, then to the next one, waiting out a restart meanwhile.
+            reply = await self._calls.call(
+                self.embedder_names,
+                "process",
+                data,
+                deadline_s=RESEND_DEADLINE_S,
+                max_calls=2,
+                retried=self._not_processed,
+                give_up=self._stop.is_set,
+            )
+        except Exception as exc:  # RayActorError, ActorUnavailableError, lookup failure
+            self._embedder_failed(exc, attempt="last")
             self.counters["frames_failed"] += 1
             return
         try:
@@ -672,16 +638,12 @@ class CameraActor:
         self.counters["candidates"] += result.candidates
         self._latencies.append(result.processed_at - captured_at)
 
-    async def _embedder_again(self) -> Any:
-        """An embedder for a frame's resend: the next one, waiting out a restart."""
-        deadline = time.monotonic() + _RESOLVE_RETRY_S
-        delay = 0.25
-        while True:
-            try:
-                return await self._embedder()
-            except Exception:
-                self._handle_index += 1
-                if time.monotonic() + delay > deadline or self._stop.is_set():
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+    def _embedder_failed(self, exc: BaseException, attempt: int | str) -> None:
+        self.last_error = f"embedder unavailable: {type(exc).__name__}"
+        self.log.warning("frame_not_processed", reason=type(exc).__name__, attempt=attempt)
+
+    def _not_processed(self, name: str, exc: BaseException, attempt: int) -> None:
+        """A try of a frame's send failed and it is tried again (the first time: a resend)."""
+        self._embedder_failed(exc, attempt)
+        if attempt == 1:
+            self.counters["frames_retried"] += 1

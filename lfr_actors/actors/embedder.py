@@ -36,6 +36,8 @@ import numpy as np
 import ray
 
 from lfr_actors.actors.alerts import StoreUnavailableError
+from lfr_actors.actors.settings import EmbedderSettings
+from lfr_actors.kernel.calls import ActorCalls
 from lfr_actors.logs import configure, get_logger
 from lfr_actors.messages import (
     Frame,
@@ -47,17 +49,13 @@ from lfr_actors.messages import (
     SightingBatch,
     sighting_id,
 )
-from lfr_actors.models.align import align_faces
 from lfr_actors.models.cache import ModelCache
-from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.images import encode_jpeg
-from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
-from lfr_actors.models.quality import QualityConfig, assess
-from lfr_actors.models.runtime import RuntimeConfig
-from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
+from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.types import UInt8Array
 
-_DOWNSTREAM_RETRIES = 5
+DOWNSTREAM_DEADLINE_S = 5.0
+"""How long a call to the index router or the alert actor is retried while it restarts."""
 UNSTORED_LIMIT = 2000
 """Sightings the embedder holds while the alert store cannot take them (about 5 KB each)."""
 _RESEND_INTERVAL_S = 1.0
@@ -128,60 +126,31 @@ class _FaceBatch:
     embed_s: float
 
 
-def pipeline_config(config: dict[str, Any], spec: EmbedderSpec | None = None) -> PipelineConfig:
-    """The face pipeline settings from a topology's ``embedder`` section (a plain dict)."""
-    detector = config.get("detector") or {}
-    quality = config.get("quality") or {}
-    return PipelineConfig(
-        detector=DetectorConfig(
-            min_face_px=int(detector.get("min_face_px", 40)),
-            thresholds=tuple(detector.get("thresholds", (0.6, 0.7, 0.7))),
-            scale_factor=float(detector.get("scale_factor", 0.709)),
-        ),
-        quality=QualityConfig(**quality) if quality else QualityConfig(),
-        embedder=spec or DEFAULT_EMBEDDER_SPEC,
-    )
-
-
 class EmbedderActor:
     """Detection, quality, alignment and embedding, batched across cameras."""
 
-    def __init__(
-        self,
-        embedder_id: str,
-        deployment_id: str,
-        config: dict[str, Any],
-        wiring: dict[str, Any],
-        models_home: str,
-    ) -> None:
+    def __init__(self, settings: EmbedderSettings) -> None:
         configure()
-        self.embedder_id = embedder_id
-        self.deployment_id = deployment_id
-        self.log = get_logger("lfr.embedder").bind(actor=embedder_id, deployment=deployment_id)
-        self.max_batch = int(config.get("max_batch", 8))
-        self.max_wait_s = float(config.get("max_wait_ms", 20.0)) / 1000.0
-        self.crop_size = int(config.get("crop_size", 112))
-        self.threshold = float(wiring["threshold"])
-        self.top_k = int(wiring.get("top_k", 1))
-        self.namespace = str(wiring["namespace"])
-        self.router_name = str(wiring["router"])
-        self.alerts_name = str(wiring["alerts"])
-        spec = (
-            EmbedderSpec.model_validate(config["model_spec"]) if config.get("model_spec") else None
+        self.settings = settings
+        self.embedder_id = settings.embedder_id
+        self.deployment_id = settings.deployment_id
+        self.log = get_logger("lfr.embedder").bind(
+            actor=self.embedder_id, deployment=self.deployment_id
         )
-        runtime = RuntimeConfig(
-            device=config.get("device", "cpu"), intra_op_threads=int(config.get("threads", 0))
-        )
+        self.max_wait_s = settings.max_wait_ms / 1000.0
+        self.threshold = settings.threshold  # changed by set_threshold
         self.pipeline = FacePipeline.build(
-            runtime, pipeline_config(config, spec), cache=ModelCache(Path(models_home) / "models")
+            settings.runtime,
+            settings.pipeline,
+            cache=ModelCache(Path(settings.models_home) / "models"),
         )
         self.pipeline.warm_up()
         self.providers = list(self.pipeline.embedder.report.active)
-        self.log.info("embedder_ready", providers=self.providers, max_batch=self.max_batch)
+        self.log.info("embedder_ready", providers=self.providers, max_batch=self.settings.max_batch)
         self._queue: asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
-        self._handles: dict[str, Any] = {}
+        self._calls = ActorCalls(self.settings.namespace)
         self._unstored = UnstoredSightings()
         self._delivery = asyncio.Lock()
         self._resender: asyncio.Task[None] | None = None
@@ -291,7 +260,7 @@ class EmbedderActor:
         async with self._delivery:
             while (data := self._unstored.oldest()) is not None:
                 try:
-                    await self._call(self.alerts_name, "submit", data)
+                    await self._call(self.settings.alerts, "submit", data)
                 except Exception as exc:
                     cause = getattr(exc, "cause", exc)
                     if isinstance(cause, StoreUnavailableError):
@@ -331,7 +300,7 @@ class EmbedderActor:
         while True:
             batch = [await queue.get()]
             deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch:
+            while len(batch) < self.settings.max_batch:
                 remaining = deadline - loop.time()
                 if remaining <= 0 and queue.empty():
                     break
@@ -375,64 +344,53 @@ class EmbedderActor:
             self._fail(batch, exc)
 
     def _analyse(self, frames: list[Frame]) -> _FaceBatch:
-        pipeline = self.pipeline
-        spec = pipeline.config.embedder
-        started = time.perf_counter()
-        frame_index, face_index, boxes, quality, chips = [], [], [], [], []
-        faces_per_frame, passed_per_frame = [], []
-        for i, frame in enumerate(frames):
-            detections = pipeline.detector.detect(frame.image)
-            aligned = align_faces(frame.image, detections.landmarks, spec.template, spec.chip_size)
-            figures = assess(detections, aligned)
-            faces_per_frame.append(len(detections))
-            passed = 0
-            for j, q in enumerate(figures):
-                if q.failures(pipeline.config.quality):
-                    continue
-                passed += 1
-                frame_index.append(i)
-                face_index.append(j)
-                boxes.append([round(float(v), 1) for v in detections.boxes[j]])
-                quality.append(q.as_dict())
-                chips.append(aligned[j])
-            passed_per_frame.append(passed)
-        detect_s = time.perf_counter() - started
-        started = time.perf_counter()
-        chip_array = (
-            np.stack(chips) if chips else np.zeros((0, spec.chip_size, spec.chip_size, 3), np.uint8)
-        )
-        embeddings = (
-            pipeline.embedder.embed(chip_array)
-            if chips
-            else np.zeros((0, spec.dimension), np.float32)
+        """The batch through the face pipeline; only the faces that passed are kept."""
+        analysed = self.pipeline.analyse_batch([frame.image for frame in frames], embed="passed")
+        spec = self.pipeline.config.embedder
+        rows = list(zip(analysed.image_index.tolist(), analysed.face_index.tolist(), strict=True))
+        images = analysed.images
+        chips = (
+            np.stack([images[i].chips[j] for i, j in rows])
+            if rows
+            else np.zeros((0, spec.chip_size, spec.chip_size, 3), np.uint8)
         )
         return _FaceBatch(
-            frame_index, face_index, boxes, quality, chip_array, embeddings,
-            faces_per_frame, passed_per_frame, detect_s, time.perf_counter() - started,
-        )  # fmt: skip
+            frame_index=[i for i, _ in rows],
+            face_index=[j for _, j in rows],
+            boxes=[[round(float(v), 1) for v in images[i].detections.boxes[j]] for i, j in rows],
+            quality=[images[i].quality[j].as_dict() for i, j in rows],
+            chips=chips,
+            embeddings=analysed.embeddings,
+            faces_per_frame=[len(image.detections) for image in images],
+            passed_per_frame=[int(image.passed.sum()) for image in images],
+            detect_s=analysed.detect_s,
+            embed_s=analysed.embed_s,
+        )
+
+    def _downstream_retry(self, name: str, error: BaseException, attempt: int) -> None:
+        self.counters["downstream_errors"] += 1
+        self.log.warning(
+            "downstream_unavailable", target=name, attempt=attempt, reason=type(error).__name__
+        )
 
     async def _call(self, name: str, method: str, data: bytes) -> Any:
-        """Call a downstream actor by name, re-resolving it if it was restarted."""
-        delay = 0.2
-        for attempt in range(_DOWNSTREAM_RETRIES):
-            try:
-                handle = self._handles.get(name)
-                if handle is None:
-                    handle = await asyncio.to_thread(ray.get_actor, name, namespace=self.namespace)
-                    self._handles[name] = handle
-                return await getattr(handle, method).remote(data)
-            except (ray.exceptions.RayActorError, ValueError) as exc:
-                self._handles.pop(name, None)
-                self.counters["downstream_errors"] += 1
-                self.log.warning(
-                    "downstream_unavailable",
-                    target=name,
-                    attempt=attempt + 1,
-                    reason=type(exc).__name__,
-                )
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-        raise RuntimeError(f"{name} did not answer after {_DOWNSTREAM_RETRIES} attempts")
+        """Call a downstream actor by name, finding it again if it was restarted.
+
+        Retried on the kernel's policy; ``RuntimeError`` once :data:`DOWNSTREAM_DEADLINE_S`
+        is spent.
+        """
+        try:
+            return await self._calls.call(
+                name, method, data, deadline_s=DOWNSTREAM_DEADLINE_S, retried=self._downstream_retry
+            )
+        except (ValueError, ray.exceptions.RayActorError) as exc:
+            if isinstance(exc, ray.exceptions.RayTaskError):
+                raise  # the actor's own error (a store outage, say), not a lost actor
+            self.counters["downstream_errors"] += 1
+            self.log.warning(
+                "downstream_unavailable", target=name, reason=type(exc).__name__, retries="spent"
+            )
+            raise RuntimeError(f"{name} did not answer within {DOWNSTREAM_DEADLINE_S:g} s") from exc
 
     async def _downstream(
         self, batch: list[tuple[Frame, asyncio.Future[bytes]]], faces: _FaceBatch, started: float
@@ -445,15 +403,17 @@ class EmbedderActor:
         search_s = alerts_s = 0.0
         if faces.embeddings.shape[0]:
             t0 = time.perf_counter()
-            request = SearchRequest(faces.embeddings, k=self.top_k, max_distance=self.threshold)
-            reply = await self._call(self.router_name, "search", request.encode())
+            request = SearchRequest(
+                faces.embeddings, k=self.settings.top_k, max_distance=self.threshold
+            )
+            reply = await self._call(self.settings.router, "search", request.encode())
             hits = SearchResult.decode(reply).hits
             search_s = time.perf_counter() - t0
             for row, face_hits in enumerate(hits):
                 if not face_hits:
                     continue
                 frame = frames[faces.frame_index[row]]
-                crop = _jpeg(faces.chips[row], self.crop_size)
+                crop = _jpeg(faces.chips[row], self.settings.crop_size)
                 for entry_id, distance in face_hits:
                     sighting_frames.append(faces.frame_index[row])
                     sightings.append(

@@ -40,6 +40,7 @@ import numpy as np
 import ray
 import ray.exceptions
 
+from lfr_actors.actors.settings import RouterSettings, ShardSettings
 from lfr_actors.errors import LfrError
 from lfr_actors.index.merge import Hit, merge_topk, shard_for
 from lfr_actors.index.shard import (
@@ -49,6 +50,7 @@ from lfr_actors.index.shard import (
     has_snapshot,
     usable_rows,
 )
+from lfr_actors.kernel.calls import ActorCalls
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import (
@@ -74,11 +76,12 @@ def _reason(exc: BaseException) -> str:
 class IndexShardActor:
     """One shard of the watchlist index, holding the entries :func:`shard_for` gives it."""
 
-    def __init__(self, shard_id: str, config: dict[str, Any], snapshot_dir: str | None) -> None:
+    def __init__(self, settings: ShardSettings) -> None:
         configure_logging()
-        self.shard_id = shard_id
-        self.log = get_logger("lfr.index.shard").bind(actor=shard_id)
-        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
+        self.shard_id = settings.shard_id
+        self.log = get_logger("lfr.index.shard").bind(actor=self.shard_id)
+        self.snapshot_dir = Path(settings.snapshot_dir) if settings.snapshot_dir else None
+        config = settings.index_config()
         self.counters = {
             "searches": 0,
             "queries": 0,
@@ -246,30 +249,22 @@ class IndexShardActor:
 class IndexRouterActor:
     """The index's front door: routes enrolments to shards, fans searches out, merges."""
 
-    def __init__(
-        self,
-        router_id: str,
-        shard_names: list[str],
-        namespace: str,
-        *,
-        retry_timeout_s: float = 10.0,
-        health_timeout_s: float = 2.0,
-        latency_window: int = 1024,
-    ) -> None:
+    def __init__(self, settings: RouterSettings) -> None:
         configure_logging()
+        shard_names = list(settings.shard_names)
         if not shard_names:
-            raise ValueError(f"index router {router_id} needs at least one shard name")
+            raise ValueError(f"index router {settings.router_id} needs at least one shard name")
         duplicates = sorted({n for n in shard_names if shard_names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"index router {router_id}: shard names repeat: {duplicates}")
-        self.router_id = router_id
-        self.shard_names = list(shard_names)
-        self.namespace = namespace
-        self.retry_timeout_s = retry_timeout_s
-        self.health_timeout_s = health_timeout_s
-        self.log = get_logger("lfr.index.router").bind(actor=router_id)
-        self._handles: list[Any | None] = [None] * len(self.shard_names)
-        self._fanout_ms: deque[float] = deque(maxlen=latency_window)
+            raise ValueError(f"index router {settings.router_id}: shard names repeat: {duplicates}")
+        self.router_id = settings.router_id
+        self.shard_names = shard_names
+        self.namespace = settings.namespace
+        self.retry_timeout_s = settings.retry_timeout_s
+        self.health_timeout_s = settings.health_timeout_s
+        self.log = get_logger("lfr.index.router").bind(actor=self.router_id)
+        self._calls = ActorCalls(self.namespace)
+        self._fanout_ms: deque[float] = deque(maxlen=settings.latency_window)
         self.counters = {
             "searches": 0,
             "queries": 0,
@@ -277,46 +272,28 @@ class IndexRouterActor:
             "removed": 0,
             "decode_errors": 0,
             "shard_errors": 0,
-            "resolves": 0,
         }
 
-    async def _resolve(self, shard: int) -> Any:
-        handle = self._handles[shard]
-        if handle is None:
-            # ray.get_actor blocks on the cluster's control store; keep the loop free.
-            handle = await asyncio.to_thread(
-                ray.get_actor, self.shard_names[shard], namespace=self.namespace
-            )
-            self._handles[shard] = handle
-            self.counters["resolves"] += 1
-        return handle
+    def _shard_retry(self, name: str, error: BaseException, attempt: int) -> None:
+        self.counters["shard_errors"] += 1
+        self.log.warning("shard_retry", shard=name, reason=type(error).__name__)
 
     async def _call(self, shard: int, method: str, *args: Any) -> Any:
-        """Call one shard, finding it again (with backoff) if it died or was replaced."""
-        deadline = time.monotonic() + self.retry_timeout_s
-        delay = 0.05
-        while True:
-            try:
-                handle = await self._resolve(shard)
-            except ValueError as exc:  # no actor of that name (yet): the kernel may restart it
-                error: Exception = exc
-            else:
-                try:
-                    return await getattr(handle, method).remote(*args)
-                except ray.exceptions.RayActorError as exc:
-                    error = exc
-            self._handles[shard] = None
+        """Call one shard, finding it again (on the kernel's retry policy) if it was replaced."""
+        name = self.shard_names[shard]
+        try:
+            return await self._calls.call(
+                name, method, *args, deadline_s=self.retry_timeout_s, retried=self._shard_retry
+            )
+        except (ValueError, ray.exceptions.RayActorError) as error:
+            if isinstance(error, ray.exceptions.RayTaskError):
+                raise  # the shard's own error (it refused the request), not a lost shard
             self.counters["shard_errors"] += 1
-            name = self.shard_names[shard]
-            if time.monotonic() + delay > deadline:
-                self.log.error("shard_unavailable", shard=name, reason=type(error).__name__)
-                raise ShardUnavailableError(
-                    f"index shard {name} (namespace {self.namespace}) did not answer within "
-                    f"{self.retry_timeout_s:g} s: {type(error).__name__}; check its status"
-                ) from error
-            self.log.warning("shard_retry", shard=name, reason=type(error).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            self.log.error("shard_unavailable", shard=name, reason=type(error).__name__)
+            raise ShardUnavailableError(
+                f"index shard {name} (namespace {self.namespace}) did not answer within "
+                f"{self.retry_timeout_s:g} s: {type(error).__name__}; check its status"
+            ) from error
 
     def _dropped(self, exc: BaseException) -> None:
         self.counters["decode_errors"] += 1
@@ -429,12 +406,12 @@ class IndexRouterActor:
     async def _shard_health(self, shard: int) -> dict[str, Any]:
         name = self.shard_names[shard]
         try:
-            handle = await asyncio.wait_for(self._resolve(shard), self.health_timeout_s)
+            handle = await asyncio.wait_for(self._calls.handle(name), self.health_timeout_s)
             answer: dict[str, Any] = await asyncio.wait_for(
                 _awaited(handle.health.remote()), self.health_timeout_s
             )
         except Exception as exc:
-            self._handles[shard] = None
+            self._calls.forget(name)
             return {"ok": False, "shard_id": name, "error": _reason(exc)}
         return answer
 
@@ -456,6 +433,7 @@ class IndexRouterActor:
         window = sorted(self._fanout_ms)
         return {
             **self.counters,
+            "resolves": self._calls.resolves,
             "shards": len(self.shard_names),
             "fanout_ms_p50": _percentile(window, 50),
             "fanout_ms_p95": _percentile(window, 95),

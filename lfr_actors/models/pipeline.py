@@ -1,13 +1,19 @@
-"""The face pipeline on one image: detect, align, assess quality, embed.
+"""The face pipeline on a batch of images: detect, align, assess quality, embed.
 
 This is the whole per-image work of the embedder actor and of ``lfr evaluate``, in one
-process. It holds inference sessions, so build it where it runs (inside an actor), never
-pass it across an actor call.
+process: both call :meth:`FacePipeline.analyse_batch` (``analyse`` is its one-image
+case), so evaluation measures the path production runs. Detection, alignment and quality
+run image by image; the chosen faces of the whole batch are embedded in ONE call. It
+holds inference sessions, so build it where it runs (inside an actor), never pass it
+across an actor call.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -46,6 +52,29 @@ class AnalysedImage:
     passed: np.ndarray
     embedded: np.ndarray
     embeddings: FloatArray
+
+
+EmbedChoice = Literal["passed", "all", "none", "largest"]
+"""Which faces are embedded: those that met the quality minimums, all, none, or the one
+largest face of each image whatever its quality (how evaluation compares photos)."""
+
+
+@dataclass(frozen=True)
+class AnalysedBatch:
+    """The faces of a batch of images, and one embedding array for all the chosen ones.
+
+    ``images[i]`` is image ``i``'s :class:`AnalysedImage` (its ``embeddings`` are its rows
+    of ``embeddings``). Row ``r`` of ``embeddings`` is face ``face_index[r]`` of image
+    ``image_index[r]``, image by image, in face order. ``detect_s`` is the time spent
+    detecting, aligning and assessing; ``embed_s`` the time of the one embedding call.
+    """
+
+    images: list[AnalysedImage]
+    embeddings: FloatArray
+    image_index: np.ndarray
+    face_index: np.ndarray
+    detect_s: float
+    embed_s: float
 
 
 @dataclass(frozen=True)
@@ -101,26 +130,53 @@ class FacePipeline:
         spec = self.config.embedder
         return align_faces(image, detections.landmarks, spec.template, spec.chip_size)
 
-    def analyse(self, image: UInt8Array, *, embed: str = "passed") -> AnalysedImage:
-        """All faces of an RGB image; ``embed`` is ``"passed"``, ``"all"`` or ``"none"``."""
-        detections = self.detector.detect(image)
-        chips = self._align(image, detections)
-        quality = assess(detections, chips)
-        passed = np.array([not q.failures(self.config.quality) for q in quality], dtype=bool)
-        if embed == "all":
-            chosen = np.arange(len(detections))
-        elif embed == "passed":
-            chosen = np.flatnonzero(passed)
-        elif embed == "none":
-            chosen = np.zeros((0,), dtype=np.intp)
+    def analyse(self, image: UInt8Array, *, embed: EmbedChoice = "passed") -> AnalysedImage:
+        """All faces of an RGB image: :meth:`analyse_batch` of that one image."""
+        return self.analyse_batch([image], embed=embed).images[0]
+
+    def analyse_batch(
+        self, images: Sequence[UInt8Array], *, embed: EmbedChoice = "passed"
+    ) -> AnalysedBatch:
+        """All faces of each RGB image, and ONE embedding call for the chosen faces of all."""
+        if embed not in ("passed", "all", "none", "largest"):
+            raise ValueError(f"embed must be 'passed', 'all', 'none' or 'largest', got {embed!r}")
+        started = time.perf_counter()
+        found = []
+        for image in images:
+            detections = self.detector.detect(image)
+            chips = self._align(image, detections)
+            quality = assess(detections, chips)
+            passed = np.array([not q.failures(self.config.quality) for q in quality], dtype=bool)
+            found.append((detections, chips, quality, passed, _chosen(detections, passed, embed)))
+        detect_s = time.perf_counter() - started
+        started = time.perf_counter()
+        counts = np.array([chosen.size for *_, chosen in found], dtype=np.intp)
+        if counts.sum():
+            embeddings = self.embedder.embed(
+                np.concatenate([chips[chosen] for _, chips, _, _, chosen in found])
+            )
         else:
-            raise ValueError(f"embed must be 'passed', 'all' or 'none', got {embed!r}")
-        embeddings = (
-            self.embedder.embed(chips[chosen])
-            if chosen.size
-            else np.zeros((0, self.embedder.dimension), np.float32)
+            embeddings = np.zeros((0, self.embedder.dimension), np.float32)
+        embed_s = time.perf_counter() - started
+        ends = np.cumsum(counts)
+        analysed = [
+            AnalysedImage(detections, chips, quality, passed, chosen, embeddings[end - n : end])
+            for (detections, chips, quality, passed, chosen), n, end in zip(
+                found, counts, ends, strict=True
+            )
+        ]
+        return AnalysedBatch(
+            images=analysed,
+            embeddings=embeddings,
+            image_index=np.repeat(np.arange(len(found), dtype=np.intp), counts),
+            face_index=(
+                np.concatenate([chosen for *_, chosen in found])
+                if found
+                else np.zeros((0,), np.intp)
+            ),
+            detect_s=detect_s,
+            embed_s=embed_s,
         )
-        return AnalysedImage(detections, chips, quality, passed, chosen, embeddings)
 
     def enrol(self, image: UInt8Array) -> EnrolledFace:
         """The one face an enrolment photo yields, or :class:`EnrolmentRejectedError`."""
@@ -136,3 +192,16 @@ class FacePipeline:
             chip=chips[index],
             embedding=embedding,
         )
+
+
+def _chosen(detections: Detections, passed: np.ndarray, embed: EmbedChoice) -> np.ndarray:
+    """The indices of the faces of one image that ``embed`` asks to embed."""
+    if embed == "all":
+        return np.arange(len(detections), dtype=np.intp)
+    if embed == "passed":
+        return np.flatnonzero(passed).astype(np.intp)
+    if embed == "largest" and len(detections):
+        boxes = detections.boxes
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return np.array([int(np.argmax(areas))], dtype=np.intp)
+    return np.zeros((0,), dtype=np.intp)

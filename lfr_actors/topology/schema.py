@@ -45,6 +45,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.spec import DLIB_RESNET_NAME
 
 SCHEMA_VERSION = 1
@@ -712,6 +714,8 @@ class Camera(_Strict):
 class DetectorSettings(_Strict):
     """MTCNN face detector tuning (names as in ``lfr_actors.models.detector.DetectorConfig``)."""
 
+    # Live cameras search from 40 px (the model layer's 20 is facenet-pytorch's, which
+    # `lfr evaluate` keeps); every other default is the model layer's own.
     min_face_px: Int = Field(
         default=40,
         ge=12,
@@ -720,12 +724,12 @@ class DetectorSettings(_Strict):
         "much more time.",
     )
     thresholds: tuple[UnitFloat, UnitFloat, UnitFloat] = Field(
-        default=(0.6, 0.7, 0.7),
+        default=DetectorConfig.thresholds,
         description="the face probabilities needed after MTCNN's three stages, as [P-Net, "
         "R-Net, O-Net], each 0 to 1",
     )
     scale_factor: Float = Field(
-        default=0.709,
+        default=DetectorConfig.scale_factor,
         ge=0.5,
         le=0.95,
         description="the size ratio between levels of the image pyramid",
@@ -736,23 +740,26 @@ class QualitySettings(_Strict):
     """Face quality minimums (names as in ``lfr_actors.models.quality.QualityConfig``)."""
 
     min_face_px: Float = Field(
-        default=40.0,
+        default=QualityConfig.min_face_px,
         ge=0.0,
         le=1000.0,
         description="the shorter side a face's box needs, in pixels",
     )
     min_score: Float = Field(
-        default=0.9, ge=0.0, le=1.0, description="the detector confidence a face needs"
+        default=QualityConfig.min_score,
+        ge=0.0,
+        le=1.0,
+        description="the detector confidence a face needs",
     )
     min_sharpness: Float = Field(
-        default=20.0,
+        default=QualityConfig.min_sharpness,
         ge=0.0,
         le=100000.0,
         description="the sharpness a face needs: the variance of the Laplacian over the "
         "middle of the aligned chip",
     )
     min_frontal: Float = Field(
-        default=0.4,
+        default=QualityConfig.min_frontal,
         ge=0.0,
         le=1.0,
         description="the frontal-pose score a face needs: 1 looks at the camera, 0 is in profile",

@@ -15,6 +15,8 @@ import ray
 from structlog.testing import capture_logs
 
 from lfr_actors.actors.alerts import AlertActor, StoreUnavailableError
+from lfr_actors.actors.settings import AlertSettings
+from lfr_actors.alerts.fusion import FusionConfig
 from lfr_actors.messages import Sighting, SightingBatch
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, make_sighting
@@ -23,7 +25,12 @@ T0 = SIGHTING_EPOCH
 
 sighting = make_sighting
 NAMESPACE = "lfr-test-alerts"
-CONFIG = {"threshold": 0.5, "fusion_window_s": 30.0}
+FUSION = FusionConfig(threshold=0.5, fusion_window_s=30.0)
+
+
+def _settings(db: str, actor_id: str = "alerts") -> AlertSettings:
+    """The alert actor of deployment ``dep1``, storing into ``db``."""
+    return AlertSettings(actor_id=actor_id, deployment_id="dep1", db_path=db, fusion=FUSION)
 
 
 def batch(*items: Sighting) -> bytes:
@@ -45,7 +52,7 @@ def start_actor(name: str, db: Path) -> Any:
             handle: Any = (
                 ray.remote(AlertActor)
                 .options(name=name, namespace=NAMESPACE)
-                .remote("dep1", str(db), {**CONFIG, "actor_id": name})
+                .remote(_settings(str(db), actor_id=name))
             )
             ray.get(handle.health.remote(), timeout=60)
             return handle
@@ -100,7 +107,7 @@ def test_restart_neither_duplicates_nor_forgets(ray_cluster: None, tmp_path: Pat
 
 @pytest.mark.asyncio
 async def test_logs_hold_ids_and_counters_only(tmp_path: Path) -> None:
-    actor = AlertActor("dep1", str(tmp_path / "alerts.db"), dict(CONFIG))
+    actor = AlertActor(_settings(str(tmp_path / "alerts.db")))
     far = sighting(9, distance=0.9)
     with capture_logs() as entries:
         await actor.submit(batch(sighting(1), far, sighting(2, at=1)))
@@ -122,7 +129,7 @@ async def test_logs_hold_ids_and_counters_only(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_a_malformed_sighting_is_dropped_alone(tmp_path: Path) -> None:
-    actor = AlertActor("dep1", str(tmp_path / "alerts.db"), dict(CONFIG))
+    actor = AlertActor(_settings(str(tmp_path / "alerts.db")))
     bad = msgspec.structs.replace(sighting(2), distance="near")
     mixed = batch(sighting(1), bad)
     with capture_logs() as entries:
@@ -141,7 +148,7 @@ async def test_nothing_is_acknowledged_when_the_store_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "alerts.db"
-    actor = AlertActor("dep1", str(db), dict(CONFIG))
+    actor = AlertActor(_settings(str(db)))
     await actor.submit(batch(sighting(1)))
     store = actor._store
     real_apply = store.apply
@@ -171,7 +178,7 @@ def _fill_the_store(actor: AlertActor) -> None:
 @pytest.mark.asyncio
 async def test_a_full_store_refuses_with_its_cause_logs_once_and_recovers(tmp_path: Path) -> None:
     db = tmp_path / "alerts.db"
-    actor = AlertActor("dep1", str(db), dict(CONFIG))
+    actor = AlertActor(_settings(str(db)))
     await actor.submit(batch(sighting(1)))
     _fill_the_store(actor)
     refused: list[bytes] = []

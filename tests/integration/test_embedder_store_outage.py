@@ -26,6 +26,7 @@ from lfr_actors.messages import (
 )
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.images import load_image
+from tests.actor_settings import embedder_settings
 from tests.conftest import lfr_test_home
 
 pytestmark = [pytest.mark.models, pytest.mark.data]
@@ -63,11 +64,10 @@ def face(shared_data: Path) -> np.ndarray:
 
 def _embedder(downstream: Downstream) -> EmbedderActor:
     actor = EmbedderActor(
-        "embedder",
-        "dep",
-        {"max_batch": 1, "max_wait_ms": 1, "detector": {"min_face_px": 20}},
-        {"threshold": 0.6, "namespace": "dep", "router": "index", "alerts": "alerts"},
-        str(lfr_test_home()),
+        embedder_settings(
+            {"max_batch": 1, "max_wait_ms": 1, "detector": {"min_face_px": 20}},
+            models_home=str(lfr_test_home()),
+        )
     )
     actor._call = downstream.call  # type: ignore[method-assign]
     return actor

@@ -17,7 +17,8 @@ import pytest
 import ray
 
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
-from lfr_actors.index import ShardIndex
+from lfr_actors.actors.settings import RouterSettings, ShardSettings
+from lfr_actors.index import ShardConfig, ShardIndex
 from lfr_actors.messages import EnrolVectors, RemoveEntry, SearchRequest, SearchResult
 
 NAMESPACE = "lfr-test-index"
@@ -66,13 +67,16 @@ class Deployed:
         self.shard_names = [f"shard_{i}_{tag}" for i in range(3)]
         self.shards = [self.start_shard(i) for i in range(3)]
         self.router = start_actor(
-            IndexRouterActor, f"router_{tag}", f"router_{tag}", self.shard_names, NAMESPACE
+            IndexRouterActor,
+            f"router_{tag}",
+            RouterSettings(f"router_{tag}", tuple(self.shard_names), NAMESPACE),
         )
         ray.get([a.health.remote() for a in [*self.shards, self.router]])
 
     def start_shard(self, i: int) -> Any:
         name = self.shard_names[i]
-        return start_actor(IndexShardActor, name, name, CONFIG, str(self.folder / name))
+        settings = ShardSettings(name, ShardConfig.from_mapping(CONFIG), str(self.folder / name))
+        return start_actor(IndexShardActor, name, settings)
 
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         reply = ray.get(self.router.search.remote(SearchRequest(queries, k=k).encode()))

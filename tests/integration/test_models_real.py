@@ -53,6 +53,44 @@ def test_every_people_photo_enrols_exactly_one_face(
         assert 0.8 < float(np.linalg.norm(embedding)) < 2.0  # dlib's raw descriptor norm
 
 
+def test_a_batch_is_its_images_one_by_one_with_one_embedding_call(
+    pipeline: FacePipeline, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedder actor's and lfr evaluate's path: analyse_batch, one image at a time."""
+    paths = [*sorted((shared_data / "faces" / "people").glob("*/*"))[:3],
+             shared_data / "detection" / "dogs.jpg"]  # fmt: skip
+    images = [load_image(p) for p in paths]
+    singles = [pipeline.analyse(image) for image in images]
+    embedded: list[int] = []
+    embed = pipeline.embedder.embed
+
+    def counted(chips: np.ndarray) -> np.ndarray:
+        embedded.append(len(chips))
+        return embed(chips)
+
+    monkeypatch.setattr(pipeline.embedder, "embed", counted)
+    batch = pipeline.analyse_batch(images)
+    assert embedded == [sum(int(s.passed.sum()) for s in singles)]  # ONE call for the batch
+    assert batch.embeddings.shape[0] == embedded[0] and len(batch.images) == len(images)
+    for i, (one, single) in enumerate(zip(batch.images, singles, strict=True)):
+        np.testing.assert_array_equal(one.detections.boxes, single.detections.boxes)
+        np.testing.assert_array_equal(one.passed, single.passed)
+        np.testing.assert_array_equal(one.embedded, np.flatnonzero(single.passed))
+        np.testing.assert_allclose(one.embeddings, single.embeddings, atol=1e-4)
+        rows = np.flatnonzero(batch.image_index == i)
+        np.testing.assert_array_equal(batch.face_index[rows], one.embedded)
+        np.testing.assert_array_equal(batch.embeddings[rows], one.embeddings)
+    assert len(batch.images[-1].detections) == 0  # the dogs: no face, no row
+    largest = pipeline.analyse_batch(images, embed="largest")
+    for one in largest.images[:3]:
+        boxes = one.detections.boxes
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        assert one.embedded.tolist() == [int(np.argmax(areas))]
+    assert largest.embeddings.shape[0] == 3
+    with pytest.raises(ValueError, match="embed must be"):
+        pipeline.analyse_batch(images, embed="some")  # type: ignore[arg-type]
+
+
 def test_identity_behaviour_at_the_default_threshold(
     people_embeddings: dict[Path, np.ndarray], pipeline: FacePipeline
 ) -> None:

@@ -22,13 +22,15 @@ import pytest
 import ray
 import yaml
 
-from lfr_actors.actors.embedder import pipeline_config
+from lfr_actors.actors.settings import pipeline_config
 from lfr_actors.deployment import Deployment
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.topology.loader import load_topology, load_watchlist
+from lfr_actors.topology.schema import EmbedderConfig
 from tests.conftest import REPO, lfr_test_home
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
@@ -208,11 +210,11 @@ def test_killing_the_embedder_loses_and_duplicates_no_alert(
 
 
 def _clip_embeddings(
-    model_cache: ModelCache, clip: Path, frames: int, embedder_config: dict[str, Any]
+    model_cache: ModelCache, clip: Path, frames: int, embedder: EmbedderConfig
 ) -> list[bytes]:
     """The first bytes of every embedding the deployment's pipeline makes from the clip."""
     pipeline = FacePipeline.build(
-        RuntimeConfig(), pipeline_config(embedder_config), cache=model_cache
+        RuntimeConfig(), pipeline_config(embedder, DEFAULT_EMBEDDER_SPEC), cache=model_cache
     )
     capture = cv2.VideoCapture(str(clip))
     out = []
@@ -261,9 +263,7 @@ def test_non_matches_leave_no_face_data_anywhere(
 
     # Face data the pipeline really computed for this clip: if any of it had been written
     # anywhere, these exact bytes would be found.
-    fingerprints = _clip_embeddings(
-        model_cache, clip, 300, topology.embedder.model_dump(mode="json")
-    )
+    fingerprints = _clip_embeddings(model_cache, clip, 300, topology.embedder)
     assert len(fingerprints) >= 10
     data_dir = tmp_path / "data"
     session = session_dirs[0]

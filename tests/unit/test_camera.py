@@ -8,11 +8,13 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from lfr_actors.actors import camera as camera_module
 from lfr_actors.actors.camera import BACKOFF_JITTER, CameraActor, build_source
@@ -26,7 +28,9 @@ from lfr_actors.testing.doubles import (
     FakeSource,
     LocalHandle,
 )
+from lfr_actors.topology.schema import Source
 from lfr_actors.video import CaptureSource, SourceError
+from tests.actor_settings import camera_settings
 
 IMG = np.zeros((36, 64, 3), np.uint8)
 
@@ -42,11 +46,7 @@ def _camera(
     settings.update(config)
     settings.setdefault("reconnect", {"initial_backoff_s": 0.01, "max_backoff_s": 0.05})
     return CameraActor(
-        "cam_test",
-        deployment or {"id": "dep"},
-        settings,
-        ["embedder/embedder"],
-        "dep",
+        camera_settings(deployment=deployment, **settings),
         source=source,
         resolve=lambda name: LocalHandle(embedder),
     )
@@ -178,22 +178,30 @@ async def test_latency_is_measured_from_capture() -> None:
     assert stats["latency_ms_p50"] >= 20
 
 
+def _source(description: dict[str, Any]) -> Source:
+    """A topology camera's typed ``source``, validated as the topology loader does."""
+    return TypeAdapter(Source).validate_python(description)
+
+
 def test_build_source_rejects_unknown_type() -> None:
+    with pytest.raises(ValidationError, match="'ftp'"):
+        _source({"type": "ftp"})  # a topology never carries one
     with pytest.raises(ValueError, match="unknown camera source type 'ftp'"):
-        build_source({"type": "ftp"}, fps=10, name="c")
+        build_source(cast(Source, SimpleNamespace(type="ftp")), fps=10, name="c", stall_timeout_s=5)
 
 
 def test_synthetic_source_moves_sprites(tmp_path: Any) -> None:
     sprite = np.full((40, 30, 3), 255, np.uint8)
     cv2.imwrite(str(tmp_path / "s.png"), sprite)
     source = build_source(
-        {
+        _source({
             "type": "synthetic", "width": 200, "height": 100, "frames": 3, "seed": 1,
             "sprites": [{"image": str(tmp_path / "s.png"), "start": [0.0, 0.1],
                          "velocity": [0.5, 0.0], "height": 0.5}],
-        },
+        }),
         fps=10,
         name="syn",
+        stall_timeout_s=5,
     )  # fmt: skip
     source.open()
     frames = [source.read() for _ in range(4)]
@@ -428,7 +436,7 @@ def test_capture_source_hides_the_password_when_it_cannot_open(monkeypatch: Any)
 
 def test_url_sources_get_a_read_timeout_past_the_stall_timeout() -> None:
     source = build_source(
-        {"type": "url", "url": "rtsp://127.0.0.1:1/s", "transport": "udp"},
+        _source({"type": "url", "url": "rtsp://127.0.0.1:1/s", "transport": "udp"}),
         fps=10, name="c", stall_timeout_s=4.0,
     )  # fmt: skip
     assert isinstance(source, CaptureSource)

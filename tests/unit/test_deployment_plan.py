@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from lfr_actors.actors.settings import EmbedderSettings, RouterSettings
 from lfr_actors.deployment import Deployment
 from lfr_actors.topology.loader import load_topology, load_watchlist
 
@@ -70,16 +71,17 @@ def test_plan_wires_actors_by_topology_ids(tmp_path: Path) -> None:
         "embedders": ["embedder/embedder-0", "embedder/embedder-1"],
         "cameras": ["camera/cam0", "camera/cam1", "camera/cam2"],
     }  # fmt: skip
-    router = stages["index"][-1]
-    assert router.args[1] == names["index"][:3]
-    embedder = stages["embedders"][0]
-    wiring = embedder.args[3]
-    assert wiring["router"] == "index_router/index" and wiring["alerts"] == "alerts/alerts"
-    assert wiring["threshold"] == 0.55  # the loosest of deployment and entry thresholds
-    fusion = stages["alerts"][0].args[2]
-    assert fusion["entry_thresholds"] == {"e1": 0.5}
+    router = stages["index"][-1].args[0]
+    assert isinstance(router, RouterSettings) and stages["index"][-1].args == (router,)
+    assert list(router.shard_names) == names["index"][:3]
+    embedder = stages["embedders"][0].args[0]
+    assert isinstance(embedder, EmbedderSettings)
+    assert embedder.router == "index_router/index" and embedder.alerts == "alerts/alerts"
+    assert embedder.threshold == 0.55  # the loosest of deployment and entry thresholds
+    fusion = stages["alerts"][0].args[0].fusion
+    assert fusion.entry_thresholds == {"e1": 0.5}
     # cameras spread over the replicas, each failing over to the others
-    orders = [c.args[3] for c in stages["cameras"]]
+    orders = [c.args[0].embedder_names for c in stages["cameras"]]
     assert [o[0] for o in orders] == ["embedder/embedder-0", "embedder/embedder-1",
                                       "embedder/embedder-0"]  # fmt: skip
     assert all(sorted(o) == sorted(names["embedders"]) for o in orders)

@@ -18,8 +18,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from lfr_actors.actors.index import IndexShardActor
+from lfr_actors.actors.settings import ShardSettings
 from lfr_actors.index import (
     IndexSnapshotError,
+    ShardConfig,
     ShardIndex,
     destroy_snapshot,
     has_snapshot,
@@ -30,6 +32,11 @@ from lfr_actors.messages import EnrolVectors, RemoveEntry, SearchRequest, Search
 from lfr_actors.testing.index import InMemoryIndex
 
 DIM = 16
+
+
+def _shard(shard_id: str, config: dict[str, Any], snapshot_dir: str | None) -> ShardSettings:
+    """A shard actor's settings from the index's plain settings mapping."""
+    return ShardSettings(shard_id, ShardConfig.from_mapping(config), snapshot_dir)
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
@@ -466,7 +473,9 @@ def run(coro: Any) -> Any:
 
 
 def test_shard_actor_enrols_searches_and_survives_garbage(tmp_path: Path) -> None:
-    actor = IndexShardActor("shard_0", {"dimension": 2, "metric": "euclidean"}, str(tmp_path))
+    actor = IndexShardActor(
+        _shard("shard_0", {"dimension": 2, "metric": "euclidean"}, str(tmp_path))
+    )
     enrol = EnrolVectors("p1", np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)).encode()
     assert run(actor.enrol(enrol)) == 2
     request = SearchRequest(np.array([[0.9, 0.0], [np.nan, 0.0]], np.float32), k=1)
@@ -498,10 +507,10 @@ def test_shard_actor_enrols_searches_and_survives_garbage(tmp_path: Path) -> Non
 def test_shard_actor_reloads_its_snapshot_and_destroy_deletes_it(tmp_path: Path) -> None:
     config = {"dimension": 2, "metric": "cosine", "mode": "exact"}
     folder = tmp_path / "shard_1"
-    actor = IndexShardActor("shard_1", config, str(folder))
+    actor = IndexShardActor(_shard("shard_1", config, str(folder)))
     run(actor.enrol(EnrolVectors("p", np.array([[1.0, 1.0]], np.float32)).encode()))
     assert run(actor.snapshot()) == str(folder)
-    again = IndexShardActor("shard_1", config, str(folder))
+    again = IndexShardActor(_shard("shard_1", config, str(folder)))
     assert run(again.health()) == {
         "ok": True,
         "shard_id": "shard_1",
@@ -515,7 +524,7 @@ def test_shard_actor_reloads_its_snapshot_and_destroy_deletes_it(tmp_path: Path)
     run(actor.snapshot())
     # An incompatible snapshot is derived data gone stale: the shard starts empty and says
     # why, and the deployment rebuilds it from the store.
-    rebuilt = IndexShardActor("shard_1", {**config, "dimension": 3}, str(folder))
+    rebuilt = IndexShardActor(_shard("shard_1", {**config, "dimension": 3}, str(folder)))
     assert run(rebuilt.health())["entries"] == 0
     assert "dimension: snapshot 2, configured 3" in run(rebuilt.stats())["snapshot_fault"]
 
@@ -559,12 +568,12 @@ def test_a_corrupt_snapshot_is_a_warning_with_its_cause_and_an_empty_shard(
 ) -> None:
     config = {"dimension": 2, "metric": "cosine", "mode": "exact"}
     folder = tmp_path / "shard_0"
-    actor = IndexShardActor("shard_0", config, str(folder))
+    actor = IndexShardActor(_shard("shard_0", config, str(folder)))
     run(actor.enrol(EnrolVectors("p", np.array([[1.0, 1.0]], np.float32)).encode()))
     run(actor.snapshot())
     corrupt(folder)
     capsys.readouterr()
-    again = IndexShardActor("shard_0", config, str(folder))  # starts: never refuses
+    again = IndexShardActor(_shard("shard_0", config, str(folder)))  # starts: never refuses
     stats = run(again.stats())
     assert stats["entries"] == 0 and cause in stats["snapshot_fault"]
     # The actor configures its own (JSON) logging, as it does in a Ray worker.
@@ -579,13 +588,13 @@ def test_a_corrupt_snapshot_is_a_warning_with_its_cause_and_an_empty_shard(
     # Filled again (as the deployment does from the store) and saved, it loads cleanly.
     run(again.enrol(EnrolVectors("p", np.array([[1.0, 1.0]], np.float32)).encode()))
     run(again.snapshot())
-    third = IndexShardActor("shard_0", config, str(folder))
+    third = IndexShardActor(_shard("shard_0", config, str(folder)))
     assert run(third.stats())["snapshot_fault"] is None
     assert run(third.health())["entries"] == 1
 
 
 def test_shard_actor_rejects_bad_enrolment_loudly() -> None:
-    actor = IndexShardActor("s", {"dimension": 2, "metric": "euclidean"}, None)
+    actor = IndexShardActor(_shard("s", {"dimension": 2, "metric": "euclidean"}, None))
     with pytest.raises(ValueError, match="dimension 3, this index holds 2-d"):
         run(actor.enrol(EnrolVectors("p", np.ones((1, 3), np.float32)).encode()))
     with pytest.raises(Exception, match="has no snapshot folder"):

@@ -25,6 +25,7 @@ from lfr_actors.deployment import CameraTotals, Deployment
 from lfr_actors.messages import Frame, FrameResult
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.testing.doubles import END, FakeSource, LocalHandle, make_sighting
+from tests.actor_settings import camera_settings
 
 IMG = np.zeros((36, 64, 3), np.uint8)
 
@@ -57,11 +58,7 @@ def _camera(embedder: ScriptedEmbedder, frames: int, **config: Any) -> CameraAct
     settings.update(config)
     settings.setdefault("reconnect", {"initial_backoff_s": 0.01, "max_backoff_s": 0.05})
     return CameraActor(
-        "cam_test",
-        {"id": "dep"},
-        settings,
-        ["embedder/embedder"],
-        "dep",
+        camera_settings(**settings),
         source=FakeSource([IMG] * frames + [END], fps=10),
         resolve=lambda name: LocalHandle(embedder),
     )

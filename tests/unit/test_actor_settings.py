@@ -1,0 +1,87 @@
+"""The actors' typed settings: built from a topology, defaults from one place, picklable."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import ray.cloudpickle
+
+from lfr_actors.actors.camera import build_source
+from lfr_actors.actors.settings import (
+    alert_settings,
+    camera_settings,
+    embedder_settings,
+    router_settings,
+    shard_settings,
+)
+from lfr_actors.alerts.fusion import FusionConfig
+from lfr_actors.index.shard import ShardConfig
+from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.pipeline import PipelineConfig
+from lfr_actors.models.quality import QualityConfig
+from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
+from lfr_actors.topology.schema import Camera, Reconnect
+from lfr_actors.video import SyntheticSource
+from tests.actor_settings import topology
+
+
+def _all_settings() -> list[object]:
+    t = topology()
+    return [
+        camera_settings(t, t.cameras[0], ["embedder/embedder"], "dep"),
+        embedder_settings(
+            t, DEFAULT_EMBEDDER_SPEC, "embedder", namespace="dep", router="index_router/index",
+            alerts="alerts/alerts", threshold=0.6, models_home="/home",
+        ),
+        shard_settings(t, DEFAULT_EMBEDDER_SPEC, "index-0", "/data/index/index-0"),
+        router_settings(t, ["index_shard/index-0"], "dep"),
+        alert_settings(t, "/data/alerts.sqlite3", 0.6, {"e1": 0.5}),
+    ]  # fmt: skip
+
+
+def test_a_minimal_topology_gives_the_model_layers_defaults() -> None:
+    t = topology()
+    embedder = embedder_settings(
+        t, DEFAULT_EMBEDDER_SPEC, "embedder", namespace="dep", router="r", alerts="a",
+        threshold=0.6, models_home="/home",
+    )  # fmt: skip
+    # The one deliberate difference: live cameras search from 40 px faces, as they always
+    # did from a topology; lfr evaluate keeps facenet-pytorch's 20 (DetectorConfig()).
+    assert embedder.pipeline == PipelineConfig(
+        detector=dataclasses.replace(DetectorConfig(), min_face_px=40),
+        quality=QualityConfig(),
+        embedder=DEFAULT_EMBEDDER_SPEC,
+    )
+    assert embedder.runtime == RuntimeConfig()
+    shard = shard_settings(t, DEFAULT_EMBEDDER_SPEC, "index-0", None)
+    assert shard.index == ShardConfig(
+        dimension=DEFAULT_EMBEDDER_SPEC.dimension, metric=DEFAULT_EMBEDDER_SPEC.metric
+    )
+    fusion = alert_settings(t, "/db", 0.6, {}).fusion
+    assert fusion == FusionConfig(threshold=0.6)
+
+
+def test_the_camera_gets_the_topologys_camera_and_window() -> None:
+    t = topology()
+    settings = camera_settings(t, t.cameras[0], ["embedder/embedder-1", "embedder/embedder-0"], "n")
+    section = t.cameras[0]
+    assert settings.reconnect == Reconnect() == section.reconnect
+    copied = ("fps", "pace", "at_end", "queue_size", "max_in_flight", "stall_timeout_s")
+    defaults = {name: Camera.model_fields[name].default for name in copied}
+    assert {name: getattr(settings, name) for name in defaults} == defaults
+    assert settings.window_start == t.deployment.start.timestamp()
+    assert settings.window_end == t.deployment.end.timestamp()
+    assert settings.embedder_names == ("embedder/embedder-1", "embedder/embedder-0")
+    # The synthetic scene is drawn at the camera's rate (the schema has no native_fps).
+    source = build_source(settings.source, fps=12.5, name="c", stall_timeout_s=5)
+    assert isinstance(source, SyntheticSource) and source.fps == 12.5
+
+
+def test_settings_are_frozen_and_survive_pickling() -> None:
+    for settings in _all_settings():
+        assert dataclasses.is_dataclass(settings)
+        assert type(settings).__dataclass_params__.frozen  # type: ignore[attr-defined]
+        assert pickle.loads(pickle.dumps(settings)) == settings
+        assert ray.cloudpickle.loads(ray.cloudpickle.dumps(settings)) == settings
