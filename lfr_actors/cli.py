@@ -196,7 +196,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     """``lfr up FILE``: run a deployment until stopped; print alerts as they are stored."""
     import asyncio
 
-    from lfr_actors.deployment import Deployment
+    from lfr_actors.control import Deployment
 
     topology, watchlist = _load_deployment_files(Path(args.file))
 
@@ -235,7 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``lfr serve FILE``: the API alone over the deployment's store, to prepare its watchlist."""
     import asyncio
 
-    from lfr_actors.deployment import Deployment
+    from lfr_actors.control import Deployment
 
     topology, watchlist = _load_deployment_files(Path(args.file))
     deployment = Deployment(topology, watchlist, home=_home(args), handle_signals=True)
@@ -258,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run_info(path: Path) -> dict[str, Any]:
-    from lfr_actors.deployment import DeploymentPaths
+    from lfr_actors.control import DeploymentPaths
 
     topology, _ = _load_deployment_files(path)
     run_file = DeploymentPaths(Path(topology.storage.data_dir)).run_file

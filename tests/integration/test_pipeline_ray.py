@@ -23,7 +23,7 @@ import ray
 import yaml
 
 from lfr_actors.actors.embedder import pipeline_config
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
@@ -97,7 +97,11 @@ def write_deployment(
         ],
         "embedder": {"max_batch": 4, "detector": {"min_face_px": 20}},
         "index": {"shards": shards},
-        "alerts": {"threshold": 0.6, "fusion_window_s": fusion_window_s, "min_sightings": min_sightings},
+        "alerts": {
+            "threshold": 0.6,
+            "fusion_window_s": fusion_window_s,
+            "min_sightings": min_sightings,
+        },
         "watchlist": {"file": "watchlist.yaml"},
         "api": {"host": "127.0.0.1", "port": 0},
         "storage": {"data_dir": "data"},
