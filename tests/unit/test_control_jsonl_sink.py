@@ -48,20 +48,14 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fuser() -> Fuser:
-    return Fuser("dep1", FusionConfig(threshold=0.5))
-
-
-@pytest.fixture
 async def hub(db: Path) -> AsyncIterator[EventHub]:
     """The API's hub over a read-only connection, as ``create_app`` builds it."""
     with AlertStore.open_readonly(db) as reader:
         yield EventHub(reader, 0.01, _encode)
 
 
-async def test_jsonl_sink_writes_each_event_once_and_resumes(
-    db: Path, fuser: Fuser, hub: EventHub
-) -> None:
+async def test_jsonl_sink_writes_each_event_once_and_resumes(db: Path, hub: EventHub) -> None:
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
     out = db.parent / "out" / "alerts.jsonl"
     sink = JsonlSink(out)
     await drain_events(hub, [sink])  # no event yet: nothing to do, no file, no error
@@ -101,9 +95,8 @@ async def test_jsonl_sink_writes_each_event_once_and_resumes(
     assert "crop" not in out.read_text()
 
 
-async def test_jsonl_sink_runs_until_stopped_then_drains(
-    db: Path, fuser: Fuser, hub: EventHub
-) -> None:
+async def test_jsonl_sink_runs_until_stopped_then_drains(db: Path, hub: EventHub) -> None:
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
     out = db.parent / "alerts.jsonl"
     sink = JsonlSink(out)
     stop = asyncio.Event()
@@ -127,9 +120,10 @@ async def test_jsonl_sink_runs_until_stopped_then_drains(
 
 
 async def test_the_followers_take_live_events_from_the_hub_not_a_poll_of_their_own(
-    db: Path, fuser: Fuser, hub: EventHub, monkeypatch: pytest.MonkeyPatch
+    db: Path, hub: EventHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One read of the store per hub poll, whatever follows: the feed is the stream's."""
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
     reads = 0
     polls = 0
     real_read, real_poll = AlertStore.events_after, EventHub.poll
