@@ -66,7 +66,7 @@ from lfr_actors.control.follow import Reconciler
 from lfr_actors.control.jsonl_sink import CallbackFollower, Follower, JsonlSink, follow_events
 from lfr_actors.control.live import Live
 from lfr_actors.control.paths import DeploymentError, DeploymentPaths, disk_full_is_one_line
-from lfr_actors.control.plan import plan_actors
+from lfr_actors.control.plan import finite_cameras, gpu_shortfall, plan_actors
 from lfr_actors.control.thresholds import in_force
 from lfr_actors.enrolment import EnrolmentUnavailableError
 from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray, stop_ray
@@ -212,13 +212,9 @@ class Deployment:
             spec=self.spec,
         )
 
-    def check_data(self) -> None:
-        """Refuse, in one line and before anything is written, a start that would lose data."""
-        registration.check_data(self.paths)
-
     async def _open(self) -> None:
         """Steps 0 and 1: check the data, make it private, bind the API."""
-        self.check_data()  # reads only: a refused start changes nothing
+        registration.check_data(self.paths)  # reads only: a refused start changes nothing
         with disk_full_is_one_line(self.paths.data_dir):
             self.paths.secure()
             await asyncio.to_thread(
@@ -251,7 +247,7 @@ class Deployment:
 
     async def start(self) -> None:
         """Bind the API, enrol the watchlist, and start every actor."""
-        if self.until_eof and not self._finite_cameras():
+        if self.until_eof and not finite_cameras(self.topology):
             raise DeploymentError(
                 "--until-eof stops when every file or synthetic source has ended, but no "
                 "camera has one that ends (type file or synthetic with at_end: stop)"
@@ -295,7 +291,7 @@ class Deployment:
         except BaseException:
             await self._shutdown_quietly()
             raise
-        self._write_run_file()
+        registration.write_run_file(self.paths, self.live)
         self.live.actors_started = True
         log.info(
             "deployment_started",
@@ -305,26 +301,14 @@ class Deployment:
             watchlist_entries=len(self.live.indexed),
         )
 
-    def _write_run_file(self) -> None:
-        registration.write_run_file(self.paths, self.live)
-
     def _check_gpus(self) -> None:
         """Refuse at once when the topology demands GPUs the cluster does not have.
 
         Ray would otherwise wait for ever to place a GPU embedder on a machine with none.
         """
-        e = self.topology.embedder
-        if e.device != "gpu":
-            return
-        wanted = e.gpus_per_replica * e.replicas
-        available = float(ray.cluster_resources().get("GPU", 0.0))
-        if available < wanted:
-            raise DeploymentError(
-                f"embedder.device is gpu and needs {wanted:g} GPU(s) "
-                f"({e.replicas} replica(s) x {e.gpus_per_replica:g}), but the Ray cluster has "
-                f"{available:g}; add GPU nodes, lower embedder.replicas or gpus_per_replica, or "
-                "set embedder.device to cpu or auto"
-            )
+        shortfall = gpu_shortfall(self.topology, float(ray.cluster_resources().get("GPU", 0.0)))
+        if shortfall is not None:
+            raise DeploymentError(shortfall)
 
     # --- running -----------------------------------------------------------------------
 
@@ -344,16 +328,8 @@ class Deployment:
         """Ask the deployment to drain and stop (signal handlers call this)."""
         self.live.stop.set()
 
-    def _finite_cameras(self) -> list[str]:
-        """Cameras whose source ends: files and synthetic scenes that stop at their end."""
-        return [
-            c.id
-            for c in self.topology.cameras
-            if c.source.type in ("file", "synthetic") and c.at_end == "stop"
-        ]
-
     async def _stop_when_sources_end(self) -> None:
-        finite = self._finite_cameras()
+        finite = finite_cameras(self.topology)
         while not self.live.stop.is_set():
             await asyncio.sleep(0.5)
             ended = await asyncio.gather(

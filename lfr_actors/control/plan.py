@@ -47,6 +47,32 @@ def embedder_ids(topology: Topology) -> list[str]:
     return [e.id if e.replicas == 1 else f"{e.id}-{i}" for i in range(e.replicas)]
 
 
+def finite_cameras(topology: Topology) -> list[str]:
+    """Cameras whose source ends: files and synthetic scenes that stop at their end."""
+    return [
+        c.id
+        for c in topology.cameras
+        if c.source.type in ("file", "synthetic") and c.at_end == "stop"
+    ]
+
+
+def gpu_shortfall(topology: Topology, available: float) -> str | None:
+    """Why a cluster with ``available`` GPUs cannot run the topology's embedders, or None.
+
+    Only ``device: gpu`` demands GPUs; ``auto`` runs on the CPU without them.
+    """
+    e = topology.embedder
+    wanted = e.gpus_per_replica * e.replicas
+    if e.device != "gpu" or available >= wanted:
+        return None
+    return (
+        f"embedder.device is gpu and needs {wanted:g} GPU(s) "
+        f"({e.replicas} replica(s) x {e.gpus_per_replica:g}), but the Ray cluster has "
+        f"{available:g}; add GPU nodes, lower embedder.replicas or gpus_per_replica, or "
+        "set embedder.device to cpu or auto"
+    )
+
+
 def plan_actors(
     topology: Topology,
     spec: EmbedderSpec,

@@ -16,6 +16,7 @@ from pytest_aiohttp import AiohttpClient
 from lfr_actors.api.app import create_app
 from lfr_actors.control import Deployment
 from lfr_actors.control.follow import Reconciler
+from lfr_actors.control.registration import write_run_file
 from lfr_actors.store.audit import Actor, AuditLog
 from lfr_actors.store.schema import MIGRATIONS, Database
 from lfr_actors.store.tokens import (
@@ -174,7 +175,7 @@ async def test_a_token_that_lapsed_while_the_driver_ran_is_replaced(tmp_path: Pa
     db_path = deployment.paths.alerts_db
     deployment.live.db = Database(db_path)
     try:
-        deployment._write_run_file()
+        write_run_file(deployment.paths, deployment.live)
         first = json.loads(deployment.paths.run_file.read_text())["token"]
         with sqlite3.connect(db_path) as conn:
             conn.execute("UPDATE api_tokens SET expires_at = 1.0")  # lapsed long ago
