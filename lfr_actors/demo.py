@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.models.cache import ModelCache, default_fetcher, ensure_samples, prepare
 from lfr_actors.topology.loader import load_topology, load_watchlist
 

@@ -35,7 +35,7 @@ from machine import cpu_model  # loadtest/machine.py, beside this script
 
 from lfr_actors.actors.camera import build_source
 from lfr_actors.actors.settings import pipeline_config
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.index.shard import ShardIndex
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.models.cache import (

@@ -46,7 +46,7 @@ import yaml
 from bench_pipeline import deployment_section, write_watchlist  # beside this script
 from machine import cpu_model  # loadtest/machine.py, beside this script
 
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.models.cache import (
     ModelCache,

@@ -17,7 +17,7 @@ Promises, in plain words:
   are derived from the store: a missing, truncated, corrupt or incompatible one is a
   warning (``snapshot_unusable``, with the cause), the shard starts empty and says so in
   its stats (``snapshot_fault``), and the deployment rebuilds it from the store
-  (:mod:`lfr_actors.deployment`) before it is trusted with searches.
+  (:mod:`lfr_actors.control.follow`) before it is trusted with searches.
 - The router finds shards by name and finds them again after the kernel restarts one.
   A search reaches every shard with ONE call each, all at once; a shard that cannot be
   reached within ``retry_timeout_s`` makes the search fail loudly rather than answer from

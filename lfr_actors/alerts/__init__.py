@@ -1,9 +1,9 @@
 """Alerts: fusing sightings into alerts, and writing them out.
 
 :mod:`.records` holds the alert records shared with the store; :mod:`.fusion` is the pure
-decision logic; :mod:`.jsonl` appends persisted alert events to
-a JSON Lines file. The store lives in :mod:`lfr_actors.store`; the actor that joins them in
-:mod:`lfr_actors.actors.alerts`.
+decision logic. The store lives in :mod:`lfr_actors.store`; the actor that joins them in
+:mod:`lfr_actors.actors.alerts`; the JSON Lines sink of persisted alert events in
+:mod:`lfr_actors.control.jsonl_sink`.
 """
 
 from __future__ import annotations

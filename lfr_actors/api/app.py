@@ -131,7 +131,6 @@ class ApiSettings:
     store_path: Path
     poll_interval_s: float = 0.2
     heartbeat_s: float = 15.0
-    sweep_interval_s: float = 5.0
     status_interval_s: float = DEFAULT_INTERVAL_S
 
 
@@ -142,6 +141,8 @@ class _Encoded:
     event_id: int
     deployment_id: str
     data: bytes
+    event: dict[str, Any]
+    """The event as read from the store, for followers that write their own form."""
 
 
 class EventHub:
@@ -169,6 +170,8 @@ class EventHub:
         self.recent: deque[_Encoded] = deque(maxlen=_CACHED_EVENTS)
         self.latest = store.last_event_id()
         """The newest event read; the cache holds what came after the hub started."""
+        self.followers = 0
+        """Followers other than streams (the JSONL sink); the hub polls while there are any."""
         self._changed = asyncio.Event()
 
     def waiter(self) -> asyncio.Event:
@@ -178,7 +181,7 @@ class EventHub:
     async def run(self) -> None:
         """Poll for new events until cancelled; a failed poll is logged and retried."""
         while True:
-            if self.streams:
+            if self.streams or self.followers:
                 try:
                     await self.poll()
                 except Exception:
@@ -194,7 +197,12 @@ class EventHub:
                 break
             for event in events:
                 self.recent.append(
-                    _Encoded(event["event_id"], event["alert"]["deployment_id"], self.encode(event))
+                    _Encoded(
+                        event["event_id"],
+                        event["alert"]["deployment_id"],
+                        self.encode(event),
+                        event,
+                    )
                 )
             self.latest = events[-1]["event_id"]
             fresh = True
@@ -255,7 +263,6 @@ def create_app(
     client_max_size: int = 1 << 20,
     auth: bool = True,
     enroller: Enroller | None = None,
-    sweep_interval_s: float = 5.0,
     status_interval_s: float = DEFAULT_INTERVAL_S,
 ) -> web.Application:
     """Build the alert API over the store at ``store_path``.
@@ -272,16 +279,14 @@ def create_app(
     ``/v1/openapi.json`` needs a bearer token whose role
     :data:`lfr_actors.api.auth.ROLE_MATRIX` allows; ``auth=False`` admits every request as
     an anonymous admin (tests and benchmarks only). ``enroller`` turns uploaded images into
-    watchlist entries (503 on upload without it). Every ``sweep_interval_s`` the API closes
-    deployments whose window has passed, destroying their watchlists. Raises
+    watchlist entries (503 on upload without it). Closing deployments whose window has
+    passed is the controller's job (:mod:`lfr_actors.control.follow`), not the API's. Raises
     :class:`lfr_actors.api.auth.RoleMatrixError` if a route has no entry in the matrix.
     """
     app = web.Application(
         middlewares=[problem_middleware, auth_middleware], client_max_size=client_max_size
     )
-    app[SETTINGS] = ApiSettings(
-        Path(store_path), poll_interval_s, heartbeat_s, sweep_interval_s, status_interval_s
-    )
+    app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s, status_interval_s)
     app[STATUS] = status
     app[STORE_HEALTH] = StoreHealth(Path(store_path).parent)
     app[ENROLLER] = enroller
@@ -293,7 +298,6 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_hub_ctx)
     app.cleanup_ctx.append(_status_ctx)
-    app.cleanup_ctx.append(_sweeper_ctx)
     app.on_startup.append(check_routes_on_startup)
     app.on_shutdown.append(_close_streams)
     setup_routes(app)
@@ -403,28 +407,6 @@ async def _status_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_sweep(app), name="deployment-window-sweeper")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _sweep(app: web.Application) -> None:
-    # Invariant 3: a watchlist is destroyed when its deployment's window ends, whether or
-    # not a pipeline of that deployment is running to notice.
-    while True:
-        try:
-            closed = await asyncio.to_thread(app[DEPLOYMENTS].close_ended)
-        except Exception:
-            _log.exception("deployment_sweep_failed")
-        else:
-            for deployment_id in closed:
-                _log.info("deployment_closed", deployment=deployment_id, reason="window ended")
-        await asyncio.sleep(app[SETTINGS].sweep_interval_s)
 
 
 async def _close_streams(app: web.Application) -> None:

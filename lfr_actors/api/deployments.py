@@ -4,7 +4,7 @@ A deployment is created by an authoriser with its authority (who authorised it, 
 place, time window, impact-assessment reference, threshold) and closed by an authoriser
 with a reason. Closing destroys its watchlist at once; a running ``lfr up`` of that
 deployment notices within a second, stops its cameras and empties its index
-(:mod:`lfr_actors.deployment`). The report gives the figures the Metropolitan Police
+(:mod:`lfr_actors.control.follow`). The report gives the figures the Metropolitan Police
 publishes per deployment, as JSON and as a printable page; each export is audited.
 
 Answers: 201 with the new deployment (409 when the id is taken); 404 for an unknown id;

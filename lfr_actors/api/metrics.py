@@ -1,7 +1,7 @@
 """Prometheus metrics and Kubernetes readiness for the alert API.
 
 :func:`render_metrics` turns the deployment's status (the dict that
-:meth:`lfr_actors.deployment.Deployment.status` returns) into the Prometheus text
+:meth:`lfr_actors.control.Deployment.status` returns) into the Prometheus text
 exposition format 0.0.4. It reads only the counters and gauges it names, field by field,
 so nothing else in the status dict can leak into a scrape: labels hold topology ids only
 (camera, embedder, actor, role, stage, quantile) and fixed vocabularies (a camera's

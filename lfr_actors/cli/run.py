@@ -53,7 +53,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     """``lfr up FILE``: run a deployment until stopped; print alerts as they are stored."""
     import asyncio
 
-    from lfr_actors.deployment import Deployment
+    from lfr_actors.control import Deployment
 
     topology, watchlist = load_deployment_files(Path(args.file))
 
@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``lfr serve FILE``: the API alone over the deployment's store, to prepare its watchlist."""
     import asyncio
 
-    from lfr_actors.deployment import Deployment
+    from lfr_actors.control import Deployment
 
     topology, watchlist = load_deployment_files(Path(args.file))
     deployment = Deployment(topology, watchlist, home=home(args), handle_signals=True)
@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def run_info(path: Path) -> dict[str, Any]:
     """The run file of the deployment ``lfr up`` runs here from the topology at ``path``."""
-    from lfr_actors.deployment import DeploymentPaths
+    from lfr_actors.control import DeploymentPaths
 
     topology, _ = load_deployment_files(path)
     run_file = DeploymentPaths(Path(topology.storage.data_dir)).run_file

@@ -17,7 +17,7 @@ audit trail and the report.
 
 Every change is one transaction with its audit entry. ``watchlist_revision`` grows with
 every change to the set of active entries; the running deployment polls it to bring its
-index in line (:mod:`lfr_actors.deployment`).
+index in line (:mod:`lfr_actors.control.follow`).
 
 Each entry's templates are stored with a SHA-256 checksum (:func:`template_checksum`).
 Templates read back that fail it, or hold a value that is not finite, make the entry

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,27 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
         assert deployment.json()["state"] == "scheduled"
         console = requests.get(f"{url}/console", timeout=10)
         assert console.status_code == 200 and "text/html" in console.headers["Content-Type"]
+        # Another deployment in the store whose window has passed: `serve` (no cameras, no
+        # pipeline of it running) still closes it, destroying its watchlist (invariant 3).
+        with Database(tmp_path / "data" / "alerts.sqlite3") as db:
+            now = time.time()
+            ended = NewDeployment(
+                id="ended",
+                authorised_by="Supt Cole",
+                purpose="earlier",
+                location="Leeds",
+                start=datetime.fromtimestamp(now - 60, UTC),
+                end=datetime.fromtimestamp(now - 1, UTC),
+                threshold=0.5,
+            )
+            Deployments(db).create(ended, actor=SYSTEM)
+        deadline = time.monotonic() + 60
+        state = None
+        while time.monotonic() < deadline and state != "closed":
+            time.sleep(0.5)
+            reply = requests.get(f"{url}/v1/deployments/ended", headers=headers, timeout=10)
+            state = reply.json()["state"]
+        assert state == "closed"
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=60)
         assert serve.returncode == 0, serve.stderr.read()[-3000:]

@@ -24,7 +24,7 @@ from aiohttp import ClientSession, web
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api.app import create_app
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor

@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 import yaml
 
-from lfr_actors.deployment import Deployment, DeploymentError, register_deployment
+from lfr_actors.control import Deployment, DeploymentError
+from lfr_actors.control.registration import register_deployment
 from lfr_actors.store.audit import SYSTEM
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.schema import Database

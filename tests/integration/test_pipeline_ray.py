@@ -23,7 +23,7 @@ import ray
 import yaml
 
 from lfr_actors.actors.settings import pipeline_config
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.topology.loader import load_topology, load_watchlist
 from tests.conftest import lfr_test_home

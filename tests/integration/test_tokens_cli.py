@@ -43,7 +43,7 @@ def topology(tmp_path: Path) -> Path:
 
 
 def test_the_store_file_is_where_the_deployment_keeps_it(tmp_path: Path) -> None:
-    from lfr_actors.deployment import DeploymentPaths  # noqa: PLC0415 - imports Ray
+    from lfr_actors.control import DeploymentPaths  # noqa: PLC0415 - imports Ray
 
     assert DeploymentPaths(tmp_path).alerts_db == tmp_path / ALERTS_DB_FILE
 
@@ -169,7 +169,7 @@ async def test_a_cli_token_opens_the_running_api_until_revoked(
 def test_a_deployment_created_through_the_api_gets_its_topology_section(
     topology: Path, tmp_path: Path
 ) -> None:
-    from lfr_actors.deployment import register_deployment  # noqa: PLC0415 - imports Ray
+    from lfr_actors.control.registration import register_deployment  # noqa: PLC0415 - imports Ray
     from lfr_actors.store.audit import SYSTEM  # noqa: PLC0415
     from lfr_actors.store.deployments import Deployments, NewDeployment  # noqa: PLC0415
     from lfr_actors.store.schema import Database  # noqa: PLC0415

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
-from lfr_actors.alerts.jsonl import JsonlSink
 from lfr_actors.alerts.records import AlertEvent
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import MIGRATIONS, AlertStore, StoreError
@@ -252,68 +249,3 @@ def test_open_readonly_creates_a_missing_store(db: Path) -> None:
     with AlertStore.open_readonly(db) as reader:
         assert reader.last_event_id() == 0
         assert reader.list_alerts().alerts == []
-
-
-# -- the JSON Lines sink tails the store --------------------------------------------------
-
-
-def read_lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def test_jsonl_sink_writes_each_event_once_and_resumes(db: Path, fuser: Fuser) -> None:
-    out = db.parent / "out" / "alerts.jsonl"
-    sink = JsonlSink(db, out)
-    assert sink.drain() == 0  # no store yet: nothing to do, no error
-    with AlertStore(db) as store:
-        for event in events_for(fuser, sighting(1), sighting(2, camera="cam_b", at=1.5)):
-            store.apply(event)
-        assert sink.drain() == 2
-        assert sink.drain() == 0
-        sink.close()
-        lines = read_lines(out)
-        assert lines[1] == {
-            "event": "updated",
-            "event_id": 2,
-            "id": fuser.open_alerts[0].id,
-            "deployment": "dep1",
-            "camera": "cam_a",
-            "cameras": ["cam_a", "cam_b"],
-            "entry_id": "E1",
-            "score": 0.3,
-            "first_seen": "2023-11-14T22:13:20.000Z",
-            "last_seen": "2023-11-14T22:13:21.500Z",
-            "sightings": 2,
-        }
-        assert lines[0]["event"] == "raised" and lines[0]["sightings"] == 1
-        # A crash mid-line: the torn line is cut off and that event written again, whole.
-        with out.open("ab") as handle:
-            handle.write(b'{"event":"updated","event_id":3,"id"')
-        for event in events_for(fuser, sighting(3, at=2)):
-            store.apply(event)
-        resumed = JsonlSink(db, out)
-        assert resumed.last_event_id == 2
-        assert resumed.drain() == 1
-        resumed.close()
-    assert [line["event_id"] for line in read_lines(out)] == [1, 2, 3]
-    assert "crop" not in out.read_text()
-
-
-@pytest.mark.asyncio
-async def test_jsonl_sink_runs_until_stopped_then_drains(db: Path, fuser: Fuser) -> None:
-    out = db.parent / "alerts.jsonl"
-    sink = JsonlSink(db, out, poll_interval_s=0.01)
-    stop = asyncio.Event()
-    task = asyncio.create_task(sink.run(stop))
-    with AlertStore(db) as store:
-        store.apply(events_for(fuser, sighting(1))[0])
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if out.exists() and out.read_text():
-                break
-        assert len(read_lines(out)) == 1
-        store.apply(events_for(fuser, sighting(2, at=1))[0])
-        stop.set()
-        await asyncio.wait_for(task, 5)
-    sink.close()
-    assert [line["event_id"] for line in read_lines(out)] == [1, 2]

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from lfr_actors import deployment as deployment_module
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
-from lfr_actors.alerts.jsonl import JsonlSink
-from lfr_actors.deployment import DeploymentError, DeploymentPaths
+from lfr_actors.control import paths as paths_module
+from lfr_actors.control.jsonl_sink import JsonlSink
+from lfr_actors.control.paths import DeploymentError, DeploymentPaths
 from lfr_actors.fsutil import (
     atomic_write,
     ensure_private_file,
@@ -118,11 +118,10 @@ def test_the_jsonl_sink_writes_0600_even_outside_the_data_folder(
     out.parent.mkdir()
     out.touch(mode=0o644)
     os.chmod(out, 0o644)  # an operator's file, world-readable before the sink touches it
-    sink = JsonlSink(tmp_path / "data" / "alerts.sqlite3", out)
-    try:
-        assert sink.drain() == 1
-    finally:
-        sink.close()
+    with AlertStore.open_readonly(tmp_path / "data" / "alerts.sqlite3") as reader:
+        events = reader.events_after(0)
+    sink = JsonlSink(out)
+    assert sink.write(events) == 1
     assert mode(out) == 0o600
     assert json.loads(out.read_text().splitlines()[0])["entry_id"] == event.alert.entry_id
 
@@ -132,7 +131,7 @@ def test_a_looser_data_folder_is_tightened_with_one_warning(
 ) -> None:
     # A fresh logger: the module's own may already be bound (structlog caches a logger on
     # first use), and capture_logs sees only loggers bound while it is active.
-    monkeypatch.setattr(deployment_module, "log", get_logger("lfr.deployment"))
+    monkeypatch.setattr(paths_module, "log", get_logger("lfr.deployment"))
     data = tmp_path / "data"
     (data / "index" / "s0").mkdir(parents=True)
     for folder in (data, data / "index", data / "index" / "s0"):

@@ -1,6 +1,6 @@
 """The sighting path's bookkeeping: run epochs, the frame's one resend, the store's cause on
-the camera, the embedder's buffer of unstored sightings, camera totals over restarts, and
-the alert follower's last read at a drain.
+the camera, the embedder's buffer of unstored sightings, and camera totals over restarts.
+(The alert followers' last read at a drain: ``test_control_jsonl_sink.py``.)
 
 No Ray and no models: the camera runs against scripted embedders (test doubles).
 """
@@ -8,23 +8,17 @@ No Ray and no models: the camera runs against scripted embedders (test doubles).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pytest
 
 from lfr_actors.actors.camera import COUNTERS, CameraActor
 from lfr_actors.actors.embedder import UnstoredSightings
-from lfr_actors.alerts.fusion import Fuser, FusionConfig
-from lfr_actors.deployment import CameraTotals, Deployment
+from lfr_actors.control.totals import CameraTotals
 from lfr_actors.messages import Frame, FrameResult
-from lfr_actors.store.alerts import AlertStore
-from lfr_actors.testing.doubles import END, FakeSource, LocalHandle, make_sighting
+from lfr_actors.testing.doubles import END, FakeSource, LocalHandle
 from tests.actor_settings import camera_settings
 
 IMG = np.zeros((36, 64, 3), np.uint8)
@@ -160,43 +154,3 @@ def test_camera_totals_keep_the_counts_of_earlier_runs() -> None:
     assert set(COUNTERS) <= set(after)
     # Another camera is totalled on its own.
     assert totals.observe("camera/other", _stats("x", frames_processed=1))["frames_processed"] == 1
-
-
-async def test_the_alert_followers_last_read_starts_after_the_stop(tmp_path: Path) -> None:
-    """The drain race: a read that began before the last event was stored, and ended after
-    the drain asked to stop, must not be the last read (stdout would miss that event)."""
-    db = tmp_path / "alerts.sqlite3"
-    writer = AlertStore(db)
-    fuser = Fuser("dep", FusionConfig(threshold=0.5))
-    first = fuser.observe(make_sighting(1))
-    assert first is not None
-    writer.apply(first)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    printed: list[int] = []
-    real = AlertStore.events_after
-    calls = 0
-
-    def racing(self: AlertStore, event_id: int, limit: int = 500) -> list[dict[str, Any]]:
-        nonlocal calls
-        calls += 1
-        events = real(self, event_id, limit)
-        if calls == 1:  # this read saw nothing; now the last event is stored, and the drain stops
-            last = fuser.observe(make_sighting(2, at=1))
-            assert last is not None
-            writer.apply(last)
-            loop.call_soon_threadsafe(stop.set)
-        return events
-
-    jsonl = tmp_path / "alerts.jsonl"
-    follower = SimpleNamespace(
-        paths=SimpleNamespace(alerts_db=db),
-        alerts_jsonl=jsonl,
-        on_alert=lambda event: printed.append(event["event_id"]),
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(AlertStore, "events_after", racing)
-        await asyncio.wait_for(Deployment._follow_alerts(follower, stop), 30)  # type: ignore[arg-type]
-    writer.close()
-    assert printed == [2]
-    assert [json.loads(line)["event_id"] for line in jsonl.read_text().splitlines()] == [1, 2]

@@ -25,7 +25,7 @@ from lfr_actors.api.app import STATUS_CACHE, create_app
 from lfr_actors.api.common import STORE_HEALTH, StoreHealth, store_write_failure
 from lfr_actors.api.status import StatusCache, not_ready
 from lfr_actors.cli.status import cmd_status, status_lines
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.errors import LfrError
 from lfr_actors.logs import get_logger
 from lfr_actors.store.adjudications import Adjudications
@@ -397,7 +397,7 @@ async def test_a_starting_deployment_shows_its_cameras_starting(
     deployment = Deployment(topology, None, home=tmp_path / "home")
     status = await deployment.status(store_counts=False)  # `lfr serve`: no cameras to run
     assert status["cameras"] == {}
-    deployment._cameras_wanted = True  # what run() sets before it starts anything
+    deployment.live.cameras_wanted = True  # what run() sets before it starts anything
     status = await deployment.status(store_counts=False)
     assert status["cameras"] == {"cam_stage": {"state": "starting", "role": "camera"}}
     with AlertStore.open_readonly(tmp_path / "alerts.db", create=True) as store:

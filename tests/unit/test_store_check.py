@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lfr_actors.deployment import DeploymentError, _disk_full_is_one_line
+from lfr_actors.control.paths import DeploymentError, disk_full_is_one_line
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Action, Actor, AuditLog
 from lfr_actors.store.check import (
@@ -613,9 +613,9 @@ def test_a_disk_that_fills_during_the_start_is_one_line(tmp_path: Path) -> None:
         sqlite3.OperationalError("database or disk is full"),
         OSError(errno.ENOSPC, "No space left on device"),
     ):
-        with pytest.raises(DeploymentError) as caught, _disk_full_is_one_line(folder):
+        with pytest.raises(DeploymentError) as caught, disk_full_is_one_line(folder):
             raise failure
         message = str(caught.value)
         assert "\n" not in message and f"the disk holding {folder} is full" in message
-    with pytest.raises(sqlite3.OperationalError, match="locked"), _disk_full_is_one_line(folder):
+    with pytest.raises(sqlite3.OperationalError, match="locked"), disk_full_is_one_line(folder):
         raise sqlite3.OperationalError("database is locked")  # other faults pass through

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api.app import create_app
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
+from lfr_actors.control.follow import Reconciler
+from lfr_actors.control.registration import write_run_file
 from lfr_actors.store.audit import Actor, AuditLog
 from lfr_actors.store.schema import MIGRATIONS, Database
 from lfr_actors.store.tokens import (
@@ -147,7 +151,7 @@ async def test_the_running_driver_renews_its_token_until_it_is_revoked(tmp_path:
     deployment.live.local_token_id = issued.record.id
     stop = asyncio.Event()
     try:
-        task = asyncio.create_task(deployment._renew_local_token(stop, interval_s=0.05))
+        task = asyncio.create_task(_renewal(deployment, stop))
         await asyncio.sleep(0.3)
         with Database(db_path, readonly=True) as db:
             renewed = TokenStore(db).get(issued.record.id)
@@ -171,12 +175,12 @@ async def test_a_token_that_lapsed_while_the_driver_ran_is_replaced(tmp_path: Pa
     db_path = deployment.paths.alerts_db
     deployment.live.db = Database(db_path)
     try:
-        deployment._write_run_file()
+        write_run_file(deployment.paths, deployment.live)
         first = json.loads(deployment.paths.run_file.read_text())["token"]
         with sqlite3.connect(db_path) as conn:
             conn.execute("UPDATE api_tokens SET expires_at = 1.0")  # lapsed long ago
         stop = asyncio.Event()
-        task = asyncio.create_task(deployment._renew_local_token(stop, interval_s=0.05))
+        task = asyncio.create_task(_renewal(deployment, stop))
         await asyncio.sleep(0.3)
         stop.set()
         await asyncio.wait_for(task, 5)
@@ -190,6 +194,13 @@ async def test_a_token_that_lapsed_while_the_driver_ran_is_replaced(tmp_path: Pa
         assert oct(deployment.paths.run_file.stat().st_mode & 0o777) == "0o600"
     finally:
         deployment.live.db.close()
+
+
+def _renewal(deployment: Deployment, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+    """The reconcile loop running its local token step alone, every 0.05 s."""
+    d = deployment
+    loop = Reconciler(d.topology, d.live, d.kernel, d.paths, d.plan, renew_interval_s=0.05)
+    return loop.run(stop, [step for step in loop.steps() if step.name == "local_token"])
 
 
 def _deployment(tmp_path: Path) -> Deployment:

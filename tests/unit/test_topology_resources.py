@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.topology import load_topology
 from tests.unit.test_topology import BASE, by_path, line_of, topology_issues, write
 

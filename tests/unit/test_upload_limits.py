@@ -19,7 +19,8 @@ from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api.app import create_app
 from lfr_actors.api.watchlist import MAX_CONCURRENT_ENROLMENTS, MAX_LISTED_PROBLEMS, MAX_PARTS
-from lfr_actors.deployment import DeploymentError, enrol_watchlist
+from lfr_actors.control.paths import DeploymentError
+from lfr_actors.control.registration import enrol_watchlist
 from lfr_actors.enrolment import (
     MAX_ENROL_PIXELS,
     WORKING_PIXELS,

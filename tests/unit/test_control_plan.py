@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from lfr_actors.actors.settings import EmbedderSettings, RouterSettings
-from lfr_actors.deployment import Deployment
+from lfr_actors.control import Deployment
 from lfr_actors.topology.loader import load_topology, load_watchlist
 
 

@@ -1,0 +1,207 @@
+"""Alert events followed from the live stream's feed: printed, and written as JSON Lines.
+
+The API's :class:`lfr_actors.api.app.EventHub` reads each new stored event once for
+every live stream; the followers here (the JSONL sink, and ``lfr up``'s alerts on
+stdout) take their events from the same feed, so the store is polled once whatever
+follows it. A follower behind the hub's cache (the JSONL sink resuming a file written
+by an earlier run) reads the events it missed from the store itself, as a stream
+resuming after a long gap does. Only what is already persisted is ever followed, and
+a crop never is.
+
+A line::
+
+    {"event": "raised", "event_id": 7, "id": "…", "deployment": "dep1", "camera": "cam_a",
+     "cameras": ["cam_a"], "entry_id": "E1", "score": 0.41,
+     "first_seen": "2025-01-31T12:00:00.250Z", "last_seen": "…", "sightings": 1}
+
+``score`` is the alert's best (lowest) distance; times are ISO 8601 UTC. The sink
+resumes from the last event id in its output file: after a crash it repairs a torn last
+line and carries on without gaps or repeats. The file is created (or tightened) readable
+by its owner only (0600), wherever it is: the lines name watchlist entries and where and
+when they were seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from lfr_actors.alerts import iso_utc
+from lfr_actors.api.app import EventHub
+from lfr_actors.fsutil import open_private_append
+
+_PAGE = 500
+_TAIL_BYTES = 1 << 16
+_WAIT_S = 1.0
+"""Longest a follower waits for the hub before it looks again by itself."""
+
+
+class Follower(Protocol):
+    """Takes the stored events after :attr:`position`, in order."""
+
+    position: int
+    """The id of the last event taken (0 before any)."""
+
+    async def deliver(self, events: list[dict[str, Any]]) -> None:
+        """Take ``events`` (each after :attr:`position`) and move :attr:`position` on."""
+        ...
+
+
+async def follow_events(
+    hub: EventHub, followers: list[Follower], stop: asyncio.Event, *, wait_s: float = _WAIT_S
+) -> None:
+    """Hand each follower every stored event after its position, until ``stop``, then drain.
+
+    While the followers follow, the hub polls the store (as it does for open streams).
+    Whether to stop is decided BEFORE each round's reads, and the reads of a round that
+    began with ``stop`` set go to the store itself, not the hub's cache: so the round that
+    ends this (one that found nothing new) started after ``stop`` was set (after the
+    drain's flush) and saw every event committed before the drain asked to stop.
+    """
+    if not followers:
+        return
+    hub.followers += 1
+    try:
+        while True:
+            stopping = stop.is_set()
+            changed = hub.waiter()
+            delivered = False
+            for follower in followers:
+                events = await _events_after(hub, follower.position, from_store=stopping)
+                if events:
+                    await follower.deliver(events)
+                    delivered = True
+            if stopping and not delivered:
+                return
+            if not delivered:
+                await _first(changed, stop, wait_s)
+    finally:
+        hub.followers -= 1
+
+
+async def drain_events(hub: EventHub, followers: list[Follower]) -> None:
+    """Hand each follower every stored event after its position, then return."""
+    done = asyncio.Event()
+    done.set()
+    await follow_events(hub, followers, done)
+
+
+async def _events_after(hub: EventHub, after: int, *, from_store: bool) -> list[dict[str, Any]]:
+    if not from_store:
+        cached = hub.cached_after(after, None)
+        if cached is not None:
+            return [e.event for e in cached]
+    # Behind the cache, or the drain's last reads: from the store.
+    return await asyncio.to_thread(hub.store.events_after, after, _PAGE)
+
+
+async def _first(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None:
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+class CallbackFollower:
+    """Calls ``on_event`` with each event after ``position`` (``lfr up`` prints alerts)."""
+
+    def __init__(self, on_event: Callable[[dict[str, Any]], None], position: int) -> None:
+        self.on_event = on_event
+        self.position = position
+
+    async def deliver(self, events: list[dict[str, Any]]) -> None:
+        """Call ``on_event`` for each event, in order."""
+        for event in events:
+            self.position = event["event_id"]
+            self.on_event(event)
+
+
+def event_line(event: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Lines record of one stored event (as returned by ``events_after``)."""
+    alert = event["alert"]
+    return {
+        "event": event["kind"],
+        "event_id": event["event_id"],
+        "id": alert["id"],
+        "deployment": alert["deployment_id"],
+        "camera": alert["first_camera_id"],
+        "cameras": alert["cameras"],
+        "entry_id": alert["entry_id"],
+        "score": alert["best_distance"],
+        "first_seen": iso_utc(alert["first_seen"]),
+        "last_seen": iso_utc(alert["last_seen"]),
+        "sightings": alert["sightings"],
+    }
+
+
+class JsonlSink:
+    """Appends alert events to ``out_path``, one line each, resuming after its last line."""
+
+    def __init__(self, out_path: Path) -> None:
+        self.out_path = Path(out_path)
+        self.position = _last_written_event_id(self.out_path)
+        """The id of the last event written (0 before any): read from the file at start."""
+        self.written = 0
+        """Lines written by this sink."""
+
+    @property
+    def last_event_id(self) -> int:
+        """The id of the last event written (0 before any)."""
+        return self.position
+
+    async def deliver(self, events: list[dict[str, Any]]) -> None:
+        """Append the events after :attr:`position` (durably: fsync) and move on."""
+        await asyncio.to_thread(self.write, events)
+
+    def write(self, events: list[dict[str, Any]]) -> int:
+        """Append the events after :attr:`position` (durably: fsync); how many were written."""
+        fresh = [e for e in events if e["event_id"] > self.position]
+        if not fresh:
+            return 0
+        payload = "".join(
+            json.dumps(event_line(e), separators=(",", ":")) + "\n" for e in fresh
+        ).encode()
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        with open_private_append(self.out_path) as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        self.position = fresh[-1]["event_id"]
+        self.written += len(fresh)
+        return len(fresh)
+
+
+def _last_written_event_id(path: Path) -> int:
+    """The event id of the file's last complete line, cutting off a torn last line first."""
+    if not path.is_file():
+        return 0
+    with path.open("r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        start = max(0, size - _TAIL_BYTES)
+        handle.seek(start)
+        tail = handle.read()
+        if not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            if cut < 0 and start > 0:
+                raise ValueError(f"{path}: last line is longer than {_TAIL_BYTES} bytes")
+            keep = start + cut + 1
+            handle.truncate(keep)
+            tail = tail[: cut + 1]
+        lines = tail.splitlines()
+        if not lines:
+            return 0
+        try:
+            return int(json.loads(lines[-1])["event_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{path}: the last line is not an alert event line ({exc}); "
+                "move the file aside or fix its last line to resume"
+            ) from exc

@@ -1,0 +1,262 @@
+"""Registration: the checks before a start, the deployment's record, and the watchlist file.
+
+In start-up order (:mod:`lfr_actors.control.deployment` runs them):
+
+- :func:`check_data`: the data folder's disk has room and the store passes its checks;
+  a fault is one line and nothing is written;
+- :func:`revoke_earlier_local_tokens`: the local admin tokens of earlier runs stop
+  working before this run's API answers;
+- :func:`prepare_and_enrol`: the deployment's record is found or created from the
+  topology's ``deployment`` section (:func:`register_deployment`), the models are
+  prepared, and the watchlist file's new entries are enrolled and stored as active
+  entries, approved by the deployment's authority;
+- :func:`write_run_file`: once running, this run's local admin token and API address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lfr_actors.actors.settings import pipeline_config
+from lfr_actors.control.live import Live
+from lfr_actors.control.paths import DeploymentError, DeploymentPaths, disk_full_is_one_line
+from lfr_actors.control.thresholds import entry_thresholds
+from lfr_actors.enrolment import MAX_ENROL_PIXELS, combine, enrol_image, pipeline_enroller
+from lfr_actors.errors import EnrolmentRejectedError, ImageError
+from lfr_actors.fsutil import atomic_write
+from lfr_actors.index.shard import SNAPSHOT_MANIFEST
+from lfr_actors.logs import get_logger
+from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
+from lfr_actors.models.images import load_image
+from lfr_actors.models.pipeline import FacePipeline
+from lfr_actors.models.runtime import RuntimeConfig
+from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
+from lfr_actors.store.audit import SYSTEM, Actor
+from lfr_actors.store.check import check_before_start, require_free_space
+from lfr_actors.store.deployments import (
+    DeploymentRecord,
+    Deployments,
+    Enrolled,
+    NewDeployment,
+    NewEntry,
+    Origin,
+)
+from lfr_actors.store.schema import Database
+from lfr_actors.store.tokens import TokenStore, issue_local_token
+from lfr_actors.topology.loader import load_embedder_spec
+from lfr_actors.topology.schema import Topology, Watchlist
+
+log = get_logger("lfr.deployment")
+
+
+def embedder_spec(topology: Topology) -> EmbedderSpec:
+    """The embedding model the topology asks for: the default, or an operator's declared one."""
+    if topology.embedder.model_file is not None:
+        return load_embedder_spec(Path(topology.embedder.model_file))
+    return DEFAULT_EMBEDDER_SPEC
+
+
+def check_data(paths: DeploymentPaths) -> None:
+    """Refuse, in one line and before anything is written, a start that would lose data.
+
+    The data folder's disk must have room, and the store must pass
+    :func:`lfr_actors.store.check.check_before_start`; index snapshot manifests left
+    by an earlier run are evidence that a store existed.
+    """
+    require_free_space(paths.data_dir)
+    evidence: list[Path] = []
+    if paths.index_dir.is_dir():
+        evidence = [p / SNAPSHOT_MANIFEST for p in paths.index_dir.iterdir()]
+    with disk_full_is_one_line(paths.data_dir):
+        check_before_start(paths.alerts_db, evidence=evidence)
+
+
+def declared_deployment(topology: Topology) -> NewDeployment:
+    """The deployment record a topology file declares."""
+    return NewDeployment.of(topology)
+
+
+def register_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord:
+    """The topology's deployment record: created from the file, or checked against it.
+
+    Raises :class:`DeploymentError` when the deployment was closed (it never runs again)
+    or when the stored record (created through the API, or by an earlier run of another
+    file) differs from the file, naming every field that differs. The threshold is the
+    exception: it may have been changed through the API (audited), and the store's value
+    is the one in force; the file's ``alerts.threshold`` only sets the first one.
+    """
+    declared = declared_deployment(topology)
+    record = deployments.find(declared.id)
+    if record is None:
+        return deployments.create(declared, actor=Actor("topology file"), origin=Origin.FILE)
+    if record.closed_at is not None:
+        raise DeploymentError(
+            f"deployment {record.id!r} was closed {iso(record.closed_at)} by "
+            f"{record.closed_by} ({record.close_reason}); its watchlist was destroyed and it "
+            "cannot run again. A new deployment needs a new authority and a new deployment.id."
+        )
+    stored = record.declared().as_dict()
+    differences = [
+        f"  deployment {name}: the store has {_shown(stored[name], name)}, the file "
+        f"{_shown(value, name)}"
+        for name, value in declared.as_dict().items()
+        if stored[name] != value and name != "threshold"
+    ]
+    if differences:
+        raise DeploymentError(
+            f"the store's record of deployment {record.id!r} (created by {record.created_by}) "
+            "differs from the topology file; make the file match the authority as recorded "
+            "(the threshold is governed in the store and may differ):\n" + "\n".join(differences)
+        )
+    if record.threshold != declared.threshold:
+        log.warning(
+            "threshold_from_store",
+            deployment=record.id,
+            threshold=record.threshold,
+            file_threshold=declared.threshold,
+        )
+    return record
+
+
+def iso(timestamp: float) -> str:
+    """Unix seconds as ISO 8601 UTC to the second, as the controller's errors name times."""
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _shown(value: Any, name: str) -> str:
+    if name in ("starts_at", "ends_at") and isinstance(value, float):
+        return iso(value)
+    return repr(value)
+
+
+def enrol_watchlist(
+    watchlist: Watchlist,
+    pipeline: FacePipeline,
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Enrolled]:
+    """Each entry's templates (one per image) and first image, except the ids in ``skip``.
+
+    Every rejected image is listed in one :class:`DeploymentError`.
+    """
+    enrolled: dict[str, Enrolled] = {}
+    failures: list[str] = []
+    for entry in watchlist.entries:
+        if entry.id in skip:
+            continue
+        photos = []
+        for image_path in entry.images:
+            try:
+                image = load_image(Path(image_path), max_pixels=MAX_ENROL_PIXELS)
+                photos.append(enrol_image(pipeline, image))
+            except EnrolmentRejectedError as exc:
+                failures.append(f"  {entry.id}: {image_path}: {exc.reason}: {exc.detail}")
+            except ImageError as exc:
+                failures.append(f"  {entry.id}: {exc}")
+        if photos:
+            enrolled[entry.id] = combine(photos)
+        if progress:
+            progress(entry.id)
+    if failures:
+        raise DeploymentError(
+            "watchlist enrolment failed; fix or remove these images and run again:\n"
+            + "\n".join(failures)
+        )
+    return enrolled
+
+
+def prepare_and_enrol(
+    topology: Topology,
+    watchlist: Watchlist | None,
+    *,
+    live: Live,
+    paths: DeploymentPaths,
+    home: Path,
+    spec: EmbedderSpec,
+) -> None:
+    """Register the deployment, load the models, store the watchlist file's new entries.
+
+    Leaves in ``live`` the store connection, the thresholds in force, the enrolment
+    pipeline and the API's enroller.
+    """
+    namespace = topology.deployment.id
+    db = Database(paths.alerts_db)
+    live.db = db
+    deployments = Deployments(db)
+    live.threshold = register_deployment(deployments, topology).threshold
+    cache = ModelCache(home / "models")
+    prepare(cache, default_fetcher(home), progress=False)
+    pipeline = FacePipeline.build(
+        RuntimeConfig(device="cpu"),
+        pipeline_config(topology.embedder, spec),
+        cache=cache,
+    )
+    if watchlist is not None:
+        # Entries already stored (from an earlier run, or deleted through the API since)
+        # are not enrolled again: a deleted entry stays deleted.
+        known = deployments.entry_ids(namespace)
+        enrolled = enrol_watchlist(watchlist, pipeline, skip=known)
+        file_name = (
+            "watchlist file"
+            if topology.watchlist is None
+            else (f"watchlist file {topology.watchlist.file.name}")
+        )
+        authority = Actor(topology.deployment.authorised_by)
+        for entry in watchlist.entries:
+            if entry.id not in enrolled:
+                continue
+            deployments.add_entry(
+                namespace,
+                NewEntry(
+                    id=entry.id,
+                    display_name=entry.display_name,
+                    category=entry.category,
+                    legal_basis=entry.legal_basis,
+                    source=entry.source,
+                    image_date=entry.image_date,
+                    threshold=entry.threshold,
+                ),
+                enrolled[entry.id],
+                actor=Actor(file_name),
+                origin=Origin.FILE,
+                approved_by=authority,
+            )
+    live.pipeline = pipeline
+    live.entry_thresholds = entry_thresholds(topology, watchlist, db)
+    live.enroller = pipeline_enroller(pipeline)
+
+
+def revoke_earlier_local_tokens(paths: DeploymentPaths, namespace: str) -> None:
+    """Revoke the local admin tokens of earlier runs, before this run's API answers.
+
+    A driver that died (kill -9, a power cut) left its token in the run file; it
+    expires by itself within minutes (``tokens.LOCAL_TOKEN_TTL_S``), and is revoked here
+    outright, so no API over this store accepts it again.
+    """
+    with Database(paths.alerts_db) as db:
+        revoked = TokenStore(db).revoke_internal(by=SYSTEM)
+    if revoked:
+        log.warning(
+            "earlier_local_tokens_revoked",
+            deployment=namespace,
+            tokens=[r.id for r in revoked],
+        )
+
+
+def write_run_file(paths: DeploymentPaths, live: Live) -> None:
+    """Issue this run's local admin token and write the run file (mode 0600) with it.
+
+    The token is for the operator's ``lfr status`` on this host. It is revoked when the
+    deployment stops, renewed while it runs (:mod:`lfr_actors.control.follow`), and
+    expires by itself minutes after a crash. Issuing revokes any earlier one.
+    """
+    issued = issue_local_token(paths.alerts_db)
+    live.local_token_id = issued.record.id
+    run_info = {"pid": os.getpid(), "api": live.api_url, "token": issued.secret}
+    atomic_write(paths.run_file, json.dumps(run_info).encode())

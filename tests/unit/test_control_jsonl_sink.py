@@ -1,0 +1,202 @@
+"""The alert followers (the JSON Lines sink, ``lfr up``'s stdout) on the API's event feed.
+
+A real :class:`lfr_actors.api.app.EventHub` over a real store: the followers take the
+events the hub read for the live streams, resume after a restart without gaps or repeats,
+and make their last read after the drain asked to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
+from lfr_actors.api.app import EventHub
+from lfr_actors.control.jsonl_sink import (
+    CallbackFollower,
+    JsonlSink,
+    drain_events,
+    follow_events,
+)
+from lfr_actors.messages import Sighting
+from lfr_actors.store.alerts import AlertStore
+from lfr_actors.testing.doubles import make_sighting
+
+sighting = make_sighting
+
+
+def events_for(fuser: Fuser, *items: Sighting) -> list[AlertEvent]:
+    return [e for s in items if (e := fuser.observe(s)) is not None]
+
+
+def read_lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    return json.dumps({"id": event["event_id"]}).encode()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "alerts.db"
+
+
+@pytest.fixture
+async def hub(db: Path) -> AsyncIterator[EventHub]:
+    """The API's hub over a read-only connection, as ``create_app`` builds it."""
+    with AlertStore.open_readonly(db) as reader:
+        yield EventHub(reader, 0.01, _encode)
+
+
+async def test_jsonl_sink_writes_each_event_once_and_resumes(db: Path, hub: EventHub) -> None:
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
+    out = db.parent / "out" / "alerts.jsonl"
+    sink = JsonlSink(out)
+    await drain_events(hub, [sink])  # no event yet: nothing to do, no file, no error
+    assert (sink.written, sink.last_event_id, out.exists()) == (0, 0, False)
+    with AlertStore(db) as store:
+        for event in events_for(fuser, sighting(1), sighting(2, camera="cam_b", at=1.5)):
+            store.apply(event)
+        await drain_events(hub, [sink])
+        assert sink.written == 2
+        await drain_events(hub, [sink])
+        assert sink.written == 2
+        lines = read_lines(out)
+        assert lines[1] == {
+            "event": "updated",
+            "event_id": 2,
+            "id": fuser.open_alerts[0].id,
+            "deployment": "dep1",
+            "camera": "cam_a",
+            "cameras": ["cam_a", "cam_b"],
+            "entry_id": "E1",
+            "score": 0.3,
+            "first_seen": "2023-11-14T22:13:20.000Z",
+            "last_seen": "2023-11-14T22:13:21.500Z",
+            "sightings": 2,
+        }
+        assert lines[0]["event"] == "raised" and lines[0]["sightings"] == 1
+        # A crash mid-line: the torn line is cut off and that event written again, whole.
+        with out.open("ab") as handle:
+            handle.write(b'{"event":"updated","event_id":3,"id"')
+        for event in events_for(fuser, sighting(3, at=2)):
+            store.apply(event)
+        resumed = JsonlSink(out)
+        assert resumed.last_event_id == 2
+        await drain_events(hub, [resumed])
+        assert resumed.written == 1
+    assert [line["event_id"] for line in read_lines(out)] == [1, 2, 3]
+    assert "crop" not in out.read_text()
+
+
+async def test_jsonl_sink_runs_until_stopped_then_drains(db: Path, hub: EventHub) -> None:
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
+    out = db.parent / "alerts.jsonl"
+    sink = JsonlSink(out)
+    stop = asyncio.Event()
+    poller = asyncio.create_task(hub.run())
+    task = asyncio.create_task(follow_events(hub, [sink], stop, wait_s=0.05))
+    try:
+        with AlertStore(db) as store:
+            store.apply(events_for(fuser, sighting(1))[0])
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if out.exists() and out.read_text():
+                    break
+            assert len(read_lines(out)) == 1
+            store.apply(events_for(fuser, sighting(2, at=1))[0])
+            stop.set()
+            await asyncio.wait_for(task, 5)
+    finally:
+        poller.cancel()
+    assert [line["event_id"] for line in read_lines(out)] == [1, 2]
+    assert hub.followers == 0  # the hub stops polling for the sink once it ends
+
+
+async def test_the_followers_take_live_events_from_the_hub_not_a_poll_of_their_own(
+    db: Path, hub: EventHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read of the store per hub poll, whatever follows: the feed is the stream's."""
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
+    reads = 0
+    polls = 0
+    real_read, real_poll = AlertStore.events_after, EventHub.poll
+
+    def counted_read(self: AlertStore, event_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        nonlocal reads
+        reads += 1
+        return real_read(self, event_id, limit)
+
+    async def counted_poll(self: EventHub) -> None:
+        nonlocal polls
+        polls += 1
+        await real_poll(self)
+
+    monkeypatch.setattr(AlertStore, "events_after", counted_read)
+    monkeypatch.setattr(EventHub, "poll", counted_poll)
+    printed: list[int] = []
+    sink = JsonlSink(db.parent / "alerts.jsonl")
+    printer = CallbackFollower(lambda event: printed.append(event["event_id"]), 0)
+    stop = asyncio.Event()
+    poller = asyncio.create_task(hub.run())
+    task = asyncio.create_task(follow_events(hub, [printer, sink], stop, wait_s=0.05))
+    try:
+        with AlertStore(db) as store:
+            for n, item in enumerate((sighting(1), sighting(2, at=1), sighting(3, at=2))):
+                store.apply(events_for(fuser, item)[0])
+                for _ in range(300):
+                    await asyncio.sleep(0.01)
+                    if sink.last_event_id == n + 1 and printed[-1:] == [n + 1]:
+                        break
+            assert (printed, sink.last_event_id) == ([1, 2, 3], 3)
+            assert reads == polls  # every read was the hub's: none by a follower
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        poller.cancel()
+    assert printed == [1, 2, 3]
+    assert [line["event_id"] for line in read_lines(sink.out_path)] == [1, 2, 3]
+
+
+async def test_the_alert_followers_last_read_starts_after_the_stop(
+    db: Path, hub: EventHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drain race: a read that began before the last event was stored, and ended after
+    the drain asked to stop, must not be the last read (stdout would miss that event)."""
+    writer = AlertStore(db)
+    fuser = Fuser("dep", FusionConfig(threshold=0.5))
+    first = fuser.observe(make_sighting(1))
+    assert first is not None
+    writer.apply(first)
+    await hub.resync()  # the hub has read up to the first event, as at the start of a run
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    printed: list[int] = []
+    real = AlertStore.events_after
+    calls = 0
+
+    def racing(self: AlertStore, event_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        events = real(self, event_id, limit)
+        if calls == 1:  # this read saw what was there; now the last event is stored, and
+            # the drain stops
+            last = fuser.observe(make_sighting(2, at=1))
+            assert last is not None
+            writer.apply(last)
+            loop.call_soon_threadsafe(stop.set)
+        return events
+
+    jsonl = db.parent / "alerts.jsonl"
+    printer = CallbackFollower(lambda event: printed.append(event["event_id"]), hub.latest)
+    monkeypatch.setattr(AlertStore, "events_after", racing)
+    await asyncio.wait_for(follow_events(hub, [printer, JsonlSink(jsonl)], stop), 30)
+    writer.close()
+    assert printed == [2]
+    assert [json.loads(line)["event_id"] for line in jsonl.read_text().splitlines()] == [1, 2]
