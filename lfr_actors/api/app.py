@@ -35,7 +35,7 @@ from multidict import MultiMapping
 
 from lfr_actors import logs
 from lfr_actors.alerts import iso_utc
-from lfr_actors.api.adjudication import adjudicate, render_adjudication
+from lfr_actors.api.adjudication import adjudicate, adjudication_body
 from lfr_actors.api.audit import list_audit, verify_audit
 from lfr_actors.api.auth import (
     AUTH_ENABLED,
@@ -53,6 +53,7 @@ from lfr_actors.api.common import (
     TOKENS,
     ProblemError,
     StoreHealth,
+    model_response,
     problem_middleware,
     problem_response,
 )
@@ -68,8 +69,29 @@ from lfr_actors.api.deployments import (
     list_deployments,
 )
 from lfr_actors.api.metrics import READY_STATUS_TIMEOUT_S, metrics_response, readiness_response
-from lfr_actors.api.openapi import PageLimits, build_document
-from lfr_actors.api.retention import HOLDS, release_hold, render_hold, set_hold
+from lfr_actors.api.openapi import (
+    BINARY,
+    PageLimits,
+    Param,
+    build_document,
+    limit_param,
+    media,
+    no_content,
+    ok,
+    operation,
+    problem,
+    query,
+)
+from lfr_actors.api.retention import HOLDS, hold_body, release_hold, set_hold
+from lfr_actors.api.schemas import (
+    Alert,
+    AlertDetail,
+    AlertPage,
+    DeploymentStatus,
+    Principal,
+    Status,
+    StatusFreshness,
+)
 from lfr_actors.api.status import DEFAULT_INTERVAL_S, StatusCache, StatusSource
 from lfr_actors.api.watchlist import (
     ENROL_SLOTS,
@@ -119,7 +141,6 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 100
 _STREAM_PAGE = 500
 _CACHED_EVENTS = 5000
-_TIME_FIELDS = ("first_seen", "last_seen", "created_at", "updated_at")
 
 _log = logs.get_logger(__name__)
 
@@ -435,11 +456,29 @@ async def _close_streams(app: web.Application) -> None:
 # -- handlers ------------------------------------------------------------------------
 
 
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+_TIME = {
+    "anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+    "description": "Unix seconds, or ISO 8601 with a UTC offset (e.g. 2025-01-31T12:00:00Z).",
+}
+_NO_ALERT = problem("No such alert.")
+
+
+@operation("Liveness: the process answers.", responses={200: ok(Status, "Alive.")})
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
-    return web.json_response({"status": "ok"})
+    return model_response(Status(status="ok"))
 
 
+@operation(
+    "Readiness, from the status gathered once a second: the store can be read and written, "
+    "the status is fresh, every camera and embedder is reachable and at least one camera is "
+    "running.",
+    responses={
+        200: ok(Status, "Ready."),
+        503: problem("Not ready; not_ready names what is not."),
+    },
+)
 async def readyz(request: web.Request) -> web.Response:
     """Readiness from the cached status (503 naming what is not ready).
 
@@ -449,30 +488,54 @@ async def readyz(request: web.Request) -> web.Response:
     return await readiness_response(request, request.app[STATUS_CACHE])
 
 
+@operation(
+    "Prometheus text exposition of the deployment and the store.",
+    responses={200: media("text/plain", "Metrics.")},
+)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the cached status and the store's counts."""
     return await metrics_response(request, request.app[STATUS_CACHE])
 
 
+@operation(
+    "No icon (204), so browsers asking for one get no error.",
+    responses={204: no_content("No content.")},
+)
 async def favicon(request: web.Request) -> web.Response:
     """No icon: browsers ask for one with every page; an empty answer keeps logs quiet."""
     return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
 
 
+@operation(
+    "Who the token belongs to: its holder's name and role.",
+    responses={200: ok(Principal, "The caller.")},
+)
 async def whoami(request: web.Request) -> web.Response:
     """The caller's name and role (the console shows them and what the role may do)."""
     caller = principal(request)
-    return web.json_response({"name": caller.name, "role": str(caller.role)})
+    return model_response(Principal(name=caller.name, role=caller.role))
 
 
+@operation(
+    "This document.",
+    responses={200: media("application/json", "The OpenAPI 3.1 document.", {"type": "object"})},
+)
 async def openapi(request: web.Request) -> web.Response:
-    """The API's OpenAPI 3.1 document, built from the router and the role matrix."""
-    document = build_document(
-        request.app.router.routes(), alert_page=PageLimits(DEFAULT_PAGE, MAX_PAGE)
-    )
-    return web.json_response(document)
+    """The API's OpenAPI 3.1 document: the router, the handlers' declarations, the roles."""
+    return web.json_response(build_document(request.app.router.routes()))
 
 
+@operation(
+    "The deployment's status, as last gathered (status_age_s says when).",
+    responses={
+        200: ok(
+            DeploymentStatus,
+            "The deployment's status, with status_age_s, status_error, status_stale and "
+            "store_error.",
+        ),
+        503: problem("No status source, or it could not be read."),
+    },
+)
 async def deployment_status(request: web.Request) -> web.Response:
     """The deployment's cached status, with its age; 503 when none is attached or gathered.
 
@@ -490,21 +553,46 @@ async def deployment_status(request: web.Request) -> web.Response:
             f"The deployment status could not be read ({reason}); retry in a few seconds.",
             status_error=reason,
         )
-    freshness = {
-        "status_age_s": None if cached.age_s is None else round(cached.age_s, 1),
-        "status_error": cached.error,
-        "status_stale": cached.stale,
-        "store_error": request.app[STORE_HEALTH].failing,
-    }
+    freshness = StatusFreshness(
+        status_age_s=None if cached.age_s is None else round(cached.age_s, 1),
+        status_error=cached.error,
+        status_stale=cached.stale,
+        store_error=request.app[STORE_HEALTH].failing,
+    )
     # The figures are encoded once per gather; only these few fields per request.
     encoded = request.app[STATUS_CACHE].encoded() or b"{}"
-    tail = json.dumps(freshness, separators=(",", ":")).encode()
+    tail = json.dumps(freshness.model_dump(mode="json"), separators=(",", ":")).encode()
     body = encoded[:-1] + (b"," if encoded != b"{}" else b"") + tail[1:]
     return web.Response(
         body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
     )
 
 
+@operation(
+    "Alerts, newest first, filtered and paged.",
+    parameters=[
+        query("deployment", {"type": "string"}, "Only this deployment's alerts."),
+        query(
+            "status",
+            {"type": "string", "enum": list(ALERT_STATUSES)},
+            "Only open (not yet decided) or adjudicated alerts.",
+        ),
+        query("camera", {"type": "string"}, "Only alerts seen on this camera."),
+        query("entry", {"type": "string"}, "Only alerts of this watchlist entry."),
+        query("since", _TIME, "Only alerts last seen at or after this time."),
+        query("until", _TIME, "Only alerts first seen at or before this time."),
+        limit_param(PageLimits(DEFAULT_PAGE, MAX_PAGE)),
+        query(
+            "cursor",
+            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            "The next_cursor of the previous page (opaque).",
+        ),
+    ],
+    responses={
+        200: ok(AlertPage, "A page of alerts."),
+        400: problem("Invalid query parameters (all listed in invalid_params)."),
+    },
+)
 async def list_alerts(request: web.Request) -> web.Response:
     """Alerts, newest first, filtered and paged with an opaque ``cursor``."""
     query = _ListQuery.parse(request.query)
@@ -520,15 +608,19 @@ async def list_alerts(request: web.Request) -> web.Response:
         before_event=query.cursor,
     )
     cursor = None if page.next_before_event is None else str(page.next_before_event)
-    return web.json_response(
-        {
-            "alerts": [render_alert(request, a) for a in page.alerts],
-            "next_cursor": cursor,
-            "last_event_id": page.last_event_id,
-        }
+    return model_response(
+        AlertPage(
+            alerts=[alert_body(request.app, a) for a in page.alerts],
+            next_cursor=cursor,
+            last_event_id=page.last_event_id,
+        )
     )
 
 
+@operation(
+    "One alert with its adjudications (the crop is at crop_url).",
+    responses={200: ok(AlertDetail, "The alert."), 404: _NO_ALERT},
+)
 async def get_alert(request: web.Request) -> web.Response:
     """One alert (without its crop; see ``crop_url``) with its adjudications, oldest first.
 
@@ -540,16 +632,28 @@ async def get_alert(request: web.Request) -> web.Response:
     if alert is None:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
     history = await asyncio.to_thread(request.app[ADJUDICATIONS].history, alert_id)
-    body = render_alert(request, alert)
-    body["adjudications"] = [render_adjudication(record) for record in history]
     holds = request.app[HOLDS]
     hold = await asyncio.to_thread(holds.active, alert_id)
     purged_at = await asyncio.to_thread(holds.crop_purged_at, alert_id)
-    body["hold"] = render_hold(hold)
-    body["crop_purged_at"] = None if purged_at is None else iso_utc(purged_at)
-    return web.json_response(body)
+    detail = AlertDetail.model_validate(
+        {
+            **_alert_fields(request.app, alert),
+            "adjudications": [adjudication_body(record) for record in history],
+            "hold": hold_body(hold),
+            "crop_purged_at": purged_at,
+        }
+    )
+    return model_response(detail)
 
 
+@operation(
+    "The alert's best face crop; never cached; each view is audited.",
+    responses={
+        200: media("image/jpeg", "The crop.", BINARY),
+        404: _NO_ALERT,
+        410: problem("Retention purged the crop; the alert remains."),
+    },
+)
 async def get_crop(request: web.Request) -> web.Response:
     """The alert's best face crop as JPEG; never cached; each view is audited first.
 
@@ -578,6 +682,27 @@ async def get_crop(request: web.Request) -> web.Response:
     return web.Response(body=crop, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
+@operation(
+    "Server-Sent Events: stored alert events after the client's, then live.",
+    description="Each event is `id: <event_id>`, `event: raised|updated|adjudicated` and "
+    "`data: <Alert JSON>`; idle streams get a comment line as a heartbeat. Without "
+    "Last-Event-ID or after, the stream starts at the newest event.",
+    parameters=[
+        query("after", _EVENT_ID, "Resume after this event id."),
+        query("deployment", {"type": "string"}, "Only this deployment's alerts."),
+        Param(
+            "Last-Event-ID",
+            _EVENT_ID,
+            "Resume after this event id (as browsers send it).",
+            location="header",
+        ),
+    ],
+    responses={
+        200: media("text/event-stream", "An endless event stream."),
+        400: problem("An unknown parameter or a bad event id."),
+        404: problem("No such deployment."),
+    },
+)
 async def stream_alerts(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: stored events after the client's last one, then live ones.
 
@@ -661,32 +786,30 @@ async def _pump(
 
 
 def _sse(app: web.Application, event: dict[str, Any]) -> bytes:
-    alert = render_alert_for(app, event["alert"])
-    data = json.dumps(alert, separators=(",", ":"))
+    data = json.dumps(
+        alert_body(app, event["alert"]).model_dump(mode="json"), separators=(",", ":")
+    )
     return f"id: {event['event_id']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
 
 
 # -- representation and query parsing ------------------------------------------------
 
 
-def render_alert(request: web.Request, alert: dict[str, Any]) -> dict[str, Any]:
-    """An alert as the API shows it: ISO 8601 UTC times and a ``crop_url``, no crop."""
-    return render_alert_for(request.app, alert)
-
-
-def render_alert_for(app: web.Application, alert: dict[str, Any]) -> dict[str, Any]:
-    """:func:`render_alert` for an application (the same for every request)."""
-    out = dict(alert)
-    for name in _TIME_FIELDS:
-        if name in out:
-            out[name] = iso_utc(out[name])
-    out["crop_url"] = str(app.router["alert_crop"].url_for(alert_id=alert["id"]))
+def _alert_fields(app: web.Application, alert: dict[str, Any]) -> dict[str, Any]:
     # The watchlist side of the comparison: the entry and its photo (the photo answers 410
     # once the deployment is closed and its watchlist destroyed).
     ids = {"deployment_id": alert["deployment_id"], "entry_id": alert["entry_id"]}
-    out["entry_url"] = str(app.router["entry"].url_for(**ids))
-    out["entry_image_url"] = str(app.router["entry_image"].url_for(**ids))
-    return out
+    return {
+        **alert,
+        "crop_url": str(app.router["alert_crop"].url_for(alert_id=alert["id"])),
+        "entry_url": str(app.router["entry"].url_for(**ids)),
+        "entry_image_url": str(app.router["entry_image"].url_for(**ids)),
+    }
+
+
+def alert_body(app: web.Application, alert: dict[str, Any]) -> Alert:
+    """A stored alert as the API shows it: with ``crop_url`` and its entry's addresses."""
+    return Alert.model_validate(_alert_fields(app, alert))
 
 
 def _resume_point(request: web.Request) -> int | None:

@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from lfr_actors import logs
+from lfr_actors.api.schemas import Problem
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import AuditLog
@@ -163,15 +164,19 @@ class ProblemError(Exception):
 
 def problem_response(request: web.Request, status: int, detail: str, **extra: Any) -> web.Response:
     """A JSON problem body: type, title, status, detail, instance (+ extensions)."""
-    body = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": request.path,
+    body = Problem(
+        type="about:blank",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.path,
         **extra,
-    }
-    return web.json_response(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
+    )
+    return web.json_response(
+        body.model_dump(mode="json", exclude_unset=True),
+        status=status,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
 
 
 @web.middleware
@@ -286,6 +291,13 @@ async def read_json_body(request: web.Request, model: type[_Body], *, max_bytes:
                 reason = f"unknown field; the fields are: {fields}"
             invalid.append({"name": name, "reason": reason})
         raise ProblemError(422, "The body has invalid fields.", invalid_params=invalid) from None
+
+
+def model_response(
+    body: BaseModel, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """``body`` (a response model) as the JSON answer, with ``status`` and ``headers``."""
+    return web.json_response(body.model_dump(mode="json"), status=status, headers=headers)
 
 
 def _too_large(size: int, max_bytes: int) -> ProblemError:

@@ -22,6 +22,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from lfr_actors.api.openapi import media, operation
+
 _BLOCK = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
@@ -47,6 +49,10 @@ def _page() -> tuple[bytes, str]:
     return text.encode("utf-8"), policy
 
 
+@operation(
+    "The adjudicating officer's web page (it asks for a token).",
+    responses={200: media("text/html", "The page.")},
+)
 async def console_page(request: web.Request) -> web.Response:
     """The console page (public: it holds no data; the API calls it makes need a token)."""
     body, policy = _page()
