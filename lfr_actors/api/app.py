@@ -32,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
+from prometheus_client import CollectorRegistry
 
 from lfr_actors import logs
 from lfr_actors.alerts import iso_utc
@@ -68,7 +69,12 @@ from lfr_actors.api.deployments import (
     get_report_page,
     list_deployments,
 )
-from lfr_actors.api.metrics import READY_STATUS_TIMEOUT_S, metrics_response, readiness_response
+from lfr_actors.api.metrics import (
+    READY_STATUS_TIMEOUT_S,
+    metrics_registry,
+    metrics_response,
+    readiness_response,
+)
 from lfr_actors.api.openapi import (
     BINARY,
     PageLimits,
@@ -265,6 +271,7 @@ SETTINGS = web.AppKey("settings", ApiSettings)
 HUB = web.AppKey("hub", EventHub)
 STATUS: web.AppKey[StatusSource | None] = web.AppKey("status")
 STATUS_CACHE = web.AppKey("status_cache", StatusCache)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 
 def create_app(
@@ -419,6 +426,7 @@ async def _status_ctx(app: web.Application) -> AsyncIterator[None]:
         store_health=app[STORE_HEALTH],
     )
     app[STATUS_CACHE] = cache
+    app[METRICS] = metrics_registry(cache)
     task = asyncio.create_task(cache.run(), name="status-gatherer")
     yield
     task.cancel()
@@ -494,7 +502,7 @@ async def readyz(request: web.Request) -> web.Response:
 )
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the cached status and the store's counts."""
-    return await metrics_response(request, request.app[STATUS_CACHE])
+    return await metrics_response(request, request.app[STATUS_CACHE], request.app[METRICS])
 
 
 @operation(
