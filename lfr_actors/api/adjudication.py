@@ -22,8 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lfr_actors.api import schemas
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import ADJUDICATIONS, ProblemError, model_response, read_json_body
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.keys import ADJUDICATIONS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
 from lfr_actors.store.adjudications import (
     MAX_NOTE_CHARS,
     MAX_REASON_CHARS,

@@ -14,8 +14,10 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import AUDIT, ProblemError, model_response
+from lfr_actors.api.bodies import model_response
+from lfr_actors.api.keys import AUDIT
 from lfr_actors.api.openapi import PageLimits, limit_param, ok, operation, problem, query
+from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import AuditEntry as AuditEntryModel
 from lfr_actors.api.schemas import AuditHead, AuditPage, AuditVerification
 from lfr_actors.store.audit import Action, AuditEntry

@@ -23,8 +23,10 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import AUDIT, ProblemError, model_response, read_json_body
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.keys import AUDIT, DEPLOYMENTS
 from lfr_actors.api.openapi import Body, body_problems, media, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import (
     ClosedDeployment,
     Deployment,
@@ -38,7 +40,6 @@ from lfr_actors.store.deployments import (
     DeploymentClosedError,
     DeploymentExistsError,
     DeploymentRecord,
-    Deployments,
     EntryExistsError,
     EntryStateError,
     FourEyesError,
@@ -54,7 +55,6 @@ MAX_TEXT_CHARS = 500
 MAX_LEAD = timedelta(days=366)
 """How far ahead a deployment's window may start."""
 
-DEPLOYMENTS = web.AppKey("deployments", Deployments)
 _T = TypeVar("_T")
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]

@@ -21,6 +21,7 @@ collector reads the cache when it is scraped: no process-wide metric state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -29,16 +30,24 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lfr_actors.api.common import ProblemError
+from lfr_actors.api.bodies import model_response
+from lfr_actors.api.keys import METRICS, STATUS, STATUS_CACHE, STORE_HEALTH
+from lfr_actors.api.openapi import media, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
+from lfr_actors.api.schemas import DeploymentStatus, Status, StatusFreshness
 from lfr_actors.api.status import StatusCache, not_ready
 
 __all__ = [
     "CAMERA_STATES",
     "CONTENT_TYPE",
     "READY_STATUS_TIMEOUT_S",
+    "deployment_status",
+    "healthz",
+    "metrics",
     "metrics_registry",
     "metrics_response",
     "readiness_response",
+    "readyz",
     "render_metrics",
     "status_families",
 ]
@@ -491,4 +500,83 @@ async def readiness_response(request: web.Request, cache: StatusCache) -> web.Re
             not_ready=reasons,
             headers={"Cache-Control": "no-store"},
         )
-    return web.json_response({"status": "ready"}, headers={"Cache-Control": "no-store"})
+    return model_response(Status(status="ready"), headers={"Cache-Control": "no-store"})
+
+
+# -- the health and status routes --------------------------------------------------
+
+
+@operation("Liveness: the process answers.", responses={200: ok(Status, "Alive.")})
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return model_response(Status(status="ok"))
+
+
+@operation(
+    "Readiness, from the status gathered once a second: the store can be read and written, "
+    "the status is fresh, every camera and embedder is reachable and at least one camera is "
+    "running.",
+    responses={
+        200: ok(Status, "Ready."),
+        503: problem("Not ready; not_ready names what is not."),
+    },
+)
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness from the cached status (503 naming what is not ready).
+
+    Ready: the store readable and writable, the status fresh, every camera and embedder
+    reachable and at least one camera running.
+    """
+    return await readiness_response(request, request.app[STATUS_CACHE])
+
+
+@operation(
+    "Prometheus text exposition of the deployment and the store.",
+    responses={200: media("text/plain", "Metrics.")},
+)
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the cached status and the store's counts."""
+    return await metrics_response(request, request.app[STATUS_CACHE], request.app[METRICS])
+
+
+@operation(
+    "The deployment's status, as last gathered (status_age_s says when).",
+    responses={
+        200: ok(
+            DeploymentStatus,
+            "The deployment's status, with status_age_s, status_error, status_stale and "
+            "store_error.",
+        ),
+        503: problem("No status source, or it could not be read."),
+    },
+)
+async def deployment_status(request: web.Request) -> web.Response:
+    """The deployment's cached status, with its age; 503 when none is attached or gathered.
+
+    ``status_age_s`` is how old the figures are, ``status_error`` why the last gather
+    failed (the figures are then the last good ones), and ``store_error`` why the API
+    cannot write the store (null while it can).
+    """
+    if request.app[STATUS] is None:
+        raise ProblemError(503, "No status source is attached to this API.")
+    cached = await request.app[STATUS_CACHE].first(READY_STATUS_TIMEOUT_S)
+    if cached.status is None:
+        reason = cached.error or "not gathered yet"
+        raise ProblemError(
+            503,
+            f"The deployment status could not be read ({reason}); retry in a few seconds.",
+            status_error=reason,
+        )
+    freshness = StatusFreshness(
+        status_age_s=None if cached.age_s is None else round(cached.age_s, 1),
+        status_error=cached.error,
+        status_stale=cached.stale,
+        store_error=request.app[STORE_HEALTH].failing,
+    )
+    # The figures are encoded once per gather; only these few fields per request.
+    encoded = request.app[STATUS_CACHE].encoded() or b"{}"
+    tail = json.dumps(freshness.model_dump(mode="json"), separators=(",", ":")).encode()
+    body = encoded[:-1] + (b"," if encoded != b"{}" else b"") + tail[1:]
+    return web.Response(
+        body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
+    )

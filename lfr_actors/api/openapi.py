@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from lfr_actors.api.auth import ROLE_MATRIX, Rule, route_key
-from lfr_actors.api.common import PROBLEM_CONTENT_TYPE
+from lfr_actors.api.problems import PROBLEM_CONTENT_TYPE
 from lfr_actors.api.schemas import Problem
 from lfr_actors.errors import LfrError
 
@@ -329,3 +329,12 @@ def build_document(
             },
         },
     }
+
+
+@operation(
+    "This document.",
+    responses={200: media("application/json", "The OpenAPI 3.1 document.", {"type": "object"})},
+)
+async def openapi(request: web.Request) -> web.Response:
+    """The API's OpenAPI 3.1 document: the router, the handlers' declarations, the roles."""
+    return web.json_response(build_document(request.app.router.routes()))

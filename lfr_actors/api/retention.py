@@ -18,16 +18,16 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import ProblemError, model_response, read_json_body
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.keys import HOLDS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import Hold as HoldModel
 from lfr_actors.api.schemas import HoldState
-from lfr_actors.store.retention import MAX_REASON_CHARS, Hold, Holds, UnknownAlertError
+from lfr_actors.store.retention import MAX_REASON_CHARS, Hold, UnknownAlertError
 
 MAX_BODY_BYTES = 16 * 1024
 """Room for the longest reason (4 bytes a character in UTF-8) and the rest."""
-
-HOLDS = web.AppKey("holds", Holds)
 
 
 class HoldBody(BaseModel):

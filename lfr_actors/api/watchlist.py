@@ -38,13 +38,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from lfr_actors.api.auth import PENDING_IMAGE_VIEWERS, principal, require_role
-from lfr_actors.api.common import AUDIT, ProblemError, model_response, read_json_body
+from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.deployments import (
-    DEPLOYMENTS,
     NO_DEPLOYMENT,
     run_store,
     unknown_deployment,
 )
+from lfr_actors.api.keys import AUDIT, DEPLOYMENTS, ENROL_SLOTS, ENROLLER
 from lfr_actors.api.openapi import (
     BINARY,
     Body,
@@ -55,6 +55,7 @@ from lfr_actors.api.openapi import (
     problem,
     query,
 )
+from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import Entry, EntryList
 from lfr_actors.enrolment import (
     MAX_ENROL_PIXELS,
@@ -89,8 +90,6 @@ MAX_LISTED_PROBLEMS = 10
 MAX_CONCURRENT_ENROLMENTS = 2
 """Uploads decoded and enrolled at once; each can hold a few hundred MB while it runs."""
 
-ENROLLER: web.AppKey[Enroller | None] = web.AppKey("enroller")
-ENROL_SLOTS = web.AppKey("enrol_slots", asyncio.Semaphore)
 
 Text = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
 

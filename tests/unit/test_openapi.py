@@ -12,7 +12,8 @@ from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api import audit as audit_api
 from lfr_actors.api.adjudication import AdjudicationBody
-from lfr_actors.api.app import ALERT_STATUSES, DEFAULT_PAGE, MAX_ID, MAX_PAGE, create_app
+from lfr_actors.api.alerts import ALERT_STATUSES, DEFAULT_PAGE, MAX_ID, MAX_PAGE
+from lfr_actors.api.app import create_app
 from lfr_actors.api.auth import ROLE_MATRIX, route_key
 from lfr_actors.api.openapi import OpenApiError, build_document
 

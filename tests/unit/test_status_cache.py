@@ -19,11 +19,11 @@ from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
-from lfr_actors.api import common as common_module
 from lfr_actors.api import status as status_module
-from lfr_actors.api.app import STATUS_CACHE, create_app
-from lfr_actors.api.common import STORE_HEALTH, StoreHealth, store_write_failure
-from lfr_actors.api.status import StatusCache, not_ready
+from lfr_actors.api.app import create_app
+from lfr_actors.api.keys import STATUS_CACHE, STORE_HEALTH
+from lfr_actors.api.problems import store_write_failure
+from lfr_actors.api.status import StatusCache, StoreHealth, not_ready
 from lfr_actors.cli import cmd_status, status_lines
 from lfr_actors.deployment import Deployment
 from lfr_actors.errors import LfrError
@@ -320,7 +320,7 @@ async def test_a_write_on_a_full_disk_is_503_logged_once_and_recovers(
     monkeypatch.setattr(Adjudications, "decide", full)
     # A fresh logger: structlog caches one on first use, and capture_logs sees only those
     # bound while it is active (another test may have used the module's logger first).
-    monkeypatch.setattr(common_module, "_log", get_logger("lfr_actors.api.common"))
+    monkeypatch.setattr(status_module, "_log", get_logger("lfr_actors.api.status"))
     body = {"decision": "not_a_match", "note": "not the person"}
     with capture_logs() as logs:
         for _ in range(20):
