@@ -9,6 +9,7 @@ Entries come oldest first with everything needed to recompute the chain outside 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -31,18 +32,8 @@ AUDIT_LOG_SUBJECT = "audit_log"
 
 def entry_body(entry: AuditEntry) -> AuditEntryModel:
     """An audit entry as the API shows it: its time both as text and as stored."""
-    return AuditEntryModel(
-        seq=entry.seq,
-        at=entry.at,
-        at_unix=entry.at,
-        actor=entry.actor,
-        actor_token=entry.actor_token,
-        action=entry.action,
-        subject=entry.subject,
-        details=entry.details_map(),
-        prev_hash=entry.prev_hash,
-        hash=entry.hash,
-    )
+    fields = {**dataclasses.asdict(entry), "at_unix": entry.at, "details": entry.details_map()}
+    return AuditEntryModel.model_validate(fields)
 
 
 @operation(
