@@ -142,7 +142,7 @@ def media(content_type: str, description: str, schema: Json = STRING) -> Reply:
 
 def no_content(description: str) -> Reply:
     """An answer with no body."""
-    return Reply(description, None, "")
+    return Reply(description, None, "", None)
 
 
 def body_problems(max_bytes: int) -> dict[int, Reply]:
@@ -250,9 +250,7 @@ def _operation(name: str, path: str, declared: Operation, components: _Component
         limit = f"at most {body.max_bytes:,} bytes."
         out["requestBody"] = {
             "required": body.required,
-            "description": f"At most {body.max_bytes:,} bytes."
-            if body.required
-            else f"Optional; {limit}",
+            "description": limit.capitalize() if body.required else f"Optional; {limit}",
             "content": {body.media: {"schema": components.add(body.model, "validation")}},
         }
     out["responses"] = {
