@@ -16,14 +16,16 @@ A refused request writes nothing.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.alerts import iso_utc
+from lfr_actors.api import schemas
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import ADJUDICATIONS, ProblemError, read_json_body
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.keys import ADJUDICATIONS
+from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
 from lfr_actors.store.adjudications import (
     MAX_NOTE_CHARS,
     MAX_REASON_CHARS,
@@ -78,13 +80,22 @@ class AdjudicationBody(BaseModel):
         )
 
 
-def render_adjudication(record: AdjudicationRecord) -> dict[str, Any]:
-    """A decision as the API shows it (ISO 8601 UTC time)."""
-    out = record.as_dict()
-    out["decided_at"] = iso_utc(record.decided_at)
-    return out
+def adjudication_body(record: AdjudicationRecord) -> schemas.AdjudicationRecord:
+    """A stored decision as the API shows it."""
+    return schemas.AdjudicationRecord.model_validate(record, from_attributes=True)
 
 
+@operation(
+    "Record the caller's decision on an alert.",
+    body=Body(AdjudicationBody, MAX_BODY_BYTES),
+    responses={
+        200: ok(schemas.AdjudicationRecord, "The same decision was already stored."),
+        201: ok(schemas.AdjudicationRecord, "The decision was recorded."),
+        404: problem("No such alert."),
+        409: problem("Contradicts the decision in force (see current)."),
+        **body_problems(MAX_BODY_BYTES),
+    },
+)
 async def adjudicate(request: web.Request) -> web.Response:
     """Record the caller's decision on an alert (see the module's docstring)."""
     alert_id = request.match_info["alert_id"]
@@ -107,11 +118,13 @@ async def adjudicate(request: web.Request) -> web.Response:
     except UnknownAlertError as exc:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
     except AdjudicationConflictError as exc:
-        current = None if exc.current is None else render_adjudication(exc.current)
+        current = (
+            None if exc.current is None else adjudication_body(exc.current).model_dump(mode="json")
+        )
         raise ProblemError(409, f"Refused: {exc}.", current=current) from exc
     location = str(request.app.router["alert"].url_for(alert_id=alert_id))
-    return web.json_response(
-        render_adjudication(decided.record),
+    return model_response(
+        adjudication_body(decided.record),
         status=201 if decided.created else 200,
         headers={"Location": location},
     )

@@ -9,14 +9,18 @@ Entries come oldest first with everything needed to recompute the chain outside 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import dataclasses
 
 from aiohttp import web
 from multidict import MultiMapping
 
-from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import AUDIT, ProblemError
+from lfr_actors.api.bodies import model_response
+from lfr_actors.api.keys import AUDIT
+from lfr_actors.api.openapi import PageLimits, limit_param, ok, operation, problem, query
+from lfr_actors.api.problems import ProblemError
+from lfr_actors.api.schemas import AuditEntry as AuditEntryModel
+from lfr_actors.api.schemas import AuditHead, AuditPage, AuditVerification
 from lfr_actors.store.audit import Action, AuditEntry
 
 MAX_PAGE = 500
@@ -26,36 +30,48 @@ AUDIT_LOG_SUBJECT = "audit_log"
 """The subject of ``audit.verify`` entries."""
 
 
-def render_entry(entry: AuditEntry) -> dict[str, Any]:
-    """An audit entry as the API shows it."""
-    return {
-        "seq": entry.seq,
-        "at": iso_utc(entry.at),
-        "at_unix": entry.at,
-        "actor": entry.actor,
-        "actor_token": entry.actor_token,
-        "action": entry.action,
-        "subject": entry.subject,
-        "details": entry.details_map(),
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
+def entry_body(entry: AuditEntry) -> AuditEntryModel:
+    """An audit entry as the API shows it: its time both as text and as stored."""
+    fields = {**dataclasses.asdict(entry), "at_unix": entry.at, "details": entry.details_map()}
+    return AuditEntryModel.model_validate(fields)
 
 
+@operation(
+    "Audit entries after a seq, oldest first, with their hash chain.",
+    parameters=[
+        query("after", {"type": "integer", "minimum": 0}, "Entries after this seq."),
+        limit_param(PageLimits(DEFAULT_PAGE, MAX_PAGE)),
+        query(
+            "action",
+            {"type": "string", "enum": sorted(str(a) for a in Action)},
+            "Only entries of this action.",
+        ),
+        query(
+            "subject",
+            {"type": "string", "maxLength": MAX_SUBJECT_CHARS},
+            "Only entries about this subject.",
+        ),
+    ],
+    responses={
+        200: ok(AuditPage, "A page of entries."),
+        400: problem("Invalid query parameters (all listed in invalid_params)."),
+    },
+)
 async def list_audit(request: web.Request) -> web.Response:
     """Audit entries after ``after`` (a seq), oldest first, filtered by action or subject."""
     after, limit, action, subject = _parse(request.query)
     page = await asyncio.to_thread(
         request.app[AUDIT].page, after_seq=after, limit=limit, action=action, subject=subject
     )
-    return web.json_response(
-        {
-            "entries": [render_entry(e) for e in page.entries],
-            "next_after": page.next_after,
-        }
+    return model_response(
+        AuditPage(entries=[entry_body(e) for e in page.entries], next_after=page.next_after)
     )
 
 
+@operation(
+    "Recompute the audit hash chain (the check is itself audited).",
+    responses={200: ok(AuditVerification, "Intact or not.")},
+)
 async def verify_audit(request: web.Request) -> web.Response:
     """Recompute the hash chain; 200 either way, with ``intact`` and where it breaks."""
     audit = request.app[AUDIT]
@@ -72,7 +88,15 @@ async def verify_audit(request: web.Request) -> web.Response:
             "bad_seq": check.bad_seq,
         },
     )
-    return web.json_response(check.as_dict())
+    return model_response(
+        AuditVerification(
+            entries=check.entries,
+            intact=check.intact,
+            head=AuditHead(seq=check.head_seq, hash=check.head_hash),
+            bad_seq=check.bad_seq,
+            reason=check.reason,
+        )
+    )
 
 
 def _parse(query: MultiMapping[str]) -> tuple[int, int, str | None, str | None]:

@@ -30,7 +30,8 @@ from types import MappingProxyType
 from aiohttp import web
 
 from lfr_actors import logs
-from lfr_actors.api.common import TOKENS, ProblemError
+from lfr_actors.api.keys import AUTH_ENABLED, TOKENS
+from lfr_actors.api.problems import ProblemError
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.tokens import Role
@@ -150,7 +151,6 @@ ANONYMOUS = Principal("anonymous (auth off)", Role.ADMIN, None)
 """The caller of every route when the application is built with ``auth=False``."""
 
 PRINCIPAL = web.RequestKey("principal", Principal)
-AUTH_ENABLED = web.AppKey("auth_enabled", bool)
 
 
 def principal(request: web.Request) -> Principal:

@@ -22,6 +22,11 @@ from importlib import resources
 
 from aiohttp import web
 
+from lfr_actors.api.auth import principal
+from lfr_actors.api.bodies import model_response
+from lfr_actors.api.openapi import media, no_content, ok, operation
+from lfr_actors.api.schemas import Principal
+
 _BLOCK = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
@@ -47,6 +52,10 @@ def _page() -> tuple[bytes, str]:
     return text.encode("utf-8"), policy
 
 
+@operation(
+    "The adjudicating officer's web page (it asks for a token).",
+    responses={200: media("text/html", "The page.")},
+)
 async def console_page(request: web.Request) -> web.Response:
     """The console page (public: it holds no data; the API calls it makes need a token)."""
     body, policy = _page()
@@ -61,3 +70,22 @@ async def console_page(request: web.Request) -> web.Response:
             "Referrer-Policy": "no-referrer",
         },
     )
+
+
+@operation(
+    "No icon (204), so browsers asking for one get no error.",
+    responses={204: no_content("No content.")},
+)
+async def favicon(request: web.Request) -> web.Response:
+    """No icon: browsers ask for one with every page; an empty answer keeps logs quiet."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
+
+@operation(
+    "Who the token belongs to: its holder's name and role.",
+    responses={200: ok(Principal, "The caller.")},
+)
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's name and role (the console shows them and what the role may do)."""
+    caller = principal(request)
+    return model_response(Principal(name=caller.name, role=caller.role))

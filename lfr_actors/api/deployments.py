@@ -22,15 +22,24 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.keys import AUDIT, DEPLOYMENTS
+from lfr_actors.api.openapi import Body, body_problems, media, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
+from lfr_actors.api.schemas import (
+    ClosedDeployment,
+    Deployment,
+    DeploymentLinks,
+    DeploymentList,
+    Report,
+    ThresholdChanged,
+)
 from lfr_actors.store.audit import Action
 from lfr_actors.store.deployments import (
     DeploymentClosedError,
     DeploymentExistsError,
     DeploymentRecord,
-    Deployments,
     EntryExistsError,
     EntryStateError,
     FourEyesError,
@@ -43,7 +52,6 @@ MAX_BODY_BYTES = 16 * 1024
 """Room for every text field at its longest (4 bytes a character in UTF-8)."""
 MAX_TEXT_CHARS = 500
 
-DEPLOYMENTS = web.AppKey("deployments", Deployments)
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -74,21 +82,21 @@ class ThresholdBody(BaseModel):
     reason: Text = Field(description="Why the threshold changes (recorded in the audit log).")
 
 
-def render_deployment(request: web.Request, record: DeploymentRecord) -> dict[str, Any]:
-    """A deployment as the API shows it (ISO 8601 UTC times, links to its parts)."""
+def _deployment_fields(request: web.Request, record: DeploymentRecord) -> dict[str, Any]:
     now = request.app[DEPLOYMENTS].clock()
-    out = record.as_dict(now)
-    for name in ("starts_at", "ends_at", "created_at", "closed_at", "counters_at"):
-        if out[name] is not None:
-            out[name] = iso_utc(out[name])
     router = request.app.router
-    out["links"] = {
-        "entries": str(router["entries"].url_for(deployment_id=record.id)),
-        "report": str(router["deployment_report"].url_for(deployment_id=record.id)),
-        "report_page": str(router["deployment_report_page"].url_for(deployment_id=record.id)),
-        "alerts": str(router["alerts"].url_for().with_query(deployment=record.id)),
-    }
-    return out
+    links = DeploymentLinks(
+        entries=str(router["entries"].url_for(deployment_id=record.id)),
+        report=str(router["deployment_report"].url_for(deployment_id=record.id)),
+        report_page=str(router["deployment_report_page"].url_for(deployment_id=record.id)),
+        alerts=str(router["alerts"].url_for().with_query(deployment=record.id)),
+    )
+    return {**record.as_dict(now), "links": links}
+
+
+def deployment_body(request: web.Request, record: DeploymentRecord) -> Deployment:
+    """A deployment as the API shows it: its state now and links to its parts."""
+    return Deployment.model_validate(_deployment_fields(request, record))
 
 
 def unknown_deployment(deployment_id: str) -> ProblemError:
@@ -124,6 +132,14 @@ async def run_store(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         raise ProblemError(409, f"Refused: {exc}.") from exc
 
 
+NO_DEPLOYMENT = problem("No such deployment.")
+UNKNOWN_PARAMETER = problem("An unknown parameter.")
+
+
+@operation(
+    "Every deployment, the newest window first.",
+    responses={200: ok(DeploymentList, "The deployments."), 400: UNKNOWN_PARAMETER},
+)
 async def list_deployments(request: web.Request) -> web.Response:
     """Every deployment, the newest window first."""
     if request.query:
@@ -135,9 +151,20 @@ async def list_deployments(request: web.Request) -> web.Response:
             ],
         )
     records = await asyncio.to_thread(request.app[DEPLOYMENTS].list)
-    return web.json_response({"deployments": [render_deployment(request, r) for r in records]})
+    return model_response(
+        DeploymentList(deployments=[deployment_body(request, r) for r in records])
+    )
 
 
+@operation(
+    "Record a new deployment (audited as deployment.create).",
+    body=Body(NewDeployment, MAX_BODY_BYTES),
+    responses={
+        201: ok(Deployment, "The deployment was recorded."),
+        409: problem("A deployment with that id exists."),
+        **body_problems(MAX_BODY_BYTES),
+    },
+)
 async def create_deployment(request: web.Request) -> web.Response:
     """Record a new deployment under the caller's name (audited)."""
     body = await read_json_body(request, NewDeployment, max_bytes=MAX_BODY_BYTES)
@@ -152,20 +179,35 @@ async def create_deployment(request: web.Request) -> web.Response:
         )
     record = await run_store(store.create, trimmed(body), actor=principal(request).actor)
     location = str(request.app.router["deployment"].url_for(deployment_id=record.id))
-    return web.json_response(
-        render_deployment(request, record), status=201, headers={"Location": location}
+    return model_response(
+        deployment_body(request, record), status=201, headers={"Location": location}
     )
 
 
+@operation(
+    "One deployment, with its state now.",
+    responses={200: ok(Deployment, "The deployment."), 404: NO_DEPLOYMENT},
+)
 async def get_deployment(request: web.Request) -> web.Response:
     """One deployment, with its state now."""
     deployment_id = request.match_info["deployment_id"]
     record = await asyncio.to_thread(request.app[DEPLOYMENTS].find, deployment_id)
     if record is None:
         raise unknown_deployment(deployment_id)
-    return web.json_response(render_deployment(request, record))
+    return model_response(deployment_body(request, record))
 
 
+@operation(
+    "Close the deployment: its cameras stop and its watchlist is destroyed.",
+    description="Audited as deployment.close. The alerts, the audit trail and the report remain.",
+    body=Body(CloseBody, MAX_BODY_BYTES),
+    responses={
+        200: ok(ClosedDeployment, "Closed; entries_destroyed counts them."),
+        404: NO_DEPLOYMENT,
+        409: problem("Already closed."),
+        **body_problems(MAX_BODY_BYTES),
+    },
+)
 async def close_deployment(request: web.Request) -> web.Response:
     """Close the deployment and destroy its watchlist (audited); 409 if already closed."""
     deployment_id = request.match_info["deployment_id"]
@@ -176,11 +218,25 @@ async def close_deployment(request: web.Request) -> web.Response:
         actor=principal(request).actor,
         reason=body.reason.strip(),
     )
-    out = render_deployment(request, record)
-    out["entries_destroyed"] = destroyed
-    return web.json_response(out)
+    fields = _deployment_fields(request, record)
+    return model_response(
+        ClosedDeployment.model_validate({**fields, "entries_destroyed": destroyed})
+    )
 
 
+@operation(
+    "Change the deployment's threshold (audited as deployment.threshold with the old and "
+    "new values and the reason).",
+    description="A running deployment applies it within about a second. An entry's own "
+    "threshold, where it has one, still replaces it for that entry.",
+    body=Body(ThresholdBody, MAX_BODY_BYTES),
+    responses={
+        200: ok(ThresholdChanged, "The deployment; changed says if it did."),
+        404: NO_DEPLOYMENT,
+        409: problem("The deployment is closed."),
+        **body_problems(MAX_BODY_BYTES),
+    },
+)
 async def change_threshold(request: web.Request) -> web.Response:
     """Change the deployment's threshold (audited); a running deployment applies it at once.
 
@@ -195,12 +251,11 @@ async def change_threshold(request: web.Request) -> web.Response:
         actor=principal(request).actor,
         reason=body.reason.strip(),
     )
-    out = render_deployment(request, record)
-    out["changed"] = changed
-    return web.json_response(out)
+    fields = _deployment_fields(request, record)
+    return model_response(ThresholdChanged.model_validate({**fields, "changed": changed}))
 
 
-async def _report(request: web.Request, form: str) -> dict[str, Any]:
+async def _report(request: web.Request, form: str) -> Report:
     deployment_id = request.match_info["deployment_id"]
     if request.query:
         raise ProblemError(
@@ -218,22 +273,31 @@ async def _report(request: web.Request, form: str) -> dict[str, Any]:
         deployment_id,
         {"form": form},
     )
-    for name in ("starts_at", "ends_at", "closed_at", "generated_at"):
-        if report[name] is not None:
-            report[name] = iso_utc(report[name])
-    return report
+    return Report.model_validate(report)
 
 
+@operation(
+    "The deployment's published figures (audited as report.export).",
+    responses={200: ok(Report, "The report."), 400: UNKNOWN_PARAMETER, 404: NO_DEPLOYMENT},
+)
 async def get_report(request: web.Request) -> web.Response:
     """The deployment's published figures as JSON (each export is audited)."""
-    return web.json_response(await _report(request, "json"))
+    return model_response(await _report(request, "json"))
 
 
+@operation(
+    "The report as a printable page (audited as report.export).",
+    responses={
+        200: media("text/html", "The page."),
+        400: UNKNOWN_PARAMETER,
+        404: NO_DEPLOYMENT,
+    },
+)
 async def get_report_page(request: web.Request) -> web.Response:
     """The deployment's published figures as a printable HTML page (audited)."""
     report = await _report(request, "html")
     return web.Response(
-        text=render_report_page(report),
+        text=render_report_page(report.model_dump(mode="json")),
         content_type="text/html",
         charset="utf-8",
         headers={

@@ -1,39 +1,55 @@
 """Prometheus metrics and Kubernetes readiness for the alert API.
 
-:func:`render_metrics` turns the deployment's status (the dict that
-:meth:`lfr_actors.control.Deployment.status` returns) into the Prometheus text
-exposition format 0.0.4. It reads only the counters and gauges it names, field by field,
-so nothing else in the status dict can leak into a scrape: labels hold topology ids only
-(camera, embedder, actor, role, stage, quantile) and fixed vocabularies (a camera's
-``state``, one of :data:`CAMERA_STATES`), never an entry id, an alert id, a name or
-anything about a face, because metric labels must hold no biometric or watchlist data.
-Values that are missing, ``None`` or not numbers are left out rather than guessed.
+:func:`status_families` turns the deployment's status (the dict that
+:meth:`lfr_actors.control.Deployment.status` returns) into ``prometheus_client`` metric
+families, and :func:`render_metrics` writes them in the Prometheus text exposition format
+0.0.4 (``prometheus_client``'s own writer). It reads only the counters and gauges it
+names, field by field, so nothing else in the status dict can leak into a scrape: labels
+hold topology ids only (camera, embedder, actor, role, stage, quantile) and fixed
+vocabularies (a camera's ``state``, one of :data:`CAMERA_STATES`), never an entry id, an
+alert id, a name or anything about a face, because metric labels must hold no biometric
+or watchlist data. Values that are missing, ``None`` or not numbers are left out rather
+than guessed.
 
 :func:`metrics_response` (``GET /metrics``) and :func:`readiness_response` (``GET /readyz``)
 answer the routes that :mod:`lfr_actors.api.app` registers, from the status that
 :class:`lfr_actors.api.status.StatusCache` gathers in the background: neither calls an
-actor or reads the store.
+actor or reads the store. Each application scrapes its own
+:class:`prometheus_client.CollectorRegistry` (:func:`metrics_registry`), whose one
+collector reads the cache when it is scraped: no process-wide metric state.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from lfr_actors.api.common import ProblemError
+from lfr_actors.api.bodies import model_response
+from lfr_actors.api.keys import METRICS, STATUS, STATUS_CACHE, STORE_HEALTH
+from lfr_actors.api.openapi import media, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
+from lfr_actors.api.schemas import DeploymentStatus, Status, StatusFreshness
 from lfr_actors.api.status import StatusCache, not_ready
 
 __all__ = [
     "CAMERA_STATES",
     "CONTENT_TYPE",
     "READY_STATUS_TIMEOUT_S",
+    "deployment_status",
+    "healthz",
+    "metrics",
+    "metrics_registry",
     "metrics_response",
     "readiness_response",
+    "readyz",
     "render_metrics",
+    "status_families",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -44,15 +60,6 @@ READY_STATUS_TIMEOUT_S = 2.0
 never wait: they read the cache)."""
 
 Labels = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class _Family:
-    name: str
-    kind: str
-    help: str
-    samples: list[tuple[Labels, float]] = field(default_factory=list)
-
 
 # (status key, metric name, help) for each per-actor counter and gauge.
 _CAMERA_COUNTERS = (
@@ -129,9 +136,15 @@ CAMERA_STATES = (
 _QUANTILES = (("0.5", "latency_ms_p50"), ("0.95", "latency_ms_p95"), ("0.99", "latency_ms_p99"))
 
 
-class _Registry:
+class _Families:
+    """Metric families in the order first named; a sample whose value is no number is left out.
+
+    A counter is declared by its exposed name (``..._total``); ``prometheus_client``
+    keeps the family's name without the suffix and writes it back on each sample.
+    """
+
     def __init__(self) -> None:
-        self._families: dict[str, _Family] = {}
+        self._families: dict[str, Metric] = {}
 
     def add(self, name: str, kind: str, help_text: str, labels: Labels, value: Any) -> None:
         number = _number(value)
@@ -139,28 +152,50 @@ class _Registry:
             return
         family = self._families.get(name)
         if family is None:
-            family = self._families[name] = _Family(name, kind, help_text)
-        family.samples.append((labels, number))
+            names = [label for label, _ in labels]
+            made: Metric
+            if kind == "counter":
+                made = CounterMetricFamily(name, help_text, labels=names)
+            else:
+                made = GaugeMetricFamily(name, help_text, labels=names)
+            family = self._families[name] = made
+        family.add_metric([v for _, v in labels], number)  # type: ignore[attr-defined]
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for family in self._families.values():
-            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            for labels, value in family.samples:
-                lines.append(f"{family.name}{_labels(labels)} {_format_value(value)}")
-        return "\n".join(lines) + "\n" if lines else ""
+    def families(self) -> list[Metric]:
+        return list(self._families.values())
+
+
+class _Fixed(Collector):
+    """A collector of families made already (what one scrape or one render writes)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def exposition(families: Iterable[Metric]) -> str:
+    """``families`` in the Prometheus text exposition format 0.0.4 ("" when none)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(families))
+    return generate_latest(registry).decode("utf-8")
 
 
 def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) -> str:
-    """The status dict as Prometheus text exposition format 0.0.4.
+    """The status dict as Prometheus text exposition format 0.0.4 (see :func:`status_families`)."""
+    return exposition(status_families(status, status_up=status_up))
+
+
+def status_families(status: Mapping[str, Any], *, status_up: bool | None = None) -> list[Metric]:
+    """The status dict as metric families.
 
     Reads ``deployment`` (threshold, watchlist size, state), ``cameras``, ``embedders``,
     ``index`` and ``alerts`` (``alerts.store`` holds the store's row counts); every other
     key is ignored. ``status_up`` (when given) adds ``lfr_status_up``: whether the
     status was gathered and is fresh.
     """
-    reg = _Registry()
+    reg = _Families()
     if status_up is not None:
         reg.add(
             "lfr_status_up",
@@ -350,7 +385,7 @@ def render_metrics(status: Mapping[str, Any], *, status_up: bool | None = None) 
                 labels,
                 figures.get("decode_errors"),
             )
-    return reg.render()
+    return reg.families()
 
 
 def _sections(value: Any) -> list[tuple[str, Mapping[str, Any]]]:
@@ -366,81 +401,80 @@ def _number(value: Any) -> float | None:
     return value
 
 
-def _format_value(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _labels(labels: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{name}="{_escape_label(value)}"' for name, value in labels)
-    return f"{{{inner}}}" if inner else ""
-
-
 # -- handlers ------------------------------------------------------------------------
 
 
-async def metrics_response(request: web.Request, cache: StatusCache) -> web.Response:
+class _StatusCollector(Collector):
+    """The cached status as metrics, read when scraped (one per application)."""
+
+    def __init__(self, cache: StatusCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self.cache
+        cached = cache.snapshot()
+        status_up = cached.up if cached.has_source else None
+
+        def build() -> list[Metric]:
+            status: dict[str, Any] = dict(cached.status or {}) if cached.has_source else {}
+            alerts = status.get("alerts")
+            merged = dict(alerts) if isinstance(alerts, Mapping) else {}
+            if cached.store_counts is not None:
+                merged["store"] = cached.store_counts
+            status["alerts"] = merged
+            return status_families(status, status_up=status_up)
+
+        # The figures change once per gather: built once per gather, not once per scrape.
+        yield from cache.derived("metrics", status_up, build)
+        extra = _Families()
+        if cached.has_source and cached.age_s is not None:
+            extra.add(
+                "lfr_status_age_seconds",
+                "gauge",
+                "Seconds since the deployment's status was last gathered.",
+                (),
+                round(cached.age_s, 3),
+            )
+        extra.add(
+            "lfr_status_gathers_total",
+            "counter",
+            "Status gathers the background task has made (requests never add to it).",
+            (),
+            cache.gathers,
+        )
+        writable = not any(
+            reason.startswith("alert store: cannot be written") for reason in not_ready(cached)
+        )
+        extra.add(
+            "lfr_store_writable",
+            "gauge",
+            "Whether the alert store can be written (1) or a write failed for space or I/O (0).",
+            (),
+            1 if writable else 0,
+        )
+        yield from extra.families()
+
+
+def metrics_registry(cache: StatusCache) -> CollectorRegistry:
+    """An application's own registry: one collector that reads ``cache`` at each scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StatusCollector(cache))
+    return registry
+
+
+async def metrics_response(
+    request: web.Request, cache: StatusCache, registry: CollectorRegistry
+) -> web.Response:
     """Prometheus metrics from the cached status (the store's counts alone without a source).
 
     Reads memory only: the cache's background task gathered the figures.
     ``lfr_status_up`` (with a source) says whether the last gather answered and is fresh,
     ``lfr_status_age_seconds`` how old the figures are, ``lfr_store_writable`` whether the
-    store can be written (the API's own writes and the alert actor's).
+    store can be written (the API's own writes and the alert actor's). Before the first
+    gather it waits for that one, at most :data:`READY_STATUS_TIMEOUT_S`.
     """
-    cached = await cache.first(READY_STATUS_TIMEOUT_S)
-    status_up = cached.up if cached.has_source else None
-
-    def render() -> str:
-        status: dict[str, Any] = dict(cached.status or {}) if cached.has_source else {}
-        alerts = status.get("alerts")
-        merged = dict(alerts) if isinstance(alerts, Mapping) else {}
-        if cached.store_counts is not None:
-            merged["store"] = cached.store_counts
-        status["alerts"] = merged
-        return render_metrics(status, status_up=status_up)
-
-    # The figures change once per gather: rendered once per gather, not once per scrape.
-    body = cache.derived("metrics", status_up, render)
-    extra = _Registry()
-    if cached.has_source and cached.age_s is not None:
-        extra.add(
-            "lfr_status_age_seconds",
-            "gauge",
-            "Seconds since the deployment's status was last gathered.",
-            (),
-            round(cached.age_s, 3),
-        )
-    extra.add(
-        "lfr_status_gathers_total",
-        "counter",
-        "Status gathers the background task has made (requests never add to it).",
-        (),
-        cache.gathers,
-    )
-    writable = not any(
-        reason.startswith("alert store: cannot be written") for reason in not_ready(cached)
-    )
-    extra.add(
-        "lfr_store_writable",
-        "gauge",
-        "Whether the alert store can be written (1) or a write failed for space or I/O (0).",
-        (),
-        1 if writable else 0,
-    )
-    response = web.Response(text=body + extra.render(), headers={"Cache-Control": "no-store"})
+    await cache.first(READY_STATUS_TIMEOUT_S)
+    response = web.Response(body=generate_latest(registry), headers={"Cache-Control": "no-store"})
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
 
@@ -466,4 +500,83 @@ async def readiness_response(request: web.Request, cache: StatusCache) -> web.Re
             not_ready=reasons,
             headers={"Cache-Control": "no-store"},
         )
-    return web.json_response({"status": "ready"}, headers={"Cache-Control": "no-store"})
+    return model_response(Status(status="ready"), headers={"Cache-Control": "no-store"})
+
+
+# -- the health and status routes --------------------------------------------------
+
+
+@operation("Liveness: the process answers.", responses={200: ok(Status, "Alive.")})
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return model_response(Status(status="ok"))
+
+
+@operation(
+    "Readiness, from the status gathered once a second: the store can be read and written, "
+    "the status is fresh, every camera and embedder is reachable and at least one camera is "
+    "running.",
+    responses={
+        200: ok(Status, "Ready."),
+        503: problem("Not ready; not_ready names what is not."),
+    },
+)
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness from the cached status (503 naming what is not ready).
+
+    Ready: the store readable and writable, the status fresh, every camera and embedder
+    reachable and at least one camera running.
+    """
+    return await readiness_response(request, request.app[STATUS_CACHE])
+
+
+@operation(
+    "Prometheus text exposition of the deployment and the store.",
+    responses={200: media("text/plain", "Metrics.")},
+)
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the cached status and the store's counts."""
+    return await metrics_response(request, request.app[STATUS_CACHE], request.app[METRICS])
+
+
+@operation(
+    "The deployment's status, as last gathered (status_age_s says when).",
+    responses={
+        200: ok(
+            DeploymentStatus,
+            "The deployment's status, with status_age_s, status_error, status_stale and "
+            "store_error.",
+        ),
+        503: problem("No status source, or it could not be read."),
+    },
+)
+async def deployment_status(request: web.Request) -> web.Response:
+    """The deployment's cached status, with its age; 503 when none is attached or gathered.
+
+    ``status_age_s`` is how old the figures are, ``status_error`` why the last gather
+    failed (the figures are then the last good ones), and ``store_error`` why the API
+    cannot write the store (null while it can).
+    """
+    if request.app[STATUS] is None:
+        raise ProblemError(503, "No status source is attached to this API.")
+    cached = await request.app[STATUS_CACHE].first(READY_STATUS_TIMEOUT_S)
+    if cached.status is None:
+        reason = cached.error or "not gathered yet"
+        raise ProblemError(
+            503,
+            f"The deployment status could not be read ({reason}); retry in a few seconds.",
+            status_error=reason,
+        )
+    freshness = StatusFreshness(
+        status_age_s=None if cached.age_s is None else round(cached.age_s, 1),
+        status_error=cached.error,
+        status_stale=cached.stale,
+        store_error=request.app[STORE_HEALTH].failing,
+    )
+    # The figures are encoded once per gather; only these few fields per request.
+    encoded = request.app[STATUS_CACHE].encoded() or b"{}"
+    tail = json.dumps(freshness.model_dump(mode="json"), separators=(",", ":")).encode()
+    body = encoded[:-1] + (b"," if encoded != b"{}" else b"") + tail[1:]
+    return web.Response(
+        body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
+    )

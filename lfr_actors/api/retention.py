@@ -13,20 +13,21 @@ authoriser's (and admin's) act, audited as ``alert.hold`` and ``alert.release``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import principal
-from lfr_actors.api.common import ProblemError, read_json_body
-from lfr_actors.store.retention import MAX_REASON_CHARS, Hold, Holds, UnknownAlertError
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.keys import HOLDS
+from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
+from lfr_actors.api.schemas import Hold as HoldModel
+from lfr_actors.api.schemas import HoldState
+from lfr_actors.store.retention import MAX_REASON_CHARS, Hold, UnknownAlertError
 
 MAX_BODY_BYTES = 16 * 1024
 """Room for the longest reason (4 bytes a character in UTF-8) and the rest."""
-
-HOLDS = web.AppKey("holds", Holds)
 
 
 class HoldBody(BaseModel):
@@ -53,17 +54,22 @@ class ReleaseBody(BaseModel):
     )
 
 
-def render_hold(hold: Hold | None) -> dict[str, Any] | None:
-    """A hold as the API shows it (ISO 8601 UTC times), or None."""
-    if hold is None:
-        return None
-    out = hold.as_dict()
-    out["at"] = iso_utc(hold.at)
-    if hold.released_at is not None:
-        out["released_at"] = iso_utc(hold.released_at)
-    return out
+def hold_body(hold: Hold | None) -> HoldModel | None:
+    """A stored hold as the API shows it, or None."""
+    return None if hold is None else HoldModel.model_validate(hold, from_attributes=True)
 
 
+@operation(
+    "Put the alert on evidential hold: its crop is kept past retention.",
+    description="Audited as alert.hold. A second hold answers 200 with the first.",
+    body=Body(HoldBody, MAX_BODY_BYTES),
+    responses={
+        200: ok(HoldState, "The alert was already on hold."),
+        201: ok(HoldState, "The hold was set."),
+        404: problem("No such alert."),
+        **body_problems(MAX_BODY_BYTES),
+    },
+)
 async def set_hold(request: web.Request) -> web.Response:
     """Put the alert on evidential hold (see the module's docstring)."""
     alert_id = request.match_info["alert_id"]
@@ -81,13 +87,23 @@ async def set_hold(request: web.Request) -> web.Response:
     except UnknownAlertError as exc:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
     location = str(request.app.router["alert"].url_for(alert_id=alert_id))
-    return web.json_response(
-        {"alert_id": alert_id, "hold": render_hold(hold), "changed": created},
+    return model_response(
+        HoldState(alert_id=alert_id, hold=hold_body(hold), changed=created),
         status=201 if created else 200,
         headers={"Location": location},
     )
 
 
+@operation(
+    "Release the alert's evidential hold (audited as alert.release).",
+    description="hold is null and changed false when no hold was in force.",
+    body=Body(ReleaseBody, MAX_BODY_BYTES, required=False),
+    responses={
+        200: ok(HoldState, "The hold released, or none was in force."),
+        404: problem("No such alert."),
+        **body_problems(MAX_BODY_BYTES),
+    },
+)
 async def release_hold(request: web.Request) -> web.Response:
     """Release the alert's evidential hold (see the module's docstring)."""
     alert_id = request.match_info["alert_id"]
@@ -104,6 +120,6 @@ async def release_hold(request: web.Request) -> web.Response:
         )
     except UnknownAlertError as exc:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
-    return web.json_response(
-        {"alert_id": alert_id, "hold": render_hold(released), "changed": released is not None}
+    return model_response(
+        HoldState(alert_id=alert_id, hold=hold_body(released), changed=released is not None)
     )

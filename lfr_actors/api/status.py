@@ -28,13 +28,15 @@ import contextlib
 import json
 import math
 import re
+import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lfr_actors import logs
-from lfr_actors.api.common import StoreHealth
 from lfr_actors.store.alerts import AlertStore
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "CachedStatus",
     "StatusCache",
     "StatusSource",
+    "StoreHealth",
     "not_ready",
 ]
 
@@ -63,6 +66,74 @@ _SAFE_STATE = re.compile(r"[^a-z_]")
 """A camera state is one of the actor's own words; anything else is masked, not echoed."""
 
 _log = logs.get_logger(__name__)
+
+STORE_LOG_EVERY_S = 60.0
+"""At most one error line per this many seconds while the store cannot be written."""
+STORE_FREE_MARGIN_BYTES = 1 << 20
+"""Free space in the data folder's file system at which the store counts as writable again."""
+
+
+class StoreHealth:
+    """Whether the API's own writes to the store fail for want of space (or I/O).
+
+    A write that fails so is answered 503 and noted here; the error is logged as one line
+    (no traceback) at most once per :data:`STORE_LOG_EVERY_S`, with the number of refused
+    writes since the last line. The store counts as writable again after the next write
+    that succeeds, or once the data folder's file system has
+    :data:`STORE_FREE_MARGIN_BYTES` free (checked by the status gatherer, so that
+    readiness recovers without waiting for a client to write).
+    """
+
+    def __init__(self, data_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.data_dir = Path(data_dir)
+        self.clock = clock
+        self.failing: str | None = None
+        """The cause ("disk full", "I/O error") while writes fail, else None."""
+        self.refused = 0
+        """Writes refused since the store stopped being writable."""
+        self._logged_at: float | None = None
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def note_failure(self, cause: str, route: str) -> None:
+        """A write failed for ``cause``: remember it, log one line now and then."""
+        with self._lock:
+            self.failing = cause
+            self.refused += 1
+            now = self.clock()
+            if self._logged_at is not None and now - self._logged_at < STORE_LOG_EVERY_S:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._logged_at = self._suppressed, 0, now
+        _log.error(
+            "store_write_failed",
+            cause=cause,
+            route=route,
+            data_dir=str(self.data_dir),
+            refused_since_last_line=suppressed,
+            fix=f"free space in {self.data_dir}",
+        )
+
+    def note_success(self) -> None:
+        """A write succeeded: the store is writable again (logged once)."""
+        if self.failing is None:
+            return
+        with self._lock:
+            cause, refused = self.failing, self.refused
+            self.failing, self.refused, self._logged_at, self._suppressed = None, 0, None, 0
+        if cause is not None:
+            _log.warning("store_writable_again", after=cause, refused=refused)
+
+    def recheck(self) -> None:
+        """While failing for a full disk: writable again once space has come back."""
+        if self.failing != "disk full":
+            return
+        try:
+            free = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            return
+        if free >= STORE_FREE_MARGIN_BYTES:
+            self.note_success()
 
 
 @dataclass(frozen=True)

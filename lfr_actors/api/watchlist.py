@@ -31,16 +31,33 @@ holding a thread.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from lfr_actors.alerts import iso_utc
 from lfr_actors.api.auth import PENDING_IMAGE_VIEWERS, principal, require_role
-from lfr_actors.api.common import AUDIT, ProblemError, read_json_body
-from lfr_actors.api.deployments import DEPLOYMENTS, run_store, trimmed, unknown_deployment
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.deployments import (
+    NO_DEPLOYMENT,
+    run_store,
+    trimmed,
+    unknown_deployment,
+)
+from lfr_actors.api.keys import AUDIT, DEPLOYMENTS, ENROL_SLOTS, ENROLLER
+from lfr_actors.api.openapi import (
+    BINARY,
+    Body,
+    body_problems,
+    media,
+    ok,
+    operation,
+    problem,
+    query,
+)
+from lfr_actors.api.problems import ProblemError
+from lfr_actors.api.schemas import Entry, EntryList
 from lfr_actors.enrolment import (
     MAX_ENROL_PIXELS,
     Enroller,
@@ -69,9 +86,6 @@ MAX_LISTED_PROBLEMS = 10
 MAX_CONCURRENT_ENROLMENTS = 2
 """Uploads decoded and enrolled at once; each can hold a few hundred MB while it runs."""
 
-ENROLLER: web.AppKey[Enroller | None] = web.AppKey("enroller")
-ENROL_SLOTS = web.AppKey("enrol_slots", asyncio.Semaphore)
-
 
 class DeleteBody(BaseModel):
     """Why an entry is deleted (optional)."""
@@ -81,21 +95,45 @@ class DeleteBody(BaseModel):
     reason: str | None = Field(default=None, max_length=500, description="Why it is deleted.")
 
 
-def render_entry(request: web.Request, entry: EntryRecord) -> dict[str, Any]:
-    """An entry as the API shows it: ISO 8601 UTC times and its image's address."""
-    out = entry.as_dict()
-    for name in ("added_at", "approved_at", "removed_at"):
-        if out[name] is not None:
-            out[name] = iso_utc(out[name])
+class EntryUpload(NewEntry):
+    """The upload form as the document describes it: the text fields and the photos.
+
+    Only the document uses this model; the upload itself is read part by part
+    (:func:`_read_upload`), with its per-part and total size budgets.
+    """
+
+    model_config = ConfigDict(title="EntryUpload")
+
+    image: list[
+        Annotated[
+            bytes,
+            WithJsonSchema(
+                {"type": "string", "format": "binary", "contentMediaType": "image/jpeg"}
+            ),
+        ]
+    ] = Field(
+        min_length=1,
+        max_length=MAX_IMAGES,
+        description=f"1 to {MAX_IMAGES} photos of the person, each a part named image: "
+        f"JPEG, PNG, BMP, WebP or TIFF, {MAX_IMAGE_BYTES:,} bytes in all, one clear frontal "
+        "face each. Each gives the entry a template; the first is shown to officers.",
+    )
+
+
+def entry_body(request: web.Request, entry: EntryRecord) -> Entry:
+    """An entry as the API shows it, with its image's address (null once destroyed)."""
     image_url = request.app.router["entry_image"].url_for(
         deployment_id=entry.deployment_id, entry_id=entry.id
     )
-    out["image_url"] = str(image_url) if entry.image_type is not None else None
-    return out
+    shown = str(image_url) if entry.image_type is not None else None
+    return Entry.model_validate({**entry.as_dict(), "image_url": shown})
 
 
 def _ids(request: web.Request) -> tuple[str, str]:
     return request.match_info["deployment_id"], request.match_info.get("entry_id", "")
+
+
+NOT_FOUND = problem("No such deployment or entry.")
 
 
 # -- the upload -------------------------------------------------------------------------
@@ -237,6 +275,24 @@ def _check_fields(fields: dict[str, str]) -> NewEntry:
         raise invalid_upload(invalid) from None
 
 
+@operation(
+    "Enrol an entry from a photo; it is inactive until an authoriser approves it.",
+    description="Audited as entry.create. 422 with reason (too_many_pixels, unreadable, "
+    "no_face, multiple_faces, face_too_small, ...) when the photo does not qualify; a photo "
+    f"may declare at most {MAX_ENROL_PIXELS:,} pixels, checked from its header before it is "
+    f"decoded. At most {MAX_PARTS} parts.",
+    body=Body(EntryUpload, MAX_BODY_BYTES, media="multipart/form-data"),
+    responses={
+        201: ok(Entry, "The entry, pending approval."),
+        400: problem("The multipart body is malformed."),
+        404: NO_DEPLOYMENT,
+        409: problem("The deployment is closed, or the entry id was used."),
+        413: problem("The upload is over the size limit or the part limit."),
+        415: problem("Not multipart, or the image part is not an image."),
+        422: problem("Invalid fields, or a photo that does not qualify."),
+        503: problem("No enrolment models are attached to this API."),
+    },
+)
 async def create_entry(request: web.Request) -> web.Response:
     """Enrol an entry from an uploaded image; it waits for an authoriser's approval."""
     deployment_id, _ = _ids(request)
@@ -295,8 +351,8 @@ async def create_entry(request: web.Request) -> web.Response:
         actor=principal(request).actor,
     )
     location = request.app.router["entry"].url_for(deployment_id=deployment_id, entry_id=entry.id)
-    return web.json_response(
-        render_entry(request, entry), status=201, headers={"Location": str(location)}
+    return model_response(
+        entry_body(request, entry), status=201, headers={"Location": str(location)}
     )
 
 
@@ -356,6 +412,21 @@ async def _enrol_all(enroller: Enroller, images: list[tuple[bytes, str]]) -> lis
 # -- the other routes -------------------------------------------------------------------
 
 
+@operation(
+    "The deployment's watchlist entries, in the order added.",
+    parameters=[
+        query(
+            "state",
+            {"type": "string", "enum": [str(s) for s in EntryState]},
+            "Only entries in this state.",
+        )
+    ],
+    responses={
+        200: ok(EntryList, "The entries."),
+        400: problem("Invalid query parameters."),
+        404: NO_DEPLOYMENT,
+    },
+)
 async def list_entries(request: web.Request) -> web.Response:
     """The deployment's entries, optionally of one ``state``, in the order added."""
     deployment_id, _ = _ids(request)
@@ -369,16 +440,30 @@ async def list_entries(request: web.Request) -> web.Response:
         raise ProblemError(400, "Invalid query parameters.", invalid_params=invalid)
     state = None if raw is None else EntryState(raw)
     entries = await run_store(request.app[DEPLOYMENTS].entries, deployment_id, state=state)
-    return web.json_response({"entries": [render_entry(request, e) for e in entries]})
+    return model_response(EntryList(entries=[entry_body(request, e) for e in entries]))
 
 
+@operation(
+    "One watchlist entry (no image; see image_url).",
+    responses={200: ok(Entry, "The entry."), 404: NOT_FOUND},
+)
 async def get_entry(request: web.Request) -> web.Response:
     """One entry (no image; see ``image_url``)."""
     deployment_id, entry_id = _ids(request)
     entry = await run_store(request.app[DEPLOYMENTS].entry, deployment_id, entry_id)
-    return web.json_response(render_entry(request, entry))
+    return model_response(entry_body(request, entry))
 
 
+@operation(
+    "The entry's photo (JPEG); never cached; each view is audited.",
+    description="While the entry waits for approval, only watchlist managers, authorisers "
+    "and admins see its photo (403 for the other roles).",
+    responses={
+        200: media("image/jpeg", "The photo.", BINARY),
+        404: NOT_FOUND,
+        410: problem("Destroyed: the entry was deleted or its deployment closed."),
+    },
+)
 async def get_entry_image(request: web.Request) -> web.Response:
     """The entry's enrolment image (JPEG), never cached; each view is audited first.
 
@@ -409,6 +494,16 @@ async def get_entry_image(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type=media_type, headers={"Cache-Control": "no-store"})
 
 
+@operation(
+    "Approve a pending entry: a second person with the authoriser role (audited as entry.approve).",
+    responses={
+        200: ok(Entry, "It was already approved."),
+        201: ok(Entry, "Approved: the entry is active."),
+        400: problem("A body was sent; approval takes none."),
+        404: NOT_FOUND,
+        409: problem("Self-approval (four eyes), a deleted entry, or a closed deployment."),
+    },
+)
 async def approve_entry(request: web.Request) -> web.Response:
     """Approve a pending entry (four eyes); 201 when approved now, 200 if it already was."""
     deployment_id, entry_id = _ids(request)
@@ -420,11 +515,22 @@ async def approve_entry(request: web.Request) -> web.Response:
         entry_id,
         actor=principal(request).actor,
     )
-    return web.json_response(
-        render_entry(request, approval.entry), status=201 if approval.changed else 200
+    return model_response(
+        entry_body(request, approval.entry), status=201 if approval.changed else 200
     )
 
 
+@operation(
+    "Delete an entry: it is no longer searched; image and embeddings are wiped (audited as "
+    "entry.delete).",
+    body=Body(DeleteBody, MAX_JSON_BYTES, required=False),
+    responses={
+        200: ok(Entry, "The deleted entry."),
+        404: NOT_FOUND,
+        409: problem("The deployment is closed."),
+        **body_problems(MAX_JSON_BYTES),
+    },
+)
 async def delete_entry(request: web.Request) -> web.Response:
     """Delete an entry: it stops being searched and its image and embeddings are wiped."""
     deployment_id, entry_id = _ids(request)
@@ -439,4 +545,4 @@ async def delete_entry(request: web.Request) -> web.Response:
         actor=principal(request).actor,
         reason=reason,
     )
-    return web.json_response(render_entry(request, entry))
+    return model_response(entry_body(request, entry))

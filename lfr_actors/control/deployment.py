@@ -60,7 +60,8 @@ from lfr_actors.actors.alerts import AlertActor
 from lfr_actors.actors.camera import CameraActor
 from lfr_actors.actors.embedder import EmbedderActor
 from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
-from lfr_actors.api.app import HUB, api_runner, create_app
+from lfr_actors.api.app import api_runner, create_app
+from lfr_actors.api.stream import HUB
 from lfr_actors.control import registration, status
 from lfr_actors.control.follow import Reconciler
 from lfr_actors.control.jsonl_sink import CallbackFollower, Follower, JsonlSink, follow_events

@@ -122,9 +122,9 @@ def test_a_frozen_server_stalls_the_camera_until_it_thaws(up: Up, rtsp: RtspServ
         assert figures["last_error"].startswith("no frame for "), figures
         assert f"(stall_timeout_s {STALL_TIMEOUT_S:g}); reconnecting" in figures["last_error"]
         lines = up.metrics()
-        assert f'lfr_camera_state{{camera="{CAMERA}",state="stalled"}} 1' in lines
-        assert f'lfr_camera_up{{camera="{CAMERA}"}} 0' in lines
-        assert f'lfr_camera_stalls_total{{camera="{CAMERA}"}} {figures["stalls"]}' in lines
+        assert f'lfr_camera_state{{camera="{CAMERA}",state="stalled"}} 1.0' in lines
+        assert f'lfr_camera_up{{camera="{CAMERA}"}} 0.0' in lines
+        assert f'lfr_camera_stalls_total{{camera="{CAMERA}"}} {float(figures["stalls"])}' in lines
         human = subprocess.run(
             [sys.executable, "-m", "lfr_actors.cli", "status", str(up.topology)],
             capture_output=True, text=True, timeout=60, cwd=REPO, check=False,

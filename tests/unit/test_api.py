@@ -15,7 +15,8 @@ from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.alerts.records import AlertEvent
-from lfr_actors.api.app import STORE, create_app
+from lfr_actors.api.app import create_app
+from lfr_actors.api.keys import STORE
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
@@ -236,7 +237,7 @@ async def test_streams_behind_the_shared_cache_read_the_store_and_miss_nothing(
 ) -> None:
     # The hub keeps only the newest events in memory (3 here); a stream further behind
     # reads the store, then joins the cached tail, each event exactly once and in order.
-    monkeypatch.setattr("lfr_actors.api.app._CACHED_EVENTS", 3)
+    monkeypatch.setattr("lfr_actors.api.stream._CACHED_EVENTS", 3)
     client = await client_for(aiohttp_client, db)
     live = await client.get("/v1/alerts/stream", params={"after": "0"})
     writer.add(*(sighting(i, entry=f"E{i}", at=i) for i in range(1, 11)))

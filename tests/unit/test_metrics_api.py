@@ -25,6 +25,110 @@ ENTRY_ID = "entry-7f3a9c"
 ALERT_ID = "alert-0b1d2e"
 
 
+TODAYS_FAMILIES = {
+    "lfr_actor_restarts_total": ("counter", "Times the supervisor restarted the actor."),
+    "lfr_actor_up": ("gauge", "Whether the actor answered for its figures (1) or not (0)."),
+    "lfr_alert_events_persisted_total": ("counter", "Alert events persisted."),
+    "lfr_alert_events_stored": ("gauge", "Alert events in the store."),
+    "lfr_alert_sightings_received_total": ("counter", "Sightings received."),
+    "lfr_alert_sightings_stored": ("gauge", "Alert sightings in the store."),
+    "lfr_alerts_closed_total": ("counter", "Alerts closed."),
+    "lfr_alerts_open": ("gauge", "Alerts open in the alert actor's fusion windows."),
+    "lfr_alerts_raised_total": ("counter", "Alerts raised."),
+    "lfr_alerts_stored": ("gauge", "Alerts in the store."),
+    "lfr_alerts_updated_total": ("counter", "Alert updates."),
+    "lfr_camera_candidates_total": ("counter", "Watchlist candidates from the frames."),
+    "lfr_camera_corrupt_frames_total": ("counter", "Frames that could not be decoded."),
+    "lfr_camera_faces_total": ("counter", "Faces detected in the camera's frames."),
+    "lfr_camera_fps": ("gauge", "Measured sampling rate (frames/s)."),
+    "lfr_camera_frames_dropped_total": ("counter", "Frames dropped before processing."),
+    "lfr_camera_frames_failed_total": ("counter", "Frames whose processing failed."),
+    "lfr_camera_frames_processed_total": ("counter", "Frames the pipeline answered."),
+    "lfr_camera_frames_retried_total": (
+        "counter",
+        "Frames sent a second time because their embedder died or could not be reached.",
+    ),
+    "lfr_camera_latency_ms": (
+        "gauge",
+        "Capture-to-result latency over recent frames (ms), by quantile.",
+    ),
+    "lfr_camera_queue": ("gauge", "Frames waiting in the camera's queue."),
+    "lfr_camera_reconnects_total": ("counter", "Reconnections to the camera's source."),
+    "lfr_camera_seconds_since_frame": (
+        "gauge",
+        "Seconds since the camera's source last delivered a frame.",
+    ),
+    "lfr_camera_stalls_total": (
+        "counter",
+        "Times the camera's source delivered no frame for its stall timeout.",
+    ),
+    "lfr_camera_state": (
+        "gauge",
+        "The camera's state: 1 for the state it is in, 0 for the others.",
+    ),
+    "lfr_camera_up": ("gauge", "Whether the camera is running (1) or not (0)."),
+    "lfr_decode_errors_total": (
+        "counter",
+        "Messages the actor dropped because they could not be decoded.",
+    ),
+    "lfr_deployment_closed": (
+        "gauge",
+        "Whether the deployment was closed (1): cameras stopped, watchlist destroyed.",
+    ),
+    "lfr_deployment_threshold": ("gauge", "The distance threshold in force (changes are audited)."),
+    "lfr_embedder_batch_size_mean": ("gauge", "Mean batch size over recent batches."),
+    "lfr_embedder_batches_total": ("counter", "Batches the embedder ran."),
+    "lfr_embedder_candidates_total": ("counter", "Watchlist candidates found."),
+    "lfr_embedder_faces_compared_total": ("counter", "Faces compared against the watchlist."),
+    "lfr_embedder_faces_total": ("counter", "Faces the embedder embedded."),
+    "lfr_embedder_frames_total": ("counter", "Frames the embedder processed."),
+    "lfr_embedder_non_matches_discarded_total": (
+        "counter",
+        "Faces discarded at once because they matched no watchlist entry.",
+    ),
+    "lfr_embedder_sightings_lost_total": (
+        "counter",
+        "Sightings dropped because the buffer of unstored ones was full.",
+    ),
+    "lfr_embedder_sightings_resent_total": (
+        "counter",
+        "Sightings sent again to the alert actor after it could not store them.",
+    ),
+    "lfr_embedder_sightings_unstored": (
+        "gauge",
+        "Possible matches held in the embedder's memory until the alert store takes them.",
+    ),
+    "lfr_embedder_stage_ms": (
+        "gauge",
+        "Median time per batch in each stage over recent batches (ms).",
+    ),
+    "lfr_index_queries_total": ("counter", "Query vectors the index actor searched."),
+    "lfr_index_searches_total": ("counter", "Searches the index actor answered."),
+    "lfr_status_age_seconds": ("gauge", "Seconds since the deployment's status was last gathered."),
+    "lfr_status_gathers_total": (
+        "counter",
+        "Status gathers the background task has made (requests never add to it).",
+    ),
+    "lfr_status_up": (
+        "gauge",
+        "Whether the deployment's status was gathered and is fresh (1), or the last "
+        "gather failed or it is stale (0).",
+    ),
+    "lfr_store_writable": (
+        "gauge",
+        "Whether the alert store can be written (1) or a write failed for space or I/O (0).",
+    ),
+    "lfr_watchlist_damaged_entries": (
+        "gauge",
+        "Watchlist entries left out of the index: their templates fail their checksum or "
+        "are not finite (lfr store check names them).",
+    ),
+    "lfr_watchlist_entries": ("gauge", "Watchlist entries in the index (approved, not deleted)."),
+}
+"""Every metric family the hand-written exposition of 2026-12-01 wrote (name: type, help),
+recorded before /metrics moved to prometheus_client: the names, types and help stay."""
+
+
 def realistic_status() -> dict[str, Any]:
     """A status dict as Deployment.status() returns it, with watchlist data mixed in."""
     return {
@@ -150,32 +254,32 @@ SAMPLE = re.compile(
 def test_exact_lines_for_cameras_embedders_and_the_store() -> None:
     lines = render_metrics(realistic_status()).splitlines()
     for expected in (
-        'lfr_camera_frames_processed_total{camera="cam_north"} 290',
-        'lfr_camera_frames_dropped_total{camera="cam_north"} 7',
-        'lfr_camera_frames_failed_total{camera="cam_north"} 3',
-        'lfr_camera_corrupt_frames_total{camera="cam_north"} 1',
-        'lfr_camera_reconnects_total{camera="cam_north"} 2',
-        'lfr_camera_faces_total{camera="cam_north"} 41',
+        'lfr_camera_frames_processed_total{camera="cam_north"} 290.0',
+        'lfr_camera_frames_dropped_total{camera="cam_north"} 7.0',
+        'lfr_camera_frames_failed_total{camera="cam_north"} 3.0',
+        'lfr_camera_corrupt_frames_total{camera="cam_north"} 1.0',
+        'lfr_camera_reconnects_total{camera="cam_north"} 2.0',
+        'lfr_camera_faces_total{camera="cam_north"} 41.0',
         'lfr_camera_fps{camera="cam_north"} 4.98',
-        'lfr_camera_up{camera="cam_north"} 1',
-        'lfr_camera_up{camera="cam_east"} 0',
+        'lfr_camera_up{camera="cam_north"} 1.0',
+        'lfr_camera_up{camera="cam_east"} 0.0',
         'lfr_camera_latency_ms{camera="cam_north",quantile="0.5"} 81.5',
         'lfr_camera_latency_ms{camera="cam_north",quantile="0.95"} 140.2',
         'lfr_camera_latency_ms{camera="cam_north",quantile="0.99"} 201.0',
-        'lfr_embedder_frames_total{embedder="embedder"} 290',
-        'lfr_embedder_batches_total{embedder="embedder"} 60',
-        'lfr_embedder_faces_compared_total{embedder="embedder"} 41',
-        'lfr_embedder_non_matches_discarded_total{embedder="embedder"} 39',
+        'lfr_embedder_frames_total{embedder="embedder"} 290.0',
+        'lfr_embedder_batches_total{embedder="embedder"} 60.0',
+        'lfr_embedder_faces_compared_total{embedder="embedder"} 41.0',
+        'lfr_embedder_non_matches_discarded_total{embedder="embedder"} 39.0',
         'lfr_embedder_batch_size_mean{embedder="embedder"} 4.83',
         'lfr_embedder_stage_ms{embedder="embedder",stage="detect"} 12.5',
-        'lfr_actor_restarts_total{actor="cam_north",role="camera"} 1',
-        'lfr_actor_restarts_total{actor="cam_east",role="camera"} 3',
-        'lfr_actor_up{actor="cam_east",role="camera"} 0',
-        'lfr_decode_errors_total{actor="embedder",role="embedder"} 4',
-        'lfr_index_queries_total{actor="shard-0",role="index_shard"} 41',
-        'lfr_alerts_raised_total{actor="alerts"} 3',
-        "lfr_alerts_stored 3",
-        "lfr_alert_sightings_stored 9",
+        'lfr_actor_restarts_total{actor="cam_north",role="camera"} 1.0',
+        'lfr_actor_restarts_total{actor="cam_east",role="camera"} 3.0',
+        'lfr_actor_up{actor="cam_east",role="camera"} 0.0',
+        'lfr_decode_errors_total{actor="embedder",role="embedder"} 4.0',
+        'lfr_index_queries_total{actor="shard-0",role="index_shard"} 41.0',
+        'lfr_alerts_raised_total{actor="alerts"} 3.0',
+        "lfr_alerts_stored 3.0",
+        "lfr_alert_sightings_stored 9.0",
         "# TYPE lfr_camera_frames_processed_total counter",
         "# TYPE lfr_camera_fps gauge",
         "# TYPE lfr_alerts_stored gauge",
@@ -209,7 +313,7 @@ def test_help_and_type_once_per_metric_and_every_line_is_well_formed() -> None:
 
 def test_label_values_are_escaped() -> None:
     text = render_metrics(realistic_status())
-    assert 'lfr_camera_frames_processed_total{camera="cam \\"south\\"\\\\gate\\n2"} 10' in (
+    assert 'lfr_camera_frames_processed_total{camera="cam \\"south\\"\\\\gate\\n2"} 10.0' in (
         text.splitlines()
     )
 
@@ -245,14 +349,14 @@ def test_a_stalled_camera_is_down_and_says_so() -> None:
         }
     }
     lines = render_metrics(status).splitlines()
-    assert 'lfr_camera_up{camera="cam_gate"} 0' in lines
-    assert 'lfr_camera_up{camera="cam_yard"} 1' in lines
-    assert 'lfr_camera_stalls_total{camera="cam_gate"} 2' in lines
+    assert 'lfr_camera_up{camera="cam_gate"} 0.0' in lines
+    assert 'lfr_camera_up{camera="cam_yard"} 1.0' in lines
+    assert 'lfr_camera_stalls_total{camera="cam_gate"} 2.0' in lines
     assert 'lfr_camera_seconds_since_frame{camera="cam_gate"} 14.2' in lines
-    on = [line for line in lines if line.startswith("lfr_camera_state{") and line.endswith(" 1")]
+    on = [line for line in lines if line.startswith("lfr_camera_state{") and line.endswith(" 1.0")]
     assert on == [
-        'lfr_camera_state{camera="cam_gate",state="stalled"} 1',
-        'lfr_camera_state{camera="cam_yard",state="running"} 1',
+        'lfr_camera_state{camera="cam_gate",state="stalled"} 1.0',
+        'lfr_camera_state{camera="cam_yard",state="running"} 1.0',
     ]  # an unreachable camera is in no state
     gate = [line for line in lines if line.startswith('lfr_camera_state{camera="cam_gate"')]
     assert len(gate) == len(CAMERA_STATES)
@@ -270,14 +374,14 @@ def test_the_deployment_gauges_carry_numbers_only() -> None:
     }
     lines = render_metrics(status).splitlines()
     assert "lfr_deployment_threshold 0.55" in lines
-    assert "lfr_watchlist_entries 12" in lines
-    assert "lfr_deployment_closed 1" in lines
+    assert "lfr_watchlist_entries 12.0" in lines
+    assert "lfr_deployment_closed 1.0" in lines
     assert "Market Square" not in "\n".join(lines)
 
 
 def test_status_up_is_reported_when_given() -> None:
-    assert "lfr_status_up 0" in render_metrics({}, status_up=False).splitlines()
-    assert "lfr_status_up 1" in render_metrics({}, status_up=True).splitlines()
+    assert "lfr_status_up 0.0" in render_metrics({}, status_up=False).splitlines()
+    assert "lfr_status_up 1.0" in render_metrics({}, status_up=True).splitlines()
 
 
 # -- the routes -----------------------------------------------------------------------
@@ -313,9 +417,9 @@ async def test_metrics_needs_a_viewer_token_and_speaks_prometheus(
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     lines = (await resp.text()).splitlines()
-    assert 'lfr_camera_frames_processed_total{camera="cam_north"} 290' in lines
-    assert "lfr_status_up 1" in lines
-    assert "lfr_alerts_stored 1" in lines  # the API's own store, not the status dict's
+    assert 'lfr_camera_frames_processed_total{camera="cam_north"} 290.0' in lines
+    assert "lfr_status_up 1.0" in lines
+    assert "lfr_alerts_stored 1.0" in lines  # the API's own store, not the status dict's
 
 
 async def test_metrics_without_a_status_source_still_has_the_store_counts(
@@ -325,8 +429,8 @@ async def test_metrics_without_a_status_source_still_has_the_store_counts(
     resp = await client.get("/metrics", headers=bearer(db, Role.ADMIN))
     assert resp.status == 200
     lines = (await resp.text()).splitlines()
-    assert "lfr_alerts_stored 1" in lines
-    assert "lfr_alert_sightings_stored 1" in lines
+    assert "lfr_alerts_stored 1.0" in lines
+    assert "lfr_alert_sightings_stored 1.0" in lines
     assert not any(line.startswith("lfr_status_up") for line in lines)
 
 
@@ -340,8 +444,8 @@ async def test_metrics_when_the_status_source_fails(
     resp = await client.get("/metrics", headers=bearer(db, Role.AUDITOR))
     assert resp.status == 200
     lines = (await resp.text()).splitlines()
-    assert "lfr_status_up 0" in lines
-    assert "lfr_alerts_stored 1" in lines
+    assert "lfr_status_up 0.0" in lines
+    assert "lfr_alerts_stored 1.0" in lines
 
 
 async def test_readyz_is_public_and_ready(aiohttp_client: AiohttpClient, db: Path) -> None:
@@ -424,9 +528,41 @@ def test_damaged_entries_and_the_sighting_path_counters_are_exported() -> None:
         },
     }
     lines = render_metrics(status).splitlines()
-    assert "lfr_watchlist_damaged_entries 1" in lines
-    assert 'lfr_camera_frames_retried_total{camera="cam_north"} 2' in lines
-    assert 'lfr_embedder_sightings_unstored{embedder="embedder"} 3' in lines
-    assert 'lfr_embedder_sightings_lost_total{embedder="embedder"} 1' in lines
-    assert 'lfr_embedder_sightings_resent_total{embedder="embedder"} 5' in lines
+    assert "lfr_watchlist_damaged_entries 1.0" in lines
+    assert 'lfr_camera_frames_retried_total{camera="cam_north"} 2.0' in lines
+    assert 'lfr_embedder_sightings_unstored{embedder="embedder"} 3.0' in lines
+    assert 'lfr_embedder_sightings_lost_total{embedder="embedder"} 1.0' in lines
+    assert 'lfr_embedder_sightings_resent_total{embedder="embedder"} 5.0' in lines
     assert ENTRY_ID not in "\n".join(lines)  # the damaged entry's id is never a label
+
+
+def full_status() -> dict[str, Any]:
+    """:func:`realistic_status` with every figure the exposition reads."""
+    status = realistic_status()
+    status["deployment"].update({"damaged_entries": 1, "state": "active"})
+    status["cameras"]["cam_north"].update(
+        {"frames_retried": 2, "stalls": 1, "candidates": 1, "seconds_since_frame": 0.1, "queue": 0}
+    )
+    status["embedders"]["embedder"].update(
+        {"sightings_unstored": 3, "sightings_lost": 1, "sightings_resent": 5}
+    )
+    return status
+
+
+async def test_the_scraped_families_are_todays_names_types_and_help(
+    aiohttp_client: AiohttpClient, db: Path
+) -> None:
+    async def source() -> dict[str, Any]:
+        return full_status()
+
+    client = await aiohttp_client(create_app(db, status=source))
+    resp = await client.get("/metrics", headers=bearer(db, Role.VIEWER))
+    assert resp.status == 200
+    lines = (await resp.text()).splitlines()
+    helps = {line.split()[2]: line.split(" ", 3)[3] for line in lines if line.startswith("# HELP ")}
+    types = {line.split()[2]: line.split()[3] for line in lines if line.startswith("# TYPE ")}
+    assert set(helps) == set(types)
+    assert {name: (types[name], helps[name]) for name in helps} == TODAYS_FAMILIES
+    # Each family's samples carry its exposed name (counters keep their _total).
+    sampled = {re.split(r"[{ ]", line)[0] for line in lines if not line.startswith("#")}
+    assert sampled == set(TODAYS_FAMILIES)

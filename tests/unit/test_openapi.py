@@ -12,9 +12,10 @@ from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api import audit as audit_api
 from lfr_actors.api.adjudication import AdjudicationBody
-from lfr_actors.api.app import ALERT_STATUSES, DEFAULT_PAGE, MAX_ID, MAX_PAGE, create_app
+from lfr_actors.api.alerts import ALERT_STATUSES, DEFAULT_PAGE, MAX_ID, MAX_PAGE
+from lfr_actors.api.app import create_app
 from lfr_actors.api.auth import ROLE_MATRIX, route_key
-from lfr_actors.api.openapi import OpenApiError, PageLimits, build_document
+from lfr_actors.api.openapi import OpenApiError, build_document
 
 pytestmark = pytest.mark.asyncio
 
@@ -198,4 +199,4 @@ async def test_a_route_without_a_description_is_refused(app: web.Application) ->
     app.router.add_get("/v1/secret", handler, name="secret")
     matrix = {**ROLE_MATRIX, ("GET", "secret"): ROLE_MATRIX[("GET", "alerts")]}
     with pytest.raises(OpenApiError, match="GET /v1/secret"):
-        build_document(app.router.routes(), alert_page=PageLimits(1, 2), matrix=matrix)
+        build_document(app.router.routes(), matrix=matrix)

@@ -19,11 +19,11 @@ from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
-from lfr_actors.api import common as common_module
 from lfr_actors.api import status as status_module
-from lfr_actors.api.app import STATUS_CACHE, create_app
-from lfr_actors.api.common import STORE_HEALTH, StoreHealth, store_write_failure
-from lfr_actors.api.status import StatusCache, not_ready
+from lfr_actors.api.app import create_app
+from lfr_actors.api.keys import STATUS_CACHE, STORE_HEALTH
+from lfr_actors.api.problems import store_write_failure
+from lfr_actors.api.status import StatusCache, StoreHealth, not_ready
 from lfr_actors.cli.status import cmd_status, status_lines
 from lfr_actors.control import Deployment
 from lfr_actors.errors import LfrError
@@ -119,7 +119,7 @@ async def test_a_flood_of_health_requests_calls_no_actor_and_reads_no_count(
     for _ in range(50):
         resp = await client.get("/metrics", headers=viewer)
         assert resp.status == 200
-        assert "lfr_alerts_stored 1" in (await resp.text()).splitlines()
+        assert "lfr_alerts_stored 1.0" in (await resp.text()).splitlines()
     assert source.calls == 1
     assert counted["counts"] == 1
     assert app[STATUS_CACHE].gathers == 1
@@ -133,7 +133,7 @@ async def test_the_gatherer_refreshes_at_its_own_rate(
     client = await aiohttp_client(app, headers=bearer(db, Role.VIEWER))
     assert (await client.get("/readyz")).status == 200
     scrape = await (await client.get("/metrics")).text()
-    assert 'lfr_camera_up{camera="cam_north"} 1' in scrape.splitlines()
+    assert 'lfr_camera_up{camera="cam_north"} 1.0' in scrape.splitlines()
     # Every camera goes down; the next gathers see it without any request asking.
     source.status = ready_status(cam_north="stalled")
     calls = source.calls
@@ -148,7 +148,7 @@ async def test_the_gatherer_refreshes_at_its_own_rate(
     assert status["cameras"]["cam_north"]["state"] == "stalled"
     assert isinstance(status["status_age_s"], float) and status["status_error"] is None
     scrape = await (await client.get("/metrics")).text()  # rendered again after a gather
-    assert 'lfr_camera_up{camera="cam_north"} 0' in scrape.splitlines()
+    assert 'lfr_camera_up{camera="cam_north"} 0.0' in scrape.splitlines()
 
 
 async def test_at_most_one_gather_is_in_flight(db: Path) -> None:
@@ -268,7 +268,7 @@ async def test_not_ready_when_the_alert_actor_cannot_write_the_store(
     body = await problem(await client.get("/readyz"), 503)
     assert body["not_ready"] == ["alert store: cannot be written (alerts)"]
     metrics = await client.get("/metrics", headers=bearer(db, Role.VIEWER))
-    assert "lfr_store_writable 0" in (await metrics.text()).splitlines()
+    assert "lfr_store_writable 0.0" in (await metrics.text()).splitlines()
     # The write succeeds again (or the key is missing: an older actor): ready again.
     source.status = ready_status(cam_north="running")
     calls = source.calls
@@ -320,7 +320,7 @@ async def test_a_write_on_a_full_disk_is_503_logged_once_and_recovers(
     monkeypatch.setattr(Adjudications, "decide", full)
     # A fresh logger: structlog caches one on first use, and capture_logs sees only those
     # bound while it is active (another test may have used the module's logger first).
-    monkeypatch.setattr(common_module, "_log", get_logger("lfr_actors.api.common"))
+    monkeypatch.setattr(status_module, "_log", get_logger("lfr_actors.api.status"))
     body = {"decision": "not_a_match", "note": "not the person"}
     with capture_logs() as logs:
         for _ in range(20):

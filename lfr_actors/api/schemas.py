@@ -1,0 +1,395 @@
+"""Every body the API answers with, as pydantic models: the one source of the wire shapes.
+
+Handlers build these models from the store's records and send
+``model.model_dump(mode="json")``; the OpenAPI document's components are the models' JSON
+Schemas (:mod:`lfr_actors.api.openapi`), so what the document promises and what a client
+receives come from the same declaration. Promises, in plain words:
+
+- Field order is wire order: a model dumps its fields in the order they are declared here,
+  the order the API has always sent them in.
+- Times are stored as Unix seconds and sent as ISO 8601 UTC with milliseconds
+  (:data:`UtcTime`); a model takes the stored number and writes the text.
+- Every field a model declares is always sent (``null`` where there is no value), so the
+  JSON Schema of each response lists every field as required; only a problem's
+  ``invalid_params`` is sent just when there are some.
+- No model carries a token id, an image or an embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from lfr_actors.alerts import iso_utc
+from lfr_actors.store.adjudications import Decision, Outcome
+from lfr_actors.store.deployments import DeploymentState, EntryState, Origin
+from lfr_actors.store.tokens import Role
+
+__all__ = [
+    "AdjudicationRecord",
+    "Alert",
+    "AlertDetail",
+    "AlertPage",
+    "AuditEntry",
+    "AuditHead",
+    "AuditPage",
+    "AuditVerification",
+    "ClosedDeployment",
+    "Deployment",
+    "DeploymentLinks",
+    "DeploymentList",
+    "DeploymentStatus",
+    "Entry",
+    "EntryList",
+    "Hold",
+    "HoldState",
+    "InvalidParam",
+    "Principal",
+    "Problem",
+    "Report",
+    "ReportAlerts",
+    "ReportWatchlist",
+    "Status",
+    "StatusFreshness",
+    "ThresholdChanged",
+    "UtcTime",
+]
+
+UtcTime = Annotated[
+    float,
+    PlainSerializer(iso_utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A stored time (Unix seconds), sent as ISO 8601 UTC, e.g. ``2025-01-31T12:00:00.250Z``."""
+
+Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
+"""A number sent as stored: an integer stays an integer, a float a float."""
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Response(BaseModel):
+    """A response body: every field is always sent, so every field is required."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+# -- health and the caller -------------------------------------------------------------
+
+
+class Status(_Response):
+    """A health answer (``ok`` from /healthz, ``ready`` from /readyz)."""
+
+    status: str
+
+
+class Principal(_Response):
+    """Who the token belongs to."""
+
+    name: str
+    role: Role
+
+
+class StatusFreshness(_Response):
+    """How fresh the deployment's cached status is (appended to its figures)."""
+
+    status_age_s: float | None = Field(description="How old the figures are (seconds).")
+    status_error: str | None = Field(
+        description="Why the last gather failed (the figures are then the last good ones)."
+    )
+    status_stale: bool = Field(description="Whether the figures are too old to trust.")
+    store_error: str | None = Field(description="Why the API cannot write the store, if so.")
+
+
+class DeploymentStatus(StatusFreshness):
+    """The deployment's status as last gathered: its figures (by section) and freshness."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# -- problems --------------------------------------------------------------------------
+
+
+class InvalidParam(_Response):
+    """One bad parameter or field and why."""
+
+    name: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem; routes may add extension members."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str
+    invalid_params: list[InvalidParam] | None = Field(
+        default=None, description="Every bad parameter or field (sent only when some are)."
+    )
+
+
+# -- alerts ----------------------------------------------------------------------------
+
+
+class Alert(_Response):
+    """An alert: one watchlist entry seen on one or more cameras."""
+
+    id: str
+    deployment_id: str
+    entry_id: str
+    first_camera_id: str
+    cameras: list[str]
+    first_seen: UtcTime
+    last_seen: UtcTime
+    sightings: Count
+    best_distance: float
+    best_sighting_id: str
+    best_box: list[Number]
+    best_quality: dict[str, Any]
+    status: str
+    created_at: UtcTime
+    updated_at: UtcTime
+    crop_url: str = Field(description="Where the face crop is (JPEG).")
+    entry_url: str = Field(description="The watchlist entry matched.")
+    entry_image_url: str = Field(description="The entry's photo, to compare with the crop (JPEG).")
+
+
+class AlertPage(_Response):
+    """A page of alerts, newest first."""
+
+    alerts: list[Alert]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last."
+    )
+    last_event_id: Count = Field(
+        description="The newest alert event this page reflects: open the stream with "
+        "?after= it to miss nothing that happens next."
+    )
+
+
+class AdjudicationRecord(_Response):
+    """An officer's decision on an alert, as stored."""
+
+    id: int
+    alert_id: str
+    decision: Decision
+    outcome: Outcome | None
+    note: str | None
+    officer: str
+    decided_at: UtcTime
+    correction: bool
+    correction_reason: str | None
+    supersedes: int | None = Field(description="The id corrected.")
+
+
+class Hold(_Response):
+    """An evidential hold: the alert's crop is kept past retention."""
+
+    id: int
+    alert_id: str
+    set_by: str
+    reason: str
+    at: UtcTime
+    released_at: UtcTime | None
+    released_by: str | None
+    release_reason: str | None
+
+
+class HoldState(_Response):
+    """An alert's hold after a hold or release request."""
+
+    alert_id: str
+    hold: Hold | None
+    changed: bool = Field(description="Whether this call changed it.")
+
+
+class AlertDetail(Alert):
+    """One alert with its decisions, its hold and whether its crop was purged."""
+
+    adjudications: list[AdjudicationRecord] = Field(
+        description="Decisions on the alert, oldest first."
+    )
+    hold: Hold | None = Field(description="The evidential hold in force, if any.")
+    crop_purged_at: UtcTime | None = Field(description="When retention purged the crop, if it did.")
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+class AuditEntry(_Response):
+    """One audit entry, with what is needed to recompute its hash outside the API."""
+
+    seq: int = Field(ge=1)
+    at: UtcTime
+    at_unix: float
+    actor: str
+    actor_token: str | None
+    action: str
+    subject: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(_Response):
+    """Audit entries in seq order; pass ``next_after`` as ``?after=`` for the next page."""
+
+    entries: list[AuditEntry]
+    next_after: int | None
+
+
+class AuditHead(_Response):
+    """The last intact entry of the chain."""
+
+    seq: int
+    hash: str
+
+
+class AuditVerification(_Response):
+    """The audit chain's check: intact or where it breaks."""
+
+    entries: Count
+    intact: bool
+    head: AuditHead
+    bad_seq: int | None
+    reason: str | None
+
+
+# -- deployments and their watchlists --------------------------------------------------
+
+
+class DeploymentLinks(_Response):
+    """Where a deployment's parts are."""
+
+    entries: str
+    report: str
+    report_page: str
+    alerts: str
+
+
+class Deployment(_Response):
+    """A deployment: the authority, place and window, and its state."""
+
+    id: str
+    state: DeploymentState
+    authorised_by: str
+    purpose: str
+    location: str
+    starts_at: UtcTime
+    ends_at: UtcTime
+    impact_assessment_ref: str | None
+    threshold: float
+    origin: Origin
+    created_by: str
+    created_at: UtcTime
+    closed_at: UtcTime | None
+    closed_by: str | None
+    close_reason: str | None
+    watchlist_revision: Count
+    frames: Count = Field(description="Frames processed.")
+    faces_seen: Count = Field(description="Faces seen.")
+    counters_at: UtcTime | None = Field(description="When frames and faces were last recorded.")
+    links: DeploymentLinks
+
+
+class ClosedDeployment(Deployment):
+    """A deployment just closed, with the watchlist entries its closing destroyed."""
+
+    entries_destroyed: dict[str, int] = Field(
+        description="Entries destroyed, by their state before."
+    )
+
+
+class ThresholdChanged(Deployment):
+    """A deployment after a threshold change."""
+
+    changed: bool = Field(description="Whether the value changed.")
+
+
+class DeploymentList(_Response):
+    """Every deployment, the newest window first."""
+
+    deployments: list[Deployment]
+
+
+class Entry(_Response):
+    """A watchlist entry (its image is at image_url; embeddings never leave)."""
+
+    deployment_id: str
+    id: str
+    state: EntryState
+    display_name: str | None
+    category: str
+    legal_basis: str
+    source: str | None
+    image_date: Annotated[str, WithJsonSchema({"type": "string", "format": "date"})] | None
+    threshold: float | None
+    origin: Origin
+    has_image: bool
+    templates: Count
+    quality: dict[str, Any] | None
+    added_by: str
+    added_at: UtcTime
+    approved_by: str | None
+    approved_at: UtcTime | None
+    removed_by: str | None
+    removed_at: UtcTime | None
+    remove_reason: str | None
+    image_url: str | None
+
+
+class EntryList(_Response):
+    """A deployment's watchlist entries, in the order added."""
+
+    entries: list[Entry]
+
+
+class ReportWatchlist(_Response):
+    """size: entries ever approved; the others by state now, and the damaged ones."""
+
+    size: Count
+    active: Count
+    pending_approval: Count
+    deleted: Count
+    destroyed: Count
+    damaged: Count = Field(description="Active entries left out of the index.")
+    damaged_entries: list[str] = Field(description="Their ids (their checksums fail).")
+
+
+class ReportAlerts(_Response):
+    """Alerts by the decision in force."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    total: Count
+    confirmed: Count
+    false_: Count = Field(alias="false")
+    unsure: Count
+    not_adjudicated: Count
+
+
+class Report(_Response):
+    """The figures published per deployment."""
+
+    deployment_id: str
+    state: DeploymentState
+    authorised_by: str
+    purpose: str
+    location: str
+    starts_at: UtcTime
+    ends_at: UtcTime
+    closed_at: UtcTime | None
+    impact_assessment_ref: str | None
+    threshold: float
+    watchlist: ReportWatchlist
+    frames: Count
+    faces_seen: Count
+    alerts: ReportAlerts
+    outcomes: dict[str, Count] = Field(description="Outcomes of confirmed alerts.")
+    false_alert_rate: float | None = Field(description="False alerts per face seen.")
+    generated_at: UtcTime
