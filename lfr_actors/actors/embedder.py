@@ -346,20 +346,14 @@ class EmbedderActor:
     def _analyse(self, frames: list[Frame]) -> _FaceBatch:
         """The batch through the face pipeline; only the faces that passed are kept."""
         analysed = self.pipeline.analyse_batch([frame.image for frame in frames], embed="passed")
-        spec = self.pipeline.config.embedder
         rows = list(zip(analysed.image_index.tolist(), analysed.face_index.tolist(), strict=True))
         images = analysed.images
-        chips = (
-            np.stack([images[i].chips[j] for i, j in rows])
-            if rows
-            else np.zeros((0, spec.chip_size, spec.chip_size, 3), np.uint8)
-        )
         return _FaceBatch(
             frame_index=[i for i, _ in rows],
             face_index=[j for _, j in rows],
             boxes=[[round(float(v), 1) for v in images[i].detections.boxes[j]] for i, j in rows],
             quality=[images[i].quality[j].as_dict() for i, j in rows],
-            chips=chips,
+            chips=analysed.chips,
             embeddings=analysed.embeddings,
             faces_per_frame=[len(image.detections) for image in images],
             passed_per_frame=[int(image.passed.sum()) for image in images],

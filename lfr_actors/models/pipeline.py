@@ -64,12 +64,14 @@ class AnalysedBatch:
     """The faces of a batch of images, and one embedding array for all the chosen ones.
 
     ``images[i]`` is image ``i``'s :class:`AnalysedImage` (its ``embeddings`` are its rows
-    of ``embeddings``). Row ``r`` of ``embeddings`` is face ``face_index[r]`` of image
-    ``image_index[r]``, image by image, in face order. ``detect_s`` is the time spent
-    detecting, aligning and assessing; ``embed_s`` the time of the one embedding call.
+    of ``embeddings``). Row ``r`` of ``embeddings`` (and of ``chips``, the aligned chips
+    that were embedded) is face ``face_index[r]`` of image ``image_index[r]``, image by
+    image, in face order. ``detect_s`` is the time spent detecting, aligning and
+    assessing; ``embed_s`` the time of the one embedding call.
     """
 
     images: list[AnalysedImage]
+    chips: UInt8Array
     embeddings: FloatArray
     image_index: np.ndarray
     face_index: np.ndarray
@@ -151,10 +153,13 @@ class FacePipeline:
         detect_s = time.perf_counter() - started
         started = time.perf_counter()
         counts = np.array([chosen.size for *_, chosen in found], dtype=np.intp)
+        side = self.config.embedder.chip_size
+        chosen_chips = np.concatenate(
+            [np.zeros((0, side, side, 3), np.uint8)]
+            + [chips[chosen] for _, chips, _, _, chosen in found]
+        )
         if counts.sum():
-            embeddings = self.embedder.embed(
-                np.concatenate([chips[chosen] for _, chips, _, _, chosen in found])
-            )
+            embeddings = self.embedder.embed(chosen_chips)
         else:
             embeddings = np.zeros((0, self.embedder.dimension), np.float32)
         embed_s = time.perf_counter() - started
@@ -167,6 +172,7 @@ class FacePipeline:
         ]
         return AnalysedBatch(
             images=analysed,
+            chips=chosen_chips,
             embeddings=embeddings,
             image_index=np.repeat(np.arange(len(found), dtype=np.intp), counts),
             face_index=(

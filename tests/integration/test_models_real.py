@@ -80,6 +80,7 @@ def test_a_batch_is_its_images_one_by_one_with_one_embedding_call(
         rows = np.flatnonzero(batch.image_index == i)
         np.testing.assert_array_equal(batch.face_index[rows], one.embedded)
         np.testing.assert_array_equal(batch.embeddings[rows], one.embeddings)
+        np.testing.assert_array_equal(batch.chips[rows], one.chips[one.embedded])
     assert len(batch.images[-1].detections) == 0  # the dogs: no face, no row
     largest = pipeline.analyse_batch(images, embed="largest")
     for one in largest.images[:3]:
