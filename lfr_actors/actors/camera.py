@@ -50,6 +50,7 @@ from lfr_actors.kernel.calls import ActorCalls
 from lfr_actors.logs import configure, get_logger
 from lfr_actors.messages import Frame, FrameResult, MessageDecodeError
 from lfr_actors.models.images import load_image
+from lfr_actors.percentiles import percentile
 from lfr_actors.topology import schema
 from lfr_actors.video import (
     READ_TIMEOUT_MARGIN_S,
@@ -306,9 +307,8 @@ class CameraActor:
         latencies = sorted(self._latencies)
 
         def pct(q: float) -> float | None:
-            if not latencies:
-                return None
-            return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1)
+            value = percentile(latencies, q)
+            return None if value is None else round(value * 1000, 1)
 
         now = time.monotonic()
         fps = None

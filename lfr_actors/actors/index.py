@@ -60,6 +60,7 @@ from lfr_actors.messages import (
     SearchRequest,
     SearchResult,
 )
+from lfr_actors.percentiles import percentile
 
 _REASON_CHARS = 200
 
@@ -435,8 +436,8 @@ class IndexRouterActor:
             **self.counters,
             "resolves": self._calls.resolves,
             "shards": len(self.shard_names),
-            "fanout_ms_p50": _percentile(window, 50),
-            "fanout_ms_p95": _percentile(window, 95),
+            "fanout_ms_p50": _rounded(percentile(window, 0.50)),
+            "fanout_ms_p95": _rounded(percentile(window, 0.95)),
             "fanout_window": len(window),
         }
 
@@ -445,8 +446,5 @@ async def _awaited(ref: Any) -> Any:
     return await ref
 
 
-def _percentile(ordered: list[float], percent: float) -> float | None:
-    if not ordered:
-        return None
-    rank = min(len(ordered) - 1, max(0, round(percent / 100 * (len(ordered) - 1))))
-    return round(ordered[rank], 3)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -11,10 +11,6 @@ from __future__ import annotations
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.alerts.records import Alert, AlertEvent, SightingRef, alert_id
 
-# Re-exported only until api/ and alerts/jsonl.py (rewritten by other parts of issue 9)
-# import it from lfr_actors.timefmt; the lead drops it after merging.
-from lfr_actors.timefmt import iso_utc
-
 __all__ = [
     "Alert",
     "AlertEvent",
@@ -22,5 +18,4 @@ __all__ = [
     "FusionConfig",
     "SightingRef",
     "alert_id",
-    "iso_utc",
 ]

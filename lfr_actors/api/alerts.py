@@ -19,7 +19,6 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from lfr_actors.alerts import iso_utc
 from lfr_actors.api.adjudication import adjudication_body
 from lfr_actors.api.auth import principal
 from lfr_actors.api.bodies import model_response
@@ -39,6 +38,7 @@ from lfr_actors.api.retention import hold_body
 from lfr_actors.api.schemas import Alert, AlertDetail, AlertPage
 from lfr_actors.store.adjudications import ADJUDICATED
 from lfr_actors.store.audit import Action
+from lfr_actors.timefmt import iso_utc
 
 MAX_ID = 2**63 - 1
 """The largest id SQLite stores: a cursor or event id beyond it names nothing."""

@@ -76,6 +76,7 @@ from lfr_actors.logs import get_logger
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.deployments import Deployments, Enrolled
 from lfr_actors.store.tokens import revoke_local_tokens
+from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology, Watchlist
 
 log = get_logger("lfr.deployment")
@@ -264,7 +265,7 @@ class Deployment:
             if record.ends_at <= time.time():
                 raise DeploymentError(
                     f"deployment {self.namespace!r}'s authorised window ended "
-                    f"{registration.iso(record.ends_at)}; cameras run only inside it"
+                    f"{iso_utc(record.ends_at, 'auto')}; cameras run only inside it"
                 )
             logging_cfg = self.topology.logging
             start_ray(

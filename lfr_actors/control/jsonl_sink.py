@@ -30,9 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from lfr_actors.alerts import iso_utc
 from lfr_actors.api.app import EventHub
 from lfr_actors.fsutil import open_private_append
+from lfr_actors.timefmt import iso_utc
 
 _PAGE = 500
 _TAIL_BYTES = 1 << 16

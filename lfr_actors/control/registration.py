@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from lfr_actors.store.deployments import (
 )
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import TokenStore, issue_local_token
+from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.loader import load_embedder_spec
 from lfr_actors.topology.schema import Topology, Watchlist
 
@@ -96,7 +96,7 @@ def register_deployment(deployments: Deployments, topology: Topology) -> Deploym
         return deployments.create(declared, actor=Actor("topology file"), origin=Origin.FILE)
     if record.closed_at is not None:
         raise DeploymentError(
-            f"deployment {record.id!r} was closed {iso(record.closed_at)} by "
+            f"deployment {record.id!r} was closed {iso_utc(record.closed_at, 'auto')} by "
             f"{record.closed_by} ({record.close_reason}); its watchlist was destroyed and it "
             "cannot run again. A new deployment needs a new authority and a new deployment.id."
         )
@@ -123,14 +123,9 @@ def register_deployment(deployments: Deployments, topology: Topology) -> Deploym
     return record
 
 
-def iso(timestamp: float) -> str:
-    """Unix seconds as ISO 8601 UTC to the second, as the controller's errors name times."""
-    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
 def _shown(value: Any, name: str) -> str:
     if name in ("starts_at", "ends_at") and isinstance(value, float):
-        return iso(value)
+        return iso_utc(value, "auto")
     return repr(value)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lfr_actors.kernel.kernel import Kernel
+from lfr_actors.percentiles import percentile
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.topology.schema import Topology
 
@@ -112,7 +113,8 @@ async def summary(kernel: Kernel, live: Live, *, namespace: str, alerts_db: Path
     ms = sorted(x * 1000 for x in latencies)
 
     def pct(q: float) -> float | None:
-        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 1) if ms else None
+        value = percentile(ms, q)
+        return None if value is None else round(value, 1)
 
     restarts = {n.split("/", 1)[1]: e.restarts for n, e in kernel.actors.items() if e.restarts}
     return {

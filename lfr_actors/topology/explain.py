@@ -26,6 +26,7 @@ from pydantic import AwareDatetime, BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from lfr_actors.timefmt import iso_z
 from lfr_actors.topology.issues import DOCS, TopologyError, TopologyIssue, fmt_path
 from lfr_actors.topology.schema import (
     ACTOR_ID_PATTERN,
@@ -60,7 +61,7 @@ def yaml_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(yaml_text(v) for v in value) + "]"
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return iso_z(value)
     if isinstance(value, (date, Path, int)):
         return str(value)
     if isinstance(value, str):

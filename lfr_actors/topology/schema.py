@@ -48,6 +48,7 @@ from pydantic_core import PydanticCustomError
 from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.spec import DLIB_RESNET_NAME
+from lfr_actors.timefmt import iso_z
 
 SCHEMA_VERSION = 1
 """The only topology and watchlist format version this package reads."""
@@ -244,7 +245,7 @@ def window_violations(
         found.append(
             RuleViolation(
                 ("end",),
-                f"end {_when(end)} is not after start {_when(start)}",
+                f"end {iso_z(end)} is not after start {iso_z(start)}",
                 "Set deployment.end to the end of the authorised window, after deployment.start.",
                 (("start",),),
             )
@@ -265,7 +266,7 @@ def window_violations(
         found.append(
             RuleViolation(
                 ("end",),
-                f"end {_when(end)} is in the past: the window would already be over",
+                f"end {iso_z(end)} is in the past: the window would already be over",
                 "Set end to the end of a window still to come.",
             )
         )
@@ -273,7 +274,7 @@ def window_violations(
         found.append(
             RuleViolation(
                 ("start",),
-                f"start {_when(start)} is more than {MAX_LEAD.days} days ahead; authorise it "
+                f"start {iso_z(start)} is more than {MAX_LEAD.days} days ahead; authorise it "
                 "nearer the time",
                 f"Set start at most {MAX_LEAD.days} days from now.",
             )
@@ -376,10 +377,6 @@ class NewDeployment(Deployment):
             "threshold": self.threshold,
             "impact_assessment_ref": self.impact_assessment_ref,
         }
-
-
-def _when(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _days(span: timedelta) -> str:

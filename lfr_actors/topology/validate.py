@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from lfr_actors.timefmt import iso_z
 from lfr_actors.topology.checks import check_files, shown_path
 from lfr_actors.topology.explain import yaml_text
 from lfr_actors.topology.issues import TopologyError, TopologyIssue
@@ -46,15 +47,13 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
     else:
         state = f"not active: ended {_span(now - d.end)} ago"
 
-    def when(t: datetime) -> str:
-        return t.isoformat(timespec="minutes").replace("+00:00", "Z")
-
+    window = f"{iso_z(d.start, 'minutes')} -> {iso_z(d.end, 'minutes')}"
     rows = [
         f"deployment   {d.id}",
         f"  authorised {d.authorised_by}",
         f"  purpose    {d.purpose}",
         f"  location   {d.location}",
-        f"  window     {when(d.start)} -> {when(d.end)} ({_span(d.duration)}); {state}",
+        f"  window     {window} ({_span(d.duration)}); {state}",
     ]
     if d.impact_assessment_ref:
         rows.append(f"  assessment {d.impact_assessment_ref}")
