@@ -1,6 +1,8 @@
 """Frame sources for camera actors: files, streams, devices and a synthetic scene.
 
-The synthetic scene serves tests, demos and load tests.
+:func:`build_source` chooses one from a topology camera's typed ``source`` (the
+:data:`~lfr_actors.topology.schema.Source` union). The synthetic scene serves tests, demos
+and load tests.
 
 A source yields RGB uint8 frames with their position in the source's own time line. It
 does not sample, pace or queue: the camera actor does that. Errors are typed so the
@@ -28,7 +30,9 @@ import cv2
 import numpy as np
 
 from lfr_actors.errors import LfrError
+from lfr_actors.models.images import load_image
 from lfr_actors.models.types import UInt8Array
+from lfr_actors.topology import schema
 
 
 class SourceError(LfrError):
@@ -310,3 +314,52 @@ def _paste(canvas: UInt8Array, picture: UInt8Array, x: int, y: int) -> None:
     if x1 <= x0 or y1 <= y0:
         return
     canvas[y0:y1, x0:x1] = picture[y0 - y : y1 - y, x0 - x : x1 - x]
+
+
+def build_source(
+    source: schema.Source, *, fps: float, name: str, stall_timeout_s: float
+) -> FrameSource:
+    """A frame source from a topology camera's typed ``source``.
+
+    A network stream's FFmpeg read timeout is ``stall_timeout_s`` plus
+    :data:`READ_TIMEOUT_MARGIN_S`, so the camera's watchdog notices a
+    silent stream first and the read it abandons still ends soon after.
+    """
+    if isinstance(source, schema.FileSource):
+        return CaptureSource(str(source.path), live=False, name=name)
+    if isinstance(source, schema.UrlSource):
+        return CaptureSource(
+            source.url,
+            live=True,
+            name=name,
+            transport=source.transport,
+            read_timeout_s=stall_timeout_s + READ_TIMEOUT_MARGIN_S,
+        )
+    if isinstance(source, schema.DeviceSource):
+        return CaptureSource(source.index, live=True, name=name)
+    if isinstance(source, schema.SyntheticSource):
+        colour = source.background.lstrip("#")
+        background = (int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16))
+        sprites = [
+            Sprite(
+                image=load_image(Path(s.image)),
+                start=s.start,
+                velocity=s.velocity,
+                height=s.height,
+                appear_s=s.appear_s,
+                disappear_s=s.disappear_s,
+                label=s.label,
+            )
+            for s in source.sprites
+        ]
+        return SyntheticSource(
+            width=source.width,
+            height=source.height,
+            fps=fps,
+            frames=source.frames,
+            sprites=sprites,
+            background=background,
+            seed=source.seed,
+            name=name,
+        )
+    raise ValueError(f"unknown camera source type {getattr(source, 'type', source)!r}")

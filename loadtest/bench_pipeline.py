@@ -33,7 +33,6 @@ import onnxruntime as ort
 import yaml
 from machine import cpu_model  # loadtest/machine.py, beside this script
 
-from lfr_actors.actors.camera import build_source
 from lfr_actors.actors.settings import pipeline_config
 from lfr_actors.control import Deployment
 from lfr_actors.index.shard import ShardIndex
@@ -50,6 +49,7 @@ from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
 from lfr_actors.topology.loader import load_topology, load_watchlist
+from lfr_actors.video import build_source
 
 FPS = 10.0
 

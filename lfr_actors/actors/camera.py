@@ -40,7 +40,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -49,18 +48,13 @@ from lfr_actors.actors.settings import CameraSettings
 from lfr_actors.kernel.calls import ActorCalls
 from lfr_actors.logs import configure, get_logger
 from lfr_actors.messages import Frame, FrameResult, MessageDecodeError
-from lfr_actors.models.images import load_image
 from lfr_actors.percentiles import percentile
-from lfr_actors.topology import schema
 from lfr_actors.video import (
-    READ_TIMEOUT_MARGIN_S,
-    CaptureSource,
     CorruptFrameError,
     FrameSource,
     SourceError,
     SourceFrame,
-    Sprite,
-    SyntheticSource,
+    build_source,
 )
 
 _LATENCY_WINDOW = 512
@@ -101,55 +95,6 @@ CLOSE_TIMEOUT_S = 1.0
 """How long a stopping camera waits for its source to close before leaving it behind."""
 
 T = TypeVar("T")
-
-
-def build_source(
-    source: schema.Source, *, fps: float, name: str, stall_timeout_s: float
-) -> FrameSource:
-    """A frame source from a topology camera's typed ``source``.
-
-    A network stream's FFmpeg read timeout is ``stall_timeout_s`` plus
-    :data:`~lfr_actors.video.READ_TIMEOUT_MARGIN_S`, so the camera's watchdog notices a
-    silent stream first and the read it abandons still ends soon after.
-    """
-    if isinstance(source, schema.FileSource):
-        return CaptureSource(str(source.path), live=False, name=name)
-    if isinstance(source, schema.UrlSource):
-        return CaptureSource(
-            source.url,
-            live=True,
-            name=name,
-            transport=source.transport,
-            read_timeout_s=stall_timeout_s + READ_TIMEOUT_MARGIN_S,
-        )
-    if isinstance(source, schema.DeviceSource):
-        return CaptureSource(source.index, live=True, name=name)
-    if isinstance(source, schema.SyntheticSource):
-        colour = source.background.lstrip("#")
-        background = (int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16))
-        sprites = [
-            Sprite(
-                image=load_image(Path(s.image)),
-                start=s.start,
-                velocity=s.velocity,
-                height=s.height,
-                appear_s=s.appear_s,
-                disappear_s=s.disappear_s,
-                label=s.label,
-            )
-            for s in source.sprites
-        ]
-        return SyntheticSource(
-            width=source.width,
-            height=source.height,
-            fps=fps,
-            frames=source.frames,
-            sprites=sprites,
-            background=background,
-            seed=source.seed,
-            name=name,
-        )
-    raise ValueError(f"unknown camera source type {getattr(source, 'type', source)!r}")
 
 
 class _Stalled(Exception):

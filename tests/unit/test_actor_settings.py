@@ -7,7 +7,6 @@ import pickle
 
 import ray.cloudpickle
 
-from lfr_actors.actors.camera import build_source
 from lfr_actors.actors.settings import (
     alert_settings,
     camera_settings,
@@ -23,7 +22,7 @@ from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
 from lfr_actors.topology.schema import Camera, Reconnect
-from lfr_actors.video import SyntheticSource
+from lfr_actors.video import SyntheticSource, build_source
 from tests.actor_settings import topology
 
 

@@ -17,7 +17,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from lfr_actors.actors import camera as camera_module
-from lfr_actors.actors.camera import BACKOFF_JITTER, CameraActor, build_source
+from lfr_actors.actors.camera import BACKOFF_JITTER, CameraActor
 from lfr_actors.api.metrics import CAMERA_STATES
 from lfr_actors.testing.doubles import (
     ABORT,
@@ -29,7 +29,7 @@ from lfr_actors.testing.doubles import (
     LocalHandle,
 )
 from lfr_actors.topology.schema import Source
-from lfr_actors.video import CaptureSource, SourceError
+from lfr_actors.video import CaptureSource, SourceError, build_source
 from tests.actor_settings import camera_settings
 
 IMG = np.zeros((36, 64, 3), np.uint8)
