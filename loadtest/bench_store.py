@@ -4,9 +4,9 @@ Three figures, each with a baseline measured in the same run on the same machine
 
 - **Writers' lock.** Two processes append audit entries (one transaction each, with a
   checkpoint every few rounds, as the alert actor and the API do) to one WAL store through
-  :class:`lfr_actors.store.schema.Database`, whose transactions, checkpoints and close run
+  :class:`lfr_actors.store.db.Database`, whose transactions, checkpoints and close run
   under ``flock`` on ``<store>.lock`` (the guard against SQLite's WAL-reset bug, see
-  :mod:`lfr_actors.store.schema`). Baseline: the same rows written the same way with plain
+  :mod:`lfr_actors.store.db`). Baseline: the same rows written the same way with plain
   ``sqlite3`` connections and no ``flock``. Ratio = guarded commits/s / plain commits/s.
   After each run ``integrity_check`` must be ``ok`` and every row present.
 - **Start check.** :func:`lfr_actors.store.check.check_before_start` (``quick_check`` and
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from lfr_actors.store.audit import SYSTEM, Action, AuditLog, append_entry
 from lfr_actors.store.check import backup_store, check_before_start, inspect_store
-from lfr_actors.store.schema import Database, sqlite_safety
+from lfr_actors.store.db import Database, sqlite_safety
 
 PAD = "p" * 1500
 

@@ -52,8 +52,8 @@ from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.store.audit import Actor
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
-from lfr_actors.store.schema import Database
 from lfr_actors.testing.declarations import make_deployment
 
 HERE = Path(__file__).resolve().parent

@@ -78,9 +78,9 @@ from lfr_actors.enrolment import Enroller
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import AuditLog
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.retention import Holds
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import TokenStore
 
 __all__ = ["ApiSettings", "EventHub", "api_runner", "create_app", "setup_routes"]

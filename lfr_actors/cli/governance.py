@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 def list_deployments(path: Path, out: TextIO, *, as_json: bool = False) -> int:
     """``lfr deployments list``: every deployment in the store, the newest window first."""
+    from lfr_actors.store.db import Database
     from lfr_actors.store.deployments import Deployments
-    from lfr_actors.store.schema import Database
 
     with Database(existing_store(path), readonly=True) as db:
         records = Deployments(db).list()
@@ -59,8 +59,8 @@ def deployment_section(path: Path, deployment_id: str, out: TextIO) -> int:
     """
     import yaml
 
+    from lfr_actors.store.db import Database
     from lfr_actors.store.deployments import Deployments
-    from lfr_actors.store.schema import Database
 
     with Database(existing_store(path), readonly=True) as db:
         record = Deployments(db).find(deployment_id)
@@ -84,7 +84,7 @@ def verify_audit(path: Path, out: TextIO) -> int:
     Opens the store read-only: verifying changes nothing, not even the log.
     """
     from lfr_actors.store.audit import AuditLog
-    from lfr_actors.store.schema import Database
+    from lfr_actors.store.db import Database
 
     with Database(existing_store(path), readonly=True) as db:
         check = AuditLog(db).verify()

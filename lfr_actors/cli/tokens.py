@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 def create_token(path: Path, name: str, role: Role | str, out: TextIO, err: TextIO) -> int:
     """``lfr tokens create``: print the new secret alone on ``out``, the rest on ``err``."""
-    from lfr_actors.store.schema import Database
+    from lfr_actors.store.db import Database
     from lfr_actors.store.tokens import TokenStore
 
     new_store = not path.is_file()
@@ -50,7 +50,7 @@ def create_token(path: Path, name: str, role: Role | str, out: TextIO, err: Text
 
 def list_tokens(path: Path, out: TextIO, *, as_json: bool = False) -> int:
     """``lfr tokens list``: every token (never a secret), active and revoked."""
-    from lfr_actors.store.schema import Database
+    from lfr_actors.store.db import Database
     from lfr_actors.store.tokens import TokenStore
 
     with Database(existing_store(path), readonly=True) as db:
@@ -75,7 +75,7 @@ def list_tokens(path: Path, out: TextIO, *, as_json: bool = False) -> int:
 
 def revoke_token(path: Path, token_id: str, out: TextIO) -> int:
     """``lfr tokens revoke``: the token is refused from the API's next request on."""
-    from lfr_actors.store.schema import Database
+    from lfr_actors.store.db import Database
     from lfr_actors.store.tokens import TokenStore
 
     with Database(existing_store(path)) as db:

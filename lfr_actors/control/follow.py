@@ -42,8 +42,8 @@ from lfr_actors.control.thresholds import Planner, apply_threshold
 from lfr_actors.kernel.kernel import ActorSpec, Kernel
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import EnrolVectors, RemoveEntry
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import LOCAL_TOKEN_RENEW_S, renew_local_token
 from lfr_actors.topology.schema import Topology
 

@@ -37,6 +37,7 @@ from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.check import check_before_start, require_free_space
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import (
     DeploymentRecord,
     Deployments,
@@ -45,7 +46,6 @@ from lfr_actors.store.deployments import (
     NewEntry,
     Origin,
 )
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import TokenStore, issue_local_token
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.loader import load_embedder_spec

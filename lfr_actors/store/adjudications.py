@@ -22,7 +22,7 @@ from typing import Any
 
 from lfr_actors.store.alerts import record_event
 from lfr_actors.store.audit import Action, Actor, append_entry
-from lfr_actors.store.schema import Database, StoreError
+from lfr_actors.store.db import Database, StoreError
 
 ADJUDICATED = "adjudicated"
 """An alert's ``status`` once an officer has decided on it."""

@@ -13,7 +13,7 @@ Alerts are rare (only possible matches are written), so an fsync per commit cost
 What is stored is limited by invariant 1: the best face crop of each alert (a possible
 match awaiting adjudication) and, for every sighting, ids and numbers only.
 
-Schema changes are numbered migrations in :mod:`lfr_actors.store.schema` (re-exported
+Schema changes are numbered migrations in :mod:`lfr_actors.store.migrations` (re-exported
 here), applied in order when a writer opens the file; tokens, adjudications and the audit
 log share this file and add their tables there.
 """
@@ -31,7 +31,8 @@ from types import TracebackType
 from typing import Any
 
 from lfr_actors.alerts.records import Alert, AlertEvent
-from lfr_actors.store.schema import MIGRATIONS, Database, Migration, StoreError
+from lfr_actors.store.db import Database, StoreError
+from lfr_actors.store.migrations import MIGRATIONS, Migration
 
 __all__ = ["MIGRATIONS", "AlertPage", "AlertStore", "Migration", "StoreError"]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""

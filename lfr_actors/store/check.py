@@ -5,7 +5,7 @@ the audit chain and the watchlist. So it is never trusted blindly:
 
 - :func:`inspect_store` reads a store without changing it (a read-only connection) and
   says what is wrong: no file or an empty one where a store was created before (its
-  creation marker, :func:`lfr_actors.store.schema.marker_path`, or an index snapshot says
+  creation marker, :func:`lfr_actors.store.db.marker_path`, or an index snapshot says
   so), a damaged header, damaged pages (``PRAGMA quick_check`` or ``integrity_check``),
   a schema this build does not know, a broken audit chain, watchlist templates that fail
   their checksum.
@@ -40,16 +40,15 @@ from lfr_actors.fsutil import open_private_fd
 from lfr_actors.store.audit import _COLUMNS as AUDIT_COLUMNS
 from lfr_actors.store.audit import ChainCheck, check_chain
 from lfr_actors.store.audit import _entry as audit_entry
-from lfr_actors.store.schema import (
+from lfr_actors.store.db import (
     BUSY_TIMEOUT_S,
-    MIGRATIONS,
     marker_path,
     read_marker,
     sqlite_safety,
-    template_problem,
     write_marker,
     writer_lock,
 )
+from lfr_actors.store.migrations import MIGRATIONS, template_problem
 from lfr_actors.timefmt import iso_utc
 
 SQLITE_HEADER = b"SQLite format 3\x00"

@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
-from lfr_actors.store.schema import Database, StoreError, template_checksum, template_problem
+from lfr_actors.store.db import Database, StoreError
+from lfr_actors.store.migrations import template_checksum, template_problem
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import NewDeployment, NewEntry
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 
 DEFAULT_RETENTION_DAYS = 31
 """How long an alert's crop is kept after the alert was last seen, unless on hold."""

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
-from lfr_actors.store.schema import Database, StoreError
+from lfr_actors.store.db import Database, StoreError
 
 TOKEN_PREFIX = "lfr_"
 SECRET_BYTES = 32

@@ -39,8 +39,8 @@ import pytest
 from lfr_actors.index.shard import ShardIndex
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.store.audit import AuditLog
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
-from lfr_actors.store.schema import Database
 from tests.conftest import REPO, lfr_test_home
 from tests.disks import fill, small_tmpfs
 from tests.integration.test_pipeline_ray import write_deployment

@@ -18,8 +18,8 @@ import yaml
 
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.store.audit import SYSTEM
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments, NewDeployment
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.topology.loader import load_topology
 from tests.conftest import REPO, lfr_test_home

@@ -28,8 +28,8 @@ from lfr_actors.control import Deployment
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments, Enrolled, NewEntry, Origin
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_topology, load_watchlist

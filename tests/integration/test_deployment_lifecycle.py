@@ -20,8 +20,8 @@ import yaml
 from lfr_actors.control import Deployment, DeploymentError
 from lfr_actors.control.registration import register_deployment
 from lfr_actors.store.audit import SYSTEM
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.topology.loader import load_topology
 from tests.conftest import lfr_test_home

@@ -33,7 +33,7 @@ from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import make_sighting
 from tests.api_helpers import problem

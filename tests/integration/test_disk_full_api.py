@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 from lfr_actors.api.app import create_app
 from lfr_actors.enrolment import Enroller
 from lfr_actors.store.audit import Actor
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 from lfr_actors.store.tokens import TokenStore
 from tests.api_helpers import problem
 from tests.disks import fill, small_tmpfs

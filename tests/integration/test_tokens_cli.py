@@ -171,8 +171,8 @@ def test_a_deployment_created_through_the_api_gets_its_topology_section(
 ) -> None:
     from lfr_actors.control.registration import register_deployment  # noqa: PLC0415 - imports Ray
     from lfr_actors.store.audit import SYSTEM  # noqa: PLC0415
+    from lfr_actors.store.db import Database  # noqa: PLC0415
     from lfr_actors.store.deployments import Deployments, NewDeployment  # noqa: PLC0415
-    from lfr_actors.store.schema import Database  # noqa: PLC0415
     from lfr_actors.topology.loader import load_topology  # noqa: PLC0415
 
     db = tmp_path / "data" / ALERTS_DB_FILE

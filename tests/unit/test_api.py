@@ -20,8 +20,8 @@ from lfr_actors.api.keys import STORE
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting

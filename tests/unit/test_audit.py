@@ -25,7 +25,8 @@ from lfr_actors.store.audit import (
     canonical_details,
     entry_hash,
 )
-from lfr_actors.store.schema import MIGRATIONS, Database
+from lfr_actors.store.db import Database
+from lfr_actors.store.migrations import MIGRATIONS
 from lfr_actors.store.tokens import Role, TokenStore
 
 OFFICER = Actor("PC Smith", "tok1")

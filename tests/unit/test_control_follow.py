@@ -26,8 +26,8 @@ from lfr_actors.control.paths import DeploymentPaths
 from lfr_actors.control.registration import register_deployment
 from lfr_actors.logs import get_logger
 from lfr_actors.store.audit import Actor
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments, NewDeployment
-from lfr_actors.store.schema import Database
 from lfr_actors.testing.doubles import LocalHandle
 from lfr_actors.topology.loader import load_topology
 from tests.integration.test_pipeline_ray import write_deployment

@@ -16,6 +16,7 @@ from lfr_actors.alerts.records import Alert, AlertEvent, SightingRef
 from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequest, Outcome
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Action, Actor, AuditEntry, AuditLog
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import (
     WINDOW_ENDED,
     DeploymentClosedError,
@@ -34,7 +35,6 @@ from lfr_actors.store.deployments import (
     UnknownDeploymentError,
     UnknownEntryError,
 )
-from lfr_actors.store.schema import Database
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0

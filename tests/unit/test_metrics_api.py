@@ -16,7 +16,7 @@ from lfr_actors.api.app import create_app
 from lfr_actors.api.metrics import CAMERA_STATES, render_metrics
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import make_sighting
 from tests.api_helpers import problem

@@ -30,7 +30,7 @@ from lfr_actors.fsutil import (
 from lfr_actors.index.shard import ShardIndex
 from lfr_actors.logs import get_logger
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.schema import Database, StoreError, _create_private
+from lfr_actors.store.db import Database, StoreError, _create_private
 from lfr_actors.testing.doubles import make_sighting
 
 UMASKS = [0o022, 0o000, 0o002, 0o277]

@@ -16,8 +16,8 @@ from lfr_actors.cli.main import build_parser
 from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequest
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor, AuditLog
+from lfr_actors.store.db import Database
 from lfr_actors.store.retention import Holds, UnknownAlertError, purge_crops
-from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, fake_jpeg, make_sighting
 

@@ -19,9 +19,9 @@ from lfr_actors.api import schemas
 from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequest
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments, Enrolled
 from lfr_actors.store.retention import Holds
-from lfr_actors.store.schema import Database
 from lfr_actors.testing.doubles import fake_jpeg, make_sighting
 from lfr_actors.topology.schema import NewDeployment, NewEntry
 

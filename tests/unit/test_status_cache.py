@@ -31,7 +31,7 @@ from lfr_actors.logs import get_logger
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.doubles import make_sighting
 from lfr_actors.topology.loader import load_topology

@@ -38,9 +38,7 @@ from lfr_actors.store.check import (
     restore_store,
     store_in_use,
 )
-from lfr_actors.store.deployments import Deployments, Enrolled, Origin
-from lfr_actors.store.schema import (
-    MIGRATIONS,
+from lfr_actors.store.db import (
     WAL_RESET_FIX,
     Database,
     StoreError,
@@ -48,8 +46,9 @@ from lfr_actors.store.schema import (
     marker_path,
     read_marker,
     sqlite_safety,
-    template_checksum,
 )
+from lfr_actors.store.deployments import Deployments, Enrolled, Origin
+from lfr_actors.store.migrations import MIGRATIONS, template_checksum
 from lfr_actors.testing.declarations import make_deployment, make_entry
 from tests.conftest import REPO
 
@@ -422,7 +421,7 @@ def test_the_store_reports_its_sqlite_and_how_writers_are_kept_safe() -> None:
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 with Database(Path(sys.argv[1])) as db, db.transaction() as conn:
     conn.execute("INSERT INTO audit_log_probe VALUES (1)")
     print("holding", flush=True)
@@ -466,7 +465,7 @@ import sys
 from pathlib import Path
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Action, AuditLog
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 path, rounds, tag = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 with Database(path) as db:
     log = AuditLog(db)
@@ -550,7 +549,7 @@ def test_a_damaged_store_under_another_command_is_one_line(tmp_path: Path) -> No
 _OPENER = """
 import sys, time
 from pathlib import Path
-from lfr_actors.store.schema import Database
+from lfr_actors.store.db import Database
 with Database(Path(sys.argv[1])) as db:
     db.conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()
     print("open", flush=True)

@@ -18,7 +18,8 @@ from lfr_actors.control import Deployment
 from lfr_actors.control.follow import Reconciler
 from lfr_actors.control.registration import write_run_file
 from lfr_actors.store.audit import Actor, AuditLog
-from lfr_actors.store.schema import MIGRATIONS, Database
+from lfr_actors.store.db import Database
+from lfr_actors.store.migrations import MIGRATIONS
 from lfr_actors.store.tokens import (
     LOCAL_TOKEN_RENEW_S,
     LOCAL_TOKEN_TTL_S,

@@ -36,8 +36,8 @@ from lfr_actors.models.images import (
     image_size,
 )
 from lfr_actors.store.audit import Actor
+from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments, Enrolled
-from lfr_actors.store.schema import Database
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_watchlist
 from tests.api_helpers import problem

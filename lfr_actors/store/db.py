@@ -1,14 +1,13 @@
-"""The store file's schema and connections: numbered migrations and one connection type.
+"""The store file's connection: one connection type, the migrations runner, the markers.
 
 A deployment keeps everything it must persist in one SQLite file (``alerts.sqlite3`` in its
 data folder): alerts, API tokens, adjudications and the audit log. Several processes open it
 (the alert actor, the API, ``lfr tokens``); each goes through :class:`Database`, which sets
 the pragmas every connection needs and applies the migrations a writer finds missing.
 
-Schema changes are numbered migrations, applied in order and in one transaction when a
-writer opens the file, and recorded in ``schema_migrations``; a feature adds its tables by
-appending to :data:`MIGRATIONS`. A migration may end with a Python step (``backfill``)
-for what SQL alone cannot compute, such as a checksum of existing rows.
+Schema changes are the numbered migrations of :mod:`lfr_actors.store.migrations`; a
+writer that opens the file applies the missing ones in order and in one transaction, and
+records each in ``schema_migrations``.
 
 A writer that creates a store leaves a marker beside it (``alerts.sqlite3.created.json``:
 when, with which schema and SQLite). A store that later turns up empty or missing while
@@ -34,20 +33,16 @@ and :func:`sqlite_safety` reports the library in use and whether it has the fix,
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import numpy as np
 
 from lfr_actors import logs
 from lfr_actors.errors import LfrError
@@ -58,6 +53,7 @@ from lfr_actors.fsutil import (
     private_dir,
     tighten,
 )
+from lfr_actors.store.migrations import MIGRATIONS
 
 _log = logs.get_logger(__name__)
 
@@ -76,273 +72,6 @@ LOCK_SUFFIX = ".lock"
 
 class StoreError(LfrError):
     """The store cannot be opened or used as asked."""
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One numbered schema change: statements run in one transaction.
-
-    ``backfill``, when given, runs last in the same transaction, for values of existing
-    rows that SQL cannot compute (a checksum).
-    """
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-    backfill: Callable[[sqlite3.Connection], None] | None = None
-
-
-def template_checksum(dimension: int, blob: bytes) -> str:
-    """The SHA-256 stored with a watchlist entry's templates: its dimension, then its bytes.
-
-    A template changed on disk (or a row whose dimension was changed) no longer matches.
-    """
-    digest = hashlib.sha256(f"lfr-templates:{int(dimension)}:".encode())
-    digest.update(blob)
-    return digest.hexdigest()
-
-
-def template_problem(blob: bytes | None, dimension: int | None, checksum: str | None) -> str | None:
-    """Why a stored entry's templates cannot be used (None when they can).
-
-    The reason names the fault (checksum, shape, non-finite values), never the values.
-    """
-    if blob is None or dimension is None:
-        return "no templates stored"
-    if checksum is None:
-        return "no checksum stored with its templates"
-    if template_checksum(dimension, blob) != checksum:
-        return "its templates do not match their stored checksum (changed on disk)"
-    if dimension < 1 or len(blob) == 0 or len(blob) % (4 * dimension):
-        return f"its templates are {len(blob)} bytes, not whole vectors of {dimension}"
-    if not np.isfinite(np.frombuffer(blob, dtype=np.float32)).all():
-        return "its templates hold values that are not finite (NaN or infinity)"
-    return None
-
-
-def _checksum_existing_templates(conn: sqlite3.Connection) -> None:
-    rows = conn.execute(
-        "SELECT rowid, embeddings, dimension FROM watchlist_entries "
-        "WHERE embeddings IS NOT NULL AND dimension IS NOT NULL"
-    ).fetchall()
-    for rowid, blob, dimension in rows:
-        conn.execute(
-            "UPDATE watchlist_entries SET embeddings_sha256 = ? WHERE rowid = ?",
-            (template_checksum(int(dimension), bytes(blob)), rowid),
-        )
-
-
-def _append_only(table: str) -> tuple[str, ...]:
-    return tuple(
-        f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
-        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: rows are never changed or "
-        f"removed'); END"
-        for verb in ("UPDATE", "DELETE")
-    )
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "alerts, their sightings (ids and numbers only) and the alert event log",
-        (
-            """CREATE TABLE alerts (
-                id TEXT PRIMARY KEY,
-                deployment_id TEXT NOT NULL,
-                entry_id TEXT NOT NULL,
-                first_camera_id TEXT NOT NULL,
-                cameras TEXT NOT NULL,
-                first_seen REAL NOT NULL,
-                last_seen REAL NOT NULL,
-                sightings INTEGER NOT NULL,
-                best_distance REAL NOT NULL,
-                best_sighting_id TEXT NOT NULL,
-                best_box TEXT NOT NULL,
-                best_quality TEXT NOT NULL,
-                best_crop BLOB NOT NULL,
-                status TEXT NOT NULL DEFAULT 'open',
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL,
-                raised_event_id INTEGER UNIQUE
-            )""",
-            "CREATE INDEX alerts_entry ON alerts (entry_id, raised_event_id)",
-            "CREATE INDEX alerts_last_seen ON alerts (deployment_id, last_seen)",
-            """CREATE TABLE alert_sightings (
-                alert_id TEXT NOT NULL REFERENCES alerts (id),
-                sighting_id TEXT NOT NULL UNIQUE,
-                camera_id TEXT NOT NULL,
-                captured_at REAL NOT NULL,
-                distance REAL NOT NULL,
-                event_id INTEGER NOT NULL
-            )""",
-            "CREATE INDEX alert_sightings_alert ON alert_sightings (alert_id)",
-            "CREATE INDEX alert_sightings_camera ON alert_sightings (camera_id, alert_id)",
-            """CREATE TABLE alert_events (
-                event_id INTEGER PRIMARY KEY AUTOINCREMENT,
-                alert_id TEXT NOT NULL REFERENCES alerts (id),
-                kind TEXT NOT NULL,
-                at REAL NOT NULL,
-                alert TEXT NOT NULL
-            )""",
-            "CREATE INDEX alert_events_alert ON alert_events (alert_id, event_id)",
-        ),
-    ),
-    Migration(
-        2,
-        "API bearer tokens, stored as SHA-256 digests only",
-        (
-            # No CHECK on role: SQLite cannot alter a CHECK, and roles will be added.
-            """CREATE TABLE api_tokens (
-                id TEXT PRIMARY KEY,
-                secret_sha256 TEXT NOT NULL UNIQUE,
-                name TEXT NOT NULL,
-                role TEXT NOT NULL,
-                internal INTEGER NOT NULL DEFAULT 0,
-                created_at REAL NOT NULL,
-                created_by TEXT NOT NULL,
-                revoked_at REAL,
-                revoked_by TEXT
-            )""",
-        ),
-    ),
-    Migration(
-        3,
-        "the append-only, hash-chained audit log",
-        (
-            # AUTOINCREMENT keeps the highest seq ever used in sqlite_sequence, so removing
-            # the newest entries leaves a trace that verification reports.
-            """CREATE TABLE audit_log (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                at REAL NOT NULL,
-                actor TEXT NOT NULL,
-                actor_token TEXT,
-                action TEXT NOT NULL,
-                subject TEXT NOT NULL,
-                details TEXT NOT NULL,
-                prev_hash TEXT NOT NULL,
-                hash TEXT NOT NULL
-            )""",
-            "CREATE INDEX audit_log_subject ON audit_log (subject, seq)",
-            "CREATE INDEX audit_log_action ON audit_log (action, seq)",
-            *_append_only("audit_log"),
-        ),
-    ),
-    Migration(
-        4,
-        "adjudications of alerts: decisions, outcomes and corrections",
-        (
-            """CREATE TABLE adjudications (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                alert_id TEXT NOT NULL REFERENCES alerts (id),
-                decision TEXT NOT NULL,
-                outcome TEXT,
-                note TEXT,
-                officer TEXT NOT NULL,
-                officer_token TEXT,
-                decided_at REAL NOT NULL,
-                correction INTEGER NOT NULL,
-                correction_reason TEXT,
-                supersedes INTEGER REFERENCES adjudications (id)
-            )""",
-            "CREATE INDEX adjudications_alert ON adjudications (alert_id, id)",
-        ),
-    ),
-    Migration(
-        5,
-        "retention of alert crops: purge times and evidential holds",
-        (
-            # best_crop stays NOT NULL (SQLite cannot drop the constraint without rebuilding
-            # the table); a purged crop is an empty blob and crop_purged_at says when.
-            "ALTER TABLE alerts ADD COLUMN crop_purged_at REAL",
-            """CREATE TABLE alert_holds (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                alert_id TEXT NOT NULL REFERENCES alerts (id),
-                set_by TEXT NOT NULL,
-                set_by_token TEXT,
-                reason TEXT NOT NULL,
-                at REAL NOT NULL,
-                released_at REAL,
-                released_by TEXT,
-                release_reason TEXT
-            )""",
-            "CREATE UNIQUE INDEX alert_holds_active ON alert_holds (alert_id) "
-            "WHERE released_at IS NULL",
-            # A crop written again after a purge (the person seen anew) is no longer purged.
-            "CREATE TRIGGER alerts_crop_restored AFTER UPDATE OF best_crop ON alerts "
-            "WHEN length(NEW.best_crop) > 0 AND NEW.crop_purged_at IS NOT NULL "
-            "BEGIN UPDATE alerts SET crop_purged_at = NULL WHERE id = NEW.id; END",
-        ),
-    ),
-    Migration(
-        6,
-        "deployments and their watchlist entries (images and embeddings until destroyed)",
-        (
-            """CREATE TABLE deployments (
-                id TEXT PRIMARY KEY,
-                authorised_by TEXT NOT NULL,
-                purpose TEXT NOT NULL,
-                location TEXT NOT NULL,
-                starts_at REAL NOT NULL,
-                ends_at REAL NOT NULL,
-                impact_assessment_ref TEXT,
-                threshold REAL NOT NULL,
-                origin TEXT NOT NULL,
-                created_by TEXT NOT NULL,
-                created_by_token TEXT,
-                created_at REAL NOT NULL,
-                closed_at REAL,
-                closed_by TEXT,
-                close_reason TEXT,
-                watchlist_revision INTEGER NOT NULL DEFAULT 0,
-                frames INTEGER NOT NULL DEFAULT 0,
-                faces_seen INTEGER NOT NULL DEFAULT 0,
-                counters_at REAL
-            )""",
-            """CREATE TABLE watchlist_entries (
-                deployment_id TEXT NOT NULL REFERENCES deployments (id),
-                id TEXT NOT NULL,
-                display_name TEXT,
-                category TEXT NOT NULL,
-                legal_basis TEXT NOT NULL,
-                source TEXT,
-                image_date TEXT,
-                threshold REAL,
-                origin TEXT NOT NULL,
-                state TEXT NOT NULL,
-                image BLOB,
-                image_type TEXT,
-                embeddings BLOB,
-                dimension INTEGER,
-                quality TEXT,
-                added_by TEXT NOT NULL,
-                added_by_token TEXT,
-                added_at REAL NOT NULL,
-                approved_by TEXT,
-                approved_by_token TEXT,
-                approved_at REAL,
-                removed_by TEXT,
-                removed_at REAL,
-                remove_reason TEXT,
-                PRIMARY KEY (deployment_id, id)
-            )""",
-            "CREATE INDEX watchlist_entries_state ON watchlist_entries (deployment_id, state)",
-            "CREATE INDEX alerts_deployment ON alerts (deployment_id, raised_event_id)",
-        ),
-    ),
-    Migration(
-        7,
-        "a checksum with each watchlist entry's templates",
-        ("ALTER TABLE watchlist_entries ADD COLUMN embeddings_sha256 TEXT",),
-        # Entries stored before this migration are trusted as they are now, once.
-        backfill=_checksum_existing_templates,
-    ),
-    Migration(
-        8,
-        "API tokens may expire by themselves (the running deployment's local token does)",
-        ("ALTER TABLE api_tokens ADD COLUMN expires_at REAL",),
-    ),
-)
-"""Every schema change, in order. Append; never edit one that has shipped."""
 
 
 class Database:
