@@ -43,13 +43,8 @@ import ray.exceptions
 from lfr_actors.actors.settings import RouterSettings, ShardSettings
 from lfr_actors.errors import LfrError
 from lfr_actors.index.merge import Hit, merge_topk, shard_for
-from lfr_actors.index.shard import (
-    IndexSnapshotError,
-    ShardIndex,
-    destroy_snapshot,
-    has_snapshot,
-    usable_rows,
-)
+from lfr_actors.index.shard import ShardIndex, usable_rows
+from lfr_actors.index.snapshot import IndexSnapshotError, destroy_snapshot, has_snapshot
 from lfr_actors.kernel.calls import ActorCalls
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.logs import get_logger

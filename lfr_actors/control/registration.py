@@ -28,7 +28,7 @@ from lfr_actors.control.thresholds import entry_thresholds
 from lfr_actors.enrolment import MAX_ENROL_PIXELS, combine, enrol_image, pipeline_enroller
 from lfr_actors.errors import EnrolmentRejectedError, ImageError
 from lfr_actors.fsutil import atomic_write
-from lfr_actors.index.shard import SNAPSHOT_MANIFEST
+from lfr_actors.index.snapshot import SNAPSHOT_MANIFEST
 from lfr_actors.logs import get_logger
 from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
 from lfr_actors.models.images import load_image

@@ -28,25 +28,20 @@ must leave no biometric trace in a snapshot, so :meth:`ShardIndex.save` first re
 usearch index from the live vectors whenever anything was removed since the last rebuild
 (a batch add on every core; seconds for 100k vectors).
 
-A snapshot is a folder holding one usearch file and ``snapshot.json`` (configuration, the
-key -> entry id map and the usearch file's SHA-256). The usearch file is written under a
-fresh name first and ``snapshot.json`` is replaced atomically last, so a reader sees the old
-snapshot or the new one, never a mix, even if the process dies mid-save.
+:meth:`ShardIndex.save` and :meth:`ShardIndex.load` write and read a snapshot: its files,
+manifest and checks are :mod:`lfr_actors.index.snapshot`; the settings are
+:class:`~lfr_actors.index.config.ShardConfig`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
-import os
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast, get_args
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -58,31 +53,11 @@ with contextlib.suppress(ImportError):
 
 from usearch.index import Index
 
-from lfr_actors.errors import LfrError
-from lfr_actors.fsutil import (
-    PRIVATE_FILE_MODE,
-    atomic_write,
-    ensure_private_file,
-    private_dir,
-    tighten,
-)
+from lfr_actors.index.config import DType, Metric, Mode, ShardConfig
 from lfr_actors.index.merge import Hit
+from lfr_actors.index.snapshot import read_snapshot, write_snapshot
 
-Metric = Literal["euclidean", "cosine"]
-Mode = Literal["exact", "hnsw", "auto"]
-DType = Literal["f32", "f16", "i8"]
-
-SNAPSHOT_MANIFEST = "snapshot.json"
-SNAPSHOT_FORMAT = 1
-_INDEX_PREFIX = "index-"
-_INDEX_SUFFIX = ".usearch"
 _USEARCH_METRIC = {"euclidean": "l2sq", "cosine": "cos"}
-# Settings baked into the stored vectors and graph; the others may change between runs.
-_STORAGE_FIELDS = ("dimension", "metric", "dtype", "connectivity")
-
-
-class IndexSnapshotError(LfrError):
-    """An index snapshot is missing, corrupt, or was made with an incompatible configuration."""
 
 
 class VectorIndex(Protocol):
@@ -118,56 +93,6 @@ class VectorIndex(Protocol):
     def clear(self) -> None:
         """Drop every entry and vector."""
         ...
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    """A shard's settings; the keyword arguments of :class:`ShardIndex`."""
-
-    dimension: int
-    metric: Metric
-    mode: Mode = "auto"
-    dtype: DType = "f32"
-    exact_below: int = 20000
-    connectivity: int = 16
-    expansion_add: int = 128
-    expansion_search: int = 64
-
-    def __post_init__(self) -> None:
-        _check_choice("metric", self.metric, Metric)
-        _check_choice("mode", self.mode, Mode)
-        _check_choice("dtype", self.dtype, DType)
-        _check_int("dimension", self.dimension, 1)
-        _check_int("exact_below", self.exact_below, 0)
-        _check_int("connectivity", self.connectivity, 2)
-        _check_int("expansion_add", self.expansion_add, 1)
-        _check_int("expansion_search", self.expansion_search, 1)
-        if self.dtype == "i8" and self.metric != "cosine":
-            # usearch scales i8 as unit-length vectors; Euclidean distances would be wrong.
-            raise ValueError("dtype 'i8' needs metric 'cosine'; use 'f32' or 'f16' for euclidean")
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> ShardConfig:
-        """Build from a plain mapping, naming unknown keys and the known ones."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise ValueError(f"unknown index setting(s) {unknown}; known settings: {known}")
-        missing = [name for name in ("dimension", "metric") if name not in config]
-        if missing:
-            raise ValueError(f"index settings need {missing}")
-        return cls(**dict(config))
-
-
-def _check_choice(name: str, value: object, choices: object) -> None:
-    allowed = get_args(choices)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_vectors(
@@ -559,168 +484,40 @@ class ShardIndex:
         return out
 
     def save(self, directory: Path) -> None:
-        """Write a snapshot into ``directory`` atomically (see the module docstring)."""
-        directory = Path(directory)
+        """Write a snapshot into ``directory`` atomically (:mod:`lfr_actors.index.snapshot`).
+
+        Removed templates are purged from the usearch index first, so none reaches the file.
+        """
         self._purge_removed()
-        private_dir(directory)
-        name = f"{_INDEX_PREFIX}{uuid.uuid4().hex}{_INDEX_SUFFIX}"
-        temporary = directory / f".{name}.tmp"
-        try:
-            # usearch creates its file with the umask's mode; made 0600 first, it keeps it.
-            ensure_private_file(temporary)
-            self._index.save(str(temporary))
-            tighten(temporary, PRIVATE_FILE_MODE)
-            with temporary.open("rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, directory / name)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        manifest = {
-            "format": SNAPSHOT_FORMAT,
-            "config": self.config,
-            "next_key": self._next_key,
-            "index_file": name,
-            "index_sha256": _sha256(directory / name),
-            "vectors": len(self),
-            "entries": self.entry_count,
-            "keys": {str(key): entry_id for key, entry_id in self._entry_of.items()},
-        }
-        try:
-            atomic_write(directory / SNAPSHOT_MANIFEST, json.dumps(manifest).encode("utf-8"))
-        except BaseException:
-            (directory / name).unlink(missing_ok=True)
-            raise
-        for stale in _owned_files(directory):
-            if stale.name not in (name, SNAPSHOT_MANIFEST):
-                stale.unlink(missing_ok=True)
+        write_snapshot(
+            Path(directory),
+            self._index,
+            config=self.config,
+            next_key=self._next_key,
+            keys=self._entry_of,
+            entries=self.entry_count,
+        )
 
     @classmethod
     def load(cls, directory: Path, config: Mapping[str, Any] | None = None) -> ShardIndex:
         """Read the snapshot in ``directory``.
 
         With ``config``, its storage settings (dimension, metric, dtype, connectivity) must
-        equal the snapshot's, else :class:`IndexSnapshotError`; its search settings (mode,
-        exact_below, expansions) replace the snapshot's.
+        equal the snapshot's, else :class:`~lfr_actors.index.snapshot.IndexSnapshotError`;
+        its search settings (mode, exact_below, expansions) replace the snapshot's.
         """
-        directory = Path(directory)
-        manifest_path = directory / SNAPSHOT_MANIFEST
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise IndexSnapshotError(
-                f"no index snapshot in {directory}: {manifest_path.name} is missing"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise IndexSnapshotError(
-                f"{manifest_path}: unreadable snapshot manifest: {exc}"
-            ) from exc
-        try:
-            if manifest["format"] != SNAPSHOT_FORMAT:
-                raise IndexSnapshotError(
-                    f"{manifest_path}: snapshot format {manifest['format']!r}; "
-                    f"this build reads format {SNAPSHOT_FORMAT}"
-                )
-            stored = ShardConfig.from_mapping(manifest["config"])
-            key_map = {int(key): str(entry) for key, entry in manifest["keys"].items()}
-            next_key = int(manifest["next_key"])
-            index_file = directory / str(manifest["index_file"])
-            expected_sha = str(manifest["index_sha256"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise IndexSnapshotError(
-                f"{manifest_path}: malformed snapshot manifest: {exc!r}"
-            ) from exc
-        if config is not None:
-            wanted = ShardConfig.from_mapping(config)
-            clashes = {
-                name: (getattr(stored, name), getattr(wanted, name))
-                for name in _STORAGE_FIELDS
-                if getattr(stored, name) != getattr(wanted, name)
-            }
-            if clashes:
-                detail = ", ".join(
-                    f"{n}: snapshot {s!r}, configured {w!r}" for n, (s, w) in clashes.items()
-                )
-                raise IndexSnapshotError(
-                    f"{directory}: the snapshot was made with other settings ({detail}); "
-                    "re-enrol the watchlist or restore the settings it was made with"
-                )
-            stored = replace(
-                stored,
-                mode=wanted.mode,
-                exact_below=wanted.exact_below,
-                expansion_add=wanted.expansion_add,
-                expansion_search=wanted.expansion_search,
-            )
-        if not index_file.is_file():
-            raise IndexSnapshotError(f"{directory}: the index file {index_file.name} is missing")
-        if _sha256(index_file) != expected_sha:
-            raise IndexSnapshotError(
-                f"{index_file}: SHA-256 does not match {manifest_path.name}; the snapshot is "
-                "corrupt, re-enrol the watchlist"
-            )
-        shard = cls(**asdict(stored))
-        try:  # usearch keeps the constructor's expansion settings, so the configured ones win
-            shard._index.load(str(index_file))
-        except Exception as exc:  # usearch raises RuntimeError/ValueError on bad files
-            raise IndexSnapshotError(f"{index_file}: usearch cannot read it: {exc}") from exc
-        keys = np.fromiter(key_map, dtype=np.uint64, count=len(key_map))
-        if len(shard._index) != len(key_map) or (
-            len(keys) and not np.all(shard._index.contains(keys))
-        ):
-            raise IndexSnapshotError(
-                f"{directory}: the index file holds {len(shard._index)} vectors but the manifest "
-                f"maps {len(key_map)} keys; the snapshot is corrupt, re-enrol the watchlist"
-            )
+        snapshot = read_snapshot(directory, config)
+        shard = cls(**asdict(snapshot.config))
+        snapshot.load_into(shard._index)
+        key_map = snapshot.keys
         grouped: dict[str, list[int]] = {}
         for key in sorted(key_map):
             grouped.setdefault(key_map[key], []).append(key)
         shard._keys = {entry: np.array(ks, dtype=np.uint64) for entry, ks in grouped.items()}
         shard._entry_of = key_map
-        shard._next_key = max(next_key, max(key_map, default=-1) + 1)
+        shard._next_key = max(snapshot.next_key, max(key_map, default=-1) + 1)
         shard._template_counts = Counter(len(k) for k in shard._keys.values())
         return shard
-
-
-def has_snapshot(directory: Path) -> bool:
-    """Whether ``directory`` holds a snapshot manifest."""
-    return (Path(directory) / SNAPSHOT_MANIFEST).is_file()
-
-
-def destroy_snapshot(directory: Path) -> None:
-    """Delete a shard's snapshot files (the manifest first, so it can never half-load).
-
-    Only files this module writes are deleted; the folder goes too once it is empty.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    (directory / SNAPSHOT_MANIFEST).unlink(missing_ok=True)
-    for path in _owned_files(directory):
-        path.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # something else lives there; not ours to delete
-        directory.rmdir()
-
-
-def _owned_files(directory: Path) -> list[Path]:
-    owned = []
-    for path in directory.iterdir():
-        name = path.name.lstrip(".")
-        if path.is_file() and (
-            path.name == SNAPSHOT_MANIFEST
-            or (name.startswith(_INDEX_PREFIX) and (name.endswith((_INDEX_SUFFIX, ".tmp"))))
-            or (name.startswith(SNAPSHOT_MANIFEST) and name.endswith(".tmp"))
-        ):
-            owned.append(path)
-    return owned
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_entry_id(entry_id: object) -> None:

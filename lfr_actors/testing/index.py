@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lfr_actors.index.config import Metric
 from lfr_actors.index.merge import Hit
-from lfr_actors.index.shard import Metric, check_vectors
+from lfr_actors.index.shard import check_vectors
 
 
 class InMemoryIndex:

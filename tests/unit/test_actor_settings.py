@@ -15,7 +15,7 @@ from lfr_actors.actors.settings import (
     shard_settings,
 )
 from lfr_actors.alerts.fusion import FusionConfig
-from lfr_actors.index.shard import ShardConfig
+from lfr_actors.index.config import ShardConfig
 from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.pipeline import PipelineConfig
 from lfr_actors.models.quality import QualityConfig
