@@ -43,7 +43,7 @@ from lfr_actors.models.images import (
 )
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.models.types import UInt8Array
-from lfr_actors.store.deployments import Enrolled
+from lfr_actors.store.records import Enrolled
 
 Enroller = Callable[[bytes, str], Enrolled]
 """Turns an encoded photo (bytes, a name for errors) into one template and its image;

@@ -36,7 +36,7 @@ from lfr_actors.api.schemas import (
     ThresholdChanged,
 )
 from lfr_actors.store.audit import Action
-from lfr_actors.store.deployments import (
+from lfr_actors.store.records import (
     DeploymentClosedError,
     DeploymentExistsError,
     DeploymentRecord,

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from lfr_actors.store.adjudications import Decision, Outcome
-from lfr_actors.store.deployments import DeploymentState, EntryState, Origin
+from lfr_actors.store.records import DeploymentState, EntryState, Origin
 from lfr_actors.store.tokens import Role
 from lfr_actors.timefmt import iso_utc
 

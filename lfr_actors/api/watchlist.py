@@ -67,7 +67,7 @@ from lfr_actors.enrolment import (
 from lfr_actors.errors import EnrolmentRejectedError, ImageError
 from lfr_actors.models.images import ImageTooLargeError, check_pixels, sniff_format
 from lfr_actors.store.audit import Action
-from lfr_actors.store.deployments import Enrolled, EntryRecord, EntryState
+from lfr_actors.store.records import Enrolled, EntryRecord, EntryState
 from lfr_actors.topology.schema import NewEntry
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024

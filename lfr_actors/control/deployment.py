@@ -74,7 +74,8 @@ from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_r
 from lfr_actors.kernel.registry import Registry
 from lfr_actors.logs import get_logger
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.deployments import Deployments, Enrolled
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.records import Enrolled
 from lfr_actors.store.tokens import revoke_local_tokens
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology, Watchlist

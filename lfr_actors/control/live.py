@@ -18,7 +18,7 @@ from aiohttp import web
 from lfr_actors.control.totals import CameraTotals
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Enrolled
+from lfr_actors.store.records import Enrolled
 
 
 @dataclass

@@ -38,18 +38,12 @@ from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.check import check_before_start, require_free_space
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import (
-    DeploymentRecord,
-    Deployments,
-    Enrolled,
-    NewDeployment,
-    NewEntry,
-    Origin,
-)
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.records import DeploymentRecord, Enrolled, Origin
 from lfr_actors.store.tokens import TokenStore, issue_local_token
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.loader import load_embedder_spec
-from lfr_actors.topology.schema import Topology, Watchlist
+from lfr_actors.topology.schema import NewDeployment, NewEntry, Topology, Watchlist
 
 log = get_logger("lfr.deployment")
 

@@ -17,7 +17,8 @@ from lfr_actors.control.plan import Thresholds
 from lfr_actors.kernel.kernel import ActorSpec, Kernel
 from lfr_actors.logs import get_logger
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Deployments, EntryState
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.records import EntryState
 from lfr_actors.topology.schema import Topology, Watchlist
 
 log = get_logger("lfr.deployment")

@@ -51,10 +51,8 @@ from lfr_actors.models.runtime import RuntimeConfig  # noqa: E402
 from lfr_actors.store.alerts import AlertStore  # noqa: E402
 from lfr_actors.store.audit import SYSTEM, Actor  # noqa: E402
 from lfr_actors.store.db import Database  # noqa: E402
-from lfr_actors.store.deployments import (  # noqa: E402
-    Deployments,
-    Enrolled,
-)
+from lfr_actors.store.deployments import Deployments  # noqa: E402
+from lfr_actors.store.records import Enrolled  # noqa: E402
 from lfr_actors.store.tokens import Role, TokenStore  # noqa: E402
 from lfr_actors.testing.declarations import make_deployment, make_entry  # noqa: E402
 from lfr_actors.testing.doubles import fake_jpeg, make_sighting  # noqa: E402

@@ -29,10 +29,12 @@ from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Deployments, Enrolled, NewEntry, Origin
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.records import Enrolled, Origin
 from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_topology, load_watchlist
+from lfr_actors.topology.schema import NewEntry
 from tests.browser import Chromium, chromium_path
 from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_deployment_lifecycle import MIRANDA, write_topology

@@ -172,8 +172,9 @@ def test_a_deployment_created_through_the_api_gets_its_topology_section(
     from lfr_actors.control.registration import register_deployment  # noqa: PLC0415 - imports Ray
     from lfr_actors.store.audit import SYSTEM  # noqa: PLC0415
     from lfr_actors.store.db import Database  # noqa: PLC0415
-    from lfr_actors.store.deployments import Deployments, NewDeployment  # noqa: PLC0415
+    from lfr_actors.store.deployments import Deployments  # noqa: PLC0415
     from lfr_actors.topology.loader import load_topology  # noqa: PLC0415
+    from lfr_actors.topology.schema import NewDeployment  # noqa: PLC0415
 
     db = tmp_path / "data" / ALERTS_DB_FILE
     db.parent.mkdir(parents=True)

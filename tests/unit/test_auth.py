@@ -27,7 +27,8 @@ from lfr_actors.api.auth import (
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor, AuditLog
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Deployments, Enrolled
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.records import Enrolled
 from lfr_actors.store.tokens import (
     LOCAL_TOKEN_NAME,
     Role,

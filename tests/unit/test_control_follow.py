@@ -27,9 +27,10 @@ from lfr_actors.control.registration import register_deployment
 from lfr_actors.logs import get_logger
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Deployments, NewDeployment
+from lfr_actors.store.deployments import Deployments
 from lfr_actors.testing.doubles import LocalHandle
 from lfr_actors.topology.loader import load_topology
+from lfr_actors.topology.schema import NewDeployment
 from tests.integration.test_pipeline_ray import write_deployment
 
 

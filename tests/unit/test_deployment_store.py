@@ -17,11 +17,10 @@ from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequ
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Action, Actor, AuditEntry, AuditLog
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import (
-    WINDOW_ENDED,
+from lfr_actors.store.deployments import WINDOW_ENDED, Deployments
+from lfr_actors.store.records import (
     DeploymentClosedError,
     DeploymentExistsError,
-    Deployments,
     DeploymentState,
     Enrolled,
     EntryExistsError,
@@ -29,12 +28,11 @@ from lfr_actors.store.deployments import (
     EntryState,
     EntryStateError,
     FourEyesError,
-    NewDeployment,
-    NewEntry,
     Origin,
     UnknownDeploymentError,
     UnknownEntryError,
 )
+from lfr_actors.topology.schema import NewDeployment, NewEntry
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0

@@ -20,7 +20,8 @@ from lfr_actors.store.adjudications import Adjudications, Decision, DecisionRequ
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Deployments, Enrolled
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.records import Enrolled
 from lfr_actors.store.retention import Holds
 from lfr_actors.testing.doubles import fake_jpeg, make_sighting
 from lfr_actors.topology.schema import NewDeployment, NewEntry

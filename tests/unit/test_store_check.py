@@ -47,8 +47,9 @@ from lfr_actors.store.db import (
     read_marker,
     sqlite_safety,
 )
-from lfr_actors.store.deployments import Deployments, Enrolled, Origin
+from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.migrations import MIGRATIONS, template_checksum
+from lfr_actors.store.records import Enrolled, Origin
 from lfr_actors.testing.declarations import make_deployment, make_entry
 from tests.conftest import REPO
 

@@ -37,7 +37,8 @@ from lfr_actors.models.images import (
 )
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Deployments, Enrolled
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.records import Enrolled
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_watchlist
 from tests.api_helpers import problem

@@ -1,0 +1,92 @@
+"""The report of one deployment: the figures the Metropolitan Police publishes.
+
+Read in one snapshot of the store file: the deployment, its watchlist by state, its alerts
+and the decision in force on each (:meth:`lfr_actors.store.deployments.Deployments.report`
+is where it is asked for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lfr_actors.store.db import Database
+from lfr_actors.store.records import EntryState, require_deployment
+
+
+def deployment_report(
+    db: Database, deployment_id: str, *, now: float, damaged: Mapping[str, str]
+) -> dict[str, Any]:
+    """The deployment's figures at ``now``; ``damaged`` names the entries left out of the index.
+
+    Alerts are counted by the decision in force (the latest, corrections included);
+    outcomes are those of confirmed matches. ``false_alert_rate`` is false alerts per
+    face seen (null before any face was seen).
+    """
+    with db.snapshot() as conn:
+        record = require_deployment(conn, deployment_id)
+        entries = dict(
+            conn.execute(
+                "SELECT state, COUNT(*) FROM watchlist_entries WHERE deployment_id = ? "
+                "GROUP BY state",
+                (deployment_id,),
+            ).fetchall()
+        )
+        approved = conn.execute(
+            "SELECT COUNT(*) FROM watchlist_entries WHERE deployment_id = ? "
+            "AND approved_at IS NOT NULL",
+            (deployment_id,),
+        ).fetchone()[0]
+        alerts = conn.execute(
+            "SELECT COUNT(*) FROM alerts WHERE deployment_id = ?", (deployment_id,)
+        ).fetchone()[0]
+        decisions = conn.execute(
+            "SELECT j.decision, j.outcome, COUNT(*) FROM alerts a JOIN adjudications j "
+            "ON j.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.id) "
+            "WHERE a.deployment_id = ? GROUP BY j.decision, j.outcome",
+            (deployment_id,),
+        ).fetchall()
+    by_decision: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for decision, outcome, count in decisions:
+        by_decision[decision] = by_decision.get(decision, 0) + int(count)
+        if decision == "match_confirmed" and outcome is not None:
+            outcomes[outcome] = outcomes.get(outcome, 0) + int(count)
+    adjudicated = sum(by_decision.values())
+    false_alerts = by_decision.get("not_a_match", 0)
+    faces = record.faces_seen
+    return {
+        "deployment_id": record.id,
+        "state": str(record.state(now)),
+        "authorised_by": record.authorised_by,
+        "purpose": record.purpose,
+        "location": record.location,
+        "starts_at": record.starts_at,
+        "ends_at": record.ends_at,
+        "closed_at": record.closed_at,
+        "impact_assessment_ref": record.impact_assessment_ref,
+        "threshold": record.threshold,
+        "watchlist": {
+            "size": int(approved),
+            "active": int(entries.get(str(EntryState.ACTIVE), 0)),
+            "pending_approval": int(entries.get(str(EntryState.PENDING), 0)),
+            "deleted": int(entries.get(str(EntryState.DELETED), 0)),
+            "destroyed": int(entries.get(str(EntryState.DESTROYED), 0)),
+            # Active entries left out of the index: their templates fail their checksum
+            # or are not finite (``damaged_entries`` names them and why).
+            "damaged": len(damaged),
+            "damaged_entries": sorted(damaged),
+        },
+        "frames": record.frames,
+        "faces_seen": faces,
+        "alerts": {
+            "total": int(alerts),
+            "confirmed": by_decision.get("match_confirmed", 0),
+            "false": false_alerts,
+            "unsure": by_decision.get("unsure", 0),
+            "not_adjudicated": int(alerts) - adjudicated,
+        },
+        "outcomes": dict(sorted(outcomes.items())),
+        "false_alert_rate": (false_alerts / faces) if faces else None,
+        "generated_at": now,
+    }

@@ -1,0 +1,336 @@
+"""Watchlist entries: added, approved by a second person, deleted, and read as templates.
+
+Each deployment has its own watchlist. An entry added through the API is *pending* until a
+second person, an authoriser, approves it (four eyes); only *active* entries are searched.
+Entries read from a topology's watchlist file are active at once, approved by the
+deployment's authority that signed the file. Deleting an entry wipes its image and
+embeddings at once.
+
+Every change is one transaction with its audit entry. ``watchlist_revision`` grows with
+every change to the set of active entries; the running deployment polls it to bring its
+index in line (:mod:`lfr_actors.control.follow`).
+
+Each entry's templates are stored with a SHA-256 checksum
+(:func:`~lfr_actors.store.migrations.template_checksum`). Templates read back that fail it,
+or hold a value that is not finite, make the entry *damaged*:
+:meth:`WatchlistEntries.load_templates` leaves it out of the index and names it with the
+reason, the deployment's status and report count it, and it is never "indexed".
+
+:class:`WatchlistEntries` is the watchlist half of
+:class:`~lfr_actors.store.deployments.Deployments`, which is where it is used.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lfr_actors.store.audit import Action, Actor, append_entry
+from lfr_actors.store.db import Database
+from lfr_actors.store.migrations import template_checksum, template_problem
+from lfr_actors.store.records import (
+    ENTRY_COLUMNS,
+    Approval,
+    Enrolled,
+    EntryExistsError,
+    EntryRecord,
+    EntryState,
+    EntryStateError,
+    FourEyesError,
+    Origin,
+    TemplateLoad,
+    UnknownDeploymentError,
+    closed_error,
+    entry_record,
+    find_entry,
+    require_deployment,
+    require_entry,
+    wipe_entries,
+)
+from lfr_actors.topology.schema import NewEntry
+
+
+class WatchlistEntries:
+    """The watchlist methods of :class:`~lfr_actors.store.deployments.Deployments`."""
+
+    db: Database
+    clock: Callable[[], float]
+
+    def add_entry(
+        self,
+        deployment_id: str,
+        new: NewEntry,
+        enrolled: Enrolled,
+        *,
+        actor: Actor,
+        origin: Origin = Origin.API,
+        approved_by: Actor | None = None,
+    ) -> EntryRecord:
+        """Add an entry: pending approval, or active at once when ``approved_by`` is given.
+
+        :class:`DeploymentClosedError` for a closed deployment, :class:`EntryExistsError`
+        when the deployment has or had an entry with that id (ids are never reused, so an
+        alert always names one person).
+        """
+        vectors = np.ascontiguousarray(enrolled.embeddings, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
+            raise ValueError("an entry needs at least one embedding, shaped (n, dimension)")
+        if not np.isfinite(vectors).all():
+            raise ValueError("an entry's embeddings must be finite numbers")
+        with self.db.transaction() as conn:
+            record = require_deployment(conn, deployment_id)
+            if record.closed_at is not None:
+                raise closed_error(record)
+            existing = find_entry(conn, deployment_id, new.id)
+            if existing is not None:
+                raise EntryExistsError(
+                    f"deployment {deployment_id!r} already has an entry {new.id!r} "
+                    f"({existing.state}); entry ids are never reused, so choose another"
+                )
+            now = self.clock()
+            state = EntryState.PENDING if approved_by is None else EntryState.ACTIVE
+            conn.execute(
+                "INSERT INTO watchlist_entries (deployment_id, id, display_name, category, "
+                "legal_basis, source, image_date, threshold, origin, state, image, image_type, "
+                "embeddings, dimension, quality, added_by, added_by_token, added_at, "
+                "approved_by, approved_by_token, approved_at, embeddings_sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    deployment_id,
+                    new.id,
+                    new.display_name,
+                    new.category,
+                    new.legal_basis,
+                    new.source,
+                    new.image_date.isoformat(),
+                    new.threshold,
+                    str(origin),
+                    str(state),
+                    enrolled.image,
+                    enrolled.image_type,
+                    vectors.tobytes(),
+                    int(vectors.shape[1]),
+                    json.dumps(dict(enrolled.quality), sort_keys=True),
+                    actor.name,
+                    actor.token_id,
+                    now,
+                    None if approved_by is None else approved_by.name,
+                    None if approved_by is None else approved_by.token_id,
+                    None if approved_by is None else now,
+                    template_checksum(int(vectors.shape[1]), vectors.tobytes()),
+                ),
+            )
+            details = {
+                "deployment": deployment_id,
+                "category": new.category,
+                "legal_basis": new.legal_basis,
+                "origin": str(origin),
+                "state": str(state),
+            }
+            subject = _subject(deployment_id, new.id)
+            append_entry(conn, actor, Action.ENTRY_CREATE, subject, details, at=now)
+            if approved_by is not None:
+                append_entry(
+                    conn,
+                    approved_by,
+                    Action.ENTRY_APPROVE,
+                    subject,
+                    {"origin": str(origin)},
+                    at=now,
+                )
+                _bump(conn, deployment_id)
+            entry = find_entry(conn, deployment_id, new.id)
+        assert entry is not None
+        return entry
+
+    def approve_entry(self, deployment_id: str, entry_id: str, *, actor: Actor) -> Approval:
+        """Approve a pending entry (four eyes: not by the person who added it); audited."""
+        with self.db.transaction() as conn:
+            record = require_deployment(conn, deployment_id)
+            if record.closed_at is not None:
+                raise closed_error(record)
+            entry = require_entry(conn, deployment_id, entry_id)
+            if entry.state is EntryState.ACTIVE:
+                return Approval(entry, changed=False)
+            if entry.state is not EntryState.PENDING:
+                raise EntryStateError(
+                    f"entry {entry_id!r} is {entry.state}; only an entry pending approval "
+                    "can be approved"
+                )
+            if actor.name == entry.added_by or (
+                actor.token_id is not None and actor.token_id == entry.added_by_token
+            ):
+                raise FourEyesError(
+                    f"entry {entry_id!r} was added by {entry.added_by}; a second person "
+                    "with the authoriser role must approve it"
+                )
+            now = self.clock()
+            conn.execute(
+                "UPDATE watchlist_entries SET state = ?, approved_by = ?, approved_by_token = ?, "
+                "approved_at = ? WHERE deployment_id = ? AND id = ?",
+                (str(EntryState.ACTIVE), actor.name, actor.token_id, now, deployment_id, entry_id),
+            )
+            _bump(conn, deployment_id)
+            append_entry(
+                conn,
+                actor,
+                Action.ENTRY_APPROVE,
+                _subject(deployment_id, entry_id),
+                {"added_by": entry.added_by},
+                at=now,
+            )
+            approved = find_entry(conn, deployment_id, entry_id)
+        assert approved is not None
+        return Approval(approved, changed=True)
+
+    def delete_entry(
+        self, deployment_id: str, entry_id: str, *, actor: Actor, reason: str | None = None
+    ) -> EntryRecord:
+        """Delete an entry: its image, embeddings, name and source are wiped; audited.
+
+        Deleting a deleted entry returns it unchanged; a destroyed one (closed deployment)
+        raises :class:`DeploymentClosedError`.
+        """
+        with self.db.transaction() as conn:
+            record = require_deployment(conn, deployment_id)
+            if record.closed_at is not None:
+                raise closed_error(record)
+            entry = require_entry(conn, deployment_id, entry_id)
+            if entry.state is EntryState.DELETED:
+                return entry
+            now = self.clock()
+            conn.execute(
+                "UPDATE watchlist_entries SET state = ?, removed_by = ?, removed_at = ?, "
+                "remove_reason = ? WHERE deployment_id = ? AND id = ?",
+                (str(EntryState.DELETED), actor.name, now, reason, deployment_id, entry_id),
+            )
+            wipe_entries(conn, "deployment_id = ? AND id = ?", (deployment_id, entry_id))
+            if entry.state is EntryState.ACTIVE:
+                _bump(conn, deployment_id)
+            append_entry(
+                conn,
+                actor,
+                Action.ENTRY_DELETE,
+                _subject(deployment_id, entry_id),
+                {"was": str(entry.state), "reason": reason},
+                at=now,
+            )
+            deleted = find_entry(conn, deployment_id, entry_id)
+        assert deleted is not None
+        self._checkpoint()
+        return deleted
+
+    def entry(self, deployment_id: str, entry_id: str) -> EntryRecord:
+        """One entry, or :class:`UnknownDeploymentError` / :class:`UnknownEntryError`."""
+        with self.db.lock:
+            require_deployment(self.db.conn, deployment_id)
+            return require_entry(self.db.conn, deployment_id, entry_id)
+
+    def entries(
+        self, deployment_id: str, *, state: EntryState | None = None
+    ) -> builtins.list[EntryRecord]:
+        """The deployment's entries (optionally of one state), in the order they were added."""
+        sql = f"SELECT {ENTRY_COLUMNS} FROM watchlist_entries WHERE deployment_id = ?"
+        params: tuple[Any, ...] = (deployment_id,)
+        if state is not None:
+            sql, params = f"{sql} AND state = ?", (*params, str(state))
+        with self.db.lock:
+            require_deployment(self.db.conn, deployment_id)
+            rows = self.db.conn.execute(f"{sql} ORDER BY added_at, id", params).fetchall()
+        return [entry_record(row) for row in rows]
+
+    def entry_ids(self, deployment_id: str) -> set[str]:
+        """Every entry id the deployment has or had (ids are never reused)."""
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                "SELECT id FROM watchlist_entries WHERE deployment_id = ?", (deployment_id,)
+            ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def has_entry(self, deployment_id: str, entry_id: str) -> bool:
+        """Whether the deployment has or had an entry with this id (one indexed lookup)."""
+        with self.db.lock:
+            return find_entry(self.db.conn, deployment_id, entry_id) is not None
+
+    def entry_image(self, deployment_id: str, entry_id: str) -> tuple[bytes, str] | None:
+        """The entry's image and its media type, or None once deleted or destroyed."""
+        with self.db.lock:
+            require_deployment(self.db.conn, deployment_id)
+            require_entry(self.db.conn, deployment_id, entry_id)
+            row = self.db.conn.execute(
+                "SELECT image, image_type FROM watchlist_entries "
+                "WHERE deployment_id = ? AND id = ? AND image IS NOT NULL",
+                (deployment_id, entry_id),
+            ).fetchone()
+        return None if row is None else (bytes(row[0]), str(row[1]))
+
+    def active_templates(self, deployment_id: str) -> tuple[int, dict[str, np.ndarray]]:
+        """The watchlist revision and every active, undamaged entry's embeddings, together."""
+        loaded = self.load_templates(deployment_id)
+        return loaded.revision, loaded.templates
+
+    def load_templates(self, deployment_id: str) -> TemplateLoad:
+        """The revision, the active entries' checked templates, and the damaged entries.
+
+        An active entry whose templates fail their checksum or are not finite is left out
+        of ``templates`` and named in ``damaged`` with the reason (never the values).
+        """
+        with self.db.snapshot() as conn:
+            row = conn.execute(
+                "SELECT watchlist_revision FROM deployments WHERE id = ?", (deployment_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownDeploymentError(f"no deployment with id {deployment_id[:80]!r}")
+            rows = conn.execute(
+                "SELECT id, embeddings, dimension, embeddings_sha256 FROM watchlist_entries "
+                "WHERE deployment_id = ? AND state = ?",
+                (deployment_id, str(EntryState.ACTIVE)),
+            ).fetchall()
+        templates: dict[str, np.ndarray] = {}
+        damaged: dict[str, str] = {}
+        for entry_id, stored, dim, checksum in rows:
+            blob = None if stored is None else bytes(stored)
+            dimension = None if dim is None else int(dim)
+            problem = template_problem(blob, dimension, checksum)
+            if problem is not None:
+                damaged[str(entry_id)] = problem
+                continue
+            assert blob is not None and dimension is not None
+            vectors = np.frombuffer(blob, dtype=np.float32).reshape(-1, dimension).copy()
+            templates[str(entry_id)] = vectors
+        return TemplateLoad(int(row[0]), templates, damaged)
+
+    def damaged_entries(self, deployment_id: str) -> dict[str, str]:
+        """The active entries whose templates cannot be used, with the reason for each."""
+        return self.load_templates(deployment_id).damaged
+
+    def revision(self, deployment_id: str) -> tuple[int, float | None]:
+        """The watchlist revision and the closing time (None while open): one cheap query."""
+        with self.db.lock:
+            row = self.db.conn.execute(
+                "SELECT watchlist_revision, closed_at FROM deployments WHERE id = ?",
+                (deployment_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownDeploymentError(f"no deployment with id {deployment_id[:80]!r}")
+        return int(row[0]), None if row[1] is None else float(row[1])
+
+    def _checkpoint(self) -> None:
+        # With WAL, the pages that held a wiped image stay in the -wal file until a
+        # checkpoint copies the new pages over them; TRUNCATE also empties the file.
+        self.db.checkpoint("TRUNCATE")
+
+
+def _subject(deployment_id: str, entry_id: str) -> str:
+    return f"{deployment_id}/{entry_id}"
+
+
+def _bump(conn: Any, deployment_id: str) -> None:
+    conn.execute(
+        "UPDATE deployments SET watchlist_revision = watchlist_revision + 1 WHERE id = ?",
+        (deployment_id,),
+    )
