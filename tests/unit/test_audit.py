@@ -26,7 +26,8 @@ from lfr_actors.store.audit import (
     entry_hash,
 )
 from lfr_actors.store.schema import MIGRATIONS, Database
-from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.store.tokens import Role
+from tests.api_helpers import bearer
 
 OFFICER = Actor("PC Smith", "tok1")
 
@@ -217,9 +218,7 @@ def test_cli_verify_exit_codes(db: Path, capfd: pytest.CaptureFixture[str]) -> N
 
 
 def auditor_headers(db: Path, role: Role = Role.AUDITOR) -> dict[str, str]:
-    with Database(db) as store:
-        secret = TokenStore(store).create(f"an {role}", role, by=SYSTEM).secret
-    return {"Authorization": f"Bearer {secret}"}
+    return bearer(db, role, f"an {role}")
 
 
 async def test_api_pages_the_log_with_what_recomputes_the_chain(

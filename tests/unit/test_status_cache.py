@@ -18,7 +18,6 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
-from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api import status as status_module
 from lfr_actors.api.app import create_app
 from lfr_actors.api.keys import STATUS_CACHE, STORE_HEALTH
@@ -30,12 +29,9 @@ from lfr_actors.errors import LfrError
 from lfr_actors.logs import get_logger
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.audit import SYSTEM
-from lfr_actors.store.schema import Database
-from lfr_actors.store.tokens import Role, TokenStore
-from lfr_actors.testing.doubles import make_sighting
+from lfr_actors.store.tokens import Role
 from lfr_actors.topology.loader import load_topology
-from tests.api_helpers import problem
+from tests.api_helpers import bearer, problem, store_with_one_alert
 from tests.integration.test_pipeline_ray import write_deployment
 from tests.unit.test_metrics_api import realistic_status
 
@@ -44,18 +40,7 @@ HOUR = 3600.0
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    path = tmp_path / "alerts.db"
-    event = Fuser("dep1", FusionConfig(threshold=0.5)).observe(make_sighting(1))
-    assert event is not None
-    with AlertStore(path) as store:
-        store.apply(event)
-    return path
-
-
-def bearer(db: Path, role: Role) -> dict[str, str]:
-    with Database(db) as store:
-        secret = TokenStore(store).create(f"test {role}", role, by=SYSTEM).secret
-    return {"Authorization": f"Bearer {secret}"}
+    return store_with_one_alert(tmp_path / "alerts.db")
 
 
 class CountingSource:
