@@ -17,7 +17,6 @@ Needs ../shared/data and the default models.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sqlite3
@@ -35,6 +34,7 @@ from lfr_actors.models.cache import ModelCache
 from tests.conftest import REPO
 from tests.integration.test_multinode import RunningDeployment, flowing
 from tests.integration.test_pipeline_ray import stored_alerts, write_deployment
+from tests.lfr_up import descendants, kill_all
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 
@@ -132,22 +132,6 @@ def test_kill_9_of_each_actor_recovers(
     )
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """Every live process below ``pid``, with its title."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                parents.setdefault(int(stat[1]), []).append(int(entry))
-    found, todo = {}, [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found[child] = process_title(child)
-            todo.append(child)
-    return found
-
-
 def running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
@@ -165,7 +149,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_behind(
     up = RunningDeployment(topology)
     try:
         flowing(up)
-        left = descendants(up.proc.pid)
+        left = {pid: process_title(pid) for pid in descendants(up.proc.pid)}
         titles = set(left.values())
         assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= titles, titles
         assert any(t.startswith("ray::CameraActor") for t in titles), titles
@@ -179,9 +163,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_behind(
             time.sleep(0.25)
         gone_s = time.monotonic() - killed_at
     finally:
-        for pid in descendants(up.proc.pid):  # nothing, unless the test failed early
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(descendants(up.proc.pid))  # nothing, unless the test failed early
         up.stop()
     assert not left, f"still running {gone_s:.0f} s after the driver was killed: {left}"
     assert gone_s < 20

@@ -24,6 +24,7 @@ from lfr_actors.store.tokens import Role, TokenStore
 from lfr_actors.topology.loader import load_topology
 from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_pipeline_ray import write_deployment
+from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data]
 
@@ -110,12 +111,7 @@ def test_status_and_down_with_an_unreachable_camera(
         }
     )
     topology.write_text(yaml.safe_dump(data, sort_keys=False))
-    env = {**os.environ, "LFR_LOG_LEVEL": "WARNING"}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-         "--home", str(lfr_test_home())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
-    )  # fmt: skip
+    up = lfr_up(topology)
     try:
         deadline = time.monotonic() + 180
         status: dict = {}
@@ -194,11 +190,7 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
             "deployment.end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later + 3600)),
         },
     )
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "lfr_actors.cli", "serve", str(topology),
-         "--home", str(lfr_test_home())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    serve = lfr_up(topology, command="serve", env=dict(os.environ))
     try:
         assert serve.stdout is not None
         line = serve.stdout.readline()
