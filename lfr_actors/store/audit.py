@@ -163,6 +163,20 @@ def canonical_details(details: Mapping[str, Any] | None) -> str:
     )
 
 
+def _hashed_fields(entry: AuditEntry) -> tuple[Any, ...]:
+    """Every column of ``entry`` but ``hash``, in ``_COLUMNS`` order: what its hash covers."""
+    return (
+        entry.seq,
+        entry.at,
+        entry.actor,
+        entry.actor_token,
+        entry.action,
+        entry.subject,
+        entry.details,
+        entry.prev_hash,
+    )
+
+
 def entry_hash(entry: AuditEntry) -> str:
     """SHA-256 (hex) over a canonical encoding of every column of ``entry`` but ``hash``.
 
@@ -171,17 +185,7 @@ def entry_hash(entry: AuditEntry) -> str:
     round-tripping repr, so the value read back from SQLite encodes the same way.
     """
     encoded = json.dumps(
-        [
-            HASH_DOMAIN,
-            entry.seq,
-            entry.at,
-            entry.actor,
-            entry.actor_token,
-            entry.action,
-            entry.subject,
-            entry.details,
-            entry.prev_hash,
-        ],
+        [HASH_DOMAIN, *_hashed_fields(entry)],
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
@@ -221,17 +225,7 @@ def append_entry(
     entry = dataclasses.replace(draft, hash=entry_hash(draft))
     conn.execute(
         f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.seq,
-            entry.at,
-            entry.actor,
-            entry.actor_token,
-            entry.action,
-            entry.subject,
-            entry.details,
-            entry.prev_hash,
-            entry.hash,
-        ),
+        (*_hashed_fields(entry), entry.hash),
     )
     return entry
 
