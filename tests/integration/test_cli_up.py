@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from lfr_actors.store.audit import SYSTEM
 from lfr_actors.store.deployments import Deployments, NewDeployment
 from lfr_actors.store.schema import Database
 from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_topology
 from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_pipeline_ray import write_deployment
@@ -220,14 +220,14 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
         # pipeline of it running) still closes it, destroying its watchlist (invariant 3).
         with Database(tmp_path / "data" / "alerts.sqlite3") as db:
             now = time.time()
-            ended = NewDeployment(
-                id="ended",
+            ended = make_deployment(
+                "ended",
+                now - 60,
+                now - 1,
+                0.5,
                 authorised_by="Supt Cole",
                 purpose="earlier",
                 location="Leeds",
-                start=datetime.fromtimestamp(now - 60, UTC),
-                end=datetime.fromtimestamp(now - 1, UTC),
-                threshold=0.5,
             )
             Deployments(db).create(ended, actor=SYSTEM)
         deadline = time.monotonic() + 60
