@@ -300,32 +300,38 @@ class IndexRouterActor:
         self.counters["decode_errors"] += 1
         self.log.warning("message_dropped", actor=self.router_id, reason=_reason(exc))
 
-    async def enrol(self, data: bytes) -> int:
-        """Send an :class:`EnrolVectors` message to the shard that owns its entry."""
+    async def _to_owner(
+        self, message_type: type[EnrolVectors] | type[RemoveEntry], method: str, data: bytes
+    ) -> int | None:
+        """Call ``method`` with ``data`` on the shard that owns its entry.
+
+        None (the message counted and dropped) when ``data`` does not decode as
+        ``message_type``.
+        """
         try:
-            message = EnrolVectors.decode(data)
+            message = message_type.decode(data)
         except MessageDecodeError as exc:
             self._dropped(exc)
-            return 0
-        count: int = await self._call(
-            shard_for(message.entry_id, len(self.shard_names)), "enrol", data
+            return None
+        answer: int = await self._call(
+            shard_for(message.entry_id, len(self.shard_names)), method, data
         )
+        return answer
+
+    async def enrol(self, data: bytes) -> int:
+        """Send an :class:`EnrolVectors` message to the shard that owns its entry."""
+        count = await self._to_owner(EnrolVectors, "enrol", data)
+        if count is None:
+            return 0
         self.counters["enrolled"] += 1
         return count
 
     async def remove(self, data: bytes) -> int:
         """Send a :class:`RemoveEntry` message to the shard that owns its entry."""
-        try:
-            message = RemoveEntry.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped(exc)
-            return 0
-        removed: int = await self._call(
-            shard_for(message.entry_id, len(self.shard_names)), "remove", data
-        )
+        removed = await self._to_owner(RemoveEntry, "remove", data)
         if removed:
             self.counters["removed"] += 1
-        return removed
+        return removed or 0
 
     async def enrol_many(self, messages: list[bytes]) -> int:
         """Send many :class:`EnrolVectors` messages, one call per shard; vectors stored.
