@@ -220,15 +220,7 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
         # pipeline of it running) still closes it, destroying its watchlist (invariant 3).
         with Database(tmp_path / "data" / "alerts.sqlite3") as db:
             now = time.time()
-            ended = make_deployment(
-                "ended",
-                now - 60,
-                now - 1,
-                0.5,
-                authorised_by="Supt Cole",
-                purpose="earlier",
-                location="Leeds",
-            )
+            ended = make_deployment("ended", now - 60, now - 1, 0.5)
             Deployments(db).create(ended, actor=SYSTEM)
         deadline = time.monotonic() + 60
         state = None

@@ -138,15 +138,7 @@ async def test_the_watchlist_failing_stops_neither_thresholds_nor_counts_nor_the
     deployments = Deployments(db)
     record = register_deployment(deployments, topology)
     now = time.time()
-    ended = make_deployment(
-        "ended",
-        now - 60,
-        now - 1,
-        0.5,
-        authorised_by="Supt Cole",
-        purpose="a test",
-        location="Cardiff",
-    )
+    ended = make_deployment("ended", now - 60, now - 1, 0.5)
     deployments.create(ended, actor=Actor("test"))
     live = Live(db=db, actors_started=True, threshold=record.threshold)
     kernel = KernelDouble(topology.index.id)
