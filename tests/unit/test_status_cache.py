@@ -65,6 +65,16 @@ class CountingSource:
             self.running -= 1
 
 
+async def two_more_gathers(source: CountingSource) -> None:
+    """Wait (up to 10 s) until the cache has called ``source`` twice more."""
+    calls = source.calls
+    for _ in range(500):
+        if source.calls >= calls + 2:
+            break
+        await asyncio.sleep(0.02)
+    assert source.calls >= calls + 2
+
+
 def ready_status(**cameras: str) -> dict[str, Any]:
     status = realistic_status()
     status["deployment"]["state"] = "running"
@@ -121,12 +131,7 @@ async def test_the_gatherer_refreshes_at_its_own_rate(
     assert 'lfr_camera_up{camera="cam_north"} 1.0' in scrape.splitlines()
     # Every camera goes down; the next gathers see it without any request asking.
     source.status = ready_status(cam_north="stalled")
-    calls = source.calls
-    for _ in range(500):
-        if source.calls >= calls + 2:
-            break
-        await asyncio.sleep(0.02)
-    assert source.calls >= calls + 2
+    await two_more_gathers(source)
     body = await problem(await client.get("/readyz"), 503)
     assert body["not_ready"] == ["cameras: none running (cam_north stalled)"]
     status = await (await client.get("/v1/status")).json()
@@ -256,11 +261,7 @@ async def test_not_ready_when_the_alert_actor_cannot_write_the_store(
     assert "lfr_store_writable 0.0" in (await metrics.text()).splitlines()
     # The write succeeds again (or the key is missing: an older actor): ready again.
     source.status = ready_status(cam_north="running")
-    calls = source.calls
-    for _ in range(500):
-        if source.calls >= calls + 2:
-            break
-        await asyncio.sleep(0.02)
+    await two_more_gathers(source)
     assert (await client.get("/readyz")).status == 200
 
 
