@@ -66,13 +66,18 @@ def replaced(status: dict[str, Any], *, group: str, actor_id: str, restarts: int
     return "unavailable" not in a and a["restarts"] > restarts and a["pid"] != pid
 
 
-def test_kill_9_of_each_actor_recovers(
-    model_cache: ModelCache, shared_data: Path, tmp_path: Path
-) -> None:
+def looping_miranda(tmp_path: Path, shared_data: Path) -> RunningDeployment:
+    """``lfr up`` of one looping, real-time camera on Miranda's clip, one index shard."""
     topology = write_deployment(
         tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop", pace="realtime", shards=1
     )
-    up = RunningDeployment(topology)
+    return RunningDeployment(topology)
+
+
+def test_kill_9_of_each_actor_recovers(
+    model_cache: ModelCache, shared_data: Path, tmp_path: Path
+) -> None:
+    up = looping_miranda(tmp_path, shared_data)
     figures: dict[str, float] = {}
     sightings: list[str] = []  # the alert's sightings after each recovery: a figure
     try:
@@ -118,7 +123,7 @@ def test_kill_9_of_each_actor_recovers(
     with sqlite3.connect(f"file:{up.data_dir / 'alerts.sqlite3'}?mode=ro", uri=True) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     verify = subprocess.run(
-        [sys.executable, "-m", "lfr_actors.cli", "audit", "verify", "--topology", str(topology)],
+        [sys.executable, "-m", "lfr_actors.cli", "audit", "verify", "--topology", str(up.topology)],
         capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -143,10 +148,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_behind(
     model_cache: ModelCache, shared_data: Path, tmp_path: Path
 ) -> None:
     """Ray's agents used to outlive a killed driver by 60-90 s; now all go within seconds."""
-    topology = write_deployment(
-        tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop", pace="realtime", shards=1
-    )
-    up = RunningDeployment(topology)
+    up = looping_miranda(tmp_path, shared_data)
     try:
         flowing(up)
         left = {pid: process_title(pid) for pid in descendants(up.proc.pid)}
