@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from lfr_actors.store.filters import given
 from lfr_actors.store.schema import Database
 
 GENESIS_HASH = "0" * 64
@@ -316,14 +317,8 @@ class AuditLog:
             raise ValueError(
                 f"Got {limit!r} for limit. limit must be a whole number 1..{MAX_PAGE}."
             )
-        where: list[str] = ["seq > ?"]
-        params: list[Any] = [after_seq]
-        if action is not None:
-            where.append("action = ?")
-            params.append(action)
-        if subject is not None:
-            where.append("subject = ?")
-            params.append(subject)
+        conditions, values = given(("action = ?", action), ("subject = ?", subject))
+        where, params = ["seq > ?", *conditions], [after_seq, *values]
         with self.db.lock:
             rows = self.db.conn.execute(
                 f"SELECT {_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
