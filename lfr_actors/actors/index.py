@@ -33,8 +33,9 @@ import contextlib
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import ray
@@ -55,6 +56,7 @@ from lfr_actors.logs import configure as configure_logging
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import (
     EnrolVectors,
+    Message,
     MessageDecodeError,
     RemoveEntry,
     SearchRequest,
@@ -63,6 +65,23 @@ from lfr_actors.messages import (
 from lfr_actors.percentiles import percentile
 
 _REASON_CHARS = 200
+
+M = TypeVar("M", bound=Message)
+
+
+def _decode_or_drop(
+    message_type: type[M], data: bytes, dropped: Callable[[BaseException], None]
+) -> M | None:
+    """``data`` decoded as ``message_type``, or None when it does not decode.
+
+    A message that does not decode is handed to ``dropped`` (which counts and logs it)
+    and never raised.
+    """
+    try:
+        return message_type.decode(data)
+    except MessageDecodeError as exc:
+        dropped(exc)
+        return None
 
 
 class ShardUnavailableError(LfrError):
@@ -121,12 +140,13 @@ class IndexShardActor:
         self.counters[kind] += 1
         self.log.warning("message_dropped", actor=self.shard_id, reason=_reason(exc))
 
+    def _undecodable(self, exc: BaseException) -> None:
+        self._dropped("decode_errors", exc)
+
     async def enrol(self, data: bytes) -> int:
         """Store an :class:`EnrolVectors` entry (replacing its old templates); vectors stored."""
-        try:
-            message = EnrolVectors.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped("decode_errors", exc)
+        message = _decode_or_drop(EnrolVectors, data, self._undecodable)
+        if message is None:
             return 0
         try:
             count = self.index.add(message.entry_id, message.vectors)
@@ -139,10 +159,8 @@ class IndexShardActor:
 
     async def remove(self, data: bytes) -> int:
         """Remove a :class:`RemoveEntry`'s entry; returns the vectors removed (0 if unknown)."""
-        try:
-            message = RemoveEntry.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped("decode_errors", exc)
+        message = _decode_or_drop(RemoveEntry, data, self._undecodable)
+        if message is None:
             return 0
         removed = self.index.remove(message.entry_id)
         if removed:
@@ -170,10 +188,8 @@ class IndexShardActor:
 
     async def search(self, data: bytes) -> bytes:
         """Answer a :class:`SearchRequest` with a :class:`SearchResult` (one list per row)."""
-        try:
-            request = SearchRequest.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped("decode_errors", exc)
+        request = _decode_or_drop(SearchRequest, data, self._undecodable)
+        if request is None:
             return SearchResult(hits=[]).encode()
         rows = request.vectors.shape[0]
         self.counters["searches"] += 1
@@ -308,10 +324,8 @@ class IndexRouterActor:
         None (the message counted and dropped) when ``data`` does not decode as
         ``message_type``.
         """
-        try:
-            message = message_type.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped(exc)
+        message = _decode_or_drop(message_type, data, self._dropped)
+        if message is None:
             return None
         answer: int = await self._call(
             shard_for(message.entry_id, len(self.shard_names)), method, data
@@ -354,12 +368,10 @@ class IndexRouterActor:
     ) -> int:
         by_shard: dict[int, list[bytes]] = {}
         for data in messages:
-            try:
-                entry_id = kind.decode(data).entry_id
-            except MessageDecodeError as exc:
-                self._dropped(exc)
+            message = _decode_or_drop(kind, data, self._dropped)
+            if message is None:
                 continue
-            by_shard.setdefault(shard_for(entry_id, len(self.shard_names)), []).append(data)
+            by_shard.setdefault(shard_for(message.entry_id, len(self.shard_names)), []).append(data)
         counts = await asyncio.gather(
             *(self._call(shard, f"{method}_many", batch) for shard, batch in by_shard.items())
         )
@@ -368,10 +380,8 @@ class IndexRouterActor:
 
     async def search(self, data: bytes) -> bytes:
         """Search every shard with the same request at once; merge to the overall top k."""
-        try:
-            request = SearchRequest.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped(exc)
+        request = _decode_or_drop(SearchRequest, data, self._dropped)
+        if request is None:
             return SearchResult(hits=[]).encode()
         rows = request.vectors.shape[0]
         self.counters["searches"] += 1
@@ -385,11 +395,8 @@ class IndexRouterActor:
         self._fanout_ms.append((time.perf_counter() - started) * 1000)
         per_shard: list[list[list[Hit]]] = []
         for shard, reply in enumerate(replies):
-            try:
-                hits = SearchResult.decode(reply).hits
-            except MessageDecodeError as exc:
-                self._dropped(exc)
-                hits = []
+            result = _decode_or_drop(SearchResult, reply, self._dropped)
+            hits = [] if result is None else result.hits
             if len(hits) != rows:  # the shard dropped the request; it has logged why
                 self.log.warning("shard_answer_empty", shard=self.shard_names[shard])
                 hits = [[] for _ in range(rows)]
