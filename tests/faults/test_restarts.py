@@ -42,6 +42,14 @@ def _topology(tmp_path: Path, shared_data: Path, **kwargs: Any) -> Path:
     return path
 
 
+def assert_the_one_alert_kept(before: Any, after: Any, summary: dict[str, Any], data: Path) -> None:
+    """The second run added to the first run's one alert (one alert per entry in all) and
+    took none of its sightings for duplicates."""
+    assert after.alert_ids == before.alert_ids and len(after.alert_ids) == 1
+    assert all(n == 1 for n in all_alerts_by_entry(data).values())
+    assert summary["sightings_duplicate"] == 0
+
+
 def _summary(stdout: str) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads(stdout[stdout.index("{\n") :])
     return summary
@@ -107,9 +115,7 @@ def test_a_driver_killed_with_sigkill_and_started_again_keeps_the_alert(
         f"{after.sightings - before.sightings}, alerts {all_alerts_by_entry(data)}, "
         f"recovery (kill to first new sighting stored) {recovery_s} s"
     )
-    assert after.alert_ids == before.alert_ids and len(after.alert_ids) == 1
-    assert all(n == 1 for n in all_alerts_by_entry(data).values())
-    assert summary["sightings_duplicate"] == 0
+    assert_the_one_alert_kept(before, after, summary, data)
     assert after.sightings - before.sightings >= summary["sightings_received"] - 2 > 0
     assert len(after.epochs) == 2  # one camera run per lfr up
     assert summary["sightings_lost"] == 0
@@ -155,9 +161,7 @@ def test_a_file_run_started_twice_adds_to_the_same_alert(
         f"dropped as duplicates {second['sightings_duplicate']}, stored {stored_2}, "
         f"alerts {all_alerts_by_entry(data)}"
     )
-    assert seen_2.alert_ids == seen_1.alert_ids and len(seen_1.alert_ids) == 1
-    assert all(n == 1 for n in all_alerts_by_entry(data).values())
-    assert second["sightings_duplicate"] == 0
+    assert_the_one_alert_kept(seen_1, seen_2, second, data)
     # The same frames, seen again: every sighting of the second run is a new one, stored.
     assert stored_2 >= 0.8 * seen_1.sightings > 0
     assert len(seen_2.epochs) == 2
