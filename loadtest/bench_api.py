@@ -68,7 +68,7 @@ from typing import IO, Any
 
 import aiohttp
 from aiohttp import web
-from machine import cpu_model  # loadtest/machine.py, beside this script
+from machine import machine  # loadtest/machine.py, beside this script
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api.app import create_app
@@ -791,15 +791,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lfr-bench-api-") as tmp:
         figures = asyncio.run(run(args, Path(tmp)))
     report: dict[str, Any] = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "aiohttp": aiohttp.__version__,
-            "sqlite": sqlite3.sqlite_version,
-            "load_average_1m_before": round(load0, 2),
-            "load_average_1m_after": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(
+            aiohttp=aiohttp.__version__,
+            sqlite=sqlite3.sqlite_version,
+            load_average_1m_before=round(load0, 2),
+            load_average_1m_after=round(os.getloadavg()[0], 2),
+        ),
         "burst": {
             "entries": args.entries,
             "rounds": args.rounds,

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any, ClassVar
 
 import msgpack
 import numpy as np
-from machine import cpu_model  # loadtest/machine.py, beside this script
+from machine import machine  # loadtest/machine.py, beside this script
 
 from lfr_actors.messages import Frame, MessageDecodeError, Sighting, SightingBatch
 
@@ -259,12 +258,7 @@ def main() -> None:
     parser.add_argument("--sightings", type=int, default=8, help="sightings per batch")
     args = parser.parse_args()
     report = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(load_average_1m=round(os.getloadavg()[0], 2)),
         "rounds": args.rounds,
         "encode_plus_decode": [
             bench_frame(args.rounds),

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
-from machine import cpu_model  # loadtest/machine.py, beside this script
+from machine import machine  # loadtest/machine.py, beside this script
 
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.models.cache import (
@@ -161,14 +161,11 @@ def main() -> int:
     runtime = RuntimeConfig(device="cpu", intra_op_threads=args.threads)
     frames, frame_source = frames_360p(args.frames, home)
     report = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "onnxruntime": ort.__version__,
-            "opencv": cv2.__version__,
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(
+            onnxruntime=ort.__version__,
+            opencv=cv2.__version__,
+            load_average_1m=round(os.getloadavg()[0], 2),
+        ),
         "frames": {"source": frame_source, "count": len(frames)},
         "conversion": bench_conversion(home),
         "embedder": bench_embedder(cache, runtime, args.repeats),

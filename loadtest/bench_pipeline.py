@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import yaml
-from machine import cpu_model  # loadtest/machine.py, beside this script
+from machine import machine  # loadtest/machine.py, beside this script
 
 from lfr_actors.actors.settings import pipeline_config
 from lfr_actors.control import Deployment
@@ -254,13 +254,9 @@ def main() -> int:
     prepare(ModelCache(home / "models"), fetcher, progress=False)
     samples = ensure_samples(home, fetcher)
     report: dict[str, Any] = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "onnxruntime": ort.__version__,
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(
+            onnxruntime=ort.__version__, load_average_1m=round(os.getloadavg()[0], 2)
+        ),
         "frames_per_camera": args.frames,
         "runs": {},
     }

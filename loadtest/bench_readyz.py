@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 import yaml
 from bench_pipeline import deployment_section, write_watchlist  # beside this script
-from machine import cpu_model  # loadtest/machine.py, beside this script
+from machine import machine  # loadtest/machine.py, beside this script
 
 from lfr_actors.control import Deployment
 from lfr_actors.logs import configure as configure_logging
@@ -289,12 +289,7 @@ def main() -> int:
     prepare(ModelCache(home / "models"), fetcher, progress=False)
     samples = ensure_samples(home, fetcher)
     report = run(args, home, samples)
-    report["machine"] = {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
+    report["machine"] = machine(load_average_1m=round(os.getloadavg()[0], 2))
     report["settings"] = {
         "fps": args.fps,
         "seconds_per_phase": args.seconds,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -15,3 +18,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine(**figures: Any) -> dict[str, Any]:
+    """A report's machine section: the CPU, its cores and Python's version, then
+    ``figures`` (library versions, load averages) in the order given."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        **figures,
+    }

@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,24 +71,23 @@ def open_cost(url: str, tries: int = 3) -> float:
     return statistics.median(times)
 
 
+FAULTS: dict[str, tuple[Callable[[RtspServer], None], Callable[[RtspServer], None]]] = {
+    "kill": (RtspServer.stop, RtspServer.start),
+    "freeze": (RtspServer.freeze, RtspServer.thaw),
+    "source": (RtspServer.stop_publisher, RtspServer.start_publisher),
+}
+"""How each kind of fault is caused, and how it is cured."""
+
+
 def one_fault(kind: str, up: Up, rtsp: RtspServer, args: argparse.Namespace) -> dict[str, Any]:
     _, before = up.wait_for("running", flowing(0), 60)
+    cause, cure = FAULTS[kind]
     began = time.monotonic()
-    if kind == "kill":
-        rtsp.stop()
-    elif kind == "freeze":
-        rtsp.freeze()
-    else:
-        rtsp.stop_publisher()
+    cause(rtsp)
     left, during = up.wait_for("not running", lambda c: c.get("state") != "running", 60)
     time.sleep(max(0.0, (args.freeze_s if kind == "freeze" else args.down_s) - (left - began)))
     ended = time.monotonic()
-    if kind == "kill":
-        rtsp.start()
-    elif kind == "freeze":
-        rtsp.thaw()
-    else:
-        rtsp.start_publisher()
+    cure(rtsp)
     recovered, after = up.wait_for("running again", flowing(int(before["frames_read"])), 120)
     return {
         "kind": kind,

@@ -33,8 +33,9 @@ import contextlib
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import ray
@@ -50,6 +51,7 @@ from lfr_actors.logs import configure as configure_logging
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import (
     EnrolVectors,
+    Message,
     MessageDecodeError,
     RemoveEntry,
     SearchRequest,
@@ -58,6 +60,23 @@ from lfr_actors.messages import (
 from lfr_actors.percentiles import percentile
 
 _REASON_CHARS = 200
+
+M = TypeVar("M", bound=Message)
+
+
+def _decode_or_drop(
+    message_type: type[M], data: bytes, dropped: Callable[[BaseException], None]
+) -> M | None:
+    """``data`` decoded as ``message_type``, or None when it does not decode.
+
+    A message that does not decode is handed to ``dropped`` (which counts and logs it)
+    and never raised.
+    """
+    try:
+        return message_type.decode(data)
+    except MessageDecodeError as exc:
+        dropped(exc)
+        return None
 
 
 class ShardUnavailableError(LfrError):
@@ -116,12 +135,13 @@ class IndexShardActor:
         self.counters[kind] += 1
         self.log.warning("message_dropped", actor=self.shard_id, reason=_reason(exc))
 
+    def _undecodable(self, exc: BaseException) -> None:
+        self._dropped("decode_errors", exc)
+
     async def enrol(self, data: bytes) -> int:
         """Store an :class:`EnrolVectors` entry (replacing its old templates); vectors stored."""
-        try:
-            message = EnrolVectors.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped("decode_errors", exc)
+        message = _decode_or_drop(EnrolVectors, data, self._undecodable)
+        if message is None:
             return 0
         try:
             count = self.index.add(message.entry_id, message.vectors)
@@ -134,10 +154,8 @@ class IndexShardActor:
 
     async def remove(self, data: bytes) -> int:
         """Remove a :class:`RemoveEntry`'s entry; returns the vectors removed (0 if unknown)."""
-        try:
-            message = RemoveEntry.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped("decode_errors", exc)
+        message = _decode_or_drop(RemoveEntry, data, self._undecodable)
+        if message is None:
             return 0
         removed = self.index.remove(message.entry_id)
         if removed:
@@ -165,10 +183,8 @@ class IndexShardActor:
 
     async def search(self, data: bytes) -> bytes:
         """Answer a :class:`SearchRequest` with a :class:`SearchResult` (one list per row)."""
-        try:
-            request = SearchRequest.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped("decode_errors", exc)
+        request = _decode_or_drop(SearchRequest, data, self._undecodable)
+        if request is None:
             return SearchResult(hits=[]).encode()
         rows = request.vectors.shape[0]
         self.counters["searches"] += 1
@@ -295,32 +311,36 @@ class IndexRouterActor:
         self.counters["decode_errors"] += 1
         self.log.warning("message_dropped", actor=self.router_id, reason=_reason(exc))
 
+    async def _to_owner(
+        self, message_type: type[EnrolVectors] | type[RemoveEntry], method: str, data: bytes
+    ) -> int | None:
+        """Call ``method`` with ``data`` on the shard that owns its entry.
+
+        None (the message counted and dropped) when ``data`` does not decode as
+        ``message_type``.
+        """
+        message = _decode_or_drop(message_type, data, self._dropped)
+        if message is None:
+            return None
+        answer: int = await self._call(
+            shard_for(message.entry_id, len(self.shard_names)), method, data
+        )
+        return answer
+
     async def enrol(self, data: bytes) -> int:
         """Send an :class:`EnrolVectors` message to the shard that owns its entry."""
-        try:
-            message = EnrolVectors.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped(exc)
+        count = await self._to_owner(EnrolVectors, "enrol", data)
+        if count is None:
             return 0
-        count: int = await self._call(
-            shard_for(message.entry_id, len(self.shard_names)), "enrol", data
-        )
         self.counters["enrolled"] += 1
         return count
 
     async def remove(self, data: bytes) -> int:
         """Send a :class:`RemoveEntry` message to the shard that owns its entry."""
-        try:
-            message = RemoveEntry.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped(exc)
-            return 0
-        removed: int = await self._call(
-            shard_for(message.entry_id, len(self.shard_names)), "remove", data
-        )
+        removed = await self._to_owner(RemoveEntry, "remove", data)
         if removed:
             self.counters["removed"] += 1
-        return removed
+        return removed or 0
 
     async def enrol_many(self, messages: list[bytes]) -> int:
         """Send many :class:`EnrolVectors` messages, one call per shard; vectors stored.
@@ -343,12 +363,10 @@ class IndexRouterActor:
     ) -> int:
         by_shard: dict[int, list[bytes]] = {}
         for data in messages:
-            try:
-                entry_id = kind.decode(data).entry_id
-            except MessageDecodeError as exc:
-                self._dropped(exc)
+            message = _decode_or_drop(kind, data, self._dropped)
+            if message is None:
                 continue
-            by_shard.setdefault(shard_for(entry_id, len(self.shard_names)), []).append(data)
+            by_shard.setdefault(shard_for(message.entry_id, len(self.shard_names)), []).append(data)
         counts = await asyncio.gather(
             *(self._call(shard, f"{method}_many", batch) for shard, batch in by_shard.items())
         )
@@ -357,10 +375,8 @@ class IndexRouterActor:
 
     async def search(self, data: bytes) -> bytes:
         """Search every shard with the same request at once; merge to the overall top k."""
-        try:
-            request = SearchRequest.decode(data)
-        except MessageDecodeError as exc:
-            self._dropped(exc)
+        request = _decode_or_drop(SearchRequest, data, self._dropped)
+        if request is None:
             return SearchResult(hits=[]).encode()
         rows = request.vectors.shape[0]
         self.counters["searches"] += 1
@@ -374,11 +390,8 @@ class IndexRouterActor:
         self._fanout_ms.append((time.perf_counter() - started) * 1000)
         per_shard: list[list[list[Hit]]] = []
         for shard, reply in enumerate(replies):
-            try:
-                hits = SearchResult.decode(reply).hits
-            except MessageDecodeError as exc:
-                self._dropped(exc)
-                hits = []
+            result = _decode_or_drop(SearchResult, reply, self._dropped)
+            hits = [] if result is None else result.hits
             if len(hits) != rows:  # the shard dropped the request; it has logged why
                 self.log.warning("shard_answer_empty", shard=self.shard_names[shard])
                 hits = [[] for _ in range(rows)]

@@ -32,6 +32,7 @@ from typing import Any
 
 from lfr_actors.alerts.records import Alert, AlertEvent
 from lfr_actors.store.db import Database, StoreError
+from lfr_actors.store.filters import given
 from lfr_actors.store.migrations import MIGRATIONS, Migration
 
 __all__ = ["MIGRATIONS", "AlertPage", "AlertStore", "Migration", "StoreError"]
@@ -227,29 +228,16 @@ class AlertStore:
         alerts arrive and old ones are updated.
         """
         _check_limit(limit)
-        where: list[str] = ["raised_event_id IS NOT NULL"]
-        params: list[Any] = []
-        if deployment_id is not None:
-            where.append("deployment_id = ?")
-            params.append(deployment_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if camera_id is not None:
-            where.append("id IN (SELECT alert_id FROM alert_sightings WHERE camera_id = ?)")
-            params.append(camera_id)
-        if entry_id is not None:
-            where.append("entry_id = ?")
-            params.append(entry_id)
-        if since is not None:
-            where.append("last_seen >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("first_seen <= ?")
-            params.append(until)
-        if before_event is not None:
-            where.append("raised_event_id < ?")
-            params.append(before_event)
+        conditions, params = given(
+            ("deployment_id = ?", deployment_id),
+            ("status = ?", status),
+            ("id IN (SELECT alert_id FROM alert_sightings WHERE camera_id = ?)", camera_id),
+            ("entry_id = ?", entry_id),
+            ("last_seen >= ?", since),
+            ("first_seen <= ?", until),
+            ("raised_event_id < ?", before_event),
+        )
+        where = ["raised_event_id IS NOT NULL", *conditions]
         sql = (
             f"SELECT {_ALERT_COLUMNS}, raised_event_id FROM alerts "
             f"WHERE {' AND '.join(where)} ORDER BY raised_event_id DESC LIMIT ?"

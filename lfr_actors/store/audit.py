@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from lfr_actors.store.db import Database
+from lfr_actors.store.filters import given
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""
@@ -163,6 +164,20 @@ def canonical_details(details: Mapping[str, Any] | None) -> str:
     )
 
 
+def _hashed_fields(entry: AuditEntry) -> tuple[Any, ...]:
+    """Every column of ``entry`` but ``hash``, in ``_COLUMNS`` order: what its hash covers."""
+    return (
+        entry.seq,
+        entry.at,
+        entry.actor,
+        entry.actor_token,
+        entry.action,
+        entry.subject,
+        entry.details,
+        entry.prev_hash,
+    )
+
+
 def entry_hash(entry: AuditEntry) -> str:
     """SHA-256 (hex) over a canonical encoding of every column of ``entry`` but ``hash``.
 
@@ -171,17 +186,7 @@ def entry_hash(entry: AuditEntry) -> str:
     round-tripping repr, so the value read back from SQLite encodes the same way.
     """
     encoded = json.dumps(
-        [
-            HASH_DOMAIN,
-            entry.seq,
-            entry.at,
-            entry.actor,
-            entry.actor_token,
-            entry.action,
-            entry.subject,
-            entry.details,
-            entry.prev_hash,
-        ],
+        [HASH_DOMAIN, *_hashed_fields(entry)],
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
@@ -221,17 +226,7 @@ def append_entry(
     entry = dataclasses.replace(draft, hash=entry_hash(draft))
     conn.execute(
         f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.seq,
-            entry.at,
-            entry.actor,
-            entry.actor_token,
-            entry.action,
-            entry.subject,
-            entry.details,
-            entry.prev_hash,
-            entry.hash,
-        ),
+        (*_hashed_fields(entry), entry.hash),
     )
     return entry
 
@@ -322,14 +317,8 @@ class AuditLog:
             raise ValueError(
                 f"Got {limit!r} for limit. limit must be a whole number 1..{MAX_PAGE}."
             )
-        where: list[str] = ["seq > ?"]
-        params: list[Any] = [after_seq]
-        if action is not None:
-            where.append("action = ?")
-            params.append(action)
-        if subject is not None:
-            where.append("subject = ?")
-            params.append(subject)
+        conditions, values = given(("action = ?", action), ("subject = ?", subject))
+        where, params = ["seq > ?", *conditions], [after_seq, *values]
         with self.db.lock:
             rows = self.db.conn.execute(
                 f"SELECT {_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "

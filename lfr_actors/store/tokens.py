@@ -222,12 +222,9 @@ class TokenStore:
         otherwise, so the caller can see it is no longer active).
         """
         with self.db.transaction() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
-            ).fetchone()
-            if row is None:
+            record = _by_id(conn, token_id)
+            if record is None:
                 raise UnknownTokenError(f"no token with id {token_id!r}")
-            record = _record(row)
             now = self.clock()
             if record.revoked or record.expires_at is None or record.expired(now):
                 return record
@@ -240,10 +237,7 @@ class TokenStore:
     def get(self, token_id: str) -> TokenRecord | None:
         """The token with this id (active or revoked), or None."""
         with self.db.lock:
-            row = self.db.conn.execute(
-                f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
-            ).fetchone()
-        return None if row is None else _record(row)
+            return _by_id(self.db.conn, token_id)
 
     def records(self) -> list[TokenRecord]:
         """Every token, oldest first."""
@@ -280,12 +274,9 @@ class TokenStore:
         return None if row is None else _record(row)
 
     def _revoke(self, conn: sqlite3.Connection, token_id: str, by: Actor) -> TokenRecord:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)
-        ).fetchone()
-        if row is None:
+        record = _by_id(conn, token_id)
+        if record is None:
             raise UnknownTokenError(f"no token with id {token_id!r}; `lfr tokens list` shows them")
-        record = _record(row)
         if record.revoked:
             return record
         now = self.clock()
@@ -346,3 +337,9 @@ def _record(row: sqlite3.Row) -> TokenRecord:
         revoked_by=row["revoked_by"],
         expires_at=None if row["expires_at"] is None else float(row["expires_at"]),
     )
+
+
+def _by_id(conn: sqlite3.Connection, token_id: str) -> TokenRecord | None:
+    """The token with this id (active or revoked), or None."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM api_tokens WHERE id = ?", (token_id,)).fetchone()
+    return None if row is None else _record(row)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +22,8 @@ from typing import Any
 import requests
 import yaml
 
-from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_pipeline_ray import write_deployment
+from tests.lfr_up import lfr_up
 
 RTSP_SERVER = shutil.which("rtsp-server-perl")
 FFMPEG = shutil.which("ffmpeg")
@@ -135,12 +133,7 @@ class Up:
         self.stdout = topology.parent / "up.stdout"
         self.stderr = topology.parent / "up.stderr"
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-                 "--home", str(lfr_test_home())],
-                stdout=out, stderr=err, cwd=REPO,
-                env={**os.environ, "LFR_LOG_LEVEL": "WARNING"},
-            )  # fmt: skip
+            self.process = lfr_up(topology, stdout=out, stderr=err)
         self.api = ""
         self.headers: dict[str, str] = {}
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,9 @@ import requests
 import yaml
 
 from lfr_actors.models.cache import ModelCache
-from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_cli_up import lfr
 from tests.integration.test_pipeline_ray import write_deployment
+from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data]
 
@@ -91,12 +88,7 @@ def test_every_camera_down_is_not_ready_and_a_flood_makes_no_gather(
     ]
     topology.write_text(yaml.safe_dump(data, sort_keys=False))
     run_file = tmp_path / "data" / "lfr.run.json"
-    env = {**os.environ, "LFR_LOG_LEVEL": "WARNING"}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-         "--home", str(lfr_test_home())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
-    )  # fmt: skip
+    up = lfr_up(topology)
     try:
         deadline = time.monotonic() + 240
         while not run_file.exists():

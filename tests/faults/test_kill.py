@@ -17,7 +17,6 @@ Needs ../shared/data and the default models.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sqlite3
@@ -35,6 +34,7 @@ from lfr_actors.models.cache import ModelCache
 from tests.conftest import REPO
 from tests.integration.test_multinode import RunningDeployment, flowing
 from tests.integration.test_pipeline_ray import stored_alerts, write_deployment
+from tests.lfr_up import descendants, kill_all
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 
@@ -66,13 +66,18 @@ def replaced(status: dict[str, Any], *, group: str, actor_id: str, restarts: int
     return "unavailable" not in a and a["restarts"] > restarts and a["pid"] != pid
 
 
-def test_kill_9_of_each_actor_recovers(
-    model_cache: ModelCache, shared_data: Path, tmp_path: Path
-) -> None:
+def looping_miranda(tmp_path: Path, shared_data: Path) -> RunningDeployment:
+    """``lfr up`` of one looping, real-time camera on Miranda's clip, one index shard."""
     topology = write_deployment(
         tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop", pace="realtime", shards=1
     )
-    up = RunningDeployment(topology)
+    return RunningDeployment(topology)
+
+
+def test_kill_9_of_each_actor_recovers(
+    model_cache: ModelCache, shared_data: Path, tmp_path: Path
+) -> None:
+    up = looping_miranda(tmp_path, shared_data)
     figures: dict[str, float] = {}
     sightings: list[str] = []  # the alert's sightings after each recovery: a figure
     try:
@@ -118,7 +123,7 @@ def test_kill_9_of_each_actor_recovers(
     with sqlite3.connect(f"file:{up.data_dir / 'alerts.sqlite3'}?mode=ro", uri=True) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     verify = subprocess.run(
-        [sys.executable, "-m", "lfr_actors.cli", "audit", "verify", "--topology", str(topology)],
+        [sys.executable, "-m", "lfr_actors.cli", "audit", "verify", "--topology", str(up.topology)],
         capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -132,22 +137,6 @@ def test_kill_9_of_each_actor_recovers(
     )
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """Every live process below ``pid``, with its title."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                parents.setdefault(int(stat[1]), []).append(int(entry))
-    found, todo = {}, [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found[child] = process_title(child)
-            todo.append(child)
-    return found
-
-
 def running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
@@ -159,13 +148,10 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_behind(
     model_cache: ModelCache, shared_data: Path, tmp_path: Path
 ) -> None:
     """Ray's agents used to outlive a killed driver by 60-90 s; now all go within seconds."""
-    topology = write_deployment(
-        tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop", pace="realtime", shards=1
-    )
-    up = RunningDeployment(topology)
+    up = looping_miranda(tmp_path, shared_data)
     try:
         flowing(up)
-        left = descendants(up.proc.pid)
+        left = {pid: process_title(pid) for pid in descendants(up.proc.pid)}
         titles = set(left.values())
         assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= titles, titles
         assert any(t.startswith("ray::CameraActor") for t in titles), titles
@@ -179,9 +165,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process_behind(
             time.sleep(0.25)
         gone_s = time.monotonic() - killed_at
     finally:
-        for pid in descendants(up.proc.pid):  # nothing, unless the test failed early
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(descendants(up.proc.pid))  # nothing, unless the test failed early
         up.stop()
     assert not left, f"still running {gone_s:.0f} s after the driver was killed: {left}"
     assert gone_s < 20

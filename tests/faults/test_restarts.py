@@ -10,9 +10,7 @@ duplicates, stored, alerts, and the recovery time.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -25,9 +23,10 @@ import pytest
 import yaml
 
 from lfr_actors.models.cache import ModelCache
-from tests.conftest import REPO, lfr_test_home
+from tests.conftest import REPO
 from tests.integration.test_pipeline_ray import write_deployment
 from tests.integration.test_restarts_ray import PERSON, all_alerts_by_entry, seen
+from tests.lfr_up import descendants, kill_all, lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 
@@ -43,36 +42,12 @@ def _topology(tmp_path: Path, shared_data: Path, **kwargs: Any) -> Path:
     return path
 
 
-def _up(topology: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-         "--home", str(lfr_test_home()), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "LFR_LOG_LEVEL": "WARNING"},
-    )  # fmt: skip
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc), to clean up after a SIGKILL."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _kill(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+def assert_the_one_alert_kept(before: Any, after: Any, summary: dict[str, Any], data: Path) -> None:
+    """The second run added to the first run's one alert (one alert per entry in all) and
+    took none of its sightings for duplicates."""
+    assert after.alert_ids == before.alert_ids and len(after.alert_ids) == 1
+    assert all(n == 1 for n in all_alerts_by_entry(data).values())
+    assert summary["sightings_duplicate"] == 0
 
 
 def _summary(stdout: str) -> dict[str, Any]:
@@ -96,16 +71,16 @@ def test_a_driver_killed_with_sigkill_and_started_again_keeps_the_alert(
     topology = _topology(tmp_path, shared_data, at_end="loop", pace="realtime")
     data = tmp_path / "data"
     leftovers: list[int] = []
-    first = _up(topology)
+    first = lfr_up(topology)
     second: subprocess.Popen[str] | None = None
     try:
         _wait_for(lambda: seen(data).sightings >= 3, 240, "alert", first)
         before = seen(data)
-        leftovers = _descendants(first.pid)
+        leftovers = descendants(first.pid)
         killed_at = time.time()
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        second = _up(topology)
+        second = lfr_up(topology)
         restart = second
         _wait_for(
             lambda: (
@@ -127,10 +102,10 @@ def test_a_driver_killed_with_sigkill_and_started_again_keeps_the_alert(
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
-                leftovers += _descendants(process.pid)
+                leftovers += descendants(process.pid)
                 process.kill()
                 process.wait()
-        _kill(leftovers)
+        kill_all(leftovers)
     summary = _summary(out)
     after = seen(data)
     recovery_s = round((restarted.first_stored_after or 0.0) - killed_at, 1)
@@ -140,9 +115,7 @@ def test_a_driver_killed_with_sigkill_and_started_again_keeps_the_alert(
         f"{after.sightings - before.sightings}, alerts {all_alerts_by_entry(data)}, "
         f"recovery (kill to first new sighting stored) {recovery_s} s"
     )
-    assert after.alert_ids == before.alert_ids and len(after.alert_ids) == 1
-    assert all(n == 1 for n in all_alerts_by_entry(data).values())
-    assert summary["sightings_duplicate"] == 0
+    assert_the_one_alert_kept(before, after, summary, data)
     assert after.sightings - before.sightings >= summary["sightings_received"] - 2 > 0
     assert len(after.epochs) == 2  # one camera run per lfr up
     assert summary["sightings_lost"] == 0
@@ -162,12 +135,12 @@ def test_a_file_run_started_twice_adds_to_the_same_alert(
     runs = []
     previous: list[int] = []
     for _ in (1, 2):
-        up = _up(topology, "--until-eof", "--alerts-jsonl", str(jsonl))
+        up = lfr_up(topology, "--until-eof", "--alerts-jsonl", str(jsonl))
         try:
             out, err = up.communicate(timeout=600)
         finally:
             if up.poll() is None:
-                _kill(_descendants(up.pid))
+                kill_all(descendants(up.pid))
                 up.kill()
                 up.wait()
         assert up.returncode == 0, err[-3000:]
@@ -188,9 +161,7 @@ def test_a_file_run_started_twice_adds_to_the_same_alert(
         f"dropped as duplicates {second['sightings_duplicate']}, stored {stored_2}, "
         f"alerts {all_alerts_by_entry(data)}"
     )
-    assert seen_2.alert_ids == seen_1.alert_ids and len(seen_1.alert_ids) == 1
-    assert all(n == 1 for n in all_alerts_by_entry(data).values())
-    assert second["sightings_duplicate"] == 0
+    assert_the_one_alert_kept(seen_1, seen_2, second, data)
     # The same frames, seen again: every sighting of the second run is a new one, stored.
     assert stored_2 >= 0.8 * seen_1.sightings > 0
     assert len(seen_2.epochs) == 2

@@ -44,6 +44,7 @@ from lfr_actors.store.deployments import Deployments
 from tests.conftest import REPO, lfr_test_home
 from tests.disks import fill, small_tmpfs
 from tests.integration.test_pipeline_ray import write_deployment
+from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 
@@ -227,12 +228,7 @@ def test_corrupt_snapshots_and_a_tampered_template_start_and_rebuild(site: Path)
 
     topology = site / "topology.yaml"
     started = time.monotonic()
-    up = subprocess.Popen(
-        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-         "--home", str(lfr_test_home())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    up = lfr_up(topology, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.monotonic() + 300
         status: dict[str, Any] = {}

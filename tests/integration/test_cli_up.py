@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,12 @@ from lfr_actors.store.audit import SYSTEM
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_topology
 from lfr_actors.topology.schema import NewDeployment
 from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_pipeline_ray import write_deployment
+from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data]
 
@@ -111,12 +112,7 @@ def test_status_and_down_with_an_unreachable_camera(
         }
     )
     topology.write_text(yaml.safe_dump(data, sort_keys=False))
-    env = {**os.environ, "LFR_LOG_LEVEL": "WARNING"}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-         "--home", str(lfr_test_home())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
-    )  # fmt: skip
+    up = lfr_up(topology)
     try:
         deadline = time.monotonic() + 180
         status: dict = {}
@@ -195,11 +191,7 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
             "deployment.end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later + 3600)),
         },
     )
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "lfr_actors.cli", "serve", str(topology),
-         "--home", str(lfr_test_home())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    serve = lfr_up(topology, command="serve", env=dict(os.environ))
     try:
         assert serve.stdout is not None
         line = serve.stdout.readline()
@@ -229,15 +221,7 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
         # pipeline of it running) still closes it, destroying its watchlist (invariant 3).
         with Database(tmp_path / "data" / "alerts.sqlite3") as db:
             now = time.time()
-            ended = NewDeployment(
-                id="ended",
-                authorised_by="Supt Cole",
-                purpose="earlier",
-                location="Leeds",
-                start=datetime.fromtimestamp(now - 60, UTC),
-                end=datetime.fromtimestamp(now - 1, UTC),
-                threshold=0.5,
-            )
+            ended = make_deployment("ended", now - 60, now - 1, 0.5)
             Deployments(db).create(ended, actor=SYSTEM)
         deadline = time.monotonic() + 60
         state = None

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import cv2
 import numpy as np
@@ -110,6 +110,15 @@ class Site:
             await self.runner.cleanup()
             self.runner = None
 
+    async def __aenter__(self) -> Self:
+        """Serve the API; at the block's end stop serving and close the writing store."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+        self.alerts.close()
+
     async def _seen(self, request: web.Request, response: web.StreamResponse) -> None:
         if request.path == "/v1/alerts/stream" and response.status == 200:
             self.streams.append(request.headers.get("Last-Event-ID"))
@@ -196,13 +205,8 @@ def create_deployment(db: Path) -> None:
 async def site(tmp_path: Path) -> AsyncIterator[Site]:
     db = tmp_path / "alerts.db"
     create_deployment(db)
-    served = Site(db)
-    await served.start()
-    try:
+    async with Site(db) as served:
         yield served
-    finally:
-        await served.stop()
-        served.alerts.close()
 
 
 @contextlib.asynccontextmanager

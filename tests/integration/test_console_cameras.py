@@ -68,12 +68,8 @@ async def site(tmp_path: Path) -> AsyncIterator[StatusSite]:
         "cam_yard": {"state": "reconnecting", "last_error": "cam_yard: cannot open rtsp://x"},
         "cam_lost": {"unavailable": "GetTimeoutError: stats timed out", "role": "camera"},
     }
-    await served.start()
-    try:
+    async with served:
         yield served
-    finally:
-        await served.stop()
-        served.alerts.close()
 
 
 async def test_the_strip_shows_every_camera_and_a_stalled_one_in_red(site: StatusSite) -> None:

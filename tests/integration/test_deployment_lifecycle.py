@@ -83,6 +83,22 @@ def tokens(db: Path) -> dict[str, str]:
         }
 
 
+def entry_form(
+    fields: dict[str, str], image: bytes, *, filename: str, content_type: str
+) -> aiohttp.FormData:
+    """An enrolment upload: ``fields`` (source and image date from the shared test data
+    unless given) and one photo."""
+    form = aiohttp.FormData()
+    for name, value in {
+        **fields,
+        "source": fields.get("source", "shared test data"),
+        "image_date": fields.get("image_date", "2020-01-01"),
+    }.items():
+        form.add_field(name, value)
+    form.add_field("image", image, filename=filename, content_type=content_type)
+    return form
+
+
 async def eventually(
     check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 90.0
 ) -> Any:
@@ -134,17 +150,17 @@ def test_the_running_deployment_follows_enrolment_approval_deletion_and_closing(
             record = await get(base)
             assert record["state"] == "active" and record["origin"] == "file"
 
-            form = aiohttp.FormData()
-            for name, value in {
-                "id": "W-1",
-                "display_name": "Lin-Manuel Miranda",
-                "category": "wanted",
-                "legal_basis": "test warrant",
-                "source": "shared test data",
-                "image_date": "2020-01-01",
-            }.items():
-                form.add_field(name, value)
-            form.add_field("image", photo, filename="miranda.png", content_type="image/png")
+            form = entry_form(
+                {
+                    "id": "W-1",
+                    "display_name": "Lin-Manuel Miranda",
+                    "category": "wanted",
+                    "legal_basis": "test warrant",
+                },
+                photo,
+                filename="miranda.png",
+                content_type="image/png",
+            )
             async with http.post(f"{base}/entries", data=form, headers=auth("PC Enrol")) as resp:
                 assert resp.status == 201, await resp.text()
                 assert (await resp.json())["state"] == "pending_approval"
@@ -184,19 +200,18 @@ def test_the_running_deployment_follows_enrolment_approval_deletion_and_closing(
             assert fusion["entries_with_own_threshold"] == 0
 
             # An entry enrolled with its own, stricter threshold gets it once approved.
-            form = aiohttp.FormData()
-            for name, value in {
-                "id": "W-2",
-                "display_name": "Alex Lacamoire",
-                "category": "missing person",
-                "legal_basis": "test",
-                "source": "shared test data",
-                "image_date": "2020-01-01",
-                "threshold": "0.4",
-            }.items():
-                form.add_field(name, value)
-            lacamoire = (shared_data / "faces" / "people" / LACAMOIRE).read_bytes()
-            form.add_field("image", lacamoire, filename="alex.jpg", content_type="image/jpeg")
+            form = entry_form(
+                {
+                    "id": "W-2",
+                    "display_name": "Alex Lacamoire",
+                    "category": "missing person",
+                    "legal_basis": "test",
+                    "threshold": "0.4",
+                },
+                (shared_data / "faces" / "people" / LACAMOIRE).read_bytes(),
+                filename="alex.jpg",
+                content_type="image/jpeg",
+            )
             async with http.post(f"{base}/entries", data=form, headers=auth("PC Enrol")) as resp:
                 assert resp.status == 201, await resp.text()
             async with http.post(f"{base}/entries/W-2/approval", headers=auth("Insp Approve")) as r:

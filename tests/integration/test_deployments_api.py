@@ -223,17 +223,22 @@ class Api:
         return events
 
 
+def issue_tokens(db: Path) -> dict[str, str]:
+    """A new token per officer of :data:`TOKENS` in the store at ``db``: their secrets."""
+    with Database(db) as store:
+        tokens = TokenStore(store)
+        return {
+            key: tokens.create(name, role, by=Actor("cli:test")).secret
+            for key, (name, role) in TOKENS.items()
+        }
+
+
 @pytest.fixture
 async def api(
     aiohttp_client: AiohttpClient, tmp_path: Path, enroller: Enroller
 ) -> AsyncIterator[Api]:
     db = tmp_path / "lfr.sqlite3"
-    with Database(db) as store:
-        tokens = TokenStore(store)
-        secrets = {
-            key: tokens.create(name, role, by=Actor("cli:test")).secret
-            for key, (name, role) in TOKENS.items()
-        }
+    secrets = issue_tokens(db)
     app = create_app(db, enroller=enroller, poll_interval_s=0.02, heartbeat_s=0.2)
     yield Api(await aiohttp_client(app), db, secrets)
 

@@ -25,16 +25,13 @@ from structlog.testing import capture_logs
 
 from lfr_actors.api.app import create_app
 from lfr_actors.enrolment import Enroller
-from lfr_actors.store.audit import Actor
-from lfr_actors.store.db import Database
-from lfr_actors.store.tokens import TokenStore
 from tests.api_helpers import problem
 from tests.disks import fill, small_tmpfs
 from tests.integration.test_deployments_api import (
-    TOKENS,
     Api,
     deployment_body,
     enroller,  # noqa: F401 - the module-scoped fixture, used by name
+    issue_tokens,
     photos,  # noqa: F401 - the module-scoped fixture, used by name
     upload_form,
 )
@@ -73,12 +70,7 @@ async def api(
     enroller: Enroller,  # noqa: F811 - the fixture imported above
 ) -> AsyncIterator[Api]:
     db = small_disk / "alerts.sqlite3"
-    with Database(db) as store:
-        tokens = TokenStore(store)
-        secrets = {
-            key: tokens.create(name, role, by=Actor("cli:test")).secret
-            for key, (name, role) in TOKENS.items()
-        }
+    secrets = issue_tokens(db)
     app = create_app(db, enroller=enroller, status_interval_s=0.05)
     yield Api(await aiohttp_client(app), db, secrets)
 

@@ -20,6 +20,7 @@ from lfr_actors.actors.index import IndexRouterActor, IndexShardActor
 from lfr_actors.actors.settings import RouterSettings, ShardSettings
 from lfr_actors.index import ShardConfig, ShardIndex
 from lfr_actors.messages import EnrolVectors, RemoveEntry, SearchRequest, SearchResult
+from tests.ray_session import local_ray
 
 NAMESPACE = "lfr-test-index"
 DIM = 32
@@ -28,12 +29,8 @@ CONFIG: dict[str, Any] = {"dimension": DIM, "metric": "euclidean", "mode": "auto
 
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
-    yield
-    if started_here:
-        ray.shutdown()
+    with local_ray(NAMESPACE):
+        yield
 
 
 def start_actor(cls: type, name: str, *args: Any) -> Any:

@@ -14,6 +14,7 @@ import ray
 
 from lfr_actors.kernel.kernel import ActorSpec, Kernel
 from lfr_actors.kernel.registry import Registry
+from tests.ray_session import local_ray
 
 NAMESPACE = "lfr-test-kernel-stats"
 
@@ -38,12 +39,8 @@ def ray_session() -> Iterator[None]:
     # The probe class lives in this test module, which Ray's workers cannot import by
     # name: ship it by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
-    yield
-    if started_here:
-        ray.shutdown()
+    with local_ray(NAMESPACE):
+        yield
 
 
 def kernel() -> Kernel:

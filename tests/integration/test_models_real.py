@@ -238,16 +238,21 @@ def test_cli_evaluate_identify(model_cache: ModelCache, shared_data: Path, tmp_p
     assert loose["fpir"] > 0  # the sweep shows false positives growing with the threshold
 
 
+def prepare_offline(home: Path, carried: Path) -> subprocess.CompletedProcess[str]:
+    """``lfr models prepare`` into ``home`` from the archives in ``carried``, offline."""
+    return subprocess.run(
+        [sys.executable, "-m", "lfr_actors.cli", "models", "prepare", "--home", str(home),
+         "--sources", str(carried), "--offline", "--no-progress"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
 def test_cli_prepare_offline_from_a_sources_folder(model_cache: ModelCache, tmp_path: Path) -> None:
     """The air-gapped path: archives carried in a folder, nothing downloaded."""
     carried = tmp_path / "carried"
     shutil.copytree(lfr_test_home() / "sources", carried)
     home = tmp_path / "home"
-    result = subprocess.run(
-        [sys.executable, "-m", "lfr_actors.cli", "models", "prepare", "--home", str(home),
-         "--sources", str(carried), "--offline", "--no-progress"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = prepare_offline(home, carried)
     assert result.returncode == 0, result.stderr
     assert "dlib_resnet_v1 1.0: built" in result.stdout and "mtcnn 1.0: built" in result.stdout
     assert ModelCache(home / "models").check("mtcnn").verified
@@ -266,11 +271,7 @@ def test_cli_prepare_hash_mismatch_leaves_cache_unchanged(tmp_path: Path) -> Non
             b"tampered",
         )
     home = tmp_path / "home"
-    result = subprocess.run(
-        [sys.executable, "-m", "lfr_actors.cli", "models", "prepare", "--home", str(home),
-         "--sources", str(carried), "--offline", "--no-progress"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = prepare_offline(home, carried)
     assert result.returncode == 1
     assert "SHA-256 mismatch" in result.stderr
     assert "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30" in result.stderr

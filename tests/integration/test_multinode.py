@@ -36,6 +36,7 @@ import yaml
 from lfr_actors.models.cache import ModelCache
 from tests.conftest import REPO, lfr_test_home
 from tests.integration.test_pipeline_ray import stored_alerts, write_deployment
+from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 
@@ -130,11 +131,7 @@ class RunningDeployment:
         env = {**(env or os.environ), "LFR_LOG_LEVEL": "WARNING"}
         env.pop("RAY_ADDRESS", None)
         self.log = (topology.parent / "lfr-up.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lfr_actors.cli", "up", str(topology),
-             "--home", str(lfr_test_home()), *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env,
-        )  # fmt: skip
+        self.proc = lfr_up(topology, *extra, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.api: str | None = None
         self.headers: dict[str, str] = {}
         self.api_failures = 0

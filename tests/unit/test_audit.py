@@ -27,7 +27,8 @@ from lfr_actors.store.audit import (
 )
 from lfr_actors.store.db import Database
 from lfr_actors.store.migrations import MIGRATIONS
-from lfr_actors.store.tokens import Role, TokenStore
+from lfr_actors.store.tokens import Role
+from tests.api_helpers import bearer
 
 OFFICER = Actor("PC Smith", "tok1")
 
@@ -51,8 +52,8 @@ def tamper(db: Path, *statements: str) -> None:
     """Change the file as someone with write access could: triggers dropped first."""
     raw = sqlite3.connect(db)
     try:
-        raw.execute("DROP TRIGGER audit_log_no_update")
-        raw.execute("DROP TRIGGER audit_log_no_delete")
+        raw.execute("DROP TRIGGER IF EXISTS audit_log_no_update")
+        raw.execute("DROP TRIGGER IF EXISTS audit_log_no_delete")
         for statement in statements:
             raw.execute(statement)
         raw.commit()
@@ -135,10 +136,7 @@ def test_a_removed_entry_is_found(db: Path) -> None:
     check = verify(db)
     assert (check.intact, check.bad_seq) == (False, 2)
     assert check.reason == "seq 2 missing: entries were removed (the next present is 3)"
-    tamper_more = sqlite3.connect(db)
-    tamper_more.execute("DELETE FROM audit_log WHERE seq IN (3, 4)")
-    tamper_more.commit()
-    tamper_more.close()
+    tamper(db, "DELETE FROM audit_log WHERE seq IN (3, 4)")
     assert verify(db).reason == "seq 2..4 missing: entries were removed (the next present is 5)"
 
 
@@ -148,10 +146,7 @@ def test_removing_the_newest_entries_is_found(db: Path) -> None:
     check = verify(db)
     assert (check.intact, check.bad_seq, check.entries) == (False, 4, 3)
     assert check.reason == "entries after seq 3 were removed (the log had reached seq 5)"
-    raw = sqlite3.connect(db)
-    raw.execute("DELETE FROM audit_log")
-    raw.commit()
-    raw.close()
+    tamper(db, "DELETE FROM audit_log")
     assert verify(db).reason == "entries after seq 0 were removed (the log had reached seq 5)"
 
 
@@ -218,9 +213,7 @@ def test_cli_verify_exit_codes(db: Path, capfd: pytest.CaptureFixture[str]) -> N
 
 
 def auditor_headers(db: Path, role: Role = Role.AUDITOR) -> dict[str, str]:
-    with Database(db) as store:
-        secret = TokenStore(store).create(f"an {role}", role, by=SYSTEM).secret
-    return {"Authorization": f"Bearer {secret}"}
+    return bearer(db, role, f"an {role}")
 
 
 async def test_api_pages_the_log_with_what_recomputes_the_chain(

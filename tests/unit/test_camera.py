@@ -26,44 +26,17 @@ from lfr_actors.testing.doubles import (
     HANG,
     FakeEmbedderActor,
     FakeSource,
-    LocalHandle,
 )
 from lfr_actors.topology.schema import Source
 from lfr_actors.video import CaptureSource, SourceError, build_source
-from tests.actor_settings import camera_settings
+from tests.camera_runs import fast_camera, run_to_end
 
 IMG = np.zeros((36, 64, 3), np.uint8)
 
 
-def _camera(
-    source: FakeSource,
-    embedder: FakeEmbedderActor,
-    *,
-    deployment: dict[str, Any] | None = None,
-    **config: Any,
-) -> CameraActor:
-    settings = {"fps": 10, "queue_size": 4, "max_in_flight": 1, "pace": "asap"}
-    settings.update(config)
-    settings.setdefault("reconnect", {"initial_backoff_s": 0.01, "max_backoff_s": 0.05})
-    return CameraActor(
-        camera_settings(deployment=deployment, **settings),
-        source=source,
-        resolve=lambda name: LocalHandle(embedder),
-    )
-
-
-async def _run(camera: CameraActor, timeout_s: float = 10.0) -> dict[str, Any]:
-    await camera.start()
-    deadline = time.monotonic() + timeout_s
-    while not await camera.ended():
-        assert time.monotonic() < deadline, await camera.stats()
-        await asyncio.sleep(0.01)
-    return await camera.stats()
-
-
 async def test_samples_a_30fps_file_down_to_10fps() -> None:
     embedder = FakeEmbedderActor()
-    stats = await _run(_camera(FakeSource([IMG] * 90 + [END], fps=30), embedder))
+    stats = await run_to_end(fast_camera(FakeSource([IMG] * 90 + [END], fps=30), embedder))
     assert stats["frames_read"] == 90
     assert stats["frames_sampled"] == 30
     assert stats["frames_processed"] == 30 and stats["frames_dropped"] == 0
@@ -73,15 +46,15 @@ async def test_samples_a_30fps_file_down_to_10fps() -> None:
 
 async def test_asap_pacing_loses_nothing_behind_a_slow_embedder() -> None:
     embedder = FakeEmbedderActor(delay_s=0.01)
-    stats = await _run(_camera(FakeSource([IMG] * 20 + [END], fps=10), embedder))
+    stats = await run_to_end(fast_camera(FakeSource([IMG] * 20 + [END], fps=10), embedder))
     assert stats["frames_processed"] == 20 and stats["frames_dropped"] == 0
 
 
 async def test_live_camera_drops_oldest_and_never_blocks() -> None:
     embedder = FakeEmbedderActor(delay_s=0.05)
     source = FakeSource([IMG] * 60 + [END], fps=50, live=True, read_delay_s=0.02)
-    camera = _camera(source, embedder, fps=60, queue_size=2, pace="realtime")
-    stats = await _run(camera)
+    camera = fast_camera(source, embedder, fps=60, queue_size=2, pace="realtime")
+    stats = await run_to_end(camera)
     assert stats["frames_read"] == 60  # capture kept going while the embedder was slow
     assert stats["frames_dropped"] > 0
     assert stats["frames_processed"] + stats["frames_dropped"] == stats["frames_sampled"]
@@ -92,7 +65,9 @@ async def test_live_camera_drops_oldest_and_never_blocks() -> None:
 async def test_realtime_pacing_follows_the_media_clock() -> None:
     embedder = FakeEmbedderActor()
     start = time.monotonic()
-    stats = await _run(_camera(FakeSource([IMG] * 6 + [END], fps=10), embedder, pace="realtime"))
+    stats = await run_to_end(
+        fast_camera(FakeSource([IMG] * 6 + [END], fps=10), embedder, pace="realtime")
+    )
     assert stats["frames_processed"] == 6
     assert time.monotonic() - start >= 0.45  # six frames at 10 fps span half a second
 
@@ -100,15 +75,15 @@ async def test_realtime_pacing_follows_the_media_clock() -> None:
 async def test_corrupt_frames_are_counted_and_skipped() -> None:
     embedder = FakeEmbedderActor()
     source = FakeSource([IMG, CORRUPT, IMG, CORRUPT, IMG, END], fps=10)
-    stats = await _run(_camera(source, embedder))
+    stats = await run_to_end(fast_camera(source, embedder))
     assert stats["corrupt_frames"] == 2 and stats["frames_processed"] == 3
 
 
 async def test_unreachable_stream_reconnects_with_backoff_then_runs() -> None:
     embedder = FakeEmbedderActor()
     source = FakeSource([IMG, IMG, ABORT, IMG, END], fps=10, fail_opens=2)
-    camera = _camera(source, embedder)
-    stats = await _run(camera)
+    camera = fast_camera(source, embedder)
+    stats = await run_to_end(camera)
     assert stats["reconnects"] == 3  # two failed opens, one failed stream
     assert source.opens == 4
     assert stats["frames_processed"] >= 3 and stats["state"] == "ended"
@@ -116,18 +91,18 @@ async def test_unreachable_stream_reconnects_with_backoff_then_runs() -> None:
 
 async def test_gives_up_after_max_attempts_and_reports_failed() -> None:
     source = FakeSource([IMG], fps=10, fail_opens=100)
-    camera = _camera(
+    camera = fast_camera(
         source, FakeEmbedderActor(),
         reconnect={"initial_backoff_s": 0.01, "max_backoff_s": 0.02, "max_attempts": 3},
     )  # fmt: skip
-    stats = await _run(camera)
+    stats = await run_to_end(camera)
     assert stats["state"] == "failed" and "unreachable" in stats["last_error"]
     assert (await camera.health())["ok"] is False
 
 
 async def test_loop_at_end_restarts_the_file() -> None:
     embedder = FakeEmbedderActor()
-    camera = _camera(FakeSource([IMG] * 3 + [END], fps=10), embedder, at_end="loop")
+    camera = fast_camera(FakeSource([IMG] * 3 + [END], fps=10), embedder, at_end="loop")
     await camera.start()
     while (await camera.stats())["frames_processed"] < 9:
         await asyncio.sleep(0.01)
@@ -138,7 +113,7 @@ async def test_loop_at_end_restarts_the_file() -> None:
 async def test_refuses_to_run_outside_the_deployment_window() -> None:
     past = {"id": "dep", "start": time.time() - 7200, "end": time.time() - 3600}
     embedder = FakeEmbedderActor()
-    stats = await _run(_camera(FakeSource([IMG, END]), embedder, deployment=past))
+    stats = await run_to_end(fast_camera(FakeSource([IMG, END]), embedder, deployment=past))
     assert stats["state"] == "window_ended" and stats["frames_read"] == 0
     assert embedder.seen == []
 
@@ -146,19 +121,19 @@ async def test_refuses_to_run_outside_the_deployment_window() -> None:
 async def test_waits_for_the_window_to_open() -> None:
     soon = {"id": "dep", "start": time.time() + 0.3, "end": time.time() + 3600}
     embedder = FakeEmbedderActor()
-    camera = _camera(FakeSource([IMG, END]), embedder, deployment=soon)
+    camera = fast_camera(FakeSource([IMG, END]), embedder, deployment=soon)
     await camera.start()
     await asyncio.sleep(0.1)
     assert (await camera.health())["state"] == "waiting_for_window"
-    stats = await _run(camera)
+    stats = await run_to_end(camera)
     assert stats["frames_processed"] == 1
 
 
 async def test_an_unreachable_camera_stops_retrying_when_the_window_ends() -> None:
     closing = {"id": "dep", "start": time.time() - 60, "end": time.time() + 0.4}
     source = FakeSource([IMG, END], fail_opens=10_000)
-    camera = _camera(source, FakeEmbedderActor(), deployment=closing)
-    stats = await _run(camera, timeout_s=5)
+    camera = fast_camera(source, FakeEmbedderActor(), deployment=closing)
+    stats = await run_to_end(camera, timeout_s=5)
     assert stats["state"] == "window_ended" and stats["reconnects"] >= 2
     opens = source.opens
     await asyncio.sleep(0.2)
@@ -167,14 +142,14 @@ async def test_an_unreachable_camera_stops_retrying_when_the_window_ends() -> No
 
 async def test_embedder_failure_is_counted_not_fatal() -> None:
     embedder = FakeEmbedderActor(fail=True)
-    stats = await _run(_camera(FakeSource([IMG] * 3 + [END], fps=10), embedder))
+    stats = await run_to_end(fast_camera(FakeSource([IMG] * 3 + [END], fps=10), embedder))
     assert stats["frames_failed"] == 3 and stats["frames_processed"] == 0
     assert "embedder unavailable" in stats["last_error"]
 
 
 async def test_latency_is_measured_from_capture() -> None:
     embedder = FakeEmbedderActor(delay_s=0.02)
-    stats = await _run(_camera(FakeSource([IMG] * 5 + [END], fps=10), embedder))
+    stats = await run_to_end(fast_camera(FakeSource([IMG] * 5 + [END], fps=10), embedder))
     assert stats["latency_ms_p50"] >= 20
 
 
@@ -231,7 +206,7 @@ async def _wait_until(condition: Any, timeout_s: float = 10.0) -> None:
 async def test_a_frozen_stream_stalls_is_reopened_and_recovers() -> None:
     embedder = FakeEmbedderActor()
     source = FakeSource([IMG] * 5 + [HANG] + [IMG] * 5 + [END], live=True, read_delay_s=0.01)
-    camera = _camera(
+    camera = fast_camera(
         source, embedder, pace="realtime", fps=100, stall_timeout_s=0.3,
         reconnect={"initial_backoff_s": 0.2, "max_backoff_s": 0.2},
     )  # fmt: skip
@@ -251,7 +226,7 @@ async def test_a_frozen_stream_stalls_is_reopened_and_recovers() -> None:
         while "unreachable" not in ((await camera.health())["last_error"] or ""):
             await asyncio.sleep(0.01)
         assert (await camera.health())["state"] == "stalled"
-        stats = await _run(camera)  # reopened: the frames after the freeze flow again
+        stats = await run_to_end(camera)  # reopened: the frames after the freeze flow again
     finally:
         source.release()
     assert stats["state"] == "ended"
@@ -262,7 +237,7 @@ async def test_a_frozen_stream_stalls_is_reopened_and_recovers() -> None:
 
 async def test_a_stalled_camera_reports_no_fps_and_how_long() -> None:
     source = FakeSource([IMG] * 5 + [HANG], live=True, read_delay_s=0.01)
-    camera = _camera(source, FakeEmbedderActor(), pace="realtime", fps=100, stall_timeout_s=60)
+    camera = fast_camera(source, FakeEmbedderActor(), pace="realtime", fps=100, stall_timeout_s=60)
     try:
         await camera.start()
         await _wait_until(source.hanging.is_set)
@@ -278,7 +253,7 @@ async def test_a_stalled_camera_reports_no_fps_and_how_long() -> None:
 
 async def test_a_stop_does_not_wait_for_a_stuck_read() -> None:
     source = FakeSource([IMG, HANG, IMG, END], live=True, hang_s=30)
-    camera = _camera(source, FakeEmbedderActor(), pace="realtime", stall_timeout_s=60)
+    camera = fast_camera(source, FakeEmbedderActor(), pace="realtime", stall_timeout_s=60)
     try:
         await camera.start()
         await _wait_until(source.hanging.is_set)
@@ -294,7 +269,7 @@ async def test_a_stop_does_not_wait_for_a_stuck_read() -> None:
 
 async def test_a_stop_does_not_wait_for_a_stuck_open() -> None:
     source = FakeSource([IMG, END], live=True, hang_opens=1, hang_s=30)
-    camera = _camera(source, FakeEmbedderActor(), pace="realtime")
+    camera = fast_camera(source, FakeEmbedderActor(), pace="realtime")
     try:
         await camera.start()
         await _wait_until(source.hanging.is_set)
@@ -309,8 +284,10 @@ async def test_a_stop_does_not_wait_for_a_stuck_open() -> None:
 
 async def test_corrupt_frames_for_longer_than_the_timeout_are_one_stall() -> None:
     source = FakeSource([IMG] + [CORRUPT] * 60 + [IMG, END], live=True, read_delay_s=0.01)
-    camera = _camera(source, FakeEmbedderActor(), pace="realtime", fps=100, stall_timeout_s=0.15)
-    stats = await _run(camera)
+    camera = fast_camera(
+        source, FakeEmbedderActor(), pace="realtime", fps=100, stall_timeout_s=0.15
+    )
+    stats = await run_to_end(camera)
     # A read in flight when the watchdog fires is abandoned, with the item it was reading.
     assert 50 <= stats["corrupt_frames"] <= 60 and stats["frames_read"] >= 1
     assert stats["stalls"] == 1 and stats["reconnects"] >= 1  # reopened, maybe more than once
@@ -319,23 +296,23 @@ async def test_corrupt_frames_for_longer_than_the_timeout_are_one_stall() -> Non
 
 async def test_pacing_and_a_full_queue_are_not_stalls() -> None:
     # A 2 fps file paced to real time waits 0.5 s between frames, longer than the timeout.
-    paced = _camera(
+    paced = fast_camera(
         FakeSource([IMG] * 4 + [END], fps=2), FakeEmbedderActor(),
         fps=2, pace="realtime", stall_timeout_s=0.2,
     )  # fmt: skip
-    stats = await _run(paced)
+    stats = await run_to_end(paced)
     assert (stats["stalls"], stats["frames_processed"]) == (0, 4)
     # An asap reader waits for queue space behind an embedder slower than the timeout.
-    waiting = _camera(
+    waiting = fast_camera(
         FakeSource([IMG] * 5 + [END], fps=10), FakeEmbedderActor(delay_s=0.25),
         queue_size=1, stall_timeout_s=0.1,
     )  # fmt: skip
-    stats = await _run(waiting)
+    stats = await run_to_end(waiting)
     assert (stats["stalls"], stats["frames_processed"], stats["frames_dropped"]) == (0, 5, 0)
 
 
 async def test_backoff_doubles_to_its_cap_with_jitter_and_restarts_after_a_frame() -> None:
-    camera = _camera(
+    camera = fast_camera(
         FakeSource([IMG, END]), FakeEmbedderActor(),
         reconnect={"initial_backoff_s": 0.5, "max_backoff_s": 5.0},
     )  # fmt: skip

@@ -12,7 +12,6 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,9 @@ from lfr_actors.logs import get_logger
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.testing.doubles import LocalHandle
 from lfr_actors.topology.loader import load_topology
-from lfr_actors.topology.schema import NewDeployment
 from tests.integration.test_pipeline_ray import write_deployment
 
 
@@ -139,15 +138,7 @@ async def test_the_watchlist_failing_stops_neither_thresholds_nor_counts_nor_the
     deployments = Deployments(db)
     record = register_deployment(deployments, topology)
     now = time.time()
-    ended = NewDeployment(
-        id="ended",
-        authorised_by="Supt Cole",
-        purpose="a test",
-        location="Cardiff",
-        start=datetime.fromtimestamp(now - 60, UTC),
-        end=datetime.fromtimestamp(now - 1, UTC),
-        threshold=0.5,
-    )
+    ended = make_deployment("ended", now - 60, now - 1, 0.5)
     deployments.create(ended, actor=Actor("test"))
     live = Live(db=db, actors_started=True, threshold=record.threshold)
     kernel = KernelDouble(topology.index.id)

@@ -4,60 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from lfr_actors.actors.settings import EmbedderSettings, RouterSettings
 from lfr_actors.control import Deployment
 from lfr_actors.topology.loader import load_topology, load_watchlist
+from tests.topology_files import watchlist_entry, write_site_topology, write_watchlist
 
 
 def _files(tmp_path: Path, **embedder: object) -> Deployment:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "w.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "entries": [
-                    {
-                        "id": "e1",
-                        "display_name": "E One",
-                        "images": ["a.jpg"],
-                        "category": "c",
-                        "legal_basis": "l",
-                        "source": "s",
-                        "image_date": "2020-01-01",
-                        "threshold": 0.5,
-                    },
-                ],
-            }
+    write_watchlist(tmp_path / "w.yaml", watchlist_entry("e1", ["a.jpg"], threshold=0.5))
+    cameras = [
+        {
+            "id": f"cam{i}",
+            "source": {"type": "url", "url": f"rtsp://127.0.0.1/{i}"},
+            **({"resources": {"camera_ingest": 0.1}} if i == 0 else {}),
+        }
+        for i in range(3)
+    ]
+    t = load_topology(
+        write_site_topology(
+            tmp_path,
+            cameras=cameras,
+            embedder={"replicas": 2, **embedder},
+            index={"shards": 3},
         )
     )
-    topology = {
-        "version": 1,
-        "deployment": {
-            "id": "site",
-            "authorised_by": "x",
-            "purpose": "x",
-            "location": "x",
-            "start": "2026-11-01T00:00:00Z",
-            "end": "2026-11-02T00:00:00Z",
-        },
-        "cameras": [
-            {
-                "id": f"cam{i}",
-                "source": {"type": "url", "url": f"rtsp://127.0.0.1/{i}"},
-                **({"resources": {"camera_ingest": 0.1}} if i == 0 else {}),
-            }
-            for i in range(3)
-        ],
-        "embedder": {"replicas": 2, **embedder},
-        "index": {"shards": 3},
-        "alerts": {"threshold": 0.55},
-        "watchlist": {"file": "w.yaml"},
-        "storage": {"data_dir": "data"},
-    }
-    (tmp_path / "t.yaml").write_text(yaml.safe_dump(topology))
-    t = load_topology(tmp_path / "t.yaml")
     return Deployment(t, load_watchlist(tmp_path / "w.yaml"), home=tmp_path)
 
 

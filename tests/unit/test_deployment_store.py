@@ -32,6 +32,7 @@ from lfr_actors.store.records import (
     UnknownDeploymentError,
     UnknownEntryError,
 )
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.schema import NewDeployment, NewEntry
 
 T0 = 1_800_000_000.0
@@ -73,14 +74,14 @@ def declared(
     threshold: float = 0.45,
     impact_assessment_ref: str | None = "DPIA-2027-01",
 ) -> NewDeployment:
-    return NewDeployment(
-        id=deployment_id,
+    return make_deployment(
+        deployment_id,
+        starts_at,
+        ends_at,
+        threshold,
         authorised_by="Supt Clarke",
         purpose="find people wanted on warrant",
         location="High Street, north end",
-        start=datetime.fromtimestamp(starts_at, UTC),
-        end=datetime.fromtimestamp(ends_at, UTC),
-        threshold=threshold,
         impact_assessment_ref=impact_assessment_ref,
     )
 

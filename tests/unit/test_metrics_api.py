@@ -10,16 +10,12 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api import metrics as metrics_module
 from lfr_actors.api.app import create_app
 from lfr_actors.api.metrics import CAMERA_STATES, render_metrics
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.audit import SYSTEM
-from lfr_actors.store.db import Database
-from lfr_actors.store.tokens import Role, TokenStore
-from lfr_actors.testing.doubles import make_sighting
-from tests.api_helpers import problem
+from lfr_actors.store.tokens import Role
+from tests.api_helpers import bearer, problem, store_with_one_alert
 
 ENTRY_ID = "entry-7f3a9c"
 ALERT_ID = "alert-0b1d2e"
@@ -389,19 +385,7 @@ def test_status_up_is_reported_when_given() -> None:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    path = tmp_path / "alerts.db"
-    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
-    event = fuser.observe(make_sighting(1))
-    assert event is not None
-    with AlertStore(path) as store:
-        store.apply(event)
-    return path
-
-
-def bearer(db: Path, role: Role) -> dict[str, str]:
-    with Database(db) as store:
-        secret = TokenStore(store).create(f"test {role}", role, by=SYSTEM).secret
-    return {"Authorization": f"Bearer {secret}"}
+    return store_with_one_alert(tmp_path / "alerts.db")
 
 
 async def test_metrics_needs_a_viewer_token_and_speaks_prometheus(

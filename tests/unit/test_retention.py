@@ -51,6 +51,14 @@ def file_bytes(db: Path) -> bytes:
     return data + (wal.read_bytes() if wal.exists() else b"")
 
 
+def audited_actions(db: Path) -> list[str]:
+    """The audit log's actions, oldest first, once its chain is checked intact."""
+    with Database(db) as database:
+        log = AuditLog(database)
+        assert log.verify().intact
+        return [e.action for e in log.page(limit=100).entries]
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "alerts.sqlite3"
@@ -122,10 +130,7 @@ def test_a_released_hold_lets_the_next_purge_take_the_crop(db: Path) -> None:
         assert released is not None and not released.active
         assert Holds(database).release(ids["held"], by=OFFICER) is None
     assert purge_crops(db, now=now).alert_ids == [ids["held"]]
-    with Database(db) as database:
-        log = AuditLog(database)
-        assert log.verify().intact
-        actions = [e.action for e in log.page(limit=100).entries]
+    actions = audited_actions(db)
     assert actions.count("alert.hold") == 1
     assert actions.count("alert.release") == 1
 
@@ -232,9 +237,6 @@ async def test_api_hold_release_and_410_for_a_purged_crop(
         "changed": False,
     }
 
-    with Database(db) as database:
-        log = AuditLog(database)
-        assert log.verify().intact
-        actions = [e.action for e in log.page(limit=100).entries]
+    actions = audited_actions(db)
     assert actions.count("alert.hold") == 1
     assert actions.count("alert.release") == 1

@@ -8,7 +8,7 @@ fields against it, and the order the API has always sent them in.
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,9 @@ from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.records import Enrolled
 from lfr_actors.store.retention import Holds
+from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.testing.doubles import fake_jpeg, make_sighting
-from lfr_actors.topology.schema import NewDeployment, NewEntry
+from lfr_actors.topology.schema import NewEntry
 
 
 def fields(model: type[BaseModel]) -> list[str]:
@@ -36,14 +37,8 @@ def seeded(tmp_path: Path) -> tuple[Path, str]:
     now = time.time()
     with Database(path) as db:
         deployments = Deployments(db)
-        new = NewDeployment(
-            id="dep1",
-            authorised_by="Supt Baker",
-            purpose="testing",
-            location="Stratford",
-            start=datetime.fromtimestamp(now - 60, UTC),
-            end=datetime.fromtimestamp(now + 60, UTC),
-            threshold=0.6,
+        new = make_deployment(
+            "dep1", now - 60, now + 60, 0.6, authorised_by="Supt Baker", location="Stratford"
         )
         deployments.create(new, actor=Actor("Insp Adams"))
         enrolled = Enrolled(fake_jpeg(1), "image/jpeg", np.full((1, 128), 0.1, np.float32), {})

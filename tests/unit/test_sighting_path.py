@@ -7,7 +7,6 @@ No Ray and no models: the camera runs against scripted embedders (test doubles).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,8 @@ from lfr_actors.actors.camera import COUNTERS, CameraActor
 from lfr_actors.actors.embedder import UnstoredSightings
 from lfr_actors.control.totals import CameraTotals
 from lfr_actors.messages import Frame, FrameResult
-from lfr_actors.testing.doubles import END, FakeSource, LocalHandle
-from tests.actor_settings import camera_settings
+from lfr_actors.testing.doubles import END, FakeSource
+from tests.camera_runs import fast_camera, run_to_end
 
 IMG = np.zeros((36, 64, 3), np.uint8)
 
@@ -48,29 +47,13 @@ class ScriptedEmbedder:
 
 
 def _camera(embedder: ScriptedEmbedder, frames: int, **config: Any) -> CameraActor:
-    settings = {"fps": 10, "queue_size": 4, "max_in_flight": 1, "pace": "asap"}
-    settings.update(config)
-    settings.setdefault("reconnect", {"initial_backoff_s": 0.01, "max_backoff_s": 0.05})
-    return CameraActor(
-        camera_settings(**settings),
-        source=FakeSource([IMG] * frames + [END], fps=10),
-        resolve=lambda name: LocalHandle(embedder),
-    )
-
-
-async def _run(camera: CameraActor, timeout_s: float = 10.0) -> dict[str, Any]:
-    await camera.start()
-    deadline = time.monotonic() + timeout_s
-    while not await camera.ended():
-        assert time.monotonic() < deadline, await camera.stats()
-        await asyncio.sleep(0.01)
-    return await camera.stats()
+    return fast_camera(FakeSource([IMG] * frames + [END], fps=10), embedder, **config)
 
 
 async def test_every_camera_run_has_its_own_epoch_in_every_frame() -> None:
     first, second = ScriptedEmbedder(), ScriptedEmbedder()
-    stats_1 = await _run(_camera(first, 5))
-    stats_2 = await _run(_camera(second, 5))  # the same camera, started again
+    stats_1 = await run_to_end(_camera(first, 5))
+    stats_2 = await run_to_end(_camera(second, 5))  # the same camera, started again
     frames_1 = [Frame.decode(d) for d in first.received]
     frames_2 = [Frame.decode(d) for d in second.received]
     assert [f.seq for f in frames_1] == [f.seq for f in frames_2] == [1, 2, 3, 4, 5]
@@ -83,7 +66,7 @@ async def test_every_camera_run_has_its_own_epoch_in_every_frame() -> None:
 
 async def test_a_frame_whose_embedder_dies_is_sent_once_more_with_the_same_bytes() -> None:
     embedder = ScriptedEmbedder(fail_once={3})
-    stats = await _run(_camera(embedder, 6))
+    stats = await run_to_end(_camera(embedder, 6))
     assert (stats["frames_processed"], stats["frames_failed"], stats["frames_retried"]) == (6, 0, 1)
     tries = [d for d in embedder.received if Frame.decode(d).seq == 3]
     assert len(tries) == 2 and tries[0] == tries[1]  # same epoch and seq: same sighting ids
@@ -92,7 +75,7 @@ async def test_a_frame_whose_embedder_dies_is_sent_once_more_with_the_same_bytes
 
 async def test_a_frame_that_fails_twice_is_counted_failed_not_sent_a_third_time() -> None:
     embedder = ScriptedEmbedder(fail_always={2})
-    stats = await _run(_camera(embedder, 4))
+    stats = await run_to_end(_camera(embedder, 4))
     assert (stats["frames_processed"], stats["frames_failed"], stats["frames_retried"]) == (3, 1, 1)
     assert sum(1 for d in embedder.received if Frame.decode(d).seq == 2) == 2
 
@@ -100,13 +83,13 @@ async def test_a_frame_that_fails_twice_is_counted_failed_not_sent_a_third_time(
 async def test_the_camera_shows_the_store_as_the_cause_until_it_is_back() -> None:
     embedder = ScriptedEmbedder(store_error_for={1, 2, 3})
     camera = _camera(embedder, 3)
-    stats = await _run(camera)
+    stats = await run_to_end(camera)
     assert stats["last_error"] == "alert store unavailable: disk full"
     assert stats["frames_processed"] == 3  # answered: the embedder holds the sightings
     embedder_ok = ScriptedEmbedder()
     later = _camera(embedder_ok, 2)
     later.last_error = "alert store unavailable: disk full"
-    assert (await _run(later))["last_error"] is None
+    assert (await run_to_end(later))["last_error"] is None
 
 
 def test_unstored_sightings_are_kept_in_order_and_bounded() -> None:

@@ -18,7 +18,6 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
-from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api import status as status_module
 from lfr_actors.api.app import create_app
 from lfr_actors.api.keys import STATUS_CACHE, STORE_HEALTH
@@ -30,12 +29,9 @@ from lfr_actors.errors import LfrError
 from lfr_actors.logs import get_logger
 from lfr_actors.store.adjudications import Adjudications
 from lfr_actors.store.alerts import AlertStore
-from lfr_actors.store.audit import SYSTEM
-from lfr_actors.store.db import Database
-from lfr_actors.store.tokens import Role, TokenStore
-from lfr_actors.testing.doubles import make_sighting
+from lfr_actors.store.tokens import Role
 from lfr_actors.topology.loader import load_topology
-from tests.api_helpers import problem
+from tests.api_helpers import bearer, problem, store_with_one_alert
 from tests.integration.test_pipeline_ray import write_deployment
 from tests.unit.test_metrics_api import realistic_status
 
@@ -44,18 +40,7 @@ HOUR = 3600.0
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    path = tmp_path / "alerts.db"
-    event = Fuser("dep1", FusionConfig(threshold=0.5)).observe(make_sighting(1))
-    assert event is not None
-    with AlertStore(path) as store:
-        store.apply(event)
-    return path
-
-
-def bearer(db: Path, role: Role) -> dict[str, str]:
-    with Database(db) as store:
-        secret = TokenStore(store).create(f"test {role}", role, by=SYSTEM).secret
-    return {"Authorization": f"Bearer {secret}"}
+    return store_with_one_alert(tmp_path / "alerts.db")
 
 
 class CountingSource:
@@ -78,6 +63,16 @@ class CountingSource:
             return self.status
         finally:
             self.running -= 1
+
+
+async def two_more_gathers(source: CountingSource) -> None:
+    """Wait (up to 10 s) until the cache has called ``source`` twice more."""
+    calls = source.calls
+    for _ in range(500):
+        if source.calls >= calls + 2:
+            break
+        await asyncio.sleep(0.02)
+    assert source.calls >= calls + 2
 
 
 def ready_status(**cameras: str) -> dict[str, Any]:
@@ -136,12 +131,7 @@ async def test_the_gatherer_refreshes_at_its_own_rate(
     assert 'lfr_camera_up{camera="cam_north"} 1.0' in scrape.splitlines()
     # Every camera goes down; the next gathers see it without any request asking.
     source.status = ready_status(cam_north="stalled")
-    calls = source.calls
-    for _ in range(500):
-        if source.calls >= calls + 2:
-            break
-        await asyncio.sleep(0.02)
-    assert source.calls >= calls + 2
+    await two_more_gathers(source)
     body = await problem(await client.get("/readyz"), 503)
     assert body["not_ready"] == ["cameras: none running (cam_north stalled)"]
     status = await (await client.get("/v1/status")).json()
@@ -271,11 +261,7 @@ async def test_not_ready_when_the_alert_actor_cannot_write_the_store(
     assert "lfr_store_writable 0.0" in (await metrics.text()).splitlines()
     # The write succeeds again (or the key is missing: an older actor): ready again.
     source.status = ready_status(cam_north="running")
-    calls = source.calls
-    for _ in range(500):
-        if source.calls >= calls + 2:
-            break
-        await asyncio.sleep(0.02)
+    await two_more_gathers(source)
     assert (await client.get("/readyz")).status == 200
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.api.app import create_app
@@ -31,6 +30,7 @@ from lfr_actors.store.tokens import (
 )
 from lfr_actors.topology.loader import load_topology
 from tests.api_helpers import problem
+from tests.topology_files import write_site_topology, write_watchlist
 
 OPERATOR = Actor("cli:test")
 
@@ -205,21 +205,10 @@ def _renewal(deployment: Deployment, stop: asyncio.Event) -> Coroutine[Any, Any,
 
 
 def _deployment(tmp_path: Path) -> Deployment:
-    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"version": 1, "entries": []}))
-    topology = {
-        "version": 1,
-        "deployment": {
-            "id": "site",
-            "authorised_by": "x",
-            "purpose": "x",
-            "location": "x",
-            "start": "2026-11-01T00:00:00Z",
-            "end": "2026-11-02T00:00:00Z",
-        },
-        "cameras": [{"id": "cam0", "source": {"type": "url", "url": "rtsp://127.0.0.1/0"}}],
-        "alerts": {"threshold": 0.55},
-        "watchlist": {"file": "w.yaml"},
-        "storage": {"data_dir": str(tmp_path / "data")},
-    }
-    (tmp_path / "t.yaml").write_text(yaml.safe_dump(topology))
-    return Deployment(load_topology(tmp_path / "t.yaml"), None, home=tmp_path)
+    write_watchlist(tmp_path / "w.yaml")
+    topology = write_site_topology(
+        tmp_path,
+        cameras=[{"id": "cam0", "source": {"type": "url", "url": "rtsp://127.0.0.1/0"}}],
+        storage={"data_dir": str(tmp_path / "data")},
+    )
+    return Deployment(load_topology(topology), None, home=tmp_path)

@@ -13,7 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-import yaml
 from aiohttp import FormData
 from pytest_aiohttp import AiohttpClient
 
@@ -42,6 +41,7 @@ from lfr_actors.store.records import Enrolled
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_watchlist
 from tests.api_helpers import problem
+from tests.topology_files import watchlist_entry, write_watchlist
 
 FIELDS = {
     "display_name": "A Person",
@@ -305,24 +305,7 @@ async def test_at_most_two_uploads_are_enrolled_at_once(
 
 def test_a_watchlist_file_photo_over_the_budget_stops_up_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "huge.png").write_bytes(png_declaring(7000, 7000))
-    (tmp_path / "w.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "entries": [
-                    {
-                        "id": "e1",
-                        "display_name": "E One",
-                        "images": [str(tmp_path / "huge.png")],
-                        "category": "c",
-                        "legal_basis": "l",
-                        "source": "s",
-                        "image_date": "2020-01-01",
-                    }
-                ],
-            }
-        )
-    )
+    write_watchlist(tmp_path / "w.yaml", watchlist_entry("e1", [str(tmp_path / "huge.png")]))
 
     class Pipeline:
         def enrol(self, picture: np.ndarray) -> Any:
