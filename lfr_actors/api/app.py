@@ -83,8 +83,7 @@ from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.retention import Holds
 from lfr_actors.store.tokens import TokenStore
 
-__all__ = ["ApiSettings", "EventHub", "api_runner", "create_app", "setup_routes"]
-"""``EventHub`` lives in :mod:`lfr_actors.api.stream`; it is named here too."""
+__all__ = ["api_runner", "create_app", "setup_routes"]
 
 REQUEST_HEADER_TIMEOUT_S = 75.0
 """How long a connection may take to send a request's line and headers, and how long an

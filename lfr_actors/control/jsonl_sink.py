@@ -1,6 +1,6 @@
 """Alert events followed from the live stream's feed: printed, and written as JSON Lines.
 
-The API's :class:`lfr_actors.api.app.EventHub` reads each new stored event once for
+The API's :class:`lfr_actors.api.stream.EventHub` reads each new stored event once for
 every live stream; the followers here (the JSONL sink, and ``lfr up``'s alerts on
 stdout) take their events from the same feed, so the store is polled once whatever
 follows it. A follower behind the hub's cache (the JSONL sink resuming a file written
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from lfr_actors.api.app import EventHub
+from lfr_actors.api.stream import EventHub
 from lfr_actors.fsutil import open_private_append
 from lfr_actors.timefmt import iso_utc
 

@@ -27,11 +27,10 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from lfr_actors.alerts.records import Alert, AlertEvent
-from lfr_actors.store.db import Database, StoreError
+from lfr_actors.store.db import Closing, Database, StoreError
 from lfr_actors.store.filters import given
 from lfr_actors.store.migrations import MIGRATIONS, Migration
 
@@ -57,7 +56,7 @@ class AlertPage:
     """The newest event the page reflects: stream from it (``?after=``) to miss nothing."""
 
 
-class AlertStore:
+class AlertStore(Closing):
     """Alerts, their sightings and the event log in one SQLite file.
 
     Open it as the writer with ``AlertStore(path)`` (creates the file and applies
@@ -84,17 +83,6 @@ class AlertStore:
     def close(self) -> None:
         """Close the connection; safe to call twice."""
         self._db.close()
-
-    def __enter__(self) -> AlertStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def checkpoint(self) -> None:
         """Copy the WAL into the main file where no reader needs it (a passive checkpoint)."""

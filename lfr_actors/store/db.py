@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from lfr_actors import logs
 from lfr_actors.errors import LfrError
@@ -74,7 +74,26 @@ class StoreError(LfrError):
     """The store cannot be opened or used as asked."""
 
 
-class Database:
+class Closing:
+    """``with`` support for an object of the store: leaving the block calls ``close()``."""
+
+    def close(self) -> None:
+        """Release what the object holds; safe to call twice (each subclass says how)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Database(Closing):
     """One connection to the store file, its schema current, serialised by a lock.
 
     ``Database(path)`` is a writer: it creates the file, switches it to WAL and applies the
@@ -162,17 +181,6 @@ class Database:
                     if self._lock_fd is not None:
                         os.close(self._lock_fd)
                         self._lock_fd = None
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def schema_version(self) -> int:
         """The highest migration applied to this file (0 for none)."""

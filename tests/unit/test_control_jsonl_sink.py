@@ -1,6 +1,6 @@
 """The alert followers (the JSON Lines sink, ``lfr up``'s stdout) on the API's event feed.
 
-A real :class:`lfr_actors.api.app.EventHub` over a real store: the followers take the
+A real :class:`lfr_actors.api.stream.EventHub` over a real store: the followers take the
 events the hub read for the live streams, resume after a restart without gaps or repeats,
 and make their last read after the drain asked to stop.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
-from lfr_actors.api.app import EventHub
+from lfr_actors.api.stream import EventHub
 from lfr_actors.control.jsonl_sink import (
     CallbackFollower,
     JsonlSink,
