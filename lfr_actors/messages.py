@@ -210,7 +210,12 @@ class Frame(Message, frozen=True, tag="frame"):
     that run, so ``(camera_id, epoch, seq)`` names one captured frame for ever, and the
     same frame sent again (a retry) carries the same three values.
 
-    Version 2 added ``epoch``; a version-1 frame is refused as a version mismatch.
+    ``media_index`` and ``media_time_s`` say where in a recording the frame is (its frame
+    number from 0, and seconds from the start of the file); None for live sources. A file
+    played in a loop counts on from the first pass, so each pass has positions of its own.
+
+    Version 2 added ``epoch``, version 3 the media position; an older frame is refused as
+    a version mismatch.
     """
 
     camera_id: str
@@ -218,7 +223,9 @@ class Frame(Message, frozen=True, tag="frame"):
     captured_at: float
     image: np.ndarray
     epoch: str
-    v: Literal[2] = 2
+    media_index: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    media_time_s: FiniteFloat | None = None
+    v: Literal[3] = 3
 
     def __post_init__(self) -> None:
         _require_array("image", self.image, "uint8", 3, channels=3)
@@ -234,7 +241,10 @@ class FrameResult(Message, frozen=True, tag="frame_result"):
     the alert store could not take them it says why (``"alert store unavailable: disk
     full"``): the embedder then holds them in memory and sends them again by itself.
 
-    Version 2 added ``store_error``.
+    ``faces_compared`` counts the faces of this frame that were embedded and compared;
+    ``tracks_started`` the face tracks (people) this frame began.
+
+    Version 2 added ``store_error``, version 3 ``tracks_started``.
     """
 
     camera_id: str
@@ -245,7 +255,8 @@ class FrameResult(Message, frozen=True, tag="frame_result"):
     candidates: int
     processed_at: float
     store_error: str | None = None
-    v: Literal[2] = 2
+    tracks_started: int = 0
+    v: Literal[3] = 3
 
 
 @message
@@ -309,9 +320,19 @@ class Sighting(Message, frozen=True, tag="sighting"):
     across camera restarts and runs, and stable, so a frame processed twice (resent after
     an actor restart) yields the same ids and the alert actor can drop the repeat.
 
+    A sighting is the decision on a face TRACK (one person on one camera): ``track_id``
+    names the track (``camera:epoch.seq.face`` of its first face), ``distance`` is the
+    track's whole evidence against the entry, ``track_frames`` how many of its faces made
+    that evidence. ``frame_seq`` and ``captured_at`` are those of the frame where the
+    decision was taken; ``box``, ``quality``, ``crop_jpeg`` and the media position
+    (``media_index``, ``media_time_s``: where in a recording, None for live sources)
+    are those of the track's best face, the one the officer is shown.
+
     Decoding one checks what the alert actor relies on: the ids are non-empty strings,
     ``captured_at`` is finite, ``box`` holds 4 numbers and ``quality`` maps names to
     numbers.
+
+    Version 2 added the media position and ``track_frames``.
     """
 
     sighting_id: NonEmptyStr
@@ -323,8 +344,11 @@ class Sighting(Message, frozen=True, tag="sighting"):
     box: Annotated[list[float], msgspec.Meta(min_length=4, max_length=4)]
     quality: dict[str, float]
     crop_jpeg: bytes
-    track_id: str | None = None
-    v: Literal[1] = 1
+    track_id: NonEmptyStr | None = None
+    track_frames: Annotated[int, msgspec.Meta(ge=1)] = 1
+    media_index: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    media_time_s: FiniteFloat | None = None
+    v: Literal[2] = 2
 
 
 @message

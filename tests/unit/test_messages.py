@@ -93,10 +93,10 @@ _FRAME_FIELDS = {
         (msgpack.packb([1, 2, 3]), "not a message envelope"),
         (msgpack.packb({"t": "nope", "v": 1}), "unknown message type 'nope'"),
         (msgpack.packb({"v": 1, "entry_id": "e"}), "unknown message type None"),
-        (msgpack.packb({"t": "frame", "v": 99}), "version 99; this build reads 2"),
+        (msgpack.packb({"t": "frame", "v": 99}), "version 99; this build reads 3"),
         (
             msgpack.packb({"t": "frame", **_FRAME_FIELDS, "v": 99}),
-            "'frame' message version 99; this build reads 2",
+            "'frame' message version 99; this build reads 3",
         ),
         # A frame of the version before the run epoch: refused by its version, not guessed.
         (
@@ -105,14 +105,20 @@ _FRAME_FIELDS = {
             ),
             "'frame' message version 1",
         ),
+        # A frame of the version before the media position: refused by its version too.
+        (msgpack.packb({"t": "frame", **_FRAME_FIELDS, "v": 2}), "'frame' message version 2"),
+        (
+            msgpack.packb({"t": "frame", "v": 3, **{**_FRAME_FIELDS, "media_index": -1}}),
+            r"Expected `int` >= 0 - at `\$.media_index`",
+        ),
         (
             msgpack.packb(
-                {"t": "frame", "v": 2, **{k: v for k, v in _FRAME_FIELDS.items() if k != "epoch"}}
+                {"t": "frame", "v": 3, **{k: v for k, v in _FRAME_FIELDS.items() if k != "epoch"}}
             ),
             "'frame' message: Object missing required field `epoch`",
         ),
         (
-            msgpack.packb({"t": "frame_result", "v": 2, "camera_id": "c"}),
+            msgpack.packb({"t": "frame_result", "v": 3, "camera_id": "c"}),
             "missing required field",
         ),
         (
@@ -125,7 +131,7 @@ _FRAME_FIELDS = {
             "unknown field `b`",
         ),
         (
-            msgpack.packb({"t": "frame", "v": 2, **{**_FRAME_FIELDS, "seq": "1"}}),
+            msgpack.packb({"t": "frame", "v": 3, **{**_FRAME_FIELDS, "seq": "1"}}),
             r"'frame' message: Expected `int`, got `str` - at `\$.seq`",
         ),
         (
@@ -169,13 +175,13 @@ def test_wrong_types_are_refused() -> None:
     for epoch in ("", "a:b", 7):
         with pytest.raises(ValueError, match="epoch must be"):
             Frame("c", 1, 0.0, np.zeros((2, 2, 3), np.uint8), epoch=epoch)  # type: ignore[arg-type]
-    bad = msgpack.packb({"t": "frame", "v": 2, **{**_FRAME_FIELDS, "image": "not an array"}})
+    bad = msgpack.packb({"t": "frame", "v": 3, **{**_FRAME_FIELDS, "image": "not an array"}})
     with pytest.raises(
         MessageDecodeError, match=r"Expected `numpy.ndarray`, got `str` - at `\$.image`"
     ):
         decode(bad)
     flat = msgpack.packb(
-        {"t": "frame", "v": 2, **{**_FRAME_FIELDS, "image": _array_ext("|u1", [1, 3], b"abc")}}
+        {"t": "frame", "v": 3, **{**_FRAME_FIELDS, "image": _array_ext("|u1", [1, 3], b"abc")}}
     )
     with pytest.raises(MessageDecodeError, match="image must be a 3-d uint8 array"):
         decode(flat)
