@@ -33,7 +33,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("messages", "kernel", "models", "index")),
     # The declarations every later floor shares: the topology schema, the alert records.
     ("records", ("topology.schema", "alerts.records")),
-    ("rules", ("topology", "alerts", "video", "evaluate")),
+    ("rules", ("topology", "alerts", "video", "tracking", "evaluate")),
     ("store", ("store", "enrolment", "testing")),
     ("services", ("actors", "api")),
     ("control", ("control",)),
