@@ -1,11 +1,15 @@
-"""The embedder actor: frames in, possible matches out, everything else forgotten.
+"""The embedder actor: frames in, decisions on face tracks out, everything else forgotten.
 
 Frames from any camera wait at most ``max_wait_ms`` to be batched (up to ``max_batch``
-frames). For each batch: detection, alignment and quality per frame, then ONE embedding
-call for every face that passed, ONE search of the index router for all of them, and ONE
-call to the alert actor with the sightings of faces that came within the threshold. Each
-frame is answered with counts once its sightings are stored, so the camera's
-acknowledgement means "persisted" -- unless the answer says otherwise (below).
+frames). For each batch: detection, alignment and quality per frame; the faces of each
+camera matched to that camera's face tracks (:mod:`lfr_actors.tracking`); then ONE
+embedding call for the faces the tracks need (every face that counts while a track is
+undecided, few once it is decided), ONE search of the index router with one vector per
+track that has enough evidence, and ONE call to the alert actor with the sightings of the
+tracks that came within the threshold. Each frame is answered with counts once its
+sightings are stored, so the camera's acknowledgement means "persisted" -- unless the
+answer says otherwise (below). A camera keeps to one replica while it answers; after a
+failover the next replica starts the camera's tracks afresh.
 
 When the alert actor cannot take a batch of sightings (its store is unavailable, say the
 disk is full, or the actor is restarting beyond the retries of one call), the batch is
@@ -15,10 +19,13 @@ sightings and about once a second until the alert actor takes it. Sightings beyo
 bound are dropped oldest first and counted as ``sightings_lost``. Only possible matches
 are ever buffered.
 
-Non-match deletion: chips and embeddings of faces with no hit are local variables of one
-batch; they are never logged, counted by anything but number, or sent anywhere (the
-embeddings are sent to the index for the search and dropped there after it). Only faces
-within the threshold travel on, as a small crop.
+Non-match deletion: chips and embeddings are local variables of one batch. What a track
+keeps (the weighted sum of its embeddings and its best face's crop) lives in this actor's
+memory only, bounded per camera, and is dropped when the track ends (lost for
+``max_missed_frames``), when its camera restarts or goes quiet, at :meth:`flush` (a drain)
+and with the actor. Nothing of it is logged, counted by anything but number, or sent
+anywhere except a track's vector to the index for the search (dropped there after it).
+Only tracks within the threshold travel on, as their best crop.
 """
 
 from __future__ import annotations
@@ -29,9 +36,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import cv2
 import numpy as np
 import ray
 
@@ -50,9 +56,8 @@ from lfr_actors.messages import (
     sighting_id,
 )
 from lfr_actors.models.cache import ModelCache
-from lfr_actors.models.images import encode_jpeg
 from lfr_actors.models.pipeline import FacePipeline
-from lfr_actors.models.types import UInt8Array
+from lfr_actors.tracking.stage import FrameInfo, TrackDecision, Tracking, TrackQuery
 
 DOWNSTREAM_DEADLINE_S = 5.0
 """How long a call to the index router or the alert actor is retried while it restarts."""
@@ -112,16 +117,12 @@ class UnstoredSightings:
 
 @dataclass
 class _FaceBatch:
-    """The faces of one batch that passed quality: where each came from, and its data."""
+    """What one batch's analysis leaves for the search: the tracks to compare, and counts."""
 
-    frame_index: list[int]
-    face_index: list[int]
-    boxes: list[list[float]]
-    quality: list[dict[str, float]]
-    chips: np.ndarray
-    embeddings: np.ndarray
+    queries: list[TrackQuery]
     faces_per_frame: list[int]
-    passed_per_frame: list[int]
+    embedded_per_frame: list[int]
+    tracks_started: list[int]
     detect_s: float
     embed_s: float
 
@@ -138,7 +139,6 @@ class EmbedderActor:
             actor=self.embedder_id, deployment=self.deployment_id
         )
         self.max_wait_s = settings.max_wait_ms / 1000.0
-        self.threshold = settings.threshold  # changed by set_threshold
         self.pipeline = FacePipeline.build(
             settings.runtime,
             settings.pipeline,
@@ -146,6 +146,15 @@ class EmbedderActor:
         )
         self.pipeline.warm_up()
         self.providers = list(self.pipeline.embedder.report.active)
+        spec = self.pipeline.embedder.spec
+        self.tracking = Tracking(
+            settings.tracking,
+            metric=spec.metric,
+            normalise=spec.l2_normalise,
+            threshold=settings.threshold,  # changed by set_threshold
+            entry_thresholds=settings.entry_thresholds,
+            crop_size=settings.crop_size,
+        )
         self.log.info("embedder_ready", providers=self.providers, max_batch=self.settings.max_batch)
         self._queue: asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -161,7 +170,6 @@ class EmbedderActor:
             "batches": 0,
             "faces": 0,
             "faces_compared": 0,
-            "non_matches_discarded": 0,
             "candidates": 0,
             "decode_errors": 0,
             "downstream_errors": 0,
@@ -201,23 +209,35 @@ class EmbedderActor:
             "queue": self._queue.qsize() if self._queue else 0,
         }
 
-    async def set_threshold(self, threshold: float) -> float:
-        """The search's new maximum distance (the loosest threshold any entry has)."""
-        self.threshold = float(threshold)
-        self.log.info("threshold_changed", threshold=self.threshold)
-        return self.threshold
+    async def set_threshold(
+        self, threshold: float, entry_thresholds: dict[str, float] | None = None
+    ) -> float:
+        """The deployment's new threshold and (when given) every entry's own.
+
+        Tracks are decided with them from the next batch on; returns the search's new
+        maximum distance (the loosest of them).
+        """
+        self.tracking.set_threshold(threshold, entry_thresholds)
+        self.log.info(
+            "threshold_changed",
+            threshold=self.tracking.threshold,
+            search_limit=self.tracking.search_limit,
+        )
+        return self.tracking.search_limit
 
     async def stats(self) -> dict[str, Any]:
         """Counters, batch sizes and per-stage timings (ms, medians over recent batches)."""
         sizes = list(self._batch_sizes)
         return {
             **self.counters,
+            **self.tracking.counters,
+            "tracks_live": self.tracking.live,
             "sightings_unstored": len(self._unstored),
             "sightings_lost": self._unstored.lost,
             "store_error": self.store_error,
             "id": self.embedder_id,
             "providers": self.providers,
-            "search_limit": self.threshold,
+            "search_limit": self.tracking.search_limit,
             "batch_size_mean": round(float(np.mean(sizes)), 2) if sizes else None,
             "batch_size_max": max(sizes) if sizes else None,
             "stage_ms_median": {
@@ -228,8 +248,12 @@ class EmbedderActor:
     async def flush(self, timeout_s: float = 10.0) -> int:
         """Try to hand every held sighting to the alert actor (before a drain).
 
-        Returns how many are still held (0 when all were stored).
+        Every face track ends here too: the drain forgets what the tracks held. Returns
+        how many sightings are still held (0 when all were stored).
         """
+        ended = self.tracking.end_all()
+        if ended:
+            self.log.info("tracks_ended", tracks=ended, reason="flush")
         deadline = time.monotonic() + timeout_s
         while len(self._unstored) and time.monotonic() < deadline:
             if await self._deliver() is not None:
@@ -344,21 +368,28 @@ class EmbedderActor:
             self._fail(batch, exc)
 
     def _analyse(self, frames: list[Frame]) -> _FaceBatch:
-        """The batch through the face pipeline; only the faces that passed are kept."""
-        analysed = self.pipeline.analyse_batch([frame.image for frame in frames], embed="passed")
-        rows = list(zip(analysed.image_index.tolist(), analysed.face_index.tolist(), strict=True))
-        images = analysed.images
+        """The batch through detection, tracking and the one embedding call."""
+        started = time.perf_counter()
+        images = [frame.image for frame in frames]
+        analysed = [self.pipeline.find(image) for image in images]
+        infos = [_frame_info(frame) for frame in frames]
+        self.tracking.end_idle()
+        plan = self.tracking.observe(infos, analysed)
+        detect_s = time.perf_counter() - started
+        started = time.perf_counter()
+        embeddings = self.pipeline.embed_chips(plan.chips)
+        embed_s = time.perf_counter() - started
+        queries = self.tracking.absorb(plan, embeddings, infos, images, analysed).queries
+        embedded = [0] * len(frames)
+        for face in plan.faces:
+            embedded[face.frame] += 1
         return _FaceBatch(
-            frame_index=[i for i, _ in rows],
-            face_index=[j for _, j in rows],
-            boxes=[[round(float(v), 1) for v in images[i].detections.boxes[j]] for i, j in rows],
-            quality=[images[i].quality[j].as_dict() for i, j in rows],
-            chips=analysed.chips,
-            embeddings=analysed.embeddings,
-            faces_per_frame=[len(image.detections) for image in images],
-            passed_per_frame=[int(image.passed.sum()) for image in images],
-            detect_s=analysed.detect_s,
-            embed_s=analysed.embed_s,
+            queries=queries,
+            faces_per_frame=[len(image.detections) for image in analysed],
+            embedded_per_frame=embedded,
+            tracks_started=plan.tracks_started,
+            detect_s=detect_s,
+            embed_s=embed_s,
         )
 
     def _downstream_retry(self, name: str, error: BaseException, attempt: int) -> None:
@@ -389,44 +420,30 @@ class EmbedderActor:
     async def _downstream(
         self, batch: list[tuple[Frame, asyncio.Future[bytes]]], faces: _FaceBatch, started: float
     ) -> None:
-        """Search the index, store the sightings, answer the frames."""
+        """Search the index with the tracks' vectors, decide, store sightings, answer frames."""
         frames = [frame for frame, _ in batch]
-        hits: list[list[tuple[str, float]]] = []
         sightings: list[Sighting] = []
         sighting_frames: list[int] = []
         search_s = alerts_s = 0.0
-        if faces.embeddings.shape[0]:
+        queries = faces.queries
+        if queries:
             t0 = time.perf_counter()
             request = SearchRequest(
-                faces.embeddings, k=self.settings.top_k, max_distance=self.threshold
+                np.stack([query.vector for query in queries]),
+                k=self.settings.top_k,
+                max_distance=self.tracking.search_limit,
             )
             reply = await self._call(self.settings.router, "search", request.encode())
             hits = SearchResult.decode(reply).hits
             search_s = time.perf_counter() - t0
-            for row, face_hits in enumerate(hits):
-                if not face_hits:
-                    continue
-                frame = frames[faces.frame_index[row]]
-                crop = _jpeg(faces.chips[row], self.settings.crop_size)
-                for entry_id, distance in face_hits:
-                    sighting_frames.append(faces.frame_index[row])
-                    sightings.append(
-                        Sighting(
-                            sighting_id=sighting_id(frame, faces.face_index[row], str(entry_id)),
-                            camera_id=frame.camera_id,
-                            frame_seq=frame.seq,
-                            captured_at=frame.captured_at,
-                            entry_id=str(entry_id),
-                            distance=float(distance),
-                            box=faces.boxes[row],
-                            quality=faces.quality[row],
-                            crop_jpeg=crop,
-                        )
-                    )
-        matched_faces = sum(1 for h in hits if h)
-        compared = int(faces.embeddings.shape[0])
-        # Non-matches end here: the chips and embeddings of this batch go out of scope.
-        del faces.chips, faces.embeddings
+            if len(hits) != len(queries):  # the router dropped the request; it logged why
+                hits = [[] for _ in queries]
+            for decision in self.tracking.decide(queries, hits):
+                sighting_frames.append(decision.frame)
+                sightings.append(_sighting(frames[decision.frame], decision))
+        # Non-matches end here: the tracks' vectors of this batch go out of scope; what an
+        # undecided track holds stays in the tracker's memory until the track ends.
+        del faces.queries, queries
         store_error = None
         if sightings:
             t0 = time.perf_counter()
@@ -444,18 +461,19 @@ class EmbedderActor:
                 seq=frame.seq,
                 captured_at=frame.captured_at,
                 faces=faces.faces_per_frame[i],
-                faces_compared=faces.passed_per_frame[i],
+                faces_compared=faces.embedded_per_frame[i],
                 candidates=candidates_per_frame[i],
                 processed_at=now,
                 store_error=store_error,
+                tracks_started=faces.tracks_started[i],
             )
             if not future.done():
                 future.set_result(result.encode())
+        compared = sum(faces.embedded_per_frame)
         self.counters["frames"] += len(frames)
         self.counters["batches"] += 1
         self.counters["faces"] += sum(faces.faces_per_frame)
         self.counters["faces_compared"] += compared
-        self.counters["non_matches_discarded"] += compared - matched_faces
         self.counters["candidates"] += len(sightings)
         self._batch_sizes.append(len(frames))
         for key, seconds in (
@@ -465,7 +483,32 @@ class EmbedderActor:
             self._stage_ms[key].append(seconds * 1000)
 
 
-def _jpeg(chip: np.ndarray, size: int) -> bytes:
-    """A small JPEG of an aligned RGB chip: the crop an officer compares."""
-    resized = cast(UInt8Array, cv2.resize(chip, (size, size), interpolation=cv2.INTER_AREA))
-    return encode_jpeg(resized, quality=90)
+def _frame_info(frame: Frame) -> FrameInfo:
+    return FrameInfo(
+        camera_id=frame.camera_id,
+        epoch=frame.epoch,
+        seq=frame.seq,
+        captured_at=frame.captured_at,
+        media_index=frame.media_index,
+        media_time_s=frame.media_time_s,
+    )
+
+
+def _sighting(frame: Frame, decision: TrackDecision) -> Sighting:
+    """The sighting of one track decision: the frame's ids and time, the track's best face."""
+    track = decision.track
+    return Sighting(
+        sighting_id=sighting_id(frame, decision.face, decision.entry_id),
+        camera_id=frame.camera_id,
+        frame_seq=frame.seq,
+        captured_at=frame.captured_at,
+        entry_id=decision.entry_id,
+        distance=decision.distance,
+        box=list(track.best_box),
+        quality=dict(track.best_quality),
+        crop_jpeg=track.best_crop,
+        track_id=track.track_id,
+        track_frames=track.faces,
+        media_index=track.best_media_index,
+        media_time_s=track.best_media_time_s,
+    )

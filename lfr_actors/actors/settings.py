@@ -11,7 +11,7 @@ dataclasses of numbers, strings, tuples and frozen models, so Ray pickles them a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from lfr_actors.alerts.fusion import FusionConfig
@@ -22,6 +22,7 @@ from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import EmbedderSpec
 from lfr_actors.topology.schema import Camera, EmbedderConfig, Reconnect, Source, Topology
+from lfr_actors.tracking.config import TrackingConfig
 
 __all__ = [
     "AlertSettings",
@@ -67,9 +68,12 @@ class CameraSettings:
 class EmbedderSettings:
     """One embedder replica: the face pipeline, its batching, and where results go.
 
-    ``threshold`` is the search's maximum distance (the loosest threshold in force);
-    ``router`` and ``alerts`` are the actor names of the index router and the alert actor
-    in ``namespace``; ``models_home`` is the folder whose ``models`` cache holds the models.
+    ``threshold`` is the deployment's threshold and ``entry_thresholds`` the entries' own
+    (a track matches an entry within the entry's own, else the deployment's); the search
+    looks as far as the loosest of them. ``tracking`` says how faces become tracks and when
+    a track is decided. ``router`` and ``alerts`` are the actor names of the index router
+    and the alert actor in ``namespace``; ``models_home`` is the folder whose ``models``
+    cache holds the models.
     """
 
     embedder_id: str
@@ -85,6 +89,8 @@ class EmbedderSettings:
     router: str
     alerts: str
     models_home: str
+    entry_thresholds: dict[str, float] = field(default_factory=dict)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,7 @@ def embedder_settings(
     alerts: str,
     threshold: float,
     models_home: str,
+    entry_thresholds: dict[str, float] | None = None,
 ) -> EmbedderSettings:
     """An embedder replica's settings: the topology's embedder, its model and its wiring."""
     embedder = topology.embedder
@@ -190,6 +197,7 @@ def embedder_settings(
         router=router,
         alerts=alerts,
         models_home=models_home,
+        entry_thresholds=dict(entry_thresholds or {}),
     )
 
 

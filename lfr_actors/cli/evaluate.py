@@ -1,4 +1,4 @@
-"""``lfr evaluate pairs`` and ``lfr evaluate identify``: accuracy on labelled photos."""
+"""``lfr evaluate pairs``, ``identify`` (labelled photos) and ``video`` (a clip, tracked)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,51 @@ def cmd_evaluate_identify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate_video(args: argparse.Namespace) -> int:
+    """``lfr evaluate video``."""
+    from lfr_actors.evaluate_video import (
+        VideoEvaluationError,
+        evaluate_clip,
+        format_report,
+        load_entries,
+        read_truth,
+    )
+    from lfr_actors.tracking.config import TrackingConfig
+
+    clip = Path(args.clip)
+    if not clip.is_file():
+        raise UsageError(f"{clip}: no such video file")
+    if args.every < 1:
+        raise UsageError(f"--every must be 1 or more, got {args.every}")
+    try:
+        config = TrackingConfig(min_track_frames=args.min_track_frames)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    pipeline = _pipeline(args)
+    threshold = args.threshold or pipeline.embedder.spec.default_threshold
+    try:
+        entries = load_entries(pipeline, Path(args.watchlist))
+        truth = None
+        if args.truth:
+            truth = read_truth(Path(args.truth), [e.entry_id for e in entries])
+        report = evaluate_clip(
+            pipeline,
+            clip,
+            entries,
+            threshold=threshold,
+            config=config,
+            every=args.every,
+            truth=truth,
+        )
+    except VideoEvaluationError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(report.as_dict(frames=args.frames), indent=2))
+    else:
+        print(format_report(report, frames=args.frames))
+    return EXIT_OK
+
+
 def _add_inference(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
@@ -83,7 +128,9 @@ def _add_inference(parser: argparse.ArgumentParser) -> None:
 
 def add_evaluate(sub: Commands) -> None:
     """``lfr evaluate`` and its kinds."""
-    ev_sub = add_group(sub, "evaluate", "measure accuracy on labelled photos", metavar="KIND")
+    ev_sub = add_group(
+        sub, "evaluate", "measure accuracy on labelled photos and clips", metavar="KIND"
+    )
     pairs = ev_sub.add_parser("pairs", help="verification accuracy on a CSV of a,b,same pairs")
     pairs.add_argument("pairs", help="CSV file with columns a,b,same")
     pairs.add_argument("--root", required=True, help="folder the image paths are relative to")
@@ -101,3 +148,27 @@ def add_evaluate(sub: Commands) -> None:
     add_common(ident)
     _add_inference(ident)
     ident.set_defaults(func=cmd_evaluate_identify)
+    video = ev_sub.add_parser(
+        "video", help="a clip through the tracker and the track decisions, offline"
+    )
+    video.add_argument("clip", help="a video file")
+    video.add_argument("--watchlist", required=True, help="a watchlist YAML file")
+    video.add_argument(
+        "--truth", metavar="CSV", help="who is in view when: columns entry,first_frame,last_frame"
+    )
+    video.add_argument(
+        "--every", type=int, default=1, help="take every N-th frame (a camera's sampling)"
+    )
+    video.add_argument(
+        "--min-track-frames",
+        type=int,
+        default=5,
+        help="faces of evidence a track needs before it is decided",
+    )
+    video.add_argument(
+        "--frames", action="store_true", help="also print the frame-by-frame decisions"
+    )
+    video.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_common(video)
+    _add_inference(video)
+    video.set_defaults(func=cmd_evaluate_video)

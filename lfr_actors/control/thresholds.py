@@ -76,7 +76,7 @@ async def apply_threshold(
     await kernel.handle(topology.alerts.id).set_threshold.remote(threshold, entries)
     search_limit = Thresholds(threshold, entries).search_limit
     await asyncio.gather(
-        *(h.set_threshold.remote(search_limit) for h in kernel.of_role("embedder"))
+        *(h.set_threshold.remote(threshold, entries) for h in kernel.of_role("embedder"))
     )
     log.warning(
         "threshold_applied",

@@ -136,6 +136,21 @@ class FacePipeline:
         """All faces of an RGB image: :meth:`analyse_batch` of that one image."""
         return self.analyse_batch([image], embed=embed).images[0]
 
+    def find(self, image: UInt8Array) -> AnalysedImage:
+        """Every face of an RGB image, aligned and assessed, none embedded yet."""
+        detections = self.detector.detect(image)
+        chips = self._align(image, detections)
+        quality = assess(detections, chips)
+        passed = np.array([not q.failures(self.config.quality) for q in quality], dtype=bool)
+        empty = np.zeros((0, self.embedder.dimension), np.float32)
+        return AnalysedImage(detections, chips, quality, passed, np.zeros((0,), np.intp), empty)
+
+    def embed_chips(self, chips: UInt8Array) -> FloatArray:
+        """ONE embedding call for aligned chips ``[N, S, S, 3]`` (none: an empty array)."""
+        if chips.shape[0] == 0:
+            return np.zeros((0, self.embedder.dimension), np.float32)
+        return self.embedder.embed(chips)
+
     def analyse_batch(
         self, images: Sequence[UInt8Array], *, embed: EmbedChoice = "passed"
     ) -> AnalysedBatch:
@@ -145,11 +160,9 @@ class FacePipeline:
         started = time.perf_counter()
         found = []
         for image in images:
-            detections = self.detector.detect(image)
-            chips = self._align(image, detections)
-            quality = assess(detections, chips)
-            passed = np.array([not q.failures(self.config.quality) for q in quality], dtype=bool)
-            found.append((detections, chips, quality, passed, _chosen(detections, passed, embed)))
+            seen = self.find(image)
+            chosen = _chosen(seen.detections, seen.passed, embed)
+            found.append((seen.detections, seen.chips, seen.quality, seen.passed, chosen))
         detect_s = time.perf_counter() - started
         started = time.perf_counter()
         counts = np.array([chosen.size for *_, chosen in found], dtype=np.intp)
@@ -158,10 +171,7 @@ class FacePipeline:
             [np.zeros((0, side, side, 3), np.uint8)]
             + [chips[chosen] for _, chips, _, _, chosen in found]
         )
-        if counts.sum():
-            embeddings = self.embedder.embed(chosen_chips)
-        else:
-            embeddings = np.zeros((0, self.embedder.dimension), np.float32)
+        embeddings = self.embed_chips(chosen_chips)
         embed_s = time.perf_counter() - started
         ends = np.cumsum(counts)
         analysed = [

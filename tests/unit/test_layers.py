@@ -34,7 +34,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     # The declarations every later floor shares: the topology schema, the alert records.
     ("records", ("topology.schema", "alerts.records")),
     ("rules", ("topology", "alerts", "video", "tracking", "evaluate")),
-    ("store", ("store", "enrolment", "testing")),
+    ("store", ("store", "enrolment", "evaluate_video", "testing")),
     ("services", ("actors", "api")),
     ("control", ("control",)),
     ("commands", ("demo", "cli")),
