@@ -10,6 +10,8 @@ that what a track held is dropped when it ends.
 from __future__ import annotations
 
 import dataclasses
+import gc
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -91,10 +93,7 @@ class Clip:
             else np.zeros((0, DIM), np.float32)
         )
         queries = self.tracking.absorb(plan, vectors, [info], [self.image], [image]).queries
-        if hits is None:
-            hits = [self._search(q.vector) for q in queries]
-        else:
-            hits = hits[: len(queries)]
+        hits = [self._search(q.vector) for q in queries] if hits is None else hits[: len(queries)]
         return plan.faces, self.tracking.decide(queries, hits)
 
     def _search(self, vector: np.ndarray) -> list[tuple[str, float]]:
@@ -296,3 +295,49 @@ def test_bad_calls_get_clear_errors() -> None:
         evidence.mean()
     with pytest.raises(ValueError, match="above 0"):
         evidence.add(ALICE, 0.0)
+
+
+def _crowd_frame(step: int, people: int = 24) -> tuple[list[list[float]], list[np.ndarray]]:
+    """A crowd walking through: person ``p`` crosses the frame in 60 steps, then a new one."""
+    boxes, embeddings = [], []
+    rng = np.random.default_rng(step)
+    for p in range(people):
+        phase = (step + p * 7) % 80
+        if phase >= 60:
+            continue  # out of view for a while: that person's track ends
+        generation = (step + p * 7) // 80  # each pass is somebody new
+        x = 10 + phase * 5
+        y = 10 + (p % 6) * 38
+        boxes.append([x, y, x + 30, y + 34])
+        person = np.random.default_rng(p * 1000 + generation).normal(size=DIM)
+        embeddings.append(
+            (person / np.linalg.norm(person) + 0.01 * rng.normal(size=DIM)).astype(np.float32)
+        )
+    return boxes, embeddings
+
+
+def test_tracker_memory_stays_bounded_on_a_long_crowded_stream() -> None:
+    """2,500 frames of a looping crowd: live tracks and what they hold stay bounded."""
+    t = tracking(min_track_frames=3, max_missed_frames=5)
+    clip = Clip(t)
+    clip.image = np.zeros((260, 360, 3), np.uint8)
+    clip._search = lambda vector: []  # type: ignore[method-assign]  # a watchlist of strangers
+    tracemalloc.start()
+    peaks = []
+    try:
+        for step in range(2500):
+            boxes, embeddings = _crowd_frame(step)
+            clip.frame(boxes, embeddings)
+            assert t.live <= 2 * 24  # bounded by the people in view, not by the stream's length
+            if step in (499, 2499):
+                gc.collect()
+                peaks.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert t.counters["tracks_started"] > 600  # people came and went all along
+    assert t.counters["tracks_ended"] >= t.counters["tracks_started"] - t.live
+    held = [o for o in gc.get_objects() if isinstance(o, TrackEvidence) and o.total is not None]
+    assert len(held) <= t.live  # ended tracks hold no embeddings
+    assert peaks[1] < peaks[0] * 1.5 + 200_000, peaks  # no growth with the stream's length
+    live = t.live
+    assert t.end_all() == live and t.live == 0
