@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from lfr_actors.tracking.tracker import BoxTracker, TrackerConfig, TrackUpdate, iou
@@ -264,7 +265,8 @@ def test_end_all_ends_every_live_track_and_numbers_go_on() -> None:
 def test_an_empty_frame_is_a_frame_without_faces() -> None:
     tracker = BoxTracker()
     step(tracker, (box(100, 100), STRONG))
-    for empty in ([], np.zeros((0, 4), np.float32)):
+    empties: list[npt.ArrayLike] = [[], np.zeros((0, 4), np.float32)]
+    for empty in empties:
         update = tracker.update(empty, [])
         assert update == TrackUpdate([], [], [])
     assert tracker.live == [1]
