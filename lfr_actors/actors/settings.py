@@ -3,7 +3,8 @@
 Every actor's constructor takes exactly one of these frozen objects and reads its typed
 attributes; no actor applies a default of its own. The defaults live in one place: the
 topology schema (:mod:`lfr_actors.topology.schema`), whose embedder sub-settings default
-to the model layer's own constants (``DetectorConfig``, ``QualityConfig``); the builders
+to the model layer's own constants (``DetectorConfig``, ``QualityConfig``) and to the
+tracking settings' (``TrackingConfig``); the builders
 below only copy a validated :class:`~lfr_actors.topology.schema.Topology` and the plan's
 wiring (names, thresholds, paths) into the settings. The settings are plain frozen
 dataclasses of numbers, strings, tuples and frozen models, so Ray pickles them as they are.
@@ -22,6 +23,7 @@ from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import EmbedderSpec
 from lfr_actors.topology.schema import Camera, EmbedderConfig, Reconnect, Source, Topology
+from lfr_actors.tracking.config import TrackingConfig
 
 __all__ = [
     "AlertSettings",
@@ -69,7 +71,8 @@ class EmbedderSettings:
 
     ``threshold`` is the search's maximum distance (the loosest threshold in force);
     ``router`` and ``alerts`` are the actor names of the index router and the alert actor
-    in ``namespace``; ``models_home`` is the folder whose ``models`` cache holds the models.
+    in ``namespace``; ``models_home`` is the folder whose ``models`` cache holds the models;
+    ``tracking`` is how the replica follows each camera's faces as tracks and decides them.
     """
 
     embedder_id: str
@@ -79,6 +82,7 @@ class EmbedderSettings:
     max_batch: int
     max_wait_ms: float
     crop_size: int
+    tracking: TrackingConfig
     threshold: float
     top_k: int
     namespace: str
@@ -184,6 +188,7 @@ def embedder_settings(
         max_batch=embedder.max_batch,
         max_wait_ms=embedder.max_wait_ms,
         crop_size=embedder.crop_size,
+        tracking=TrackingConfig(**embedder.tracking.model_dump()),
         threshold=threshold,
         top_k=topology.alerts.top_k,
         namespace=namespace,
