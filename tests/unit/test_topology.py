@@ -832,6 +832,8 @@ def test_summary_has_the_key_facts(tmp_path: Path) -> None:
         "10 fps",
         "url rtsp://user:***@192.0.2.10:554/s1",
         "embedder: 1 replica (cpu)",
+        "tracks     overlap >= 0.2, 10 missed frames, <= 256 per camera, decided from 5 "
+        "faces; crop 160 px",
         "index: 1 shard, auto",
         "threshold 0.6",
         "1 sighting within 30 s",
