@@ -56,11 +56,10 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.min_iou < 1.0:
             raise ValueError(f"min_iou must be between 0 and 1, got {self.min_iou}")
-        for name, high in (("max_missed", 1000), ("max_tracks", 100_000)):
+        for name, low, high in (("max_missed", 0, 1000), ("max_tracks", 1, 100_000)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be a whole number, got {value!r}")
-            low = 0 if name == "max_missed" else 1
             if not low <= value <= high:
                 raise ValueError(f"{name} must be {low} to {high}, got {value}")
         if not 0.0 <= self.high_score <= 1.0:
