@@ -3,7 +3,8 @@
 Every actor's constructor takes exactly one of these frozen objects and reads its typed
 attributes; no actor applies a default of its own. The defaults live in one place: the
 topology schema (:mod:`lfr_actors.topology.schema`), whose embedder sub-settings default
-to the model layer's own constants (``DetectorConfig``, ``QualityConfig``); the builders
+to the model layer's own constants (``DetectorConfig``, ``QualityConfig``) and to the
+tracking settings' (``TrackingConfig``); the builders
 below only copy a validated :class:`~lfr_actors.topology.schema.Topology` and the plan's
 wiring (names, thresholds, paths) into the settings. The settings are plain frozen
 dataclasses of numbers, strings, tuples and frozen models, so Ray pickles them as they are.
@@ -83,6 +84,7 @@ class EmbedderSettings:
     max_batch: int
     max_wait_ms: float
     crop_size: int
+    tracking: TrackingConfig
     threshold: float
     top_k: int
     namespace: str
@@ -90,7 +92,6 @@ class EmbedderSettings:
     alerts: str
     models_home: str
     entry_thresholds: dict[str, float] = field(default_factory=dict)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ def embedder_settings(
         max_batch=embedder.max_batch,
         max_wait_ms=embedder.max_wait_ms,
         crop_size=embedder.crop_size,
+        tracking=TrackingConfig(**embedder.tracking.model_dump()),
         threshold=threshold,
         top_k=topology.alerts.top_k,
         namespace=namespace,

@@ -15,8 +15,9 @@ no I/O: file paths are checked by :func:`lfr_actors.topology.checks.check_files`
 relative paths are made absolute by the loader after validation.
 
 The embedder's sub-settings use the field names of the model layer's configs, so
-``DetectorConfig(**embedder.detector.model_dump())`` and
-``QualityConfig(**embedder.quality.model_dump())`` build them.
+``DetectorConfig(**embedder.detector.model_dump())``,
+``QualityConfig(**embedder.quality.model_dump())`` and
+``TrackingConfig(**embedder.tracking.model_dump())`` build them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.spec import DLIB_RESNET_NAME
 from lfr_actors.timefmt import iso_z
+from lfr_actors.tracking.config import LIMITS as TRACKING_LIMITS
+from lfr_actors.tracking.config import TrackingConfig
 
 SCHEMA_VERSION = 1
 """The only topology and watchlist format version this package reads."""
@@ -61,6 +64,9 @@ MAX_LEAD = timedelta(days=366)
 
 DEFAULT_MODELS: tuple[str, ...] = (DLIB_RESNET_NAME,)
 """Embedder names the model cache provides (``lfr models prepare``)."""
+
+MIN_CROP_SIZE = 160
+"""The smallest alert crop, in pixels: the least an officer needs to adjudicate a match."""
 
 ACTOR_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ENTRY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -763,6 +769,85 @@ class QualitySettings(_Strict):
     )
 
 
+def _tracking(name: str, description: str) -> Any:
+    """A tracking setting's field: ``TrackingConfig``'s default, ``LIMITS``' range."""
+    low, high = TRACKING_LIMITS[name]
+    return Field(default=getattr(TrackingConfig, name), ge=low, le=high, description=description)
+
+
+class TrackingSettings(_Strict):
+    """Face tracks (names as in ``lfr_actors.tracking.config.TrackingConfig``).
+
+    A track is one person seen on one camera: the embedder follows each camera's faces
+    from frame to frame and decides on each track as a whole, not on single frames.
+    """
+
+    min_iou: Float = _tracking(
+        "min_iou",
+        "the overlap a face's box needs with where a track's face is expected, as "
+        "intersection over union from 0 to 1, to continue that track. Lower follows faster "
+        "motion; higher keeps people who pass close apart.",
+    )
+    max_missed_frames: Int = _tracking(
+        "max_missed_frames",
+        "the number of processed frames a track waits for its face before it ends. A face "
+        "hidden for no longer keeps its track; one away longer starts a new track.",
+    )
+    high_score: Float = _tracking(
+        "high_score",
+        "the detector confidence a face needs to start a track. A weaker face may only "
+        "continue a track it overlaps.",
+    )
+    min_face_px: Float = _tracking(
+        "min_face_px",
+        "the shorter side, in pixels, a face's box needs to count as evidence for its track. "
+        "The detector's min_face_px must be as small for such faces to be found.",
+    )
+    full_face_px: Float = _tracking(
+        "full_face_px",
+        "the shorter side, in pixels, from which a face counts fully. Smaller faces count "
+        "less, down to min_face_px.",
+    )
+    min_track_frames: Int = _tracking(
+        "min_track_frames",
+        "the number of faces a track needs before it is compared with the watchlist",
+    )
+    reembed_every: Int = _tracking(
+        "reembed_every",
+        "the number of frames between embeddings of a decided track (one that matched, or "
+        "that matched nobody after no_match_frames faces)",
+    )
+    reembed_gain: Float = _tracking(
+        "reembed_gain",
+        "the factor by which a face of a decided track must beat the track's best face so "
+        "far to be embedded at once, between its reembed_every frames",
+    )
+    no_match_frames: Int = _tracking(
+        "no_match_frames",
+        "the number of faces after which a track that matched nobody counts as decided, "
+        "and is embedded only every reembed_every frames",
+    )
+    max_tracks: Int = _tracking(
+        "max_tracks",
+        "the most tracks one camera follows at once, a bound on memory. Beyond it the track "
+        "seen least recently ends.",
+    )
+
+    def _violations(self) -> list[RuleViolation]:
+        if self.full_face_px >= self.min_face_px:
+            return []
+        return [
+            RuleViolation(
+                ("full_face_px",),
+                f"full_face_px {self.full_face_px:g} is smaller than min_face_px "
+                f"{self.min_face_px:g}",
+                f"Set embedder.tracking.full_face_px to at least {self.min_face_px:g}, or "
+                "lower embedder.tracking.min_face_px.",
+                (("min_face_px",),),
+            )
+        ]
+
+
 class EmbedderConfig(_Strict):
     """The embedder actors: detection, alignment, quality and embedding, batched."""
 
@@ -836,11 +921,17 @@ class EmbedderConfig(_Strict):
         default_factory=QualitySettings,
         description="the quality a face needs before it is compared with the watchlist",
     )
+    tracking: TrackingSettings = Field(
+        default_factory=TrackingSettings,
+        description="how faces are followed from frame to frame as tracks, and when a track "
+        "is decided",
+    )
     crop_size: Int = Field(
-        default=112,
-        ge=32,
+        default=MIN_CROP_SIZE,
+        ge=MIN_CROP_SIZE,
         le=1024,
-        description="the side of the face crop attached to an alert, in pixels",
+        description=f"the side, in pixels, of the face crop attached to an alert (the track's "
+        f"best face), at least {MIN_CROP_SIZE} so that an officer can judge the match",
     )
 
     def _violations(self) -> list[RuleViolation]:

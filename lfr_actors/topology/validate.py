@@ -74,6 +74,12 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
         f"embedder     {e.id}: {_plural(e.replicas, 'replica')} ({device}), {model}, "
         f"batch <= {e.max_batch} within {yaml_text(e.max_wait_ms)} ms"
     )
+    t = e.tracking
+    rows.append(
+        f"  tracks     overlap >= {yaml_text(t.min_iou)}, "
+        f"{_plural(t.max_missed_frames, 'missed frame')}, <= {t.max_tracks} per camera, "
+        f"decided from {_plural(t.min_track_frames, 'face')}; crop {e.crop_size} px"
+    )
     ix = topology.index
     mode = f"auto (exact below {ix.exact_below} entries)" if ix.mode == "auto" else ix.mode
     rows.append(f"index        {ix.id}: {_plural(ix.shards, 'shard')}, {mode}, {ix.dtype}")

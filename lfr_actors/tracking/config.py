@@ -77,5 +77,8 @@ class TrackingConfig:
     def tracker(self) -> TrackerConfig:
         """The box tracker's part of these settings."""
         return TrackerConfig(
-            min_iou=self.min_iou, max_missed=self.max_missed_frames, high_score=self.high_score
+            min_iou=self.min_iou,
+            max_missed=self.max_missed_frames,
+            high_score=self.high_score,
+            max_tracks=self.max_tracks,
         )

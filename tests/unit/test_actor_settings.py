@@ -22,7 +22,9 @@ from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
 from lfr_actors.topology.schema import Camera, Reconnect
+from lfr_actors.tracking.config import TrackingConfig
 from lfr_actors.video import SyntheticSource, build_source
+from tests.actor_settings import embedder_settings as settings_for_section
 from tests.actor_settings import topology
 
 
@@ -54,12 +56,22 @@ def test_a_minimal_topology_gives_the_model_layers_defaults() -> None:
         embedder=DEFAULT_EMBEDDER_SPEC,
     )
     assert embedder.runtime == RuntimeConfig()
+    assert embedder.tracking == TrackingConfig()
+    assert embedder.crop_size == 160
     shard = shard_settings(t, DEFAULT_EMBEDDER_SPEC, "index-0", None)
     assert shard.index == ShardConfig(
         dimension=DEFAULT_EMBEDDER_SPEC.dimension, metric=DEFAULT_EMBEDDER_SPEC.metric
     )
     fusion = alert_settings(t, "/db", 0.6, {}).fusion
     assert fusion == FusionConfig(threshold=0.6)
+
+
+def test_the_embedder_gets_the_topologys_tracking_section() -> None:
+    section = {"min_iou": 0.3, "max_missed_frames": 25, "full_face_px": 80, "max_tracks": 32}
+    settings = settings_for_section({"tracking": section}, models_home="/home")
+    assert settings.tracking == TrackingConfig(**section)
+    assert settings.tracking.tracker.max_tracks == 32
+    assert settings_for_section({}, models_home="/home").tracking == TrackingConfig()
 
 
 def test_the_camera_gets_the_topologys_camera_and_window() -> None:

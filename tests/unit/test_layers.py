@@ -29,10 +29,12 @@ PACKAGE = REPO / "lfr_actors"
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     # The ground files, shared by everyone ("lfr_actors" is the package's own __init__).
     ("ground", ("lfr_actors", "errors", "logs", "fsutil", "timefmt", "percentiles")),
-    # What flows and what computes: messages, the face-agnostic kernel, models, index.
-    ("data", ("messages", "kernel", "models", "index")),
-    # The declarations every later floor shares: the topology schema, the alert records.
-    ("records", ("topology.schema", "alerts.records")),
+    # What flows and what computes: messages, the face-agnostic kernel, models, index,
+    # the box tracker.
+    ("data", ("messages", "kernel", "models", "index", "tracking.tracker")),
+    # The declarations every later floor shares: the topology schema, the alert records,
+    # the tracking settings (the schema states their limits).
+    ("records", ("topology.schema", "alerts.records", "tracking.config")),
     ("rules", ("topology", "alerts", "video", "tracking", "evaluate")),
     ("store", ("store", "enrolment", "evaluate_video", "testing")),
     ("services", ("actors", "api")),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from lfr_actors.cli.main import main
 from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.topology import (
@@ -32,6 +33,8 @@ from lfr_actors.topology import (
     validate_command,
 )
 from lfr_actors.topology import schema as schema_module
+from lfr_actors.tracking.config import LIMITS as TRACKING_LIMITS
+from lfr_actors.tracking.config import TrackingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "topology"
@@ -541,6 +544,114 @@ def test_settings_build_the_model_layer_configs(tmp_path: Path) -> None:
     assert (detector.min_face_px, detector.thresholds) == (40, (0.6, 0.7, 0.7))
 
 
+# -- face tracks and the alert crop ------------------------------------------------------
+
+
+def with_embedder(*lines: str) -> str:
+    """BASE with an ``embedder`` section of these (already indented) lines."""
+    return BASE.replace("alerts:", "embedder:\n" + "".join(f"{x}\n" for x in lines) + "alerts:")
+
+
+def test_tracking_settings_mirror_the_tracking_config() -> None:
+    fields = schema_module.TrackingSettings.model_fields
+    assert list(fields) == list(TrackingConfig.__dataclass_fields__)
+    for name, field in fields.items():
+        assert field.default == getattr(TrackingConfig, name), name
+        bounds = {type(c).__name__: c for c in field.metadata}
+        assert (bounds["Ge"].ge, bounds["Le"].le) == TRACKING_LIMITS[name], name
+        whole = isinstance(getattr(TrackingConfig, name), int)
+        assert field.annotation is (int if whole else float), name
+    assert TrackingConfig(**schema_module.TrackingSettings().model_dump()) == TrackingConfig()
+
+
+def test_tracking_settings_from_a_file_build_the_tracking_config(tmp_path: Path) -> None:
+    text = with_embedder(
+        "  tracking:",
+        "    min_iou: 0.3",
+        "    max_missed_frames: 0",
+        "    full_face_px: 100",
+        "    max_tracks: 10000",
+    )
+    tracking = load_topology(write(tmp_path, text)).embedder.tracking
+    config = TrackingConfig(**tracking.model_dump())
+    assert (config.min_iou, config.max_missed_frames, config.full_face_px) == (0.3, 0, 100.0)
+    assert config.tracker.max_tracks == 10000
+    assert load_topology(write(tmp_path, BASE)).embedder.tracking == (
+        schema_module.TrackingSettings()
+    )
+
+
+@pytest.mark.parametrize("name", list(TRACKING_LIMITS))
+def test_tracking_setting_out_of_range_names_its_line_and_range(tmp_path: Path, name: str) -> None:
+    low, high = TRACKING_LIMITS[name]
+    whole = isinstance(getattr(TrackingConfig, name), int)
+    below, above = (low - 1, high + 1) if whole else (low - 0.01, high + 0.5)
+    for value in (below, above):
+        text = with_embedder("  tracking:", f"    {name}: {value:g}")
+        path = write(tmp_path, text)
+        issue = only(topology_issues(path))
+        assert (issue.file, issue.line) == (path, line_of(text, f"{name}: "))
+        assert issue.path == f"embedder.tracking.{name}"
+        assert issue.message == f"{name} must be at least {low:g} and at most {high:g}"
+        default = getattr(TrackingConfig, name)
+        assert issue.fix.startswith(f"Set embedder.tracking.{name} to the ")
+        assert issue.fix.endswith(f", e.g. {default:g}.")
+
+
+def test_tracking_whole_numbers_and_unknown_keys(tmp_path: Path) -> None:
+    text = with_embedder("  tracking:", "    max_missed_frames: 2.5", "    max_missed: 3")
+    issues = by_path(topology_issues(write(tmp_path, text)))
+    assert issues["embedder.tracking.max_missed_frames"].message == (
+        "max_missed_frames must be a whole number"
+    )
+    assert issues["embedder.tracking.max_missed"].message == (
+        "unknown field 'max_missed' — did you mean 'max_missed_frames'?"
+    )
+
+
+def test_full_face_px_below_min_face_px_names_both_lines(tmp_path: Path) -> None:
+    text = with_embedder("  tracking:", "    min_face_px: 50", "    full_face_px: 30")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert (issue.path, issue.line) == ("embedder.tracking.full_face_px", line_of(text, "full_"))
+    assert issue.message.startswith("full_face_px 30 is smaller than min_face_px 50")
+    assert f"embedder.tracking.min_face_px (line {line_of(text, 'min_face_px')})" in issue.message
+    assert issue.fix == (
+        "Set embedder.tracking.full_face_px to at least 50, or lower embedder.tracking.min_face_px."
+    )
+
+
+def test_alert_crop_is_at_least_160_px_and_says_why(tmp_path: Path) -> None:
+    assert load_topology(write(tmp_path, BASE)).embedder.crop_size == 160
+    assert load_topology(write(tmp_path, with_embedder("  crop_size: 160"))).embedder.crop_size
+    text = with_embedder("  crop_size: 112")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert (issue.path, issue.line) == ("embedder.crop_size", line_of(text, "crop_size"))
+    assert issue.message == "crop_size must be at least 160 and at most 1024"
+    assert "so that an officer can judge the match" in issue.fix
+    assert issue.fix.endswith("e.g. 160.")
+
+
+def test_lfr_validate_refuses_a_tracking_setting_out_of_range(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    make_files(tmp_path)
+    text = with_embedder("  crop_size: 100", "  tracking:", "    max_tracks: 0")
+    path = write(tmp_path, text)
+    assert main(["validate", str(path)]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert lines[0].startswith(f"{path}:{line_of(text, 'crop_size')}: embedder.crop_size: got 100")
+    assert lines[1].startswith(
+        f"{path}:{line_of(text, 'max_tracks')}: embedder.tracking.max_tracks: got 0 — "
+        "max_tracks must be at least 1 and at most 10000."
+    )
+    assert lines[2] == f"{path}: 2 problems; nothing was started."
+    valid = write(tmp_path, with_embedder("  tracking:", "    max_tracks: 64"))
+    assert main(["validate", str(valid)]) == 0
+    assert capfd.readouterr().out.rstrip().endswith("valid")
+
+
 # -- paths -------------------------------------------------------------------------------
 
 
@@ -721,6 +832,8 @@ def test_summary_has_the_key_facts(tmp_path: Path) -> None:
         "10 fps",
         "url rtsp://user:***@192.0.2.10:554/s1",
         "embedder: 1 replica (cpu)",
+        "tracks     overlap >= 0.2, 10 missed frames, <= 256 per camera, decided from 5 "
+        "faces; crop 160 px",
         "index: 1 shard, auto",
         "threshold 0.6",
         "1 sighting within 30 s",
