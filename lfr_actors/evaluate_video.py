@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -491,54 +491,71 @@ def _track_report(
     )
     if not seen.embeddings:
         return report
-    vectors = np.stack(seen.embeddings).astype(np.float32)
-    weights = np.asarray(seen.weights, np.float64)
-    if tracking.normalise:
+    rules = track_rules(
+        np.stack(seen.embeddings),
+        np.asarray(seen.weights, np.float64),
+        entries,
+        metric=metric,
+        normalise=tracking.normalise,
+        threshold_for=tracking.threshold_for,
+        min_faces=tracking.config.min_track_frames,
+    )
+    report.distances = dict(rules.pop("distances"))
+    report.alternatives = rules
+    return report
+
+
+def track_rules(
+    vectors: FloatArray,
+    weights: np.ndarray,
+    entries: Sequence[Entry],
+    *,
+    metric: str,
+    normalise: bool,
+    threshold_for: Callable[[str], float],
+    min_faces: int,
+) -> dict[str, dict[str, Any]]:
+    """Each rule of :data:`ALTERNATIVES` on one track's faces: nearest entry, value, decision.
+
+    ``vectors`` are the track's face embeddings ``[N, D]``, ``weights`` their
+    :func:`~lfr_actors.tracking.evidence.face_weight`. A rule decides an entry only with
+    at least ``min_faces`` faces: the mean rules and the median when the value is within
+    the entry's threshold, the vote when at least half the faces are. Also returns
+    ``"distances"``: the weighted mean's distance to every entry.
+    """
+    vectors = np.asarray(vectors, np.float64)
+    if normalise:
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    weighted = (weights[:, None] * vectors).sum(0) / weights.sum()
+    weighted = (weights[:, None] * vectors).sum(0) / max(float(weights.sum()), 1e-12)
     plain = vectors.mean(0)
-    if tracking.normalise:
+    if normalise:
         weighted = weighted / max(float(np.linalg.norm(weighted)), 1e-12)
         plain = plain / max(float(np.linalg.norm(plain)), 1e-12)
-    per_face: dict[str, np.ndarray] = {}
+    enough = vectors.shape[0] >= min_faces
+    values: dict[str, dict[str, float]] = {rule: {} for rule in ALTERNATIVES}
     for entry in entries:
-        per_face[entry.entry_id] = distances(vectors, entry.templates, metric).min(axis=1)
-        report.distances[entry.entry_id] = round(
-            float(distances(weighted[None], entry.templates, metric).min()), 4
+        per_face = distances(vectors, entry.templates, metric).min(axis=1)
+        values["weighted_mean"][entry.entry_id] = float(
+            distances(weighted[None], entry.templates, metric).min()
         )
-    enough = len(seen.embeddings) >= tracking.config.min_track_frames
-
-    def nearest(
-        values: dict[str, float], *, lower_is_nearer: bool = True
-    ) -> dict[str, float | str | None]:
-        entry_id = (
-            min(values, key=values.__getitem__)
-            if lower_is_nearer
-            else max(values, key=values.__getitem__)
+        values["mean"][entry.entry_id] = float(
+            distances(plain[None], entry.templates, metric).min()
         )
-        value = values[entry_id]
-        if lower_is_nearer:
-            decided = enough and value <= tracking.threshold_for(entry_id)
-        else:
-            decided = enough and value >= 0.5
-        return {
+        values["median"][entry.entry_id] = float(np.median(per_face))
+        values["votes"][entry.entry_id] = float(np.mean(per_face <= threshold_for(entry.entry_id)))
+    out: dict[str, dict[str, Any]] = {}
+    for rule, by_entry in values.items():
+        votes = rule == "votes"
+        entry_id = (max if votes else min)(by_entry, key=by_entry.__getitem__)
+        value = by_entry[entry_id]
+        decided = enough and (value >= 0.5 if votes else value <= threshold_for(entry_id))
+        out[rule] = {
             "entry": entry_id,
             "value": round(value, 4),
             "decision": entry_id if decided else None,
         }
-
-    plain_d = {
-        e.entry_id: float(distances(plain[None], e.templates, metric).min()) for e in entries
-    }
-    median_d = {k: float(np.median(v)) for k, v in per_face.items()}
-    votes = {k: float(np.mean(v <= tracking.threshold_for(k))) for k, v in per_face.items()}
-    report.alternatives = {
-        "weighted_mean": nearest(dict(report.distances)),
-        "mean": nearest(plain_d),
-        "median": nearest(median_d),
-        "votes": nearest(votes, lower_is_nearer=False),
-    }
-    return report
+    out["distances"] = {k: round(v, 4) for k, v in values["weighted_mean"].items()}
+    return out
 
 
 def _fused(
