@@ -8,7 +8,11 @@ across a scene: a watchlisted person and six passers-by), in one run:
   embedder takes frames (``pace: asap``): frames/s, faces/s, and their ratio;
 - **latency** at 10 fps per camera, paced like real cameras: capture -> frame answered
   (the camera's view) and capture -> alert stored (from the alert store's event log),
-  p50/p95/p99, with frames dropped.
+  p50/p95/p99, with frames dropped;
+- **work per face track**: the same asap run with every face of a decided track embedded
+  again (``tracking.reembed_every: 1``) against the default (a decided track is embedded
+  again only when its face is better, or every 10th frame): embeddings per frame, frames/s
+  and their ratio.
 
     python loadtest/bench_pipeline.py [--cameras 1 2 4] [--frames 80] [--home DIR]
 """
@@ -100,7 +104,12 @@ def deployment_section(deployment_id: str, *, hours: float) -> dict[str, str]:
 
 
 def write_topology(
-    folder: Path, samples: dict[str, Path], cameras: int, frames: int, pace: str
+    folder: Path,
+    samples: dict[str, Path],
+    cameras: int,
+    frames: int,
+    pace: str,
+    tracking: dict[str, Any] | None = None,
 ) -> Path:
     write_watchlist(folder, samples)
     topology = {
@@ -118,7 +127,12 @@ def write_topology(
             }
             for i in range(cameras)
         ],
-        "embedder": {"max_batch": 8, "max_wait_ms": 10, "detector": {"min_face_px": 40}},
+        "embedder": {
+            "max_batch": 8,
+            "max_wait_ms": 10,
+            "detector": {"min_face_px": 40},
+            "tracking": tracking or {},
+        },
         "index": {"shards": 1},
         "alerts": {"threshold": 0.6, "fusion_window_s": 1, "min_sightings": 1},
         "watchlist": {"file": "watchlist.yaml"},
@@ -196,10 +210,15 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 def pipeline_run(
-    home: Path, samples: dict[str, Path], cameras: int, frames: int, pace: str
+    home: Path,
+    samples: dict[str, Path],
+    cameras: int,
+    frames: int,
+    pace: str,
+    tracking: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"lfr-bench-{pace}-{cameras}-"))
-    topology = load_topology(write_topology(folder, samples, cameras, frames, pace))
+    topology = load_topology(write_topology(folder, samples, cameras, frames, pace, tracking))
     watchlist = load_watchlist(Path(topology.watchlist.file))
     deployment = Deployment(topology, watchlist, home=home, until_eof=True)
 
@@ -237,6 +256,11 @@ def pipeline_run(
         "frame_latency_ms": summary["latency_ms"],
         "alert_stored_latency_ms": percentiles(alert_latencies(folder / "data" / "alerts.sqlite3")),
         "alerts_events": len(alert_latencies(folder / "data" / "alerts.sqlite3")),
+        "embeddings_per_frame": round(
+            embedder.get("faces_embedded", 0) / max(summary["frames"], 1), 3
+        ),
+        "tracks_started": embedder.get("tracks_started"),
+        "faces_skipped_decided": embedder.get("faces_skipped_decided"),
         "embedder_batch_size_mean": embedder.get("batch_size_mean"),
         "embedder_stage_ms_median": embedder.get("stage_ms_median"),
     }
@@ -264,12 +288,22 @@ def main() -> int:
         bare = bare_loop(home, samples, cameras, args.frames)
         asap = pipeline_run(home, samples, cameras, args.frames, "asap")
         paced = pipeline_run(home, samples, cameras, args.frames, "realtime")
+        every = pipeline_run(
+            home, samples, cameras, args.frames, "asap", tracking={"reembed_every": 1}
+        )
         report["runs"][f"{cameras}_cameras"] = {
             "bare_loop": bare,
             "pipeline_asap": asap,
             "pipeline_10fps": paced,
+            "pipeline_asap_embed_every_face": every,
             "throughput_ratio_frames": round(asap["frames_per_s"] / bare["frames_per_s"], 3),
             "throughput_ratio_faces": round(asap["faces_per_s"] / bare["faces_per_s"], 3),
+            "tracks_skip_ratio_embeddings": round(
+                asap["embeddings_per_frame"] / max(every["embeddings_per_frame"], 1e-9), 3
+            ),
+            "tracks_skip_ratio_frames_per_s": round(
+                asap["frames_per_s"] / every["frames_per_s"], 3
+            ),
         }
         print(json.dumps({f"{cameras}_cameras": report["runs"][f"{cameras}_cameras"]}), flush=True)
     print(json.dumps(report, indent=2))
