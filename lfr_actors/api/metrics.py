@@ -79,11 +79,7 @@ _CAMERA_COUNTERS = (
         "Times the camera's source delivered no frame for its stall timeout.",
     ),
     ("faces", "lfr_camera_faces_total", "Faces detected in the camera's frames."),
-    (
-        "tracks",
-        "lfr_camera_tracks_total",
-        "Face tracks (people seen) the camera's frames began.",
-    ),
+    ("tracks", "lfr_camera_tracks_total", "Face tracks (people) the camera's frames began."),
     ("candidates", "lfr_camera_candidates_total", "Watchlist candidates from the frames."),
 )
 _EMBEDDER_COUNTERS = (
@@ -312,7 +308,7 @@ def status_families(status: Mapping[str, Any], *, status_up: bool | None = None)
         reg.add(
             "lfr_embedder_tracks_live",
             "gauge",
-            "Face tracks the embedder is following now (people in view).",
+            "Face tracks the embedder follows now (people in view).",
             labels,
             emb.get("tracks_live"),
         )

@@ -125,16 +125,10 @@ TODAYS_FAMILIES = {
 recorded before /metrics moved to prometheus_client: the names, types and help stay."""
 
 TRACK_FAMILIES = {
-    "lfr_camera_tracks_total": (
-        "counter",
-        "Face tracks (people seen) the camera's frames began.",
-    ),
+    "lfr_camera_tracks_total": ("counter", "Face tracks (people) the camera's frames began."),
     "lfr_embedder_tracks_started_total": ("counter", "Face tracks the embedder began."),
     "lfr_embedder_tracks_ended_total": ("counter", "Face tracks the embedder ended."),
-    "lfr_embedder_tracks_live": (
-        "gauge",
-        "Face tracks the embedder is following now (people in view).",
-    ),
+    "lfr_embedder_tracks_live": ("gauge", "Face tracks the embedder follows now (people in view)."),
 }
 """The families added when the face track became the unit of decision (issue 10)."""
 

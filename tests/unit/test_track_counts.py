@@ -7,6 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from pytest_aiohttp import AiohttpClient
+
+from lfr_actors.api.app import create_app
 from lfr_actors.api.deployments import render_report_page
 from lfr_actors.api.schemas import Report
 from lfr_actors.cli.status import status_lines
@@ -17,8 +20,11 @@ from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.tokens import Role
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.testing.doubles import LocalHandle
+from tests.api_helpers import bearer, store_with_one_alert
+from tests.unit.test_metrics_api import realistic_status
 
 
 def test_tracks_are_totalled_over_a_cameras_runs_like_faces() -> None:
@@ -32,32 +38,11 @@ def test_tracks_are_totalled_over_a_cameras_runs_like_faces() -> None:
 
 
 def _status(embedder: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "deployment": {
-            "id": "dep1",
-            "location": "Market Square",
-            "start": "2025-01-31T09:00:00+00:00",
-            "end": "2025-01-31T17:00:00+00:00",
-            "threshold": 0.5,
-            "watchlist_entries": 3,
-            "state": "running",
-        },
-        "api": "http://127.0.0.1:8080",
-        "uptime_s": 12.0,
-        "cameras": {
-            "cam_north": {
-                "state": "running",
-                "fps": 5.0,
-                "frames_processed": 120,
-                "frames_dropped": 0,
-                "faces": 41,
-                "tracks": 6,
-                "restarts": 0,
-            }
-        },
-        "embedders": {"embedder": embedder},
-        "alerts": {"store": {"alerts": 1, "sightings": 2}},
-    }
+    status = realistic_status()
+    camera = {"state": "running", "fps": 5.0, "frames_processed": 120, "frames_dropped": 0}
+    status["cameras"] = {"cam_north": {**camera, "faces": 41, "tracks": 6, "restarts": 0}}
+    status["embedders"] = {"embedder": embedder}
+    return status
 
 
 def test_lfr_status_shows_each_cameras_tracks_beside_its_faces() -> None:
@@ -84,6 +69,27 @@ def test_lfr_status_shows_no_tracks_for_an_embedder_that_reports_none() -> None:
     lines = status_lines(_status({"frames": 1, "batches": 1, "restarts": 0}))
     emb = next(line for line in lines if line.lstrip().startswith("embedder embedder"))
     assert "tracks live 0 ended 0" in emb
+
+
+async def test_the_api_status_and_metrics_carry_the_tracks(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    db = store_with_one_alert(tmp_path / "alerts.db")
+    embedder = {"frames": 120, "tracks_started": 6, "tracks_ended": 4, "tracks_live": 2}
+
+    async def source() -> dict[str, Any]:
+        return _status(embedder)
+
+    client = await aiohttp_client(create_app(db, status=source), headers=bearer(db, Role.VIEWER))
+    status = await (await client.get("/v1/status")).json()
+    assert (status["cameras"]["cam_north"]["faces"], status["cameras"]["cam_north"]["tracks"]) == (
+        41,
+        6,
+    )
+    assert status["embedders"]["embedder"]["tracks_live"] == 2
+    scrape = (await (await client.get("/metrics")).text()).splitlines()
+    assert 'lfr_camera_tracks_total{camera="cam_north"} 6.0' in scrape
+    assert 'lfr_embedder_tracks_live{embedder="embedder"} 2.0' in scrape
 
 
 class _Kernel:
