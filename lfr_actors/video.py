@@ -45,10 +45,17 @@ class CorruptFrameError(LfrError):
 
 @dataclass(frozen=True)
 class SourceFrame:
-    """A frame and its time in the source's own time line (seconds from its start)."""
+    """A frame and its position in the source's own time line.
+
+    ``media_time_s`` is seconds from the source's start. ``media_index`` is the frame's
+    number in a file or synthetic scene, from 0, counting frames that could not be
+    decoded, so it is the file's own numbering; None for a live source, whose frames have
+    no place in a recording.
+    """
 
     image: UInt8Array
     media_time_s: float
+    media_index: int | None = None
 
 
 class FrameSource(Protocol):
@@ -209,9 +216,10 @@ class CaptureSource:
                 return None
             raise SourceError(f"{self.name}: the stream stopped delivering frames")
         self._failures_in_a_row = 0
-        media_time = self._index / self._native_fps if self._native_fps else time.monotonic()
+        index = self._index
+        media_time = index / self._native_fps if self._native_fps else time.monotonic()
         self._index += 1
-        return SourceFrame(_to_rgb(frame), media_time)
+        return SourceFrame(_to_rgb(frame), media_time, None if self.live else index)
 
     def close(self) -> None:
         """Release the capture now, or (while a read holds it) when that read returns."""
@@ -288,8 +296,8 @@ class SyntheticSource:
             x = (sprite.start[0] + sprite.velocity[0] * (t - sprite.appear_s)) * self.width
             y = (sprite.start[1] + sprite.velocity[1] * (t - sprite.appear_s)) * self.height
             _paste(canvas, picture, round(x), round(y))
-        self._index += 1
-        return SourceFrame(canvas, t)
+        index, self._index = self._index, self._index + 1
+        return SourceFrame(canvas, t, index)
 
     def _sprite_pixels(self, i: int, sprite: Sprite) -> UInt8Array:
         if i not in self._scaled:

@@ -7,12 +7,13 @@ import time
 from typing import Any
 
 from lfr_actors.actors.camera import CameraActor
-from lfr_actors.testing.doubles import FakeSource, LocalHandle
+from lfr_actors.testing.doubles import LocalHandle
+from lfr_actors.video import FrameSource
 from tests.actor_settings import camera_settings
 
 
 def fast_camera(
-    source: FakeSource,
+    source: FrameSource,
     embedder: Any,
     *,
     deployment: dict[str, Any] | None = None,

@@ -3,7 +3,10 @@
 - Sampling: a live stream is sampled by wall clock; a file or synthetic scene by its own
   time line, paced to real time (``pace: realtime``) like the camera it stands in for, or
   as fast as the embedder takes frames (``pace: asap``, for benchmarks and batch runs).
-- Every frame is timestamped at capture (Unix seconds), before it waits anywhere.
+- Every frame is timestamped at capture (Unix seconds), before it waits anywhere. A frame
+  of a file or synthetic scene also carries its media position (its frame number from 0
+  and its time from the start); a file played in a loop counts both on from one pass to
+  the next, so no two frames of a camera run share a position. Live frames carry none.
 - The queue is bounded. A live camera never waits for a slow embedder: when the queue is
   full the oldest frame is dropped and counted. (In ``asap`` pacing nothing is live, so the
   reader waits instead and nothing is dropped.)
@@ -40,7 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -76,10 +79,14 @@ COUNTERS = (
     "reconnects",
     "stalls",
     "faces",
+    "tracks",
     "candidates",
     "decode_errors",
 )
-"""The counters in a camera's ``stats()``: each counts up from 0 in every camera run."""
+"""The counters in a camera's ``stats()``: each counts up from 0 in every camera run.
+
+``faces`` counts the faces the embedder found in the camera's frames, ``tracks`` the face
+tracks (people seen) those frames began."""
 
 
 def new_epoch() -> str:
@@ -95,6 +102,16 @@ CLOSE_TIMEOUT_S = 1.0
 """How long a stopping camera waits for its source to close before leaving it behind."""
 
 T = TypeVar("T")
+
+
+class _Queued(NamedTuple):
+    """A sampled frame waiting to be sent, with its capture time and media position."""
+
+    seq: int
+    captured_at: float
+    image: np.ndarray
+    media_index: int | None
+    media_time_s: float | None
 
 
 class _Stalled(Exception):
@@ -182,7 +199,7 @@ class CameraActor:
             name=self.camera_id,
             stall_timeout_s=self.settings.stall_timeout_s,
         )
-        self.queue: deque[tuple[int, float, np.ndarray]] = deque()
+        self.queue: deque[_Queued] = deque()
         self._queue_event = asyncio.Event()
         self._space_event = asyncio.Event()
         self._stop = asyncio.Event()
@@ -453,9 +470,11 @@ class CameraActor:
             return
         interval = 1.0 / self.settings.fps
         wall_start = time.monotonic()
-        media_offset = 0.0
+        media_offset = 0.0  # a looped file's time and frame number go on from pass to pass
+        index_offset = 0
         next_sample = 0.0
         last_media = 0.0
+        last_index = -1
         while not self._stop.is_set():
             if self._window_over():
                 return
@@ -486,17 +505,21 @@ class CameraActor:
             if frame is None:
                 if self.settings.at_end == "loop":
                     media_offset = last_media + interval
+                    index_offset = last_index + 1
                     if not await self._open_with_backoff():
                         return
                     continue
                 return
             self._frame_arrived()
             self.counters["frames_read"] += 1
+            media_index: int | None = None
             if self.source.live:
                 t = time.monotonic() - wall_start
             else:
                 t = frame.media_time_s + media_offset
                 last_media = t
+                if frame.media_index is not None:
+                    media_index = last_index = frame.media_index + index_offset
             if t + 1e-6 < next_sample:
                 continue
             # Keep the schedule exact while on time; after a stall, restart it from now.
@@ -508,10 +531,12 @@ class CameraActor:
                         await asyncio.wait_for(self._stop.wait(), ahead)
                     if self._stop.is_set():
                         return
-            await self._enqueue(frame.image)
+            await self._enqueue(frame.image, media_index, None if self.source.live else t)
             self._quiet_since = time.monotonic()  # pacing and queue waits are not the source's
 
-    async def _enqueue(self, image: np.ndarray) -> None:
+    async def _enqueue(
+        self, image: np.ndarray, media_index: int | None, media_time_s: float | None
+    ) -> None:
         captured_at = time.time()
         self._seq += 1
         self.counters["frames_sampled"] += 1
@@ -523,7 +548,7 @@ class CameraActor:
         elif len(self.queue) >= self.settings.queue_size:
             self.queue.popleft()
             self.counters["frames_dropped"] += 1
-        self.queue.append((self._seq, captured_at, image))
+        self.queue.append(_Queued(self._seq, captured_at, image, media_index, media_time_s))
         self._queue_event.set()
 
     async def _send_loop(self) -> None:
@@ -540,10 +565,19 @@ class CameraActor:
             if len(self._in_flight) >= self.settings.max_in_flight:
                 await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            seq, captured_at, image = self.queue.popleft()
+            queued = self.queue.popleft()
             self._space_event.set()
-            data = Frame(self.camera_id, seq, captured_at, image, epoch=self.epoch).encode()
-            del image
+            captured_at = queued.captured_at
+            data = Frame(
+                self.camera_id,
+                queued.seq,
+                captured_at,
+                queued.image,
+                epoch=self.epoch,
+                media_index=queued.media_index,
+                media_time_s=queued.media_time_s,
+            ).encode()
+            del queued
             task = asyncio.create_task(self._submit(data, captured_at))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -580,6 +614,7 @@ class CameraActor:
             self.last_error = None
         self.counters["frames_processed"] += 1
         self.counters["faces"] += result.faces
+        self.counters["tracks"] += result.tracks_started
         self.counters["candidates"] += result.candidates
         self._latencies.append(result.processed_at - captured_at)
 

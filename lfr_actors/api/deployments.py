@@ -336,6 +336,7 @@ def render_report_page(report: dict[str, Any]) -> str:
         ("Threshold (distance)", f"{report['threshold']:g}"),
         ("Watchlist size", f"{watchlist['size']:,}"),
         ("Faces seen", f"{report['faces_seen']:,}"),
+        ("People seen (face tracks)", f"{report['tracks_seen']:,}"),
         ("Alerts", f"{alerts['total']:,}"),
         ("Confirmed alerts", f"{alerts['confirmed']:,}"),
         ("False alerts", f"{alerts['false']:,}"),

@@ -79,6 +79,7 @@ _CAMERA_COUNTERS = (
         "Times the camera's source delivered no frame for its stall timeout.",
     ),
     ("faces", "lfr_camera_faces_total", "Faces detected in the camera's frames."),
+    ("tracks", "lfr_camera_tracks_total", "Face tracks (people) the camera's frames began."),
     ("candidates", "lfr_camera_candidates_total", "Watchlist candidates from the frames."),
 )
 _EMBEDDER_COUNTERS = (
@@ -96,6 +97,8 @@ _EMBEDDER_COUNTERS = (
         "Faces discarded at once because they matched no watchlist entry.",
     ),
     ("candidates", "lfr_embedder_candidates_total", "Watchlist candidates found."),
+    ("tracks_started", "lfr_embedder_tracks_started_total", "Face tracks the embedder began."),
+    ("tracks_ended", "lfr_embedder_tracks_ended_total", "Face tracks the embedder ended."),
     (
         "sightings_resent",
         "lfr_embedder_sightings_resent_total",
@@ -301,6 +304,13 @@ def status_families(status: Mapping[str, Any], *, status_up: bool | None = None)
             "Possible matches held in the embedder's memory until the alert store takes them.",
             labels,
             emb.get("sightings_unstored"),
+        )
+        reg.add(
+            "lfr_embedder_tracks_live",
+            "gauge",
+            "Face tracks the embedder follows now (people in view).",
+            labels,
+            emb.get("tracks_live"),
         )
         reg.add(
             "lfr_embedder_batch_size_mean",

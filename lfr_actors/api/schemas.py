@@ -293,7 +293,12 @@ class Deployment(_Response):
     watchlist_revision: Count
     frames: Count = Field(description="Frames processed.")
     faces_seen: Count = Field(description="Faces seen.")
-    counters_at: UtcTime | None = Field(description="When frames and faces were last recorded.")
+    tracks_seen: Count = Field(
+        description="Face tracks seen: people, each counted once per camera it was seen on."
+    )
+    counters_at: UtcTime | None = Field(
+        description="When frames, faces and tracks were last recorded."
+    )
     links: DeploymentLinks
 
 
@@ -389,6 +394,9 @@ class Report(_Response):
     watchlist: ReportWatchlist
     frames: Count
     faces_seen: Count
+    tracks_seen: Count = Field(
+        description="Face tracks seen: people, each counted once per camera it was seen on."
+    )
     alerts: ReportAlerts
     outcomes: dict[str, Count] = Field(description="Outcomes of confirmed alerts.")
     false_alert_rate: float | None = Field(description="False alerts per face seen.")

@@ -65,8 +65,10 @@ def _why(figures: dict[str, Any]) -> str:
 def status_lines(status: dict[str, Any]) -> list[str]:
     """``lfr status``'s table: every camera and embedder, and why any is not well.
 
-    An actor that does not answer shows ``unavailable`` and the reason, never a bare
-    ``?``; a stale status (the API could not gather it lately) says so and how old it is.
+    Each camera shows the faces seen in its frames and the face tracks (people) they
+    began; each embedder the tracks it is following now (``live``) and has ended. An
+    actor that does not answer shows ``unavailable`` and the reason, never a bare ``?``;
+    a stale status (the API could not gather it lately) says so and how old it is.
     """
     lines = []
     d = status["deployment"]
@@ -93,14 +95,14 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         )
     lines.append(
         f"  {'camera':<16}{'state':<14}{'fps':>6}{'frames':>8}{'drops':>7}{'faces':>7}"
-        f"{'restarts':>9}  error"
+        f"{'tracks':>7}{'restarts':>9}  error"
     )
     for cam_id, c in status["cameras"].items():
         cam_state = "unavailable" if c.get("unavailable") else c.get("state") or "unknown"
         lines.append(
             f"  {cam_id:<16}{cam_state:<14}{c.get('fps') or 0:>6}"
             f"{c.get('frames_processed', 0):>8}{c.get('frames_dropped', 0):>7}"
-            f"{c.get('faces', 0):>7}{c.get('restarts', 0):>9}  {_why(c)}"
+            f"{c.get('faces', 0):>7}{c.get('tracks', 0):>7}{c.get('restarts', 0):>9}  {_why(c)}"
         )
     for emb_id, e in status["embedders"].items():
         if e.get("unavailable"):
@@ -110,6 +112,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         lines.append(
             f"  embedder {emb_id}: {e.get('providers')} frames {e.get('frames')} "
             f"batches {e.get('batches')} mean batch {e.get('batch_size_mean')} "
+            f"tracks live {e.get('tracks_live', 0)} ended {e.get('tracks_ended', 0)} "
             f"restarts {e.get('restarts')}" + (f"  {why}" if why else "")
         )
     others = [("index", status.get("index") or {}), ("alerts", status.get("alerts") or {})]

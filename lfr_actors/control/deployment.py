@@ -157,7 +157,7 @@ class Deployment:
         )
 
     async def summary(self) -> dict[str, Any]:
-        """Frames, faces, alerts, drops and capture-to-result latency percentiles."""
+        """Frames, faces, tracks, alerts, drops and capture-to-result latency percentiles."""
         return await status.summary(
             self.kernel, self.live, namespace=self.namespace, alerts_db=self.paths.alerts_db
         )

@@ -8,8 +8,8 @@ at it and, for each concern, does what a change asks:
 - ``watchlist``: entries enrolled and approved, or deleted, reach the index;
 - ``thresholds``: a threshold changed through the API (or an entry's own, approved
   since) reaches the alert actor and the embedders;
-- ``frame_counts`` (every 5 s): the frames and faces counted are added to the
-  deployment's record;
+- ``frame_counts`` (every 5 s): the frames, faces and face tracks counted are added to
+  the deployment's record;
 - ``local_token`` (every ``LOCAL_TOKEN_RENEW_S``): the run file's local admin token is
   renewed (or replaced when it lapsed; a revoked one stays revoked, and renewing stops);
 - ``window_sweep`` (every 5 s): every deployment in the store whose window has passed is
@@ -299,19 +299,23 @@ class Reconciler:
         )
 
     async def count_frames(self) -> None:
-        """Add the frames and faces counted since the last call to the deployment's record."""
+        """Add the frames, faces and tracks counted since the last call to the record."""
         live = self.live
         assert live.db is not None
         cameras = await camera_stats(self.kernel, live)
         now = (
             sum(int(c.get("frames_processed") or 0) for c in cameras.values()),
             sum(int(c.get("faces") or 0) for c in cameras.values()),
+            sum(int(c.get("tracks") or 0) for c in cameras.values()),
         )
-        before = live.counted
-        frames, faces = max(0, now[0] - before[0]), max(0, now[1] - before[1])
-        if frames or faces:
+        frames, faces, tracks = (max(0, n - b) for n, b in zip(now, live.counted, strict=True))
+        if frames or faces or tracks:
             await asyncio.to_thread(
-                Deployments(live.db).add_counters, self.namespace, frames=frames, faces=faces
+                Deployments(live.db).add_counters,
+                self.namespace,
+                frames=frames,
+                faces=faces,
+                tracks=tracks,
             )
         # Only once recorded: when the store cannot be written the counts wait for the next try.
         live.counted = now

@@ -51,6 +51,7 @@ class Live:
     closed: bool = False
     threshold: float | None = None
     entry_thresholds: dict[str, float] = field(default_factory=dict)
-    counted: tuple[int, int] = (0, 0)
+    counted: tuple[int, int, int] = (0, 0, 0)
+    """Frames, faces and tracks the store's record already has from this run's cameras."""
     camera_totals: CameraTotals = field(default_factory=CameraTotals)
     damaged: dict[str, str] = field(default_factory=dict)

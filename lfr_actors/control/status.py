@@ -97,7 +97,7 @@ async def status(
 
 
 async def summary(kernel: Kernel, live: Live, *, namespace: str, alerts_db: Path) -> dict[str, Any]:
-    """Frames, faces, alerts, drops and capture-to-result latency percentiles."""
+    """Frames, faces, tracks (people), alerts, drops and capture-to-result latency percentiles."""
     cameras = await camera_stats(kernel, live)
     embedders = await kernel.stats("embedder")
     alerts = (await kernel.stats("alerts")).values()
@@ -127,6 +127,7 @@ async def summary(kernel: Kernel, live: Live, *, namespace: str, alerts_db: Path
         "corrupt_frames": total("corrupt_frames"),
         "frames_retried": total("frames_retried"),
         "faces": total("faces"),
+        "tracks": total("tracks"),
         "sightings_lost": sum(
             int(e.get("sightings_lost") or 0) + int(e.get("sightings_unstored") or 0)
             for e in embedders.values()

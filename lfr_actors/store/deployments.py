@@ -235,15 +235,18 @@ class Deployments(WatchlistEntries):
             closed.append(deployment_id)
         return closed
 
-    def add_counters(self, deployment_id: str, *, frames: int, faces: int) -> None:
-        """Add frames processed and faces seen since the last call (for the report)."""
-        if frames < 0 or faces < 0:
+    def add_counters(self, deployment_id: str, *, frames: int, faces: int, tracks: int = 0) -> None:
+        """Add frames processed, faces and face tracks (people) seen since the last call.
+
+        The figures are for the report; each only grows.
+        """
+        if frames < 0 or faces < 0 or tracks < 0:
             raise ValueError("counters only grow")
         with self.db.transaction() as conn:
             changed = conn.execute(
                 "UPDATE deployments SET frames = frames + ?, faces_seen = faces_seen + ?, "
-                "counters_at = ? WHERE id = ?",
-                (frames, faces, self.clock(), deployment_id),
+                "tracks_seen = tracks_seen + ?, counters_at = ? WHERE id = ?",
+                (frames, faces, tracks, self.clock(), deployment_id),
             ).rowcount
         if changed == 0:
             raise UnknownDeploymentError(f"no deployment with id {deployment_id[:80]!r}")

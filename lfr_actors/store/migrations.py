@@ -283,5 +283,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "API tokens may expire by themselves (the running deployment's local token does)",
         ("ALTER TABLE api_tokens ADD COLUMN expires_at REAL",),
     ),
+    Migration(
+        10,
+        "the face tracks (people) seen in each deployment, beside the faces seen",
+        ("ALTER TABLE deployments ADD COLUMN tracks_seen INTEGER NOT NULL DEFAULT 0",),
+    ),
 )
 """Every schema change, in order. Append; never edit one that has shipped."""

@@ -81,7 +81,7 @@ class FourEyesError(StoreError):
 DEPLOYMENT_COLUMNS = (
     "id, authorised_by, purpose, location, starts_at, ends_at, impact_assessment_ref, "
     "threshold, origin, created_by, created_by_token, created_at, closed_at, closed_by, "
-    "close_reason, watchlist_revision, frames, faces_seen, counters_at"
+    "close_reason, watchlist_revision, frames, faces_seen, tracks_seen, counters_at"
 )
 ENTRY_COLUMNS = (
     "deployment_id, id, display_name, category, legal_basis, source, image_date, threshold, "
@@ -114,6 +114,7 @@ class DeploymentRecord:
     watchlist_revision: int
     frames: int
     faces_seen: int
+    tracks_seen: int
     counters_at: float | None
 
     def state(self, now: float) -> DeploymentState:
@@ -306,6 +307,7 @@ def deployment_record(row: sqlite3.Row) -> DeploymentRecord:
         watchlist_revision=int(row["watchlist_revision"]),
         frames=int(row["frames"]),
         faces_seen=int(row["faces_seen"]),
+        tracks_seen=int(row["tracks_seen"]),
         counters_at=None if row["counters_at"] is None else float(row["counters_at"]),
     )
 

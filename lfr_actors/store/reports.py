@@ -21,7 +21,8 @@ def deployment_report(
 
     Alerts are counted by the decision in force (the latest, corrections included);
     outcomes are those of confirmed matches. ``false_alert_rate`` is false alerts per
-    face seen (null before any face was seen).
+    face seen (null before any face was seen). ``tracks_seen`` counts the face tracks: the
+    people seen, each once per camera however many frames they were in.
     """
     with db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
@@ -79,6 +80,7 @@ def deployment_report(
         },
         "frames": record.frames,
         "faces_seen": faces,
+        "tracks_seen": record.tracks_seen,
         "alerts": {
             "total": int(alerts),
             "confirmed": by_decision.get("match_confirmed", 0),

@@ -5,7 +5,7 @@
 - :class:`LocalHandle` makes a plain object look like a Ray actor handle
   (``handle.method.remote(...)`` returns an awaitable).
 - :class:`FakeEmbedderActor` answers frames like the embedder actor, with a set delay and
-  a deterministic face count, and records what it saw.
+  deterministic face and track counts, and records what it saw.
 - :class:`FakeFaceEmbedder` gives deterministic embeddings for chips (same chip, same
   vector), with the real embedder's ``embed`` interface.
 - :func:`make_sighting` builds a possible match with a tiny fake crop, for alert tests.
@@ -126,7 +126,8 @@ class FakeSource:
                     self.frame_number += 1
                     raise CorruptFrameError("fake source: corrupt frame")
                 raise ValueError(f"unknown marker {item!r}")
-            frame = SourceFrame(item, self.frame_number / self.fps)
+            number = None if self.live else self.frame_number
+            frame = SourceFrame(item, self.frame_number / self.fps, number)
             self.frame_number += 1
             return frame
 
@@ -161,12 +162,18 @@ class LocalHandle:
 
 @dataclass
 class FakeEmbedderActor:
-    """Answers frames after ``delay_s``; every frame has ``faces_per_frame`` faces."""
+    """Answers frames after ``delay_s``; every frame has ``faces_per_frame`` faces.
+
+    Every frame begins ``tracks_per_frame`` face tracks. ``seen`` records each frame's
+    camera and number, ``positions`` its media position (frame number and time).
+    """
 
     delay_s: float = 0.0
     faces_per_frame: int = 1
+    tracks_per_frame: int = 0
     fail: bool = False
     seen: list[tuple[str, int]] = field(default_factory=list)
+    positions: list[tuple[int | None, float | None]] = field(default_factory=list)
 
     async def process(self, data: bytes) -> bytes:
         """Like :meth:`EmbedderActor.process`."""
@@ -176,6 +183,7 @@ class FakeEmbedderActor:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.seen.append((frame.camera_id, frame.seq))
+        self.positions.append((frame.media_index, frame.media_time_s))
         return FrameResult(
             camera_id=frame.camera_id,
             seq=frame.seq,
@@ -184,6 +192,7 @@ class FakeEmbedderActor:
             faces_compared=self.faces_per_frame,
             candidates=0,
             processed_at=time.time(),
+            tracks_started=self.tracks_per_frame,
         ).encode()
 
 

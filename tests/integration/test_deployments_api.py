@@ -704,7 +704,11 @@ async def test_the_report_counts_decisions_and_every_export_is_audited(
         "active",
         LOCATION,
     )
-    assert (report["faces_seen"], report["false_alert_rate"]) == (0, None)
+    assert (report["faces_seen"], report["tracks_seen"], report["false_alert_rate"]) == (
+        0,
+        0,
+        None,
+    )
     assert report["generated_at"].endswith("Z") and report["closed_at"] is None
     assert_no_embedding(report)
 
@@ -724,6 +728,7 @@ async def test_the_report_counts_decisions_and_every_export_is_audited(
         ("Watchlist size", "2"),
         ("arrest", "1"),
         ("Impact assessment", "DPIA-2026-017"),
+        ("People seen (face tracks)", "0"),
     ):
         assert f"<th>{label}</th><td>{value}</td>" in page, label
     assert "<script" not in page.lower()

@@ -124,7 +124,7 @@ class KernelDouble:
         return []
 
     async def stats(self, role: str | None = None) -> dict[str, Any]:
-        camera = {"role": "camera", "epoch": "r1", "frames_processed": 7, "faces": 2}
+        camera = {"role": "camera", "epoch": "r1", "frames_processed": 7, "faces": 2, "tracks": 1}
         return {"camera/cam_stage": camera}
 
 
@@ -160,6 +160,8 @@ async def test_the_watchlist_failing_stops_neither_thresholds_nor_counts_nor_the
         await _until(lambda: bool(kernel.alerts.thresholds), "the threshold to apply")
         await _until(lambda: deployments.get("ended").closed_at is not None, "the sweep")
         await _until(lambda: deployments.get(record.id).frames == 7, "the frame counts")
+        counted = deployments.get(record.id)
+        assert (counted.faces_seen, counted.tracks_seen) == (2, 1)
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)

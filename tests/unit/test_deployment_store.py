@@ -217,7 +217,12 @@ def test_create_records_the_declaration_and_who_created_it(
     assert record.created_at == clock.now
     assert record.closed_at is None and record.closed_by is None and record.close_reason is None
     assert record.watchlist_revision == 0
-    assert (record.frames, record.faces_seen, record.counters_at) == (0, 0, None)
+    assert (record.frames, record.faces_seen, record.tracks_seen, record.counters_at) == (
+        0,
+        0,
+        0,
+        None,
+    )
     assert store.get("dep1") == record
     assert store.find("dep1") == record
 
@@ -809,23 +814,43 @@ def test_close_ended_closes_only_deployments_whose_window_passed(
 
 def test_add_counters_accumulates(store: Deployments, dep: str, clock: Clock) -> None:
     clock.now = T0 + 10
-    store.add_counters(dep, frames=100, faces=7)
+    store.add_counters(dep, frames=100, faces=7, tracks=2)
     clock.now = T0 + 20
     store.add_counters(dep, frames=50, faces=0)
-    store.add_counters(dep, frames=0, faces=3)
+    store.add_counters(dep, frames=0, faces=3, tracks=1)
     record = store.get(dep)
     assert (record.frames, record.faces_seen, record.counters_at) == (150, 10, T0 + 20)
+    assert record.tracks_seen == 3
     report = store.report(dep)
-    assert (report["frames"], report["faces_seen"]) == (150, 10)
+    assert (report["frames"], report["faces_seen"], report["tracks_seen"]) == (150, 10, 3)
 
 
-@pytest.mark.parametrize(("frames", "faces"), [(-1, 0), (0, -1)])
-def test_counters_never_go_down(store: Deployments, dep: str, frames: int, faces: int) -> None:
-    store.add_counters(dep, frames=5, faces=5)
+@pytest.mark.parametrize(("frames", "faces", "tracks"), [(-1, 0, 0), (0, -1, 0), (0, 0, -1)])
+def test_counters_never_go_down(
+    store: Deployments, dep: str, frames: int, faces: int, tracks: int
+) -> None:
+    store.add_counters(dep, frames=5, faces=5, tracks=5)
     with pytest.raises(ValueError, match="only grow"):
-        store.add_counters(dep, frames=frames, faces=faces)
+        store.add_counters(dep, frames=frames, faces=faces, tracks=tracks)
     record = store.get(dep)
-    assert (record.frames, record.faces_seen) == (5, 5)
+    assert (record.frames, record.faces_seen, record.tracks_seen) == (5, 5, 5)
+
+
+def test_migration_10_counts_no_tracks_for_a_deployment_counted_before(path: Path) -> None:
+    with Database(path) as db:
+        store = Deployments(db)
+        store.create(declared("dep1"), actor=CREATOR)
+        store.add_counters("dep1", frames=40, faces=9)
+    with sqlite3.connect(path) as raw:  # the store as version 8 left it
+        raw.execute("ALTER TABLE deployments DROP COLUMN tracks_seen")
+        raw.execute("DELETE FROM schema_migrations WHERE version = 10")
+    raw.close()
+    with Database(path) as db:
+        store = Deployments(db)
+        record = store.get("dep1")
+        assert (record.frames, record.faces_seen, record.tracks_seen) == (40, 9, 0)
+        store.add_counters("dep1", frames=1, faces=1, tracks=1)
+        assert store.report("dep1")["tracks_seen"] == 1
 
 
 def test_report_of_a_deployment_without_alerts(store: Deployments, dep: str, clock: Clock) -> None:
@@ -857,7 +882,7 @@ def test_report_of_a_deployment_without_alerts(store: Deployments, dep: str, clo
         "not_adjudicated": 0,
     }
     assert report["outcomes"] == {}
-    assert report["faces_seen"] == 0
+    assert (report["faces_seen"], report["tracks_seen"]) == (0, 0)
     assert report["false_alert_rate"] is None  # no face seen yet
     assert report["generated_at"] == clock.now
     with pytest.raises(UnknownDeploymentError):

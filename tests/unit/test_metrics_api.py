@@ -124,6 +124,14 @@ TODAYS_FAMILIES = {
 """Every metric family the hand-written exposition of 2026-12-01 wrote (name: type, help),
 recorded before /metrics moved to prometheus_client: the names, types and help stay."""
 
+TRACK_FAMILIES = {
+    "lfr_camera_tracks_total": ("counter", "Face tracks (people) the camera's frames began."),
+    "lfr_embedder_tracks_started_total": ("counter", "Face tracks the embedder began."),
+    "lfr_embedder_tracks_ended_total": ("counter", "Face tracks the embedder ended."),
+    "lfr_embedder_tracks_live": ("gauge", "Face tracks the embedder follows now (people in view)."),
+}
+"""The families added when the face track became the unit of decision (issue 10)."""
+
 
 def realistic_status() -> dict[str, Any]:
     """A status dict as Deployment.status() returns it, with watchlist data mixed in."""
@@ -149,6 +157,7 @@ def realistic_status() -> dict[str, Any]:
                 "reconnects": 2,
                 "stalls": 1,
                 "faces": 41,
+                "tracks": 6,
                 "candidates": 2,
                 "decode_errors": 0,
                 "id": "cam_north",
@@ -188,6 +197,9 @@ def realistic_status() -> dict[str, Any]:
                 "faces_compared": 41,
                 "non_matches_discarded": 39,
                 "candidates": 2,
+                "tracks_started": 6,
+                "tracks_ended": 4,
+                "tracks_live": 2,
                 "decode_errors": 4,
                 "downstream_errors": 0,
                 "id": "embedder",
@@ -256,6 +268,7 @@ def test_exact_lines_for_cameras_embedders_and_the_store() -> None:
         'lfr_camera_corrupt_frames_total{camera="cam_north"} 1.0',
         'lfr_camera_reconnects_total{camera="cam_north"} 2.0',
         'lfr_camera_faces_total{camera="cam_north"} 41.0',
+        'lfr_camera_tracks_total{camera="cam_north"} 6.0',
         'lfr_camera_fps{camera="cam_north"} 4.98',
         'lfr_camera_up{camera="cam_north"} 1.0',
         'lfr_camera_up{camera="cam_east"} 0.0',
@@ -267,6 +280,11 @@ def test_exact_lines_for_cameras_embedders_and_the_store() -> None:
         'lfr_embedder_faces_compared_total{embedder="embedder"} 41.0',
         'lfr_embedder_non_matches_discarded_total{embedder="embedder"} 39.0',
         'lfr_embedder_batch_size_mean{embedder="embedder"} 4.83',
+        'lfr_embedder_tracks_started_total{embedder="embedder"} 6.0',
+        'lfr_embedder_tracks_ended_total{embedder="embedder"} 4.0',
+        'lfr_embedder_tracks_live{embedder="embedder"} 2.0',
+        "# TYPE lfr_camera_tracks_total counter",
+        "# TYPE lfr_embedder_tracks_live gauge",
         'lfr_embedder_stage_ms{embedder="embedder",stage="detect"} 12.5',
         'lfr_actor_restarts_total{actor="cam_north",role="camera"} 1.0',
         'lfr_actor_restarts_total{actor="cam_east",role="camera"} 3.0',
@@ -546,7 +564,18 @@ async def test_the_scraped_families_are_todays_names_types_and_help(
     helps = {line.split()[2]: line.split(" ", 3)[3] for line in lines if line.startswith("# HELP ")}
     types = {line.split()[2]: line.split()[3] for line in lines if line.startswith("# TYPE ")}
     assert set(helps) == set(types)
-    assert {name: (types[name], helps[name]) for name in helps} == TODAYS_FAMILIES
+    families = {**TODAYS_FAMILIES, **TRACK_FAMILIES}
+    assert {name: (types[name], helps[name]) for name in helps} == families
     # Each family's samples carry its exposed name (counters keep their _total).
     sampled = {re.split(r"[{ ]", line)[0] for line in lines if not line.startswith("#")}
-    assert sampled == set(TODAYS_FAMILIES)
+    assert sampled == set(families)
+
+
+def test_an_embedder_that_reports_no_tracks_gets_no_track_samples() -> None:
+    # An embedder from before tracking (or one that has not answered yet): nothing guessed.
+    status = realistic_status()
+    for key in ("tracks_started", "tracks_ended", "tracks_live"):
+        del status["embedders"]["embedder"][key]
+    lines = render_metrics(status).splitlines()
+    assert not [line for line in lines if line.startswith("lfr_embedder_tracks")]
+    assert 'lfr_camera_tracks_total{camera="cam_north"} 6.0' in lines
