@@ -94,7 +94,7 @@ _EMBEDDER_COUNTERS = (
     (
         "non_matches_discarded",
         "lfr_embedder_non_matches_discarded_total",
-        "Faces discarded at once because they matched no watchlist entry.",
+        "Face tracks ended without matching any watchlist entry; what they held was discarded.",
     ),
     ("candidates", "lfr_embedder_candidates_total", "Watchlist candidates found."),
     ("tracks_started", "lfr_embedder_tracks_started_total", "Face tracks the embedder began."),

@@ -80,7 +80,7 @@ TODAYS_FAMILIES = {
     "lfr_embedder_frames_total": ("counter", "Frames the embedder processed."),
     "lfr_embedder_non_matches_discarded_total": (
         "counter",
-        "Faces discarded at once because they matched no watchlist entry.",
+        "Face tracks ended without matching any watchlist entry; what they held was discarded.",
     ),
     "lfr_embedder_sightings_lost_total": (
         "counter",
