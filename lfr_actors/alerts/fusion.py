@@ -252,8 +252,8 @@ class Fuser:
         """
         horizon = now_captured_at - self.config.fusion_window_s
         closed: list[Alert] = []
-        for entry_id, alert_id in list(self._current.items()):
-            if self._alerts[alert_id].alert.last_seen < horizon:
+        for entry_id, current in list(self._current.items()):
+            if self._alerts[current].alert.last_seen < horizon:
                 self._detach(entry_id, closed)
         track_horizon = now_captured_at - self.config.track_memory_s
         while self._links:
