@@ -362,9 +362,9 @@ class AlertStore(Closing):
         return out
 
     def track_rejected(self, track_id: str) -> bool:
-        """Whether an officer rejected a face track: the decision in force on an alert of it
-        is "not a match".
+        """Whether an officer rejected a face track ("not a match" on an alert of it).
 
+        True when the decision in force on one of the track's alerts is ``not_a_match``.
         An alert is the track's when one of its sightings is (every track in an alert's
         ``tracks`` came with a stored sighting). The decision in force is an alert's latest
         adjudication, so a correction to another decision un-rejects the track. Asked per
@@ -438,9 +438,12 @@ def _check_limit(limit: int) -> None:
 
 
 def _with_track_fields(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """An event's alert snapshot with the track fields, as those written before alerts had
-    tracks (migration 9) read: no track, one frame, no media position."""
-    missing = {
+    """An event's alert snapshot with every track field.
+
+    Snapshots written before alerts had tracks (migration 9) read as no track, one frame
+    and no media position.
+    """
+    missing: dict[str, Any] = {
         "track_id": None,
         "tracks": [],
         "track_frames": 1,
