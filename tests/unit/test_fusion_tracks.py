@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.alerts.fusion import Fuser, FusionConfig, RejectedTracks
 from lfr_actors.alerts.records import SightingRef
 from lfr_actors.messages import Sighting
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, make_sighting
@@ -36,10 +36,10 @@ def tracked(
     )
 
 
-def fuser(rejected: object = None, **overrides: object) -> Fuser:
+def fuser(rejected: RejectedTracks | None = None, **overrides: object) -> Fuser:
     settings: dict[str, object] = {"threshold": 0.5, "fusion_window_s": 30.0}
     settings.update(overrides)
-    return Fuser("dep1", FusionConfig.from_mapping(settings), rejected=rejected)  # type: ignore[arg-type]
+    return Fuser("dep1", FusionConfig.from_mapping(settings), rejected=rejected)
 
 
 def test_an_alert_names_its_track_and_its_best_sightings_media_position() -> None:
@@ -139,7 +139,9 @@ def test_the_predicate_is_asked_again_for_each_sighting() -> None:
 
 def test_a_bad_rejected_argument_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="predicate on a track id or a collection"):
-        fuser("cam_a:1.1.0")
+        fuser("cam_a:1.1.0")  # one id, not a collection of them
+    with pytest.raises(ValueError, match="predicate on a track id or a collection"):
+        fuser(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="track_memory_s must be a finite number above 0"):
         fuser(track_memory_s=0)
 
