@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -206,17 +206,7 @@ class _ListQuery:
     def parse(cls, query: MultiMapping[str]) -> _ListQuery:
         """Read and check every parameter, reporting all problems at once."""
         parsed = cls()
-        known = {
-            "deployment",
-            "status",
-            "camera",
-            "entry",
-            "track_id",
-            "since",
-            "until",
-            "limit",
-            "cursor",
-        }
+        known = {f.name for f in fields(cls)} - {"errors"}  # one parameter per field
         for name in sorted(set(query)):
             if name not in known:
                 parsed._error(name, "unknown parameter; known: " + ", ".join(sorted(known)))
