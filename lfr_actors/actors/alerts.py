@@ -16,6 +16,12 @@ Promises, in plain words:
   yields the same ids.
 - **Non-matches leave nothing behind.** A sighting above the threshold is counted and
   dropped at once; logs carry ids and counters only, never crops, boxes or distances.
+- **An officer's "not a match" stops the track.** A sighting of a face track whose alert
+  an officer rejected (the decision in force is ``not_a_match``) raises and updates
+  nothing; the store is asked for each sighting with a track (only possible matches get
+  here, few), so a decision or its correction counts from the next sighting on. Such
+  sightings are counted as ``rejected_track_sightings``; a sighting of a track that
+  already belongs to another entry's alert is dropped and counted as ``track_conflicts``.
 - **Bad input is counted, never fatal.** A message that does not decode, or a sighting
   with a malformed field, is counted and logged as ``message_dropped`` (without payload).
 
@@ -41,6 +47,14 @@ from lfr_actors.store.alerts import AlertStore, StoreError
 
 _REASON_CHARS = 200
 _STORE_ERROR_LOG_INTERVAL_S = 60.0
+
+
+class _StoreCallFailed(Exception):
+    """A store read made inside the fuser failed; ``cause`` is the original exception."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class StoreUnavailableError(StoreError):
@@ -121,12 +135,24 @@ class AlertActor:
         Returns how many sightings were ``accepted`` (decoded and processed) and
         ``dropped`` (undecodable; a message that does not decode at all counts as one), and
         of the accepted ones how many were ``below_threshold``, ``duplicates``, held
-        below ``min_sightings`` (``held``), or ``raised`` / ``updated`` an alert. Returning
-        is the acknowledgement: every event is in the store by then.
+        below ``min_sightings`` (``held``), or ``raised`` / ``updated`` an alert, and how
+        many were dropped as sightings of a rejected track (``rejected_track_sightings``)
+        or of a track of another entry's alert (``track_conflicts``). Returning is the
+        acknowledgement: every event is in the store by then.
         """
         self._require_open()
         result = dict.fromkeys(
-            ("accepted", "dropped", "below_threshold", "duplicates", "held", "raised", "updated"),
+            (
+                "accepted",
+                "dropped",
+                "below_threshold",
+                "duplicates",
+                "held",
+                "raised",
+                "updated",
+                "rejected_track_sightings",
+                "track_conflicts",
+            ),
             0,
         )
         try:
@@ -150,7 +176,10 @@ class AlertActor:
                     continue
             except Exception as exc:
                 raise self._store_failed(exc) from None
-            event = self._fuser.observe(sighting)
+            try:
+                event = self._fuser.observe(sighting)
+            except _StoreCallFailed as failed:
+                raise self._store_failed(failed.cause) from None
             self._high_water = max(self._high_water or sighting.captured_at, sighting.captured_at)
             if event is None:
                 continue
@@ -181,6 +210,8 @@ class AlertActor:
         result["held"] = after.held - before.held
         result["raised"] = after.raised - before.raised
         result["updated"] = after.updated - before.updated
+        result["rejected_track_sightings"] = after.rejected_tracks - before.rejected_tracks
+        result["track_conflicts"] = after.track_conflicts - before.track_conflicts
         if self._high_water is not None:
             self._expire(self._high_water)
         return result
@@ -228,6 +259,9 @@ class AlertActor:
             "alerts_updated": counters.updated,
             "alerts_closed": counters.closed,
             "pending_dropped": counters.pending_dropped,
+            "rejected_track_sightings": counters.rejected_tracks,
+            "track_conflicts": counters.track_conflicts,
+            "tracks_remembered": self._fuser.tracks,
             "decode_errors": self._decode_errors,
             "events_persisted": self._events,
             "open_alerts": len(self._fuser.open_alerts),
@@ -256,15 +290,24 @@ class AlertActor:
 
     def _restore(self, counters: FusionCounters) -> int:
         """Rebuild the fuser from the store's last fusion window; returns alerts restored."""
-        self._fuser = Fuser(self.deployment_id, self._fusion)
+        self._fuser = Fuser(self.deployment_id, self._fusion, rejected=self._track_rejected)
         self._fuser.counters = counters
         latest = self._store.latest_seen(self.deployment_id)
         if latest is None:
             return 0
-        alerts = self._store.open_alerts(latest - self._fusion.fusion_window_s, self.deployment_id)
+        # The alerts a track may still join: those of the window and of remembered tracks.
+        memory = max(self._fusion.fusion_window_s, self._fusion.track_memory_s)
+        alerts = self._store.open_alerts(latest - memory, self.deployment_id)
         self._fuser.restore(alerts, self._store.sighting_ids(a.id for a in alerts))
         self._high_water = max(self._high_water or latest, latest)
         return len(alerts)
+
+    def _track_rejected(self, track_id: str) -> bool:
+        """Whether an officer rejected the track (asked of the store each time, not cached)."""
+        try:
+            return self._store.track_rejected(track_id)
+        except Exception as exc:
+            raise _StoreCallFailed(exc) from exc
 
     def _store_failed(self, exc: BaseException) -> StoreUnavailableError:
         """Note a failed store call; log it at most once a minute; the error to raise."""

@@ -37,12 +37,24 @@ class SightingRef:
     camera_id: str
     captured_at: float
     distance: float
+    track_id: str | None = None
+    """The face track the sighting decided on (None for a sighting without one)."""
+    media_index: int | None = None
+    """Frame number in the recording of the track's best face (None for live sources)."""
+    media_time_s: float | None = None
+    """Media time in the recording of the track's best face, seconds (None for live)."""
 
     @staticmethod
     def of(sighting: Sighting) -> SightingRef:
         """The reference of a sighting."""
         return SightingRef(
-            sighting.sighting_id, sighting.camera_id, sighting.captured_at, sighting.distance
+            sighting.sighting_id,
+            sighting.camera_id,
+            sighting.captured_at,
+            sighting.distance,
+            sighting.track_id,
+            sighting.media_index,
+            sighting.media_time_s,
         )
 
 
@@ -53,6 +65,12 @@ class Alert:
     ``cameras`` is sorted. ``best_*`` describe the sighting with the lowest distance;
     ``best_crop_jpeg`` is its face crop, the only face image an alert holds. ``status``
     is the adjudication state: ``"open"`` until an officer decides.
+
+    An alert belongs to face tracks: ``track_id`` is the track of its first sighting (the
+    one that raised it; None when that sighting had no track) and ``tracks`` every track
+    fused into it, sorted. ``track_frames`` and the media position (``media_index``,
+    ``media_time_s``: where in a recording, None for live sources) are those of its best
+    sighting. Their defaults let records written before tracks existed load unchanged.
     """
 
     id: str
@@ -69,6 +87,11 @@ class Alert:
     best_quality: dict[str, float]
     best_crop_jpeg: bytes = field(repr=False)
     status: str = ALERT_OPEN
+    track_id: str | None = None
+    tracks: list[str] = field(default_factory=list)
+    track_frames: int = 1
+    media_index: int | None = None
+    media_time_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -64,6 +64,7 @@ _NO_ALERT = problem("No such alert.")
         ),
         query("camera", {"type": "string"}, "Only alerts seen on this camera."),
         query("entry", {"type": "string"}, "Only alerts of this watchlist entry."),
+        query("track_id", {"type": "string"}, "Only the alert this face track belongs to."),
         query("since", _TIME, "Only alerts last seen at or after this time."),
         query("until", _TIME, "Only alerts first seen at or before this time."),
         limit_param(PageLimits(DEFAULT_PAGE, MAX_PAGE)),
@@ -87,6 +88,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         status=query.status,
         camera_id=query.camera,
         entry_id=query.entry,
+        track_id=query.track_id,
         since=query.since,
         until=query.until,
         limit=query.limit,
@@ -193,6 +195,7 @@ class _ListQuery:
     status: str | None = None
     camera: str | None = None
     entry: str | None = None
+    track_id: str | None = None
     since: float | None = None
     until: float | None = None
     limit: int = DEFAULT_PAGE
@@ -203,7 +206,7 @@ class _ListQuery:
     def parse(cls, query: MultiMapping[str]) -> _ListQuery:
         """Read and check every parameter, reporting all problems at once."""
         parsed = cls()
-        known = {"deployment", "status", "camera", "entry", "since", "until", "limit", "cursor"}
+        known = {f.name for f in fields(cls)} - {"errors"}  # one parameter per field
         for name in sorted(set(query)):
             if name not in known:
                 parsed._error(name, "unknown parameter; known: " + ", ".join(sorted(known)))
@@ -215,6 +218,7 @@ class _ListQuery:
             parsed._error("status", "one of " + ", ".join(ALERT_STATUSES))
         parsed.camera = query.get("camera") or None
         parsed.entry = query.get("entry") or None
+        parsed.track_id = query.get("track_id") or None
         parsed.since = parsed._time("since", query.get("since"))
         parsed.until = parsed._time("until", query.get("until"))
         if "limit" in query:

@@ -137,7 +137,10 @@ class Problem(BaseModel):
 
 
 class Alert(_Response):
-    """An alert: one watchlist entry seen on one or more cameras."""
+    """An alert: one watchlist entry seen on one or more cameras, one person per face track.
+
+    One face track never raises two alerts; ``tracks`` lists every track fused into it.
+    """
 
     id: str
     deployment_id: str
@@ -154,6 +157,19 @@ class Alert(_Response):
     status: str
     created_at: UtcTime
     updated_at: UtcTime
+    track_id: str | None = Field(
+        description="The face track that raised the alert (null for a sighting without one)."
+    )
+    tracks: list[str] = Field(description="Every face track fused into the alert, sorted.")
+    track_frames: Annotated[int, Field(ge=1)] = Field(
+        description="How many faces of its track the best sighting's decision rests on."
+    )
+    media_index: Annotated[int, Field(ge=0)] | None = Field(
+        description="Frame number (from 0) of the best face in the recording; null when live."
+    )
+    media_time_s: float | None = Field(
+        description="Media time (seconds) of the best face in the recording; null when live."
+    )
     crop_url: str = Field(description="Where the face crop is (JPEG).")
     entry_url: str = Field(description="The watchlist entry matched.")
     entry_image_url: str = Field(description="The entry's photo, to compare with the crop (JPEG).")

@@ -68,6 +68,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                     "camera": alert["first_camera_id"],
                     "distance": round(alert["best_distance"], 4),
                     "sightings": alert["sightings"],
+                    "track_id": alert["track_id"],
+                    "media_index": alert["media_index"],
+                    "media_time_s": alert["media_time_s"],
                 }
             ),
             flush=True,

@@ -40,8 +40,11 @@ __all__ = ["MIGRATIONS", "AlertPage", "AlertStore", "Migration", "StoreError"]
 _ALERT_COLUMNS = (
     "id, deployment_id, entry_id, first_camera_id, cameras, first_seen, last_seen, "
     "sightings, best_distance, best_sighting_id, best_box, best_quality, status, "
-    "created_at, updated_at"
+    "created_at, updated_at, track_id, tracks, track_frames, media_index, media_time_s"
 )
+NOT_A_MATCH = "not_a_match"
+"""The officer's decision that rejects an alert (``Decision.NOT_A_MATCH`` of
+:mod:`lfr_actors.store.adjudications`, which imports this module)."""
 _MAX_LIMIT = 10_000
 _SQL_VARIABLES = 500
 
@@ -134,21 +137,28 @@ class AlertStore(Closing):
                 json.dumps(alert.best_quality),
                 alert.best_crop_jpeg,
                 now,
+                alert.track_id,
+                json.dumps(sorted(alert.tracks)),
+                alert.track_frames,
+                alert.media_index,
+                alert.media_time_s,
             )
             if exists:
                 conn.execute(
                     "UPDATE alerts SET first_camera_id = ?, cameras = ?, first_seen = ?, "
                     "last_seen = ?, sightings = ?, best_distance = ?, best_sighting_id = ?, "
-                    "best_box = ?, best_quality = ?, best_crop = ?, updated_at = ? "
-                    "WHERE id = ?",
+                    "best_box = ?, best_quality = ?, best_crop = ?, updated_at = ?, "
+                    "track_id = ?, tracks = ?, track_frames = ?, media_index = ?, "
+                    "media_time_s = ? WHERE id = ?",
                     (*values, alert.id),
                 )
             else:
                 conn.execute(
                     "INSERT INTO alerts (first_camera_id, cameras, first_seen, last_seen, "
                     "sightings, best_distance, best_sighting_id, best_box, best_quality, "
-                    "best_crop, updated_at, id, deployment_id, entry_id, status, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "best_crop, updated_at, track_id, tracks, track_frames, media_index, "
+                    "media_time_s, id, deployment_id, entry_id, status, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*values, alert.id, alert.deployment_id, alert.entry_id, alert.status, now),
                 )
             snapshot = self._get(alert.id)
@@ -163,11 +173,21 @@ class AlertStore(Closing):
                     "UPDATE alerts SET raised_event_id = ? WHERE id = ?", (event_id, alert.id)
                 )
             conn.executemany(
-                "INSERT OR IGNORE INTO alert_sightings "
-                "(alert_id, sighting_id, camera_id, captured_at, distance, event_id) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO alert_sightings (alert_id, sighting_id, camera_id, "
+                "captured_at, distance, event_id, track_id, media_index, media_time_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (alert.id, s.sighting_id, s.camera_id, s.captured_at, s.distance, event_id)
+                    (
+                        alert.id,
+                        s.sighting_id,
+                        s.camera_id,
+                        s.captured_at,
+                        s.distance,
+                        event_id,
+                        s.track_id,
+                        s.media_index,
+                        s.media_time_s,
+                    )
                     for s in event.sightings
                 ],
             )
@@ -207,10 +227,12 @@ class AlertStore(Closing):
         until: float | None = None,
         limit: int = 100,
         before_event: int | None = None,
+        track_id: str | None = None,
     ) -> AlertPage:
         """Alerts newest raised first, filtered, one page at a time.
 
-        ``camera_id`` matches any camera an alert was seen on; ``since``/``until`` (Unix
+        ``camera_id`` matches any camera an alert was seen on, ``track_id`` any face track
+        fused into it (one of its sightings'); ``since``/``until`` (Unix
         seconds) keep alerts whose sighting span overlaps that interval. The cursor is the
         event id that raised an alert, which never changes, so pages are stable while new
         alerts arrive and old ones are updated.
@@ -221,6 +243,7 @@ class AlertStore(Closing):
             ("status = ?", status),
             ("id IN (SELECT alert_id FROM alert_sightings WHERE camera_id = ?)", camera_id),
             ("entry_id = ?", entry_id),
+            ("id IN (SELECT alert_id FROM alert_sightings WHERE track_id = ?)", track_id),
             ("last_seen >= ?", since),
             ("first_seen <= ?", until),
             ("raised_event_id < ?", before_event),
@@ -259,7 +282,7 @@ class AlertStore(Closing):
                 "event_id": int(r["event_id"]),
                 "kind": r["kind"],
                 "at": float(r["at"]),
-                "alert": json.loads(r["alert"]),
+                "alert": _with_track_fields(json.loads(r["alert"])),
             }
             for r in rows
         ]
@@ -313,6 +336,11 @@ class AlertStore(Closing):
                     best_quality=data["best_quality"],
                     best_crop_jpeg=bytes(row["best_crop"]),
                     status=data["status"],
+                    track_id=data["track_id"],
+                    tracks=data["tracks"],
+                    track_frames=data["track_frames"],
+                    media_index=data["media_index"],
+                    media_time_s=data["media_time_s"],
                 )
             )
         return alerts
@@ -332,6 +360,25 @@ class AlertStore(Closing):
                 ):
                     out[alert_id].add(sighting_id)
         return out
+
+    def track_rejected(self, track_id: str) -> bool:
+        """Whether an officer rejected a face track ("not a match" on an alert of it).
+
+        True when the decision in force on one of the track's alerts is ``not_a_match``.
+        An alert is the track's when one of its sightings is (every track in an alert's
+        ``tracks`` came with a stored sighting). The decision in force is an alert's latest
+        adjudication, so a correction to another decision un-rejects the track. Asked per
+        sighting with a track (sightings are only possible matches, few); nothing cached.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM adjudications AS a "
+                "WHERE a.alert_id IN (SELECT alert_id FROM alert_sightings WHERE track_id = ?) "
+                "AND a.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.alert_id) "
+                "AND a.decision = ? LIMIT 1",
+                (track_id, NOT_A_MATCH),
+            ).fetchone()
+        return row is not None
 
     def counts(self) -> dict[str, Any]:
         """Row counts: alerts (total and by status), sightings, events, last event id."""
@@ -390,6 +437,22 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"Got {limit!r} for limit. limit must be a whole number 1..{_MAX_LIMIT}.")
 
 
+def _with_track_fields(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """An event's alert snapshot with every track field.
+
+    Snapshots written before alerts had tracks (migration 9) read as no track, one frame
+    and no media position.
+    """
+    missing: dict[str, Any] = {
+        "track_id": None,
+        "tracks": [],
+        "track_frames": 1,
+        "media_index": None,
+        "media_time_s": None,
+    }
+    return snapshot | {k: v for k, v in missing.items() if k not in snapshot}
+
+
 def _alert_dict(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -407,4 +470,9 @@ def _alert_dict(row: sqlite3.Row) -> dict[str, Any]:
         "status": row["status"],
         "created_at": float(row["created_at"]),
         "updated_at": float(row["updated_at"]),
+        "track_id": row["track_id"],
+        "tracks": json.loads(row["tracks"]),
+        "track_frames": int(row["track_frames"]),
+        "media_index": None if row["media_index"] is None else int(row["media_index"]),
+        "media_time_s": None if row["media_time_s"] is None else float(row["media_time_s"]),
     }

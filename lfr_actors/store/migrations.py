@@ -284,6 +284,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("ALTER TABLE api_tokens ADD COLUMN expires_at REAL",),
     ),
     Migration(
+        9,
+        "alerts belong to face tracks: the track ids and the media position of alerts and "
+        "their sightings",
+        (
+            # The raising sighting's track, every track fused in (a JSON list), and the
+            # best sighting's evidence count and position in a recording (NULL when live).
+            "ALTER TABLE alerts ADD COLUMN track_id TEXT",
+            "ALTER TABLE alerts ADD COLUMN tracks TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE alerts ADD COLUMN track_frames INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE alerts ADD COLUMN media_index INTEGER",
+            "ALTER TABLE alerts ADD COLUMN media_time_s REAL",
+            "ALTER TABLE alert_sightings ADD COLUMN track_id TEXT",
+            "ALTER TABLE alert_sightings ADD COLUMN media_index INTEGER",
+            "ALTER TABLE alert_sightings ADD COLUMN media_time_s REAL",
+            "CREATE INDEX alert_sightings_track ON alert_sightings (track_id)",
+        ),
+    ),
+    Migration(
         10,
         "the face tracks (people) seen in each deployment, beside the faces seen",
         ("ALTER TABLE deployments ADD COLUMN tracks_seen INTEGER NOT NULL DEFAULT 0",),

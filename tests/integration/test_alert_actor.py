@@ -77,6 +77,8 @@ def test_restart_neither_duplicates_nor_forgets(ray_cluster: None, tmp_path: Pat
         "held": 0,
         "raised": 1,
         "updated": 1,
+        "rejected_track_sightings": 0,
+        "track_conflicts": 0,
     }
     # A garbage message is counted and dropped; the actor carries on.
     assert ray.get(actor.submit.remote(b"\x93not a message"))["dropped"] == 1

@@ -127,8 +127,20 @@ class Site:
         with Database(self.db) as database:
             return TokenStore(database).create(name, role, by=SYSTEM).secret
 
-    def raise_alert(self, entry_id: str, *, camera: str = "cam_a", distance: float = 0.31) -> str:
-        """Store the alert one sighting of ``entry_id`` raises now; return its id."""
+    def raise_alert(
+        self,
+        entry_id: str,
+        *,
+        camera: str = "cam_a",
+        distance: float = 0.31,
+        track: tuple[str, int] | None = None,
+        media: tuple[int, float] | None = None,
+    ) -> str:
+        """Store the alert one sighting of ``entry_id`` raises now; return its id.
+
+        ``track`` is the sighting's (track id, faces of evidence); ``media`` its position
+        in a recording (frame number, seconds).
+        """
         self.sightings += 1
         n = self.sightings
         sighting = Sighting(
@@ -141,6 +153,10 @@ class Site:
             box=[100.0, 80.0, 160.0, 200.0],
             quality={"sharpness": 0.8},
             crop_jpeg=face_jpeg(100 + n, 120, 150),
+            track_id=None if track is None else track[0],
+            track_frames=1 if track is None else track[1],
+            media_index=None if media is None else media[0],
+            media_time_s=None if media is None else media[1],
         )
         event = self.fuser.observe(sighting)
         assert event is not None and event.kind == "raised", event
@@ -270,7 +286,9 @@ async def test_officer_confirms_a_live_alert(site: Site) -> None:
             await browser.evaluate(text_of("dep-location")) == "Westfield Stratford, east entrance"
         )
 
-        live = site.raise_alert("W-0002", camera="cam_b", distance=0.274)  # while it is open
+        live = site.raise_alert(  # while it is open: a track's decision, from a recording
+            "W-0002", camera="cam_b", distance=0.274, track=("cam_b:1.7.0", 12), media=(1030, 41.2)
+        )
         await browser.wait_for(shown(item(live)), WAIT_S)
         assert await browser.evaluate(text_of("count-open")) == "2"
         await browser.click(item(live) + " button")
@@ -279,6 +297,8 @@ async def test_officer_confirms_a_live_alert(site: Site) -> None:
         assert await browser.evaluate(text_of("fact-category")) == "wanted"
         assert (await browser.evaluate(text_of("fact-score"))).startswith("0.274 (threshold 0.500")
         assert await browser.evaluate(text_of("fact-cameras")) == "cam_b"
+        assert await browser.evaluate(text_of("fact-track")) == "cam_b:1.7.0 (12 faces)"
+        assert await browser.evaluate(text_of("fact-media")) == "frame 1030 at 00:41.2"
 
         # Confirming needs an outcome: the page says so and sends nothing.
         await browser.click("#confirm")
@@ -299,6 +319,9 @@ async def test_officer_confirms_a_live_alert(site: Site) -> None:
         await browser.click(item(earlier) + " button")
         await browser.wait_for(BOTH_FACES_SHOWN, WAIT_S)
         await browser.wait_for(f"{text_of('fact-name')} === 'Jordan Example'", WAIT_S)
+        # A sighting without a track, from a live camera, says so.
+        assert await browser.evaluate(text_of("fact-track")) == "– (no track)"
+        assert await browser.evaluate(text_of("fact-media")) == "– (live)"
         shot = await browser.screenshot(ARTIFACTS / "console.png")
 
     png = shot.read_bytes()

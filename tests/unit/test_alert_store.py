@@ -204,6 +204,9 @@ def test_no_crop_outside_the_alert_row(db: Path, fuser: Fuser) -> None:
             "captured_at",
             "distance",
             "event_id",
+            "track_id",
+            "media_index",
+            "media_time_s",
         }
         assert "BLOB" not in columns.values()
         for table in ("alert_sightings", "alert_events"):

@@ -80,6 +80,10 @@ async def test_jsonl_sink_writes_each_event_once_and_resumes(db: Path, hub: Even
             "first_seen": "2023-11-14T22:13:20.000Z",
             "last_seen": "2023-11-14T22:13:21.500Z",
             "sightings": 2,
+            "track_id": None,
+            "tracks": [],
+            "media_index": None,
+            "media_time_s": None,
         }
         assert lines[0]["event"] == "raised" and lines[0]["sightings"] == 1
         # A crash mid-line: the torn line is cut off and that event written again, whole.

@@ -155,6 +155,7 @@ async def test_bodies_parameters_and_media_types(document: dict[str, Any]) -> No
         "status",
         "camera",
         "entry",
+        "track_id",
         "since",
         "until",
         "limit",
