@@ -215,10 +215,15 @@ class Fuser:
             return None
         ref = SightingRef.of(sighting)
         if tracked is not None and (
-            link is not None or self._in_window(tracked.alert, sighting.captured_at)
+            link is not None
+            or (
+                self._in_window(tracked.alert, sighting.captured_at)
+                and not self._all_rejected(tracked.alert)
+            )
         ):
             # A track's own alert takes its sightings whenever they come; another track
-            # joins the entry's alert within the window.
+            # joins the entry's alert within the window, unless an officer found every
+            # track of that alert not a match: then the new track is a new alert, shown.
             tracked.alert = _fused(tracked.alert, sighting)
             tracked.sighting_ids.add(sighting.sighting_id)
             self._current.setdefault(sighting.entry_id, tracked.alert.id)
@@ -240,6 +245,10 @@ class Fuser:
         held, tracked.held = tuple(tracked.held), []
         self.counters.raised += 1
         return AlertEvent("raised", tracked.alert, held)
+
+    def _all_rejected(self, alert: Alert) -> bool:
+        """Whether the alert has tracks and an officer rejected every one of them."""
+        return bool(alert.tracks) and all(self._rejected(t) for t in alert.tracks)
 
     def expire(self, now_captured_at: float) -> list[Alert]:
         """Stop tracking alerts whose window ended before ``now_captured_at``.

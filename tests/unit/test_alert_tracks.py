@@ -201,7 +201,8 @@ async def test_the_actor_drops_sightings_of_a_rejected_track_and_counts_them(
         batch(tracked(3, TRACK, at=2), tracked(4, "cam_b:1.1.0", camera="cam_b", at=3))
     )
     assert later["rejected_track_sightings"] == 1 and later["accepted"] == 2
-    assert later["updated"] == 1  # the other camera's track still joins the alert
+    # The other camera's track is not hidden in the rejected alert: it is a new one.
+    assert later["raised"] == 1 and later["updated"] == 0
     conflict = await actor.submit(batch(tracked(5, "cam_c:1.1.0", entry="E2", at=4)))
     assert conflict["raised"] == 1
     clash = await actor.submit(batch(tracked(6, "cam_c:1.1.0", entry="E1", at=5)))
@@ -210,7 +211,7 @@ async def test_the_actor_drops_sightings_of_a_rejected_track_and_counts_them(
     assert (stats["rejected_track_sightings"], stats["track_conflicts"]) == (1, 1)
     with AlertStore(db) as reader:
         ids = reader.sighting_ids([alert["id"]])[alert["id"]]
-    assert ids == {"cam_a:1:0", "cam_a:2:0", "cam_b:4:0"}  # nothing of the rejected one
+    assert ids == {"cam_a:1:0", "cam_a:2:0"}  # nothing of the rejected track after the decision
     # A correction to another decision counts from the next sighting on (nothing cached).
     decide(db, alert["id"], Decision.UNSURE, correction=True)
     again = await actor.submit(batch(tracked(7, TRACK, at=6)))

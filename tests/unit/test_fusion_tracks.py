@@ -125,6 +125,22 @@ def test_a_rejected_track_raises_and_updates_nothing(form: str) -> None:
     assert f.counters.below_threshold == 1 and f.counters.rejected_tracks == 2
 
 
+def test_a_new_track_after_a_rejected_alert_is_a_new_alert_for_the_officer() -> None:
+    decided: set[str] = set()
+    f = fuser(decided.__contains__)
+    first = f.observe(tracked(1, "cam_a:1.1.0", at=0))
+    assert first is not None and first.kind == "raised"
+    decided.add("cam_a:1.1.0")  # the officer: not a match
+    # Within the window, someone else tracked as the same entry is not hidden in the
+    # rejected alert: the officer sees a new one.
+    second = f.observe(tracked(2, "cam_b:1.2.0", camera="cam_b", at=5))
+    assert second is not None and second.kind == "raised"
+    assert second.alert.id != first.alert.id and second.alert.tracks == ["cam_b:1.2.0"]
+    # While the alert still has a track nobody rejected, other tracks join it as before.
+    third = f.observe(tracked(3, "cam_c:1.3.0", camera="cam_c", at=6))
+    assert third is not None and third.alert.id == second.alert.id
+
+
 def test_the_predicate_is_asked_again_for_each_sighting() -> None:
     decided: set[str] = set()
     f = fuser(decided.__contains__)
