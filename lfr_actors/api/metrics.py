@@ -120,6 +120,16 @@ _ALERT_COUNTERS = (
     ("alerts_updated", "lfr_alerts_updated_total", "Alert updates."),
     ("alerts_closed", "lfr_alerts_closed_total", "Alerts closed."),
     ("events_persisted", "lfr_alert_events_persisted_total", "Alert events persisted."),
+    (
+        "rejected_track_sightings",
+        "lfr_alert_rejected_track_sightings_total",
+        "Sightings dropped because an officer found their face track not a match.",
+    ),
+    (
+        "track_conflicts",
+        "lfr_alert_track_conflicts_total",
+        "Sightings dropped because their face track belongs to another entry's alert.",
+    ),
 )
 CAMERA_STATES = (
     "created",

@@ -129,6 +129,14 @@ TRACK_FAMILIES = {
     "lfr_embedder_tracks_started_total": ("counter", "Face tracks the embedder began."),
     "lfr_embedder_tracks_ended_total": ("counter", "Face tracks the embedder ended."),
     "lfr_embedder_tracks_live": ("gauge", "Face tracks the embedder follows now (people in view)."),
+    "lfr_alert_rejected_track_sightings_total": (
+        "counter",
+        "Sightings dropped because an officer found their face track not a match.",
+    ),
+    "lfr_alert_track_conflicts_total": (
+        "counter",
+        "Sightings dropped because their face track belongs to another entry's alert.",
+    ),
 }
 """The families added when the face track became the unit of decision (issue 10)."""
 
@@ -243,6 +251,8 @@ def realistic_status() -> dict[str, Any]:
                 "alerts_closed": 1,
                 "decode_errors": 0,
                 "events_persisted": 5,
+                "rejected_track_sightings": 1,
+                "track_conflicts": 0,
                 "open_alerts": 2,
                 "role": "alerts",
                 "restarts": 0,
