@@ -63,8 +63,13 @@ async def site(tmp_path: Path) -> AsyncIterator[StatusSite]:
     create_deployment(db)
     served = StatusSite(db)
     served.cameras = {
-        "cam_north": {"state": "running", "frames_processed": 120, "faces": 9},
-        "cam_gate": {"state": "stalled", "last_error": STALLED_ERROR, "frames_processed": 30},
+        "cam_north": {"state": "running", "frames_processed": 120, "faces": 9, "tracks": 2},
+        "cam_gate": {
+            "state": "stalled",
+            "last_error": STALLED_ERROR,
+            "frames_processed": 30,
+            "tracks": 1,
+        },
         "cam_yard": {"state": "reconnecting", "last_error": "cam_yard: cannot open rtsp://x"},
         "cam_lost": {"unavailable": "GetTimeoutError: stats timed out", "role": "camera"},
     }
@@ -94,6 +99,9 @@ async def test_the_strip_shows_every_camera_and_a_stalled_one_in_red(site: Statu
         assert shown["cam_yard"][3] not in (red, green)
         assert not await browser.evaluate("document.getElementById('camera-strip').hidden")
         assert await browser.evaluate(text_of("count-frames")) == "150"
+        # People (face tracks) beside faces: what the deployment has seen, not frames.
+        assert await browser.evaluate(text_of("count-people")) == "3"
+        assert await browser.evaluate(text_of("count-faces")) == "9"
         await browser.screenshot(ARTIFACTS / "console-cameras.png")
 
         site.cameras["cam_gate"] = {"state": "running", "last_error": None}  # it recovers
