@@ -43,32 +43,48 @@ class Pair:
     same: bool
 
 
-def read_pairs(path: Path, root: Path) -> list[Pair]:
-    """Parse a pairs CSV (header ``a,b,same``); every problem is reported with its line."""
+def read_table(
+    path: Path, columns: tuple[str, ...], error: type[LfrError] = EvaluationInputError
+) -> tuple[list[tuple[int, tuple[str, ...]]], list[str]]:
+    """A CSV file's rows as ``(line, the named columns' cells, stripped)``, and its errors.
+
+    The header must name ``columns`` (in any order, among others); blank rows are skipped;
+    a row with too few cells is an error naming its line (returned, so a caller can add
+    its own and report them all at once). An unreadable file, an empty one or a header
+    without the columns raises ``error`` at once.
+    """
     try:
         text = path.read_text("utf-8-sig")
     except OSError as exc:
-        raise EvaluationInputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    reader = csv.reader(text.splitlines())
-    rows = list(reader)
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    rows = list(csv.reader(text.splitlines()))
+    wanted = ",".join(columns)
     if not rows:
-        raise EvaluationInputError(f"{path}:1: the file is empty; expected a header a,b,same")
+        raise error(f"{path}:1: the file is empty; expected a header {wanted}")
     header = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in ("a", "b", "same") if c not in header]
+    missing = [c for c in columns if c not in header]
     if missing:
-        raise EvaluationInputError(
-            f"{path}:1: missing column(s) {', '.join(missing)}; the header must name a,b,same "
+        raise error(
+            f"{path}:1: missing column(s) {', '.join(missing)}; the header must name {wanted} "
             f"(found {', '.join(header) or 'nothing'})"
         )
-    col = {name: header.index(name) for name in ("a", "b", "same")}
-    pairs, errors = [], []
+    index = [header.index(name) for name in columns]
+    found, errors = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
         if len(row) < len(header):
             errors.append(f"{path}:{line}: expected {len(header)} columns, found {len(row)}")
             continue
-        a, b, same = (row[col[c]].strip() for c in ("a", "b", "same"))
+        found.append((line, tuple(row[i].strip() for i in index)))
+    return found, errors
+
+
+def read_pairs(path: Path, root: Path) -> list[Pair]:
+    """Parse a pairs CSV (header ``a,b,same``); every problem is reported with its line."""
+    rows, errors = read_table(path, ("a", "b", "same"))
+    pairs = []
+    for line, (a, b, same) in rows:
         label = same.lower()
         if label not in _TRUE | _FALSE:
             errors.append(f"{path}:{line}: 'same' is {same!r}; use 1/0, yes/no or true/false")

@@ -19,7 +19,6 @@ false alerts (alerts of an entry when that entry was not in view).
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 
 from lfr_actors.enrolment import enrol_image
 from lfr_actors.errors import EnrolmentRejectedError, ImageError, LfrError
+from lfr_actors.evaluate import read_table
 from lfr_actors.index.shard import ShardIndex
 from lfr_actors.models.embedder import distances
 from lfr_actors.models.images import load_image
@@ -159,32 +159,10 @@ def load_entries(pipeline: FacePipeline, watchlist: Path) -> list[Entry]:
 
 def read_truth(path: Path, entry_ids: Sequence[str]) -> list[Appearance]:
     """Parse a truth CSV (header ``entry,first_frame,last_frame``); problems name the line."""
-    try:
-        text = path.read_text("utf-8-sig")
-    except OSError as exc:
-        raise VideoEvaluationError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    rows = list(csv.reader(text.splitlines()))
-    if not rows:
-        raise VideoEvaluationError(
-            f"{path}:1: the file is empty; expected a header {','.join(_TRUTH_COLUMNS)}"
-        )
-    header = [h.strip().lower() for h in rows[0]]
-    missing = [c for c in _TRUTH_COLUMNS if c not in header]
-    if missing:
-        raise VideoEvaluationError(
-            f"{path}:1: missing column(s) {', '.join(missing)}; the header must name "
-            f"{','.join(_TRUTH_COLUMNS)} (found {', '.join(header) or 'nothing'})"
-        )
-    col = {name: header.index(name) for name in _TRUTH_COLUMNS}
+    rows, errors = read_table(path, _TRUTH_COLUMNS, VideoEvaluationError)
     known = set(entry_ids)
-    found, errors = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) < len(header):
-            errors.append(f"{path}:{line}: expected {len(header)} columns, found {len(row)}")
-            continue
-        entry, first, last = (row[col[c]].strip() for c in _TRUTH_COLUMNS)
+    found = []
+    for line, (entry, first, last) in rows:
         if entry not in known:
             errors.append(
                 f"{path}:{line}: entry {entry!r} is not on the watchlist "
