@@ -14,6 +14,9 @@ call and the one index search the caller makes:
    decisions that go on as sightings: a track with ``min_track_frames`` faces whose evidence
    is within the threshold of an entry matches it, and afterwards only that entry.
 
+The embedder calls the first two steps from its worker thread and the third from its
+event loop, so every public method holds one lock: the steps never interleave.
+
 Frames of one camera must come in order; a frame older than one already seen is analysed
 but not tracked (counted as ``frames_out_of_order``). A camera whose run epoch changes (it
 restarted) starts all its tracks afresh. Everything here is memory only: a track's evidence
@@ -23,10 +26,13 @@ is dropped when it ends (lost for ``max_missed_frames``), when its camera restar
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -39,10 +45,23 @@ from lfr_actors.tracking.config import TrackingConfig
 from lfr_actors.tracking.evidence import SPLIT_AFTER, TrackEvidence, face_weight
 from lfr_actors.tracking.tracker import BoxTracker
 
+_T = TypeVar("_T")
+
 CROP_MARGIN = 1.6
 """The officer's crop is a square this many times the face box's longer side."""
 IDLE_END_S = 10.0
 """A camera that sent no frame for this long has its tracks ended (its stream stopped)."""
+
+
+def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run the method holding the stage's lock."""
+
+    @functools.wraps(method)
+    def run(self: Tracking, *args: object, **kwargs: object) -> _T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,7 @@ class Tracking:
         crop_size: int = 160,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._lock = threading.RLock()
         self.config = config
         self.clock = clock
         self.metric = metric
@@ -162,6 +182,7 @@ class Tracking:
             0,
         )
 
+    @_locked
     def set_threshold(
         self, threshold: float, entry_thresholds: Mapping[str, float] | None = None
     ) -> None:
@@ -178,6 +199,7 @@ class Tracking:
         return max([self.threshold, *self.entry_thresholds.values()])
 
     @property
+    @_locked
     def live(self) -> int:
         """Tracks alive now, over all cameras."""
         return sum(len(camera.tracks) for camera in self._cameras.values())
@@ -188,6 +210,7 @@ class Tracking:
 
     # -- step 1 ----------------------------------------------------------------------------
 
+    @_locked
     def observe(self, frames: Sequence[FrameInfo], images: Sequence[AnalysedImage]) -> Plan:
         """Match each frame's faces to its camera's tracks; choose the faces to embed."""
         if len(frames) != len(images):
@@ -235,6 +258,7 @@ class Tracking:
 
     # -- step 2 ----------------------------------------------------------------------------
 
+    @_locked
     def absorb(
         self,
         plan: Plan,
@@ -303,6 +327,7 @@ class Tracking:
 
     # -- step 3 ----------------------------------------------------------------------------
 
+    @_locked
     def decide(
         self, queries: Sequence[TrackQuery], hits: Sequence[Sequence[tuple[str, float]]]
     ) -> list[TrackDecision]:
@@ -344,6 +369,7 @@ class Tracking:
 
     # -- ends ------------------------------------------------------------------------------
 
+    @_locked
     def end_camera(self, camera_id: str) -> int:
         """End every track of one camera (its stream ended); returns how many."""
         camera = self._cameras.pop(camera_id, None)
@@ -351,12 +377,14 @@ class Tracking:
             return 0
         return self._end_all_of(camera)
 
+    @_locked
     def end_idle(self, idle_s: float = IDLE_END_S) -> int:
         """End the tracks of cameras that sent nothing for ``idle_s``; returns how many."""
         now = self.clock()
         idle = [c for c, camera in self._cameras.items() if now - camera.seen_at > idle_s]
         return sum(self.end_camera(camera_id) for camera_id in idle)
 
+    @_locked
     def end_all(self) -> int:
         """End every track of every camera (drain, shutdown); returns how many."""
         ended = sum(self._end_all_of(camera) for camera in self._cameras.values())
