@@ -38,7 +38,10 @@ tracks matched falsely (false match rate), with counts; and a threshold-free sep
 non-mated track's best value, a mated track whose nearest entry is wrong counting as worst).
 
     python loadtest/bench_track_rules.py [--home DIR] [--data DIR] [--sizes 20 24 32 48]
-        [--frames 10] [--seed 0] [--thresholds 0.55 0.6 0.65] [--people NAME ...]
+        [--frames 10] [--seed 0 [1 ...]] [--thresholds 0.55 0.6 0.65] [--people NAME ...]
+
+With several seeds, every probe makes one track per seed and size, and the counts are
+those of all of them together.
 """
 
 from __future__ import annotations
@@ -311,6 +314,7 @@ class Track:
     photo: Photo
     size_px: float
     frames: int
+    seed: int = 0
     no_face: int = 0
     vectors: FloatArray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     weights: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float64))
@@ -324,13 +328,16 @@ def build_track(
     region: tuple[UInt8Array, FloatArray],
     size_px: float,
     frames: int,
-    rng: np.random.Generator,
+    stream: tuple[int, int],
     config: TrackingConfig,
 ) -> Track:
-    """Render, detect, pick and embed one track (see the module docstring)."""
+    """Render, detect, pick and embed one track (see the module docstring); ``stream`` is
+    the seed and the photo's number, which choose the track's degradations."""
     crop, box = region
-    track = Track(photo, size_px, frames)
+    seed, number = stream
+    track = Track(photo, size_px, frames, seed)
     chips, weights, passed = [], [], []
+    rng = track_rng(seed, number, size_px)
     for frame, where, _ in render_track(crop, box, size_px, frames, rng):
         found = pipeline.find(frame)
         face = pick_face(found.detections.boxes, where)
@@ -526,7 +533,7 @@ def run(
     *,
     sizes: Sequence[float],
     frames: int,
-    seed: int,
+    seeds: Sequence[int],
     thresholds: Sequence[float],
     only: Sequence[str] | None = None,
     config: TrackingConfig | None = None,
@@ -550,9 +557,8 @@ def run(
     tracks_out: list[dict[str, Any]] = []
     for size in sizes:
         tracks = [
-            build_track(
-                pipeline, photo, regions[photo], size, frames, track_rng(seed, i, size), config
-            )
+            build_track(pipeline, photo, regions[photo], size, frames, (seed, i), config)
+            for seed in seeds
             for i, photo in enumerate(probes)
         ]
         faces = sum(len(t.weights) for t in tracks)
@@ -596,7 +602,7 @@ def run(
         "settings": {
             "sizes_px": list(sizes),
             "frames_per_track": frames,
-            "seed": seed,
+            "seeds": list(seeds),
             "thresholds": list(thresholds),
             "default_threshold": spec.default_threshold,
             "model": f"{spec.name} {spec.version}",
@@ -628,6 +634,7 @@ def _track_row(
     row: dict[str, Any] = {
         "photo": f"{track.photo.identity}/{track.photo.path.name}",
         "size_px": track.size_px,
+        "seed": track.seed,
         "mated": mated,
         "threshold": threshold,
         "faces": len(track.weights),
@@ -651,7 +658,7 @@ def format_table(report: dict[str, Any]) -> str:
     out = [
         f"{settings['model']} ({settings['metric']}), default threshold "
         f"{settings['default_threshold']:g}, {settings['frames_per_track']} frames per track, "
-        f"min_faces {settings['min_faces']}, seed {settings['seed']}",
+        f"min_faces {settings['min_faces']}, seeds {' '.join(map(str, settings['seeds']))}",
         "photos: " + ", ".join(f"{k} {v}" for k, v in report["photos"].items()),
     ]
     for size in report["sizes"]:
@@ -689,7 +696,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     parser.add_argument("--sizes", type=float, nargs="+", default=[20, 24, 32, 48])
     parser.add_argument("--frames", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one track per seed")
     parser.add_argument(
         "--thresholds",
         type=float,
@@ -721,7 +728,7 @@ def main() -> None:
             args.data / "faces" / "people",
             sizes=args.sizes,
             frames=args.frames,
-            seed=args.seed,
+            seeds=args.seed,
             thresholds=thresholds,
             only=args.people,
             min_faces=args.min_faces,

@@ -275,7 +275,7 @@ def test_a_small_run_reports_every_rule_and_its_counts_add_up(
         shared_data / "faces" / "people",
         sizes=[32],
         frames=3,
-        seed=0,
+        seeds=[0],
         thresholds=[0.6],
         only=people,
         min_faces=2,
@@ -306,7 +306,8 @@ def test_a_small_run_reports_every_rule_and_its_counts_add_up(
             assert (row["mated"], row["non_mated"]) == (4, 5), rule
         assert row["correct"] + row["wrong"] <= row["mated"] or rule.endswith("_any")
         assert 0 <= row["false"] <= row["non_mated"]
-        assert row["tmr"] == round(row["correct"] / row["mated"], 3) if row["mated"] else True
+        assert row["tmr"] == round(row["correct"] / row["mated"], 3)
+        assert row["fmr"] == round(row["false"] / row["non_mated"], 3)
     for rule in bench.ALTERNATIVES:
         decided = sum(t[rule]["decision"] == t["photo"].split("/")[0] for t in tracks if t["mated"])
         assert rules[rule]["correct"] == decided
