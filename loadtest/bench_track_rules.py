@@ -41,7 +41,9 @@ non-mated track's best value, a mated track whose nearest entry is wrong countin
         [--frames 10] [--seed 0 [1 ...]] [--thresholds 0.55 0.6 0.65] [--people NAME ...]
 
 With several seeds, every probe makes one track per seed and size, and the counts are
-those of all of them together.
+those of all of them together. The pipeline is ``lfr evaluate``'s (the model layer's
+defaults: the detector searches from 20 px, the quality gate asks 40 px), and the face
+region is taken from the same working copy (at most 2 megapixels) enrolment finds faces on.
 """
 
 from __future__ import annotations
