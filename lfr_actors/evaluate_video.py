@@ -38,7 +38,7 @@ from lfr_actors.models.pipeline import AnalysedImage, FacePipeline
 from lfr_actors.models.types import FloatArray, UInt8Array
 from lfr_actors.topology.loader import TopologyError, load_watchlist
 from lfr_actors.tracking.config import TrackingConfig
-from lfr_actors.tracking.evidence import TrackEvidence, face_weight
+from lfr_actors.tracking.evidence import TrackEvidence, decision_threshold, face_weight
 from lfr_actors.tracking.stage import FrameInfo, Tracking
 
 CLIP_CAMERA = "clip"
@@ -477,6 +477,8 @@ def _track_report(
         normalise=tracking.normalise,
         threshold_for=tracking.threshold_for,
         min_faces=tracking.config.min_track_frames,
+        largest_px=max(seen.sizes),
+        config=tracking.config,
     )
     report.distances = dict(rules.pop("distances"))
     report.alternatives = rules
@@ -492,15 +494,25 @@ def track_rules(
     normalise: bool,
     threshold_for: Callable[[str], float],
     min_faces: int,
+    largest_px: float | None = None,
+    config: TrackingConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each rule of :data:`ALTERNATIVES` on one track's faces: nearest entry, value, decision.
 
     ``vectors`` are the track's face embeddings ``[N, D]``, ``weights`` their
     :func:`~lfr_actors.tracking.evidence.face_weight`. A rule decides an entry only with
     at least ``min_faces`` faces: the mean rules and the median when the value is within
-    the entry's threshold, the vote when at least half the faces are. Also returns
-    ``"distances"``: the weighted mean's distance to every entry.
+    the entry's threshold, the vote when at least half the faces are. Given the track's
+    ``largest_px`` face and the tracking ``config``, every rule uses the threshold
+    production decides with (:func:`~lfr_actors.tracking.evidence.decision_threshold`).
+    Also returns ``"distances"``: the weighted mean's distance to every entry.
     """
+    if largest_px is not None and config is not None:
+        given = threshold_for
+
+        def threshold_for(entry_id: str) -> float:
+            return decision_threshold(given(entry_id), largest_px, config)
+
     vectors = np.asarray(vectors, np.float64)
     if normalise:
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

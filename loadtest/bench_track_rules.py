@@ -381,14 +381,20 @@ def decide(
     metric: str,
     normalise: bool,
     min_faces: int,
+    config: TrackingConfig | None = None,
 ) -> dict[str, Any]:
     """Every rule's decision on one track against one gallery at one threshold.
+
+    With ``config``, the track rules decide with production's threshold for the track's
+    largest face (its ``small_face_margin``); without, with ``threshold`` itself.
 
     Track rules: ``{"entry", "value", "decision"}`` from :func:`track_rules` (no decision
     when no face has weight). Frame rules: the faces' own decisions (``faces``) and the
     nearest entries and values (``nearest``, ``values``) the separation is measured on.
     """
     keep = track.weights > 0
+    sizes = np.asarray(track.sizes, np.float64)
+    largest = float(sizes[keep].max()) if sizes.shape == keep.shape and keep.any() else None
     out: dict[str, Any] = {}
     if keep.any():
         rules = track_rules(
@@ -399,6 +405,8 @@ def decide(
             normalise=normalise,
             threshold_for=lambda _entry: threshold,
             min_faces=min_faces,
+            largest_px=largest,
+            config=config,
         )
         rules.pop("distances")
         out.update(rules)
@@ -594,6 +602,7 @@ def run(
                         metric=spec.metric,
                         normalise=spec.l2_normalise,
                         min_faces=min_faces,
+                        config=config,
                     )
                     outcomes.append((track.photo, mated, decided))
                     tracks_out.append(_track_row(track, mated, threshold, decided))
@@ -614,6 +623,7 @@ def run(
             "tracking": {
                 "min_face_px": config.min_face_px,
                 "full_face_px": config.full_face_px,
+                "small_face_margin": config.small_face_margin,
             },
             "canvas": f"{CANVAS[1]}x{CANVAS[0]}",
         },
@@ -710,6 +720,12 @@ def main() -> None:
         "--min-faces", type=int, help="faces a track rule needs (default: min_track_frames)"
     )
     parser.add_argument(
+        "--small-face-margin",
+        type=float,
+        default=TrackingConfig().small_face_margin,
+        help="production's stricter threshold for small-face tracks (0: the plain threshold)",
+    )
+    parser.add_argument(
         "--json", type=Path, help="write the whole JSON report (with every track) here"
     )
     args = parser.parse_args()
@@ -733,9 +749,10 @@ def main() -> None:
             seeds=args.seed,
             thresholds=thresholds,
             only=args.people,
+            config=TrackingConfig(small_face_margin=args.small_face_margin),
             min_faces=args.min_faces,
         )
-    except BenchError as exc:
+    except (BenchError, ValueError) as exc:
         sys.exit(f"bench_track_rules: {exc}")
     report["machine"] = machine(
         onnxruntime=ort.__version__,

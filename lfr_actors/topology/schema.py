@@ -832,6 +832,12 @@ class TrackingSettings(_Strict):
         "the most tracks one camera follows at once, a bound on memory. Beyond it the track "
         "seen least recently ends.",
     )
+    small_face_margin: Float = _tracking(
+        "small_face_margin",
+        "the distance by which a track of small faces is decided stricter than the "
+        "threshold: all of it when its largest face is min_face_px, none from full_face_px. "
+        "Blurred small faces of strangers come closer to a watchlist photo than large ones.",
+    )
 
     def _violations(self) -> list[RuleViolation]:
         if self.full_face_px >= self.min_face_px:

@@ -18,6 +18,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "reembed_gain": (1.0, 10.0),
     "no_match_frames": (1, 1000),
     "max_tracks": (1, 10000),
+    "small_face_margin": (0.0, 0.5),
 }
 """The inclusive range of each setting (the topology schema states the same ranges)."""
 
@@ -40,6 +41,10 @@ class TrackingConfig:
     ``no_match_frames`` faces, is embedded again only when a face is ``reembed_gain``
     times better than its best so far, or every ``reembed_every`` frames.
 
+    ``small_face_margin``: how much stricter than the threshold a track of small faces is
+    decided (see :func:`~lfr_actors.tracking.evidence.decision_threshold`): the whole
+    margin when its largest face is at ``min_face_px``, none from ``full_face_px``.
+
     ``max_tracks``: the most live tracks per camera (a bound on memory); beyond it the
     track seen least recently ends.
     """
@@ -54,6 +59,7 @@ class TrackingConfig:
     reembed_gain: float = 1.25
     no_match_frames: int = 15
     max_tracks: int = 256
+    small_face_margin: float = 0.05
 
     def __post_init__(self) -> None:
         for item in fields(self):

@@ -42,7 +42,12 @@ from lfr_actors.models.images import encode_jpeg
 from lfr_actors.models.pipeline import AnalysedImage
 from lfr_actors.models.types import FloatArray, UInt8Array
 from lfr_actors.tracking.config import TrackingConfig
-from lfr_actors.tracking.evidence import SPLIT_AFTER, TrackEvidence, face_weight
+from lfr_actors.tracking.evidence import (
+    SPLIT_AFTER,
+    TrackEvidence,
+    decision_threshold,
+    face_weight,
+)
 from lfr_actors.tracking.tracker import BoxTracker
 
 _T = TypeVar("_T")
@@ -284,6 +289,8 @@ class Tracking:
                 moved[id(face.track)] = track
                 latest.pop(id(current), None)
             track.add(embedding, face.weight)
+            size = analysed[face.frame].quality[face.face].size_px
+            track.largest_px = max(track.largest_px, float(size))
             went.append(track)
             self.counters["faces_embedded"] += 1
             if face.weight > track.best_weight:
@@ -335,8 +342,10 @@ class Tracking:
 
         A track that matched an entry is decided against that entry only (a track never
         matches two). An undecided track matches the nearest entry within that entry's
-        threshold; after ``no_match_frames`` faces without one it is decided as no match
-        (and is still compared when it is embedded again).
+        threshold, made stricter for a track of small faces (see
+        :func:`~lfr_actors.tracking.evidence.decision_threshold`); after
+        ``no_match_frames`` faces without one it is decided as no match (and is still
+        compared when it is embedded again).
         """
         if len(queries) != len(hits):
             raise ValueError(f"{len(queries)} tracks queried but {len(hits)} answers")
@@ -346,7 +355,9 @@ class Tracking:
             candidates = [
                 (str(entry), float(distance))
                 for entry, distance in found
-                if math.isfinite(distance) and distance <= self.threshold_for(str(entry))
+                if math.isfinite(distance)
+                and distance
+                <= decision_threshold(self.threshold_for(str(entry)), track.largest_px, self.config)
             ]
             if track.entry_id is not None:
                 candidates = [c for c in candidates if c[0] == track.entry_id]

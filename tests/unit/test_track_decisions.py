@@ -21,7 +21,7 @@ from lfr_actors.models.pipeline import AnalysedImage
 from lfr_actors.models.quality import FaceQuality
 from lfr_actors.models.types import Detections
 from lfr_actors.tracking.config import TrackingConfig
-from lfr_actors.tracking.evidence import TrackEvidence, face_weight
+from lfr_actors.tracking.evidence import TrackEvidence, decision_threshold, face_weight
 from lfr_actors.tracking.stage import FrameInfo, Tracking, crop_jpeg
 
 DIM = 4
@@ -126,6 +126,21 @@ def test_face_weight_counts_size_sharpness_pose_and_score() -> None:
     assert face_weight(quality(sharpness=0.0), config) == pytest.approx(0.1)  # blurred: a tenth
     assert face_weight(quality(score=0.5), config) == pytest.approx(0.5)
     assert face_weight(quality(size_px=float("nan")), config) == 0.0
+
+
+def test_a_track_of_small_faces_is_decided_with_a_stricter_threshold() -> None:
+    config = TrackingConfig(small_face_margin=0.05)  # min_face_px 20, full_face_px 60
+    assert decision_threshold(0.6, 20.0, config) == pytest.approx(0.55)
+    assert decision_threshold(0.6, 40.0, config) == pytest.approx(0.575)
+    assert decision_threshold(0.6, 60.0, config) == decision_threshold(0.6, 200.0, config) == 0.6
+    assert decision_threshold(0.6, 24.0, TrackingConfig(small_face_margin=0.0)) == 0.6
+    t = tracking(min_track_frames=1, small_face_margin=0.05)
+    t.set_threshold(0.05)
+    small = quality(size_px=20.0)
+    _, decisions = Clip(t).frame([BOX], [NEAR_ALICE], [small])  # 0.045 from alice
+    assert decisions == []  # within 0.05, but not within 0.05 less the whole margin
+    _, decisions = Clip(t, "large").frame([BOX], [NEAR_ALICE], [GOOD])
+    assert [d.entry_id for d in decisions] == ["alice"]
 
 
 def test_a_track_is_compared_only_with_min_track_frames_faces_and_then_matches() -> None:
