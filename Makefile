@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck bench bench-models bench-index bench-pipeline clean
+.PHONY: demo test lint typecheck bench bench-models bench-index bench-pipeline bench-track-rules clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-bench: bench-models bench-index bench-pipeline
+bench: bench-models bench-index bench-pipeline bench-track-rules
 
 bench-models: $(STAMP)
 	$(BIN)/python loadtest/bench_models.py
@@ -37,6 +37,9 @@ bench-index: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python loadtest/bench_pipeline.py
+
+bench-track-rules: $(STAMP)
+	$(BIN)/python loadtest/bench_track_rules.py --seed 0 1 2 --sizes 20 24 28 32 48
 
 clean:
 	rm -rf $(VENV) .lfr .pytest_cache .mypy_cache .ruff_cache
