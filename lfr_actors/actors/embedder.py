@@ -496,7 +496,7 @@ def _frame_info(frame: Frame) -> FrameInfo:
 
 def _sighting(frame: Frame, decision: TrackDecision) -> Sighting:
     """The sighting of one track decision: the frame's ids and time, the track's best face."""
-    track = decision.track
+    best = decision.best
     return Sighting(
         sighting_id=sighting_id(frame, decision.face, decision.entry_id),
         camera_id=frame.camera_id,
@@ -504,11 +504,11 @@ def _sighting(frame: Frame, decision: TrackDecision) -> Sighting:
         captured_at=frame.captured_at,
         entry_id=decision.entry_id,
         distance=decision.distance,
-        box=list(track.best_box),
-        quality=dict(track.best_quality),
-        crop_jpeg=track.best_crop,
-        track_id=track.track_id,
-        track_frames=track.faces,
-        media_index=track.best_media_index,
-        media_time_s=track.best_media_time_s,
+        box=best.box,
+        quality=best.quality,
+        crop_jpeg=best.crop,
+        track_id=decision.track.track_id,
+        track_frames=best.faces,
+        media_index=best.media_index,
+        media_time_s=best.media_time_s,
     )

@@ -107,13 +107,42 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class BestFace:
+    """A track's best face as it was when the track was queried: what a sighting shows.
+
+    Taken at :meth:`Tracking.absorb`, so a track that ends before its decision comes back
+    (the next batch's frames lost it) still has its crop in the sighting.
+    """
+
+    crop: bytes = field(repr=False)
+    box: list[float]
+    quality: dict[str, float]
+    media_index: int | None
+    media_time_s: float | None
+    faces: int
+
+    @staticmethod
+    def of(track: TrackEvidence) -> BestFace:
+        """The best face of ``track`` now."""
+        return BestFace(
+            track.best_crop,
+            list(track.best_box),
+            dict(track.best_quality),
+            track.best_media_index,
+            track.best_media_time_s,
+            track.faces,
+        )
+
+
+@dataclass(frozen=True)
 class TrackQuery:
-    """A track to compare with the watchlist: its evidence vector and the latest frame."""
+    """A track to compare with the watchlist: its evidence vector, best face, latest frame."""
 
     track: TrackEvidence
     vector: FloatArray
     frame: int
     face: int
+    best: BestFace
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,7 @@ class TrackDecision:
     face: int
     first: bool
     """True for the decision that matched the track (the rest update it)."""
+    best: BestFace
 
 
 @dataclass
@@ -303,7 +333,9 @@ class Tracking:
                 track.best_media_index = info.media_index
                 track.best_media_time_s = info.media_time_s
             if track.faces >= self.config.min_track_frames:
-                latest[id(track)] = TrackQuery(track, track.mean(), face.frame, face.face)
+                latest[id(track)] = TrackQuery(
+                    track, track.mean(), face.frame, face.face, BestFace.of(track)
+                )
         return Absorbed(list(latest.values()), went)
 
     def _maybe_split(
@@ -374,7 +406,7 @@ class Tracking:
             if track.best_distance is None or distance < track.best_distance:
                 track.best_distance = distance
             decisions.append(
-                TrackDecision(track, entry_id, distance, query.frame, query.face, first)
+                TrackDecision(track, entry_id, distance, query.frame, query.face, first, query.best)
             )
         return decisions
 

@@ -356,3 +356,19 @@ def test_tracker_memory_stays_bounded_on_a_long_crowded_stream() -> None:
     assert peaks[1] < peaks[0] * 1.5 + 200_000, peaks  # no growth with the stream's length
     live = t.live
     assert t.end_all() == live and t.live == 0
+
+
+def test_a_track_that_ends_before_its_decision_still_shows_its_best_face() -> None:
+    """The embedder decides a batch while its worker observes the next one."""
+    t = tracking(min_track_frames=1, max_missed_frames=0)
+    image = np.full((240, 320, 3), 120, np.uint8)
+    first = FrameInfo("cam", "e1", 1, 1.0, 0, 0.0)
+    seen = analysed([BOX])
+    plan = t.observe([first], [seen])
+    queries = t.absorb(plan, NEAR_ALICE[None], [first], [image], [seen]).queries
+    t.observe([FrameInfo("cam", "e1", 2, 2.0)], [analysed([])])  # the next batch loses it
+    (track,) = [q.track for q in queries]
+    assert track.best_crop == b"" and t.live == 0  # its evidence is gone already
+    (decision,) = t.decide(queries, [[("alice", 0.04)]])
+    assert decision.best.crop.startswith(b"\xff\xd8") and decision.best.faces == 1
+    assert decision.best.box == [100.0, 60.0, 180.0, 160.0] and decision.best.media_index == 0
