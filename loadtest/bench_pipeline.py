@@ -209,6 +209,26 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {f"p{q}": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
 
 
+async def _embedder_stats(deployment: Deployment) -> dict[str, Any]:
+    """The embedder replicas' own stats, asked directly (tried again on a slow answer)."""
+    for _ in range(5):
+        with contextlib.suppress(Exception):
+            replies = await asyncio.wait_for(
+                asyncio.gather(*(h.stats.remote() for h in deployment.kernel.of_role("embedder"))),
+                10,
+            )
+            if len(replies) == 1:
+                return dict(replies[0])
+            summed: dict[str, Any] = {}
+            for reply in replies:
+                for key, value in reply.items():
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        summed[key] = summed.get(key, 0) + value
+            return summed
+        await asyncio.sleep(0.5)
+    return {}
+
+
 def pipeline_run(
     home: Path,
     samples: dict[str, Path],
@@ -239,13 +259,14 @@ def pipeline_run(
                 if handles and all(ended):
                     ended_at = time.perf_counter()
                     status = await deployment.status()
+                    status["embedder_stats"] = await _embedder_stats(deployment)
         summary = await runner
         summary["processing_seconds"] = (ended_at or time.perf_counter()) - started
         return summary, status
 
     summary, status = asyncio.run(run())
     seconds = summary["processing_seconds"]
-    embedder = next(iter(status.get("embedders", {}).values()), {})
+    embedder = status.get("embedder_stats") or {}
     return {
         "frames": summary["frames"],
         "faces": summary["faces"],
