@@ -1,8 +1,11 @@
 """The real embedder (real models, no Ray) while the alert store cannot take sightings.
 
 Only the embedder's two downstream calls are scripted: the index search answers a hit for
-every face, and the alert actor's ``submit`` refuses as a full store does
-(:class:`~lfr_actors.actors.alerts.StoreUnavailableError`) until space comes back.
+every track, and the alert actor's ``submit`` refuses as a full store does
+(:class:`~lfr_actors.actors.alerts.StoreUnavailableError`) until space comes back. The
+embedder decides its one face track on the first face and embeds it again on every frame
+(``min_track_frames: 1``, ``reembed_every: 1``), so every frame yields one sighting, as
+the buffering under test needs.
 """
 
 from __future__ import annotations
@@ -65,7 +68,12 @@ def face(shared_data: Path) -> np.ndarray:
 def _embedder(downstream: Downstream) -> EmbedderActor:
     actor = EmbedderActor(
         embedder_settings(
-            {"max_batch": 1, "max_wait_ms": 1, "detector": {"min_face_px": 20}},
+            {
+                "max_batch": 1,
+                "max_wait_ms": 1,
+                "detector": {"min_face_px": 20},
+                "tracking": {"min_track_frames": 1, "reembed_every": 1},
+            },
             models_home=str(lfr_test_home()),
         )
     )
