@@ -258,9 +258,8 @@ def evaluate_clip(
     for entry in entries:
         index.add(entry.entry_id, np.asarray(entry.templates, np.float32))
     seen: dict[str, _Seen] = {}
-    by_track: dict[int, str] = {}
     decisions: list[FrameDecision] = []
-    fps_times: dict[int, float] = {}
+    media_times: dict[int, float] = {}
     sampled = 0
     pending: list[tuple[int, float, UInt8Array]] = []
 
@@ -291,7 +290,7 @@ def evaluate_clip(
         queries = absorbed.queries
         tracks_of = {(p.frame, p.face): t for p, t in zip(plan.faces, absorbed.tracks, strict=True)}
         for p, track in zip(plan.faces, absorbed.tracks, strict=True):
-            entry = _record(seen, by_track, track, group[p.frame][0])
+            entry = _record(seen, track, group[p.frame][0])
             entry.embeddings.append(embedded[row_of[(p.frame, p.face)]])
             entry.weights.append(p.weight)
             entry.sizes.append(analysed[p.frame].quality[p.face].size_px)
@@ -301,7 +300,7 @@ def evaluate_clip(
             else []
         )
         for decision in tracking.decide(queries, hits):
-            record = _record(seen, by_track, decision.track, group[decision.frame][0])
+            record = _record(seen, decision.track, group[decision.frame][0])
             if record.decision is None:
                 record.decision = decision.entry_id
                 record.decided_at = group[decision.frame][0]
@@ -318,7 +317,7 @@ def evaluate_clip(
             top_k=top_k,
         )
         for i, t, _ in group:
-            fps_times[i] = t
+            media_times[i] = t
 
     decoded = [0]
     for frame_index, media_time, image in _frames(clip, every, decoded):
@@ -334,7 +333,6 @@ def evaluate_clip(
     tracking.end_all()
     tracks = [_track_report(tid, s, entries, spec.metric, tracking) for tid, s in seen.items()]
     tracks.sort(key=lambda t: (t.first_frame, t.track_id))
-    window = fusion_window_s
     track_alerts = _fused(
         [
             (
@@ -346,14 +344,14 @@ def evaluate_clip(
             for t in tracks
             if t.decision
         ],
-        fps_times,
-        window,
+        media_times,
+        fusion_window_s,
         truth,
     )
     frame_alerts = _fused(
         [(d.frame_match, d.frame, d.frame, d.size_px) for d in decisions if d.frame_match],
-        fps_times,
-        window,
+        media_times,
+        fusion_window_s,
         truth,
     )
     report = ClipReport(
@@ -374,8 +372,8 @@ def evaluate_clip(
                 if t.alternatives and t.alternatives[rule]["decision"]
                 for size in [t.smallest_face_px or 0.0]
             ],
-            fps_times,
-            window,
+            media_times,
+            fusion_window_s,
             truth,
         )
     if truth is not None:
@@ -397,15 +395,12 @@ the plain mean, the median of the faces' own distances, and a majority of faces 
 threshold."""
 
 
-def _record(
-    seen: dict[str, _Seen], by_track: dict[int, str], track: TrackEvidence, frame: int
-) -> _Seen:
+def _record(seen: dict[str, _Seen], track: TrackEvidence, frame: int) -> _Seen:
     record = seen.get(track.track_id)
     if record is None:
         record = seen[track.track_id] = _Seen(frame, frame)
     record.first_frame = min(record.first_frame, frame)
     record.last_frame = max(record.last_frame, frame)
-    by_track[id(track)] = track.track_id
     return record
 
 

@@ -112,8 +112,8 @@ class TrackEvidence:
             mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return mean.astype(np.float32)
 
-    def add(self, embedding: FloatArray, weight: float) -> None:
-        """Add one face's embedding with its weight (> 0)."""
+    def add(self, embedding: FloatArray, weight: float, size_px: float = 0.0) -> None:
+        """Add one face's embedding with its weight (> 0) and its size (for ``largest_px``)."""
         if not weight > 0:
             raise ValueError(f"a face's weight must be above 0, got {weight}")
         vector = np.asarray(embedding, dtype=np.float64)
@@ -121,6 +121,7 @@ class TrackEvidence:
             vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
         self.total = weight * vector if self.total is None else self.total + weight * vector
         self.weight += weight
+        self.largest_px = max(self.largest_px, float(size_px))
         self.faces += 1
         self.since_embedded = 0
 

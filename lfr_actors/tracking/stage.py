@@ -83,12 +83,13 @@ class FrameInfo:
 
 @dataclass(frozen=True)
 class FaceToEmbed:
-    """One face the plan embeds: where it is, its track, and its weight."""
+    """One face the plan embeds: where it is, its track (and its box tracker's number)."""
 
     frame: int
     face: int
     track: TrackEvidence
     weight: float
+    number: int
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,12 @@ class Plan:
 
     ``faces`` are the faces to embed, in frame then face order; ``chips`` their aligned
     chips (``[len(faces), S, S, 3]``). ``tracks_started[i]`` counts the tracks frame ``i``
-    began; ``tracked[i]`` whether frame ``i`` was tracked at all (False out of order).
+    began.
     """
 
     faces: list[FaceToEmbed]
     chips: UInt8Array
     tracks_started: list[int]
-    tracked: list[bool]
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,7 @@ class Tracking:
         self.metric = metric
         self.normalise = normalise
         self.crop_size = crop_size
+        self.entry_thresholds: dict[str, float] = {}
         self.set_threshold(threshold, entry_thresholds)
         self._cameras: dict[str, _Camera] = {}
         self.counters = dict.fromkeys(
@@ -225,8 +226,6 @@ class Tracking:
         self.threshold = float(threshold)
         if entry_thresholds is not None:
             self.entry_thresholds = {str(k): float(v) for k, v in entry_thresholds.items()}
-        elif not hasattr(self, "entry_thresholds"):
-            self.entry_thresholds = {}
 
     @property
     def search_limit(self) -> float:
@@ -253,7 +252,6 @@ class Tracking:
         faces: list[FaceToEmbed] = []
         chips: list[UInt8Array] = []
         started = [0] * len(frames)
-        tracked = [False] * len(frames)
         for row, (info, image) in enumerate(zip(frames, images, strict=True)):
             camera = self._camera(info)
             camera.seen_at = self.clock()
@@ -261,7 +259,6 @@ class Tracking:
                 self.counters["frames_out_of_order"] += 1
                 continue
             camera.last_seq = info.seq
-            tracked[row] = True
             detections = image.detections
             update = camera.tracker.update(detections.boxes, detections.scores)
             for number in update.ended:
@@ -278,7 +275,7 @@ class Tracking:
                 if weight <= 0:
                     self.counters["faces_not_counted"] += 1
                 elif track.wants(weight, self.config):
-                    faces.append(FaceToEmbed(row, face, track, weight))
+                    faces.append(FaceToEmbed(row, face, track, weight, number))
                     chips.append(image.chips[face])
                     continue
                 else:
@@ -289,7 +286,7 @@ class Tracking:
         else:
             side = images[0].chips.shape[1] if images and images[0].chips.ndim == 4 else 0
             stacked = np.zeros((0, side, side, 3), np.uint8)
-        return Plan(faces, stacked, started, tracked)
+        return Plan(faces, stacked, started)
 
     # -- step 2 ----------------------------------------------------------------------------
 
@@ -314,13 +311,11 @@ class Tracking:
         moved: dict[int, TrackEvidence] = {}  # tracks split earlier in this batch
         for face, embedding in zip(plan.faces, embeddings, strict=True):
             current = moved.get(id(face.track), face.track)
-            track = self._maybe_split(current, face.face, embedding, frames[face.frame])
+            track = self._maybe_split(current, face, embedding, frames[face.frame])
             if track is not current:
                 moved[id(face.track)] = track
                 latest.pop(id(current), None)
-            track.add(embedding, face.weight)
-            size = analysed[face.frame].quality[face.face].size_px
-            track.largest_px = max(track.largest_px, float(size))
+            track.add(embedding, face.weight, analysed[face.frame].quality[face.face].size_px)
             went.append(track)
             self.counters["faces_embedded"] += 1
             if face.weight > track.best_weight:
@@ -339,7 +334,7 @@ class Tracking:
         return Absorbed(list(latest.values()), went)
 
     def _maybe_split(
-        self, track: TrackEvidence, face: int, embedding: FloatArray, info: FrameInfo
+        self, track: TrackEvidence, face: FaceToEmbed, embedding: FloatArray, info: FrameInfo
     ) -> TrackEvidence:
         """The track this face's embedding goes to: its own, or a new one split from it.
 
@@ -352,14 +347,11 @@ class Tracking:
         apart = float(distances(embedding[None], track.mean()[None], self.metric)[0, 0])
         if apart <= self.search_limit:
             return track
-        camera = self._cameras.get(info.camera_id)
-        number = None
-        if camera is not None:
-            number = next((n for n, t in camera.tracks.items() if t is track), None)
-        fresh = self._new_track(info, face)
+        fresh = self._new_track(info, face.face)
         fresh.frames = 1
-        if camera is not None and number is not None:
-            camera.tracks[number] = fresh
+        camera = self._cameras.get(info.camera_id)
+        if camera is not None and camera.tracks.get(face.number) is track:
+            camera.tracks[face.number] = fresh  # the box tracker follows on, as the new track
         self._ended(track)
         self.counters["tracks_split"] += 1
         return fresh
