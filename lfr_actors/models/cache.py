@@ -5,6 +5,7 @@ Layout under ``$LFR_HOME/models`` (default ``$XDG_DATA_HOME/lfr`` or ``~/.local/
     models/
       dlib_resnet_v1/  model.onnx  manifest.json
       mtcnn/           pnet.onnx rnet.onnx onet.onnx  manifest.json
+      centerface/      centerface.onnx  manifest.json
 
 A model folder is built complete in a staging folder beside it, its manifest written last
 (with the SHA-256 of every file), then swapped in with renames. A model is trusted only when
@@ -31,10 +32,12 @@ from lfr_actors import __version__
 from lfr_actors.errors import ModelCacheError
 from lfr_actors.fsutil import atomic_write
 from lfr_actors.logs import get_logger
+from lfr_actors.models.convert import centerface as centerface_graph
 from lfr_actors.models.convert.dlib_resnet import convert_dlib_resnet
 from lfr_actors.models.convert.mtcnn import convert_mtcnn
 from lfr_actors.models.convert.torch_legacy import load_legacy_state_dict
 from lfr_actors.models.sources import (
+    CENTERFACE_ONNX,
     DLIB_RESNET_DAT,
     MTCNN_ONET,
     MTCNN_PNET,
@@ -45,7 +48,12 @@ from lfr_actors.models.sources import (
     sha256_bytes,
     sha256_file,
 )
-from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, DLIB_RESNET_NAME, MTCNN_NAME
+from lfr_actors.models.spec import (
+    CENTERFACE_NAME,
+    DEFAULT_EMBEDDER_SPEC,
+    DLIB_RESNET_NAME,
+    MTCNN_NAME,
+)
 
 log = get_logger(__name__)
 
@@ -139,9 +147,38 @@ def _build_mtcnn(fetcher: SourceFetcher) -> BuiltModel:
     )
 
 
+def _build_centerface(fetcher: SourceFetcher) -> BuiltModel:
+    graph = centerface_graph.convert_centerface(fetcher.read(CENTERFACE_ONNX))
+    return BuiltModel(
+        version="1.0",
+        kind="detector",
+        files={"centerface.onnx": graph.SerializeToString()},
+        sources=[CENTERFACE_ONNX],
+        conventions={
+            "input": centerface_graph.INPUT_NAME,
+            "input_dtype": "uint8",
+            "input_layout": "NHWC",
+            "input_size": "N x H x W x 3, H and W fixed when a session is built, "
+            f"multiples of {centerface_graph.SIDE_MULTIPLE}",
+            "scaling": "none: raw pixel values 0-255, cast to float32 inside the graph",
+            "colour_order": "RGB",
+            "letterbox": "scaled by min(W/w, H/h) to the top-left corner, black elsewhere",
+            "stride": centerface_graph.STRIDE,
+            "outputs": list(centerface_graph.OUTPUTS),
+            "landmarks": ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"],
+            "landmark_layout": "five (y, x) pairs, fractions of the box from its top-left",
+            "score_threshold": 0.5,
+            "nms_threshold": 0.3,
+            "procedure": "CenterFace (Star-Clouds, MIT): heatmap peaks, exp(scale) * 4 box "
+            "sides, offset centres, NMS",
+        },
+    )
+
+
 BUILDERS: dict[str, Builder] = {
     DLIB_RESNET_NAME: _build_dlib_resnet,
     MTCNN_NAME: _build_mtcnn,
+    CENTERFACE_NAME: _build_centerface,
 }
 
 

@@ -29,7 +29,7 @@ Box and landmark coordinates keep MTCNN's conventions, so they equal facenet-pyt
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,16 @@ class MtcnnDetector:
             raise ModelError(f"MTCNN detector: no model given for {', '.join(missing)}")
         sessions = {n: build_session(models[n], runtime, name=f"mtcnn-{n}")[0] for n in _NETS}
         return cls(sessions, config)
+
+    name = "mtcnn"
+
+    def detect_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
+        """Faces of each image, in image order (MTCNN's shapes change per image: one by one)."""
+        return [self.detect(image) for image in images]
+
+    def warm_up(self) -> None:
+        """One detection on a blank image, so the first frame pays no start-up cost."""
+        self.detect(np.zeros((120, 160, 3), np.uint8))
 
     def detect(self, image_rgb: npt.NDArray[np.uint8]) -> Detections:
         """Faces in ``image_rgb`` (H x W x 3, uint8, RGB), the most confident first.

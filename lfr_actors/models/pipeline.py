@@ -3,13 +3,16 @@
 This is the whole per-image work of the embedder actor and of ``lfr evaluate``, in one
 process: both call :meth:`FacePipeline.analyse_batch` (``analyse`` is its one-image
 case), so evaluation measures the path production runs. Detection, alignment and quality
-run image by image; the chosen faces of the whole batch are embedded in ONE call. It
+run in one detector call per batch (:meth:`FacePipeline.find_batch`: CenterFace infers the
+whole batch at once, MTCNN goes image by image); the chosen faces of the whole batch are
+embedded in ONE call. It
 holds inference sessions, so build it where it runs (inside an actor), never pass it
 across an actor call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,20 +22,22 @@ import numpy as np
 
 from lfr_actors.models.align import align_faces
 from lfr_actors.models.cache import ModelCache
-from lfr_actors.models.detector import DetectorConfig, MtcnnDetector
+from lfr_actors.models.centerface import CenterFaceConfig
+from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.detectors import Detector, DetectorChoice, build_detector
 from lfr_actors.models.embedder import Embedder
 from lfr_actors.models.enrol import EnrolmentConfig, choose_enrolment_face
 from lfr_actors.models.quality import FaceQuality, QualityConfig, assess
 from lfr_actors.models.runtime import RuntimeConfig
-from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, MTCNN_NAME, EmbedderSpec
+from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.models.types import Detections, FloatArray, UInt8Array
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Settings of the face pipeline."""
+    """Settings of the face pipeline; the detector's settings' type chooses the detector."""
 
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorChoice = field(default_factory=DetectorConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     enrolment: EnrolmentConfig = field(default_factory=EnrolmentConfig)
     embedder: EmbedderSpec = DEFAULT_EMBEDDER_SPEC
@@ -93,7 +98,7 @@ class EnrolledFace:
 class FacePipeline:
     """Detector, aligner, quality gate and embedder, built once and used many times."""
 
-    def __init__(self, detector: MtcnnDetector, embedder: Embedder, config: PipelineConfig) -> None:
+    def __init__(self, detector: Detector, embedder: Embedder, config: PipelineConfig) -> None:
         self.detector = detector
         self.embedder = embedder
         self.config = config
@@ -109,23 +114,22 @@ class FacePipeline:
     ) -> FacePipeline:
         """Build the sessions for the configured models from the cache (or the spec's path).
 
-        ``detector_runtime`` defaults to the CPU: MTCNN's input shapes change with every
-        pyramid level and candidate count, which made it no faster on a GPU (MODELS.md).
+        ``detector_runtime`` defaults to :func:`detector_runtime`: MTCNN on the CPU,
+        CenterFace where the embedder runs.
         """
         config = config or PipelineConfig()
         cache = cache or ModelCache.default()
-        mtcnn = cache.load(MTCNN_NAME)
-        detector = MtcnnDetector.from_models(
-            {stage: mtcnn.file(f"{stage}.onnx") for stage in ("pnet", "rnet", "onet")},
-            detector_runtime or RuntimeConfig(device="cpu"),
+        detector = build_detector(
             config.detector,
+            detector_runtime or default_detector_runtime(config.detector, runtime),
+            cache,
         )
         embedder = Embedder.from_spec(config.embedder, runtime, cache=cache)
         return cls(detector, embedder, config)
 
     def warm_up(self) -> None:
-        """One inference through every model, so the first frame pays no start-up cost."""
-        self.detector.detect(np.zeros((120, 160, 3), np.uint8))
+        """One inference through every model (every batch shape of a fixed-shape detector)."""
+        self.detector.warm_up()
         self.embedder.warm_up()
 
     def _align(self, image: UInt8Array, detections: Detections) -> UInt8Array:
@@ -138,7 +142,29 @@ class FacePipeline:
 
     def find(self, image: UInt8Array) -> AnalysedImage:
         """Every face of an RGB image, aligned and assessed, none embedded yet."""
-        detections = self.detector.detect(image)
+        return self.find_batch([image])[0]
+
+    def find_batch(
+        self, images: Sequence[UInt8Array], timings: dict[str, float] | None = None
+    ) -> list[AnalysedImage]:
+        """Every face of each RGB image, from ONE detector call for the batch.
+
+        Faces are aligned from each full-resolution image (a detector may look at a
+        smaller copy). ``timings``, when given, receives ``detect`` and ``align`` seconds
+        (alignment includes the quality assessment).
+        """
+        started = time.perf_counter()
+        found = self.detector.detect_batch(images)
+        aligned = time.perf_counter()
+        analysed = [
+            self._assess(image, detections) for image, detections in zip(images, found, strict=True)
+        ]
+        if timings is not None:
+            timings["detect"] = aligned - started
+            timings["align"] = time.perf_counter() - aligned
+        return analysed
+
+    def _assess(self, image: UInt8Array, detections: Detections) -> AnalysedImage:
         chips = self._align(image, detections)
         quality = assess(detections, chips)
         passed = np.array([not q.failures(self.config.quality) for q in quality], dtype=bool)
@@ -159,8 +185,7 @@ class FacePipeline:
             raise ValueError(f"embed must be 'passed', 'all', 'none' or 'largest', got {embed!r}")
         started = time.perf_counter()
         found = []
-        for image in images:
-            seen = self.find(image)
+        for seen in self.find_batch(images):
             chosen = _chosen(seen.detections, seen.passed, embed)
             found.append((seen.detections, seen.chips, seen.quality, seen.passed, chosen))
         detect_s = time.perf_counter() - started
@@ -208,6 +233,20 @@ class FacePipeline:
             chip=chips[index],
             embedding=embedding,
         )
+
+
+def default_detector_runtime(detector: DetectorChoice, runtime: RuntimeConfig) -> RuntimeConfig:
+    """Where a detector runs: MTCNN on the CPU, CenterFace where the embedder runs.
+
+    MTCNN's input shapes change with every pyramid level and candidate count, which made
+    it no faster on a GPU (MODELS.md). CenterFace has a fixed input and a few batch
+    sizes, so cuDNN's EXHAUSTIVE algorithm search runs once per shape, at warm-up, and
+    its choice holds for every later frame (HEURISTIC, the embedder's default, guesses
+    without timing and suits shapes that keep changing).
+    """
+    if isinstance(detector, CenterFaceConfig):
+        return dataclasses.replace(runtime, cudnn_conv_algo_search="EXHAUSTIVE")
+    return RuntimeConfig(device="cpu", intra_op_threads=runtime.intra_op_threads)
 
 
 def _chosen(detections: Detections, passed: np.ndarray, embed: EmbedChoice) -> np.ndarray:

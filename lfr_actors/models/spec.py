@@ -96,6 +96,7 @@ class EmbedderSpec(_Strict):
 
 DLIB_RESNET_NAME = "dlib_resnet_v1"
 MTCNN_NAME = "mtcnn"
+CENTERFACE_NAME = "centerface"
 
 DEFAULT_EMBEDDER_SPEC = EmbedderSpec(
     name=DLIB_RESNET_NAME,
