@@ -124,6 +124,8 @@ class _FaceBatch:
     embedded_per_frame: list[int]
     tracks_started: list[int]
     detect_s: float
+    align_s: float
+    track_s: float
     embed_s: float
 
 
@@ -155,7 +157,12 @@ class EmbedderActor:
             entry_thresholds=settings.entry_thresholds,
             crop_size=settings.crop_size,
         )
-        self.log.info("embedder_ready", providers=self.providers, max_batch=self.settings.max_batch)
+        self.log.info(
+            "embedder_ready",
+            providers=self.providers,
+            detector=self.pipeline.detector.name,
+            max_batch=self.settings.max_batch,
+        )
         self._queue: asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
@@ -177,7 +184,8 @@ class EmbedderActor:
         }
         self._batch_sizes: deque[int] = deque(maxlen=256)
         self._stage_ms: dict[str, deque[float]] = {
-            k: deque(maxlen=256) for k in ("detect", "embed", "search", "alerts", "batch")
+            k: deque(maxlen=256)
+            for k in ("detect", "align", "track", "embed", "search", "alerts", "batch")
         }
 
     def _ensure_loop(self) -> asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]]:
@@ -237,6 +245,7 @@ class EmbedderActor:
             "store_error": self.store_error,
             "id": self.embedder_id,
             "providers": self.providers,
+            "detector": self.pipeline.detector.name,
             "search_limit": self.tracking.search_limit,
             "batch_size_mean": round(float(np.mean(sizes)), 2) if sizes else None,
             "batch_size_max": max(sizes) if sizes else None,
@@ -369,13 +378,14 @@ class EmbedderActor:
 
     def _analyse(self, frames: list[Frame]) -> _FaceBatch:
         """The batch through detection, tracking and the one embedding call."""
-        started = time.perf_counter()
         images = [frame.image for frame in frames]
-        analysed = [self.pipeline.find(image) for image in images]
+        timings: dict[str, float] = {}
+        analysed = self.pipeline.find_batch(images, timings)
+        started = time.perf_counter()
         infos = [_frame_info(frame) for frame in frames]
         self.tracking.end_idle()
         plan = self.tracking.observe(infos, analysed)
-        detect_s = time.perf_counter() - started
+        track_s = time.perf_counter() - started
         started = time.perf_counter()
         embeddings = self.pipeline.embed_chips(plan.chips)
         embed_s = time.perf_counter() - started
@@ -388,7 +398,9 @@ class EmbedderActor:
             faces_per_frame=[len(image.detections) for image in analysed],
             embedded_per_frame=embedded,
             tracks_started=plan.tracks_started,
-            detect_s=detect_s,
+            detect_s=timings["detect"],
+            align_s=timings["align"],
+            track_s=track_s,
             embed_s=embed_s,
         )
 
@@ -477,7 +489,8 @@ class EmbedderActor:
         self.counters["candidates"] += len(sightings)
         self._batch_sizes.append(len(frames))
         for key, seconds in (
-            ("detect", faces.detect_s), ("embed", faces.embed_s), ("search", search_s),
+            ("detect", faces.detect_s), ("align", faces.align_s), ("track", faces.track_s),
+            ("embed", faces.embed_s), ("search", search_s),
             ("alerts", alerts_s), ("batch", time.perf_counter() - started),
         ):  # fmt: skip
             self._stage_ms[key].append(seconds * 1000)
