@@ -69,7 +69,13 @@ def replaced(status: dict[str, Any], *, group: str, actor_id: str, restarts: int
 def looping_miranda(tmp_path: Path, shared_data: Path) -> RunningDeployment:
     """``lfr up`` of one looping, real-time camera on Miranda's clip, one index shard."""
     topology = write_deployment(
-        tmp_path, shared_data, ["lin_manuel_miranda"], at_end="loop", pace="realtime", shards=1
+        tmp_path,
+        shared_data,
+        ["lin_manuel_miranda"],
+        at_end="loop",
+        pace="realtime",
+        shards=1,
+        reembed_every=2,
     )
     return RunningDeployment(topology)
 

@@ -35,7 +35,7 @@ FUSION_WINDOW_S = 300
 
 
 def _topology(tmp_path: Path, shared_data: Path, **kwargs: Any) -> Path:
-    path = write_deployment(tmp_path, shared_data, [PERSON, "obama"], **kwargs)
+    path = write_deployment(tmp_path, shared_data, [PERSON, "obama"], reembed_every=2, **kwargs)
     data = yaml.safe_load(path.read_text())
     data["alerts"]["fusion_window_s"] = FUSION_WINDOW_S
     path.write_text(yaml.safe_dump(data, sort_keys=False))

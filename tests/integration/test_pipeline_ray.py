@@ -67,7 +67,14 @@ def write_deployment(
     shards: int = 2,
     fusion_window_s: float = 60,
     photos: dict[str, list[str]] | None = None,
+    reembed_every: int | None = None,
 ) -> Path:
+    """A watchlist and a topology of the Hamilton clip as one camera, in ``folder``.
+
+    ``reembed_every`` sets how often a decided track is embedded and sent again (the
+    product's default, 10 frames, when None); the restart tests ask for more often, so
+    that sightings after a restart arrive within seconds.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     people = shared_data / "faces" / "people"
     watchlist = {
@@ -111,7 +118,11 @@ def write_deployment(
                 },
             }
         ],
-        "embedder": {"max_batch": 4, "detector": {"min_face_px": 20}},
+        "embedder": {
+            "max_batch": 4,
+            "detector": {"min_face_px": 20},
+            **({"tracking": {"reembed_every": reembed_every}} if reembed_every else {}),
+        },
         "index": {"shards": shards},
         "alerts": {
             "threshold": 0.6,

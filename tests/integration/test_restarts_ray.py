@@ -106,7 +106,7 @@ def test_a_person_in_view_keeps_one_alert_when_an_actor_restarts(
     kind: str, model_cache: ModelCache, shared_data: Path, tmp_path: Path
 ) -> None:
     topology_path = write_deployment(
-        tmp_path, shared_data, [PERSON, "obama"], at_end="loop", pace="realtime"
+        tmp_path, shared_data, [PERSON, "obama"], at_end="loop", pace="realtime", reembed_every=2
     )
     topology = load_topology(topology_path)
     watchlist = load_watchlist(Path(topology.watchlist.file))
