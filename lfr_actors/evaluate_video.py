@@ -269,7 +269,7 @@ def evaluate_clip(
             for i, t, _ in group
         ]
         images = [image for *_, image in group]
-        analysed = [pipeline.find(image) for image in images]
+        analysed = pipeline.find_batch(images)
         plan = tracking.observe(infos, analysed)
         # One embedding call for every face (the plan's and the gate's), so the frame
         # decisions can be compared; the plan's faces get exactly their own rows.

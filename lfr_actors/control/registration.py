@@ -32,7 +32,7 @@ from lfr_actors.index.snapshot import SNAPSHOT_MANIFEST
 from lfr_actors.logs import get_logger
 from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
 from lfr_actors.models.images import load_image
-from lfr_actors.models.pipeline import FacePipeline
+from lfr_actors.models.pipeline import FacePipeline, enrolment_config
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.audit import SYSTEM, Actor
@@ -183,7 +183,7 @@ def prepare_and_enrol(
     prepare(cache, default_fetcher(home), progress=False)
     pipeline = FacePipeline.build(
         RuntimeConfig(device="cpu"),
-        pipeline_config(topology.embedder, spec),
+        enrolment_config(pipeline_config(topology.embedder, spec)),
         cache=cache,
     )
     if watchlist is not None:

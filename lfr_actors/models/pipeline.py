@@ -235,6 +235,26 @@ class FacePipeline:
         )
 
 
+ENROLMENT_MTCNN = DetectorConfig(min_face_px=40)
+"""The detector of enrolment when a deployment's own is not MTCNN: a still photo's face is
+at least 60 px (EnrolmentConfig), so the pyramid can start at 40 px."""
+
+
+def enrolment_config(config: PipelineConfig) -> PipelineConfig:
+    """``config`` for enrolling watchlist photos: always MTCNN.
+
+    Enrolment keeps MTCNN whatever detector a deployment watches with. Its rules (a
+    detection score of 0.95, one dominant face) are calibrated on MTCNN's scores, which
+    CenterFace's do not share (a clear 275-px face scored 0.91 there); a stored template
+    then stays valid whichever detector a later deployment uses; and a photo is one image,
+    where MTCNN's pyramid costs nothing that matters. Faces aligned on either detector's
+    landmarks embed alike (MODELS.md; measured in the README's detector section).
+    """
+    if isinstance(config.detector, DetectorConfig):
+        return config
+    return dataclasses.replace(config, detector=ENROLMENT_MTCNN)
+
+
 def default_detector_runtime(detector: DetectorChoice, runtime: RuntimeConfig) -> RuntimeConfig:
     """Where a detector runs: MTCNN on the CPU, CenterFace where the embedder runs.
 
