@@ -3,15 +3,28 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+# The ONNX Runtime build: cpu (onnxruntime) or gpu (onnxruntime-gpu, for a CUDA host).
+# `make RUNTIME=gpu test` on a GPU host; switching swaps one for the other in the venv.
+RUNTIME ?= cpu
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+STAMP := $(VENV)/.installed-$(RUNTIME)-stamp
+OTHER_RUNTIME := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
+
+ifeq ($(filter cpu gpu,$(RUNTIME)),)
+$(error RUNTIME must be cpu or gpu, not '$(RUNTIME)')
+endif
 
 .PHONY: demo test lint typecheck bench bench-models bench-index bench-pipeline bench-track-rules clean
 
+# Both runtimes write the same `onnxruntime` module: if the other one is installed, both
+# go before the wanted one is installed again (removing one alone would break the other).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	if $(BIN)/python -m pip show --quiet $(OTHER_RUNTIME) >/dev/null 2>&1; then \
+		$(BIN)/python -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu; fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(RUNTIME),dev]'
+	rm -f $(VENV)/.installed-*-stamp
 	touch $(STAMP)
 
 demo: $(STAMP)

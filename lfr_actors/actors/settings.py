@@ -3,10 +3,10 @@
 Every actor's constructor takes exactly one of these frozen objects and reads its typed
 attributes; no actor applies a default of its own. The defaults live in one place: the
 topology schema (:mod:`lfr_actors.topology.schema`), whose embedder sub-settings default
-to the model layer's own constants (``DetectorConfig``, ``QualityConfig``) and to the
-tracking settings' (``TrackingConfig``); the builders
-below only copy a validated :class:`~lfr_actors.topology.schema.Topology` and the plan's
-wiring (names, thresholds, paths) into the settings. The settings are plain frozen
+to the model layer's own constants (``DetectorConfig``, ``CenterFaceConfig``,
+``QualityConfig``) and to the tracking settings' (``TrackingConfig``); the builders below
+only copy a validated :class:`~lfr_actors.topology.schema.Topology` and the plan's wiring
+(names, thresholds, paths) into the settings. The settings are plain frozen
 dataclasses of numbers, strings, tuples and frozen models, so Ray pickles them as they are.
 """
 
@@ -17,12 +17,22 @@ from datetime import datetime
 
 from lfr_actors.alerts.fusion import FusionConfig
 from lfr_actors.index.config import ShardConfig
+from lfr_actors.models.centerface import CenterFaceConfig
 from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.detectors import DetectorChoice
 from lfr_actors.models.pipeline import PipelineConfig
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import EmbedderSpec
-from lfr_actors.topology.schema import Camera, EmbedderConfig, Reconnect, Source, Topology
+from lfr_actors.topology.schema import (
+    Camera,
+    CenterFaceSettings,
+    EmbedderConfig,
+    MtcnnSettings,
+    Reconnect,
+    Source,
+    Topology,
+)
 from lfr_actors.tracking.config import TrackingConfig
 
 __all__ = [
@@ -33,6 +43,7 @@ __all__ = [
     "ShardSettings",
     "alert_settings",
     "camera_settings",
+    "detector_config",
     "embedder_settings",
     "pipeline_config",
     "router_settings",
@@ -134,10 +145,28 @@ class RouterSettings:
     latency_window: int = 1024
 
 
+def detector_config(detector: MtcnnSettings | CenterFaceSettings) -> DetectorChoice:
+    """The model layer's config of the detector a topology's ``embedder.detector`` names.
+
+    Its type picks the detector (:func:`lfr_actors.models.detectors.build_detector`);
+    CenterFace's ``input_size`` [W, H] becomes ``input_width`` and ``input_height``.
+    """
+    if isinstance(detector, CenterFaceSettings):
+        return CenterFaceConfig(
+            input_width=detector.input_width,
+            input_height=detector.input_height,
+            score_threshold=detector.score_threshold,
+            nms_threshold=detector.nms_threshold,
+            min_face_px=detector.min_face_px,
+            max_batch=detector.max_batch,
+        )
+    return DetectorConfig(**detector.model_dump(exclude={"model"}))
+
+
 def pipeline_config(embedder: EmbedderConfig, spec: EmbedderSpec) -> PipelineConfig:
     """The face pipeline settings from a topology's ``embedder`` section and its model."""
     return PipelineConfig(
-        detector=DetectorConfig(**embedder.detector.model_dump()),
+        detector=detector_config(embedder.detector),
         quality=QualityConfig(**embedder.quality.model_dump()),
         embedder=spec,
     )

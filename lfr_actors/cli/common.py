@@ -43,6 +43,18 @@ def home(args: argparse.Namespace) -> Path:
     return (Path(args.home).expanduser() if args.home else default_home()).resolve()
 
 
+def require_one_runtime() -> None:
+    """Refuse to go on unless exactly one ONNX Runtime package is installed.
+
+    The commands that run models call it first, so a mixed environment (``onnxruntime``
+    and ``onnxruntime-gpu`` both installed) stops with one line and exit 1, before Ray
+    or a model starts. It reads package metadata only; it imports no runtime.
+    """
+    from lfr_actors.models.runtime_packages import check_runtime_packages
+
+    check_runtime_packages()
+
+
 def add_group(sub: Commands, name: str, help_text: str, metavar: str = "ACTION") -> Commands:
     """``lfr NAME`` as a group of actions (``lfr NAME ACTION``); add the actions to the result."""
     group = sub.add_parser(name, help=help_text)

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lfr_actors.cli.common import EXIT_FAILURE, EXIT_OK, HOME_HELP, add_common, add_group, home
+from lfr_actors.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    HOME_HELP,
+    add_common,
+    add_group,
+    home,
+    require_one_runtime,
+)
 
 if TYPE_CHECKING:
     from lfr_actors.cli.common import Commands
@@ -39,6 +47,7 @@ def prepare_models(args: argparse.Namespace, *, quiet: bool = False) -> list[Any
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
     """``lfr models prepare``."""
+    require_one_runtime()
     results = prepare_models(args)
     for r in results:
         took = f" in {r.convert_s:.1f} s" if r.action == "built" else ""

@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lfr_actors.cli.common import EXIT_FAILURE, EXIT_OK, HOME_HELP, UsageError, add_common, home
+from lfr_actors.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    HOME_HELP,
+    UsageError,
+    add_common,
+    home,
+    require_one_runtime,
+)
 from lfr_actors.errors import LfrError
 
 if TYPE_CHECKING:
@@ -17,6 +25,7 @@ if TYPE_CHECKING:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``lfr demo``."""
+    require_one_runtime()
     from lfr_actors.demo import run_demo
 
     summary = run_demo(home(args), progress=not args.no_progress, api_port=args.port)
@@ -51,6 +60,7 @@ def load_deployment_files(path: Path) -> tuple[Any, Any]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """``lfr up FILE``: run a deployment until stopped; print alerts as they are stored."""
+    require_one_runtime()
     import asyncio
 
     from lfr_actors.control import Deployment
@@ -93,6 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``lfr serve FILE``: the API alone over the deployment's store, to prepare its watchlist."""
+    require_one_runtime()
     import asyncio
 
     from lfr_actors.control import Deployment

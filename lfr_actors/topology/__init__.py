@@ -13,6 +13,7 @@ from lfr_actors.topology.checks import check_files
 from lfr_actors.topology.issues import TopologyError, TopologyIssue
 from lfr_actors.topology.loader import load_embedder_spec, load_topology, load_watchlist
 from lfr_actors.topology.schema import (
+    DEFAULT_DETECTOR,
     DEFAULT_MODELS,
     MAX_DEPLOYMENT_WINDOW,
     MAX_LEAD,
@@ -20,6 +21,7 @@ from lfr_actors.topology.schema import (
     AlertsConfig,
     ApiConfig,
     Camera,
+    CenterFaceSettings,
     Deployment,
     DetectorSettings,
     DeviceSource,
@@ -27,6 +29,7 @@ from lfr_actors.topology.schema import (
     FileSource,
     IndexConfig,
     LoggingConfig,
+    MtcnnSettings,
     NewDeployment,
     NewEntry,
     QualitySettings,
@@ -44,6 +47,7 @@ from lfr_actors.topology.schema import (
 from lfr_actors.topology.validate import summary, validate_command
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "DEFAULT_MODELS",
     "MAX_DEPLOYMENT_WINDOW",
     "MAX_LEAD",
@@ -51,6 +55,7 @@ __all__ = [
     "AlertsConfig",
     "ApiConfig",
     "Camera",
+    "CenterFaceSettings",
     "Deployment",
     "DetectorSettings",
     "DeviceSource",
@@ -58,6 +63,7 @@ __all__ = [
     "FileSource",
     "IndexConfig",
     "LoggingConfig",
+    "MtcnnSettings",
     "NewDeployment",
     "NewEntry",
     "QualitySettings",

@@ -107,11 +107,30 @@ def _union_members(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
-def _tag_of(model: type[BaseModel]) -> str | None:
-    field = model.model_fields.get("type")
-    if field is not None and get_origin(field.annotation) is Literal:
-        return str(get_args(field.annotation)[0])
+_TAG_FIELDS = ("type", "model")
+"""The fields whose one-value ``Literal`` picks a member of a union (``source.type``,
+``embedder.detector.model``)."""
+
+_TAG_HINTS = {
+    "type": "a network stream such as rtsp:// is type: url",
+    "model": "leave model out for the embedder device's default",
+}
+
+
+def _tag_field(model: type[BaseModel]) -> str | None:
+    """The field that names ``model`` among its union's members, if it has one."""
+    for name in _TAG_FIELDS:
+        field = model.model_fields.get(name)
+        if field is not None and get_origin(field.annotation) is Literal:
+            return name
     return None
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    name = _tag_field(model)
+    if name is None:
+        return None
+    return str(get_args(model.model_fields[name].annotation)[0])
 
 
 @dataclass
@@ -125,11 +144,14 @@ class _At:
     annotation: Any = None
     constraints: tuple[Any, ...] = ()
     element: int | None = None
+    variants: tuple[type[BaseModel], ...] = ()
+    """The members of the union ``container`` was chosen from, when it was."""
 
 
 def _locate(root: type[BaseModel], loc: tuple[str | int, ...]) -> _At:
     """Follow ``loc`` through the models, dropping the union tags pydantic inserts."""
     at = _At(path=(), container=root, annotation=root)
+    variants: tuple[type[BaseModel], ...] = ()
     for part in loc:
         bare = _unwrap(at.annotation)[0]
         members = _union_members(bare)
@@ -137,9 +159,11 @@ def _locate(root: type[BaseModel], loc: tuple[str | int, ...]) -> _At:
             chosen = [m for m in members if _tag_of(m) == part]
             if chosen:
                 at.annotation = chosen[0]
+                variants = tuple(members)
                 continue
         if _is_model(bare) and isinstance(part, str):
             at.container = bare
+            at.variants, variants = variants, ()
             at.path = (*at.path, part)
             at.name = part
             at.element = None
@@ -291,6 +315,64 @@ def _suggest_id(value: Any, pattern: str) -> str | None:
     return text[:64] or None
 
 
+def _number(bound: Any) -> float:
+    return float(bound)
+
+
+def _nearest_multiples(value: Any, step: int, constraints: Iterable[Any]) -> list[int]:
+    """The multiples of ``step`` nearest ``value`` within the field's bounds, low first."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or step < 1:
+        return []
+    lowest: float = -math.inf
+    highest: float = math.inf
+    for c in constraints:
+        if isinstance(c, annotated_types.Ge):
+            lowest = max(lowest, math.ceil(_number(c.ge) / step) * step)
+        elif isinstance(c, annotated_types.Gt):
+            lowest = max(lowest, (math.floor(_number(c.gt) / step) + 1) * step)
+        elif isinstance(c, annotated_types.Le):
+            highest = min(highest, math.floor(_number(c.le) / step) * step)
+        elif isinstance(c, annotated_types.Lt):
+            highest = min(highest, (math.ceil(_number(c.lt) / step) - 1) * step)
+    if lowest > highest:
+        return []
+    below = math.floor(value / step) * step
+    found: list[int] = []
+    for near in (below, below + step):
+        candidate = int(min(max(near, lowest), highest))
+        if candidate not in found:
+            found.append(candidate)
+    return sorted(found)
+
+
+def _sibling_field(at: _At, data: Any) -> tuple[str, str] | None:
+    """The message and fix for a field of another member of the container's union.
+
+    Such as ``thresholds`` (MTCNN's) under ``model: centerface``; None for any other field.
+    """
+    container, name = at.container, at.name
+    key = _tag_field(container) if container else None
+    if container is None or key is None or name is None:
+        return None
+    owners = [
+        tag
+        for m in at.variants
+        if m is not container and name in m.model_fields and (tag := _tag_of(m))
+    ]
+    if not owners:
+        return None
+    this = _tag_of(container)
+    holder = at.path[:-1]
+    where = fmt_path((*holder, key))
+    message = f"unknown field '{name}' for {key}: {this} — it is a field of " + " and ".join(
+        f"{key}: {o}" for o in owners
+    )
+    if not lookup(data, (*holder, key))[0]:
+        message += f" ({where} is not written, so it is {this} here)"
+    fix = f"Remove it, or set {where} to {owners[0]} to use it."
+    return message, fix
+
+
 def _error_issues(
     error: Mapping[str, Any], file: Path, data: Any, lines: Lines, root: type[BaseModel]
 ) -> list[TopologyIssue]:
@@ -345,6 +427,9 @@ def _error_issues(
 
     if kind == "extra_forbidden":
         allowed = list(at.container.model_fields) if at.container else []
+        sibling = _sibling_field(at, data) if at.container else None
+        if sibling is not None:
+            return [issue(*sibling, show_value=False)]
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         parent_text = fmt_path(at.path[:-1]) or "the top level"
         if close:
@@ -403,21 +488,39 @@ def _error_issues(
         return [issue(message, fix)]
 
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tags = [t for m in _union_members(_unwrap(at.annotation)[0]) if (t := _tag_of(m))]
-        where = (*at.path, "type")
+        members = _union_members(_unwrap(at.annotation)[0])
+        tags = [t for m in members if (t := _tag_of(m))]
+        key = next((k for m in members if (k := _tag_field(m))), "type")
+        where = (*at.path, key)
         tag = ctx.get("tag")
         if kind == "union_tag_not_found":
-            message = f"{name} has no type"
+            message = f"{name} has no {key}"
         else:
-            message = f"{name} type {tag!r} is not one of {', '.join(tags)}"
+            message = f"{name} {key} {tag!r} is not one of {', '.join(tags)}"
             close = difflib.get_close_matches(str(tag), tags, n=1, cutoff=0.6)
             if close:
                 message += f" — did you mean '{close[0]}'?"
         fix = (
-            f"Set {fmt_path(where)} to one of {', '.join(tags)} and give the fields that type "
-            f"needs ({DOCS}); a network stream such as rtsp:// is type: url."
+            f"Set {fmt_path(where)} to one of {', '.join(tags)} and give the fields that {key} "
+            f"needs ({DOCS}); {_TAG_HINTS.get(key, 'see the examples there')}."
         )
         return [issue(message, fix, where)]
+
+    if kind == "multiple_of":
+        step = int(ctx.get("multiple_of", 1))
+        raw = lookup(data, at.path)[1]
+        nearest = _nearest_multiples(raw, step, at.constraints)
+        bounds = _bounds(at.constraints)
+        message = f"{name} must be a multiple of {step}" + (f", {bounds}" if bounds else "")
+        if not nearest:
+            return [issue(message, _set_fix(at, path))]
+        return [
+            issue(
+                message,
+                f"Set {path} to {' or '.join(yaml_text(v) for v in nearest)}, the nearest "
+                "valid value" + ("s." if len(nearest) > 1 else "."),
+            )
+        ]
 
     if kind == "timezone_aware":
         raw = lookup(data, at.path)[1]

@@ -15,9 +15,11 @@ no I/O: file paths are checked by :func:`lfr_actors.topology.checks.check_files`
 relative paths are made absolute by the loader after validation.
 
 The embedder's sub-settings use the field names of the model layer's configs, so
-``DetectorConfig(**embedder.detector.model_dump())``,
 ``QualityConfig(**embedder.quality.model_dump())`` and
-``TrackingConfig(**embedder.tracking.model_dump())`` build them.
+``TrackingConfig(**embedder.tracking.model_dump())`` build them; the detector's settings
+are one model per detector, chosen by their ``model`` field (the device's default when it
+is left out), and :func:`lfr_actors.actors.settings.detector_config` builds the model
+layer's config from them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from lfr_actors.models.centerface import MAX_INPUT_SIDE, MIN_INPUT_SIDE, CenterFaceConfig
+from lfr_actors.models.convert.centerface import SIDE_MULTIPLE
 from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.spec import DLIB_RESNET_NAME
@@ -714,9 +718,36 @@ class Camera(_Strict):
 # -- embedder ----------------------------------------------------------------------------
 
 
-class DetectorSettings(_Strict):
-    """MTCNN face detector tuning (names as in ``lfr_actors.models.detector.DetectorConfig``)."""
+DEFAULT_DETECTOR: dict[str, str] = {"cpu": "mtcnn", "gpu": "centerface", "auto": "centerface"}
+"""The face detector an embedder runs when its ``detector`` section names no ``model``, by
+``embedder.device``. The one place the choice is made (see docs/topology.md for why)."""
 
+
+def _defaults_text() -> str:
+    """``DEFAULT_DETECTOR`` in words: "mtcnn on cpu, centerface on gpu and auto"."""
+    devices: dict[str, list[str]] = {}
+    for device, model in DEFAULT_DETECTOR.items():
+        devices.setdefault(model, []).append(device)
+    return ", ".join(f"{model} on {' and '.join(names)}" for model, names in devices.items())
+
+
+_DETECTOR_MODEL = (
+    f"the face detector: mtcnn or centerface. Left out, the embedder device's default: "
+    f"{_defaults_text()}."
+)
+
+
+class MtcnnSettings(_Strict):
+    """MTCNN face detector tuning (names as in ``lfr_actors.models.detector.DetectorConfig``).
+
+    MTCNN searches an image pyramid one frame at a time: its cost grows as min_face_px
+    falls, and every frame size is a new set of tensor shapes.
+    """
+
+    model: Literal["mtcnn"] = Field(
+        default="mtcnn",
+        description=_DETECTOR_MODEL,
+    )
     # Live cameras search from 40 px (the model layer's 20 is facenet-pytorch's, which
     # `lfr evaluate` keeps); every other default is the model layer's own.
     min_face_px: Int = Field(
@@ -737,6 +768,95 @@ class DetectorSettings(_Strict):
         le=0.95,
         description="the size ratio between levels of the image pyramid",
     )
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        return f"mtcnn, faces from {self.min_face_px} px"
+
+
+InputSide = Annotated[
+    int,
+    BeforeValidator(_reject_bool),
+    Field(ge=MIN_INPUT_SIDE, le=MAX_INPUT_SIDE, multiple_of=SIDE_MULTIPLE),
+]
+"""One side of CenterFace's fixed input, in pixels."""
+
+
+class CenterFaceSettings(_Strict):
+    """CenterFace face detector tuning (``lfr_actors.models.centerface.CenterFaceConfig``).
+
+    CenterFace takes one fixed input size: every frame of a batch is scaled to fit inside
+    it, keeping its aspect ratio, and the whole batch is one inference call. Faces are
+    then aligned from the full-resolution frame.
+    """
+
+    model: Literal["centerface"] = Field(
+        default="centerface",
+        description=_DETECTOR_MODEL,
+    )
+    input_size: tuple[InputSide, InputSide] = Field(
+        default=(CenterFaceConfig.input_width, CenterFaceConfig.input_height),
+        description=f"the detector's input, as [width, height] in pixels, each a multiple of "
+        f"{SIDE_MULTIPLE} from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}. Each frame is scaled to "
+        "fit inside it, so a frame larger than the input shows the detector its faces "
+        "smaller; a larger input finds smaller faces and costs more.",
+        examples=[(1280, 736)],
+    )
+    score_threshold: Float = Field(
+        default=CenterFaceConfig.score_threshold,
+        gt=0.0,
+        lt=1.0,
+        description="the face probability a detection needs, between 0 and 1",
+    )
+    nms_threshold: Float = Field(
+        default=CenterFaceConfig.nms_threshold,
+        gt=0.0,
+        le=1.0,
+        description="the overlap, as intersection over union, above which the weaker of "
+        "two detections is dropped",
+    )
+    min_face_px: Int = Field(
+        default=CenterFaceConfig.min_face_px,
+        ge=1,
+        le=1000,
+        description="the shorter side, in frame pixels, a detection needs to be kept. "
+        "Faces too small for the detector's input are not found whatever its value.",
+    )
+    max_batch: Int = Field(
+        default=CenterFaceConfig.max_batch,
+        ge=1,
+        le=64,
+        description="the most frames in one detector inference call; a larger embedder "
+        "batch is split into several calls",
+    )
+
+    @property
+    def input_width(self) -> int:
+        """The input's width, in pixels."""
+        return self.input_size[0]
+
+    @property
+    def input_height(self) -> int:
+        """The input's height, in pixels."""
+        return self.input_size[1]
+
+    def describe(self) -> str:
+        """One line for summaries."""
+        return (
+            f"centerface, input {self.input_width}x{self.input_height}, score >= "
+            f"{self.score_threshold:g}, faces from {self.min_face_px} px"
+        )
+
+
+DetectorSettings = Annotated[MtcnnSettings | CenterFaceSettings, Field(discriminator="model")]
+"""An embedder's face detector: its settings model is chosen by their ``model`` field."""
+
+
+def _default_detector(device: object) -> str:
+    """The detector :data:`DEFAULT_DETECTOR` gives ``device`` (cpu's for an invalid one)."""
+    if isinstance(device, str) and device in DEFAULT_DETECTOR:
+        return DEFAULT_DETECTOR[device]
+    return DEFAULT_DETECTOR["cpu"]
 
 
 class QualitySettings(_Strict):
@@ -801,7 +921,11 @@ class TrackingSettings(_Strict):
     min_face_px: Float = _tracking(
         "min_face_px",
         "the shorter side, in pixels, a face's box needs to count as evidence for its track. "
-        "The detector's min_face_px must be as small for such faces to be found.",
+        "The detector must find faces this small: its min_face_px no larger (mtcnn's default "
+        f"is {MtcnnSettings.model_fields['min_face_px'].default}, centerface's "
+        f"{CenterFaceSettings.model_fields['min_face_px'].default}), and for centerface an "
+        "input_size that does not shrink the frames so far that such faces become too small "
+        "for it.",
     )
     full_face_px: Float = _tracking(
         "full_face_px",
@@ -909,7 +1033,9 @@ class EmbedderConfig(_Strict):
         "Runtime choose",
     )
     detector: DetectorSettings = Field(
-        default_factory=DetectorSettings, description="the face detector's settings"
+        default_factory=MtcnnSettings,
+        description="the face detector and its settings: a mapping whose model is mtcnn or "
+        "centerface, or that leaves model out for the device's default",
     )
     model: str = Field(
         default=DLIB_RESNET_NAME,
@@ -939,6 +1065,19 @@ class EmbedderConfig(_Strict):
         description=f"the side, in pixels, of the face crop attached to an alert (the track's "
         f"best face), at least {MIN_CROP_SIZE} so that an officer can judge the match",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device_default_detector(cls, data: Any) -> Any:
+        # A detector section without a model (or no section) gets the device's default
+        # detector before validation, so that the model field picks its settings.
+        if not isinstance(data, Mapping):
+            return data
+        detector = data.get("detector", {})
+        if not isinstance(detector, Mapping) or "model" in detector:
+            return data
+        device = data.get("device", cls.model_fields["device"].default)
+        return {**data, "detector": {**detector, "model": _default_detector(device)}}
 
     def _violations(self) -> list[RuleViolation]:
         found = resource_violations(self.resources)

@@ -15,7 +15,8 @@ from lfr_actors.topology.checks import check_files, shown_path
 from lfr_actors.topology.explain import yaml_text
 from lfr_actors.topology.issues import TopologyError, TopologyIssue
 from lfr_actors.topology.loader import load_topology, load_watchlist
-from lfr_actors.topology.schema import FileSource, Topology, Watchlist
+from lfr_actors.topology.schema import FileSource, PathKey, Topology, Watchlist
+from lfr_actors.topology.yaml import lookup
 
 __all__ = ["summary", "validate_command"]
 
@@ -34,6 +35,16 @@ def _span(delta: timedelta) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _written(topology: Topology, path: PathKey) -> bool:
+    """Whether the file ``topology`` was read from writes ``path``.
+
+    False when it was not read from a file: a value given in code is not told apart from
+    a default.
+    """
+    origin = topology._origin
+    return origin is not None and lookup(origin.data, path)[0]
 
 
 def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | None = None) -> str:
@@ -74,6 +85,12 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
         f"embedder     {e.id}: {_plural(e.replicas, 'replica')} ({device}), {model}, "
         f"batch <= {e.max_batch} within {yaml_text(e.max_wait_ms)} ms"
     )
+    chosen = (
+        ""
+        if _written(topology, ("embedder", "detector", "model"))
+        else (f" (the default on {e.device})")
+    )
+    rows.append(f"  detector   {e.detector.describe()}{chosen}")
     t = e.tracking
     rows.append(
         f"  tracks     overlap >= {yaml_text(t.min_iou)}, "

@@ -10,18 +10,20 @@ import ray.cloudpickle
 from lfr_actors.actors.settings import (
     alert_settings,
     camera_settings,
+    detector_config,
     embedder_settings,
     router_settings,
     shard_settings,
 )
 from lfr_actors.alerts.fusion import FusionConfig
 from lfr_actors.index.config import ShardConfig
+from lfr_actors.models.centerface import CenterFaceConfig
 from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.pipeline import PipelineConfig
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
-from lfr_actors.topology.schema import Camera, Reconnect
+from lfr_actors.topology.schema import Camera, CenterFaceSettings, MtcnnSettings, Reconnect
 from lfr_actors.tracking.config import TrackingConfig
 from lfr_actors.video import SyntheticSource, build_source
 from tests.actor_settings import embedder_settings as settings_for_section
@@ -72,6 +74,46 @@ def test_the_embedder_gets_the_topologys_tracking_section() -> None:
     assert settings.tracking == TrackingConfig(**section)
     assert settings.tracking.tracker.max_tracks == 32
     assert settings_for_section({}, models_home="/home").tracking == TrackingConfig()
+
+
+def test_the_embedder_gets_the_topologys_centerface_section() -> None:
+    section = {
+        "model": "centerface",
+        "input_size": [1280, 736],
+        "score_threshold": 0.4,
+        "nms_threshold": 0.35,
+        "min_face_px": 12,
+        "max_batch": 4,
+    }
+    settings = settings_for_section({"detector": section}, models_home="/home")
+    assert settings.pipeline.detector == CenterFaceConfig(
+        input_width=1280,
+        input_height=736,
+        score_threshold=0.4,
+        nms_threshold=0.35,
+        min_face_px=12,
+        max_batch=4,
+    )
+    # Left out, every value is CenterFaceConfig's own (max_faces is not a topology field).
+    assert detector_config(CenterFaceSettings()) == CenterFaceConfig()
+
+
+def test_the_embedder_gets_the_topologys_mtcnn_section() -> None:
+    section = {"model": "mtcnn", "min_face_px": 24, "thresholds": [0.5, 0.6, 0.8]}
+    settings = settings_for_section({"detector": section}, models_home="/home")
+    assert settings.pipeline.detector == DetectorConfig(min_face_px=24, thresholds=(0.5, 0.6, 0.8))
+    assert detector_config(MtcnnSettings(min_face_px=20)) == DetectorConfig()
+
+
+def test_the_embedder_gets_its_devices_default_detector() -> None:
+    gpu = settings_for_section({"device": "gpu", "gpus_per_replica": 0.5}, models_home="/h")
+    assert gpu.pipeline.detector == CenterFaceConfig()
+    auto = settings_for_section(
+        {"device": "auto", "detector": {"min_face_px": 20}}, models_home="/h"
+    )
+    assert auto.pipeline.detector == CenterFaceConfig(min_face_px=20)
+    cpu = settings_for_section({"device": "cpu"}, models_home="/h")
+    assert isinstance(cpu.pipeline.detector, DetectorConfig)
 
 
 def test_the_camera_gets_the_topologys_camera_and_window() -> None:

@@ -8,17 +8,25 @@ import re
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from pydantic import ValidationError
 
 from lfr_actors.cli.main import main
+from lfr_actors.models.centerface import CenterFaceConfig
 from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.detectors import DETECTOR_NAMES
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.topology import (
+    DEFAULT_DETECTOR,
     MAX_DEPLOYMENT_WINDOW,
+    CenterFaceSettings,
     Deployment,
+    DetectorSettings,
+    EmbedderConfig,
     FileSource,
+    MtcnnSettings,
     SyntheticSource,
     Topology,
     TopologyError,
@@ -131,7 +139,7 @@ def make_files(folder: Path) -> None:
 # -- the examples ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "site-gpu.yaml", "cluster.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "site-gpu.yaml", "cluster.yaml", "centerface.yaml"])
 def test_examples_load_with_their_watchlists(name: str) -> None:
     topology = load_topology(EXAMPLES / name)
     assert topology.watchlist.file.is_file()
@@ -154,12 +162,20 @@ def test_example_shapes() -> None:
     assert isinstance(demo.cameras[0].source, FileSource)
     assert (demo.alerts.threshold, demo.alerts.min_sightings) == (0.6, 2)
     assert demo.alerts.fusion_window_s == 30
+    assert isinstance(demo.embedder.detector, MtcnnSettings)
+    # The GPU examples name no detector: they get the GPU default.
+    assert isinstance(site.embedder.detector, CenterFaceSettings)
+    assert site.embedder.detector.min_face_px == 48
+    centerface = load_topology(EXAMPLES / "centerface.yaml")
+    assert centerface.embedder.detector == CenterFaceSettings(input_size=(640, 384), max_batch=8)
+    assert centerface.cameras[0].source == demo.cameras[0].source
 
 
-def test_demo_files_exist_in_shared_data() -> None:
+@pytest.mark.parametrize("name", ["demo.yaml", "centerface.yaml"])
+def test_demo_files_exist_in_shared_data(name: str) -> None:
     if not (SHARED_DATA / "video").is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
-    topology = load_topology(EXAMPLES / "demo.yaml")
+    topology = load_topology(EXAMPLES / name)
     watchlist = load_watchlist(topology.watchlist.file)
     assert check_files(topology, watchlist) == []
     source = topology.cameras[0].source
@@ -540,8 +556,218 @@ def test_programmatic_models_keep_the_rules() -> None:
 def test_settings_build_the_model_layer_configs(tmp_path: Path) -> None:
     embedder = load_topology(write(tmp_path, BASE)).embedder
     assert QualityConfig(**embedder.quality.model_dump()) == QualityConfig()
-    detector = DetectorConfig(**embedder.detector.model_dump())
+    assert isinstance(embedder.detector, MtcnnSettings)
+    detector = DetectorConfig(**embedder.detector.model_dump(exclude={"model"}))
     assert (detector.min_face_px, detector.thresholds) == (40, (0.6, 0.7, 0.7))
+
+
+# -- the face detector -------------------------------------------------------------------
+
+
+def test_detector_models_are_the_model_layers_detectors() -> None:
+    members = get_args(get_args(DetectorSettings)[0])
+    assert tuple(m.model_fields["model"].default for m in members) == DETECTOR_NAMES
+    devices = get_args(EmbedderConfig.model_fields["device"].annotation)
+    assert set(DEFAULT_DETECTOR) == set(devices)
+    assert set(DEFAULT_DETECTOR.values()) <= set(DETECTOR_NAMES)
+    assert DEFAULT_DETECTOR["gpu"] == DEFAULT_DETECTOR["auto"] == "centerface"
+
+
+def test_centerface_defaults_are_the_model_layers() -> None:
+    settings = CenterFaceSettings()
+    config = CenterFaceConfig()
+    assert settings.input_size == (config.input_width, config.input_height)
+    for name in ("score_threshold", "nms_threshold", "min_face_px", "max_batch"):
+        assert getattr(settings, name) == getattr(config, name), name
+
+
+@pytest.mark.parametrize(
+    ("device", "kind"),
+    [("cpu", MtcnnSettings), ("gpu", CenterFaceSettings), ("auto", CenterFaceSettings)],
+)
+def test_the_device_picks_the_default_detector(tmp_path: Path, device: str, kind: type) -> None:
+    without = load_topology(write(tmp_path, with_embedder(f"  device: {device}")))
+    assert type(without.embedder.detector) is kind
+    assert without.embedder.detector.model == DEFAULT_DETECTOR[device]
+    # A section that names no model keeps the device's default; its shared field is read.
+    text = with_embedder(f"  device: {device}", "  detector:", "    min_face_px: 24")
+    detector = load_topology(write(tmp_path, text)).embedder.detector
+    assert type(detector) is kind
+    assert detector.min_face_px == 24
+    # A model written in the file wins over the device.
+    other = "mtcnn" if kind is CenterFaceSettings else "centerface"
+    text = with_embedder(f"  device: {device}", "  detector:", f"    model: {other}")
+    assert load_topology(write(tmp_path, text)).embedder.detector.model == other
+    # The programmatic models apply the same default.
+    assert EmbedderConfig(device=device).detector.model == DEFAULT_DETECTOR[device]
+
+
+def test_default_topology_has_the_cpu_default() -> None:
+    assert EmbedderConfig().detector.model == DEFAULT_DETECTOR["cpu"]
+
+
+def test_a_centerface_section_round_trips(tmp_path: Path) -> None:
+    text = with_embedder(
+        "  detector:",
+        "    model: centerface",
+        "    input_size: [1280, 736]",
+        "    score_threshold: 0.4",
+        "    nms_threshold: 0.35",
+        "    min_face_px: 12",
+        "    max_batch: 8",
+    )
+    detector = load_topology(write(tmp_path, text)).embedder.detector
+    assert detector == CenterFaceSettings(
+        input_size=(1280, 736),
+        score_threshold=0.4,
+        nms_threshold=0.35,
+        min_face_px=12,
+        max_batch=8,
+    )
+    assert (detector.input_width, detector.input_height) == (1280, 736)
+    assert CenterFaceSettings.model_validate(detector.model_dump()) == detector
+    dumped = detector.model_dump()
+    assert dumped["model"] == "centerface"
+    assert dumped["input_size"] == (1280, 736)
+
+
+@pytest.mark.parametrize(
+    ("field", "below", "above", "limits"),
+    [
+        ("score_threshold", "0", "1", "greater than 0 and less than 1"),
+        ("nms_threshold", "0", "1.5", "greater than 0 and at most 1"),
+        ("min_face_px", "0", "1001", "at least 1 and at most 1000"),
+        ("max_batch", "0", "65", "at least 1 and at most 64"),
+        ("input_size", "[32, 384]", "[640, 4096]", "at least 64 and at most 2048"),
+    ],
+)
+def test_centerface_setting_out_of_range_names_its_line_and_range(
+    tmp_path: Path, field: str, below: str, above: str, limits: str
+) -> None:
+    for value in (below, above):
+        text = with_embedder("  detector:", "    model: centerface", f"    {field}: {value}")
+        path = write(tmp_path, text)
+        issue = only(topology_issues(path))
+        assert (issue.file, issue.line) == (path, line_of(text, f"{field}: "))
+        assert issue.path.startswith(f"embedder.detector.{field}")
+        assert issue.message == f"{field} must be {limits}"
+        assert issue.fix.startswith(f"Set {issue.path} to the ")
+
+
+@pytest.mark.parametrize(
+    ("size", "where", "nearest"),
+    [
+        ("[650, 384]", 0, "640 or 672"),
+        ("[640, 380]", 1, "352 or 384"),
+        ("[2047, 384]", 0, "2016 or 2048"),
+    ],
+)
+def test_input_size_must_be_a_multiple_of_32(
+    tmp_path: Path, size: str, where: int, nearest: str
+) -> None:
+    text = with_embedder("  detector:", "    model: centerface", f"    input_size: {size}")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert (issue.path, issue.line) == (
+        f"embedder.detector.input_size[{where}]",
+        line_of(text, "input_size"),
+    )
+    assert issue.message == "input_size must be a multiple of 32, at least 64 and at most 2048"
+    assert issue.fix == (
+        f"Set embedder.detector.input_size[{where}] to {nearest}, the nearest valid values."
+    )
+
+
+def test_input_size_needs_two_whole_numbers(tmp_path: Path) -> None:
+    text = with_embedder("  detector:", "    model: centerface", "    input_size: [640]")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.message == "input_size needs exactly 2 values"
+    text = with_embedder("  detector:", "    model: centerface", "    input_size: [true, 384]")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.path == "embedder.detector.input_size[0]"
+    assert issue.message.startswith("input_size must be a whole number")
+
+
+def test_unknown_detector_lists_the_known_ones(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    make_files(tmp_path)
+    text = with_embedder("  detector:", "    model: yolo", "    min_face_px: 20")
+    path = write(tmp_path, text)
+    issue = only(topology_issues(path))
+    assert (issue.path, issue.line) == ("embedder.detector.model", line_of(text, "yolo"))
+    assert issue.value == "'yolo'"
+    assert issue.message == "detector model 'yolo' is not one of mtcnn, centerface"
+    assert "leave model out for the embedder device's default" in issue.fix
+    assert main(["validate", str(path)]) == 2
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert lines[0].startswith(
+        f"{path}:{line_of(text, 'yolo')}: embedder.detector.model: got 'yolo' — "
+        "detector model 'yolo' is not one of mtcnn, centerface."
+    )
+    assert lines[1] == f"{path}: 1 problem; nothing was started."
+
+
+def test_a_misspelt_detector_gets_a_suggestion(tmp_path: Path) -> None:
+    text = with_embedder("  detector: {model: centreface}")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.message.endswith("— did you mean 'centerface'?")
+
+
+@pytest.mark.parametrize(
+    ("lines", "field", "message"),
+    [
+        (
+            ("    model: centerface", "    thresholds: [0.6, 0.7, 0.7]"),
+            "thresholds",
+            "unknown field 'thresholds' for model: centerface — it is a field of model: mtcnn",
+        ),
+        (
+            ("    model: mtcnn", "    input_size: [640, 384]"),
+            "input_size",
+            "unknown field 'input_size' for model: mtcnn — it is a field of model: centerface",
+        ),
+    ],
+)
+def test_a_field_of_the_other_detector_names_both(
+    tmp_path: Path, lines: tuple[str, ...], field: str, message: str
+) -> None:
+    text = with_embedder("  detector:", *lines)
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert (issue.path, issue.line) == (f"embedder.detector.{field}", line_of(text, field))
+    assert issue.message == message
+    other = "mtcnn" if "model: mtcnn" in message.split("—")[1] else "centerface"
+    assert issue.fix == f"Remove it, or set embedder.detector.model to {other} to use it."
+
+
+def test_a_field_of_the_other_detector_under_the_device_default(tmp_path: Path) -> None:
+    text = with_embedder("  device: gpu", "  detector:", "    scale_factor: 0.8")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.path == "embedder.detector.scale_factor"
+    assert issue.message == (
+        "unknown field 'scale_factor' for model: centerface — it is a field of model: mtcnn "
+        "(embedder.detector.model is not written, so it is centerface here)"
+    )
+
+
+def test_an_unknown_detector_field_is_still_close_matched(tmp_path: Path) -> None:
+    text = with_embedder("  detector:", "    model: centerface", "    score_treshold: 0.4")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.message == "unknown field 'score_treshold' — did you mean 'score_threshold'?"
+
+
+def test_summary_shows_the_detector(tmp_path: Path) -> None:
+    text = with_embedder("  detector:", "    model: centerface", "    input_size: [1280, 736]")
+    shown = summary(load_topology(write(tmp_path, text)), None)
+    assert "  detector   centerface, input 1280x736, score >= 0.5, faces from 16 px\n" in shown
+    shown = summary(load_topology(write(tmp_path, with_embedder("  device: auto"))), None)
+    assert (
+        "detector   centerface, input 640x384, score >= 0.5, faces from 16 px (the default on auto)"
+        in shown
+    )
+    shown = summary(load_topology(write(tmp_path, BASE)), None)
+    assert "detector   mtcnn, faces from 40 px (the default on cpu)" in shown
 
 
 # -- face tracks and the alert crop ------------------------------------------------------
