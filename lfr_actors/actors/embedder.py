@@ -57,6 +57,7 @@ from lfr_actors.messages import (
 )
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.pipeline import FacePipeline
+from lfr_actors.models.runtime_packages import check_runtime_packages
 from lfr_actors.tracking.stage import FrameInfo, TrackDecision, Tracking, TrackQuery
 
 DOWNSTREAM_DEADLINE_S = 5.0
@@ -141,6 +142,7 @@ class EmbedderActor:
             actor=self.embedder_id, deployment=self.deployment_id
         )
         self.max_wait_s = settings.max_wait_ms / 1000.0
+        check_runtime_packages()  # a worker node's environment may differ from the driver's
         self.pipeline = FacePipeline.build(
             settings.runtime,
             settings.pipeline,

@@ -25,6 +25,7 @@ from lfr_actors.models.types import Detections, UInt8Array
 
 __all__ = [
     "DETECTOR_NAMES",
+    "DETECTOR_SCORES",
     "Detector",
     "DetectorChoice",
     "build_detector",
@@ -36,6 +37,16 @@ DETECTOR_NAMES: tuple[str, ...] = (MTCNN_NAME, CENTERFACE_NAME)
 
 DetectorChoice = DetectorConfig | CenterFaceConfig
 """A detector's settings; their type says which detector they build."""
+
+DETECTOR_SCORES: dict[str, tuple[float, float]] = {"mtcnn": (0.90, 0.9), "centerface": (0.5, 0.7)}
+"""Per detector, the defaults of ``quality.min_score`` and ``tracking.high_score``.
+
+The detectors' scores are on different scales: MTCNN's O-Net gives a clear face 0.99 or
+more, while CenterFace's heatmap peak is 0.5-0.95 on the same faces (median 0.66 on the
+Hamilton clip's faces, 0.999 for MTCNN). MTCNN keeps the values the product had; for
+CenterFace the quality gate takes every face it reports (its own threshold is 0.5), and a
+track starts from a face over 0.7 (above its median, as ByteTrack's high threshold sits
+above the detection threshold; 0.6 split the clip's tracks more)."""
 
 
 @runtime_checkable

@@ -51,6 +51,7 @@ from pydantic_core import PydanticCustomError
 from lfr_actors.models.centerface import MAX_INPUT_SIDE, MIN_INPUT_SIDE, CenterFaceConfig
 from lfr_actors.models.convert.centerface import SIDE_MULTIPLE
 from lfr_actors.models.detector import DetectorConfig
+from lfr_actors.models.detectors import DETECTOR_SCORES
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.spec import DLIB_RESNET_NAME
 from lfr_actors.timefmt import iso_z
@@ -872,7 +873,8 @@ class QualitySettings(_Strict):
         default=QualityConfig.min_score,
         ge=0.0,
         le=1.0,
-        description="the detector confidence a face needs",
+        description="the detector confidence a face needs. Left out, the detector's own "
+        "scale decides: " + ", ".join(f"{m} {q:g}" for m, (q, _) in DETECTOR_SCORES.items()),
     )
     min_sharpness: Float = Field(
         default=QualityConfig.min_sharpness,
@@ -916,7 +918,8 @@ class TrackingSettings(_Strict):
     high_score: Float = _tracking(
         "high_score",
         "the detector confidence a face needs to start a track. A weaker face may only "
-        "continue a track it overlaps.",
+        "continue a track it overlaps. Left out, the detector's own scale decides: "
+        + ", ".join(f"{m} {h:g}" for m, (_, h) in DETECTOR_SCORES.items()),
     )
     min_face_px: Float = _tracking(
         "min_face_px",
@@ -1071,13 +1074,27 @@ class EmbedderConfig(_Strict):
     def _device_default_detector(cls, data: Any) -> Any:
         # A detector section without a model (or no section) gets the device's default
         # detector before validation, so that the model field picks its settings.
+        # The quality gate's and the tracker's score defaults follow the detector's scale.
         if not isinstance(data, Mapping):
             return data
         detector = data.get("detector", {})
-        if not isinstance(detector, Mapping) or "model" in detector:
+        if not isinstance(detector, Mapping):
             return data
-        device = data.get("device", cls.model_fields["device"].default)
-        return {**data, "detector": {**detector, "model": _default_detector(device)}}
+        if "model" not in detector:
+            device = data.get("device", cls.model_fields["device"].default)
+            data = {**data, "detector": {**detector, "model": _default_detector(device)}}
+        model = data["detector"]["model"]
+        if not isinstance(model, str) or model not in DETECTOR_SCORES:
+            return data
+        min_score, high_score = DETECTOR_SCORES[model]
+        for section, field, value in (
+            ("quality", "min_score", min_score),
+            ("tracking", "high_score", high_score),
+        ):
+            given = data.get(section, {})
+            if isinstance(given, Mapping) and field not in given:
+                data = {**data, section: {**given, field: value}}
+        return data
 
     def _violations(self) -> list[RuleViolation]:
         found = resource_violations(self.resources)

@@ -602,6 +602,29 @@ def test_the_device_picks_the_default_detector(tmp_path: Path, device: str, kind
     assert EmbedderConfig(device=device).detector.model == DEFAULT_DETECTOR[device]
 
 
+@pytest.mark.parametrize(
+    ("model", "min_score", "high_score"), [("mtcnn", 0.9, 0.9), ("centerface", 0.5, 0.7)]
+)
+def test_the_score_defaults_follow_the_detectors_scale(
+    tmp_path: Path, model: str, min_score: float, high_score: float
+) -> None:
+    text = with_embedder("  detector:", f"    model: {model}")
+    embedder = load_topology(write(tmp_path, text)).embedder
+    assert embedder.quality.min_score == min_score
+    assert embedder.tracking.high_score == high_score
+    # A value written in the file wins, and the other field keeps the detector's default.
+    text = with_embedder("  detector:", f"    model: {model}", "  quality:", "    min_score: 0.42")
+    embedder = load_topology(write(tmp_path, text)).embedder
+    assert embedder.quality.min_score == 0.42
+    assert embedder.tracking.high_score == high_score
+    text = with_embedder(
+        "  detector:", f"    model: {model}", "  tracking:", "    high_score: 0.55"
+    )
+    embedder = load_topology(write(tmp_path, text)).embedder
+    assert embedder.tracking.high_score == 0.55
+    assert embedder.quality.min_score == min_score
+
+
 def test_default_topology_has_the_cpu_default() -> None:
     assert EmbedderConfig().detector.model == DEFAULT_DETECTOR["cpu"]
 
