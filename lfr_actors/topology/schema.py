@@ -719,16 +719,18 @@ class Camera(_Strict):
 # -- embedder ----------------------------------------------------------------------------
 
 
-DEFAULT_DETECTOR: dict[str, str] = {"cpu": "mtcnn", "gpu": "centerface", "auto": "centerface"}
+DEFAULT_DETECTOR: dict[str, str] = {"cpu": "centerface", "gpu": "centerface", "auto": "centerface"}
 """The face detector an embedder runs when its ``detector`` section names no ``model``, by
 ``embedder.device``. The one place the choice is made (see docs/topology.md for why)."""
 
 
 def _defaults_text() -> str:
-    """``DEFAULT_DETECTOR`` in words: "mtcnn on cpu, centerface on gpu and auto"."""
+    """``DEFAULT_DETECTOR`` in words: "centerface on every device", or by device."""
     devices: dict[str, list[str]] = {}
     for device, model in DEFAULT_DETECTOR.items():
         devices.setdefault(model, []).append(device)
+    if len(devices) == 1:
+        return f"{next(iter(devices))} on every device"
     return ", ".join(f"{model} on {' and '.join(names)}" for model, names in devices.items())
 
 

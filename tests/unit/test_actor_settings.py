@@ -50,15 +50,15 @@ def test_a_minimal_topology_gives_the_model_layers_defaults() -> None:
         t, DEFAULT_EMBEDDER_SPEC, "embedder", namespace="dep", router="r", alerts="a",
         threshold=0.6, models_home="/home",
     )  # fmt: skip
-    # The one deliberate difference: live cameras search from 40 px faces, as they always
-    # did from a topology; lfr evaluate keeps facenet-pytorch's 20 (DetectorConfig()).
+    # A topology's default detector is CenterFace (on every device), whose scores are on
+    # their own scale: the quality gate and the tracker start from its defaults.
     assert embedder.pipeline == PipelineConfig(
-        detector=dataclasses.replace(DetectorConfig(), min_face_px=40),
-        quality=QualityConfig(),
+        detector=CenterFaceConfig(),
+        quality=dataclasses.replace(QualityConfig(), min_score=0.5),
         embedder=DEFAULT_EMBEDDER_SPEC,
     )
     assert embedder.runtime == RuntimeConfig()
-    assert embedder.tracking == TrackingConfig()
+    assert embedder.tracking == dataclasses.replace(TrackingConfig(), high_score=0.7)
     assert embedder.crop_size == 160
     shard = shard_settings(t, DEFAULT_EMBEDDER_SPEC, "index-0", None)
     assert shard.index == ShardConfig(
@@ -71,9 +71,12 @@ def test_a_minimal_topology_gives_the_model_layers_defaults() -> None:
 def test_the_embedder_gets_the_topologys_tracking_section() -> None:
     section = {"min_iou": 0.3, "max_missed_frames": 25, "full_face_px": 80, "max_tracks": 32}
     settings = settings_for_section({"tracking": section}, models_home="/home")
-    assert settings.tracking == TrackingConfig(**section)
+    # The default detector (CenterFace) sets the score a track starts from on its scale.
+    assert settings.tracking == TrackingConfig(**section, high_score=0.7)
     assert settings.tracking.tracker.max_tracks == 32
-    assert settings_for_section({}, models_home="/home").tracking == TrackingConfig()
+    assert settings_for_section({}, models_home="/home").tracking == TrackingConfig(high_score=0.7)
+    mtcnn = settings_for_section({"detector": {"model": "mtcnn"}}, models_home="/home")
+    assert mtcnn.tracking == TrackingConfig()
 
 
 def test_the_embedder_gets_the_topologys_centerface_section() -> None:
@@ -113,7 +116,7 @@ def test_the_embedder_gets_its_devices_default_detector() -> None:
     )
     assert auto.pipeline.detector == CenterFaceConfig(min_face_px=20)
     cpu = settings_for_section({"device": "cpu"}, models_home="/h")
-    assert isinstance(cpu.pipeline.detector, DetectorConfig)
+    assert cpu.pipeline.detector == CenterFaceConfig()
 
 
 def test_the_camera_gets_the_topologys_camera_and_window() -> None:

@@ -162,8 +162,8 @@ def test_example_shapes() -> None:
     assert isinstance(demo.cameras[0].source, FileSource)
     assert (demo.alerts.threshold, demo.alerts.min_sightings) == (0.6, 2)
     assert demo.alerts.fusion_window_s == 30
-    assert isinstance(demo.embedder.detector, MtcnnSettings)
-    # The GPU examples name no detector: they get the GPU default.
+    assert isinstance(demo.embedder.detector, CenterFaceSettings)
+    # The GPU examples name no detector: they get the default.
     assert isinstance(site.embedder.detector, CenterFaceSettings)
     assert site.embedder.detector.min_face_px == 48
     centerface = load_topology(EXAMPLES / "centerface.yaml")
@@ -488,7 +488,9 @@ def test_unquoted_hex_colour_is_explained(tmp_path: Path) -> None:
 
 
 def test_thresholds_need_three_values(tmp_path: Path) -> None:
-    text = BASE.replace("alerts:", "embedder:\n  detector: {thresholds: [0.6, 0.7]}\nalerts:")
+    text = BASE.replace(
+        "alerts:", "embedder:\n  detector: {model: mtcnn, thresholds: [0.6, 0.7]}\nalerts:"
+    )
     issue = only(topology_issues(write(tmp_path, text)))
     assert issue.path == "embedder.detector.thresholds"
     assert issue.message == "thresholds needs exactly 3 values"
@@ -555,6 +557,11 @@ def test_programmatic_models_keep_the_rules() -> None:
 
 def test_settings_build_the_model_layer_configs(tmp_path: Path) -> None:
     embedder = load_topology(write(tmp_path, BASE)).embedder
+    # The default detector is CenterFace, whose scores set the quality gate's minimum.
+    assert QualityConfig(**embedder.quality.model_dump()) == QualityConfig(min_score=0.5)
+    assert isinstance(embedder.detector, CenterFaceSettings)
+    text = with_embedder("  detector:", "    model: mtcnn")
+    embedder = load_topology(write(tmp_path, text)).embedder
     assert QualityConfig(**embedder.quality.model_dump()) == QualityConfig()
     assert isinstance(embedder.detector, MtcnnSettings)
     detector = DetectorConfig(**embedder.detector.model_dump(exclude={"model"}))
@@ -583,7 +590,7 @@ def test_centerface_defaults_are_the_model_layers() -> None:
 
 @pytest.mark.parametrize(
     ("device", "kind"),
-    [("cpu", MtcnnSettings), ("gpu", CenterFaceSettings), ("auto", CenterFaceSettings)],
+    [("cpu", CenterFaceSettings), ("gpu", CenterFaceSettings), ("auto", CenterFaceSettings)],
 )
 def test_the_device_picks_the_default_detector(tmp_path: Path, device: str, kind: type) -> None:
     without = load_topology(write(tmp_path, with_embedder(f"  device: {device}")))
@@ -790,7 +797,13 @@ def test_summary_shows_the_detector(tmp_path: Path) -> None:
         in shown
     )
     shown = summary(load_topology(write(tmp_path, BASE)), None)
-    assert "detector   mtcnn, faces from 40 px (the default on cpu)" in shown
+    assert (
+        "detector   centerface, input 640x384, score >= 0.5, faces from 16 px (the default on cpu)"
+        in shown
+    )
+    text = with_embedder("  detector:", "    model: mtcnn")
+    shown = summary(load_topology(write(tmp_path, text)), None)
+    assert "  detector   mtcnn, faces from 40 px\n" in shown
 
 
 # -- face tracks and the alert crop ------------------------------------------------------
@@ -825,8 +838,10 @@ def test_tracking_settings_from_a_file_build_the_tracking_config(tmp_path: Path)
     config = TrackingConfig(**tracking.model_dump())
     assert (config.min_iou, config.max_missed_frames, config.full_face_px) == (0.3, 0, 100.0)
     assert config.tracker.max_tracks == 10000
+    # Left out, the tracking section is TrackingSettings' own but for the score a track
+    # starts from, which follows the default detector's (CenterFace's) scale.
     assert load_topology(write(tmp_path, BASE)).embedder.tracking == (
-        schema_module.TrackingSettings()
+        schema_module.TrackingSettings(high_score=0.7)
     )
 
 
