@@ -308,9 +308,12 @@ def test_a_run_times_each_image_after_an_untimed_first_call(tmp_path: Path) -> N
     )
     images = read_annotations(xml)
     detector = _Detector([[10, 10, 30, 30]])
-    run = run_detector(detector.detect, images)
-    assert detector.shapes == [(48, 64, 3), (48, 64, 3), (32, 32, 3)]
+    run = run_detector(detector.detect, images, repeat=2)
+    assert detector.shapes == [(48, 64, 3)] * 3 + [(32, 32, 3)] * 2
     assert run.ms_per_image is not None and run.ms_per_image >= 0
+    assert [b.tolist() for b in run.boxes] == [[[10, 10, 30, 30]]] * 2
+    with pytest.raises(ValueError, match="repeat must be >= 1"):
+        run_detector(detector.detect, images, repeat=0)
     report = evaluate_detector(detector.detect, images)
     assert report["found"] == 1 and report["false_detections"] == 1  # b.jpg has no face
     assert report["box_style"] is None and report["precision"] == 0.5
@@ -362,6 +365,7 @@ def test_the_text_report_has_a_row_per_detector() -> None:
         (["--centerface-input", "650x384"], "input_width must be a multiple of 32"),
         (["--min-face-px", "0"], "min_face_px must be >= 1, got 0"),
         (["--scale", "0"], "--scale must be from 0.05 to 4.0, got 0.0"),
+        (["--repeat", "0"], "--repeat must be 1 or more, got 0"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(
