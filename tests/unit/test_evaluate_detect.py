@@ -333,6 +333,14 @@ def test_a_rescaled_image_is_loaded_and_scored_at_that_size(tmp_path: Path) -> N
     assert summary["scale"] == 0.5 and summary["faces"] == 1
 
 
+def test_a_photo_that_does_not_decode_is_named_with_its_xml_line(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"not a picture")
+    xml = _xml(tmp_path, "<dataset><images>\n<image file='a.jpg'/></images></dataset>")
+    with pytest.raises(DetectionEvaluationError) as caught:
+        run_detector(_Detector([]).detect, read_annotations(xml))
+    assert str(caught.value).startswith(f"{xml}:3: {tmp_path / 'a.jpg'}")
+
+
 def test_a_style_comes_from_a_run_over_another_file() -> None:
     faces = [(float(x), 0.0, x + 20.0, 20.0) for x in range(0, 200, 40)]
     image = _image(*faces)
