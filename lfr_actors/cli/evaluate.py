@@ -1,9 +1,10 @@
-"""``lfr evaluate pairs``, ``identify`` (labelled photos) and ``video`` (a clip, tracked)."""
+"""``lfr evaluate pairs``, ``identify``, ``video`` and ``detect`` (annotated detection photos)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,93 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_INPUT_SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
+
+
+def _detector_configs(args: argparse.Namespace) -> list[Any]:
+    """The settings of each detector ``--detector`` names, from the command's options."""
+    from lfr_actors.models.centerface import CenterFaceConfig
+    from lfr_actors.models.detector import DetectorConfig
+    from lfr_actors.models.detectors import DETECTOR_NAMES, detector_name
+
+    known = (*DETECTOR_NAMES, "all")
+    wanted = args.detector.strip().lower()
+    if wanted not in known:
+        raise UsageError(f"unknown detector {args.detector!r}; known: {', '.join(known)}")
+    size = _INPUT_SIZE.fullmatch(args.centerface_input)
+    if size is None:
+        raise UsageError(
+            "--centerface-input must be WIDTHxHEIGHT (e.g. 1024x768), "
+            f"got {args.centerface_input!r}"
+        )
+    width, height = int(size[1]), int(size[2])
+    smallest = {} if args.min_face_px is None else {"min_face_px": args.min_face_px}
+    try:
+        configs: list[Any] = [
+            DetectorConfig(**smallest),
+            CenterFaceConfig(input_width=width, input_height=height, **smallest),
+        ]
+    except ValueError as exc:
+        raise UsageError(f"--centerface-input or --min-face-px: {exc}") from exc
+    return [c for c in configs if wanted in ("all", detector_name(c))]
+
+
+def cmd_evaluate_detect(args: argparse.Namespace) -> int:
+    """``lfr evaluate detect``."""
+    import dataclasses
+
+    from lfr_actors.evaluate_detect import (
+        MAX_SCALE,
+        MIN_SCALE,
+        RAW_STYLE,
+        DetectionEvaluationError,
+        evaluate_detector,
+        format_report,
+        read_annotations,
+        run_detector,
+        style_from_run,
+        summarise_annotations,
+    )
+    from lfr_actors.models.cache import ModelCache
+    from lfr_actors.models.detectors import build_detector, detector_name
+    from lfr_actors.models.pipeline import default_detector_runtime
+
+    configs = _detector_configs(args)
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be 1 or more, got {args.repeat}")
+    if not MIN_SCALE <= args.scale <= MAX_SCALE:
+        raise UsageError(f"--scale must be from {MIN_SCALE} to {MAX_SCALE}, got {args.scale}")
+    annotations = Path(args.annotations)
+    style_file = Path(args.box_style_from) if args.box_style_from else None
+    try:
+        images = [i.rescaled(args.scale) for i in read_annotations(annotations)]
+        # The style file is read as annotated, at any --scale: a detector that cannot see
+        # its faces shrunk could not pair enough of them to measure its style.
+        style_images = read_annotations(style_file) if style_file else None
+    except DetectionEvaluationError as exc:
+        raise UsageError(str(exc)) from exc
+    prepare_models(args, quiet=args.no_progress)
+    cache = ModelCache(home(args) / "models")
+    runtime = _runtime(args)
+    report = summarise_annotations(annotations, images, args.scale)
+    report["detectors"] = {}
+    for config in configs:
+        detector = build_detector(config, default_detector_runtime(config, runtime), cache)
+        detector.warm_up()
+        try:
+            style = RAW_STYLE
+            if style_file and style_images:
+                measured = run_detector(detector.detect, style_images)
+                style = style_from_run(measured, style_images, str(style_file))
+            found = evaluate_detector(detector.detect, images, style, args.repeat)
+        except DetectionEvaluationError as exc:
+            raise UsageError(str(exc)) from exc
+        found["config"] = dataclasses.asdict(config)
+        report["detectors"][detector_name(config)] = found
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return EXIT_OK
+
+
 def _add_inference(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
@@ -172,3 +260,49 @@ def add_evaluate(sub: Commands) -> None:
     add_common(video)
     _add_inference(video)
     video.set_defaults(func=cmd_evaluate_video)
+    detect = ev_sub.add_parser(
+        "detect", help="face detection recall by face size, and precision, on dlib imglab XML"
+    )
+    detect.add_argument("annotations", help="a dlib imglab XML file (image paths relative to it)")
+    detect.add_argument(
+        "--detector", default="all", metavar="NAME", help="mtcnn, centerface or all (default)"
+    )
+    detect.add_argument(
+        "--box-style-from",
+        metavar="XML",
+        help="another annotation file (read unscaled) to measure each detector's box style "
+        "on; detections are mapped to the annotations' style before matching (default: raw "
+        "boxes)",
+    )
+    detect.add_argument(
+        "--centerface-input",
+        default="640x384",
+        metavar="WxH",
+        help="CenterFace's fixed input size (default 640x384, as live cameras use)",
+    )
+    detect.add_argument(
+        "--min-face-px",
+        type=int,
+        metavar="N",
+        help="smallest face searched for, for both detectors (default: each detector's own)",
+    )
+    detect.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="resize every photo and its boxes by F first (0.25: faces a quarter the size, "
+        "as a distant camera sees them); default 1",
+    )
+    detect.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        metavar="N",
+        help="time each image N times and count its fastest (default 3)",
+    )
+    detect.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_common(detect)
+    detect.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
+    detect.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    detect.set_defaults(func=cmd_evaluate_detect)

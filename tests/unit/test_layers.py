@@ -35,7 +35,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     # The declarations every later floor shares: the topology schema, the alert records,
     # the tracking settings (the schema states their limits).
     ("records", ("topology.schema", "alerts.records", "tracking.config")),
-    ("rules", ("topology", "alerts", "video", "tracking", "evaluate")),
+    ("rules", ("topology", "alerts", "video", "tracking", "evaluate", "evaluate_detect")),
     ("store", ("store", "enrolment", "evaluate_video", "testing")),
     ("services", ("actors", "api")),
     ("control", ("control",)),
