@@ -201,7 +201,7 @@ def cmd_evaluate_detect(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from exc
         found["config"] = dataclasses.asdict(config)
         report["detectors"][detector_name(config)] = found
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(format_report(report) if args.table else json.dumps(report, indent=2))
     return EXIT_OK
 
 
@@ -301,7 +301,9 @@ def add_evaluate(sub: Commands) -> None:
         metavar="N",
         help="time each image N times and count its fastest (default 3)",
     )
-    detect.add_argument("--json", action="store_true", help="print the report as JSON")
+    detect.add_argument(
+        "--table", action="store_true", help="print a table to read instead of the JSON document"
+    )
     add_common(detect)
     detect.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu")
     detect.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")

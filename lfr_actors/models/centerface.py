@@ -73,7 +73,7 @@ class CenterFaceConfig:
     input_height: int = 384
     score_threshold: float = 0.5
     nms_threshold: float = 0.3
-    min_face_px: int = 16
+    min_face_px: int = 10
     max_faces: int = 256
     max_batch: int = 16
 

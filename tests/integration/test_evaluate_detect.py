@@ -41,7 +41,7 @@ def test_both_detectors_on_the_testing_photos(
     model_cache: ModelCache, detection_data: Path
 ) -> None:
     testing = detection_data / "testing.xml"
-    done = _run(str(testing), "--box-style-from", str(detection_data / "training.xml"), "--json")
+    done = _run(str(testing), "--box-style-from", str(detection_data / "training.xml"))
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     images = read_annotations(testing)
@@ -70,7 +70,7 @@ def test_one_detector_at_a_larger_input_on_shrunk_photos(
 ) -> None:
     # At half size the testing faces are 18 to 55 px: the small bands fill.
     done = _run(str(detection_data / "testing.xml"), "--detector", "centerface",
-                "--centerface-input", "1024x768", "--scale", "0.5")  # fmt: skip
+                "--centerface-input", "1024x768", "--scale", "0.5", "--table")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"{detection_data / 'testing.xml'} resized x0.5: 5 images")

@@ -240,7 +240,7 @@ def test_decode_drops_small_faces_faint_ones_and_the_padding(
     # A 320x96 frame fills the top half of the input; the rest is padding.
     prepared = detector.letterbox([np.zeros((96, 320, 3), np.uint8)])
     cells = [
-        (0, 10, 10, 0.9, 8.0, 8.0),  # shorter side 8 < min_face_px 16
+        (0, 10, 10, 0.9, 8.0, 8.0),  # shorter side 8 < min_face_px 10
         (0, 10, 30, 0.4, 40.0, 40.0),  # under the score threshold
         (0, 40, 30, 0.9, 40.0, 40.0),  # centre at y 162, below the 96-px frame
         (0, 10, 60, 0.9, 30.0, 30.0),  # a face

@@ -790,15 +790,15 @@ def test_an_unknown_detector_field_is_still_close_matched(tmp_path: Path) -> Non
 def test_summary_shows_the_detector(tmp_path: Path) -> None:
     text = with_embedder("  detector:", "    model: centerface", "    input_size: [1280, 736]")
     shown = summary(load_topology(write(tmp_path, text)), None)
-    assert "  detector   centerface, input 1280x736, score >= 0.5, faces from 16 px\n" in shown
+    assert "  detector   centerface, input 1280x736, score >= 0.5, faces from 10 px\n" in shown
     shown = summary(load_topology(write(tmp_path, with_embedder("  device: auto"))), None)
     assert (
-        "detector   centerface, input 640x384, score >= 0.5, faces from 16 px (the default on auto)"
+        "detector   centerface, input 640x384, score >= 0.5, faces from 10 px (the default on auto)"
         in shown
     )
     shown = summary(load_topology(write(tmp_path, BASE)), None)
     assert (
-        "detector   centerface, input 640x384, score >= 0.5, faces from 16 px (the default on cpu)"
+        "detector   centerface, input 640x384, score >= 0.5, faces from 10 px (the default on cpu)"
         in shown
     )
     text = with_embedder("  detector:", "    model: mtcnn")
