@@ -144,11 +144,12 @@ def load_entries(pipeline: FacePipeline, watchlist: Path) -> list[Entry]:
     except TopologyError as exc:
         raise VideoEvaluationError(str(exc)) from exc
     entries = []
+    enrolling = pipeline.for_enrolment()  # MTCNN, whatever detector watches the clip
     for entry in declared.entries:
         templates = []
         for image in entry.images:
             try:
-                templates.append(enrol_image(pipeline, load_image(Path(image))).embeddings)
+                templates.append(enrol_image(enrolling, load_image(Path(image))).embeddings)
             except (EnrolmentRejectedError, ImageError) as exc:
                 raise VideoEvaluationError(
                     f"{watchlist}: entry {entry.id}: {image}: {exc}"

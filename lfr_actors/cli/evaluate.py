@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,6 +22,44 @@ def _runtime(args: argparse.Namespace) -> Any:
     return RuntimeConfig(device=args.device, intra_op_threads=args.threads)
 
 
+def _live_detector(args: argparse.Namespace) -> dict[str, Any]:
+    """The detector and quality settings a clip is watched with, as a topology's default.
+
+    ``--detector`` names it (CenterFace, the topology default, when left out), with
+    ``--centerface-input``; the quality gate's score minimum follows the detector's scale
+    as in a topology (``DETECTOR_SCORES``).
+    """
+    from lfr_actors.models.centerface import CenterFaceConfig
+    from lfr_actors.models.detector import DetectorConfig
+    from lfr_actors.models.detectors import DETECTOR_SCORES
+    from lfr_actors.models.quality import QualityConfig
+
+    width, height = _input_size(args.centerface_input)
+    try:
+        detector = (
+            DetectorConfig(min_face_px=args.min_face_px or 40)
+            if args.detector == "mtcnn"
+            else CenterFaceConfig(
+                input_width=width,
+                input_height=height,
+                **({"min_face_px": args.min_face_px} if args.min_face_px else {}),
+            )
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return {
+        "detector": detector,
+        "quality": QualityConfig(min_score=DETECTOR_SCORES[args.detector][0]),
+    }
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise UsageError(f"--centerface-input must be WIDTHxHEIGHT, e.g. 640x384, got {text!r}")
+    return int(width), int(height)
+
+
 def _load_embedder_spec(path: Path) -> Any:
     from lfr_actors.topology.loader import TopologyError, load_embedder_spec
 
@@ -37,6 +76,8 @@ def _pipeline(args: argparse.Namespace) -> Any:
     config = PipelineConfig()
     if args.embedder:  # a bad declaration is reported before minutes of model preparation
         config = PipelineConfig(embedder=_load_embedder_spec(Path(args.embedder)))
+    if getattr(args, "detector", None) is not None:
+        config = dataclasses.replace(config, **_live_detector(args))
     prepare_models(args, quiet=args.no_progress)
     return FacePipeline.build(_runtime(args), config, cache=ModelCache(home(args) / "models"))
 
@@ -82,6 +123,7 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
         load_entries,
         read_truth,
     )
+    from lfr_actors.models.detectors import DETECTOR_SCORES
     from lfr_actors.tracking.config import TrackingConfig
 
     clip = Path(args.clip)
@@ -90,7 +132,10 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise UsageError(f"--every must be 1 or more, got {args.every}")
     try:
-        config = TrackingConfig(min_track_frames=args.min_track_frames)
+        config = TrackingConfig(
+            min_track_frames=args.min_track_frames,
+            high_score=DETECTOR_SCORES[args.detector][1],
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     pipeline = _pipeline(args)
@@ -257,6 +302,24 @@ def add_evaluate(sub: Commands) -> None:
         "--frames", action="store_true", help="also print the frame-by-frame decisions"
     )
     video.add_argument("--json", action="store_true", help="print the report as JSON")
+    video.add_argument(
+        "--detector",
+        choices=["centerface", "mtcnn"],
+        default="centerface",
+        help="the face detector that watches the clip (default: centerface, a topology's "
+        "default); watchlist photos are always enrolled with MTCNN, as lfr up does",
+    )
+    video.add_argument(
+        "--centerface-input",
+        default="640x384",
+        metavar="WxH",
+        help="CenterFace's input size (default 640x384)",
+    )
+    video.add_argument(
+        "--min-face-px",
+        type=int,
+        help="the detector's smallest face (default: 40 for mtcnn, 10 for centerface)",
+    )
     add_common(video)
     _add_inference(video)
     video.set_defaults(func=cmd_evaluate_video)

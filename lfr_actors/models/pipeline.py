@@ -98,10 +98,19 @@ class EnrolledFace:
 class FacePipeline:
     """Detector, aligner, quality gate and embedder, built once and used many times."""
 
-    def __init__(self, detector: Detector, embedder: Embedder, config: PipelineConfig) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: Embedder,
+        config: PipelineConfig,
+        *,
+        cache: ModelCache | None = None,
+    ) -> None:
         self.detector = detector
         self.embedder = embedder
         self.config = config
+        self.cache = cache
+        self._enrolment: FacePipeline | None = None
 
     @classmethod
     def build(
@@ -125,7 +134,22 @@ class FacePipeline:
             cache,
         )
         embedder = Embedder.from_spec(config.embedder, runtime, cache=cache)
-        return cls(detector, embedder, config)
+        return cls(detector, embedder, config, cache=cache)
+
+    def for_enrolment(self) -> FacePipeline:
+        """The pipeline enrolment runs: MTCNN finds the face (:func:`enrolment_config`).
+
+        The same pipeline when it already detects with MTCNN; otherwise one that shares
+        this embedder, its MTCNN built once on the CPU from this pipeline's model cache.
+        """
+        config = enrolment_config(self.config)
+        if config is self.config:
+            return self
+        if self._enrolment is None:
+            cache = self.cache or ModelCache.default()
+            detector = build_detector(config.detector, RuntimeConfig(device="cpu"), cache)
+            self._enrolment = FacePipeline(detector, self.embedder, config, cache=cache)
+        return self._enrolment
 
     def warm_up(self) -> None:
         """One inference through every model (every batch shape of a fixed-shape detector)."""
