@@ -10,10 +10,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from lfr_actors.errors import HashMismatchError, ModelError, ModelFormatError
+from lfr_actors.errors import (
+    HashMismatchError,
+    ModelError,
+    ModelFormatError,
+    ProviderUnavailableError,
+)
 from lfr_actors.models.align import align_faces
 from lfr_actors.models.cache import ModelCache, prepare
 from lfr_actors.models.centerface import CenterFaceConfig, CenterFaceDetector
@@ -26,6 +32,7 @@ from lfr_actors.models.convert.centerface import (
 from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.detectors import DETECTOR_NAMES, Detector, build_detector, detector_name
 from lfr_actors.models.embedder import Embedder, distances
+from lfr_actors.models.pipeline import FacePipeline, PipelineConfig
 from lfr_actors.models.runtime import RuntimeConfig, build_session
 from lfr_actors.models.sources import CENTERFACE_ONNX, SourceFetcher, SourceMember, sha256_bytes
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
@@ -317,3 +324,22 @@ def test_faces_are_aligned_from_the_full_resolution_frame_and_match_mtcnn(
 def test_a_bad_image_is_a_value_error(detector: CenterFaceDetector, bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="detect"):
         detector.detect_batch([np.zeros((10, 10, 3), np.uint8), bad])
+
+
+def test_a_gpu_asked_for_without_a_cuda_provider_stops_the_detector(
+    graph: bytes, model_cache: object
+) -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is installed here; covered by the gpu-marked tests")
+    with pytest.raises(ProviderUnavailableError, match=r"model 'centerface'.*demands a GPU"):
+        CenterFaceDetector.from_model(graph, RuntimeConfig(device="gpu"), SMALL)
+    # The embedder's pipeline builds the detector first, on the embedder's device: the same
+    # refusal reaches an embedder actor's start.
+    with pytest.raises(ProviderUnavailableError, match="centerface"):
+        FacePipeline.build(
+            RuntimeConfig(device="gpu"),
+            PipelineConfig(detector=SMALL),
+            cache=model_cache,  # type: ignore[arg-type]
+        )
+    auto = CenterFaceDetector.from_model(graph, RuntimeConfig(device="auto"), SMALL)
+    assert not auto.on_gpu
