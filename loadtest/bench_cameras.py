@@ -254,6 +254,7 @@ def _measure(window: dict[str, Any], folder: Path, *, cameras: int) -> dict[str,
         "frame_latency_ms": percentiles(frame_latencies),
         "alert_stored_latency_ms": percentiles(alerts),
         "alert_events": len(alerts),
+        "embedder_providers": window["embedder"].get("providers"),
         "time": where_the_time_goes(after, window["embedder"], processed / span if span else 0),
         "per_camera": [
             {

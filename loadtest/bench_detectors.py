@@ -188,10 +188,12 @@ def bench_centerface(
                 fixed, _ = build_session(pin_batch(fixed_hw, n), det_runtime, name="centerface")
                 _bare_run(fixed, prepared)
                 _bare_run(detector.session, prepared)
-                dynamic_s = statistics.median(
-                    timed(partial(_bare_run, detector.session, prepared), repeats)
-                )
-                fixed_s = statistics.median(timed(partial(_bare_run, fixed, prepared), repeats))
+                # Interleaved, so a change in the machine's load falls on both alike.
+                dynamic, fixed_calls = [], []
+                for _ in range(repeats):
+                    dynamic += timed(partial(_bare_run, detector.session, prepared), 1)
+                    fixed_calls += timed(partial(_bare_run, fixed, prepared), 1)
+                dynamic_s, fixed_s = statistics.median(dynamic), statistics.median(fixed_calls)
                 row["infer_ms_per_frame_dynamic_batch"] = ms(dynamic_s / n)
                 row["infer_ms_per_frame_fixed_batch"] = ms(fixed_s / n)
                 row["fixed_over_dynamic"] = round(fixed_s / dynamic_s, 3)
@@ -290,7 +292,7 @@ def table(report: dict[str, Any]) -> str:
             name = key.rsplit("_b", 1)[0] if section == "centerface" else key
             lines.append(
                 f"{name:<30} {row['frame']:>9} {row['batch']:>5} {row['ms_per_frame']:>9.1f} "
-                f"{row.get(f'ratio_vs_{BASELINE}', float('nan')):>8.2f} "
+                f"{_cell(row.get(f'ratio_vs_{BASELINE}'), 8, 2)} "
                 f"{row['faces_per_frame']:>6.2f} "
                 f"{_cell(row.get('infer_ms_per_frame_dynamic_batch'))} "
                 f"{_cell(row.get('infer_ms_per_frame_fixed_batch'))} "
