@@ -16,10 +16,11 @@ the time goes:
 
 - ``decode``: the camera's median time of one source read (drawing the synthetic frame;
   the decode of a file or stream), ms per frame;
-- ``detect``, ``align``, ``embed``, ``search``, ``store``: the embedder's median stage
-  times, ms per batch and per frame (per batch divided by the mean batch size). An
-  embedder that does not time alignment apart from detection shows ``align`` as null
-  (it is then inside ``detect``). ``store`` is the sightings' hand-over to the alert actor;
+- ``detect``, ``align``, ``track``, ``embed``, ``search``, ``store``: the embedder's
+  median stage times, ms per batch and per frame (per batch divided by the mean batch
+  size). A stage the embedder does not time apart shows as null (an embedder without
+  ``align`` counts it inside ``detect``). ``store`` is the sightings' hand-over to the
+  alert actor;
 - ``embedder_load``: the embedder's median batch time per frame times the frames per
   second it answered: near 1, it is busy all the time.
 
@@ -73,7 +74,7 @@ FPS = 10.0
 WIDTH, HEIGHT = 1280, 720
 P99_LIMIT_MS = 1000.0
 DETECTORS = ("mtcnn", "centerface")
-STAGES = ("detect", "align", "embed", "search", "alerts", "batch")
+STAGES = ("detect", "align", "track", "embed", "search", "alerts", "batch")
 STAGE_NAMES = {"alerts": "store"}  # the embedder's name for a stage -> the report's
 
 
@@ -254,6 +255,7 @@ def _measure(window: dict[str, Any], folder: Path, *, cameras: int) -> dict[str,
         "frame_latency_ms": percentiles(frame_latencies),
         "alert_stored_latency_ms": percentiles(alerts),
         "alert_events": len(alerts),
+        "embedder_detector": window["embedder"].get("detector"),
         "embedder_providers": window["embedder"].get("providers"),
         "time": where_the_time_goes(after, window["embedder"], processed / span if span else 0),
         "per_camera": [
@@ -369,7 +371,8 @@ def table(report: dict[str, Any]) -> str:
     """One line per detector and N: drops, latencies and where the time goes (ms/frame)."""
     head = (
         f"{'detector':<11} {'N':>3} {'fps':>6} {'drop':>5} {'frame p99':>9} {'alert p99':>9} "
-        f"{'alerts':>6} {'decode':>6} {'detect':>6} {'align':>6} {'embed':>6} {'search':>6} "
+        f"{'alerts':>6} {'decode':>6} {'detect':>6} {'align':>6} {'track':>6} {'embed':>6} "
+        f"{'search':>6} "
         f"{'store':>6} {'batch':>5} {'load':>5}  ok"
     )
     lines = [head, "-" * len(head)]
@@ -381,7 +384,8 @@ def table(report: dict[str, Any]) -> str:
                 f"{run['frames_dropped']:>5} {_num(run['frame_latency_ms']['p99'], 9, 0)} "
                 f"{_num(run['alert_stored_latency_ms']['p99'], 9, 0)} {run['alert_events']:>6} "
                 + " ".join(_num(t.get(k), 6, 1) for k in
-                           ("decode", "detect", "align", "embed", "search", "store"))
+                           ("decode", "detect", "align", "track", "embed", "search",
+                            "store"))
                 + f" {_num(run['time']['embedder_batch_size_mean'], 5, 1)} "
                 f"{_num(run['time']['embedder_load'], 5, 2)}  {'yes' if run['sustained'] else 'no'}"
             )  # fmt: skip
