@@ -32,8 +32,9 @@ On a GPU host (python3 there has PyTorch with CUDA 13 and the CPU ``onnxruntime`
     mkdir -p .gpu && cp -r ~/.local/share/lfr/models ~/.local/share/lfr/samples .gpu/
     # .gpu/wheels/: onnxruntime-gpu (split in parts under 64 MiB a call if needed, then
     # `cat` together there), structlog, pydantic, pydantic-core, annotated-types,
-    # typing-inspection, usearch, msgspec, ruamel.yaml, tenacity, and for the cameras
-    # section ray with jsonschema, jsonschema-specifications, referencing, rpds-py
+    # typing-inspection, usearch, numkong, msgspec, ruamel.yaml, tenacity (cp312
+    # manylinux x86-64; the GPU image lacks these), and for the cameras section ray
+    # (large: in parts too) with jsonschema, jsonschema-specifications, referencing, rpds-py
     # there (one run call, carry [".gpu"]):
     python3 -m pip install -q --no-index --no-deps --target /tmp/ortgpu .gpu/wheels/*.whl
     PYTHONUNBUFFERED=1 python3 loadtest/gpu_suite.py --site /tmp/ortgpu \
@@ -305,7 +306,9 @@ def cudnn_search(cache: Any, runtime: Any, home: Path, quick: bool) -> dict[str,
     return out
 
 
-def cameras(home: Path, device: str, quick: bool, deadline: float) -> dict[str, Any]:
+def cameras(
+    home: Path, device: str, quick: bool, deadline: float, sessions: dict[str, Any]
+) -> dict[str, Any]:
     import bench_cameras as bc
 
     from lfr_actors.models.cache import default_fetcher, ensure_samples
@@ -343,6 +346,7 @@ def cameras(home: Path, device: str, quick: bool, deadline: float) -> dict[str, 
                 break
             result["wall_s"] = round(time.perf_counter() - started, 1)
             runs.append(result)
+            sessions[f"cameras/{name}/{n}/embedder"] = result.get("embedder_providers")
             print(f"  cameras {name} x{n}: {result['reason']}", file=sys.stderr, flush=True)
             if not result["sustained"]:
                 break
@@ -378,7 +382,7 @@ def main() -> int:
     parser.add_argument("--site", type=Path, help="a folder to import packages from first")
     parser.add_argument("--models-home", type=Path, help="a prepared lfr home (models/ in it)")
     parser.add_argument(
-        "--budget-s", type=float, default=420.0, help="no camera run starts past this budget"
+        "--budget-s", type=float, default=360.0, help="no camera run starts past this budget"
     )
     parser.add_argument("--skip", nargs="*", default=[], help="sections to leave out")
     args = parser.parse_args()
@@ -441,8 +445,14 @@ def main() -> int:
         step("cudnn_search", lambda: cudnn_search(cache, runtime, home, args.quick))
     else:
         report["cudnn_search"] = {"skipped": "cuDNN's search exists only on a GPU"}
-    step("cameras", lambda: cameras(home, args.device, args.quick, deadline))
-    failed = [k for k, v in report.items() if isinstance(v, dict) and "error" in v]
+    step("cameras", lambda: cameras(home, args.device, args.quick, deadline, sessions))
+    failed = [
+        f"{name}.{part}" if part else name
+        for name, value in report.items()
+        if isinstance(value, dict)
+        for part, inner in [("", value), *value.items()]
+        if isinstance(inner, dict) and "error" in inner
+    ]
     report["sections_failed"] = failed
     write()
     print(f"wrote {args.out} in {report['wall_s']} s; sections failed: {failed or 'none'}")
