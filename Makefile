@@ -14,7 +14,7 @@ ifeq ($(filter cpu gpu,$(RUNTIME)),)
 $(error RUNTIME must be cpu or gpu, not '$(RUNTIME)')
 endif
 
-.PHONY: demo test lint typecheck bench bench-models bench-index bench-pipeline bench-track-rules clean
+.PHONY: demo test lint typecheck bench bench-models bench-index bench-pipeline bench-track-rules bench-detectors clean
 
 # Both runtimes write the same `onnxruntime` module: if the other one is installed, both
 # go before the wanted one is installed again (removing one alone would break the other).
@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-bench: bench-models bench-index bench-pipeline bench-track-rules
+bench: bench-models bench-index bench-pipeline bench-track-rules bench-detectors
 
 bench-models: $(STAMP)
 	$(BIN)/python loadtest/bench_models.py
@@ -53,6 +53,9 @@ bench-pipeline: $(STAMP)
 
 bench-track-rules: $(STAMP)
 	$(BIN)/python loadtest/bench_track_rules.py --seed 0 1 2 --sizes 20 24 28 32 48
+
+bench-detectors: $(STAMP)
+	$(BIN)/python loadtest/bench_detectors.py
 
 clean:
 	rm -rf $(VENV) .lfr .pytest_cache .mypy_cache .ruff_cache

@@ -58,12 +58,16 @@ from lfr_actors.video import build_source
 FPS = 10.0
 
 
-def camera_source(samples: dict[str, Path], seed: int, frames: int) -> dict[str, Any]:
-    """A 640x360 scene: the watchlisted person walks through, the group stands behind."""
+def camera_source(
+    samples: dict[str, Path], seed: int, frames: int, *, width: int = 640, height: int = 360
+) -> dict[str, Any]:
+    """A scene (640x360 unless asked): the watchlisted person walks through, the group
+    stands behind. Sizes and positions are fractions of the frame, so any size shows the
+    same scene."""
     return {
         "type": "synthetic",
-        "width": 640,
-        "height": 360,
+        "width": width,
+        "height": height,
         "frames": frames,
         "seed": seed,
         "sprites": [
@@ -187,8 +191,11 @@ def bare_loop(home: Path, samples: dict[str, Path], cameras: int, frames: int) -
     }
 
 
-def alert_latencies(db: Path) -> list[float]:
-    """Capture -> stored, per stored alert event (the event's sighting capture time)."""
+def alert_latencies(db: Path, since: float | None = None) -> list[float]:
+    """Capture -> stored, per stored alert event (the event's sighting capture time).
+
+    ``since`` (Unix seconds): only the events of sightings captured from then on.
+    """
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = connection.execute("SELECT at, alert FROM alert_events").fetchall()
@@ -198,7 +205,8 @@ def alert_latencies(db: Path) -> list[float]:
     for at, alert in rows:
         payload = json.loads(alert)
         stored = float(at) if not isinstance(at, str) else datetime.fromisoformat(at).timestamp()
-        out.append(stored - float(payload["last_seen"]))
+        if since is None or float(payload["last_seen"]) >= since:
+            out.append(stored - float(payload["last_seen"]))
     return out
 
 

@@ -61,6 +61,7 @@ from lfr_actors.video import (
 )
 
 _LATENCY_WINDOW = 512
+_READ_WINDOW = 128
 RESEND_DEADLINE_S = 15.0
 """How long a frame's one resend waits for an embedder to be found again (restarts take ~5 s)."""
 _SEND_ERRORS = ("embedder unavailable", "alert store unavailable", "alert actor unavailable")
@@ -162,6 +163,12 @@ class _Worker:
             del result, error, fn, future, job  # drop a late frame at once
 
 
+def _median_ms(seconds: deque[float]) -> float | None:
+    """The median of ``seconds`` in milliseconds (1 decimal), or None when empty."""
+    values = list(seconds)  # one copy (made under the GIL): the worker thread appends
+    return round(float(np.median(values)) * 1000, 2) if values else None
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: Exception | None) -> None:
     if future.done():  # given up on (cancelled): nobody wants this result
         return
@@ -212,6 +219,7 @@ class CameraActor:
         self.last_error: str | None = None
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._read_s: deque[float] = deque(maxlen=_READ_WINDOW)  # appended in the worker
         self._sample_times: deque[float] = deque(maxlen=64)
         self._seq = 0
         self._worker: _Worker | None = None
@@ -265,7 +273,11 @@ class CameraActor:
         return f"{text}: {self._stall_detail}" if self._stall_detail else text
 
     async def stats(self) -> dict[str, Any]:
-        """Counters, measured sampling rate, queue depth and capture-to-result latency."""
+        """Counters, measured sampling rate, queue depth and capture-to-result latency.
+
+        ``read_ms_median``: the median time of one source read over the last
+        :data:`_READ_WINDOW` frames (the decode of a file's frame; see :meth:`_timed_read`).
+        """
         latencies = sorted(self._latencies)
 
         def pct(q: float) -> float | None:
@@ -294,6 +306,7 @@ class CameraActor:
             "latency_ms_p50": pct(0.5),
             "latency_ms_p95": pct(0.95),
             "latency_ms_p99": pct(0.99),
+            "read_ms_median": _median_ms(self._read_s),
         }
 
     async def ended(self) -> bool:
@@ -398,6 +411,18 @@ class CameraActor:
         self.log.warning("camera_outside_window", reason="window_ended")
         return True
 
+    def _timed_read(self) -> SourceFrame | None:
+        """``source.read()``, its time kept for ``read_ms_median`` when it gives a frame.
+
+        Runs in the worker thread. For a file or synthetic scene this is the decode (or
+        drawing) of one frame; for a live stream it includes the wait for the next frame.
+        """
+        started = time.perf_counter()
+        frame = self.source.read()
+        if frame is not None:
+            self._read_s.append(time.perf_counter() - started)
+        return frame
+
     async def _open_with_backoff(self) -> bool:
         attempts = 0
         while not self._stop.is_set():
@@ -480,7 +505,7 @@ class CameraActor:
                 return
             deadline = self._quiet_since + self.settings.stall_timeout_s
             try:
-                frame: SourceFrame | None = await self._blocking(self.source.read, deadline)
+                frame: SourceFrame | None = await self._blocking(self._timed_read, deadline)
             except _Stopping:
                 return
             except _Stalled:

@@ -153,6 +153,15 @@ async def test_latency_is_measured_from_capture() -> None:
     assert stats["latency_ms_p50"] >= 20
 
 
+async def test_read_time_is_the_median_of_the_reads_that_gave_a_frame() -> None:
+    source = FakeSource([IMG] * 5 + [END], fps=10, read_delay_s=0.03)
+    camera = fast_camera(source, FakeEmbedderActor())
+    assert (await camera.stats())["read_ms_median"] is None  # no frame read yet
+    stats = await run_to_end(camera)
+    assert stats["frames_read"] == 5
+    assert 30 <= stats["read_ms_median"] < 300  # each read slept 30 ms; the end read is left out
+
+
 def _source(description: dict[str, Any]) -> Source:
     """A topology camera's typed ``source``, validated as the topology loader does."""
     return TypeAdapter(Source).validate_python(description)
