@@ -134,7 +134,7 @@ def write_topology(
         "embedder": {
             "max_batch": 8,
             "max_wait_ms": 10,
-            "detector": {"min_face_px": 40},
+            "detector": {"model": "mtcnn", "min_face_px": 40},  # as its README figures
             "tracking": tracking or {},
         },
         "index": {"shards": 1},

@@ -89,7 +89,11 @@ def write_topology(folder: Path, samples: dict[str, Path], fps: float) -> Path:
                 },
             }
         ],
-        "embedder": {"max_batch": 4, "max_wait_ms": 10, "detector": {"min_face_px": 40}},
+        "embedder": {
+            "max_batch": 4,
+            "max_wait_ms": 10,
+            "detector": {"model": "mtcnn", "min_face_px": 40},
+        },
         "index": {"shards": 1},
         "alerts": {"threshold": 0.6, "fusion_window_s": 5, "min_sightings": 1},
         "watchlist": {"file": "watchlist.yaml"},

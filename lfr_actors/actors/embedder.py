@@ -163,6 +163,7 @@ class EmbedderActor:
             "embedder_ready",
             providers=self.providers,
             detector=self.pipeline.detector.name,
+            detector_providers=self.pipeline.detector.providers,
             max_batch=self.settings.max_batch,
         )
         self._queue: asyncio.Queue[tuple[Frame, asyncio.Future[bytes]]] | None = None
@@ -248,6 +249,7 @@ class EmbedderActor:
             "id": self.embedder_id,
             "providers": self.providers,
             "detector": self.pipeline.detector.name,
+            "detector_providers": self.pipeline.detector.providers,
             "search_limit": self.tracking.search_limit,
             "batch_size_mean": round(float(np.mean(sizes)), 2) if sizes else None,
             "batch_size_max": max(sizes) if sizes else None,

@@ -158,6 +158,11 @@ class CenterFaceDetector:
         session, report = build_session(fixed, runtime, name="centerface")
         return cls(session, config, on_gpu=report.on_gpu, gpu_id=runtime.gpu_id)
 
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really runs on, most preferred first."""
+        return list(self.session.get_providers())
+
     # -- the public calls ----------------------------------------------------------------
 
     def detect(self, image_rgb: UInt8Array) -> Detections:

@@ -155,6 +155,11 @@ class MtcnnDetector:
 
     name = "mtcnn"
 
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the three sessions really run on (built alike: P-Net's)."""
+        return list(self._sessions["pnet"].get_providers())
+
     def detect_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
         """Faces of each image, in image order (MTCNN's shapes change per image: one by one)."""
         return [self.detect(image) for image in images]

@@ -55,6 +55,11 @@ class Detector(Protocol):
 
     name: str
 
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the detector's sessions really run on."""
+        ...
+
     def detect(self, image_rgb: UInt8Array) -> Detections:
         """Faces in one RGB uint8 image, the most confident first."""
         ...

@@ -183,6 +183,7 @@ def test_both_detectors_meet_the_protocol(
     mtcnn = build_detector(DetectorConfig(), RuntimeConfig(), model_cache)  # type: ignore[arg-type]
     assert isinstance(mtcnn, Detector)
     assert mtcnn.name == "mtcnn"
+    assert detector.providers[0] == mtcnn.providers[0] == "CPUExecutionProvider"
 
 
 # -- decode, on outputs written by hand ------------------------------------------------
