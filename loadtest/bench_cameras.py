@@ -53,6 +53,7 @@ from typing import Any
 
 import onnxruntime as ort
 import yaml
+from bench_detectors import cell, parse_size  # loadtest/, beside this script
 from bench_pipeline import (  # loadtest/bench_pipeline.py, beside this script
     _embedder_stats,
     alert_latencies,
@@ -380,29 +381,17 @@ def table(report: dict[str, Any]) -> str:
         for run in section["runs"]:
             t = run["time"]["ms_per_frame"]
             lines.append(
-                f"{name:<11} {run['cameras']:>3} {_num(run['frames_per_s'], 6, 1)} "
-                f"{run['frames_dropped']:>5} {_num(run['frame_latency_ms']['p99'], 9, 0)} "
-                f"{_num(run['alert_stored_latency_ms']['p99'], 9, 0)} {run['alert_events']:>6} "
-                + " ".join(_num(t.get(k), 6, 1) for k in
+                f"{name:<11} {run['cameras']:>3} {cell(run['frames_per_s'], 6, 1)} "
+                f"{run['frames_dropped']:>5} {cell(run['frame_latency_ms']['p99'], 9, 0)} "
+                f"{cell(run['alert_stored_latency_ms']['p99'], 9, 0)} {run['alert_events']:>6} "
+                + " ".join(cell(t.get(k), 6, 1) for k in
                            ("decode", "detect", "align", "track", "embed", "search",
                             "store"))
-                + f" {_num(run['time']['embedder_batch_size_mean'], 5, 1)} "
-                f"{_num(run['time']['embedder_load'], 5, 2)}  {'yes' if run['sustained'] else 'no'}"
+                + f" {cell(run['time']['embedder_batch_size_mean'], 5, 1)} "
+                f"{cell(run['time']['embedder_load'], 5, 2)}  {'yes' if run['sustained'] else 'no'}"
             )  # fmt: skip
         lines.append(f"{name}: largest N sustained = {section['largest_sustained']}")
     return "\n".join(lines)
-
-
-def _num(value: float | None, width: int, digits: int) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    return width, height
 
 
 def main() -> int:
@@ -418,7 +407,7 @@ def main() -> int:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--max-batch", type=int, default=8, help="embedder.max_batch")
     parser.add_argument("--replicas", type=int, default=1, help="embedder.replicas")
-    parser.add_argument("--centerface-input", type=_size, default=(640, 384))
+    parser.add_argument("--centerface-input", type=parse_size, default=(640, 384))
     parser.add_argument("--home", type=Path, default=None, help="the lfr home (models/ in it)")
     parser.add_argument("--json", type=Path, help="write the JSON report here too")
     args = parser.parse_args()

@@ -298,16 +298,17 @@ def table(report: dict[str, Any]) -> str:
             name = key.rsplit("_b", 1)[0] if section == "centerface" else key
             lines.append(
                 f"{name:<30} {row['frame']:>9} {row['batch']:>5} {row['ms_per_frame']:>9.1f} "
-                f"{_cell(row.get(f'ratio_vs_{BASELINE}'), 8, 2)} "
+                f"{cell(row.get(f'ratio_vs_{BASELINE}'), 8, 2)} "
                 f"{row['faces_per_frame']:>6.2f} "
-                f"{_cell(row.get('infer_ms_per_frame_dynamic_batch'))} "
-                f"{_cell(row.get('infer_ms_per_frame_fixed_batch'))} "
-                f"{_cell(row.get('fixed_over_dynamic'), 7, 3)}"
+                f"{cell(row.get('infer_ms_per_frame_dynamic_batch'))} "
+                f"{cell(row.get('infer_ms_per_frame_fixed_batch'))} "
+                f"{cell(row.get('fixed_over_dynamic'), 7, 3)}"
             )
     return "\n".join(lines)
 
 
-def _cell(value: float | None, width: int = 8, digits: int = 1) -> str:
+def cell(value: float | None, width: int = 8, digits: int = 1) -> str:
+    """A number right-aligned in ``width`` with ``digits`` decimals, or '-' for None."""
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 

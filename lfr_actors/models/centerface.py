@@ -45,6 +45,7 @@ from lfr_actors.models.convert.centerface import (
     STRIDE,
     fix_input_size,
 )
+from lfr_actors.models.detector import check_image
 from lfr_actors.models.runtime import RuntimeConfig, build_session
 from lfr_actors.models.types import Detections, UInt8Array
 
@@ -175,7 +176,7 @@ class CenterFaceDetector:
         Raises ``ValueError`` for anything that is not an H x W x 3 uint8 image.
         """
         for image in images:
-            _check_image(image)
+            check_image(image)
         found: list[Detections] = []
         step = self.config.max_batch
         for start in range(0, len(images), step):
@@ -299,16 +300,3 @@ class CenterFaceDetector:
                 else Detections.empty()
             )
         return results
-
-
-def _check_image(image: object) -> None:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"detect() needs a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"detect() needs an H x W x 3 RGB image, got an array of shape {image.shape}"
-        )
-    if image.dtype != np.uint8:
-        raise ValueError(f"detect() needs uint8 pixels, got {image.dtype}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"detect() got an empty image of shape {image.shape}")

@@ -49,7 +49,7 @@ from lfr_actors.models.convert.mtcnn import (
 from lfr_actors.models.runtime import RuntimeConfig, build_session
 from lfr_actors.models.types import Detections
 
-__all__ = ["DetectorConfig", "MtcnnDetector"]
+__all__ = ["DetectorConfig", "MtcnnDetector", "check_image"]
 
 F32 = npt.NDArray[np.float32]
 Index = npt.NDArray[np.intp]
@@ -173,7 +173,7 @@ class MtcnnDetector:
 
         Raises ``ValueError`` for anything else (a grey or RGBA image, floats, a batch).
         """
-        _check_image(image_rgb)
+        check_image(image_rgb)
         image = image_rgb.astype(np.float32)
         cfg = self.config
 
@@ -254,7 +254,8 @@ class MtcnnDetector:
         return outputs
 
 
-def _check_image(image: Any) -> None:
+def check_image(image: Any) -> None:
+    """Refuse, as ``ValueError``, anything but an H x W x 3 uint8 image (a detector's input)."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"detect() needs a numpy array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
