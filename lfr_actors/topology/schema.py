@@ -100,10 +100,23 @@ RULES_ERROR = "topology_rules"
 
 
 def _reject_bool(value: object) -> object:
-    # Pydantic's lax mode reads true as 1; in a configuration file that is always a slip.
+    # Pydantic's lax mode reads true as 1, and "18103" as 18103; in a configuration file
+    # either is a slip (a quoted number is text to YAML), so both are refused.
     if isinstance(value, bool):
         raise PydanticCustomError("bool_not_number", "expected a number, not true or false")
+    if isinstance(value, str) and _looks_numeric(value):
+        raise PydanticCustomError(
+            "text_not_number", "expected a number, got text: remove the quotes"
+        )
     return value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _path_text(value: object) -> object:

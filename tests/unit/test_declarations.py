@@ -81,7 +81,7 @@ def test_a_topology_and_an_api_body_make_the_same_declaration(tmp_path: Path) ->
         ({"start": 1_800_000_000}, "datetime_type"),
         ({"start": "2026-11-20T08:00:00"}, "timezone_aware"),
         ({"start": "soon"}, "datetime_parsing"),
-        ({"threshold": "0.5"}, "float_type"),
+        ({"threshold": "0.5"}, "text_not_number"),
         ({"threshold": True}, "bool_not_number"),
         ({"location": "   "}, "string_pattern_mismatch"),
     ],

@@ -1145,3 +1145,10 @@ def test_topology_is_frozen(tmp_path: Path) -> None:
     assert isinstance(topology, Topology)
     with pytest.raises(ValidationError):
         topology.cameras[0].fps = 5
+
+
+def test_a_quoted_number_is_refused_with_the_fix(tmp_path: Path) -> None:
+    text = BASE.replace("alerts:", 'api:\n  port: "18103"\nalerts:')
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.path == "api.port"
+    assert "expected a number, got text: remove the quotes" in issue.message
