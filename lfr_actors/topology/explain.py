@@ -524,7 +524,12 @@ def _error_issues(
 
     if kind == "timezone_aware":
         raw = lookup(data, at.path)[1]
-        example = f"{raw}Z" if isinstance(raw, str) else "2026-11-20T08:00:00Z"
+        if isinstance(raw, str) and "T" in raw.upper():
+            example = f"{raw}Z"
+        elif isinstance(raw, str) and raw.strip():
+            example = f"{raw.strip()}T00:00:00Z"  # a date alone: midnight UTC is the nearest
+        else:
+            example = "2026-11-20T08:00:00Z"
         return [
             issue(
                 f"{name} has no time zone",

@@ -290,6 +290,15 @@ def test_naive_datetime_asks_for_a_time_zone(tmp_path: Path) -> None:
     assert "2026-11-20T08:00:00Z" in issue.fix
 
 
+def test_a_date_alone_is_offered_a_fix_that_is_itself_valid(tmp_path: Path) -> None:
+    text = BASE.replace("start: 2026-11-20T08:00:00Z", "start: '2026-11-20'")
+    issue = only(topology_issues(write(tmp_path, text)))
+    assert issue.path == "deployment.start"
+    assert "2026-11-20T00:00:00Z" in issue.fix
+    fixed = BASE.replace("start: 2026-11-20T08:00:00Z", "start: 2026-11-20T00:00:00Z")
+    assert load_topology(write(tmp_path, fixed)).deployment.start.hour == 0
+
+
 def test_datetime_that_is_a_number_is_refused(tmp_path: Path) -> None:
     text = BASE.replace("start: 2026-11-20T08:00:00Z", "start: 1700000000")
     issue = only(topology_issues(write(tmp_path, text)))
