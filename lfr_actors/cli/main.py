@@ -23,7 +23,11 @@ from lfr_actors.logs import configure as configure_logging
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every ``lfr`` command."""
-    parser = argparse.ArgumentParser(prog="lfr", description="The ``lfr`` command line.")
+    parser = argparse.ArgumentParser(
+        prog="lfr",
+        description="Live facial recognition for authorised deployments: "
+        "check a topology (validate), run it (up, or demo), and govern it.",
+    )
     parser.add_argument("--version", action="version", version=f"lfr {__version__}")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
