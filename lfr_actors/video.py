@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -90,6 +91,9 @@ def _to_rgb(frame: np.ndarray) -> UInt8Array:
 
 
 OPEN_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 1.0
+"""How long the one TCP connection that explains a URL that would not open may take."""
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 """How long FFmpeg may take to open a network stream (connect, handshake, first probe)."""
 
 READ_TIMEOUT_MARGIN_S = 1.0
@@ -152,7 +156,7 @@ class CaptureSource:
         capture = self._new_capture()
         if not capture.isOpened():
             capture.release()
-            raise SourceError(f"{self.name}: cannot open {self._shown_target()}")
+            raise SourceError(f"cannot open {self._shown_target()}: {self._why_not_open()}")
         with self._lock:
             stale = generation != self._generation
             if not stale:
@@ -177,6 +181,37 @@ class CaptureSource:
             round(self.read_timeout_s * 1000),
         ]
         return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+
+    def _why_not_open(self) -> str:
+        """A likely reason OpenCV could not open the target (it gives none itself).
+
+        For a URL, one TCP connection to its host and port tells a stream server that is
+        down or unreachable from one that answers but has no playable stream there.
+        """
+        if isinstance(self.target, int):
+            return "the camera device is missing, or in use by another program"
+        if not self.network:
+            return "FFmpeg could not read it as a video (not a video file, or a codec it lacks)"
+        parts = urlsplit(str(self.target))
+        host = parts.hostname or ""
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 0)
+        except ValueError:
+            return "its port is not a number"
+        if not host or not port:
+            return "the URL names no host and port to connect to"
+        try:
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+        except socket.gaierror:
+            return f"the host name {host!r} is not known"
+        except ConnectionRefusedError:
+            return f"nothing listens on {host}:{port} (is the stream server running?)"
+        except OSError as exc:
+            return f"no connection to {host}:{port} within {PROBE_TIMEOUT_S:g} s ({exc})"
+        return (
+            f"{host}:{port} answers but gave no stream to play (a wrong path, a stream that "
+            "has not started, or a codec FFmpeg lacks)"
+        )
 
     def _shown_target(self) -> str:
         """The target for messages, with any password in a URL replaced by ``***``."""

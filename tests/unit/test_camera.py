@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -417,7 +418,29 @@ def test_capture_source_hides_the_password_when_it_cannot_open(monkeypatch: Any)
     source = CaptureSource("rtsp://cam:pw@127.0.0.1:1/missing", live=True, name="c")
     with pytest.raises(SourceError) as caught:
         source.open()
-    assert str(caught.value) == "c: cannot open rtsp://cam:***@127.0.0.1:1/missing"
+    assert str(caught.value) == (
+        "cannot open rtsp://cam:***@127.0.0.1:1/missing: nothing listens on 127.0.0.1:1 "
+        "(is the stream server running?)"
+    )
+
+
+def test_a_source_that_will_not_open_says_why(monkeypatch: Any, tmp_path: Path) -> None:
+    monkeypatch.setattr(cv2, "VideoCapture", _BlockingCapture)
+    with socket.socket() as server:  # a port that answers, but serves no stream
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        source = CaptureSource(f"rtsp://127.0.0.1:{port}/missing", live=True, name="c")
+        with pytest.raises(SourceError, match="answers but gave no stream to play"):
+            source.open()
+    unknown = CaptureSource("rtsp://no-such-host.invalid/missing", live=True, name="c")
+    with pytest.raises(SourceError, match=r"host name 'no-such-host\.invalid' is not known"):
+        unknown.open()
+    monkeypatch.undo()  # OpenCV itself, on a file that is no video
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_bytes(b"not a video")
+    with pytest.raises(SourceError, match="could not read it as a video"):
+        CaptureSource(str(not_video), live=False, name="c").open()
 
 
 def test_url_sources_get_a_read_timeout_past_the_stall_timeout() -> None:
