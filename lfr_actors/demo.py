@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lfr_actors.control import Deployment
+from lfr_actors.control.announce import Announcer
 from lfr_actors.models.cache import ModelCache, default_fetcher, ensure_samples, prepare
 from lfr_actors.topology.loader import load_topology, load_watchlist
 
@@ -135,6 +136,7 @@ def run_demo(home: Path, *, progress: bool = True, api_port: int = 0) -> dict[st
     alerts: dict[str, dict[str, Any]] = {}
 
     def on_alert(event: dict[str, Any]) -> None:
+        announce()  # the serving line leads the alert lines
         alert = event["alert"]
         alerts[alert["id"]] = alert
         if event["kind"] != "raised" and alert["sightings"] % 10:
@@ -148,8 +150,9 @@ def run_demo(home: Path, *, progress: bool = True, api_port: int = 0) -> dict[st
         )
 
     deployment = Deployment(topology, watchlist, home=home, until_eof=True, on_alert=on_alert)
+    announce = Announcer(deployment, lambda line: print(line, flush=True), as_json=False)
     print(f"demo deployment: {topology_path}", flush=True)
-    summary = asyncio.run(deployment.run())
+    summary = asyncio.run(announce.run())
     summary["ground_truth"] = score(alerts)
     print(json.dumps(summary, indent=2))
     return summary

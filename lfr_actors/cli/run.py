@@ -64,10 +64,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     import asyncio
 
     from lfr_actors.control import Deployment
+    from lfr_actors.control.announce import Announcer
 
     topology, watchlist = load_deployment_files(Path(args.file))
 
     def on_alert(event: dict[str, Any]) -> None:
+        announce()  # the serving line leads the alert lines
         alert = event["alert"]
         print(
             json.dumps(
@@ -96,7 +98,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         on_alert=on_alert,
         handle_signals=True,
     )
-    summary = asyncio.run(deployment.run())
+    # Off a terminal stdout is JSON lines (the alert events), and the serving line is one.
+    announce = Announcer(
+        deployment, lambda line: print(line, flush=True), as_json=not sys.stdout.isatty()
+    )
+    summary = asyncio.run(announce.run())
     print(json.dumps(summary, indent=2), flush=True)
     return EXIT_OK
 

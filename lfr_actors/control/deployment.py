@@ -12,12 +12,14 @@ anything runs:
    and nothing is written;
 1. the API port is bound (a port in use is a one-line error), and the reconcile loop
    starts sweeping ended deployments;
-2. the deployment's record is found or created in the store from the topology's
+2. the deployment's record is looked up in the store and checked against the topology's
    ``deployment`` section (a closed deployment, or a record that differs from the file,
    stops ``lfr up``);
 3. the models are prepared and the watchlist file's new entries are enrolled in this
-   process and stored as active entries, approved by the deployment's authority (an image
-   that fails the enrolment rules stops ``lfr up`` with every entry and reason listed);
+   process (an image that fails the enrolment rules stops ``lfr up`` with every entry and
+   reason listed); only then is the record created, when the store had none, and the
+   entries stored as active entries, approved by the deployment's authority, so a start
+   refused before this point leaves no record to block the next one;
 4. Ray is started or reached; index shards and router (loaded with the store's active
    entries), alert actor, embedders (each warmed up before it reports ready), then
    cameras, in that order.
@@ -48,7 +50,6 @@ import contextlib
 import errno
 import functools
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,6 @@ from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.records import Enrolled
 from lfr_actors.store.tokens import revoke_local_tokens
-from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology, Watchlist
 
 log = get_logger("lfr.deployment")
@@ -263,11 +263,7 @@ class Deployment:
                 await asyncio.to_thread(self._prepare_and_enrol)
             assert self.live.db is not None
             record = Deployments(self.live.db).get(self.namespace)
-            if record.ends_at <= time.time():
-                raise DeploymentError(
-                    f"deployment {self.namespace!r}'s authorised window ended "
-                    f"{iso_utc(record.ends_at, 'auto')}; cameras run only inside it"
-                )
+            registration.refuse_ended_window(self.namespace, record.ends_at)
             logging_cfg = self.topology.logging
             start_ray(
                 self.address,

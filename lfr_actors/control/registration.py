@@ -6,10 +6,11 @@ In start-up order (:mod:`lfr_actors.control.deployment` runs them):
   a fault is one line and nothing is written;
 - :func:`revoke_earlier_local_tokens`: the local admin tokens of earlier runs stop
   working before this run's API answers;
-- :func:`prepare_and_enrol`: the deployment's record is found or created from the
-  topology's ``deployment`` section (:func:`register_deployment`), the models are
-  prepared, and the watchlist file's new entries are enrolled and stored as active
-  entries, approved by the deployment's authority;
+- :func:`prepare_and_enrol`: the deployment's record is found and checked against the
+  topology's ``deployment`` section (:func:`check_deployment`), the models are prepared,
+  the watchlist file's new entries are enrolled, and only then is the record created
+  (when there was none) and the entries stored as active entries, approved by the
+  deployment's authority; a start refused before that writes no record;
 - :func:`write_run_file`: once running, this run's local admin token and API address.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,19 +77,22 @@ def declared_deployment(topology: Topology) -> NewDeployment:
     return NewDeployment.of(topology)
 
 
-def register_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord:
-    """The topology's deployment record: created from the file, or checked against it.
+def check_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord | None:
+    """The stored record of the topology's deployment, checked against the file; None if none.
 
-    Raises :class:`DeploymentError` when the deployment was closed (it never runs again)
-    or when the stored record (created through the API, or by an earlier run of another
-    file) differs from the file, naming every field that differs. The threshold is the
-    exception: it may have been changed through the API (audited), and the store's value
-    is the one in force; the file's ``alerts.threshold`` only sets the first one.
+    Writes nothing, so a start refused later (models, enrolment, an ended window) leaves
+    no record behind to block the next one. Raises :class:`DeploymentError` when the
+    deployment was closed (it never runs again) or when the stored record (created through
+    the API, or by an earlier start that got as far as enrolling the watchlist) differs
+    from the file, naming every field that differs and the command that prints the record
+    as a topology section. The threshold is the exception: it may have been changed
+    through the API (audited), and the store's value is the one in force; the file's
+    ``alerts.threshold`` only sets the first one.
     """
     declared = declared_deployment(topology)
     record = deployments.find(declared.id)
     if record is None:
-        return deployments.create(declared, actor=Actor("topology file"), origin=Origin.FILE)
+        return None
     if record.closed_at is not None:
         raise DeploymentError(
             f"deployment {record.id!r} was closed {iso_utc(record.closed_at, 'auto')} by "
@@ -105,7 +110,11 @@ def register_deployment(deployments: Deployments, topology: Topology) -> Deploym
         raise DeploymentError(
             f"the store's record of deployment {record.id!r} (created by {record.created_by}) "
             "differs from the topology file; make the file match the authority as recorded "
-            "(the threshold is governed in the store and may differ):\n" + "\n".join(differences)
+            "(the threshold is governed in the store and may differ):\n"
+            + "\n".join(differences)
+            + f"\n`lfr deployments topology {record.id} --db {deployments.db.path}` prints "
+            "the recorded section to paste into the file's `deployment:`; a different "
+            "authority is a new deployment: give it a new deployment.id"
         )
     if record.threshold != declared.threshold:
         log.warning(
@@ -115,6 +124,32 @@ def register_deployment(deployments: Deployments, topology: Topology) -> Deploym
             file_threshold=declared.threshold,
         )
     return record
+
+
+def register_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord:
+    """The topology's deployment record, checked against the file or created from it.
+
+    :func:`check_deployment`, then an audited create when the store has none.
+    """
+    record = check_deployment(deployments, topology)
+    if record is None:
+        record = _create(deployments, topology)
+    return record
+
+
+def _create(deployments: Deployments, topology: Topology) -> DeploymentRecord:
+    return deployments.create(
+        declared_deployment(topology), actor=Actor("topology file"), origin=Origin.FILE
+    )
+
+
+def refuse_ended_window(deployment_id: str, ends_at: float) -> None:
+    """:class:`DeploymentError` when the authorised window ended at ``ends_at`` (Unix s)."""
+    if ends_at <= time.time():
+        raise DeploymentError(
+            f"deployment {deployment_id!r}'s authorised window ended "
+            f"{iso_utc(ends_at, 'auto')}; cameras run only inside it"
+        )
 
 
 def _shown(value: Any, name: str) -> str:
@@ -178,7 +213,12 @@ def prepare_and_enrol(
     db = Database(paths.alerts_db)
     live.db = db
     deployments = Deployments(db)
-    live.threshold = register_deployment(deployments, topology).threshold
+    # Checked here, written only once the watchlist file has enrolled: a refused start
+    # leaves no record that would block the next one (from a corrected file).
+    record = check_deployment(deployments, topology)
+    if record is None:
+        refuse_ended_window(namespace, declared_deployment(topology).ends_at)
+    live.threshold = topology.alerts.threshold if record is None else record.threshold
     cache = ModelCache(home / "models")
     prepare(cache, default_fetcher(home), progress=False)
     pipeline = FacePipeline.build(
@@ -186,11 +226,15 @@ def prepare_and_enrol(
         enrolment_config(pipeline_config(topology.embedder, spec)),
         cache=cache,
     )
+    enrolled: dict[str, Enrolled] = {}
     if watchlist is not None:
         # Entries already stored (from an earlier run, or deleted through the API since)
         # are not enrolled again: a deleted entry stays deleted.
         known = deployments.entry_ids(namespace)
         enrolled = enrol_watchlist(watchlist, pipeline, skip=known)
+    if record is None:
+        _create(deployments, topology)
+    if watchlist is not None:
         file_name = (
             "watchlist file"
             if topology.watchlist is None
