@@ -6,6 +6,10 @@ a topology with one synthetic camera in which the photos move across a 1280x720 
 and a watchlist of two entries enrolled from one photo each. The group photo's people are
 passers-by. It then runs the deployment on Ray until the scene ends, prints each alert as
 it is stored, and scores the alerts against the scene's known ground truth.
+
+``lfr demo --topology FILE`` runs one of the shipped examples (``topology/demo.yaml``)
+the same way, on any date: its window is set from now and its data folder is fresh
+(:func:`as_demo`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from lfr_actors.control import Deployment
 from lfr_actors.control.announce import Announcer
 from lfr_actors.models.cache import ModelCache, default_fetcher, ensure_samples, prepare
 from lfr_actors.topology.loader import load_topology, load_watchlist
+from lfr_actors.topology.schema import Topology, Watchlist
 
 FPS = 4.0
 SCENE_S = 12.0
@@ -124,15 +129,63 @@ def score(alerts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_demo(home: Path, *, progress: bool = True, api_port: int = 0) -> dict[str, Any]:
-    """Run the demo deployment end to end; returns the final summary."""
+EXAMPLE_WINDOW = timedelta(hours=2)
+"""How long the window of an example run as a demo lasts (it opens a minute before now)."""
+
+
+def as_demo(topology: Topology, home: Path, *, api_port: int = 0) -> Topology:
+    """An example topology as a fresh demo deployment that starts on any date.
+
+    Everything is as the file says except three things: the authorised window, from a
+    minute ago to :data:`EXAMPLE_WINDOW` on (an example's fixed window has an end, and a
+    deployment never runs after it); the data folder, ``home/demo/<id>-data``, emptied
+    first (so no record from an earlier run, whose window has passed, stands in the way);
+    and the API port. Nothing is written beside the example.
+    """
+    now = datetime.now(UTC).replace(microsecond=0)
+    window = {"start": now - timedelta(minutes=1), "end": now + EXAMPLE_WINDOW}
+    data = home / "demo" / f"{topology.deployment.id}-data"
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    return topology.model_copy(
+        update={
+            "deployment": topology.deployment.model_copy(update=window),
+            "storage": topology.storage.model_copy(update={"data_dir": data}),
+            "api": topology.api.model_copy(update={"port": api_port}),
+        }
+    )
+
+
+def run_demo(
+    home: Path,
+    *,
+    progress: bool = True,
+    api_port: int = 0,
+    example: tuple[Topology, Watchlist | None] | None = None,
+) -> dict[str, Any]:
+    """Run the demo deployment end to end; returns the final summary.
+
+    With ``example`` (a topology file and its watchlist, checked), that deployment runs
+    instead, as :func:`as_demo` makes it, until its file sources end; its summary has no
+    ground truth.
+    """
     fetcher = default_fetcher(home)
     prepare(ModelCache(home / "models"), fetcher, progress=progress)
-    samples = ensure_samples(home, fetcher)
-    topology_path = write_demo_deployment(home, samples, api_port=api_port)
-    topology = load_topology(topology_path)
-    assert topology.watchlist is not None  # the demo writes one
-    watchlist = load_watchlist(Path(topology.watchlist.file))
+    if example is None:
+        samples = ensure_samples(home, fetcher)
+        topology_path = write_demo_deployment(home, samples, api_port=api_port)
+        topology = load_topology(topology_path)
+        assert topology.watchlist is not None  # the demo writes one
+        watchlist: Watchlist | None = load_watchlist(Path(topology.watchlist.file))
+        what = f"demo deployment: {topology_path}"
+    else:
+        topology, watchlist = as_demo(example[0], home, api_port=api_port), example[1]
+        what = (
+            f"demo of deployment {topology.deployment.id}: window "
+            f"{topology.deployment.start.isoformat()} to {topology.deployment.end.isoformat()}, "
+            f"data in {topology.storage.data_dir}"
+        )
     alerts: dict[str, dict[str, Any]] = {}
 
     def on_alert(event: dict[str, Any]) -> None:
@@ -151,8 +204,9 @@ def run_demo(home: Path, *, progress: bool = True, api_port: int = 0) -> dict[st
 
     deployment = Deployment(topology, watchlist, home=home, until_eof=True, on_alert=on_alert)
     announce = Announcer(deployment, lambda line: print(line, flush=True), as_json=False)
-    print(f"demo deployment: {topology_path}", flush=True)
+    print(what, flush=True)
     summary = asyncio.run(announce.run())
-    summary["ground_truth"] = score(alerts)
+    if example is None:
+        summary["ground_truth"] = score(alerts)
     print(json.dumps(summary, indent=2))
     return summary

@@ -28,7 +28,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     require_one_runtime()
     from lfr_actors.demo import run_demo
 
-    summary = run_demo(home(args), progress=not args.no_progress, api_port=args.port)
+    example = None
+    if args.topology is not None:
+        from lfr_actors.control.plan import finite_cameras
+
+        example = load_deployment_files(Path(args.topology))
+        if not finite_cameras(example[0]):
+            raise UsageError(
+                f"{args.topology}: lfr demo runs a topology until its sources end, and no "
+                "camera has one that ends (type file or synthetic with at_end: stop); "
+                "use lfr up"
+            )
+    summary = run_demo(
+        home(args), progress=not args.no_progress, api_port=args.port, example=example
+    )
+    if example is not None:
+        return EXIT_OK
     truth = summary["ground_truth"]
     return EXIT_OK if truth["true_alerts"] > 0 and truth["false_alerts"] == 0 else EXIT_FAILURE
 
@@ -183,6 +198,12 @@ def add_demo(sub: Commands) -> None:
     demo = sub.add_parser("demo", help="run a whole deployment on sample photos, end to end")
     add_common(demo)
     demo.add_argument("--port", type=int, default=0, help="API port (default: any free one)")
+    demo.add_argument(
+        "--topology",
+        metavar="FILE",
+        help="run this example topology instead (e.g. topology/demo.yaml), with its window "
+        "set from now and a fresh data folder, until its file sources end",
+    )
     demo.set_defaults(func=cmd_demo)
 
 

@@ -73,6 +73,24 @@ def test_watchlist_image_that_fails_enrolment_stops_up(
     assert "biden:" in result.stderr and "dogs.jpg: no_face" in result.stderr
     assert "obama:" in result.stderr and "obama_and_biden.jpg: multiple_faces" in result.stderr
     assert "Traceback" not in result.stderr
+    store = tmp_path / "data" / "alerts.sqlite3"
+    with Database(store) as db:
+        assert Deployments(db).find("itest") is None  # a refused start records nothing
+    # The operator fixes the watchlist and, while at it, corrects a deployment field: the
+    # next start is not blocked by a record of the one that never ran.
+    data["entries"][1]["images"] = [str(shared_data / "faces/people/biden/biden.jpg")]
+    data["entries"][0]["images"].pop()
+    watchlist.write_text(yaml.safe_dump(data))
+    _edit(topology, {"deployment.location": "the corrected place"})
+    started = lfr("up", str(topology), "--until-eof", "--home", str(lfr_test_home()))
+    assert started.returncode == 0, started.stderr[-3000:]
+    # Off a terminal the serving line is the first JSON line, before any alert event.
+    first = json.loads(started.stdout.splitlines()[0])
+    assert first["event"] == "serving" and first["deployment"] == "itest"
+    assert first["api"].startswith("http://127.0.0.1:") and not first["api"].endswith(":0")
+    assert first["console"] == first["api"] + "/console"
+    with Database(store) as db:
+        assert Deployments(db).get("itest").location == "the corrected place"
 
 
 def test_port_in_use_is_one_line(tmp_path: Path, shared_data: Path) -> None:
@@ -177,6 +195,18 @@ def test_a_topology_that_differs_from_the_stored_deployment_is_refused(
     # The threshold is governed in the store (changed through the API, audited): it is not
     # a difference, the store's value is in force.
     assert "deployment threshold" not in message
+    # The way on that the message names: print the record as a section, paste it in, start.
+    store = tmp_path / "data" / "alerts.sqlite3"
+    command = f"lfr deployments topology itest --db {store}"
+    assert f"`{command}` prints the recorded section" in message
+    printed = lfr(*command.split()[1:])
+    assert printed.returncode == 0, printed.stderr
+    data = yaml.safe_load(topology.read_text())
+    data["deployment"] = yaml.safe_load(printed.stdout)["deployment"]
+    topology.write_text(yaml.safe_dump(data, sort_keys=False))
+    started = lfr("up", str(topology), "--until-eof", "--home", str(lfr_test_home()))
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert json.loads(started.stdout.splitlines()[0])["event"] == "serving"
 
 
 def test_serve_prepares_a_watchlist_before_the_window_opens(
