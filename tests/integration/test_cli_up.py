@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -267,3 +268,33 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
         if serve.poll() is None:
             serve.kill()
             serve.wait()
+
+
+def test_on_a_terminal_up_prints_where_it_serves_as_a_sentence(
+    model_cache: ModelCache, tmp_path: Path, shared_data: Path
+) -> None:
+    topology = write_deployment(tmp_path, shared_data, ["obama"])
+    main, terminal = pty.openpty()
+    up = lfr_up(topology, "--until-eof", stdout=terminal)
+    os.close(terminal)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        up.wait(timeout=300)
+    finally:
+        os.close(main)
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, up.stderr.read()[-3000:] if up.stderr else ""
+    lines = output.decode().splitlines()
+    assert lines[0].startswith("lfr: deployment itest is running; API http://127.0.0.1:"), lines[:3]
+    api = lines[0].split(" API ", 1)[1].split(",", 1)[0]
+    assert not api.endswith(":0") and f"console {api}/console;" in lines[0]
