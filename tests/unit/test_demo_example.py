@@ -15,8 +15,6 @@ from lfr_actors.topology.loader import load_topology
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "topology" / "demo.yaml"
-WARNING_DAYS = 7
-"""How long before the example's window ends this suite starts failing, to say so."""
 
 
 def test_as_a_demo_the_example_has_a_window_from_now_and_a_fresh_store(tmp_path: Path) -> None:
@@ -35,15 +33,3 @@ def test_as_a_demo_the_example_has_a_window_from_now_and_a_fresh_store(tmp_path:
     keep = {"deployment": {"start", "end"}, "storage": {"data_dir"}, "api": {"port"}}
     assert demo.model_dump(exclude=keep) == example.model_dump(exclude=keep)
     assert example.deployment.start != demo.deployment.start  # the file's model is untouched
-
-
-def test_the_example_file_window_is_not_about_to_end() -> None:
-    """`lfr up topology/demo.yaml` (README) needs a window around today; a deployment's
-    window lasts at most 31 days, so it is moved by hand, and this says when."""
-    end = load_topology(EXAMPLE).deployment.end.timestamp()
-    days_left = (end - time.time()) / 86400
-    assert days_left > WARNING_DAYS, (
-        f"topology/demo.yaml's window ends in {days_left:.1f} days: move deployment.start "
-        "and deployment.end on (at most 31 days apart) so that `lfr up topology/demo.yaml` "
-        "keeps working; `lfr demo --topology topology/demo.yaml` works on any date"
-    )
