@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import io
 import json
 import os
 import random
@@ -29,11 +30,12 @@ from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
 from lfr_actors.alerts.webhooks import Outcome, backoff_s, decide, signature, verify
 from lfr_actors.api.metrics import render_metrics
 from lfr_actors.api.stream import EventHub
+from lfr_actors.cli.status import status_lines
 from lfr_actors.control.jsonl_sink import event_line
 from lfr_actors.control.webhooks import Webhooks
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.testing.doubles import make_sighting
-from lfr_actors.topology import TopologyError, check_files, load_topology
+from lfr_actors.topology import TopologyError, check_files, load_topology, validate_command
 from lfr_actors.topology.schema import Webhook
 from lfr_actors.topology.secrets import SecretError, read_secret
 
@@ -261,6 +263,24 @@ def test_a_secret_that_cannot_be_used_is_refused_in_one_line(
     with pytest.raises(SecretError) as caught:
         read_secret(Webhook(url="https://x.example/h", secret_env=ENV))
     assert "xxxxxxxxxx" not in str(caught.value)
+
+
+def test_lfr_validate_exits_2_on_a_secret_that_is_not_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = topology_file(
+        tmp_path, f"- {{name: room, url: 'https://u:p@x.example/h?k=1', secret_env: {ENV}}}\n"
+    )
+    monkeypatch.delenv(ENV, raising=False)
+    out, err = io.StringIO(), io.StringIO()
+    assert validate_command(path, out, err) == 2
+    assert f"{path}:15" in err.getvalue() and f"{ENV} (secret_env) is not set" in err.getvalue()
+    monkeypatch.setenv(ENV, SECRET)
+    out, err = io.StringIO(), io.StringIO()
+    assert validate_command(path, out, err) == 0, err.getvalue()
+    summary = out.getvalue()
+    assert "webhook      room: https://x.example:443, raised, updated, adjudicated" in summary
+    assert SECRET not in summary and "u:p" not in summary and "k=1" not in summary
 
 
 # -- delivery to a real receiver on loopback --------------------------------------------
@@ -581,3 +601,29 @@ def test_metrics_show_each_webhook_by_name_and_host_only() -> None:
     assert f"lfr_webhook_up{labels} 0.0" in text
     assert f"lfr_webhook_last_success_timestamp_seconds{labels} 1.7e+09" in text
     assert "pw" not in text and "token" not in text and os.environ.get(ENV, "§") not in text
+
+
+def test_lfr_status_shows_each_webhook_in_one_line() -> None:
+    status: dict[str, Any] = {
+        "deployment": {"id": "d", "location": "l", "start": "s", "end": "e", "threshold": 0.6},
+        "api": "http://127.0.0.1:8080",
+        "uptime_s": 1.0,
+        "cameras": {},
+        "embedders": {},
+        "webhooks": [
+            {
+                "name": "room",
+                "target": "https://control.example.org:443",
+                "delivered": 4,
+                "failed": 1,
+                "pending": 2,
+                "up": False,
+                "last_error": "HTTP 503",
+                "last_success": "2026-12-01T20:00:00.000Z",
+            }
+        ],
+    }
+    assert (
+        "  webhook room https://control.example.org:443 FAILING: delivered 4 failed 1 pending 2 "
+        "last success 2026-12-01T20:00:00.000Z  last error: HTTP 503"
+    ) in status_lines(status)
