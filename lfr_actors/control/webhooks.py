@@ -240,7 +240,11 @@ class WebhookSender:
             EVENT_ID_HEADER: str(event["event_id"]),
             EVENT_KIND_HEADER: str(event["kind"]),
         }
-        timeout = aiohttp.ClientTimeout(total=self.webhook.timeout_s)
+        limit_s = self.webhook.timeout_s
+        if self._deadline is not None:  # draining: no request outlasts the drain
+            left = self._deadline - asyncio.get_running_loop().time()
+            limit_s = max(0.1, min(limit_s, left))
+        timeout = aiohttp.ClientTimeout(total=limit_s)
         try:
             async with self.session.post(
                 self.webhook.url,
@@ -252,7 +256,7 @@ class WebhookSender:
                 await response.read()
                 status = response.status
         except TimeoutError:
-            return None, f"no answer within {self.webhook.timeout_s:g} s"
+            return None, f"no answer within {limit_s:g} s"
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or type(exc.os_error).__name__
             return None, f"cannot connect: {reason}"
