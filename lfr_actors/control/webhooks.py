@@ -229,6 +229,7 @@ class WebhookSender:
                     error=error,
                     action="retrying with backoff",
                 )
+            await self._count_pending()  # what waits behind it grows while it is retried
             await self._wait(backoff_s(attempt, self.rng), stop)
 
     async def _attempt(self, event: dict[str, Any], body: bytes) -> tuple[int | None, str | None]:

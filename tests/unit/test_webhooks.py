@@ -457,8 +457,8 @@ async def test_a_receiver_down_for_a_while_then_gets_everything_in_order_once(
     await receiver.stop()
     events.add(3)
     (state,) = webhooks.states()
-    await until(lambda: state.attempts_failed >= 3)  # retried while it is down
-    assert state.failing and state.pending == 3
+    await until(lambda: state.attempts_failed >= 3 and state.pending == 3)  # retried meanwhile
+    assert state.failing
     assert state.last_error is not None and state.last_error.startswith("cannot connect")
     await receiver.start()  # back, on the same port
     events.add(1)
@@ -627,3 +627,28 @@ def test_lfr_status_shows_each_webhook_in_one_line() -> None:
         "  webhook room https://control.example.org:443 FAILING: delivered 4 failed 1 pending 2 "
         "last success 2026-12-01T20:00:00.000Z  last error: HTTP 503"
     ) in status_lines(status)
+
+
+async def test_a_webhook_that_is_down_holds_back_no_other(
+    secret_env: str, hub: EventHub, receiver: Receiver, events: Events
+) -> None:
+    down = Receiver(SECRET.encode())
+    await down.start()
+    await down.stop()  # its port now refuses connections
+    both = Webhooks(
+        [
+            Webhook(url=down.url, secret_env=ENV, name="down"),
+            Webhook(url=receiver.url, secret_env=ENV, name="up"),
+        ],
+        ["down", "up"],
+        hub_db[0],
+    )
+    stop, task = await start(hub, both, drain_s=0.5)
+    events.add(3)
+    await until(lambda: receiver.ids() == [1, 2, 3])
+    gone, fine = both.states()
+    await until(lambda: gone.pending == 3 and fine.pending == 0)
+    assert (gone.failing, gone.delivered, gone.pending) == (True, 0, 3)
+    assert (fine.failing, fine.delivered, fine.pending) == (False, 3, 0)
+    stop.set()
+    await asyncio.wait_for(task, 15)
