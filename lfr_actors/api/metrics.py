@@ -204,7 +204,8 @@ def status_families(status: Mapping[str, Any], *, status_up: bool | None = None)
     """The status dict as metric families.
 
     Reads ``deployment`` (threshold, watchlist size, state), ``cameras``, ``embedders``,
-    ``index`` and ``alerts`` (``alerts.store`` holds the store's row counts); every other
+    ``index``, ``alerts`` (``alerts.store`` holds the store's row counts) and ``webhooks``
+    (each webhook's delivery, labelled by its name and ``scheme://host:port``); every other
     key is ignored. ``status_up`` (when given) adds ``lfr_status_up``: whether the
     status was gathered and is fresh.
     """
@@ -373,6 +374,55 @@ def status_families(status: Mapping[str, Any], *, status_up: bool | None = None)
             "Alert events in the store.",
             (),
             store.get("events"),
+        )
+
+    webhooks = status.get("webhooks")
+    for hook in webhooks if isinstance(webhooks, list) else []:
+        if not isinstance(hook, Mapping):
+            continue
+        labels = (("webhook", str(hook.get("name"))), ("target", str(hook.get("target"))))
+        reg.add(
+            "lfr_webhook_delivered_total",
+            "counter",
+            "Alert events the webhook's receiver accepted (2xx) since the start.",
+            labels,
+            hook.get("delivered"),
+        )
+        reg.add(
+            "lfr_webhook_failed_total",
+            "counter",
+            "Alert events skipped because the receiver refused them (a 4xx, after retries).",
+            labels,
+            hook.get("failed"),
+        )
+        reg.add(
+            "lfr_webhook_attempts_failed_total",
+            "counter",
+            "Requests to the webhook that failed (timeouts, connection errors, non-2xx).",
+            labels,
+            hook.get("attempts_failed"),
+        )
+        reg.add(
+            "lfr_webhook_pending",
+            "gauge",
+            "Alert events stored but not yet sent to the webhook (events behind).",
+            labels,
+            hook.get("pending"),
+        )
+        reg.add(
+            "lfr_webhook_up",
+            "gauge",
+            "Whether the webhook's last request succeeded or none has failed yet (1) or it "
+            "is failing and being retried (0).",
+            labels,
+            1 if hook.get("up") else 0,
+        )
+        reg.add(
+            "lfr_webhook_last_success_timestamp_seconds",
+            "gauge",
+            "When the webhook last accepted an event (Unix time).",
+            labels,
+            hook.get("last_success_unix"),
         )
 
     every_actor = [

@@ -133,6 +133,14 @@ def status_lines(status: dict[str, Any]) -> list[str]:
                 f"{' (driver)' if n.get('driver') else ''} resources {extra or '-'} "
                 f"actors {len(n.get('actors', []))}"
             )
+    for hook in status.get("webhooks") or []:
+        up = "up" if hook.get("up") else "FAILING"
+        error = f"  last error: {hook['last_error']}" if hook.get("last_error") else ""
+        lines.append(
+            f"  webhook {hook.get('name')} {hook.get('target')} {up}: delivered "
+            f"{hook.get('delivered', 0)} failed {hook.get('failed', 0)} pending "
+            f"{hook.get('pending', 0)} last success {hook.get('last_success') or 'never'}{error}"
+        )
     store = (status.get("alerts") or {}).get("store") or {}
     lines.append(
         f"  alerts stored {store.get('alerts', '?')}  sightings {store.get('sightings', '?')}"

@@ -39,8 +39,9 @@ the window opens, and the window sweep.
 
 Drain (on ``lfr down``, SIGINT, SIGTERM, or every file source ended with ``--until-eof``):
 cameras stop and their in-flight frames finish, the embedders hand over any sightings they
-still hold, the alert actor flushes, the alert followers (stdout and ``--alerts-jsonl``)
-make one last read that starts after all of that, then the actors are stopped.
+still hold, the alert actor flushes, the alert followers (stdout, ``--alerts-jsonl`` and the
+webhooks, which keep trying a receiver that is down for 10 s at most) make one last read
+that starts after all of that, then the actors are stopped.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from lfr_actors.control.live import Live
 from lfr_actors.control.paths import DeploymentError, DeploymentPaths, disk_full_is_one_line
 from lfr_actors.control.plan import finite_cameras, gpu_shortfall, plan_actors
 from lfr_actors.control.thresholds import in_force
+from lfr_actors.control.webhooks import Webhooks
 from lfr_actors.enrolment import EnrolmentUnavailableError
 from lfr_actors.kernel.kernel import ActorSpec, Kernel, check_reachable, start_ray, stop_ray
 from lfr_actors.kernel.registry import Registry
@@ -79,6 +81,7 @@ from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.records import Enrolled
 from lfr_actors.store.tokens import revoke_local_tokens
 from lfr_actors.topology.schema import Topology, Watchlist
+from lfr_actors.topology.secrets import SecretError, read_secret
 
 log = get_logger("lfr.deployment")
 
@@ -255,6 +258,13 @@ class Deployment:
                 "--until-eof stops when every file or synthetic source has ended, but no "
                 "camera has one that ends (type file or synthetic with at_end: stop)"
             )
+        for name, webhook in zip(
+            self.topology.alerts.webhook_names(), self.topology.alerts.webhooks, strict=True
+        ):
+            try:
+                read_secret(webhook)
+            except SecretError as exc:
+                raise DeploymentError(f"webhook {name}: {exc}") from None
         await self._open()
         try:
             if self.address:
@@ -339,10 +349,10 @@ class Deployment:
                 self.live.stop.set()
 
     async def _follow_alerts(self, stop: asyncio.Event) -> None:
-        """Print (via ``on_alert``) and write to JSONL every stored alert event.
+        """Print (via ``on_alert``), write to JSONL and POST to the webhooks every alert event.
 
-        Both follow the API's event feed; stdout starts at the newest event, the JSONL
-        file after its own last line.
+        All follow the API's event feed; stdout starts at the newest event, the JSONL
+        file after its own last line, each webhook after its stored position.
         """
         assert self.live.runner is not None
         hub = self.live.runner.app[HUB]
@@ -352,7 +362,16 @@ class Deployment:
             followers.append(CallbackFollower(self.on_alert, newest))
         if self.alerts_jsonl:
             followers.append(JsonlSink(self.alerts_jsonl))
-        await follow_events(hub, followers, stop)
+        alerts = self.topology.alerts
+        webhooks = Webhooks(list(alerts.webhooks), alerts.webhook_names(), self.paths.alerts_db)
+        self.live.webhooks = lambda: [s.as_status() for s in webhooks.states()]
+        # Each in its own task: a receiver that is down never holds back stdout or the file.
+        results = await asyncio.gather(
+            follow_events(hub, followers, stop), webhooks.run(hub, stop), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("alert_follower_failed", reason=f"{type(result).__name__}: {result}")
 
     async def drain(self) -> dict[str, Any]:
         """Stop cameras (in-flight frames finish), flush alerts, write out, stop actors."""

@@ -55,3 +55,5 @@ class Live:
     """Frames, faces and tracks the store's record already has from this run's cameras."""
     camera_totals: CameraTotals = field(default_factory=CameraTotals)
     damaged: dict[str, str] = field(default_factory=dict)
+    webhooks: Callable[[], list[dict[str, Any]]] | None = None
+    """Each webhook's delivery state for the status (:mod:`lfr_actors.control.webhooks`)."""

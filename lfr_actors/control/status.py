@@ -92,6 +92,7 @@ async def status(
         "embedders": by_role.get("embedder", {}),
         "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
         "alerts": alerts,
+        "webhooks": live.webhooks() if live.webhooks is not None else [],
         "nodes": kernel.node_summary(),
     }
 

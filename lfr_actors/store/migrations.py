@@ -306,5 +306,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the face tracks (people) seen in each deployment, beside the faces seen",
         ("ALTER TABLE deployments ADD COLUMN tracks_seen INTEGER NOT NULL DEFAULT 0",),
     ),
+    Migration(
+        11,
+        "each webhook's delivery position in the alert event log",
+        (
+            # One row per webhook name; url_sha256 tells a webhook moved to another
+            # receiver (which starts afresh) from one that resumes. No URL or secret.
+            """CREATE TABLE webhook_positions (
+                name TEXT PRIMARY KEY,
+                url_sha256 TEXT NOT NULL,
+                event_id INTEGER NOT NULL,
+                delivered INTEGER NOT NULL DEFAULT 0,
+                failed INTEGER NOT NULL DEFAULT 0,
+                updated_at REAL NOT NULL
+            )""",
+        ),
+    ),
 )
 """Every schema change, in order. Append; never edit one that has shipped."""

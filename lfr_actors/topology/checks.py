@@ -15,6 +15,7 @@ from lfr_actors.topology.explain import show
 from lfr_actors.topology.issues import DOCS, TopologyError, TopologyIssue, fmt_path
 from lfr_actors.topology.loader import Origin, load_embedder_spec
 from lfr_actors.topology.schema import FileSource, PathKey, SyntheticSource, Topology, Watchlist
+from lfr_actors.topology.secrets import SecretError, read_secret
 from lfr_actors.topology.yaml import line_of, parse
 
 __all__ = ["check_files", "shown_path"]
@@ -38,7 +39,8 @@ def check_files(topology: Topology, watchlist: Watchlist | None) -> list[Topolog
 
     That every file the topology and watchlist name exists (videos, sprite images, the
     watchlist, the embedder spec and its ONNX file, the watchlist's images), that the data
-    folder can be made, and that no watchlist entry's own threshold is looser than the
+    folder can be made, that every webhook's secret can be read (:mod:`.secrets`), and
+    that no watchlist entry's own threshold is looser than the
     deployment's ``alerts.max_threshold``. Returns every problem found (empty when none).
     """
     top = _origin(topology, "<topology>")
@@ -123,6 +125,25 @@ def check_files(topology: Topology, watchlist: Watchlist | None) -> list[Topolog
                 "Set storage.data_dir to a folder this user can create and write.",
             )
         )
+
+    for i, webhook in enumerate(topology.alerts.webhooks):
+        try:
+            read_secret(webhook)
+        except SecretError as exc:
+            key = "secret_env" if webhook.secret_env is not None else "secret_file"
+            hook: PathKey = ("alerts", "webhooks", i, key)
+            issues.append(
+                TopologyIssue(
+                    top.file,
+                    top.line(hook),
+                    fmt_path(hook),
+                    top.written(hook, str(getattr(webhook, key))),
+                    str(exc),
+                    "Export the variable (the shared secret) where lfr validate and lfr up run."
+                    if key == "secret_env"
+                    else "Write the shared secret into the file and chmod 600 it.",
+                )
+            )
 
     if watchlist is not None:
         issues.extend(_check_watchlist(topology, watchlist))

@@ -1204,6 +1204,123 @@ class IndexConfig(_Strict):
         return resource_violations(self.resources)
 
 
+WEBHOOK_EVENTS = ("raised", "updated", "adjudicated")
+"""The alert event kinds a webhook may be sent."""
+WEBHOOK_SCHEMES = ("http", "https")
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+WebhookEvent = Literal["raised", "updated", "adjudicated"]
+
+
+def _all_webhook_events() -> tuple[WebhookEvent, ...]:
+    return ("raised", "updated", "adjudicated")
+
+
+class Webhook(_Strict):
+    """A control room's HTTP endpoint that is sent every alert event, signed."""
+
+    name: ActorId | None = Field(
+        default=None,
+        description="the webhook's name in the status, /metrics and logs, and the key of "
+        "its delivery position in the store; webhook-N (its place in the list, from 0) "
+        "when left out",
+        examples=["control_room"],
+    )
+    url: str = Field(
+        max_length=2048,
+        description="the address each alert event is POSTed to, starting http:// or https://",
+        examples=["https://control.example.org/lfr/alerts"],
+    )
+    secret_env: str | None = Field(
+        default=None,
+        pattern=ENV_NAME_PATTERN,
+        description="the name of the environment variable that holds the shared secret the "
+        "requests are signed with (give this or secret_file, not both)",
+        examples=["LFR_WEBHOOK_SECRET"],
+    )
+    secret_file: FilePath | None = Field(
+        default=None,
+        description="the file that holds the shared secret, readable by its owner only "
+        "(mode 0600 or 0400), relative to the topology file's folder unless absolute "
+        "(give this or secret_env, not both)",
+        examples=["secrets/control_room.key"],
+    )
+    events: tuple[WebhookEvent, ...] = Field(
+        default_factory=_all_webhook_events,
+        min_length=1,
+        max_length=3,
+        description="the alert event kinds sent: any of raised, updated and adjudicated",
+        examples=[["raised", "adjudicated"]],
+    )
+    timeout_s: Float = Field(
+        default=5.0,
+        ge=0.5,
+        le=60.0,
+        description="the time, in seconds, one request may take before it is retried",
+    )
+
+    def shown(self) -> str:
+        """``scheme://host:port`` only: a URL's path, query or user part may hold secrets."""
+        parts = urlsplit(self.url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            port = 0
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{port}"
+
+    def _violations(self) -> list[RuleViolation]:
+        found = []
+        parts = urlsplit(self.url)
+        example = "e.g. https://control.example.org/lfr/alerts"
+        if parts.scheme.lower() not in WEBHOOK_SCHEMES:
+            found.append(
+                RuleViolation(
+                    ("url",),
+                    "url must start with http:// or https://",
+                    f"Set the webhook's url to the receiver's address, {example}.",
+                )
+            )
+        elif not parts.hostname:
+            found.append(
+                RuleViolation(("url",), "url has no host", f"Write the address in full, {example}.")
+            )
+        else:
+            try:
+                parts.port  # noqa: B018 - reading it checks it
+            except ValueError:
+                found.append(
+                    RuleViolation(
+                        ("url",),
+                        "url has a port that is not a number from 0 to 65535",
+                        f"Correct the port in the url, {example}.",
+                    )
+                )
+        if (self.secret_env is None) == (self.secret_file is None):
+            both = self.secret_env is not None
+            found.append(
+                RuleViolation(
+                    ("secret_env",) if both else (),
+                    "a webhook needs exactly one of secret_env and secret_file, not both"
+                    if both
+                    else "a webhook needs a secret: secret_env or secret_file",
+                    "Keep one: secret_env names an environment variable holding the shared "
+                    "secret, secret_file a file (mode 0600) holding it.",
+                    (("secret_file",),) if both else (),
+                )
+            )
+        if len(set(self.events)) != len(self.events):
+            found.append(
+                RuleViolation(
+                    ("events",),
+                    "events lists a kind more than once",
+                    "List each of raised, updated and adjudicated at most once.",
+                )
+            )
+        return found
+
+
 class AlertsConfig(_Strict):
     """When a face becomes an alert: the threshold and the fusion of repeated sightings."""
 
@@ -1241,6 +1358,12 @@ class AlertsConfig(_Strict):
         le=10,
         description="the number of nearest watchlist entries considered for each face",
     )
+    webhooks: tuple[Webhook, ...] = Field(
+        default=(),
+        max_length=16,
+        description="the HTTP endpoints every alert event is POSTed to, signed with a shared "
+        "secret (see the README's Webhooks section)",
+    )
     resources: Resources = Field(
         default_factory=dict,
         description="custom Ray resources the alert actor needs. It runs on the node of `lfr "
@@ -1248,8 +1371,24 @@ class AlertsConfig(_Strict):
         "e.g. {store_node: 0.1}; a node without them is refused at start",
     )
 
+    def webhook_names(self) -> list[str]:
+        """Each webhook's name: its own, or ``webhook-N`` after its place in the list."""
+        return [w.name or f"webhook-{i}" for i, w in enumerate(self.webhooks)]
+
     def _violations(self) -> list[RuleViolation]:
         found = resource_violations(self.resources)
+        names = self.webhook_names()
+        for i, name in enumerate(names):
+            others = [j for j, n in enumerate(names) if n == name and j != i]
+            if others:
+                found.append(
+                    RuleViolation(
+                        ("webhooks", i, "name"),
+                        f"webhook name {name!r} is used {len(others) + 1} times",
+                        "Give each webhook a name of its own.",
+                        tuple(("webhooks", j, "name") for j in others),
+                    )
+                )
         if self.max_threshold is not None and self.threshold > self.max_threshold:
             return [
                 *found,

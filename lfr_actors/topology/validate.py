@@ -107,6 +107,8 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
         f"{_plural(a.min_sightings, 'sighting')} within {yaml_text(a.fusion_window_s)} s, "
         f"top {a.top_k}"
     )
+    for name, hook in zip(a.webhook_names(), a.webhooks, strict=True):
+        rows.append(f"webhook      {name}: {hook.shown()}, {', '.join(hook.events)}")
     if topology.watchlist is None:
         rows.append("watchlist    none in a file: entries are enrolled through the API")
     else:
