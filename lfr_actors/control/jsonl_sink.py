@@ -83,7 +83,7 @@ async def follow_events(
             if stopping and not delivered:
                 return
             if not delivered:
-                await _first(changed, stop, wait_s)
+                await first_of(changed, stop, wait_s)
     finally:
         hub.followers -= 1
 
@@ -104,7 +104,8 @@ async def _events_after(hub: EventHub, after: int, *, from_store: bool) -> list[
     return await asyncio.to_thread(hub.store.events_after, after, _PAGE)
 
 
-async def _first(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None:
+async def first_of(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``a`` or ``b`` is set, or ``timeout_s`` has passed, whichever is first."""
     waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
     try:
         await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)

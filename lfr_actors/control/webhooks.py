@@ -42,7 +42,7 @@ from lfr_actors.alerts.webhooks import (
     signature,
 )
 from lfr_actors.api.stream import EventHub
-from lfr_actors.control.jsonl_sink import event_line
+from lfr_actors.control.jsonl_sink import event_line, first_of
 from lfr_actors.logs import get_logger
 from lfr_actors.store.db import Database
 from lfr_actors.store.webhooks import WebhookPositions
@@ -152,7 +152,7 @@ class WebhookSender:
                 elif stopping:
                     return
                 else:
-                    await _first(changed, stop, self.wait_s)
+                    await first_of(changed, stop, self.wait_s)
         finally:
             hub.followers -= 1
 
@@ -285,15 +285,6 @@ class WebhookSender:
         self.state.pending = await asyncio.to_thread(
             self.positions.pending, self.state.position, self.webhook.events
         )
-
-
-async def _first(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None:
-    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
-    try:
-        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
 
 
 class Webhooks:
