@@ -205,7 +205,7 @@ class CaptureSource:
         except socket.gaierror:
             return f"the host name {host!r} is not known"
         except ConnectionRefusedError:
-            return f"nothing listens on {host}:{port} (is the stream server running?)"
+            return f"nothing listens on {host}:{port}: the stream server is down, or elsewhere"
         except OSError as exc:
             return f"no connection to {host}:{port} within {PROBE_TIMEOUT_S:g} s ({exc})"
         return (

@@ -68,7 +68,7 @@ from lfr_actors.errors import EnrolmentRejectedError, ImageError
 from lfr_actors.models.images import ImageTooLargeError, check_pixels, sniff_format
 from lfr_actors.store.audit import Action
 from lfr_actors.store.records import Enrolled, EntryRecord, EntryState
-from lfr_actors.topology.schema import NewEntry
+from lfr_actors.topology.schema import FORM_FIELDS, NewEntry
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 """The most image bytes one upload takes (all its images together)."""
@@ -266,7 +266,7 @@ def _check_fields(fields: dict[str, str]) -> NewEntry:
         values: dict[str, Any] = dict(fields)
         if values.get("threshold") == "":
             values["threshold"] = None
-        return NewEntry.model_validate(values)
+        return NewEntry.model_validate(values, context=FORM_FIELDS)
     except ValidationError as exc:
         invalid = [
             {"name": ".".join(str(p) for p in e["loc"]) or "(body)", "reason": e["msg"]}

@@ -99,12 +99,18 @@ RULES_ERROR = "topology_rules"
 """Pydantic error type carrying a tuple of :class:`RuleViolation` in ``ctx["violations"]``."""
 
 
-def _reject_bool(value: object) -> object:
+FORM_FIELDS = {"form_fields": True}
+"""Validation context for an HTML form's fields, where every value arrives as text."""
+
+
+def _reject_bool(value: object, info: ValidationInfo) -> object:
     # Pydantic's lax mode reads true as 1, and "18103" as 18103; in a configuration file
-    # either is a slip (a quoted number is text to YAML), so both are refused.
+    # either is a slip (a quoted number is text to YAML), so both are refused. A form's
+    # fields (FORM_FIELDS) are all text, so there a number's text is read as the number.
     if isinstance(value, bool):
         raise PydanticCustomError("bool_not_number", "expected a number, not true or false")
-    if isinstance(value, str) and _looks_numeric(value):
+    form = bool(info.context and info.context.get("form_fields"))
+    if isinstance(value, str) and not form and _looks_numeric(value):
         raise PydanticCustomError(
             "text_not_number", "expected a number, got text: remove the quotes"
         )

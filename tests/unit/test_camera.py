@@ -419,8 +419,8 @@ def test_capture_source_hides_the_password_when_it_cannot_open(monkeypatch: Any)
     with pytest.raises(SourceError) as caught:
         source.open()
     assert str(caught.value) == (
-        "cannot open rtsp://cam:***@127.0.0.1:1/missing: nothing listens on 127.0.0.1:1 "
-        "(is the stream server running?)"
+        "cannot open rtsp://cam:***@127.0.0.1:1/missing: nothing listens on 127.0.0.1:1: "
+        "the stream server is down, or elsewhere"
     )
 
 

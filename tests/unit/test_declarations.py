@@ -18,7 +18,7 @@ from lfr_actors.topology import (
     load_topology,
     load_watchlist,
 )
-from lfr_actors.topology.schema import window_violations
+from lfr_actors.topology.schema import FORM_FIELDS, window_violations
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "topology"
 START = datetime(2026, 11, 20, 8, tzinfo=UTC)
@@ -124,3 +124,16 @@ def test_a_watchlist_file_entry_is_an_entry_declaration_with_photos() -> None:
     fields = {name: str(getattr(entry, name)) for name in NewEntry.model_fields}
     upload = NewEntry.model_validate({**fields, "threshold": None})
     assert upload == NewEntry(**{n: getattr(entry, n) for n in NewEntry.model_fields})
+
+
+def test_a_forms_number_text_is_a_number_but_a_files_is_refused() -> None:
+    topology = load_topology(EXAMPLES / "demo.yaml")
+    assert topology.watchlist is not None
+    entry = load_watchlist(topology.watchlist.file).entries[0]
+    fields = {name: str(getattr(entry, name)) for name in NewEntry.model_fields}
+    # An upload form sends every field as text: there "0.55" is the number 0.55.
+    upload = NewEntry.model_validate({**fields, "threshold": "0.55"}, context=FORM_FIELDS)
+    assert upload.threshold == 0.55
+    # Anywhere else (a YAML file's quoted value) the same text is a slip, and says so.
+    with pytest.raises(ValidationError, match="remove the quotes"):
+        NewEntry.model_validate({**fields, "threshold": "0.55"})
