@@ -21,8 +21,10 @@ The batch path, :meth:`CenterFaceDetector.detect_batch`:
    number as the class), then map boxes and landmarks back to each frame's own pixels
    by dividing by its scale. Faces are aligned later from the full-resolution frame.
 
-Colour order: the graph takes RGB (measured on the annotated photos of
-``data/detection``: see MODELS.md and the README's detection table).
+Colour order: the graph takes RGB. Measured once on the annotated photos of
+``../shared/data/detection`` (both files, at full, half and quarter size): RGB and BGR
+input found the same faces within one or two, and RGB scored the faces higher in 17 of
+18 comparisons (0.879 against 0.856 at full size, for one).
 """
 
 from __future__ import annotations
