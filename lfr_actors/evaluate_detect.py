@@ -72,6 +72,7 @@ from scipy.optimize import linear_sum_assignment
 from lfr_actors.errors import ImageError, LfrError
 from lfr_actors.models.images import load_image
 from lfr_actors.models.types import Detections, UInt8Array
+from lfr_actors.tracking.tracker import iou as iou_matrix  # the tracker's box overlap
 
 __all__ = [
     "BANDS",
@@ -316,24 +317,6 @@ def band_of(height: float) -> str:
         if low <= height < high:
             return name
     raise ValueError(f"a face height must be >= 0, got {height}")
-
-
-def iou_matrix(a: npt.ArrayLike, b: npt.ArrayLike) -> F64:
-    """Intersection over union of every box of ``a`` [N, 4] with every box of ``b`` [M, 4].
-
-    Boxes are ``x1, y1, x2, y2`` with continuous edges (a box's area is (x2-x1)*(y2-y1)).
-    """
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def match_one_to_one(eligible: npt.ArrayLike, weight: npt.ArrayLike) -> list[tuple[int, int]]:

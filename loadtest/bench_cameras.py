@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import statistics
@@ -52,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
-import yaml
 from bench_detectors import cell, parse_size  # loadtest/, beside this script
 from bench_pipeline import (  # loadtest/bench_pipeline.py, beside this script
     _embedder_stats,
@@ -60,33 +58,23 @@ from bench_pipeline import (  # loadtest/bench_pipeline.py, beside this script
     camera_source,
     deployment_section,
     percentiles,
+    save_topology,
     write_watchlist,
 )
 from machine import machine
-from pydantic import ValidationError
 
 from lfr_actors.control import Deployment
 from lfr_actors.logs import configure as configure_logging
 from lfr_actors.models.cache import default_fetcher, default_home, ensure_samples
+from lfr_actors.models.detectors import DETECTOR_NAMES
 from lfr_actors.topology.loader import load_topology, load_watchlist
-from lfr_actors.topology.schema import EmbedderConfig
 
 FPS = 10.0
 WIDTH, HEIGHT = 1280, 720
 P99_LIMIT_MS = 1000.0
-DETECTORS = ("mtcnn", "centerface")
+DETECTORS = DETECTOR_NAMES
 STAGES = ("detect", "align", "track", "embed", "search", "alerts", "batch")
 STAGE_NAMES = {"alerts": "store"}  # the embedder's name for a stage -> the report's
-
-
-@functools.cache
-def schema_names_detectors() -> bool:
-    """True when this topology schema has ``embedder.detector.model`` (mtcnn | centerface)."""
-    try:
-        EmbedderConfig.model_validate({"detector": {"model": "mtcnn"}})
-    except ValidationError:
-        return False
-    return True
 
 
 def detector_section(
@@ -94,9 +82,7 @@ def detector_section(
 ) -> dict[str, Any]:
     """The topology's ``embedder.detector`` section for detector ``name``.
 
-    The one place the benchmark says which detector runs. With a schema that has no
-    ``model`` field yet (MTCNN is the only detector there), MTCNN's section leaves it out
-    and CenterFace cannot be asked for.
+    The one place the benchmark says which detector runs.
     """
     if name == "centerface":
         section: dict[str, Any] = {"model": "centerface", "input_size": list(centerface_input)}
@@ -104,13 +90,6 @@ def detector_section(
         section = {"model": "mtcnn", "min_face_px": mtcnn_min_face}
     else:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
-    if not schema_names_detectors():
-        if name != "mtcnn":
-            raise ValueError(
-                f"this topology schema has no embedder.detector.model, so {name!r} cannot be "
-                "chosen (only mtcnn)"
-            )
-        del section["model"]
     return section
 
 
@@ -146,16 +125,8 @@ def write_topology(
             for i in range(cameras)
         ],
         "embedder": embedder,
-        "index": {"shards": 1},
-        "alerts": {"threshold": 0.6, "fusion_window_s": 1, "min_sightings": 1},
-        "watchlist": {"file": "watchlist.yaml"},
-        "api": {"port": 0},
-        "storage": {"data_dir": "data"},
-        "logging": {"level": "WARNING"},
     }
-    path = folder / "topology.yaml"
-    path.write_text(yaml.safe_dump(topology, sort_keys=False))
-    return path
+    return save_topology(folder, topology)
 
 
 async def _camera_stats(deployment: Deployment) -> list[dict[str, Any]]:

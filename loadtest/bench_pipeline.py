@@ -137,6 +137,16 @@ def write_topology(
             "detector": {"model": "mtcnn", "min_face_px": 40},  # as its README figures
             "tracking": tracking or {},
         },
+    }
+    return save_topology(folder, topology)
+
+
+def save_topology(folder: Path, sections: dict[str, Any]) -> Path:
+    """``folder/topology.yaml``: ``sections`` (version, deployment, cameras, embedder) and
+    the benchmarks' shared rest: one index shard, alerts on every sighting, the watchlist
+    beside it, an API on a free port, data in ``data``, warnings only."""
+    topology = {
+        **sections,
         "index": {"shards": 1},
         "alerts": {"threshold": 0.6, "fusion_window_s": 1, "min_sightings": 1},
         "watchlist": {"file": "watchlist.yaml"},

@@ -54,10 +54,11 @@ def _live_detector(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _input_size(text: str) -> tuple[int, int]:
-    width, sep, height = text.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
-        raise UsageError(f"--centerface-input must be WIDTHxHEIGHT, e.g. 640x384, got {text!r}")
-    return int(width), int(height)
+    """``--centerface-input`` as (width, height)."""
+    size = _INPUT_SIZE.fullmatch(text)
+    if size is None:
+        raise UsageError(f"--centerface-input must be WIDTHxHEIGHT (e.g. 1024x768), got {text!r}")
+    return int(size[1]), int(size[2])
 
 
 def _load_embedder_spec(path: Path) -> Any:
@@ -176,13 +177,7 @@ def _detector_configs(args: argparse.Namespace) -> list[Any]:
     wanted = args.detector.strip().lower()
     if wanted not in known:
         raise UsageError(f"unknown detector {args.detector!r}; known: {', '.join(known)}")
-    size = _INPUT_SIZE.fullmatch(args.centerface_input)
-    if size is None:
-        raise UsageError(
-            "--centerface-input must be WIDTHxHEIGHT (e.g. 1024x768), "
-            f"got {args.centerface_input!r}"
-        )
-    width, height = int(size[1]), int(size[2])
+    width, height = _input_size(args.centerface_input)
     smallest = {} if args.min_face_px is None else {"min_face_px": args.min_face_px}
     try:
         configs: list[Any] = [

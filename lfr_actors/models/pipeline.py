@@ -123,7 +123,7 @@ class FacePipeline:
     ) -> FacePipeline:
         """Build the sessions for the configured models from the cache (or the spec's path).
 
-        ``detector_runtime`` defaults to :func:`detector_runtime`: MTCNN on the CPU,
+        ``detector_runtime`` defaults to :func:`default_detector_runtime`: MTCNN on the CPU,
         CenterFace where the embedder runs.
         """
         config = config or PipelineConfig()

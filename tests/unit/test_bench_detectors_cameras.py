@@ -83,16 +83,9 @@ def test_ratios_are_against_mtcnn_at_640x360_and_40_px() -> None:
 # --- bench_cameras --------------------------------------------------------------------------
 
 
-def test_the_detector_section_names_the_model_only_where_the_schema_has_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(bc, "schema_names_detectors", lambda: True)
+def test_the_detector_section_names_the_model() -> None:
     assert bc.detector_section("centerface") == {"model": "centerface", "input_size": [640, 384]}
     assert bc.detector_section("mtcnn") == {"model": "mtcnn", "min_face_px": 40}
-    monkeypatch.setattr(bc, "schema_names_detectors", lambda: False)
-    assert bc.detector_section("mtcnn") == {"min_face_px": 40}
-    with pytest.raises(ValueError, match="only mtcnn"):
-        bc.detector_section("centerface")
     with pytest.raises(ValueError, match="unknown detector 'yolo'"):
         bc.detector_section("yolo")
 
