@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,3 +64,33 @@ def model_cache() -> ModelCache:
         _skip_if_unreachable(exc)
         raise
     return cache
+
+
+# The run's exit, without the interpreter's teardown. The integration tests start and stop
+# Ray in this process many times (each in-process Deployment, each local_ray block), and
+# Ray's core worker is not safe against that: threads it leaves behind may point at freed
+# state (ray-project/ray#31145), and the interpreter's teardown after the last test then
+# crashed once in CI with a segmentation fault, after every test had passed and the
+# summary had been printed. So once pytest has reported, the process stops Ray if a test
+# left it running and exits with pytest's own status (5 when nothing was collected),
+# skipping a teardown that tests nothing of ours. A crash during the tests still fails the
+# run: it happens before this point.
+_session: pytest.Session | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _session  # noqa: PLW0603 - one pytest session per process
+    _session = session
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _session is None or os.environ.get("LFR_TEST_KEEP_TEARDOWN"):
+        return
+    if "ray" in sys.modules:
+        from lfr_actors.kernel.kernel import stop_ray  # noqa: PLC0415 - only where Ray ran
+
+        stop_ray()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(_session.exitstatus))
