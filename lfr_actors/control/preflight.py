@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lfr_actors.control import registration
@@ -24,8 +24,9 @@ from lfr_actors.store.db import Database, StoreError
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology, Watchlist
+from lfr_actors.topology.validate import CheckReport
 
-__all__ = ["Preflight", "PreflightReport", "port_in_use_message", "preflight"]
+__all__ = ["Preflight", "port_in_use_message", "port_problem", "preflight"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,6 @@ class Preflight:
     progress: bool = True
 
 
-@dataclass
-class PreflightReport:
-    """What was checked (``checked``, one line each) and what would stop ``lfr up``."""
-
-    checked: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
 def port_in_use_message(host: str, port: int) -> str:
     """The one line for an API port something else holds (``lfr up`` and ``validate``)."""
     return (
@@ -58,11 +51,9 @@ def port_in_use_message(host: str, port: int) -> str:
     )
 
 
-def preflight(
-    topology: Topology, watchlist: Watchlist | None, options: Preflight
-) -> PreflightReport:
+def preflight(topology: Topology, watchlist: Watchlist | None, options: Preflight) -> CheckReport:
     """Every start-up check that needs no running system; all problems, not the first."""
-    report = PreflightReport()
+    report = CheckReport()
     _check_enrolment(topology, watchlist, options, report)
     _check_window(topology, report)
     _check_record(topology, report)
@@ -71,7 +62,7 @@ def preflight(
 
 
 def _check_enrolment(
-    topology: Topology, watchlist: Watchlist | None, options: Preflight, report: PreflightReport
+    topology: Topology, watchlist: Watchlist | None, options: Preflight, report: CheckReport
 ) -> None:
     if watchlist is None:
         return
@@ -100,7 +91,7 @@ def _check_enrolment(
     report.checked.append(f"watchlist    enrolled: {counted}, all usable")
 
 
-def _check_window(topology: Topology, report: PreflightReport) -> None:
+def _check_window(topology: Topology, report: CheckReport) -> None:
     declared = registration.declared_deployment(topology)
     try:
         registration.refuse_ended_window(declared.id, declared.ends_at)
@@ -117,7 +108,7 @@ def _check_window(topology: Topology, report: PreflightReport) -> None:
         report.checked.append("window       open now")
 
 
-def _check_record(topology: Topology, report: PreflightReport) -> None:
+def _check_record(topology: Topology, report: CheckReport) -> None:
     store = DeploymentPaths(Path(topology.storage.data_dir)).alerts_db
     if not store.is_file():
         report.checked.append("record       no stored record yet (no store in the data folder)")
@@ -138,7 +129,7 @@ def _check_record(topology: Topology, report: PreflightReport) -> None:
         report.checked.append(f"record       matches the stored record in {store}")
 
 
-def _check_port(topology: Topology, report: PreflightReport) -> None:
+def _check_port(topology: Topology, report: CheckReport) -> None:
     host, port = topology.api.host, topology.api.port
     if port == 0:
         report.checked.append("port         0: lfr up picks a free one")

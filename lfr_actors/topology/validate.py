@@ -8,6 +8,7 @@ system (:mod:`lfr_actors.control.preflight`): valid then means ``lfr up`` will s
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -23,9 +24,15 @@ from lfr_actors.topology.yaml import lookup
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from lfr_actors.control.preflight import PreflightReport
+__all__ = ["CheckReport", "summary", "validate_command"]
 
-__all__ = ["summary", "validate_command"]
+
+@dataclass
+class CheckReport:
+    """What the checks after the files' own checked (one line each), and what they refused."""
+
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def _span(delta: timedelta) -> str:
@@ -137,7 +144,7 @@ def validate_command(
     stdout: TextIO,
     stderr: TextIO,
     *,
-    checks: Callable[[Topology, Watchlist | None], PreflightReport] | None = None,
+    checks: Callable[[Topology, Watchlist | None], CheckReport] | None = None,
 ) -> int:
     """``lfr validate FILE``: 0 and a summary when valid, else 2 and every issue on stderr.
 
