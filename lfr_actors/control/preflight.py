@@ -54,16 +54,24 @@ def port_in_use_message(host: str, port: int) -> str:
 def preflight(topology: Topology, watchlist: Watchlist | None, options: Preflight) -> CheckReport:
     """Every start-up check that needs no running system; all problems, not the first."""
     report = CheckReport()
-    _check_enrolment(topology, watchlist, options, report)
+    known = _check_record(topology, report)
+    _check_enrolment(topology, watchlist, options, report, skip=known)
     _check_window(topology, report)
-    _check_record(topology, report)
     _check_port(topology, report)
+    # The record line after the others: photos, window, port, record.
+    report.checked.append(report.checked.pop(0))
     return report
 
 
 def _check_enrolment(
-    topology: Topology, watchlist: Watchlist | None, options: Preflight, report: CheckReport
+    topology: Topology,
+    watchlist: Watchlist | None,
+    options: Preflight,
+    report: CheckReport,
+    *,
+    skip: frozenset[str],
 ) -> None:
+    """Enrol the photos of every entry ``lfr up`` would enrol: not those already stored."""
     if watchlist is None:
         return
     entries = len(watchlist.entries)
@@ -71,24 +79,27 @@ def _check_enrolment(
     counted = f"{entries} {'entry' if entries == 1 else 'entries'}, {photos} photo" + (
         "" if photos == 1 else "s"
     )
+    stored = f"; {len(skip)} already stored, not enrolled again" if skip else ""
     if not options.enrol:
-        report.checked.append(f"watchlist    photos not enrolled: --offline-only ({counted})")
+        report.checked.append(
+            f"watchlist    photos not enrolled: --offline-only ({counted}){stored}"
+        )
         return
     try:
         pipeline = registration.enrolment_pipeline(
             topology, registration.embedder_spec(topology), options.home
         )
         with registration.enrolment_progress(
-            watchlist, enabled=options.progress, what="validating"
+            watchlist, skip=skip, enabled=options.progress, what="validating"
         ) as progress:
-            registration.enrol_watchlist(watchlist, pipeline, progress=progress)
+            registration.enrol_watchlist(watchlist, pipeline, skip=skip, progress=progress)
     except DeploymentError as exc:
         report.problems.append(str(exc))
         return
     except LfrError as exc:
         report.problems.append(f"the enrolment models could not be loaded: {exc}")
         return
-    report.checked.append(f"watchlist    enrolled: {counted}, all usable")
+    report.checked.append(f"watchlist    enrolled: {counted}, all usable{stored}")
 
 
 def _check_window(topology: Topology, report: CheckReport) -> None:
@@ -108,25 +119,29 @@ def _check_window(topology: Topology, report: CheckReport) -> None:
         report.checked.append("window       open now")
 
 
-def _check_record(topology: Topology, report: CheckReport) -> None:
+def _check_record(topology: Topology, report: CheckReport) -> frozenset[str]:
+    """Check the stored record; the ids of the entries already stored (up skips them)."""
     store = DeploymentPaths(Path(topology.storage.data_dir)).alerts_db
     if not store.is_file():
         report.checked.append("record       no stored record yet (no store in the data folder)")
-        return
+        return frozenset()
     try:
         with Database(store, readonly=True) as db:
-            record = registration.check_deployment(Deployments(db), topology)
+            deployments = Deployments(db)
+            record = registration.check_deployment(deployments, topology)
+            known = frozenset(deployments.entry_ids(topology.deployment.id))
     except DeploymentError as exc:
         report.problems.append(str(exc))
-        return
+        return frozenset()
     except StoreError as exc:
         # An older schema is migrated by lfr up's writer; this reader cannot tell more.
         report.checked.append(f"record       not checked: {exc}")
-        return
+        return frozenset()
     if record is None:
         report.checked.append(f"record       no stored record yet in {store}")
     else:
         report.checked.append(f"record       matches the stored record in {store}")
+    return known
 
 
 def _check_port(topology: Topology, report: CheckReport) -> None:

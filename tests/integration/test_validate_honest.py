@@ -14,9 +14,14 @@ import pytest
 import yaml
 
 from lfr_actors.cli.main import main
+from lfr_actors.control import registration
 from lfr_actors.models.cache import ModelCache
+from lfr_actors.store.db import Database
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.topology.loader import load_topology
 from tests.conftest import lfr_test_home
 from tests.integration.test_pipeline_ray import write_deployment
+from tests.unit.test_deployment_store import add_active
 
 
 def _photos(folder: Path, photos: dict[str, list[Path]]) -> None:
@@ -66,3 +71,24 @@ def test_photos_with_no_face_or_several_are_all_named(
     assert f"  obama: {blank}: " in err
     assert f"  biden: {group}: " in err
     assert err.splitlines()[-1] == f"{path}: 1 problem; nothing was started."
+
+
+def test_a_stored_entry_is_not_enrolled_again_as_lfr_up_skips_it(
+    tmp_path: Path,
+    shared_data: Path,
+    model_cache: ModelCache,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama", "biden"])
+    store = tmp_path / "data" / "alerts.sqlite3"
+    store.parent.mkdir()
+    with Database(store) as db:
+        registration.register_deployment(Deployments(db), load_topology(path))
+        add_active(Deployments(db), "itest", "obama")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((480, 640, 3), 128, np.uint8))
+    _photos(tmp_path, {"obama": [blank]})  # lfr up would not look at it again
+    code, out, err = _validate(path, capfd)
+    assert (code, err) == (0, "")
+    assert "enrolled: 2 entries, 2 photos, all usable; 1 already stored" in out
+    assert f"matches the stored record in {store}" in out

@@ -24,6 +24,7 @@ from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.topology.loader import load_topology
 from tests.integration.test_pipeline_ray import write_deployment
+from tests.unit.test_deployment_store import add_active
 
 
 def _edit(path: Path, section: str, **values: Any) -> None:
@@ -143,3 +144,17 @@ def test_a_free_port_passes_and_is_free_again_afterwards() -> None:
     with socket.socket() as again:  # the check let the port go
         again.bind(("127.0.0.1", port))
     assert port_problem("no-such-host.invalid", port) is not None
+
+
+def test_entries_already_stored_are_not_enrolled_again(
+    tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama", "biden"])
+    store = tmp_path / "data" / "alerts.sqlite3"
+    store.parent.mkdir()
+    with Database(store) as db:
+        registration.register_deployment(Deployments(db), load_topology(path))
+        add_active(Deployments(db), "itest", "obama")  # as an earlier lfr up stored it
+    code, out, _ = _validate(path, capfd, "--offline-only")
+    assert code == 0
+    assert "(2 entries, 2 photos); 1 already stored, not enrolled again" in out
