@@ -50,9 +50,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``lfr validate FILE``."""
+    import functools
+
+    from lfr_actors.control.preflight import Preflight, preflight
     from lfr_actors.topology.validate import validate_command
 
-    return validate_command(Path(args.file), sys.stdout, sys.stderr)
+    if not args.offline_only:
+        require_one_runtime()
+    options = Preflight(home(args), enrol=not args.offline_only, progress=not args.no_progress)
+    checks = functools.partial(preflight, options=options)
+    return validate_command(Path(args.file), sys.stdout, sys.stderr, checks=checks)
 
 
 def load_deployment_files(path: Path) -> tuple[Any, Any]:
@@ -209,8 +216,19 @@ def add_demo(sub: Commands) -> None:
 
 def add_validate(sub: Commands) -> None:
     """``lfr validate FILE``."""
-    validate = sub.add_parser("validate", help="check a topology file and its watchlist")
+    validate = sub.add_parser(
+        "validate",
+        help="check that lfr up would start: the files, the watchlist's photos enrolled, the "
+        "window, the stored record and the API port",
+    )
     validate.add_argument("file", help="the topology YAML")
+    validate.add_argument("--home", help=HOME_HELP)
+    validate.add_argument(
+        "--offline-only",
+        action="store_true",
+        help="skip the model work: the photos are not enrolled (the other checks still run)",
+    )
+    validate.add_argument("--no-progress", action="store_true", help="no progress bars")
     validate.set_defaults(func=cmd_validate)
 
 

@@ -70,6 +70,7 @@ from lfr_actors.control.jsonl_sink import CallbackFollower, Follower, JsonlSink,
 from lfr_actors.control.live import Live
 from lfr_actors.control.paths import DeploymentError, DeploymentPaths, disk_full_is_one_line
 from lfr_actors.control.plan import finite_cameras, gpu_shortfall, plan_actors
+from lfr_actors.control.preflight import port_in_use_message
 from lfr_actors.control.thresholds import in_force
 from lfr_actors.control.webhooks import Webhooks
 from lfr_actors.enrolment import EnrolmentUnavailableError
@@ -187,10 +188,7 @@ class Deployment:
         except OSError as exc:
             await runner.cleanup()
             if exc.errno == errno.EADDRINUSE:
-                raise DeploymentError(
-                    f"api.port {api.port} on {api.host} is already in use; stop what uses it "
-                    "or set api.port in the topology (0 picks a free port)"
-                ) from exc
+                raise DeploymentError(port_in_use_message(api.host, api.port)) from exc
             raise DeploymentError(f"cannot listen on {api.host}:{api.port}: {exc}") from exc
         host, port = runner.addresses[0][:2]
         self.live.runner = runner

@@ -16,12 +16,16 @@ In start-up order (:mod:`lfr_actors.control.deployment` runs them):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from lfr_actors.actors.settings import pipeline_config
 from lfr_actors.control.live import Live
@@ -158,6 +162,42 @@ def _shown(value: Any, name: str) -> str:
     return repr(value)
 
 
+def enrolment_pipeline(topology: Topology, spec: EmbedderSpec, home: Path) -> FacePipeline:
+    """The enrolment pipeline ``lfr up`` and ``lfr validate`` use: models from ``home``.
+
+    Prepares the models (a download only when they are not in ``home/models`` yet) and
+    builds the detector and embedder on the CPU with the topology's settings.
+    """
+    cache = ModelCache(home / "models")
+    prepare(cache, default_fetcher(home), progress=False)
+    return FacePipeline.build(
+        RuntimeConfig(device="cpu"),
+        enrolment_config(pipeline_config(topology.embedder, spec)),
+        cache=cache,
+    )
+
+
+@contextlib.contextmanager
+def enrolment_progress(
+    watchlist: Watchlist,
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+    enabled: bool = True,
+    what: str = "enrolling",
+) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr, one step per entry, for :func:`enrol_watchlist`'s ``progress``.
+
+    Shown only when ``enabled`` and stderr is a terminal; off one (a log file, a pipe)
+    nothing is written.
+    """
+    total = sum(1 for e in watchlist.entries if e.id not in skip)
+    show = enabled and total > 0 and sys.stderr.isatty()
+    with tqdm(
+        total=total, desc=f"{what} watchlist", unit="entry", file=sys.stderr, disable=not show
+    ) as bar:
+        yield lambda _entry_id: bar.update(1)
+
+
 def enrol_watchlist(
     watchlist: Watchlist,
     pipeline: FacePipeline,
@@ -219,19 +259,14 @@ def prepare_and_enrol(
     if record is None:
         refuse_ended_window(namespace, declared_deployment(topology).ends_at)
     live.threshold = topology.alerts.threshold if record is None else record.threshold
-    cache = ModelCache(home / "models")
-    prepare(cache, default_fetcher(home), progress=False)
-    pipeline = FacePipeline.build(
-        RuntimeConfig(device="cpu"),
-        enrolment_config(pipeline_config(topology.embedder, spec)),
-        cache=cache,
-    )
+    pipeline = enrolment_pipeline(topology, spec, home)
     enrolled: dict[str, Enrolled] = {}
     if watchlist is not None:
         # Entries already stored (from an earlier run, or deleted through the API since)
         # are not enrolled again: a deleted entry stays deleted.
         known = deployments.entry_ids(namespace)
-        enrolled = enrol_watchlist(watchlist, pipeline, skip=known)
+        with enrolment_progress(watchlist, skip=known) as progress:
+            enrolled = enrol_watchlist(watchlist, pipeline, skip=known, progress=progress)
     if record is None:
         _create(deployments, topology)
     if watchlist is not None:

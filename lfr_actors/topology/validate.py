@@ -1,14 +1,17 @@
 """``lfr validate``: load a topology and its watchlist, check their files, and summarise.
 
 Exit status 0 with a one-screen summary when everything is valid; 2 with every problem
-on stderr ("file:line: field: got V — what. Fix.") when not.
+on stderr ("file:line: field: got V — what. Fix.") when not. The command
+then puts files that pass through ``lfr up``'s own start-up checks that need no running
+system (:mod:`lfr_actors.control.preflight`): valid then means ``lfr up`` will start.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from lfr_actors.timefmt import iso_z
 from lfr_actors.topology.checks import check_files, shown_path
@@ -18,7 +21,18 @@ from lfr_actors.topology.loader import load_topology, load_watchlist
 from lfr_actors.topology.schema import FileSource, PathKey, Topology, Watchlist
 from lfr_actors.topology.yaml import lookup
 
-__all__ = ["summary", "validate_command"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["CheckReport", "summary", "validate_command"]
+
+
+@dataclass
+class CheckReport:
+    """What the checks after the files' own checked (one line each), and what they refused."""
+
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def _span(delta: timedelta) -> str:
@@ -125,8 +139,18 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
     return "\n".join(rows)
 
 
-def validate_command(path: Path, stdout: TextIO, stderr: TextIO) -> int:
-    """``lfr validate FILE``: 0 and a summary when valid, else 2 and every issue on stderr."""
+def validate_command(
+    path: Path,
+    stdout: TextIO,
+    stderr: TextIO,
+    *,
+    checks: Callable[[Topology, Watchlist | None], CheckReport] | None = None,
+) -> int:
+    """``lfr validate FILE``: 0 and a summary when valid, else 2 and every issue on stderr.
+
+    ``checks`` runs once the files pass (the command gives it
+    :func:`lfr_actors.control.preflight.preflight`); without it only the files are checked.
+    """
     issues: list[TopologyIssue] = []
     watchlist: Watchlist | None = None
     try:
@@ -141,12 +165,22 @@ def validate_command(path: Path, stdout: TextIO, stderr: TextIO) -> int:
     issues.extend(check_files(topology, watchlist))
     if issues:
         return _report(path, issues, stderr)
+    checked: list[str] = []
+    if checks is not None:
+        report = checks(topology, watchlist)
+        if report.problems:
+            return _report(path, [f"{path}: {p}" for p in report.problems], stderr)
+        checked = report.checked
     print(summary(topology, watchlist), file=stdout)
+    if checked:
+        print("checked", file=stdout)
+        for line in checked:
+            print(f"  {line}", file=stdout)
     print(f"{path}: valid", file=stdout)
     return 0
 
 
-def _report(path: Path, issues: list[TopologyIssue], stderr: TextIO) -> int:
+def _report(path: Path, issues: list[TopologyIssue] | list[str], stderr: TextIO) -> int:
     for issue in issues:
         print(issue, file=stderr)
     print(f"{path}: {_plural(len(issues), 'problem')}; nothing was started.", file=stderr)
