@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -220,7 +221,7 @@ def prepare_and_enrol(
         refuse_ended_window(namespace, declared_deployment(topology).ends_at)
     live.threshold = topology.alerts.threshold if record is None else record.threshold
     cache = ModelCache(home / "models")
-    prepare(cache, default_fetcher(home), progress=False)
+    prepare(cache, default_fetcher(home), progress=sys.stderr.isatty())
     pipeline = FacePipeline.build(
         RuntimeConfig(device="cpu"),
         enrolment_config(pipeline_config(topology.embedder, spec)),
