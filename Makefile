@@ -19,6 +19,7 @@ endif
 # Both runtimes write the same `onnxruntime` module: if the other one is installed, both
 # go before the wanted one is installed again (removing one alone would break the other).
 $(STAMP): pyproject.toml
+	@echo "installing lfr_actors and its dependencies into $(VENV) (first run, about a minute) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	if $(BIN)/python -m pip show --quiet $(OTHER_RUNTIME) >/dev/null 2>&1; then \

@@ -20,17 +20,17 @@ _configured = False
 def configure(*, level: str | None = None, json: bool | None = None) -> None:
     """Configure structlog and the standard library's root logger for this process.
 
-    ``json`` defaults to ``$LFR_LOG_FORMAT`` (json, console or auto); auto is JSON when
-    stderr is not a terminal (a service, a container, CI, a Ray worker) and readable text
-    on one. ``level`` defaults to ``$LFR_LOG_LEVEL`` or INFO. The kernel passes both
-    variables to every Ray worker, so the topology's ``logging`` section applies there.
+    ``json`` defaults to ``$LFR_LOG_FORMAT`` (json, console or auto, see
+    :func:`decided_format`). ``level`` defaults to ``$LFR_LOG_LEVEL`` or INFO. The kernel
+    passes both variables to every Ray worker, so the topology's ``logging`` section
+    applies there; it decides ``auto`` in the driver first (a worker's stderr is never a
+    terminal, but the driver's is when an operator runs ``lfr up`` on one).
     """
     global _configured  # noqa: PLW0603 - one switch per process, by design
     level_name = (level or os.environ.get("LFR_LOG_LEVEL") or "INFO").upper()
     numeric = logging.getLevelNamesMapping().get(level_name, logging.INFO)
     if json is None:
-        fmt = os.environ.get("LFR_LOG_FORMAT", "auto").lower()
-        json = {"json": True, "console": False}.get(fmt, not sys.stderr.isatty())
+        json = decided_format(os.environ.get("LFR_LOG_FORMAT")) == "json"
     use_json = json
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -55,6 +55,20 @@ def configure(*, level: str | None = None, json: bool | None = None) -> None:
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
     _configured = True
+
+
+def decided_format(fmt: str | None, stream: Any = None) -> str:
+    """``json`` or ``console``: ``fmt`` itself, or for auto (or unset) what ``stream`` is.
+
+    Auto is JSON when ``stream`` (stderr by default) is not a terminal (a service, a
+    container, CI) and readable text on one.
+    """
+    name = (fmt or "auto").lower()
+    if name in ("json", "console"):
+        return name
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return "console" if isatty is not None and isatty() else "json"
 
 
 class _NamedPrintLogger(structlog.PrintLogger):

@@ -196,7 +196,8 @@ class AlertActor:
                 raise error from None
             self._store_ok()
             self._events += 1
-            self._log.info(
+            # DEBUG: lfr up prints each alert on stdout already, and this is once a sighting.
+            self._log.debug(
                 "alert_raised" if event.kind == "raised" else "alert_updated",
                 alert_id=event.alert.id,
                 entry_id=event.alert.entry_id,
@@ -351,7 +352,7 @@ class AlertActor:
 
     def _expire(self, now_captured_at: float) -> None:
         for alert in self._fuser.expire(now_captured_at):
-            self._log.info("alert_window_closed", alert_id=alert.id, sightings=alert.sightings)
+            self._log.debug("alert_window_closed", alert_id=alert.id, sightings=alert.sightings)
 
     def _drop(self, reason: str, data: object) -> None:
         self._decode_errors += 1

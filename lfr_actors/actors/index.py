@@ -234,7 +234,7 @@ class IndexShardActor:
         self.index.clear()
         if self.snapshot_dir is not None:
             destroy_snapshot(self.snapshot_dir)
-        self.log.info("shard_destroyed")
+        self.log.debug("shard_destroyed")
 
     async def health(self) -> dict[str, Any]:
         """Liveness and size."""
@@ -410,7 +410,9 @@ class IndexRouterActor:
         await asyncio.gather(
             *(self._call(shard, "destroy") for shard in range(len(self.shard_names)))
         )
-        self.log.info("index_destroyed", shards=len(self.shard_names))
+        # DEBUG: every start clears the index before loading the store's entries; an
+        # operator reading "destroyed" there would think something was lost.
+        self.log.debug("index_destroyed", shards=len(self.shard_names))
 
     async def _shard_health(self, shard: int) -> dict[str, Any]:
         name = self.shard_names[shard]

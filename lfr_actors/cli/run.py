@@ -87,28 +87,18 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from lfr_actors.control import Deployment
     from lfr_actors.control.announce import Announcer
+    from lfr_actors.control.terminal import AlertPrinter
 
     topology, watchlist = load_deployment_files(Path(args.file))
 
+    # On a terminal one readable line per alert raised or adjudicated and updates at most
+    # every few seconds per alert; off one a JSON line per event (control/terminal.py).
+    on_terminal = sys.stdout.isatty()
+    printer = AlertPrinter(lambda line: print(line, flush=True), readable=on_terminal)
+
     def on_alert(event: dict[str, Any]) -> None:
         announce()  # the serving line leads the alert lines
-        alert = event["alert"]
-        print(
-            json.dumps(
-                {
-                    "event": event["kind"],
-                    "id": alert["id"],
-                    "entry_id": alert["entry_id"],
-                    "camera": alert["first_camera_id"],
-                    "distance": round(alert["best_distance"], 4),
-                    "sightings": alert["sightings"],
-                    "track_id": alert["track_id"],
-                    "media_index": alert["media_index"],
-                    "media_time_s": alert["media_time_s"],
-                }
-            ),
-            flush=True,
-        )
+        printer(event)
 
     deployment = Deployment(
         topology,
@@ -121,10 +111,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         handle_signals=True,
     )
     # Off a terminal stdout is JSON lines (the alert events), and the serving line is one.
-    announce = Announcer(
-        deployment, lambda line: print(line, flush=True), as_json=not sys.stdout.isatty()
-    )
-    summary = asyncio.run(announce.run())
+    announce = Announcer(deployment, lambda line: print(line, flush=True), as_json=not on_terminal)
+    try:
+        summary = asyncio.run(announce.run())
+    finally:
+        printer.close()  # the last state of each alert whose update was held back
     print(json.dumps(summary, indent=2), flush=True)
     return EXIT_OK
 

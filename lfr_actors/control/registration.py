@@ -169,7 +169,8 @@ def enrolment_pipeline(topology: Topology, spec: EmbedderSpec, home: Path) -> Fa
     builds the detector and embedder on the CPU with the topology's settings.
     """
     cache = ModelCache(home / "models")
-    prepare(cache, default_fetcher(home), progress=False)
+    # Progress (and download bytes) on a terminal: a first run downloads about 100 MB.
+    prepare(cache, default_fetcher(home), progress=sys.stderr.isatty())
     return FacePipeline.build(
         RuntimeConfig(device="cpu"),
         enrolment_config(pipeline_config(topology.embedder, spec)),

@@ -39,6 +39,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from lfr_actors import logs
 from lfr_actors.errors import LfrError
 from lfr_actors.kernel import reaper
 from lfr_actors.kernel.registry import Registry
@@ -115,7 +116,11 @@ def start_ray(
         "log_to_driver": True,
     }
     if env_vars:
-        options["runtime_env"] = {"env_vars": dict(env_vars)}
+        env = dict(env_vars)
+        if "LFR_LOG_FORMAT" in env:
+            # A worker's stderr is a pipe: auto is decided here, by the driver's terminal.
+            env["LFR_LOG_FORMAT"] = logs.decided_format(env["LFR_LOG_FORMAT"])
+        options["runtime_env"] = {"env_vars": env}
     if address:
         check_reachable(address)
     try:
@@ -125,6 +130,7 @@ def start_ray(
             # "local": a Ray of its own, even when another cluster on this machine left its
             # address in /tmp/ray (ray.init() with no address would join that one).
             before = reaper.children_of(os.getpid())
+            _quiet_token_auth_notice()
             ray.init(
                 address="local",
                 include_dashboard=False,
@@ -142,6 +148,26 @@ def start_ray(
 
 
 _reaper: reaper.Reaper | None = None
+
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _DropTokenAuthEnabled(logging.Filter):
+    """Drops Ray's notice that token authentication is on (its default for a local Ray).
+
+    It is printed at every start and asks nothing of the operator; Ray's warning that
+    authentication is *off* still shows. (Setting ``RAY_AUTH_MODE=token`` in the
+    environment would silence it too, but only before ``ray`` is imported.)
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _quiet_token_auth_notice() -> None:
+    target = logging.getLogger(_RAY_AUTH_LOGGER)
+    if not any(isinstance(f, _DropTokenAuthEnabled) for f in target.filters):
+        target.addFilter(_DropTokenAuthEnabled())
 
 
 def stop_ray() -> None:

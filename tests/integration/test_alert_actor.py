@@ -108,7 +108,10 @@ def test_restart_neither_duplicates_nor_forgets(ray_cluster: None, tmp_path: Pat
 
 
 @pytest.mark.asyncio
-async def test_logs_hold_ids_and_counters_only(tmp_path: Path) -> None:
+async def test_logs_hold_ids_and_counters_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LFR_LOG_LEVEL", "DEBUG")  # alert_raised/updated are DEBUG lines
     actor = AlertActor(_settings(str(tmp_path / "alerts.db")))
     far = sighting(9, distance=0.9)
     with capture_logs() as entries:

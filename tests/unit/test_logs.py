@@ -8,6 +8,7 @@ import pytest
 import structlog
 
 from lfr_actors import logs
+from lfr_actors.kernel import kernel
 
 
 def test_a_logger_taken_before_configure_obeys_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -27,3 +28,42 @@ def test_events_are_captured_as_key_values() -> None:
     with structlog.testing.capture_logs() as events:
         logs.get_logger("t").info("batch_embedded", n=32, ms=4.1)
     assert events == [{"event": "batch_embedded", "n": 32, "ms": 4.1, "log_level": "info"}]
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tty", "decided"),
+    [
+        ("auto", True, "console"),
+        ("auto", False, "json"),
+        (None, True, "console"),
+        ("json", True, "json"),
+        ("console", False, "console"),
+        ("CONSOLE", False, "console"),
+    ],
+)
+def test_the_driver_decides_auto_by_its_own_stream(
+    fmt: str | None, tty: bool, decided: str
+) -> None:
+    assert logs.decided_format(fmt, _Stream(tty)) == decided
+
+
+def test_workers_get_the_format_the_driver_decided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """start_ray passes a decided format, never auto (a worker's stderr is never a tty)."""
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(kernel.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(kernel.ray, "init", lambda **options: calls.append(options))
+    monkeypatch.setattr(kernel, "check_reachable", lambda address: None)
+    monkeypatch.setattr(logs.sys, "stderr", _Stream(True))
+    kernel.start_ray("ray://head:10001", "ns", env_vars={"LFR_LOG_FORMAT": "auto"})
+    assert calls[0]["runtime_env"] == {"env_vars": {"LFR_LOG_FORMAT": "console"}}
+    monkeypatch.setattr(logs.sys, "stderr", _Stream(False))
+    kernel.start_ray("ray://head:10001", "ns", env_vars={"LFR_LOG_FORMAT": "auto"})
+    assert calls[1]["runtime_env"] == {"env_vars": {"LFR_LOG_FORMAT": "json"}}
