@@ -197,7 +197,7 @@ def run_demo(
         when = datetime.fromtimestamp(alert["last_seen"], UTC).strftime("%H:%M:%S")
         print(
             f"{when} ALERT {event['kind']:<8} {alert['entry_id']:<8} "
-            f"camera {alert['first_camera_id']} distance {alert['best_distance']:.3f} "
+            f"camera {alert['first_camera_id']} best distance {alert['best_distance']:.3f} "
             f"sightings {alert['sightings']} id {alert['id'][:8]}",
             flush=True,
         )

@@ -144,10 +144,17 @@ class Chromium:
             raise BrowserError(f"navigating to {url} failed: {result['errorText']}")
         await asyncio.wait_for(loaded, timeout_s)
 
-    async def evaluate(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page (promises are awaited)."""
+    async def evaluate(self, expression: str, *, user_gesture: bool = False) -> Any:
+        """The value of a JavaScript expression in the page (promises are awaited).
+
+        ``user_gesture``: run it as if the user had acted (a click may then open a tab).
+        """
         result = await self.send(
-            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+            "Runtime.evaluate",
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+            userGesture=user_gesture,
         )
         details = result.get("exceptionDetails")
         if details is not None:
@@ -172,11 +179,13 @@ class Chromium:
             await asyncio.sleep(0.1)
 
     async def click(self, selector: str) -> None:
-        """Click the first element matching a CSS selector (BrowserError if none does)."""
+        """Click the first element matching a CSS selector (BrowserError if none does), as
+        the user would: with the user activation a click gives (a tab may open)."""
         await self.evaluate(
             f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
             f" if (!el) throw new Error('nothing matches ' + {json.dumps(selector)});"
-            " el.click(); return true; })()"
+            " el.click(); return true; })()",
+            user_gesture=True,
         )
 
     async def screenshot(self, path: Path) -> Path:

@@ -9,7 +9,9 @@ officer's bearer token, which the officer pastes in once and the page keeps in t
 token never appears in a URL or a server log.
 
 The Content-Security-Policy allows only the page's own inline style and script (by their
-SHA-256) and requests to this origin.
+SHA-256) and requests to this origin. It also allows the report page's style: the console
+opens the report (fetched with the token) as a ``blob:`` page, which runs under the
+console's policy.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from lfr_actors.api.auth import principal
 from lfr_actors.api.bodies import model_response
+from lfr_actors.api.deployments import REPORT_STYLE
 from lfr_actors.api.openapi import media, no_content, ok, operation
 from lfr_actors.api.schemas import Principal
 
@@ -34,9 +37,8 @@ _BLOCK = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 def _page() -> tuple[bytes, str]:
     text = resources.files("lfr_actors.api").joinpath("static/console.html").read_text("utf-8")
     hashes: dict[str, list[str]] = {"script": [], "style": []}
-    for kind, body in _BLOCK.findall(text):
-        digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
-        hashes[kind].append(f"'sha256-{digest}'")
+    for kind, body in [*_BLOCK.findall(text), ("style", REPORT_STYLE)]:
+        hashes[kind].append(_sha256(body))
     policy = "; ".join(
         [
             "default-src 'none'",
@@ -50,6 +52,12 @@ def _page() -> tuple[bytes, str]:
         ]
     )
     return text.encode("utf-8"), policy
+
+
+def _sha256(block: str) -> str:
+    """The CSP source that allows an inline block by its content."""
+    digest = base64.b64encode(hashlib.sha256(block.encode("utf-8")).digest()).decode()
+    return f"'sha256-{digest}'"
 
 
 @operation(

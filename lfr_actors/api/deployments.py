@@ -313,6 +313,18 @@ def _duration(start: str, end: str) -> str:
     return f"{hours:.1f} hours" if hours < 48 else f"{span.days} days"
 
 
+REPORT_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #111; }
+table { border-collapse: collapse; margin-bottom: 1.5em; min-width: 28em; }
+th, td { border: 1px solid #999; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #eee; width: 14em; }
+footer { color: #555; font-size: 12px; }
+@media print { body { margin: 0; } }
+"""
+"""The report page's style: the console allows it by hash, as the report opens under the
+console's Content-Security-Policy when the console shows it (see ``console.html``)."""
+
+
 def render_report_page(report: dict[str, Any]) -> str:
     """The report as a self-contained page (no scripts, no external resources)."""
     e = html.escape
@@ -355,14 +367,7 @@ def render_report_page(report: dict[str, Any]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Deployment report: {e(report["deployment_id"])}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #111; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; min-width: 28em; }}
-th, td {{ border: 1px solid #999; padding: 4px 8px; text-align: left; vertical-align: top; }}
-th {{ background: #eee; width: 14em; }}
-footer {{ color: #555; font-size: 12px; }}
-@media print {{ body {{ margin: 0; }} }}
-</style></head>
+<style>{REPORT_STYLE}</style></head>
 <body>
 <h1>Live facial recognition deployment report</h1>
 <table id="figures">{table}</table>

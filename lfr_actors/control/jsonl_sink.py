@@ -11,15 +11,16 @@ a crop never is.
 A line::
 
     {"event": "raised", "event_id": 7, "id": "…", "deployment": "dep1", "camera": "cam_a",
-     "cameras": ["cam_a"], "entry_id": "E1", "score": 0.41,
+     "cameras": ["cam_a"], "entry_id": "E1", "best_distance": 0.41,
      "first_seen": "2025-01-31T12:00:00.250Z", "last_seen": "…", "sightings": 1,
      "track_id": "cam_a:1.7.0", "tracks": ["cam_a:1.7.0"], "media_index": 1234,
      "media_time_s": 41.2}
 
-``score`` is the alert's best (lowest) distance; times are ISO 8601 UTC. ``track_id`` is
-the face track that raised the alert and ``tracks`` every track fused into it;
-``media_index`` and ``media_time_s`` say where the best face is in a recording (frame
-number from 0, seconds), null for live sources and for alerts without tracks. The sink
+``best_distance`` is the alert's lowest cosine distance to its watchlist entry (lower is
+closer), named as in the API; times are ISO 8601 UTC. ``track_id`` is the face track that
+raised the alert and ``tracks`` every track fused into it; ``media_index`` and
+``media_time_s`` say where the best face is in a recording (frame number from 0,
+seconds), null for live sources and for alerts without tracks. The sink
 resumes from the last event id in its output file: after a crash it repairs a torn last
 line and carries on without gaps or repeats. The file is created (or tightened) readable
 by its owner only (0600), wherever it is: the lines name watchlist entries and where and
@@ -139,7 +140,7 @@ def event_line(event: dict[str, Any]) -> dict[str, Any]:
         "camera": alert["first_camera_id"],
         "cameras": alert["cameras"],
         "entry_id": alert["entry_id"],
-        "score": alert["best_distance"],
+        "best_distance": alert["best_distance"],
         "first_seen": iso_utc(alert["first_seen"]),
         "last_seen": iso_utc(alert["last_seen"]),
         "sightings": alert["sightings"],

@@ -295,7 +295,9 @@ async def test_officer_confirms_a_live_alert(site: Site) -> None:
         await browser.wait_for(BOTH_FACES_SHOWN, WAIT_S)
         await browser.wait_for(f"{text_of('fact-name')} === 'Casey Sample'", WAIT_S)
         assert await browser.evaluate(text_of("fact-category")) == "wanted"
-        assert (await browser.evaluate(text_of("fact-score"))).startswith("0.274 (threshold 0.500")
+        assert (await browser.evaluate(text_of("fact-distance"))).startswith(
+            "0.274 (threshold 0.500"
+        )
         assert await browser.evaluate(text_of("fact-cameras")) == "cam_b"
         assert await browser.evaluate(text_of("fact-track")) == "cam_b:1.7.0 (12 faces)"
         assert await browser.evaluate(text_of("fact-media")) == "frame 1030 at 00:41.2"
@@ -335,6 +337,56 @@ async def test_officer_confirms_a_live_alert(site: Site) -> None:
     assert record["officer"] == officer
     assert record["note"] == "Stopped at the exit."
     assert (await site.get_alert(earlier, token))["status"] == "open"
+
+
+async def report_tab(browser: Chromium) -> dict[str, Any]:
+    """The browser's tab showing the deployment's report, once it has loaded."""
+    deadline = time.monotonic() + WAIT_S
+    title = f"Deployment report: {DEPLOYMENT}"
+    while True:
+        targets = (await browser.send("Target.getTargets"))["targetInfos"]
+        found = [t for t in targets if t["type"] == "page" and t["title"] == title]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no tab titled {title!r}: {targets}")
+        await asyncio.sleep(0.1)
+
+
+async def test_without_a_pipeline_the_counters_are_the_stored_ones_and_the_report_opens(
+    site: Site,
+) -> None:
+    # As under lfr serve, or after the cameras stop: no status source, figures in the store.
+    with Database(site.db) as database:
+        Deployments(database).add_counters(DEPLOYMENT, frames=92, faces=170, tracks=8)
+    token = site.token("PC 11 Sam Example", Role.ADJUDICATOR)
+    async with console_page(site, token) as browser:
+        await browser.wait_for(f"{text_of('count-faces')} === '170'", WAIT_S)
+        assert await browser.evaluate(text_of("count-frames")) == "92"
+        assert await browser.evaluate(text_of("count-people")) == "8"
+        source = "document.getElementById('faces-counter')"
+        assert await browser.evaluate(f"{source}.dataset.source") == "stored"
+        assert (await browser.evaluate(f"{source}.title")).startswith("stored: as last counted")
+
+        # The report opens in a tab of its own, fetched with the console's token (the page's
+        # blob is kept here to read what the tab was given).
+        await browser.wait_for("!document.getElementById('open-report').hidden", WAIT_S)
+        await browser.evaluate(
+            "(() => { const made = URL.createObjectURL;"
+            " URL.createObjectURL = (blob) => { window.reportBlob = blob; return made(blob); };"
+            " })()"
+        )
+        await browser.click("#open-report")
+        tab = await report_tab(browser)
+        assert tab["url"].startswith("blob:"), tab
+        assert not tab["canAccessOpener"]  # the report's tab cannot reach the console
+        # (The console itself may not fetch a blob: its policy allows requests to the API only.)
+        await browser.evaluate(
+            "void window.reportBlob.text().then((t) => { window.reportText = t; })"
+        )
+        text = await browser.wait_for("window.reportText", WAIT_S)
+        assert "Live facial recognition deployment report" in text
+        assert "<tr><th>Faces seen</th><td>170</td></tr>" in text
 
 
 async def test_viewer_is_refused_and_the_alert_stays_open(site: Site) -> None:

@@ -187,7 +187,7 @@ def test_lfr_up_until_eof_one_alert_per_person(
     assert all(x["deployment"] == "itest" and x["camera"] == "cam_stage" for x in raised)
     assert {x["track_id"] for x in raised} == {a["track_id"] for a in alerts}
     miranda = next(x for x in lines[::-1] if x["entry_id"] == "lin_manuel_miranda")
-    assert miranda["sightings"] >= 2 and miranda["score"] < 0.6
+    assert miranda["sightings"] >= 2 and miranda["best_distance"] < 0.6
 
 
 def test_killing_the_embedder_loses_and_duplicates_no_alert(

@@ -76,7 +76,7 @@ async def test_jsonl_sink_writes_each_event_once_and_resumes(db: Path, hub: Even
             "camera": "cam_a",
             "cameras": ["cam_a", "cam_b"],
             "entry_id": "E1",
-            "score": 0.3,
+            "best_distance": 0.3,
             "first_seen": "2023-11-14T22:13:20.000Z",
             "last_seen": "2023-11-14T22:13:21.500Z",
             "sightings": 2,
