@@ -25,6 +25,7 @@ import yaml
 
 from lfr_actors.control import Deployment
 from lfr_actors.control.announce import Announcer
+from lfr_actors.control.terminal import AlertPrinter
 from lfr_actors.models.cache import ModelCache, default_fetcher, ensure_samples, prepare
 from lfr_actors.topology.loader import load_topology, load_watchlist
 from lfr_actors.topology.schema import Topology, Watchlist
@@ -188,24 +189,21 @@ def run_demo(
         )
     alerts: dict[str, dict[str, Any]] = {}
 
+    # The lines lfr up prints on a terminal: one per alert raised, updates coalesced.
+    printer = AlertPrinter(lambda line: print(line, flush=True), readable=True)
+
     def on_alert(event: dict[str, Any]) -> None:
         announce()  # the serving line leads the alert lines
-        alert = event["alert"]
-        alerts[alert["id"]] = alert
-        if event["kind"] != "raised" and alert["sightings"] % 10:
-            return  # the first sighting, then every tenth: enough to follow
-        when = datetime.fromtimestamp(alert["last_seen"], UTC).strftime("%H:%M:%S")
-        print(
-            f"{when} ALERT {event['kind']:<8} {alert['entry_id']:<8} "
-            f"camera {alert['first_camera_id']} best distance {alert['best_distance']:.3f} "
-            f"sightings {alert['sightings']} id {alert['id'][:8]}",
-            flush=True,
-        )
+        alerts[event["alert"]["id"]] = event["alert"]
+        printer(event)
 
     deployment = Deployment(topology, watchlist, home=home, until_eof=True, on_alert=on_alert)
     announce = Announcer(deployment, lambda line: print(line, flush=True), as_json=False)
     print(what, flush=True)
-    summary = asyncio.run(announce.run())
+    try:
+        summary = asyncio.run(announce.run())
+    finally:
+        printer.close()  # the last state of each alert whose update was held back
     if example is None:
         summary["ground_truth"] = score(alerts)
     print(json.dumps(summary, indent=2))

@@ -57,7 +57,7 @@ def test_the_demo_example_serves_alerts_and_stops(
             demo.kill()
             demo.wait()
     assert demo.returncode == 0, err[-3000:]
-    alerts = [line.split() for line in out.splitlines() if " ALERT " in line]
+    alerts = [line.split() for line in out.splitlines() if " alert " in line]
     raised = {words[3] for words in alerts if words[2] == "raised"}
     assert "demo-lin-manuel-miranda" in raised, out
     assert not raised & {"demo-obama", "demo-biden"}, out  # not in the clip
