@@ -16,6 +16,7 @@ import pytest
 import requests
 import yaml
 
+from lfr_actors.control.terminal import UPDATE_INTERVAL_S
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.store.audit import SYSTEM
 from lfr_actors.store.db import Database
@@ -270,11 +271,12 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
             serve.wait()
 
 
-def test_on_a_terminal_up_prints_where_it_serves_as_a_sentence(
+def test_on_a_terminal_up_prints_where_it_serves_and_readable_alert_lines(
     model_cache: ModelCache, tmp_path: Path, shared_data: Path
 ) -> None:
-    topology = write_deployment(tmp_path, shared_data, ["obama"])
+    topology = write_deployment(tmp_path, shared_data, ["lin_manuel_miranda", "obama"])
     main, terminal = pty.openpty()
+    started = time.monotonic()
     up = lfr_up(topology, "--until-eof", stdout=terminal)
     os.close(terminal)
     output = b""
@@ -288,13 +290,26 @@ def test_on_a_terminal_up_prints_where_it_serves_as_a_sentence(
                 break
             output += chunk
         up.wait(timeout=300)
+        elapsed_s = time.monotonic() - started
+        errors = up.stderr.read() if up.stderr else ""
     finally:
         os.close(main)
         if up.poll() is None:
             up.kill()
             up.wait()
-    assert up.returncode == 0, up.stderr.read()[-3000:] if up.stderr else ""
+    assert up.returncode == 0, errors[-3000:]
     lines = output.decode().splitlines()
     assert lines[0].startswith("lfr: deployment itest is running; API http://127.0.0.1:"), lines[:3]
     api = lines[0].split(" API ", 1)[1].split(",", 1)[0]
     assert not api.endswith(":0") and f"console {api}/console;" in lines[0]
+    # One readable line per alert raised, its updates at most one per UPDATE_INTERVAL_S
+    # (plus its last state at the end); no JSON event lines, and no per-sighting log lines.
+    alert_lines = [line for line in lines if " alert " in line]
+    raised = [line for line in alert_lines if line.split()[2] == "raised"]
+    assert len(raised) == 1 and "lin_manuel_miranda" in raised[0], lines
+    assert "best distance" in raised[0] and "obama" not in " ".join(alert_lines)
+    assert {line.split()[-1] for line in alert_lines} == {raised[0].split()[-1]}  # one alert
+    updates = [line for line in alert_lines if line.split()[2] == "updated"]
+    assert len(updates) <= elapsed_s / UPDATE_INTERVAL_S + 1, (len(updates), elapsed_s)
+    assert not any(line.startswith('{"event"') for line in lines), lines
+    assert "alert_raised" not in errors and "alert_updated" not in errors, errors[-2000:]
