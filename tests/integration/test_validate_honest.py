@@ -14,14 +14,10 @@ import pytest
 import yaml
 
 from lfr_actors.cli.main import main
-from lfr_actors.control import registration
 from lfr_actors.models.cache import ModelCache
-from lfr_actors.store.db import Database
-from lfr_actors.store.deployments import Deployments
-from lfr_actors.topology.loader import load_topology
 from tests.conftest import lfr_test_home
 from tests.integration.test_pipeline_ray import write_deployment
-from tests.unit.test_deployment_store import add_active
+from tests.unit.test_validate import store_with_entry
 
 
 def _photos(folder: Path, photos: dict[str, list[Path]]) -> None:
@@ -80,11 +76,7 @@ def test_a_stored_entry_is_not_enrolled_again_as_lfr_up_skips_it(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     path = write_deployment(tmp_path, shared_data, ["obama", "biden"])
-    store = tmp_path / "data" / "alerts.sqlite3"
-    store.parent.mkdir()
-    with Database(store) as db:
-        registration.register_deployment(Deployments(db), load_topology(path))
-        add_active(Deployments(db), "itest", "obama")
+    store = store_with_entry(path, "obama")
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((480, 640, 3), 128, np.uint8))
     _photos(tmp_path, {"obama": [blank]})  # lfr up would not look at it again

@@ -146,15 +146,22 @@ def test_a_free_port_passes_and_is_free_again_afterwards() -> None:
     assert port_problem("no-such-host.invalid", port) is not None
 
 
+def store_with_entry(path: Path, entry_id: str) -> Path:
+    """The store of the topology at ``path`` (in its folder's ``data``) with its deployment
+    recorded and ``entry_id`` stored, as an earlier ``lfr up`` left them."""
+    store = path.parent / "data" / "alerts.sqlite3"
+    store.parent.mkdir()
+    with Database(store) as db:
+        registration.register_deployment(Deployments(db), load_topology(path))
+        add_active(Deployments(db), "itest", entry_id)
+    return store
+
+
 def test_entries_already_stored_are_not_enrolled_again(
     tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     path = write_deployment(tmp_path, shared_data, ["obama", "biden"])
-    store = tmp_path / "data" / "alerts.sqlite3"
-    store.parent.mkdir()
-    with Database(store) as db:
-        registration.register_deployment(Deployments(db), load_topology(path))
-        add_active(Deployments(db), "itest", "obama")  # as an earlier lfr up stored it
+    store_with_entry(path, "obama")
     code, out, _ = _validate(path, capfd, "--offline-only")
     assert code == 0
     assert "(2 entries, 2 photos); 1 already stored, not enrolled again" in out
