@@ -24,7 +24,7 @@ from lfr_actors.store.db import Database, StoreError
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology, Watchlist
-from lfr_actors.topology.validate import CheckReport
+from lfr_actors.topology.validate import CheckReport, plural
 
 __all__ = ["Preflight", "port_in_use_message", "port_problem", "preflight"]
 
@@ -76,9 +76,7 @@ def _check_enrolment(
         return
     entries = len(watchlist.entries)
     photos = sum(len(e.images) for e in watchlist.entries)
-    counted = f"{entries} {'entry' if entries == 1 else 'entries'}, {photos} photo" + (
-        "" if photos == 1 else "s"
-    )
+    counted = f"{plural(entries, 'entry')}, {plural(photos, 'photo')}"
     stored = f"; {len(skip)} already stored, not enrolled again" if skip else ""
     if not options.enrol:
         report.checked.append(
@@ -87,7 +85,7 @@ def _check_enrolment(
         return
     try:
         pipeline = registration.enrolment_pipeline(
-            topology, registration.embedder_spec(topology), options.home
+            topology, registration.embedder_spec(topology), options.home, progress=options.progress
         )
         with registration.enrolment_progress(
             watchlist, skip=skip, enabled=options.progress, what="validating"

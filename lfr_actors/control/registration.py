@@ -162,15 +162,18 @@ def _shown(value: Any, name: str) -> str:
     return repr(value)
 
 
-def enrolment_pipeline(topology: Topology, spec: EmbedderSpec, home: Path) -> FacePipeline:
+def enrolment_pipeline(
+    topology: Topology, spec: EmbedderSpec, home: Path, *, progress: bool = True
+) -> FacePipeline:
     """The enrolment pipeline ``lfr up`` and ``lfr validate`` use: models from ``home``.
 
     Prepares the models (a download only when they are not in ``home/models`` yet) and
-    builds the detector and embedder on the CPU with the topology's settings.
+    builds the detector and embedder on the CPU with the topology's settings. With
+    ``progress`` (and stderr a terminal) the preparation shows its bars: a first run
+    downloads about 100 MB.
     """
     cache = ModelCache(home / "models")
-    # Progress (and download bytes) on a terminal: a first run downloads about 100 MB.
-    prepare(cache, default_fetcher(home), progress=sys.stderr.isatty())
+    prepare(cache, default_fetcher(home), progress=progress and sys.stderr.isatty())
     return FacePipeline.build(
         RuntimeConfig(device="cpu"),
         enrolment_config(pipeline_config(topology.embedder, spec)),

@@ -24,7 +24,7 @@ from lfr_actors.topology.yaml import lookup
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["CheckReport", "summary", "validate_command"]
+__all__ = ["CheckReport", "plural", "summary", "validate_command"]
 
 
 @dataclass
@@ -47,8 +47,11 @@ def _span(delta: timedelta) -> str:
     return f"{minutes} min"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def plural(n: int, word: str) -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is 1 ("1 entry", "2 entries")."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 def _written(topology: Topology, path: PathKey) -> bool:
@@ -96,7 +99,7 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
     device = e.device if e.device == "cpu" else f"{e.device}, {yaml_text(e.gpus_per_replica)} GPU"
     model = f"model file {shown_path(e.model_file)}" if e.model_file else f"model {e.model}"
     rows.append(
-        f"embedder     {e.id}: {_plural(e.replicas, 'replica')} ({device}), {model}, "
+        f"embedder     {e.id}: {plural(e.replicas, 'replica')} ({device}), {model}, "
         f"batch <= {e.max_batch} within {yaml_text(e.max_wait_ms)} ms"
     )
     chosen = (
@@ -108,17 +111,17 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
     t = e.tracking
     rows.append(
         f"  tracks     overlap >= {yaml_text(t.min_iou)}, "
-        f"{_plural(t.max_missed_frames, 'missed frame')}, <= {t.max_tracks} per camera, "
-        f"decided from {_plural(t.min_track_frames, 'face')}; crop {e.crop_size} px"
+        f"{plural(t.max_missed_frames, 'missed frame')}, <= {t.max_tracks} per camera, "
+        f"decided from {plural(t.min_track_frames, 'face')}; crop {e.crop_size} px"
     )
     ix = topology.index
     mode = f"auto (exact below {ix.exact_below} entries)" if ix.mode == "auto" else ix.mode
-    rows.append(f"index        {ix.id}: {_plural(ix.shards, 'shard')}, {mode}, {ix.dtype}")
+    rows.append(f"index        {ix.id}: {plural(ix.shards, 'shard')}, {mode}, {ix.dtype}")
     a = topology.alerts
     cap = f" (max {yaml_text(a.max_threshold)})" if a.max_threshold is not None else ""
     rows.append(
         f"alerts       {a.id}: threshold {yaml_text(a.threshold)}{cap}, "
-        f"{_plural(a.min_sightings, 'sighting')} within {yaml_text(a.fusion_window_s)} s, "
+        f"{plural(a.min_sightings, 'sighting')} within {yaml_text(a.fusion_window_s)} s, "
         f"top {a.top_k}"
     )
     for name, hook in zip(a.webhook_names(), a.webhooks, strict=True):
@@ -130,8 +133,7 @@ def summary(topology: Topology, watchlist: Watchlist | None, *, now: datetime | 
             listed = "not loaded"
         else:
             images = sum(len(x.images) for x in watchlist.entries)
-            listed = f"{_plural(len(watchlist.entries), 'entry')}, {_plural(images, 'image')}"
-            listed = listed.replace("entrys", "entries")
+            listed = f"{plural(len(watchlist.entries), 'entry')}, {plural(images, 'image')}"
         rows.append(f"watchlist    {shown_path(topology.watchlist.file)}: {listed}")
     rows.append(f"api          http://{topology.api.host}:{topology.api.port}")
     rows.append(f"data         {shown_path(topology.storage.data_dir)}")
@@ -183,5 +185,5 @@ def validate_command(
 def _report(path: Path, issues: list[TopologyIssue] | list[str], stderr: TextIO) -> int:
     for issue in issues:
         print(issue, file=stderr)
-    print(f"{path}: {_plural(len(issues), 'problem')}; nothing was started.", file=stderr)
+    print(f"{path}: {plural(len(issues), 'problem')}; nothing was started.", file=stderr)
     return 2
