@@ -64,6 +64,10 @@ class Action(StrEnum):
     ENTRY_DELETE = "entry.delete"
     ENTRY_VIEW = "entry.view"
     REPORT_EXPORT = "report.export"
+    POLICY_CHANGE = "policy.threshold"
+    CATEGORIES_CHANGE = "policy.monitoring_categories"
+    CALIBRATION_SET = "deployment.calibration"
+    TEST_PASS_RECORD = "test_subject.pass"
 
 
 @dataclass(frozen=True)

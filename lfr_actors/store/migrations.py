@@ -322,5 +322,52 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        12,
+        "governance above the deployment: store-wide settings (threshold policy, monitoring "
+        "categories), calibration and watchlist freshness per deployment, test subjects and "
+        "their recorded passes, monitoring categories on adjudications, tokens scoped to "
+        "deployments",
+        (
+            # One row per setting: 'threshold_policy' and 'monitoring_categories' (canonical
+            # JSON). Every change is also in the audit log with its old and new value.
+            """CREATE TABLE store_settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                set_by TEXT NOT NULL,
+                set_by_token TEXT,
+                set_at REAL NOT NULL
+            )""",
+            # The calibration file's figures (JSON; scores only, no faces) and the longest
+            # time before use that a watchlist entry may have been approved (NULL: no limit).
+            "ALTER TABLE deployments ADD COLUMN calibration TEXT",
+            "ALTER TABLE deployments ADD COLUMN watchlist_max_age_h REAL",
+            # A test subject is a consenting volunteer: consent_ref replaces the legal basis.
+            "ALTER TABLE watchlist_entries ADD COLUMN test_subject INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE watchlist_entries ADD COLUMN consent_ref TEXT",
+            # Copied from the entry when the alert is raised, so that the queues and the
+            # webhooks tell them apart after the watchlist is destroyed.
+            "ALTER TABLE alerts ADD COLUMN test_subject INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX alerts_test_subject ON alerts (deployment_id, test_subject)",
+            """CREATE TABLE test_subject_passes (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                deployment_id TEXT NOT NULL REFERENCES deployments (id),
+                entry_id TEXT NOT NULL,
+                camera_id TEXT NOT NULL,
+                passed_at REAL NOT NULL,
+                note TEXT,
+                recorded_by TEXT NOT NULL,
+                recorded_by_token TEXT,
+                recorded_at REAL NOT NULL
+            )""",
+            "CREATE INDEX test_subject_passes_deployment ON test_subject_passes "
+            "(deployment_id, entry_id, passed_at)",
+            # Broad equality-monitoring categories an officer recorded on deciding an alert
+            # (JSON object category -> value, NULL when none); never for unmatched faces.
+            "ALTER TABLE adjudications ADD COLUMN demographics TEXT",
+            # The deployments a token may see (a JSON list of ids; NULL: every deployment).
+            "ALTER TABLE api_tokens ADD COLUMN deployments TEXT",
+        ),
+    ),
 )
 """Every schema change, in order. Append; never edit one that has shipped."""
