@@ -614,7 +614,7 @@ async def metrics(request: web.Request) -> web.Response:
     Refused (403) to a token limited to deployments: the store's counts cover every
     deployment's alerts (a scraper uses an unscoped token).
     """
-    require_unscoped(request, "The metrics (they count every deployment's alerts)")
+    require_unscoped(request, "The metrics endpoint (it counts the whole store's alerts)")
     return await metrics_response(request, request.app[STATUS_CACHE], request.app[METRICS])
 
 
