@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from lfr_actors.api import schemas
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import principal, require_alert_in_scope
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import ADJUDICATIONS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
@@ -99,6 +99,7 @@ def adjudication_body(record: AdjudicationRecord) -> schemas.AdjudicationRecord:
 async def adjudicate(request: web.Request) -> web.Response:
     """Record the caller's decision on an alert (see the module's docstring)."""
     alert_id = request.match_info["alert_id"]
+    await require_alert_in_scope(request, alert_id)
     body = await read_json_body(request, AdjudicationBody, max_bytes=MAX_BODY_BYTES)
     decision = body.to_request()
     problems = decision.problems()

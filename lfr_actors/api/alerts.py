@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from lfr_actors.api.adjudication import adjudication_body
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import principal, require_alert_in_scope, scope_of
 from lfr_actors.api.bodies import model_response
 from lfr_actors.api.keys import ADJUDICATIONS, AUDIT, HOLDS, STORE
 from lfr_actors.api.openapi import (
@@ -80,7 +80,11 @@ _NO_ALERT = problem("No such alert.")
     },
 )
 async def list_alerts(request: web.Request) -> web.Response:
-    """Alerts, newest first, filtered and paged with an opaque ``cursor``."""
+    """Alerts, newest first, filtered and paged with an opaque ``cursor``.
+
+    A scoped token sees only its deployments' alerts: ``?deployment=`` of another one
+    answers an empty page, as for a deployment id that names none.
+    """
     query = _ListQuery.parse(request.query)
     page = await asyncio.to_thread(
         request.app[STORE].list_alerts,
@@ -93,6 +97,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         until=query.until,
         limit=query.limit,
         before_event=query.cursor,
+        deployment_ids=scope_of(request),
     )
     cursor = None if page.next_before_event is None else str(page.next_before_event)
     return model_response(
@@ -115,6 +120,7 @@ async def get_alert(request: web.Request) -> web.Response:
     purged the crop (or null).
     """
     alert_id = request.match_info["alert_id"]
+    await require_alert_in_scope(request, alert_id)
     alert = await asyncio.to_thread(request.app[STORE].get, alert_id)
     if alert is None:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
@@ -147,6 +153,7 @@ async def get_crop(request: web.Request) -> web.Response:
     410 Gone once retention has purged the crop (the alert itself remains).
     """
     alert_id = request.match_info["alert_id"]
+    await require_alert_in_scope(request, alert_id)
     crop = await asyncio.to_thread(request.app[STORE].crop, alert_id)
     if crop is None:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")

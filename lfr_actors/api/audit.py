@@ -14,7 +14,7 @@ import dataclasses
 from aiohttp import web
 from multidict import MultiMapping
 
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import principal, require_unscoped, scope_of
 from lfr_actors.api.bodies import model_response
 from lfr_actors.api.keys import AUDIT
 from lfr_actors.api.openapi import PageLimits, limit_param, ok, operation, problem, query
@@ -37,7 +37,8 @@ def entry_body(entry: AuditEntry) -> AuditEntryModel:
 
 
 @operation(
-    "Audit entries after a seq, oldest first, with their hash chain.",
+    "Audit entries after a seq, oldest first, with their hash chain (a scoped token: only "
+    "its deployments' entries).",
     parameters=[
         query("after", {"type": "integer", "minimum": 0}, "Entries after this seq."),
         limit_param(PageLimits(DEFAULT_PAGE, MAX_PAGE)),
@@ -58,10 +59,19 @@ def entry_body(entry: AuditEntry) -> AuditEntryModel:
     },
 )
 async def list_audit(request: web.Request) -> web.Response:
-    """Audit entries after ``after`` (a seq), oldest first, filtered by action or subject."""
+    """Audit entries after ``after`` (a seq), oldest first, filtered by action or subject.
+
+    A token limited to deployments sees only the entries that belong to them (see
+    :func:`lfr_actors.store.audit.scope_condition`): never a store-wide one.
+    """
     after, limit, action, subject = _parse(request.query)
     page = await asyncio.to_thread(
-        request.app[AUDIT].page, after_seq=after, limit=limit, action=action, subject=subject
+        request.app[AUDIT].page,
+        after_seq=after,
+        limit=limit,
+        action=action,
+        subject=subject,
+        deployments=scope_of(request),
     )
     return model_response(
         AuditPage(entries=[entry_body(e) for e in page.entries], next_after=page.next_after)
@@ -70,10 +80,18 @@ async def list_audit(request: web.Request) -> web.Response:
 
 @operation(
     "Recompute the audit hash chain (the check is itself audited).",
-    responses={200: ok(AuditVerification, "Intact or not.")},
+    responses={
+        200: ok(AuditVerification, "Intact or not."),
+        403: problem("The token is limited to deployments; the chain is the whole store's."),
+    },
 )
 async def verify_audit(request: web.Request) -> web.Response:
-    """Recompute the hash chain; 200 either way, with ``intact`` and where it breaks."""
+    """Recompute the hash chain; 200 either way, with ``intact`` and where it breaks.
+
+    Refused (403) to a token limited to deployments: the chain runs through every
+    deployment's entries, and its verdict and head are about all of them.
+    """
+    require_unscoped(request, "Verifying the audit chain")
     audit = request.app[AUDIT]
     check = await asyncio.to_thread(audit.verify)
     await asyncio.to_thread(

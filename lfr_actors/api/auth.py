@@ -14,6 +14,16 @@ with it: the faces of alerts (:data:`ALERT_FACE_VIEWERS`) and the photos of entr
 approved (:data:`PENDING_IMAGE_VIEWERS`, checked by the image route with
 :func:`require_role` once it knows the entry's state).
 
+A token may also be scoped to some deployments (:attr:`Principal.deployments`). The
+matrix says which roles may call a route; the scope, which objects the caller may see.
+Handlers apply it with :func:`require_in_scope` (a deployment named in the path) and
+:func:`require_alert_in_scope` (an alert): for a scoped caller, a deployment or alert
+outside the scope is answered exactly as an unknown id, with the same 404 at the same
+point, before the body is read, so the answer tells nothing about what exists outside
+it. Lists are filtered (:func:`scope_of`). Store-wide actions (creating a deployment,
+verifying the whole audit chain, the metrics, store-wide policy) are refused to scoped
+tokens with 403 (:func:`require_unscoped`): a route refused by scope names no object.
+
 A route without an entry in the matrix is a programming error caught when the application
 is built (:func:`check_role_matrix`), not a route left open. Requests that match no route
 (404, 405) need a valid token of any role, so strangers learn nothing about the routes.
@@ -30,7 +40,7 @@ from types import MappingProxyType
 from aiohttp import web
 
 from lfr_actors import logs
-from lfr_actors.api.keys import AUTH_ENABLED, TOKENS
+from lfr_actors.api.keys import AUTH_ENABLED, STORE, TOKENS
 from lfr_actors.api.problems import ProblemError
 from lfr_actors.errors import LfrError
 from lfr_actors.store.audit import Actor
@@ -135,16 +145,29 @@ class RoleMatrixError(LfrError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's holder and role (``token_id`` None when auth is off)."""
+    """Who is calling: the token's holder, role and scope (``token_id`` None when auth is off).
+
+    ``deployments`` is the token's scope: the deployments it may see, or None for all.
+    """
 
     name: str
     role: Role
     token_id: str | None
+    deployments: frozenset[str] | None = None
 
     @property
     def actor(self) -> Actor:
         """The caller as the audit log records them."""
         return Actor(self.name, self.token_id)
+
+    @property
+    def scoped(self) -> bool:
+        """Whether the caller sees only some deployments."""
+        return self.deployments is not None
+
+    def in_scope(self, deployment_id: str) -> bool:
+        """Whether the caller may see this deployment and what belongs to it."""
+        return self.deployments is None or deployment_id in self.deployments
 
 
 ANONYMOUS = Principal("anonymous (auth off)", Role.ADMIN, None)
@@ -237,6 +260,72 @@ def require_role(request: web.Request, allowed: Iterable[Role], what: str) -> No
         raise _forbidden(caller, rule, name, f"{what} needs")
 
 
+def scope_of(request: web.Request) -> frozenset[str] | None:
+    """The deployments the caller may see, or None for every deployment (to filter lists)."""
+    return principal(request).deployments
+
+
+def in_scope(request: web.Request, deployment_id: str) -> bool:
+    """Whether the caller may see this deployment (always, for an unscoped token)."""
+    return principal(request).in_scope(deployment_id)
+
+
+def require_in_scope(request: web.Request, deployment_id: str) -> None:
+    """Answer a deployment outside the caller's scope exactly as an unknown one (404).
+
+    Call it first in a handler whose path names a deployment, before reading the body or
+    the query, so that a scoped caller meets the same answer at the same point for an id
+    outside its scope as for one that names nothing. (A scope names only deployments the
+    store knows, and deployments are never deleted, so every unknown id is outside it.)
+    """
+    if not in_scope(request, deployment_id):
+        _log.info("scope_refused", route=_route(request), token=principal(request).token_id)
+        raise ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
+
+
+def unknown_alert(alert_id: str) -> ProblemError:
+    """The 404 for an alert id that names none (or none the caller may see)."""
+    return ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
+
+
+async def require_alert_in_scope(request: web.Request, alert_id: str) -> None:
+    """For a scoped caller, 404 (as for an unknown alert) unless the alert is in its scope.
+
+    Call it first in a handler whose path names an alert. An unscoped caller passes
+    without a read: the handler answers an unknown alert itself, as before. A scoped
+    caller gets the same 404 for an unknown alert and for another deployment's.
+    """
+    if not principal(request).scoped:
+        return
+    deployment_id = await asyncio.to_thread(request.app[STORE].deployment_of, alert_id)
+    if deployment_id is None or not in_scope(request, deployment_id):
+        _log.info("scope_refused", route=_route(request), token=principal(request).token_id)
+        raise unknown_alert(alert_id)
+
+
+def require_unscoped(request: web.Request, what: str) -> None:
+    """Refuse (403) a token scoped to deployments: ``what`` concerns the whole store.
+
+    ``what`` completes "... concerns every deployment, ...", e.g. "The audit chain's
+    verification". For store-wide settings and actions no scoped token may take.
+    """
+    caller = principal(request)
+    if caller.deployments is None:
+        return
+    _log.info("scope_refused", status=403, route=_route(request), token=caller.token_id)
+    raise ProblemError(
+        403,
+        f"{what} concerns every deployment, so it needs a token not limited to deployments; "
+        f"the token {caller.name!r} is limited to {', '.join(sorted(caller.deployments))}.",
+        headers={"WWW-Authenticate": _challenge("insufficient_scope")},
+        scope=sorted(caller.deployments),
+    )
+
+
+def _route(request: web.Request) -> str:
+    return request.match_info.route.name or "(unnamed)"
+
+
 def _forbidden(caller: Principal, rule: Rule, route: str, needs: str) -> ProblemError:
     allowed = sorted(str(r) for r in rule.roles)
     _log.info("auth_refused", status=403, route=route, token=caller.token_id, role=caller.role)
@@ -275,7 +364,8 @@ async def _authenticate(request: web.Request, route: str) -> Principal:
         raise _unauthorised(route, "revoked", "The token was revoked.", error="invalid_token")
     if record.expired():
         raise _unauthorised(route, "expired", "The token has expired.", error="invalid_token")
-    return Principal(record.name, record.role, record.id)
+    scope = None if record.deployments is None else frozenset(record.deployments)
+    return Principal(record.name, record.role, record.id, scope)
 
 
 def _unauthorised(route: str, why: str, detail: str, *, error: str | None) -> ProblemError:

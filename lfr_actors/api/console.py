@@ -90,10 +90,11 @@ async def favicon(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Who the token belongs to: its holder's name and role.",
+    "Who the token belongs to: its holder's name, role and the deployments it is limited to.",
     responses={200: ok(Principal, "The caller.")},
 )
 async def whoami(request: web.Request) -> web.Response:
-    """The caller's name and role (the console shows them and what the role may do)."""
+    """The caller's name, role and scope (the console shows them and what the role may do)."""
     caller = principal(request)
-    return model_response(Principal(name=caller.name, role=caller.role))
+    scope = None if caller.deployments is None else sorted(caller.deployments)
+    return model_response(Principal(name=caller.name, role=caller.role, deployments=scope))

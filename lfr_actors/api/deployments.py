@@ -22,7 +22,7 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import in_scope, principal, require_in_scope, require_unscoped
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import AUDIT, DEPLOYMENTS
 from lfr_actors.api.openapi import Body, body_problems, media, ok, operation, problem
@@ -137,7 +137,7 @@ UNKNOWN_PARAMETER = problem("An unknown parameter.")
 
 
 @operation(
-    "Every deployment, the newest window first.",
+    "Every deployment (a scoped token: those in its scope), the newest window first.",
     responses={200: ok(DeploymentList, "The deployments."), 400: UNKNOWN_PARAMETER},
 )
 async def list_deployments(request: web.Request) -> web.Response:
@@ -151,6 +151,7 @@ async def list_deployments(request: web.Request) -> web.Response:
             ],
         )
     records = await asyncio.to_thread(request.app[DEPLOYMENTS].list)
+    records = [r for r in records if in_scope(request, r.id)]
     return model_response(
         DeploymentList(deployments=[deployment_body(request, r) for r in records])
     )
@@ -161,12 +162,18 @@ async def list_deployments(request: web.Request) -> web.Response:
     body=Body(NewDeployment, MAX_BODY_BYTES),
     responses={
         201: ok(Deployment, "The deployment was recorded."),
+        403: problem("The token is limited to deployments (a new one is in no scope)."),
         409: problem("A deployment with that id exists."),
         **body_problems(MAX_BODY_BYTES),
     },
 )
 async def create_deployment(request: web.Request) -> web.Response:
-    """Record a new deployment under the caller's name (audited)."""
+    """Record a new deployment under the caller's name (audited).
+
+    Refused (403) to a token limited to deployments: a scope names existing deployments,
+    so a new one can be in none.
+    """
+    require_unscoped(request, "Creating a deployment")
     body = await read_json_body(request, NewDeployment, max_bytes=MAX_BODY_BYTES)
     store = request.app[DEPLOYMENTS]
     now = datetime.fromtimestamp(store.clock(), UTC)
@@ -191,6 +198,7 @@ async def create_deployment(request: web.Request) -> web.Response:
 async def get_deployment(request: web.Request) -> web.Response:
     """One deployment, with its state now."""
     deployment_id = request.match_info["deployment_id"]
+    require_in_scope(request, deployment_id)
     record = await asyncio.to_thread(request.app[DEPLOYMENTS].find, deployment_id)
     if record is None:
         raise unknown_deployment(deployment_id)
@@ -211,6 +219,7 @@ async def get_deployment(request: web.Request) -> web.Response:
 async def close_deployment(request: web.Request) -> web.Response:
     """Close the deployment and destroy its watchlist (audited); 409 if already closed."""
     deployment_id = request.match_info["deployment_id"]
+    require_in_scope(request, deployment_id)
     body = await read_json_body(request, CloseBody, max_bytes=MAX_BODY_BYTES)
     record, destroyed = await run_store(
         request.app[DEPLOYMENTS].close,
@@ -243,6 +252,7 @@ async def change_threshold(request: web.Request) -> web.Response:
     ``changed`` is false when the threshold already had that value (nothing is written).
     """
     deployment_id = request.match_info["deployment_id"]
+    require_in_scope(request, deployment_id)
     body = await read_json_body(request, ThresholdBody, max_bytes=MAX_BODY_BYTES)
     record, changed = await run_store(
         request.app[DEPLOYMENTS].change_threshold,
@@ -257,6 +267,7 @@ async def change_threshold(request: web.Request) -> web.Response:
 
 async def _report(request: web.Request, form: str) -> Report:
     deployment_id = request.match_info["deployment_id"]
+    require_in_scope(request, deployment_id)
     if request.query:
         raise ProblemError(
             400,

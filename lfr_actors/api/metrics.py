@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lfr_actors.api.auth import in_scope, principal, require_unscoped
 from lfr_actors.api.bodies import model_response
 from lfr_actors.api.keys import METRICS, STATUS, STATUS_CACHE, STORE_HEALTH
 from lfr_actors.api.openapi import media, ok, operation, problem
@@ -602,10 +603,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 @operation(
     "Prometheus text exposition of the deployment and the store.",
-    responses={200: media("text/plain", "Metrics.")},
+    responses={
+        200: media("text/plain", "Metrics."),
+        403: problem("The token is limited to deployments; the metrics count the whole store."),
+    },
 )
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of the cached status and the store's counts."""
+    """Prometheus text exposition of the cached status and the store's counts.
+
+    Refused (403) to a token limited to deployments: the store's counts cover every
+    deployment's alerts (a scraper uses an unscoped token).
+    """
+    require_unscoped(request, "The metrics endpoint (it counts the whole store's alerts)")
     return await metrics_response(request, request.app[STATUS_CACHE], request.app[METRICS])
 
 
@@ -617,6 +626,7 @@ async def metrics(request: web.Request) -> web.Response:
             "The deployment's status, with status_age_s, status_error, status_stale and "
             "store_error.",
         ),
+        404: problem("A scoped token: no deployment in its scope runs here."),
         503: problem("No status source, or it could not be read."),
     },
 )
@@ -626,7 +636,14 @@ async def deployment_status(request: web.Request) -> web.Response:
     ``status_age_s`` is how old the figures are, ``status_error`` why the last gather
     failed (the figures are then the last good ones), and ``store_error`` why the API
     cannot write the store (null while it can).
+
+    A token limited to deployments sees the status only while a deployment of its scope
+    runs here, without the store-wide counts (``alerts.store``); otherwise 404, the same
+    whether nothing runs, the status is not gathered yet or another deployment runs.
     """
+    scoped = principal(request).scoped
+    if scoped:
+        await _require_running_in_scope(request)
     if request.app[STATUS] is None:
         raise ProblemError(503, "No status source is attached to this API.")
     cached = await request.app[STATUS_CACHE].first(READY_STATUS_TIMEOUT_S)
@@ -645,8 +662,37 @@ async def deployment_status(request: web.Request) -> web.Response:
     )
     # The figures are encoded once per gather; only these few fields per request.
     encoded = request.app[STATUS_CACHE].encoded() or b"{}"
+    if scoped:
+        encoded = _without_store_counts(encoded)
     tail = json.dumps(freshness.model_dump(mode="json"), separators=(",", ":")).encode()
     body = encoded[:-1] + (b"," if encoded != b"{}" else b"") + tail[1:]
     return web.Response(
         body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
     )
+
+
+async def _require_running_in_scope(request: web.Request) -> None:
+    """404 unless the status gathered names a running deployment in the caller's scope."""
+    running = None
+    if request.app[STATUS] is not None:
+        cached = await request.app[STATUS_CACHE].first(READY_STATUS_TIMEOUT_S)
+        running = _running_deployment(cached.status)
+    if running is None or not in_scope(request, running):
+        raise ProblemError(404, "No deployment in this token's scope runs here.")
+
+
+def _running_deployment(status: Mapping[str, Any] | None) -> str | None:
+    """The id of the deployment a status describes (its ``deployment`` section), or None."""
+    section = None if status is None else status.get("deployment")
+    if isinstance(section, Mapping):
+        section = section.get("id")
+    return section if isinstance(section, str) else None
+
+
+def _without_store_counts(encoded: bytes) -> bytes:
+    """The status without ``alerts.store``: those counts are the whole store's."""
+    status = json.loads(encoded)
+    alerts = status.get("alerts")
+    if isinstance(alerts, dict):
+        alerts.pop("store", None)
+    return json.dumps(status, separators=(",", ":")).encode()

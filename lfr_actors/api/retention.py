@@ -17,7 +17,7 @@ import asyncio
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import principal, require_alert_in_scope
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import HOLDS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
@@ -73,6 +73,7 @@ def hold_body(hold: Hold | None) -> HoldModel | None:
 async def set_hold(request: web.Request) -> web.Response:
     """Put the alert on evidential hold (see the module's docstring)."""
     alert_id = request.match_info["alert_id"]
+    await require_alert_in_scope(request, alert_id)
     body = await read_json_body(request, HoldBody, max_bytes=MAX_BODY_BYTES)
     if not body.reason.strip():
         raise ProblemError(
@@ -107,6 +108,7 @@ async def set_hold(request: web.Request) -> web.Response:
 async def release_hold(request: web.Request) -> web.Response:
     """Release the alert's evidential hold (see the module's docstring)."""
     alert_id = request.match_info["alert_id"]
+    await require_alert_in_scope(request, alert_id)
     if request.body_exists:
         body = await read_json_body(request, ReleaseBody, max_bytes=MAX_BODY_BYTES)
     else:

@@ -89,6 +89,10 @@ class Principal(_Response):
 
     name: str
     role: Role
+    deployments: list[str] | None = Field(
+        default=None,
+        description="The deployments the token is limited to; null: every deployment.",
+    )
 
 
 class StatusFreshness(_Response):

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from lfr_actors import logs
 from lfr_actors.api.alerts import MAX_ID, alert_body
+from lfr_actors.api.auth import require_in_scope, scope_of
 from lfr_actors.api.keys import DEPLOYMENTS, SETTINGS, STORE
 from lfr_actors.api.openapi import Param, media, operation, problem, query
 from lfr_actors.api.problems import ProblemError
@@ -113,8 +114,10 @@ class EventHub:
         if fresh:
             self._wake()
 
-    def cached_after(self, after: int, deployment_id: str | None) -> list[_Encoded] | None:
-        """The cached events after ``after`` (of one deployment), or None if not all cached.
+    def cached_after(
+        self, after: int, deployments: Collection[str] | None
+    ) -> list[_Encoded] | None:
+        """The cached events after ``after`` (of ``deployments`` only), or None if not all cached.
 
         Events up to :attr:`latest` are all cached when ``after`` is at or above the id
         just before the oldest cached one (or the cache is empty and ``after`` is current).
@@ -128,7 +131,7 @@ class EventHub:
         return [
             e
             for e in itertools.dropwhile(lambda e: e.event_id <= after, self.recent)
-            if deployment_id is None or e.deployment_id == deployment_id
+            if deployments is None or e.deployment_id in deployments
         ]
 
     async def resync(self) -> None:
@@ -179,7 +182,9 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: stored events after the client's last one, then live ones.
 
     Each event is ``id: <event_id>``, ``event: raised|updated|adjudicated`` and
-    ``data: <alert>``; ``?deployment=`` keeps one deployment's alerts.
+    ``data: <alert>``; ``?deployment=`` keeps one deployment's alerts. A token limited
+    to deployments gets only their alerts' events, resumed or live; ``?deployment=`` of
+    another deployment is 404, as for an unknown one.
     Resume with the ``Last-Event-ID`` header (as browsers do) or ``?after=<event_id>``;
     without either, the stream starts at the newest event. Idle streams get a comment
     line every ``heartbeat_s``.
@@ -188,6 +193,7 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     deployment_id = request.query.get("deployment") or None
     store, hub = request.app[STORE], request.app[HUB]
     if deployment_id is not None:
+        require_in_scope(request, deployment_id)  # another's: the same 404 as an unknown id
         known = await asyncio.to_thread(request.app[DEPLOYMENTS].find, deployment_id)
         if known is None:
             raise ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
@@ -206,7 +212,8 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     hub.streams.add(response)
     try:
         await response.write(b"retry: 2000\n\n")
-        await _pump(request, response, after, deployment_id)
+        wanted = scope_of(request) if deployment_id is None else frozenset({deployment_id})
+        await _pump(request, response, after, wanted)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away; nothing to answer
@@ -216,7 +223,10 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
 
 
 async def _pump(
-    request: web.Request, response: web.StreamResponse, after: int, deployment_id: str | None
+    request: web.Request,
+    response: web.StreamResponse,
+    after: int,
+    deployments: Collection[str] | None,
 ) -> None:
     store, hub = request.app[STORE], request.app[HUB]
     heartbeat_s = request.app[SETTINGS].heartbeat_s
@@ -227,7 +237,7 @@ async def _pump(
         if transport is None or transport.is_closing():
             return
         waiter = hub.waiter()
-        cached = hub.cached_after(after, deployment_id)
+        cached = hub.cached_after(after, deployments)
         if cached is None:
             # Behind the cache (a client resuming after a long gap): read from the store.
             events = await asyncio.to_thread(store.events_after, after, _STREAM_PAGE)
@@ -235,7 +245,7 @@ async def _pump(
                 wanted = [
                     encode_event(request.app, e)
                     for e in events
-                    if deployment_id is None or e["alert"]["deployment_id"] == deployment_id
+                    if deployments is None or e["alert"]["deployment_id"] in deployments
                 ]
                 if wanted:
                     await response.write(b"".join(wanted))

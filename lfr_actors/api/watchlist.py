@@ -37,7 +37,12 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from lfr_actors.api.auth import PENDING_IMAGE_VIEWERS, principal, require_role
+from lfr_actors.api.auth import (
+    PENDING_IMAGE_VIEWERS,
+    principal,
+    require_in_scope,
+    require_role,
+)
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.deployments import (
     NO_DEPLOYMENT,
@@ -130,7 +135,14 @@ def entry_body(request: web.Request, entry: EntryRecord) -> Entry:
 
 
 def _ids(request: web.Request) -> tuple[str, str]:
-    return request.match_info["deployment_id"], request.match_info.get("entry_id", "")
+    """The path's deployment and entry ids; a deployment outside the caller's scope is 404.
+
+    Every watchlist route calls it first, so a scoped caller meets another deployment's
+    entries exactly as it meets an unknown deployment.
+    """
+    deployment_id = request.match_info["deployment_id"]
+    require_in_scope(request, deployment_id)
+    return deployment_id, request.match_info.get("entry_id", "")
 
 
 NOT_FOUND = problem("No such deployment or entry.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -28,19 +29,35 @@ if TYPE_CHECKING:
     from lfr_actors.store.tokens import Role
 
 
-def create_token(path: Path, name: str, role: Role | str, out: TextIO, err: TextIO) -> int:
-    """``lfr tokens create``: print the new secret alone on ``out``, the rest on ``err``."""
-    from lfr_actors.store.db import Database
-    from lfr_actors.store.tokens import TokenStore
+def create_token(
+    path: Path,
+    name: str,
+    role: Role | str,
+    out: TextIO,
+    err: TextIO,
+    *,
+    deployments: Sequence[str] | None = None,
+) -> int:
+    """``lfr tokens create``: print the new secret alone on ``out``, the rest on ``err``.
 
+    With ``deployments`` the token sees only those deployments; they must be in the store
+    already, so a scoped token cannot be made in a new store.
+    """
+    from lfr_actors.store.db import Database
+    from lfr_actors.store.tokens import TokenStore, check_scope
+
+    if deployments is not None:
+        check_scope(deployments)  # before a new store file is made for nothing
+        path = existing_store(path)
     new_store = not path.is_file()
     with Database(path) as db:
-        issued = TokenStore(db).create(name, role, by=cli_actor())
+        issued = TokenStore(db).create(name, role, by=cli_actor(), deployments=deployments)
     record = issued.record
     if new_store:
         print(f"created a new store at {path}", file=err)
     print(
-        f"token {record.id} for {record.name!r} with role {record.role}; the secret below is "
+        f"token {record.id} for {record.name!r} with role {record.role} "
+        f"{_scope_text(record.deployments, long=True)}; the secret below is "
         "shown only now (the store keeps its SHA-256): keep it safe",
         file=err,
     )
@@ -61,16 +78,31 @@ def list_tokens(path: Path, out: TextIO, *, as_json: bool = False) -> int:
     if not records:
         print("no tokens; `lfr tokens create --name NAME --role ROLE` makes one", file=out)
         return EXIT_OK
-    print(f"{'id':<17}{'role':<18}{'state':<9}{'created':<22}{'created by':<20}name", file=out)
-    for r in records:
+    scopes = [_scope_text(r.deployments) for r in records]
+    width = max(len("deployments"), *map(len, scopes)) + 2
+    print(
+        f"{'id':<17}{'role':<18}{'state':<9}{'created':<22}{'created by':<20}"
+        f"{'deployments':<{width}}name",
+        file=out,
+    )
+    for r, scope in zip(records, scopes, strict=True):
         state = "revoked" if r.revoked else "expired" if r.expired() else "active"
         kind = " (internal)" if r.internal else ""
         created = iso_utc(r.created_at, "seconds")
         print(
-            f"{r.id:<17}{r.role!s:<18}{state:<9}{created:<22}{r.created_by:<20}{r.name}{kind}",
+            f"{r.id:<17}{r.role!s:<18}{state:<9}{created:<22}{r.created_by:<20}"
+            f"{scope:<{width}}{r.name}{kind}",
             file=out,
         )
     return EXIT_OK
+
+
+def _scope_text(deployments: Sequence[str] | None, *, long: bool = False) -> str:
+    """A token's scope in words: ``all`` or the ids, comma-separated."""
+    if deployments is None:
+        return "for every deployment" if long else "all"
+    ids = ",".join(deployments)
+    return f"for deployment{'s' if len(deployments) > 1 else ''} {ids}" if long else ids
 
 
 def revoke_token(path: Path, token_id: str, out: TextIO) -> int:
@@ -91,7 +123,14 @@ def revoke_token(path: Path, token_id: str, out: TextIO) -> int:
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
     """``lfr tokens create``: a new API token, its secret printed once."""
-    return create_token(store_file(args), args.name, args.role, sys.stdout, sys.stderr)
+    return create_token(
+        store_file(args),
+        args.name,
+        args.role,
+        sys.stdout,
+        sys.stderr,
+        deployments=args.deployments,
+    )
 
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
@@ -124,6 +163,13 @@ def add_tokens(sub: Commands) -> None:
     tok_create.add_argument("--name", required=True, type=_token_name, help="who holds it")
     tok_create.add_argument(
         "--role", required=True, choices=[str(r) for r in Role], help="what it may do"
+    )
+    tok_create.add_argument(
+        "--deployment",
+        dest="deployments",
+        action="append",
+        metavar="ID",
+        help="limit the token to this deployment (repeat for more; default: every deployment)",
     )
     add_store(tok_create)
     tok_create.set_defaults(func=cmd_tokens_create)

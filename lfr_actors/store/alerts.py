@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +200,14 @@ class AlertStore(Closing):
         with self._lock:
             return self._get(alert_id)
 
+    def deployment_of(self, alert_id: str) -> str | None:
+        """The id of the deployment the alert belongs to, or None if there is no such alert."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT deployment_id FROM alerts WHERE id = ?", (alert_id,)
+            ).fetchone()
+        return None if row is None else str(row["deployment_id"])
+
     def crop(self, alert_id: str) -> bytes | None:
         """The alert's best face crop (JPEG), or None if there is no such alert."""
         with self._lock:
@@ -228,8 +236,12 @@ class AlertStore(Closing):
         limit: int = 100,
         before_event: int | None = None,
         track_id: str | None = None,
+        deployment_ids: Collection[str] | None = None,
     ) -> AlertPage:
         """Alerts newest raised first, filtered, one page at a time.
+
+        ``deployment_ids`` keeps only those deployments' alerts (a scoped token's view;
+        an empty collection keeps none).
 
         ``camera_id`` matches any camera an alert was seen on, ``track_id`` any face track
         fused into it (one of its sightings'); ``since``/``until`` (Unix
@@ -249,6 +261,10 @@ class AlertStore(Closing):
             ("raised_event_id < ?", before_event),
         )
         where = ["raised_event_id IS NOT NULL", *conditions]
+        if deployment_ids is not None:
+            scope = sorted(deployment_ids)
+            where.append(f"deployment_id IN ({', '.join('?' * len(scope))})")
+            params = [*params, *scope]
         sql = (
             f"SELECT {_ALERT_COLUMNS}, raised_event_id FROM alerts "
             f"WHERE {' AND '.join(where)} ORDER BY raised_event_id DESC LIMIT ?"

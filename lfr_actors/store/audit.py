@@ -25,7 +25,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -287,6 +287,57 @@ def check_chain(entries: Iterable[AuditEntry], highest_seq_issued: int = 0) -> C
     return ChainCheck(count, head_seq, head_hash)
 
 
+ALERT_ACTIONS = frozenset(
+    {
+        Action.ALERT_VIEW,
+        Action.ALERT_ADJUDICATE,
+        Action.ALERT_CORRECT,
+        Action.ALERT_HOLD,
+        Action.ALERT_RELEASE,
+    }
+)
+"""Actions whose subject is an alert id: they belong to the alert's deployment."""
+STORE_WIDE_ACTIONS = frozenset(
+    {
+        Action.TOKEN_CREATE,
+        Action.TOKEN_REVOKE,
+        Action.AUDIT_VERIFY,
+        Action.RETENTION_PURGE,
+        Action.POLICY_CHANGE,
+        Action.CATEGORIES_CHANGE,
+    }
+)
+"""Actions about the whole store (tokens, the chain, retention, policy): no deployment's."""
+
+
+def scope_condition(deployments: Collection[str]) -> tuple[str, list[Any]]:
+    """An SQL condition keeping the entries that belong to one of ``deployments``.
+
+    An entry belongs to a deployment when its action is about an alert of that
+    deployment (:data:`ALERT_ACTIONS`, the subject is the alert's id), or, for any other
+    action but the store-wide ones (:data:`STORE_WIDE_ACTIONS`), when its subject is the
+    deployment's id or starts with it and a slash (``deployment/entry``). Deployment ids
+    hold no slash, so the part before the first one is the deployment exactly. The action
+    decides which rule applies, so an alert or token id that happens to equal a
+    deployment's id is never taken for it. An action added later whose subject is an
+    alert is therefore hidden from scoped readers until it is listed here: the rule
+    errs towards showing less.
+    """
+    scope = sorted(deployments)
+    ids = ", ".join("?" * len(scope))
+    alert_actions = sorted(str(a) for a in ALERT_ACTIONS)
+    other = sorted(str(a) for a in ALERT_ACTIONS | STORE_WIDE_ACTIONS)
+    marks = ", ".join("?" * len(alert_actions))
+    not_marks = ", ".join("?" * len(other))
+    condition = (
+        f"((action IN ({marks}) AND subject IN "
+        f"(SELECT id FROM alerts WHERE deployment_id IN ({ids}))) "
+        f"OR (action NOT IN ({not_marks}) AND (subject IN ({ids}) OR "
+        f"(instr(subject, '/') > 0 AND substr(subject, 1, instr(subject, '/') - 1) IN ({ids})))))"
+    )
+    return condition, [*alert_actions, *scope, *other, *scope, *scope]
+
+
 class AuditLog:
     """The audit log of one store file: append, page, verify.
 
@@ -315,14 +366,23 @@ class AuditLog:
         limit: int = 100,
         action: str | None = None,
         subject: str | None = None,
+        deployments: Collection[str] | None = None,
     ) -> AuditPage:
-        """Entries with seq above ``after_seq``, oldest first, optionally filtered."""
+        """Entries with seq above ``after_seq``, oldest first, optionally filtered.
+
+        ``deployments`` keeps only the entries that belong to those deployments
+        (:func:`scope_condition`; a scoped token's view).
+        """
         if isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
             raise ValueError(
                 f"Got {limit!r} for limit. limit must be a whole number 1..{MAX_PAGE}."
             )
         conditions, values = given(("action = ?", action), ("subject = ?", subject))
         where, params = ["seq > ?", *conditions], [after_seq, *values]
+        if deployments is not None:
+            condition, scope_params = scope_condition(deployments)
+            where.append(condition)
+            params.extend(scope_params)
         with self.db.lock:
             rows = self.db.conn.execute(
                 f"SELECT {_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "

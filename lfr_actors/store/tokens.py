@@ -18,17 +18,26 @@ it every :data:`LOCAL_TOKEN_RENEW_S`, so a driver that dies without revoking it 
 a power cut) leaves a token in its run file that stops working within minutes. The next
 start revokes every internal token of earlier runs outright
 (:func:`revoke_local_tokens`). Renewals are not audited: they change no one's access.
+
+A token may be scoped to one or more deployments (``deployments``, stored as a JSON list
+of ids; none means every deployment): the API then shows its holder only those
+deployments, their entries, alerts, reports and audit entries, and answers any other as
+if it did not exist. The ids must name deployments the store knows (open or closed), so
+a typo is refused rather than making a token that can see nothing. The deployment's own
+internal token stays unscoped: it serves the local ``lfr`` command, whose user can read
+the whole store file anyway, and store-wide commands need it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import secrets
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -48,7 +57,12 @@ LOCAL_TOKEN_RENEW_S = 60.0
 """How often the running driver renews its local token (well inside the TTL, so a busy
 store or a slow round does not let it lapse)."""
 
-_COLUMNS = "id, name, role, internal, created_at, created_by, revoked_at, revoked_by, expires_at"
+_COLUMNS = (
+    "id, name, role, internal, created_at, created_by, revoked_at, revoked_by, expires_at, "
+    "deployments"
+)
+MAX_SCOPE = 100
+"""The most deployments one token may be scoped to (a longer list is a mistake)."""
 
 
 class Role(StrEnum):
@@ -66,6 +80,10 @@ class UnknownTokenError(StoreError):
     """No token has the id given."""
 
 
+class TokenScopeError(StoreError):
+    """A token's list of deployments is empty, repeats an id or names unknown deployments."""
+
+
 @dataclass(frozen=True)
 class TokenRecord:
     """A token as stored (without its secret or digest)."""
@@ -79,6 +97,17 @@ class TokenRecord:
     revoked_at: float | None = None
     revoked_by: str | None = None
     expires_at: float | None = None
+    deployments: tuple[str, ...] | None = None
+    """The deployments the token may see, or None for every deployment."""
+
+    @property
+    def scoped(self) -> bool:
+        """Whether the token is limited to some deployments."""
+        return self.deployments is not None
+
+    def in_scope(self, deployment_id: str) -> bool:
+        """Whether the token may see this deployment (and what belongs to it)."""
+        return self.deployments is None or deployment_id in self.deployments
 
     @property
     def revoked(self) -> bool:
@@ -114,6 +143,7 @@ class TokenRecord:
             "revoked_at": self.revoked_at,
             "revoked_by": self.revoked_by,
             "expires_at": self.expires_at,
+            "deployments": None if self.deployments is None else list(self.deployments),
         }
 
 
@@ -133,6 +163,33 @@ def new_secret() -> str:
 def secret_digest(secret: str) -> str:
     """The SHA-256 (hex) under which a secret is stored and looked up."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def check_scope(ids: Iterable[str]) -> tuple[str, ...]:
+    """A token's scope as given, or :class:`TokenScopeError` saying what is wrong with it.
+
+    The list must name at least one deployment (no list at all means every deployment)
+    and no id twice. Whether the ids are known is checked against the store
+    (:meth:`TokenStore.create`).
+    """
+    scope = tuple(ids)
+    if not scope:
+        raise TokenScopeError(
+            "a token's scope must name at least one deployment; give none for every deployment"
+        )
+    if len(scope) > MAX_SCOPE:
+        raise TokenScopeError(
+            f"a token may be scoped to at most {MAX_SCOPE} deployments (got {len(scope)})"
+        )
+    bad = [i for i in scope if not isinstance(i, str) or not i.strip()]
+    if bad:
+        raise TokenScopeError("a deployment id in a token's scope must not be empty")
+    repeated = sorted({i for i in scope if scope.count(i) > 1})
+    if repeated:
+        raise TokenScopeError(
+            "a token's scope names each deployment once; repeated: " + ", ".join(repeated)
+        )
+    return scope
 
 
 def check_token_name(name: str) -> str:
@@ -170,14 +227,19 @@ class TokenStore:
         by: Actor,
         internal: bool = False,
         ttl_s: float | None = None,
+        deployments: Iterable[str] | None = None,
     ) -> IssuedToken:
         """Create a token and return it with its secret (shown once, never stored).
 
         With ``ttl_s`` the token expires that many seconds from now unless renewed
-        (:meth:`renew`); without, it lasts until revoked.
+        (:meth:`renew`); without, it lasts until revoked. With ``deployments`` the token
+        sees only those deployments (:class:`TokenScopeError`, and nothing stored or
+        audited, if the list is empty, repeats an id or names a deployment the store does
+        not know); without, it sees every deployment.
         """
         if ttl_s is not None and not ttl_s > 0:
             raise ValueError(f"a token's ttl_s must be positive (got {ttl_s})")
+        scope = None if deployments is None else check_scope(deployments)
         now = self.clock()
         record = TokenRecord(
             id=secrets.token_hex(8),
@@ -187,6 +249,7 @@ class TokenStore:
             created_at=now,
             created_by=str(by),
             expires_at=None if ttl_s is None else now + ttl_s,
+            deployments=scope,
         )
         secret = new_secret()
         details: dict[str, Any] = {
@@ -196,10 +259,14 @@ class TokenStore:
         }
         if ttl_s is not None:
             details["ttl_s"] = ttl_s
+        if scope is not None:
+            details["deployments"] = list(scope)
         with self.db.transaction() as conn:
+            if scope is not None:
+                _check_known(conn, scope)
             conn.execute(
                 "INSERT INTO api_tokens (id, secret_sha256, name, role, internal, created_at, "
-                "created_by, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_by, expires_at, deployments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     secret_digest(secret),
@@ -209,6 +276,7 @@ class TokenStore:
                     record.created_at,
                     record.created_by,
                     record.expires_at,
+                    None if scope is None else json.dumps(list(scope)),
                 ),
             )
             append_entry(conn, by, Action.TOKEN_CREATE, record.id, details, at=record.created_at)
@@ -325,6 +393,24 @@ def revoke_local_tokens(db_path: Path) -> int:
         return len(TokenStore(db).revoke_internal(by=SYSTEM))
 
 
+def _check_known(conn: sqlite3.Connection, scope: tuple[str, ...]) -> None:
+    """Refuse a scope naming a deployment the store does not know (open or closed)."""
+    marks = ", ".join("?" * len(scope))
+    known = {
+        row[0] for row in conn.execute(f"SELECT id FROM deployments WHERE id IN ({marks})", scope)
+    }
+    unknown = [i for i in scope if i not in known]
+    if unknown:
+        raise TokenScopeError(
+            "no deployment with id " + ", ".join(repr(i[:80]) for i in unknown) + " in this "
+            "store; `lfr deployments list` shows them (a scope names existing deployments)"
+        )
+
+
+def _scope(raw: str | None) -> tuple[str, ...] | None:
+    return None if raw is None else tuple(json.loads(raw))
+
+
 def _record(row: sqlite3.Row) -> TokenRecord:
     return TokenRecord(
         id=row["id"],
@@ -336,6 +422,7 @@ def _record(row: sqlite3.Row) -> TokenRecord:
         revoked_at=None if row["revoked_at"] is None else float(row["revoked_at"]),
         revoked_by=row["revoked_by"],
         expires_at=None if row["expires_at"] is None else float(row["expires_at"]),
+        deployments=_scope(row["deployments"]),
     )
 
 
