@@ -145,7 +145,7 @@ def demographics_problems(
     """Every category or value in ``given`` that the configured lists do not allow."""
     found = []
     for name, value in given.items():
-        where = f"{path}.{name}"
+        where = f"{path}.{name[:80]}"
         if not categories:
             found.append((where, f"no monitoring categories are configured; {HOW_TO_SET}"))
             continue
@@ -206,7 +206,10 @@ class MonitoringCategories:
             raise ValueError(f"a reason is 1..{MAX_REASON_CHARS} characters")
         with self.db.transaction() as conn:
             before = read_categories(conn)
-            if before.set_by is not None and before.categories == cleaned:
+            # The order counts: it is the order the console and the report list them in.
+            if before.set_by is not None and list(before.categories.items()) == list(
+                cleaned.items()
+            ):
                 return before, False
             now = self.clock()
             conn.execute(

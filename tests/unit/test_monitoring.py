@@ -78,6 +78,14 @@ def test_setting_is_one_audited_change_and_a_repeat_writes_nothing(tmp_path: Pat
     assert second == {"from": CATEGORIES, "to": newer, "reason": "add a value"}
 
 
+def test_reordering_the_categories_is_a_change(tmp_path: Path) -> None:
+    with Database(tmp_path / "s.db") as db:
+        store = MonitoringCategories(db)
+        store.set({"sex": ["female"], "age": ["18-24"]}, actor=ADMIN, reason="first")
+        _, changed = store.set({"age": ["18-24"], "sex": ["female"]}, actor=ADMIN, reason="order")
+        assert changed and list(store.get().categories) == ["age", "sex"]
+
+
 @pytest.mark.parametrize(
     ("raw", "path", "reason"),
     [
@@ -157,9 +165,23 @@ def test_decisions_store_recorded_values_and_refuse_others(tmp_path: Path) -> No
             officer=ADMIN,
         )
         assert corrected.record.demographics == {"age_band": "18-24"}
+        # A correction may change only the values: a new row supersedes the last.
+        values_only = adjudications.decide(
+            alert_id,
+            DecisionRequest(
+                Decision.MATCH_CONFIRMED,
+                outcome=Outcome.ARREST,
+                correction=True,
+                correction_reason="age band mistyped",
+                demographics={"age_band": "25-34"},
+            ),
+            officer=ADMIN,
+        )
+        assert values_only.created and values_only.record.supersedes == corrected.record.id
         assert [r.demographics for r in adjudications.history(alert_id)] == [
             {"perceived_sex": "female"},
             {"age_band": "18-24"},
+            {"age_band": "25-34"},
         ]
     details = [
         json.loads(d)
