@@ -10,6 +10,10 @@ token name and the time is the server's, never the client's. Answers:
 - 404 for an unknown alert; 400 for malformed JSON; 415 for a body that is not JSON;
   422 with each bad field's path; 413 for a body over :data:`MAX_BODY_BYTES`.
 
+``demographics`` (optional, on not_a_match and match_confirmed only) records the store's
+equality-monitoring categories (:mod:`lfr_actors.store.monitoring`); a category that is
+not configured, or a value not in its list, is a 422 whose reason names the allowed values.
+
 A refused request writes nothing.
 """
 
@@ -33,9 +37,11 @@ from lfr_actors.store.adjudications import (
     AdjudicationRecord,
     Decision,
     DecisionRequest,
+    InvalidDemographicsError,
     Outcome,
     UnknownAlertError,
 )
+from lfr_actors.store.monitoring import MAX_CATEGORIES, NOT_RECORDED
 
 MAX_BODY_BYTES = 16 * 1024
 """Room for the longest note in any script (4 bytes a character in UTF-8) and the rest."""
@@ -68,6 +74,13 @@ class AdjudicationBody(BaseModel):
         max_length=MAX_REASON_CHARS,
         description="Why the earlier decision is corrected; required when correction is true.",
     )
+    demographics: dict[str, str] | None = Field(
+        default=None,
+        max_length=MAX_CATEGORIES,
+        description="Optional equality monitoring, on not_a_match and match_confirmed only: "
+        "category -> value, from the store's lists (GET /v1/policy/monitoring-categories). "
+        f"Any category may be left out or given as {NOT_RECORDED!r}.",
+    )
 
     def to_request(self) -> DecisionRequest:
         """The store's form of this decision."""
@@ -77,12 +90,16 @@ class AdjudicationBody(BaseModel):
             note=self.note,
             correction=self.correction,
             correction_reason=self.correction_reason,
+            demographics=self.demographics,
         )
 
 
-def adjudication_body(record: AdjudicationRecord) -> schemas.AdjudicationRecord:
-    """A stored decision as the API shows it."""
-    return schemas.AdjudicationRecord.model_validate(record, from_attributes=True)
+def adjudication_body(
+    record: AdjudicationRecord, *, show_demographics: bool = True
+) -> schemas.AdjudicationRecord:
+    """A stored decision as the API shows it (``demographics`` null unless shown)."""
+    body = schemas.AdjudicationRecord.model_validate(record, from_attributes=True)
+    return body if show_demographics else body.model_copy(update={"demographics": None})
 
 
 @operation(
@@ -118,6 +135,12 @@ async def adjudicate(request: web.Request) -> web.Response:
         )
     except UnknownAlertError as exc:
         raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
+    except InvalidDemographicsError as exc:
+        raise ProblemError(
+            422,
+            "The body records monitoring categories the store does not allow.",
+            invalid_params=[{"name": name, "reason": reason} for name, reason in exc.problems],
+        ) from exc
     except AdjudicationConflictError as exc:
         current = (
             None if exc.current is None else adjudication_body(exc.current).model_dump(mode="json")

@@ -23,6 +23,7 @@ from lfr_actors.api.adjudication import adjudication_body
 from lfr_actors.api.auth import principal, require_alert_in_scope, scope_of
 from lfr_actors.api.bodies import model_response
 from lfr_actors.api.keys import ADJUDICATIONS, AUDIT, HOLDS, STORE
+from lfr_actors.api.monitoring import shows_recorded
 from lfr_actors.api.openapi import (
     BINARY,
     PageLimits,
@@ -131,7 +132,10 @@ async def get_alert(request: web.Request) -> web.Response:
     detail = AlertDetail.model_validate(
         {
             **_alert_fields(request.app, alert),
-            "adjudications": [adjudication_body(record) for record in history],
+            "adjudications": [
+                adjudication_body(record, show_demographics=shows_recorded(request))
+                for record in history
+            ],
             "hold": hold_body(hold),
             "crop_purged_at": purged_at,
         }

@@ -51,6 +51,7 @@ from lfr_actors.api.keys import (
     ENROLLER,
     HOLDS,
     METRICS,
+    MONITORING,
     SETTINGS,
     STATUS,
     STATUS_CACHE,
@@ -60,6 +61,7 @@ from lfr_actors.api.keys import (
     ApiSettings,
 )
 from lfr_actors.api.metrics import deployment_status, healthz, metrics, metrics_registry, readyz
+from lfr_actors.api.monitoring import get_categories, set_categories
 from lfr_actors.api.openapi import openapi
 from lfr_actors.api.problems import problem_middleware
 from lfr_actors.api.retention import release_hold, set_hold
@@ -80,6 +82,7 @@ from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import AuditLog
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.monitoring import MonitoringCategories
 from lfr_actors.store.retention import Holds
 from lfr_actors.store.tokens import TokenStore
 
@@ -196,6 +199,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete(entry, delete_entry, name="entry_delete")
     app.router.add_get(f"{entry}/image", get_entry_image, name="entry_image")
     app.router.add_post(f"{entry}/approval", approve_entry, name="entry_approve")
+    categories = "/v1/policy/monitoring-categories"
+    app.router.add_get(categories, get_categories, name="monitoring_categories")
+    app.router.add_put(categories, set_categories, name="monitoring_categories_set")
     app.router.add_get("/console", console_page, name="console")
     app.router.add_get("/favicon.ico", favicon, name="favicon")
     app.router.add_get("/v1/whoami", whoami, name="whoami")
@@ -215,6 +221,7 @@ async def _governance_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ADJUDICATIONS] = Adjudications(db)
     app[HOLDS] = Holds(db)
     app[DEPLOYMENTS] = Deployments(db)
+    app[MONITORING] = MonitoringCategories(db)
     yield
     db.close()
 

@@ -127,6 +127,8 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("DELETE", "entry_delete"): roles(Role.WATCHLIST_MANAGER, Role.AUTHORISER),
         ("GET", "entry_image"): roles(*WATCHLIST_IMAGE_VIEWERS),
         ("POST", "entry_approve"): roles(Role.AUTHORISER),
+        ("GET", "monitoring_categories"): roles(Role.ADJUDICATOR, Role.AUDITOR, Role.AUTHORISER),
+        ("PUT", "monitoring_categories_set"): roles(),
     }
 )
 """(HTTP method, route name) -> who may call it: every route of the API, in one place.

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lfr_actors.api.auth import in_scope, principal, require_in_scope, require_unscoped
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import AUDIT, DEPLOYMENTS
+from lfr_actors.api.monitoring import render_breakdown, withhold_breakdown
 from lfr_actors.api.openapi import Body, body_problems, media, ok, operation, problem
 from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import (
@@ -284,7 +285,7 @@ async def _report(request: web.Request, form: str) -> Report:
         deployment_id,
         {"form": form},
     )
-    return Report.model_validate(report)
+    return Report.model_validate(withhold_breakdown(request, report))
 
 
 @operation(
@@ -384,6 +385,7 @@ def render_report_page(report: dict[str, Any]) -> str:
 <table id="figures">{table}</table>
 <h2>Outcomes of confirmed alerts</h2>
 <table id="outcomes">{outcome_rows}</table>
+{render_breakdown(report)}
 <footer>Generated {e(report["generated_at"])}. The watchlist's images and embeddings are
 destroyed when the deployment closes; this report, the alerts under their retention and the
 audit trail remain.</footer>

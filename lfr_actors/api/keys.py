@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lfr_actors.store.alerts import AlertStore
     from lfr_actors.store.audit import AuditLog
     from lfr_actors.store.deployments import Deployments
+    from lfr_actors.store.monitoring import MonitoringCategories
     from lfr_actors.store.retention import Holds
     from lfr_actors.store.tokens import TokenStore
 
@@ -53,6 +54,8 @@ HOLDS: web.AppKey[Holds] = web.AppKey("holds")
 """Evidential holds, over the API's writing connection."""
 DEPLOYMENTS: web.AppKey[Deployments] = web.AppKey("deployments")
 """Deployments and their watchlists, over the API's writing connection."""
+MONITORING: web.AppKey[MonitoringCategories] = web.AppKey("monitoring")
+"""The equality-monitoring category lists, over the API's writing connection."""
 STORE_HEALTH: web.AppKey[StoreHealth] = web.AppKey("store_health")
 """The API's own view of whether the store can be written."""
 STATUS: web.AppKey[StatusSource | None] = web.AppKey("status")

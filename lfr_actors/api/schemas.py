@@ -45,10 +45,14 @@ __all__ = [
     "Hold",
     "HoldState",
     "InvalidParam",
+    "MonitoringCategories",
+    "MonitoringCategoriesChanged",
     "Principal",
     "Problem",
     "Report",
     "ReportAlerts",
+    "ReportDemographics",
+    "ReportDemographicsByDecision",
     "ReportWatchlist",
     "Status",
     "StatusFreshness",
@@ -205,6 +209,11 @@ class AdjudicationRecord(_Response):
     correction: bool
     correction_reason: str | None
     supersedes: int | None = Field(description="The id corrected.")
+    demographics: dict[str, str] | None = Field(
+        default=None,
+        description="Equality-monitoring categories recorded with the decision (category -> "
+        "value); null when none were, and always null for a viewer's token.",
+    )
 
 
 class Hold(_Response):
@@ -398,6 +407,25 @@ class ReportAlerts(_Response):
     not_adjudicated: Count
 
 
+class ReportDemographicsByDecision(_Response):
+    """Alerts of one decision (in force) by monitoring category and value."""
+
+    alerts: Count = Field(description="Alerts with this decision in force.")
+    by_category: dict[str, dict[str, Count]] = Field(
+        description="Category -> value -> alerts; every configured value is listed (0 where "
+        "none), then 'not recorded' (the alerts where the officer recorded none)."
+    )
+
+
+class ReportDemographics(_Response):
+    """False and confirmed alerts by the equality-monitoring categories officers recorded."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    false_: ReportDemographicsByDecision = Field(alias="false")
+    confirmed: ReportDemographicsByDecision
+
+
 class Report(_Response):
     """The figures published per deployment."""
 
@@ -421,3 +449,31 @@ class Report(_Response):
     outcomes: dict[str, Count] = Field(description="Outcomes of confirmed alerts.")
     false_alert_rate: float | None = Field(description="False alerts per face seen.")
     generated_at: UtcTime
+    demographics: ReportDemographics | None = Field(
+        description="False and confirmed alerts by monitoring category; null when withheld.",
+    )
+    demographics_withheld: bool = Field(
+        description="True when the caller's role may not read the demographic breakdown "
+        "(only auditor, authoriser and admin tokens may).",
+    )
+
+
+# -- store-wide policy -----------------------------------------------------------------
+
+
+class MonitoringCategories(_Response):
+    """The store's equality-monitoring categories: what an officer may record on a decision."""
+
+    categories: dict[str, list[str]] = Field(
+        description="Category -> its allowed values, in the order the admin gave them."
+    )
+    not_recorded: str = Field(description="Always allowed for every category, never listed.")
+    configured: bool = Field(description="Whether any category is configured.")
+    set_by: str | None = Field(description="Who set the lists (null: never set).")
+    set_at: UtcTime | None
+
+
+class MonitoringCategoriesChanged(MonitoringCategories):
+    """The categories after a change."""
+
+    changed: bool = Field(description="Whether this call changed them.")

@@ -13,9 +13,10 @@ A decision, the alert's new status and the audit entry are one transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from lfr_actors.store.alerts import record_event
 from lfr_actors.store.audit import Action, Actor, append_entry
 from lfr_actors.store.db import Database, StoreError
+from lfr_actors.store.monitoring import demographics_problems, read_categories, recorded_only
 
 ADJUDICATED = "adjudicated"
 """An alert's ``status`` once an officer has decided on it."""
@@ -32,7 +34,7 @@ MAX_REASON_CHARS = 500
 
 _COLUMNS = (
     "id, alert_id, decision, outcome, note, officer, officer_token, decided_at, correction, "
-    "correction_reason, supersedes"
+    "correction_reason, supersedes, demographics"
 )
 
 
@@ -58,6 +60,17 @@ class UnknownAlertError(StoreError):
     """No alert has the id given."""
 
 
+class InvalidDemographicsError(StoreError):
+    """A decision records a monitoring category or value the store's lists do not allow.
+
+    ``problems`` lists each as (field path, reason naming the allowed values).
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
+        self.problems = problems
+
+
 class AdjudicationConflictError(StoreError):
     """The decision contradicts the stored one (or corrects a decision that does not exist).
 
@@ -78,6 +91,8 @@ class DecisionRequest:
     note: str | None = None
     correction: bool = False
     correction_reason: str | None = None
+    demographics: Mapping[str, str] | None = None
+    """Equality-monitoring values by category (:mod:`lfr_actors.store.monitoring`)."""
 
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field rules broken, as (field, reason); empty when the request is whole."""
@@ -90,15 +105,23 @@ class DecisionRequest:
             found.append(("correction_reason", "required when correction is true"))
         if not self.correction and self.correction_reason is not None:
             found.append(("correction_reason", "only allowed with correction: true"))
+        if self.decision is Decision.UNSURE and self.demographics is not None:
+            found.append(
+                (
+                    "demographics",
+                    "only recorded on a decision of not_a_match or match_confirmed, not unsure",
+                )
+            )
         return found
 
     def same_as(self, record: AdjudicationRecord) -> bool:
         """Whether this request asks for exactly the decision already recorded."""
-        return (self.decision, self.outcome, self.note or None) == (
-            record.decision,
-            record.outcome,
-            record.note,
-        )
+        return (
+            self.decision,
+            self.outcome,
+            self.note or None,
+            recorded_only(self.demographics),
+        ) == (record.decision, record.outcome, record.note, record.demographics)
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,8 @@ class AdjudicationRecord:
     correction: bool
     correction_reason: str | None
     supersedes: int | None
+    demographics: dict[str, str] | None = None
+    """The monitoring categories recorded (category -> value), None when none were."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready map (Unix seconds)."""
@@ -130,6 +155,7 @@ class AdjudicationRecord:
             "correction": self.correction,
             "correction_reason": self.correction_reason,
             "supersedes": self.supersedes,
+            "demographics": self.demographics,
         }
 
 
@@ -152,7 +178,8 @@ class Adjudications:
         """Record ``officer``'s decision on an alert, or return the identical stored one.
 
         Raises :class:`UnknownAlertError` for an unknown alert, ValueError for a request
-        that breaks :meth:`DecisionRequest.problems`, and
+        that breaks :meth:`DecisionRequest.problems`, :class:`InvalidDemographicsError`
+        for monitoring values the store's lists (read in the same transaction) refuse, and
         :class:`AdjudicationConflictError` for a decision that contradicts the one in force
         without being a correction (or a correction with nothing to correct). Nothing is
         written when it raises.
@@ -161,9 +188,16 @@ class Adjudications:
         if problems:
             raise ValueError("; ".join(f"{name}: {reason}" for name, reason in problems))
         note = request.note or None
+        demographics = recorded_only(request.demographics)
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is None:
                 raise UnknownAlertError(f"no alert with id {alert_id[:80]!r}")
+            if request.demographics:
+                refused = demographics_problems(
+                    request.demographics, read_categories(conn).categories
+                )
+                if refused:
+                    raise InvalidDemographicsError(refused)
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM adjudications WHERE alert_id = ? ORDER BY id DESC LIMIT 1",
                 (alert_id,),
@@ -187,7 +221,7 @@ class Adjudications:
             reason = request.correction_reason.strip() if request.correction_reason else None
             adjudication_id = conn.execute(
                 f"INSERT INTO adjudications ({_COLUMNS}) "
-                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     alert_id,
                     str(request.decision),
@@ -199,6 +233,7 @@ class Adjudications:
                     int(request.correction),
                     reason,
                     None if current is None else current.id,
+                    None if demographics is None else json.dumps(demographics, sort_keys=True),
                 ),
             ).lastrowid
             assert adjudication_id is not None  # an INSERT into a rowid table always sets it
@@ -220,6 +255,7 @@ class Adjudications:
                 correction=request.correction,
                 correction_reason=reason,
                 supersedes=None if current is None else current.id,
+                demographics=demographics,
             )
             details: dict[str, Any] = {
                 "adjudication_id": record.id,
@@ -227,6 +263,8 @@ class Adjudications:
                 "outcome": None if record.outcome is None else str(record.outcome),
                 "has_note": note is not None,
             }
+            if demographics is not None:
+                details["demographics"] = demographics
             if current is not None:
                 details |= {
                     "supersedes": current.id,
@@ -234,6 +272,8 @@ class Adjudications:
                     "previous_outcome": None if current.outcome is None else str(current.outcome),
                     "correction_reason": reason,
                 }
+                if current.demographics is not None:
+                    details["previous_demographics"] = current.demographics
             action = Action.ALERT_CORRECT if request.correction else Action.ALERT_ADJUDICATE
             append_entry(conn, officer, action, alert_id, details, at=now)
         return Decided(record, created=True)
@@ -266,4 +306,5 @@ def _record(row: sqlite3.Row) -> AdjudicationRecord:
         correction=bool(row["correction"]),
         correction_reason=row["correction_reason"],
         supersedes=None if row["supersedes"] is None else int(row["supersedes"]),
+        demographics=None if row["demographics"] is None else json.loads(row["demographics"]),
     )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lfr_actors.store.db import Database
+from lfr_actors.store.monitoring import demographics_breakdown
 from lfr_actors.store.records import EntryState, require_deployment
 
 
@@ -47,6 +48,7 @@ def deployment_report(
             "WHERE a.deployment_id = ? GROUP BY j.decision, j.outcome",
             (deployment_id,),
         ).fetchall()
+        demographics = demographics_breakdown(conn, deployment_id)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -91,4 +93,7 @@ def deployment_report(
         "outcomes": dict(sorted(outcomes.items())),
         "false_alert_rate": (false_alerts / faces) if faces else None,
         "generated_at": now,
+        # Equality monitoring by category; the API withholds it from most roles.
+        "demographics": demographics,
+        "demographics_withheld": False,
     }

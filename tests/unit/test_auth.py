@@ -130,6 +130,10 @@ class Samples:
         ("POST", "deployment_close"): {"reason": "operation over"},
         ("POST", "deployment_threshold"): {"threshold": 0.5, "reason": "fewer false alerts"},
         ("DELETE", "entry_delete"): {"reason": "arrested"},
+        ("PUT", "monitoring_categories_set"): {
+            "categories": {"perceived_sex": ["female", "male"]},
+            "reason": "equality monitoring",
+        },
     }
     NO_BODY = frozenset({("POST", "entry_approve")})
 
