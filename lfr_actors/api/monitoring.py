@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.api.auth import principal, roles
+from lfr_actors.api.auth import principal, require_unscoped, roles
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import MONITORING
 from lfr_actors.api.openapi import Body, body_problems, ok, operation
@@ -117,6 +117,7 @@ async def get_categories(request: web.Request) -> web.Response:
 )
 async def set_categories(request: web.Request) -> web.Response:
     """Replace the store's category lists (audited); the same lists again change nothing."""
+    require_unscoped(request, "Setting the equality-monitoring categories")
     body = await read_json_body(request, CategoriesBody, max_bytes=MAX_BODY_BYTES)
     problems = category_problems(body.categories)
     if problems:
