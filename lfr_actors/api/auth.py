@@ -117,6 +117,8 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("DELETE", "entry_delete"): roles(Role.WATCHLIST_MANAGER, Role.AUTHORISER),
         ("GET", "entry_image"): roles(*WATCHLIST_IMAGE_VIEWERS),
         ("POST", "entry_approve"): roles(Role.AUTHORISER),
+        ("GET", "policy"): roles(*Role),
+        ("PUT", "policy_set"): roles(),
     }
 )
 """(HTTP method, route name) -> who may call it: every route of the API, in one place.

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lfr_actors.store.db import Database
+from lfr_actors.store.policy import read_policy, threshold_history
 from lfr_actors.store.records import EntryState, require_deployment
 
 
@@ -23,6 +24,9 @@ def deployment_report(
     outcomes are those of confirmed matches. ``false_alert_rate`` is false alerts per
     face seen (null before any face was seen). ``tracks_seen`` counts the face tracks: the
     people seen, each once per camera however many frames they were in.
+    ``threshold_history`` is the threshold it was created with and each change since (from
+    the audit log); ``threshold_policy`` the store's policy in force
+    (:mod:`lfr_actors.store.policy`).
     """
     with db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
@@ -47,6 +51,9 @@ def deployment_report(
             "WHERE a.deployment_id = ? GROUP BY j.decision, j.outcome",
             (deployment_id,),
         ).fetchall()
+        # The threshold over time (from the audit log) and the store's policy in force.
+        history = threshold_history(conn, deployment_id)
+        policy = read_policy(conn)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -91,4 +98,6 @@ def deployment_report(
         "outcomes": dict(sorted(outcomes.items())),
         "false_alert_rate": (false_alerts / faces) if faces else None,
         "generated_at": now,
+        "threshold_history": history,
+        "threshold_policy": policy.as_dict(),
     }
