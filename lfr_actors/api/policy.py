@@ -6,8 +6,9 @@ policy means and how it is enforced: :mod:`lfr_actors.store.policy`.
 
 Answers to ``PUT``: 200 with the policy in force (``changed`` says whether it changed);
 422 for values outside (0, 2) or an ``entry_max`` looser than ``deployment_max``; 409 when
-deployments not yet closed (or their entries) already break the new policy, naming each
-in ``breaches``; nothing is stored or audited on a refusal.
+deployments not yet closed (or their entries) already break the new policy, naming them
+in ``breaches`` (the first 100; ``breaches_total`` counts them all); nothing is stored or
+audited on a refusal.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
 from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import ThresholdPolicy, ThresholdPolicyChanged
 from lfr_actors.store.policy import PolicyBreachError, ThresholdPolicies, value_problems
+
+MAX_BREACHES_LISTED = 100
+"""How many breaking deployments and entries a 409 lists (``breaches_total`` counts all)."""
 
 
 class PolicyBody(BaseModel):
@@ -95,7 +99,10 @@ async def set_policy(request: web.Request) -> web.Response:
         )
     except PolicyBreachError as exc:
         raise ProblemError(
-            409, f"Refused: {exc}.", breaches=[b.as_dict() for b in exc.breaches]
+            409,
+            f"Refused: {exc}.",
+            breaches=[b.as_dict() for b in exc.breaches[:MAX_BREACHES_LISTED]],
+            breaches_total=len(exc.breaches),
         ) from exc
     return model_response(
         ThresholdPolicyChanged.model_validate({**policy.as_dict(), "changed": changed})

@@ -290,9 +290,10 @@ def breach_message(found: list[Breach]) -> str:
     more = (
         f"; and {len(found) - MAX_BREACHES_NAMED} more" if len(found) > MAX_BREACHES_NAMED else ""
     )
-    deployments = len({b.deployment_id for b in found})
+    count = len({b.deployment_id for b in found})
+    deployments = "1 deployment" if count == 1 else f"{count} deployments"
     return (
-        f"the policy is broken by {deployments} deployment(s) not closed: {named}{more}; "
+        f"the policy is broken by {deployments} not closed: {named}{more}; "
         "tighten their thresholds (or delete the entries, or close the deployments) first"
     )
 

@@ -217,7 +217,7 @@ def test_a_policy_that_open_deployments_break_is_refused_naming_them(
         policies.set(0.5, 0.35, actor=ADMIN, reason="tighter")
     message = str(refused.value)
     assert message == (
-        "the policy is broken by 3 deployment(s) not closed: active threshold 0.6 "
+        "the policy is broken by 3 deployments not closed: active threshold 0.6 "
         "(> deployment_max 0.5); scheduled threshold 0.55 (> deployment_max 0.5); strict "
         "entry E-9 threshold 0.4 (> entry_max 0.35); tighten their thresholds (or delete "
         "the entries, or close the deployments) first"

@@ -169,7 +169,7 @@ async def test_a_policy_an_open_deployment_breaks_is_409_naming_it(api: Api) -> 
     body = {"deployment_max": 0.5, "reason": "tighter"}
     refused = await problem(await api.client.put("/v1/policy", json=body, headers=api.admin), 409)
     assert refused["detail"].startswith(
-        "Refused: the policy is broken by 1 deployment(s) not closed: north threshold 0.6 "
+        "Refused: the policy is broken by 1 deployment not closed: north threshold 0.6 "
         "(> deployment_max 0.5)"
     )
     assert refused["breaches"] == [
@@ -181,6 +181,7 @@ async def test_a_policy_an_open_deployment_breaks_is_409_naming_it(api: Api) -> 
             "policy_max": 0.5,
         }
     ]
+    assert refused["breaches_total"] == 1
     assert api.settings() == [] and len(api.audit()) == before
 
 

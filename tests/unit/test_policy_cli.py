@@ -132,7 +132,7 @@ def test_a_policy_an_open_deployment_breaks_is_refused_naming_it(
     )  # fmt: skip
     assert (code, out) == (1, "")
     assert err == (
-        "lfr: error: the policy is broken by 1 deployment(s) not closed: itest threshold 0.6 "
+        "lfr: error: the policy is broken by 1 deployment not closed: itest threshold 0.6 "
         "(> deployment_max 0.5); tighten their thresholds (or delete the entries, or close "
         "the deployments) first\n"
     )
