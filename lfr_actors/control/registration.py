@@ -7,7 +7,8 @@ In start-up order (:mod:`lfr_actors.control.deployment` runs them):
 - :func:`revoke_earlier_local_tokens`: the local admin tokens of earlier runs stop
   working before this run's API answers;
 - :func:`prepare_and_enrol`: the deployment's record is found and checked against the
-  topology's ``deployment`` section (:func:`check_deployment`), the models are prepared,
+  topology's ``deployment`` section and its thresholds against the store's threshold
+  policy (:func:`check_deployment`), the models are prepared,
   the watchlist file's new entries are enrolled, and only then is the record created
   (when there was none) and the entries stored as active entries, approved by the
   deployment's authority; a start refused before that writes no record;
