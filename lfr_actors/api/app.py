@@ -63,6 +63,7 @@ from lfr_actors.api.keys import (
 from lfr_actors.api.metrics import deployment_status, healthz, metrics, metrics_registry, readyz
 from lfr_actors.api.monitoring import get_categories, set_categories
 from lfr_actors.api.openapi import openapi
+from lfr_actors.api.policy import get_policy, set_policy
 from lfr_actors.api.problems import problem_middleware
 from lfr_actors.api.retention import release_hold, set_hold
 from lfr_actors.api.status import DEFAULT_INTERVAL_S, StatusCache, StatusSource, StoreHealth
@@ -206,6 +207,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/favicon.ico", favicon, name="favicon")
     app.router.add_get("/v1/whoami", whoami, name="whoami")
     app.router.add_get("/v1/openapi.json", openapi, name="openapi")
+    app.router.add_get("/v1/policy", get_policy, name="policy")
+    app.router.add_put("/v1/policy", set_policy, name="policy_set")
 
 
 # -- resources -----------------------------------------------------------------------

@@ -129,6 +129,8 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("POST", "entry_approve"): roles(Role.AUTHORISER),
         ("GET", "monitoring_categories"): roles(Role.ADJUDICATOR, Role.AUDITOR, Role.AUTHORISER),
         ("PUT", "monitoring_categories_set"): roles(),
+        ("GET", "policy"): roles(*Role),
+        ("PUT", "policy_set"): roles(),
     }
 )
 """(HTTP method, route name) -> who may call it: every route of the API, in one place.

@@ -37,6 +37,7 @@ from lfr_actors.api.schemas import (
     ThresholdChanged,
 )
 from lfr_actors.store.audit import Action
+from lfr_actors.store.policy import PolicyError
 from lfr_actors.store.records import (
     DeploymentClosedError,
     DeploymentExistsError,
@@ -120,7 +121,8 @@ async def run_store(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 
     One place maps the store's errors to answers for every deployment and entry route:
     an unknown deployment or entry is 404, a refusal (closed, exists, four eyes, wrong
-    state) 409, each with the store's own message.
+    state) 409, each with the store's own message; a threshold looser than the store's
+    policy is 409 with the policy's value (``policy_max``, and which cap: ``policy_field``).
     """
     try:
         return await asyncio.to_thread(call, *args, **kwargs)
@@ -131,6 +133,13 @@ async def run_store(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         raise ProblemError(404, f"Not found: {exc}.") from exc
     except _REFUSALS as exc:
         raise ProblemError(409, f"Refused: {exc}.") from exc
+    except PolicyError as exc:
+        raise ProblemError(
+            409,
+            f"Refused: {exc}.",
+            policy_max=exc.policy_max,
+            policy_field=exc.policy_field,
+        ) from exc
 
 
 NO_DEPLOYMENT = problem("No such deployment.")
@@ -164,7 +173,10 @@ async def list_deployments(request: web.Request) -> web.Response:
     responses={
         201: ok(Deployment, "The deployment was recorded."),
         403: problem("The token is limited to deployments (a new one is in no scope)."),
-        409: problem("A deployment with that id exists."),
+        409: problem(
+            "A deployment with that id exists, or the threshold is looser than the store's "
+            "threshold policy (policy_max)."
+        ),
         **body_problems(MAX_BODY_BYTES),
     },
 )
@@ -243,7 +255,10 @@ async def close_deployment(request: web.Request) -> web.Response:
     responses={
         200: ok(ThresholdChanged, "The deployment; changed says if it did."),
         404: NO_DEPLOYMENT,
-        409: problem("The deployment is closed."),
+        409: problem(
+            "The deployment is closed, or the threshold is looser than the store's threshold "
+            "policy (policy_max)."
+        ),
         **body_problems(MAX_BODY_BYTES),
     },
 )
@@ -337,6 +352,32 @@ footer { color: #555; font-size: 12px; }
 console's Content-Security-Policy when the console shows it (see ``console.html``)."""
 
 
+def _distance(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def threshold_section(report: dict[str, Any]) -> str:
+    """The report page's threshold history and the store's policy in force (HTML)."""
+    e = html.escape
+    policy = report["threshold_policy"]
+    steps = (
+        "".join(
+            f"<tr><td>{e(step['at'])}</td><td>{e(step['change'])}</td>"
+            f"<td>{_distance(step['from'])}</td><td>{_distance(step['to'])}</td>"
+            f"<td>{e(step['by'])}</td><td>{e(step['reason'] or '')}</td></tr>"
+            for step in report["threshold_history"]
+        )
+        or "<tr><td colspan=6>No threshold recorded in the audit log.</td></tr>"
+    )
+    return f"""<h2>Threshold history</h2>
+<table id="threshold-history"><tr><th>At</th><th>Change</th><th>From</th><th>To</th>
+<th>By</th><th>Reason</th></tr>{steps}</table>
+<table id="threshold-policy">
+<tr><th>Policy: deployment max</th><td>{_distance(policy["deployment_max"])}</td></tr>
+<tr><th>Policy: entry max</th><td>{_distance(policy["entry_max"])}</td></tr>
+<tr><th>Policy origin</th><td>{e(policy["origin"])}</td></tr></table>"""
+
+
 def render_report_page(report: dict[str, Any]) -> str:
     """The report as a self-contained page (no scripts, no external resources)."""
     e = html.escape
@@ -386,6 +427,7 @@ def render_report_page(report: dict[str, Any]) -> str:
 <h2>Outcomes of confirmed alerts</h2>
 <table id="outcomes">{outcome_rows}</table>
 {render_breakdown(report)}
+{threshold_section(report)}
 <footer>Generated {e(report["generated_at"])}. The watchlist's images and embeddings are
 destroyed when the deployment closes; this report, the alerts under their retention and the
 audit trail remain.</footer>

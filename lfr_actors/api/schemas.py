@@ -57,6 +57,9 @@ __all__ = [
     "Status",
     "StatusFreshness",
     "ThresholdChanged",
+    "ThresholdPolicy",
+    "ThresholdPolicyChanged",
+    "ThresholdStep",
     "UtcTime",
 ]
 
@@ -426,6 +429,40 @@ class ReportDemographics(_Response):
     confirmed: ReportDemographicsByDecision
 
 
+class ThresholdPolicy(_Response):
+    """The store's threshold policy in force: the loosest distances allowed, and its origin."""
+
+    deployment_max: float = Field(description="The loosest threshold a deployment may use.")
+    entry_max: float = Field(description="The loosest own threshold a watchlist entry may use.")
+    default: bool = Field(
+        description="True while no admin has set a policy: the default model's declared "
+        "threshold is in force."
+    )
+    set_by: str | None = Field(description="Who set it (null for the model's default).")
+    set_at: UtcTime | None = Field(description="When it was set.")
+    reason: str | None = Field(description="Why, as recorded in the audit log.")
+    origin: str = Field(description="Where the policy came from, in one line.")
+
+
+class ThresholdPolicyChanged(ThresholdPolicy):
+    """The policy after a change."""
+
+    changed: bool = Field(description="Whether it changed (the same values write nothing).")
+
+
+class ThresholdStep(_Response):
+    """One step of a deployment's threshold over time: its creation, or a change."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    at: UtcTime
+    change: str = Field(description="created or changed.")
+    from_: float | None = Field(alias="from", description="The value before (null at creation).")
+    to: float
+    by: str = Field(description="Who made the change.")
+    reason: str | None = Field(description="Why (from the audit log; null at creation).")
+
+
 class Report(_Response):
     """The figures published per deployment."""
 
@@ -456,6 +493,10 @@ class Report(_Response):
         description="True when the caller's role may not read the demographic breakdown "
         "(only auditor, authoriser and admin tokens may).",
     )
+    threshold_history: list[ThresholdStep] = Field(
+        description="The threshold it was created with, then each change (from the audit log)."
+    )
+    threshold_policy: ThresholdPolicy = Field(description="The store's policy in force.")
 
 
 # -- store-wide policy -----------------------------------------------------------------

@@ -298,7 +298,10 @@ def _check_fields(fields: dict[str, str]) -> NewEntry:
         201: ok(Entry, "The entry, pending approval."),
         400: problem("The multipart body is malformed."),
         404: NO_DEPLOYMENT,
-        409: problem("The deployment is closed, or the entry id was used."),
+        409: problem(
+            "The deployment is closed, the entry id was used, or the entry's own threshold "
+            "is looser than the store's threshold policy (policy_max)."
+        ),
         413: problem("The upload is over the size limit or the part limit."),
         415: problem("Not multipart, or the image part is not an image."),
         422: problem("Invalid fields, or a photo that does not qualify."),
@@ -332,6 +335,8 @@ async def create_entry(request: web.Request) -> web.Response:
                 }
             ],
         )
+    # A threshold looser than the store's policy is refused before minutes of enrolment.
+    await run_store(store.check_entry_threshold, entry_fields.threshold)
     for image, image_name in images:
         if sniff_format(image) is None:
             raise ProblemError(

@@ -15,7 +15,17 @@ import sys
 from collections.abc import Sequence
 
 from lfr_actors import __version__
-from lfr_actors.cli import evaluate, governance, models, monitoring, run, status, store, tokens
+from lfr_actors.cli import (
+    evaluate,
+    governance,
+    models,
+    monitoring,
+    policy,
+    run,
+    status,
+    store,
+    tokens,
+)
 from lfr_actors.cli.common import EXIT_FAILURE, EXIT_USAGE, UsageError
 from lfr_actors.errors import LfrError
 from lfr_actors.logs import configure as configure_logging
@@ -38,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_serve(sub)
     status.add_status(sub)
     tokens.add_tokens(sub)
+    policy.add_policy(sub)
     governance.add_deployments(sub)
     governance.add_audit(sub)
     governance.add_retention(sub)

@@ -22,6 +22,7 @@ from lfr_actors.control.paths import DeploymentError, DeploymentPaths
 from lfr_actors.errors import LfrError
 from lfr_actors.store.db import Database, StoreError
 from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.policy import default_policy
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology, Watchlist
 from lfr_actors.topology.validate import CheckReport, plural
@@ -54,7 +55,7 @@ def port_in_use_message(host: str, port: int) -> str:
 def preflight(topology: Topology, watchlist: Watchlist | None, options: Preflight) -> CheckReport:
     """Every start-up check that needs no running system; all problems, not the first."""
     report = CheckReport()
-    known = _check_record(topology, report)
+    known = _check_record(topology, report, watchlist)
     _check_enrolment(topology, watchlist, options, report, skip=known)
     _check_window(topology, report)
     _check_port(topology, report)
@@ -117,16 +118,23 @@ def _check_window(topology: Topology, report: CheckReport) -> None:
         report.checked.append("window       open now")
 
 
-def _check_record(topology: Topology, report: CheckReport) -> frozenset[str]:
-    """Check the stored record; the ids of the entries already stored (up skips them)."""
+def _check_record(
+    topology: Topology, report: CheckReport, watchlist: Watchlist | None
+) -> frozenset[str]:
+    """Check the stored record and the threshold policy; the ids of entries already stored.
+
+    ``lfr up`` skips the entries already stored.
+    """
     store = DeploymentPaths(Path(topology.storage.data_dir)).alerts_db
     if not store.is_file():
+        # A new store starts with the default policy: the default model's threshold.
+        report.problems.extend(registration.policy_problems(default_policy(), topology, watchlist))
         report.checked.append("record       no stored record yet (no store in the data folder)")
         return frozenset()
     try:
         with Database(store, readonly=True) as db:
             deployments = Deployments(db)
-            record = registration.check_deployment(deployments, topology)
+            record = registration.check_deployment(deployments, topology, watchlist)
             known = frozenset(deployments.entry_ids(topology.deployment.id))
     except DeploymentError as exc:
         report.problems.append(str(exc))

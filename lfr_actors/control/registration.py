@@ -7,7 +7,8 @@ In start-up order (:mod:`lfr_actors.control.deployment` runs them):
 - :func:`revoke_earlier_local_tokens`: the local admin tokens of earlier runs stop
   working before this run's API answers;
 - :func:`prepare_and_enrol`: the deployment's record is found and checked against the
-  topology's ``deployment`` section (:func:`check_deployment`), the models are prepared,
+  topology's ``deployment`` section and its thresholds against the store's threshold
+  policy (:func:`check_deployment`), the models are prepared,
   the watchlist file's new entries are enrolled, and only then is the record created
   (when there was none) and the entries stored as active entries, approved by the
   deployment's authority; a start refused before that writes no record;
@@ -45,6 +46,12 @@ from lfr_actors.store.audit import SYSTEM, Actor
 from lfr_actors.store.check import check_before_start, require_free_space
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.policy import (
+    ThresholdPolicies,
+    ThresholdPolicy,
+    deployment_refusal,
+    entry_refusal,
+)
 from lfr_actors.store.records import DeploymentRecord, Enrolled, Origin
 from lfr_actors.store.tokens import TokenStore, issue_local_token
 from lfr_actors.timefmt import iso_utc
@@ -81,7 +88,60 @@ def declared_deployment(topology: Topology) -> NewDeployment:
     return NewDeployment.of(topology)
 
 
-def check_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord | None:
+def check_deployment(
+    deployments: Deployments, topology: Topology, watchlist: Watchlist | None = None
+) -> DeploymentRecord | None:
+    """The stored record of the topology's deployment, checked against the file; None if none.
+
+    Then the store's threshold policy (:mod:`lfr_actors.store.policy`): the threshold in
+    force (the store's once recorded, else the file's ``alerts.threshold``) and the own
+    threshold of each ``watchlist`` entry not stored yet must be within it, or
+    :class:`DeploymentError` says which, with the policy's value and how it changes.
+    Writes nothing.
+    """
+    record = _check_stored(deployments, topology)
+    known = deployments.entry_ids(record.id) if record is not None else set()
+    problems = policy_problems(
+        ThresholdPolicies(deployments.db).get(), topology, watchlist, record=record, skip=known
+    )
+    if problems:
+        raise DeploymentError("\n".join(problems))
+    return record
+
+
+def policy_problems(
+    policy: ThresholdPolicy,
+    topology: Topology,
+    watchlist: Watchlist | None,
+    *,
+    record: DeploymentRecord | None = None,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> list[str]:
+    """Every threshold of the start that ``policy`` refuses, one line each (empty: none).
+
+    The deployment's threshold in force (``record``'s, else the file's) and the own
+    threshold of each watchlist entry but those in ``skip`` (already stored, so checked
+    when they were added). The topology's ``alerts.max_threshold`` is a cap of its own
+    beneath the policy, checked with the file.
+    """
+    if record is None:
+        refusal = deployment_refusal(policy, topology.alerts.threshold, what="alerts.threshold")
+    else:
+        what = f"the store's threshold of deployment {record.id!r}"
+        refusal = deployment_refusal(policy, record.threshold, what=what)
+    refusals = [] if refusal is None else [refusal]
+    for entry in [] if watchlist is None else watchlist.entries:
+        if entry.id in skip:
+            continue
+        found = entry_refusal(
+            policy, entry.threshold, what=f"watchlist entry {entry.id!r}'s threshold"
+        )
+        if found is not None:
+            refusals.append(found)
+    return [str(r) for r in refusals]
+
+
+def _check_stored(deployments: Deployments, topology: Topology) -> DeploymentRecord | None:
     """The stored record of the topology's deployment, checked against the file; None if none.
 
     Writes nothing, so a start refused later (models, enrolment, an ended window) leaves
@@ -259,7 +319,7 @@ def prepare_and_enrol(
     deployments = Deployments(db)
     # Checked here, written only once the watchlist file has enrolled: a refused start
     # leaves no record that would block the next one (from a corrected file).
-    record = check_deployment(deployments, topology)
+    record = check_deployment(deployments, topology, watchlist)
     if record is None:
         refuse_ended_window(namespace, declared_deployment(topology).ends_at)
     live.threshold = topology.alerts.threshold if record is None else record.threshold

@@ -26,6 +26,7 @@ from typing import Any
 
 from lfr_actors.store.audit import SYSTEM, Action, Actor, append_entry
 from lfr_actors.store.db import Database
+from lfr_actors.store.policy import require_deployment_threshold
 from lfr_actors.store.records import (
     DEPLOYMENT_COLUMNS,
     DeploymentClosedError,
@@ -65,7 +66,9 @@ class Deployments(WatchlistEntries):
     ) -> DeploymentRecord:
         """Record a new deployment (audited); :class:`DeploymentExistsError` if the id is used.
 
-        The declaration has passed its window rules when it was made.
+        The declaration has passed its window rules when it was made. A threshold looser
+        than the store's policy (:mod:`lfr_actors.store.policy`) is refused with
+        :class:`~lfr_actors.store.policy.PolicyError`.
         """
         with self.db.transaction() as conn:
             existing = find_deployment(conn, new.id)
@@ -75,6 +78,7 @@ class Deployments(WatchlistEntries):
                     f"{iso_utc(existing.created_at, 'seconds')} by {existing.created_by}); "
                     "choose another id"
                 )
+            require_deployment_threshold(conn, new.threshold)
             now = self.clock()
             conn.execute(
                 "INSERT INTO deployments (id, authorised_by, purpose, location, starts_at, "
@@ -187,7 +191,8 @@ class Deployments(WatchlistEntries):
         """Set the deployment's threshold (audited with the old and new value and why).
 
         Returns the record and whether it changed (the same value again changes nothing
-        and writes nothing). :class:`DeploymentClosedError` for a closed deployment.
+        and writes nothing). :class:`DeploymentClosedError` for a closed deployment,
+        :class:`~lfr_actors.store.policy.PolicyError` for a value looser than the policy.
         """
         if not 0.0 < threshold < 2.0:
             raise ValueError("a threshold is a distance between 0 and 2")
@@ -195,6 +200,7 @@ class Deployments(WatchlistEntries):
             record = require_deployment(conn, deployment_id)
             if record.closed_at is not None:
                 raise closed_error(record)
+            require_deployment_threshold(conn, threshold)
             if record.threshold == threshold:
                 return record, False
             now = self.clock()

@@ -12,6 +12,7 @@ from typing import Any
 
 from lfr_actors.store.db import Database
 from lfr_actors.store.monitoring import demographics_breakdown
+from lfr_actors.store.policy import read_policy, threshold_history
 from lfr_actors.store.records import EntryState, require_deployment
 
 
@@ -24,6 +25,9 @@ def deployment_report(
     outcomes are those of confirmed matches. ``false_alert_rate`` is false alerts per
     face seen (null before any face was seen). ``tracks_seen`` counts the face tracks: the
     people seen, each once per camera however many frames they were in.
+    ``threshold_history`` is the threshold it was created with and each change since (from
+    the audit log); ``threshold_policy`` the store's policy in force
+    (:mod:`lfr_actors.store.policy`).
     """
     with db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
@@ -49,6 +53,9 @@ def deployment_report(
             (deployment_id,),
         ).fetchall()
         demographics = demographics_breakdown(conn, deployment_id)
+        # The threshold over time (from the audit log) and the store's policy in force.
+        history = threshold_history(conn, deployment_id)
+        policy = read_policy(conn)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -96,4 +103,6 @@ def deployment_report(
         # Equality monitoring by category; the API withholds it from most roles.
         "demographics": demographics,
         "demographics_withheld": False,
+        "threshold_history": history,
+        "threshold_policy": policy.as_dict(),
     }

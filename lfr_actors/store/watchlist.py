@@ -32,6 +32,7 @@ import numpy as np
 from lfr_actors.store.audit import Action, Actor, append_entry
 from lfr_actors.store.db import Database
 from lfr_actors.store.migrations import template_checksum, template_problem
+from lfr_actors.store.policy import require_entry_threshold
 from lfr_actors.store.records import (
     ENTRY_COLUMNS,
     Approval,
@@ -74,7 +75,8 @@ class WatchlistEntries:
 
         :class:`DeploymentClosedError` for a closed deployment, :class:`EntryExistsError`
         when the deployment has or had an entry with that id (ids are never reused, so an
-        alert always names one person).
+        alert always names one person), :class:`~lfr_actors.store.policy.PolicyError` when
+        the entry's own threshold is looser than the store's policy allows.
         """
         vectors = np.ascontiguousarray(enrolled.embeddings, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
@@ -91,6 +93,7 @@ class WatchlistEntries:
                     f"deployment {deployment_id!r} already has an entry {new.id!r} "
                     f"({existing.state}); entry ids are never reused, so choose another"
                 )
+            require_entry_threshold(conn, new.threshold)
             now = self.clock()
             state = EntryState.PENDING if approved_by is None else EntryState.ACTIVE
             conn.execute(
@@ -146,6 +149,14 @@ class WatchlistEntries:
             entry = find_entry(conn, deployment_id, new.id)
         assert entry is not None
         return entry
+
+    def check_entry_threshold(self, threshold: float | None) -> None:
+        """Refuse now an entry's own ``threshold`` looser than the store's policy.
+
+        Raises :class:`~lfr_actors.store.policy.PolicyError`; :meth:`add_entry` checks again.
+        """
+        with self.db.snapshot() as conn:
+            require_entry_threshold(conn, threshold)
 
     def approve_entry(self, deployment_id: str, entry_id: str, *, actor: Actor) -> Approval:
         """Approve a pending entry (four eyes: not by the person who added it); audited."""

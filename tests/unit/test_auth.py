@@ -86,10 +86,12 @@ ANY_TOKEN = frozenset(
         ("GET", "deployment"),
         ("GET", "entries"),
         ("GET", "entry"),
+        ("GET", "policy"),
     }
 )
 """Routes open to every role on purpose: who the caller is, and a deployment's authority
-and its watchlist's metadata (no image, no embedding), for every officer to see."""
+and its watchlist's metadata (no image, no embedding), for every officer to see, and the
+store's threshold policy."""
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -134,6 +136,8 @@ class Samples:
             "categories": {"perceived_sex": ["female", "male"]},
             "reason": "equality monitoring",
         },
+        # The samples' deployments use 0.6, so this policy (the default's values) holds.
+        ("PUT", "policy_set"): {"deployment_max": 0.6, "reason": "the model's calibration"},
     }
     NO_BODY = frozenset({("POST", "entry_approve")})
 

@@ -44,10 +44,11 @@ STORE_WIDE = frozenset(
         ("GET", "audit_verify"),
         ("GET", "metrics"),
         ("PUT", "monitoring_categories_set"),
+        ("PUT", "policy_set"),
     }
 )
 """Routes about the whole store: refused (403) to every scoped token."""
-STORE_READS = frozenset({("GET", "monitoring_categories")})
+STORE_READS = frozenset({("GET", "monitoring_categories"), ("GET", "policy")})
 """Store-wide settings every scope reads alike (they name no deployment's data)."""
 LISTS = frozenset(
     {
