@@ -325,6 +325,24 @@ footer { color: #555; font-size: 12px; }
 console's Content-Security-Policy when the console shows it (see ``console.html``)."""
 
 
+def freshness_section(report: dict[str, Any]) -> str:
+    """The report page's watchlist freshness: the limit and the entries stale now."""
+    e = html.escape
+    limit = report.get("watchlist_max_age_h")
+    watchlist = report["watchlist"]
+    stale_ids = watchlist.get("stale_entries") or []
+    rows = [
+        (
+            "Longest time since approval",
+            "no limit" if limit is None else f"{limit:g} hours",
+        ),
+        ("Stale entries (not searched)", f"{watchlist.get('stale', 0):,}"),
+        ("Stale entry ids", ", ".join(stale_ids) or "none"),
+    ]
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    return f'<h2>Watchlist freshness</h2>\n<table id="freshness">{table}</table>'
+
+
 def render_report_page(report: dict[str, Any]) -> str:
     """The report as a self-contained page (no scripts, no external resources)."""
     e = html.escape
@@ -373,6 +391,7 @@ def render_report_page(report: dict[str, Any]) -> str:
 <table id="figures">{table}</table>
 <h2>Outcomes of confirmed alerts</h2>
 <table id="outcomes">{outcome_rows}</table>
+{freshness_section(report)}
 <footer>Generated {e(report["generated_at"])}. The watchlist's images and embeddings are
 destroyed when the deployment closes; this report, the alerts under their retention and the
 audit trail remain.</footer>

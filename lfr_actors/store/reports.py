@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lfr_actors.store.db import Database
+from lfr_actors.store.freshness import read_freshness
 from lfr_actors.store.records import EntryState, require_deployment
 
 
@@ -22,7 +23,9 @@ def deployment_report(
     Alerts are counted by the decision in force (the latest, corrections included);
     outcomes are those of confirmed matches. ``false_alert_rate`` is false alerts per
     face seen (null before any face was seen). ``tracks_seen`` counts the face tracks: the
-    people seen, each once per camera however many frames they were in.
+    people seen, each once per camera however many frames they were in. ``watchlist.stale``
+    counts the active entries approved longer ago than ``watchlist_max_age_h`` at ``now``
+    (:mod:`lfr_actors.store.freshness`): not searched.
     """
     with db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
@@ -47,6 +50,7 @@ def deployment_report(
             "WHERE a.deployment_id = ? GROUP BY j.decision, j.outcome",
             (deployment_id,),
         ).fetchall()
+        fresh = read_freshness(conn, deployment_id, now)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -77,7 +81,11 @@ def deployment_report(
             # or are not finite (``damaged_entries`` names them and why).
             "damaged": len(damaged),
             "damaged_entries": sorted(damaged),
+            # Active entries approved longer ago than watchlist_max_age_h: not searched now.
+            "stale": len(fresh.stale),
+            "stale_entries": fresh.stale_ids,
         },
+        "watchlist_max_age_h": record.watchlist_max_age_h,
         "frames": record.frames,
         "faces_seen": faces,
         "tracks_seen": record.tracks_seen,
