@@ -11,6 +11,7 @@ start's comparison of the topology file with the stored record.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from lfr_actors.actors.index import IndexShardActor
 from lfr_actors.actors.settings import ShardSettings
 from lfr_actors.api.app import create_app
 from lfr_actors.api.deployments import render_report_page
+from lfr_actors.cli.governance import deployment_section
 from lfr_actors.cli.status import status_lines
 from lfr_actors.control import follow as follow_module
 from lfr_actors.control.follow import Reconciler
@@ -478,3 +480,15 @@ def test_a_start_whose_file_differs_from_the_recorded_limit_is_refused(tmp_path:
         with pytest.raises(DeploymentError, match="the store has 24 h, the file no limit"):
             check_deployment(store, load_topology(path))
         assert store.get(record.id).watchlist_max_age_h == 24.0  # the record is untouched
+
+
+def test_lfr_deployments_topology_prints_the_recorded_limit(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with Database(path) as db:
+        Deployments(db).create(
+            make_deployment("d", T0, T0 + HOUR_S, watchlist_max_age_h=24.0), actor=ADDER
+        )
+    out = io.StringIO()
+    assert deployment_section(path, "d", out) == 0
+    section = yaml.safe_load(out.getvalue())["deployment"]
+    assert section["watchlist_max_age_h"] == 24.0
