@@ -378,6 +378,24 @@ def threshold_section(report: dict[str, Any]) -> str:
 <tr><th>Policy origin</th><td>{e(policy["origin"])}</td></tr></table>"""
 
 
+def freshness_section(report: dict[str, Any]) -> str:
+    """The report page's watchlist freshness: the limit and the entries stale now."""
+    e = html.escape
+    limit = report.get("watchlist_max_age_h")
+    watchlist = report["watchlist"]
+    stale_ids = watchlist.get("stale_entries") or []
+    rows = [
+        (
+            "Longest time since approval",
+            "no limit" if limit is None else f"{limit:g} hours",
+        ),
+        ("Stale entries (not searched)", f"{watchlist.get('stale', 0):,}"),
+        ("Stale entry ids", ", ".join(stale_ids) or "none"),
+    ]
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    return f'<h2>Watchlist freshness</h2>\n<table id="freshness">{table}</table>'
+
+
 def render_report_page(report: dict[str, Any]) -> str:
     """The report as a self-contained page (no scripts, no external resources)."""
     e = html.escape
@@ -428,6 +446,7 @@ def render_report_page(report: dict[str, Any]) -> str:
 <table id="outcomes">{outcome_rows}</table>
 {render_breakdown(report)}
 {threshold_section(report)}
+{freshness_section(report)}
 <footer>Generated {e(report["generated_at"])}. The watchlist's images and embeddings are
 destroyed when the deployment closes; this report, the alerts under their retention and the
 audit trail remain.</footer>

@@ -331,6 +331,10 @@ class Deployment(_Response):
     counters_at: UtcTime | None = Field(
         description="When frames, faces and tracks were last recorded."
     )
+    watchlist_max_age_h: float | None = Field(
+        description="Hours after its approval that a watchlist entry is stale and no longer "
+        "searched; null: no limit."
+    )
     links: DeploymentLinks
 
 
@@ -378,6 +382,14 @@ class Entry(_Response):
     removed_at: UtcTime | None
     remove_reason: str | None
     image_url: str | None
+    stale: bool = Field(
+        description="Active but approved longer ago than the deployment's watchlist_max_age_h: "
+        "not searched now (nothing is deleted because of it)."
+    )
+    stale_at: UtcTime | None = Field(
+        description="When the entry is or was stale (approved_at + watchlist_max_age_h); null "
+        "without a limit or an approval."
+    )
 
 
 class EntryList(_Response):
@@ -396,6 +408,10 @@ class ReportWatchlist(_Response):
     destroyed: Count
     damaged: Count = Field(description="Active entries left out of the index.")
     damaged_entries: list[str] = Field(description="Their ids (their checksums fail).")
+    stale: Count = Field(
+        description="Active entries approved longer ago than watchlist_max_age_h: not searched."
+    )
+    stale_entries: list[str] = Field(description="Their ids.")
 
 
 class ReportAlerts(_Response):
@@ -477,6 +493,9 @@ class Report(_Response):
     impact_assessment_ref: str | None
     threshold: float
     watchlist: ReportWatchlist
+    watchlist_max_age_h: float | None = Field(
+        description="Hours after approval that an entry is stale; null: no limit."
+    )
     frames: Count
     faces_seen: Count
     tracks_seen: Count = Field(

@@ -72,6 +72,7 @@ from lfr_actors.enrolment import (
 from lfr_actors.errors import EnrolmentRejectedError, ImageError
 from lfr_actors.models.images import ImageTooLargeError, check_pixels, sniff_format
 from lfr_actors.store.audit import Action
+from lfr_actors.store.freshness import entry_is_stale, entry_stale_at
 from lfr_actors.store.records import Enrolled, EntryRecord, EntryState
 from lfr_actors.topology.schema import FORM_FIELDS, NewEntry
 
@@ -131,7 +132,9 @@ def entry_body(request: web.Request, entry: EntryRecord) -> Entry:
         deployment_id=entry.deployment_id, entry_id=entry.id
     )
     shown = str(image_url) if entry.image_type is not None else None
-    return Entry.model_validate({**entry.as_dict(), "image_url": shown})
+    now = request.app[DEPLOYMENTS].clock()
+    freshness = {"stale": entry_is_stale(entry, now), "stale_at": entry_stale_at(entry)}
+    return Entry.model_validate({**entry.as_dict(), "image_url": shown, **freshness})
 
 
 def _ids(request: web.Request) -> tuple[str, str]:

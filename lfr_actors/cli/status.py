@@ -93,6 +93,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"  DAMAGED entry {damaged['entry_id']} (not indexed): {damaged['reason']}; "
             "see `lfr store check`"
         )
+    lines += stale_lines(d)
     lines.append(
         f"  {'camera':<16}{'state':<14}{'fps':>6}{'frames':>8}{'drops':>7}{'faces':>7}"
         f"{'tracks':>7}{'restarts':>9}  error"
@@ -145,6 +146,24 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     lines.append(
         f"  alerts stored {store.get('alerts', '?')}  sightings {store.get('sightings', '?')}"
     )
+    return lines
+
+
+def stale_lines(deployment: dict[str, Any]) -> list[str]:
+    """The stale entries (approved longer ago than the deployment's limit): not searched."""
+    stale = deployment.get("stale") or []
+    if not stale:
+        return []
+    limit = deployment.get("watchlist_max_age_h")
+    limit_text = f"{limit:g} h" if isinstance(limit, (int, float)) else "the limit"
+    lines = [
+        f"  STALE entries {deployment.get('stale_entries', len(stale))} (approved more than "
+        f"{limit_text} ago; not searched, nothing deleted; enrol again to refresh):"
+    ]
+    for s in stale:
+        lines.append(
+            f"    {s['entry_id']}  approved {s['approved_at']}  stale since {s['stale_since']}"
+        )
     return lines
 
 

@@ -5,7 +5,9 @@ at it and, for each concern, does what a change asks:
 
 - ``closure``: the deployment was closed (through the API, or by its window ending):
   the index and its snapshots are destroyed, then the cameras stop;
-- ``watchlist``: entries enrolled and approved, or deleted, reach the index;
+- ``watchlist``: entries enrolled and approved, or deleted, reach the index; an entry
+  that goes stale (approved longer ago than the deployment's ``watchlist_max_age_h``,
+  :mod:`lfr_actors.store.freshness`) leaves it within about a second of the moment;
 - ``thresholds``: a threshold changed through the API (or an entry's own, approved
   since) reaches the alert actor and the embedders;
 - ``frame_counts`` (every 5 s): the frames, faces and face tracks counted are added to
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +48,7 @@ from lfr_actors.messages import EnrolVectors, RemoveEntry
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.tokens import LOCAL_TOKEN_RENEW_S, renew_local_token
+from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology
 
 log = get_logger("lfr.deployment")
@@ -138,6 +142,7 @@ class Reconciler:
         interval_s: float = 1.0,
         sweep_interval_s: float = 5.0,
         renew_interval_s: float = LOCAL_TOKEN_RENEW_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.topology = topology
         self.namespace = topology.deployment.id
@@ -148,6 +153,8 @@ class Reconciler:
         self.interval_s = interval_s
         self.sweep_interval_s = sweep_interval_s
         self.renew_interval_s = renew_interval_s
+        self.clock = clock
+        """The wall clock entries go stale by (Unix seconds)."""
         self._sweep_db: Database | None = None
 
     def steps(self) -> list[Step]:
@@ -203,7 +210,8 @@ class Reconciler:
 
     async def _follow_watchlist(self) -> None:
         revision, _ = await self._revision()
-        if revision != self.live.revision:
+        due = self.live.next_stale_at
+        if revision != self.live.revision or (due is not None and self.clock() >= due):
             await self.sync_watchlist()
 
     async def _follow_thresholds(self) -> None:
@@ -222,13 +230,32 @@ class Reconciler:
         self.live.threshold_revision = revision
 
     async def sync_watchlist(self) -> None:
-        """Bring the index in line with the store's active entries (then snapshot it)."""
+        """Bring the index in line with the store's searched entries (then snapshot it).
+
+        Searched: active, not damaged, not stale at this moment. The moment the next entry
+        goes stale is kept (``live.next_stale_at``) so the loop comes back then.
+        """
         live = self.live
         assert live.db is not None
-        loaded = await asyncio.to_thread(Deployments(live.db).load_templates, self.namespace)
+        loaded = await asyncio.to_thread(
+            functools.partial(Deployments(live.db).load_templates, self.namespace, now=self.clock())
+        )
         revision, templates = loaded.revision, loaded.templates
-        if revision == live.revision:
+        live.next_stale_at = loaded.next_stale_at
+        if revision == live.revision and loaded.stale == live.stale:
             return
+        known = {s.entry_id for s in live.stale}
+        for stale in loaded.stale:
+            if stale.entry_id not in known:  # once per entry
+                log.warning(
+                    "watchlist_entry_stale",
+                    deployment=self.namespace,
+                    entry=stale.entry_id,
+                    approved_at=iso_utc(stale.approved_at),
+                    stale_since=iso_utc(stale.stale_since),
+                    indexed=False,
+                )
+        live.stale = loaded.stale
         for entry_id, reason in sorted(loaded.damaged.items()):
             if live.damaged.get(entry_id) != reason:  # once per entry and fault
                 log.error(
@@ -257,6 +284,7 @@ class Reconciler:
                 added=len(new),
                 removed=len(gone),
                 entries=len(live.indexed),
+                stale=len(live.stale),
             )
 
     async def rebuild_restarted_shard(self, spec: ActorSpec) -> None:

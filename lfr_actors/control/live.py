@@ -18,7 +18,7 @@ from aiohttp import web
 from lfr_actors.control.totals import CameraTotals
 from lfr_actors.models.pipeline import FacePipeline
 from lfr_actors.store.db import Database
-from lfr_actors.store.records import Enrolled
+from lfr_actors.store.records import Enrolled, StaleEntry
 
 
 @dataclass
@@ -55,5 +55,9 @@ class Live:
     """Frames, faces and tracks the store's record already has from this run's cameras."""
     camera_totals: CameraTotals = field(default_factory=CameraTotals)
     damaged: dict[str, str] = field(default_factory=dict)
+    stale: tuple[StaleEntry, ...] = ()
+    """Active entries left out of the index: approved too long ago (``store.freshness``)."""
+    next_stale_at: float | None = None
+    """When the next indexed entry goes stale (Unix seconds): the index is reloaded then."""
     webhooks: Callable[[], list[dict[str, Any]]] | None = None
     """Each webhook's delivery state for the status (:mod:`lfr_actors.control.webhooks`)."""

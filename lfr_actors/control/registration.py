@@ -219,6 +219,8 @@ def refuse_ended_window(deployment_id: str, ends_at: float) -> None:
 def _shown(value: Any, name: str) -> str:
     if name in ("starts_at", "ends_at") and isinstance(value, float):
         return iso_utc(value, "auto")
+    if name == "watchlist_max_age_h":
+        return "no limit" if value is None else f"{value:g} h"
     return repr(value)
 
 

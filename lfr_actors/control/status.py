@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lfr_actors.kernel.kernel import Kernel
 from lfr_actors.percentiles import percentile
 from lfr_actors.store.alerts import AlertStore
+from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.schema import Topology
 
 if TYPE_CHECKING:
@@ -41,6 +42,22 @@ def store_counts(alerts_db: Path) -> dict[str, Any]:
 async def camera_stats(kernel: Kernel, live: Live) -> dict[str, dict[str, Any]]:
     """Every camera's ``stats()``, counters totalled over its runs."""
     return live.camera_totals.observe_all(await kernel.stats("camera"))
+
+
+def stale_section(topology: Topology, live: Live) -> dict[str, Any]:
+    """The freshness limit and the entries left out of the index as stale (ISO 8601 UTC)."""
+    return {
+        "watchlist_max_age_h": topology.deployment.watchlist_max_age_h,
+        "stale_entries": len(live.stale),
+        "stale": [
+            {
+                "entry_id": s.entry_id,
+                "approved_at": iso_utc(s.approved_at),
+                "stale_since": iso_utc(s.stale_since),
+            }
+            for s in live.stale
+        ],
+    }
 
 
 async def status(
@@ -85,6 +102,7 @@ async def status(
                 {"entry_id": entry_id, "reason": reason}
                 for entry_id, reason in sorted(live.damaged.items())
             ],
+            **stale_section(topology, live),
         },
         "api": live.api_url,
         "uptime_s": round(time.time() - live.started_at, 1),

@@ -83,7 +83,8 @@ class Deployments(WatchlistEntries):
             conn.execute(
                 "INSERT INTO deployments (id, authorised_by, purpose, location, starts_at, "
                 "ends_at, impact_assessment_ref, threshold, origin, created_by, "
-                "created_by_token, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_by_token, created_at, watchlist_max_age_h) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     new.id,
                     new.authorised_by,
@@ -97,6 +98,7 @@ class Deployments(WatchlistEntries):
                     actor.name,
                     actor.token_id,
                     now,
+                    new.watchlist_max_age_h,
                 ),
             )
             append_entry(

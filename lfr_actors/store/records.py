@@ -81,14 +81,18 @@ class FourEyesError(StoreError):
 DEPLOYMENT_COLUMNS = (
     "id, authorised_by, purpose, location, starts_at, ends_at, impact_assessment_ref, "
     "threshold, origin, created_by, created_by_token, created_at, closed_at, closed_by, "
-    "close_reason, watchlist_revision, frames, faces_seen, tracks_seen, counters_at"
+    "close_reason, watchlist_revision, frames, faces_seen, tracks_seen, counters_at, "
+    "watchlist_max_age_h"
 )
 ENTRY_COLUMNS = (
     "deployment_id, id, display_name, category, legal_basis, source, image_date, threshold, "
     "origin, state, image_type, dimension, quality, added_by, added_by_token, added_at, "
     "approved_by, approved_by_token, approved_at, removed_by, removed_at, remove_reason, "
     "CASE WHEN embeddings IS NULL THEN 0 ELSE length(embeddings) / (4 * dimension) END "
-    "AS templates"
+    "AS templates, "
+    # The deployment's freshness limit, so that an entry read alone can say if it is stale.
+    "(SELECT d.watchlist_max_age_h FROM deployments d "
+    "WHERE d.id = watchlist_entries.deployment_id) AS watchlist_max_age_h"
 )
 
 
@@ -116,6 +120,8 @@ class DeploymentRecord:
     faces_seen: int
     tracks_seen: int
     counters_at: float | None
+    watchlist_max_age_h: float | None = None
+    """Hours after its approval that an entry is stale (not searched); None: no limit."""
 
     def state(self, now: float) -> DeploymentState:
         """The life-cycle state at ``now`` (Unix seconds)."""
@@ -138,6 +144,7 @@ class DeploymentRecord:
             end=datetime.fromtimestamp(self.ends_at, UTC),
             threshold=self.threshold,
             impact_assessment_ref=self.impact_assessment_ref,
+            watchlist_max_age_h=self.watchlist_max_age_h,
         )
 
     def as_dict(self, now: float) -> dict[str, Any]:
@@ -185,6 +192,8 @@ class EntryRecord:
     removed_at: float | None
     remove_reason: str | None
     templates: int
+    watchlist_max_age_h: float | None = None
+    """The deployment's freshness limit (:mod:`lfr_actors.store.freshness` applies it)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready map (Unix seconds); no image or embedding, ever."""
@@ -213,12 +222,36 @@ class EntryRecord:
 
 
 @dataclass(frozen=True)
+class StaleEntry:
+    """An active entry approved too long ago to be searched (:mod:`.freshness`)."""
+
+    entry_id: str
+    approved_at: float
+    stale_since: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready map (Unix seconds)."""
+        return {
+            "entry_id": self.entry_id,
+            "approved_at": self.approved_at,
+            "stale_since": self.stale_since,
+        }
+
+
+@dataclass(frozen=True)
 class TemplateLoad:
-    """What :meth:`Deployments.load_templates` read: the usable templates and the damaged."""
+    """What :meth:`Deployments.load_templates` read: the usable templates and those left out.
+
+    ``damaged`` entries fail their checksum; ``stale`` ones were approved longer ago than
+    the deployment's ``watchlist_max_age_h``; ``next_stale_at`` is when the next of the
+    loaded entries goes stale (None: none will).
+    """
 
     revision: int
     templates: dict[str, np.ndarray]
     damaged: dict[str, str]
+    stale: tuple[StaleEntry, ...] = ()
+    next_stale_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +342,7 @@ def deployment_record(row: sqlite3.Row) -> DeploymentRecord:
         faces_seen=int(row["faces_seen"]),
         tracks_seen=int(row["tracks_seen"]),
         counters_at=None if row["counters_at"] is None else float(row["counters_at"]),
+        watchlist_max_age_h=_hours(row["watchlist_max_age_h"]),
     )
 
 
@@ -338,4 +372,9 @@ def entry_record(row: sqlite3.Row) -> EntryRecord:
         removed_at=None if row["removed_at"] is None else float(row["removed_at"]),
         remove_reason=row["remove_reason"],
         templates=int(row["templates"] or 0),
+        watchlist_max_age_h=_hours(row["watchlist_max_age_h"]),
     )
+
+
+def _hours(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lfr_actors.store.db import Database
+from lfr_actors.store.freshness import read_freshness
 from lfr_actors.store.monitoring import demographics_breakdown
 from lfr_actors.store.policy import read_policy, threshold_history
 from lfr_actors.store.records import EntryState, require_deployment
@@ -27,7 +28,9 @@ def deployment_report(
     people seen, each once per camera however many frames they were in.
     ``threshold_history`` is the threshold it was created with and each change since (from
     the audit log); ``threshold_policy`` the store's policy in force
-    (:mod:`lfr_actors.store.policy`).
+    (:mod:`lfr_actors.store.policy`). ``watchlist.stale``
+    counts the active entries approved longer ago than ``watchlist_max_age_h`` at ``now``
+    (:mod:`lfr_actors.store.freshness`): not searched.
     """
     with db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
@@ -56,6 +59,7 @@ def deployment_report(
         # The threshold over time (from the audit log) and the store's policy in force.
         history = threshold_history(conn, deployment_id)
         policy = read_policy(conn)
+        fresh = read_freshness(conn, deployment_id, now)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -86,7 +90,11 @@ def deployment_report(
             # or are not finite (``damaged_entries`` names them and why).
             "damaged": len(damaged),
             "damaged_entries": sorted(damaged),
+            # Active entries approved longer ago than watchlist_max_age_h: not searched now.
+            "stale": len(fresh.stale),
+            "stale_entries": fresh.stale_ids,
         },
+        "watchlist_max_age_h": record.watchlist_max_age_h,
         "frames": record.frames,
         "faces_seen": faces,
         "tracks_seen": record.tracks_seen,

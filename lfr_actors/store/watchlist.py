@@ -4,7 +4,8 @@ Each deployment has its own watchlist. An entry added through the API is *pendin
 second person, an authoriser, approves it (four eyes); only *active* entries are searched.
 Entries read from a topology's watchlist file are active at once, approved by the
 deployment's authority that signed the file. Deleting an entry wipes its image and
-embeddings at once.
+embeddings at once. An active entry approved longer ago than the deployment's
+``watchlist_max_age_h`` is *stale* and not searched either (:mod:`lfr_actors.store.freshness`).
 
 Every change is one transaction with its audit entry. ``watchlist_revision`` grows with
 every change to the set of active entries; the running deployment polls it to bring its
@@ -31,6 +32,7 @@ import numpy as np
 
 from lfr_actors.store.audit import Action, Actor, append_entry
 from lfr_actors.store.db import Database
+from lfr_actors.store.freshness import Freshness, judge, read_freshness, searched_entry_ids
 from lfr_actors.store.migrations import template_checksum, template_problem
 from lfr_actors.store.policy import require_entry_threshold
 from lfr_actors.store.records import (
@@ -284,36 +286,62 @@ class WatchlistEntries:
         loaded = self.load_templates(deployment_id)
         return loaded.revision, loaded.templates
 
-    def load_templates(self, deployment_id: str) -> TemplateLoad:
-        """The revision, the active entries' checked templates, and the damaged entries.
+    def load_templates(self, deployment_id: str, *, now: float | None = None) -> TemplateLoad:
+        """The revision, the searched entries' checked templates, and the entries left out.
 
         An active entry whose templates fail their checksum or are not finite is left out
-        of ``templates`` and named in ``damaged`` with the reason (never the values).
+        of ``templates`` and named in ``damaged`` with the reason (never the values). An
+        active entry approved longer ago than the deployment's ``watchlist_max_age_h`` at
+        ``now`` (the store's clock by default) is left out too and listed in ``stale``
+        (:mod:`lfr_actors.store.freshness` states the rule); ``next_stale_at`` is when the
+        next loaded entry goes stale.
         """
+        at = self.clock() if now is None else now
         with self.db.snapshot() as conn:
             row = conn.execute(
-                "SELECT watchlist_revision FROM deployments WHERE id = ?", (deployment_id,)
+                "SELECT watchlist_revision, watchlist_max_age_h FROM deployments WHERE id = ?",
+                (deployment_id,),
             ).fetchone()
             if row is None:
                 raise UnknownDeploymentError(f"no deployment with id {deployment_id[:80]!r}")
             rows = conn.execute(
-                "SELECT id, embeddings, dimension, embeddings_sha256 FROM watchlist_entries "
-                "WHERE deployment_id = ? AND state = ?",
+                "SELECT id, embeddings, dimension, embeddings_sha256, approved_at "
+                "FROM watchlist_entries WHERE deployment_id = ? AND state = ?",
                 (deployment_id, str(EntryState.ACTIVE)),
             ).fetchall()
+        limit = None if row[1] is None else float(row[1])
+        fresh = judge(((str(r[0]), _time(r[4])) for r in rows), limit, at)
+        stale = {s.entry_id for s in fresh.stale}
         templates: dict[str, np.ndarray] = {}
         damaged: dict[str, str] = {}
-        for entry_id, stored, dim, checksum in rows:
+        for entry_id, stored, dim, checksum, _ in rows:
             blob = None if stored is None else bytes(stored)
             dimension = None if dim is None else int(dim)
             problem = template_problem(blob, dimension, checksum)
             if problem is not None:
                 damaged[str(entry_id)] = problem
                 continue
+            if str(entry_id) in stale:
+                continue
             assert blob is not None and dimension is not None
             vectors = np.frombuffer(blob, dtype=np.float32).reshape(-1, dimension).copy()
             templates[str(entry_id)] = vectors
-        return TemplateLoad(int(row[0]), templates, damaged)
+        return TemplateLoad(int(row[0]), templates, damaged, fresh.stale, fresh.next_stale_at)
+
+    def freshness(self, deployment_id: str, *, now: float | None = None) -> Freshness:
+        """The deployment's stale entries at ``now`` (the store's clock by default)."""
+        at = self.clock() if now is None else now
+        with self.db.snapshot() as conn:
+            return read_freshness(conn, deployment_id, at)
+
+    def searched_entries(self, deployment_id: str, now: float | None = None) -> builtins.list[str]:
+        """The ids the deployment searches at ``now``: active, not damaged, not stale; sorted.
+
+        Their number is the watchlist size an expected false alert rate is computed for.
+        """
+        at = self.clock() if now is None else now
+        with self.db.snapshot() as conn:
+            return searched_entry_ids(conn, deployment_id, at)
 
     def damaged_entries(self, deployment_id: str) -> dict[str, str]:
         """The active entries whose templates cannot be used, with the reason for each."""
@@ -334,6 +362,10 @@ class WatchlistEntries:
         # With WAL, the pages that held a wiped image stay in the -wal file until a
         # checkpoint copies the new pages over them; TRUNCATE also empties the file.
         self.db.checkpoint("TRUNCATE")
+
+
+def _time(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _subject(deployment_id: str, entry_id: str) -> str:

@@ -23,6 +23,7 @@ def make_deployment(
     purpose: str = "testing",
     location: str = "a test bench",
     impact_assessment_ref: str | None = None,
+    watchlist_max_age_h: float | None = None,
 ) -> NewDeployment:
     """A deployment declaration whose window runs from ``starts_at`` to ``ends_at``."""
     return NewDeployment(
@@ -34,6 +35,7 @@ def make_deployment(
         end=datetime.fromtimestamp(ends_at, UTC),
         threshold=threshold,
         impact_assessment_ref=impact_assessment_ref,
+        watchlist_max_age_h=watchlist_max_age_h,
     )
 
 

@@ -168,6 +168,12 @@ UnitFloat = Annotated[float, BeforeValidator(_reject_bool), Field(ge=0.0, le=1.0
 Speed = Annotated[float, BeforeValidator(_reject_bool), Field(ge=-10.0, le=10.0)]
 Threshold = Annotated[float, BeforeValidator(_reject_bool), Field(gt=0.0, lt=2.0)]
 """A distance threshold: lower is stricter."""
+MAX_WATCHLIST_AGE_H = 8784.0
+"""The longest ``watchlist_max_age_h`` (a leap year of hours); null means no limit."""
+WatchlistMaxAge = Annotated[
+    float, BeforeValidator(_reject_bool), Field(gt=0.0, le=MAX_WATCHLIST_AGE_H)
+]
+"""Hours since an entry's approval after which it is stale (more than 0)."""
 
 RAY_BUILT_IN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 RESOURCE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -348,6 +354,14 @@ class Deployment(_Strict):
         description="the reference of the deployment's impact assessment, or null",
         examples=["DPIA-2026-031"],
     )
+    watchlist_max_age_h: WatchlistMaxAge | None = Field(
+        default=None,
+        description="the longest time, in hours, since a watchlist entry was approved for it "
+        "to be searched, or null for no limit. An entry approved longer ago is stale: it is "
+        "left out of the index at the start and while the deployment runs, and listed as "
+        "stale; nothing is deleted because of it.",
+        examples=[24],
+    )
 
     @property
     def duration(self) -> timedelta:
@@ -406,6 +420,7 @@ class NewDeployment(Deployment):
             "ends_at": self.ends_at,
             "threshold": self.threshold,
             "impact_assessment_ref": self.impact_assessment_ref,
+            "watchlist_max_age_h": self.watchlist_max_age_h,
         }
 
 

@@ -428,6 +428,8 @@ async def test_closing_destroys_the_watchlist_and_is_audited(
         "destroyed": 2,
         "damaged": 0,
         "damaged_entries": [],
+        "stale": 0,
+        "stale_entries": [],
     }
 
 
@@ -698,6 +700,8 @@ async def test_the_report_counts_decisions_and_every_export_is_audited(
         "destroyed": 0,
         "damaged": 0,
         "damaged_entries": [],
+        "stale": 0,
+        "stale_entries": [],
     }
     assert (report["deployment_id"], report["state"], report["location"]) == (
         "west-1",

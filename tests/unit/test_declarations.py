@@ -72,6 +72,7 @@ def test_a_topology_and_an_api_body_make_the_same_declaration(tmp_path: Path) ->
         "ends_at": (START + timedelta(hours=12)).timestamp(),
         "threshold": 0.55,
         "impact_assessment_ref": "DPIA-1",
+        "watchlist_max_age_h": None,
     }
 
 

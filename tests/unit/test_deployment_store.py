@@ -873,6 +873,8 @@ def test_report_of_a_deployment_without_alerts(store: Deployments, dep: str, clo
         "destroyed": 0,
         "damaged": 0,
         "damaged_entries": [],
+        "stale": 0,
+        "stale_entries": [],
     }
     assert report["alerts"] == {
         "total": 0,
@@ -908,6 +910,8 @@ def test_report_watchlist_size_counts_approved_entries_even_once_destroyed(
         "destroyed": 0,
         "damaged": 0,
         "damaged_entries": [],
+        "stale": 0,
+        "stale_entries": [],
     }
     store.close(dep, actor=CREATOR, reason="over")
     assert store.report(dep)["watchlist"] == {
@@ -918,6 +922,8 @@ def test_report_watchlist_size_counts_approved_entries_even_once_destroyed(
         "destroyed": 3,
         "damaged": 0,
         "damaged_entries": [],
+        "stale": 0,
+        "stale_entries": [],
     }
 
 
