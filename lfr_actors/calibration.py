@@ -52,7 +52,6 @@ and a threshold.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -62,9 +61,11 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from lfr_actors.errors import LfrError
 from lfr_actors.evaluate import EvaluationInputError, IdentificationScores
+from lfr_actors.topology.schema import RULES_ERROR, RuleViolation
 
 FORMAT = "lfr-calibration"
 """The ``format`` every calibration file declares."""
@@ -393,25 +394,41 @@ class CalibrationFile(_Part):
 
     @model_validator(mode="after")
     def _consistent(self) -> CalibrationFile:
-        thresholds = [point.threshold for point in self.grid]
-        if any(b <= a for a, b in itertools.pairwise(thresholds)):
-            raise ValueError("grid: thresholds must rise strictly")
+        found = self._violations()
+        if found:
+            raise PydanticCustomError(
+                RULES_ERROR,
+                "{summary}",
+                {"summary": "; ".join(v.message for v in found), "violations": tuple(found)},
+            )
+        return self
+
+    def _violations(self) -> list[RuleViolation]:
+        found: list[RuleViolation] = []
+
+        def broken(path: tuple[str | int, ...], message: str) -> None:
+            found.append(RuleViolation(path, message, "Run `lfr evaluate calibrate` again."))
+
         n = self.comparisons.non_mated
         if self.comparisons.from_non_mated_probes + self.comparisons.from_mated_probes != n:
-            raise ValueError("comparisons: the two sources do not add up to non_mated")
-        previous = 0
+            broken(("comparisons", "non_mated"), "the two sources do not add up to non_mated")
+        previous: CalibrationPoint | None = None
         for i, point in enumerate(self.grid):
-            if point.false_matches > n or point.false_matches < previous:
-                raise ValueError(
-                    f"grid[{i}]: false_matches must grow with the threshold and stay within "
-                    f"comparisons.non_mated ({n})"
+            if previous is not None and point.threshold <= previous.threshold:
+                broken(("grid", i, "threshold"), "thresholds must rise strictly")
+            if point.false_matches > n or (
+                previous is not None and point.false_matches < previous.false_matches
+            ):
+                broken(
+                    ("grid", i, "false_matches"),
+                    f"must grow with the threshold and stay within comparisons.non_mated ({n})",
                 )
-            previous = point.false_matches
             if not math.isclose(point.p, point.false_matches / n, rel_tol=1e-6, abs_tol=1e-12):
-                raise ValueError(f"grid[{i}]: p is not false_matches / comparisons.non_mated")
-            if point.p_upper < point.p or (point.false_matches == 0 and point.p_upper == 0):
-                raise ValueError(f"grid[{i}]: p_upper must be above p (and above 0)")
-        return self
+                broken(("grid", i, "p"), "p is not false_matches / comparisons.non_mated")
+            if point.p_upper < point.p or point.p_upper == 0:
+                broken(("grid", i, "p_upper"), "p_upper must be above p (and above 0)")
+            previous = point
+        return found
 
 
 def parse_calibration(document: Any, *, source: str = "the calibration") -> CalibrationFile:
@@ -435,8 +452,20 @@ def parse_calibration(document: Any, *, source: str = "the calibration") -> Cali
         return CalibrationFile.model_validate(document)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "the file"
-        raise CalibrationError(f"{source}: {where}: {error['msg']}") from None
+        loc, message = tuple(error["loc"]), error["msg"]
+        if error["type"] == RULES_ERROR:
+            rule = error["ctx"]["violations"][0]
+            loc, message = (*loc, *rule.path), rule.message
+        where = _where(loc)
+        raise CalibrationError(f"{source}: {where}: {message}") from None
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """A field's path as the file writes it: grid[3].p."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "the file"
 
 
 def load_calibration(path: Path) -> CalibrationFile:

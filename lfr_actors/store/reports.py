@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lfr_actors.store.calibrations import figures as calibration_figures
+from lfr_actors.store.calibrations import stored_calibration
 from lfr_actors.store.db import Database
 from lfr_actors.store.records import EntryState, require_deployment
 
@@ -47,6 +49,7 @@ def deployment_report(
             "WHERE a.deployment_id = ? GROUP BY j.decision, j.outcome",
             (deployment_id,),
         ).fetchall()
+        calibration = stored_calibration(conn, deployment_id)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -90,5 +93,13 @@ def deployment_report(
         },
         "outcomes": dict(sorted(outcomes.items())),
         "false_alert_rate": (false_alerts / faces) if faces else None,
+        # Expected false alerts per 1,000 passers-by from the calibration, beside observed.
+        "false_alerts": calibration_figures(
+            record,
+            calibration,
+            active=int(entries.get(str(EntryState.ACTIVE), 0)),
+            damaged=len(damaged),
+            false_alerts=false_alerts,
+        ),
         "generated_at": now,
     }

@@ -16,7 +16,6 @@ from lfr_actors.calibration import (
     CalibrationError,
     CalibrationFile,
     ThresholdOutsideCalibrationError,
-    calibrate,
     check_model,
     estimate,
     expected_false_alerts,
@@ -28,42 +27,9 @@ from lfr_actors.calibration import (
     parse_calibration,
     upper_bound,
 )
-from lfr_actors.evaluate import EvaluationInputError, IdentificationScores
-
-GRID = [0.3, 0.4, 0.5, 0.6, 0.7]
-
-
-def _scores(distances: np.ndarray, probe_identities: list[str], identities: list[str]) -> Any:
-    return IdentificationScores(
-        model="dlib_resnet_v1",
-        metric="euclidean",
-        identities=identities,
-        templates=len(identities),
-        distances=distances,
-        probe_identities=probe_identities,
-        rejected=[],
-        skipped=[],
-    )
-
-
-def known_p(p_at_06: float, probes: int = 100, identities: int = 10) -> IdentificationScores:
-    """Non-mated probes only; exactly a share ``p_at_06`` of the comparisons are 0.55."""
-    d = np.full((probes, identities), 0.95)
-    hits = round(p_at_06 * probes * identities)
-    d.reshape(-1)[np.linspace(0, d.size - 1, hits).astype(int) if hits else []] = 0.55
-    return _scores(d, ["unknown"] * probes, [f"id{i}" for i in range(identities)])
-
-
-def document(scores: IdentificationScores, grid: list[float] = GRID) -> dict[str, object]:
-    return calibrate(
-        scores,
-        gallery=Path("/data/gallery"),
-        probes=Path("/data/probes"),
-        model_version="1.0",
-        dimension=128,
-        configured=0.6,
-        thresholds=grid,
-    )
+from lfr_actors.evaluate import EvaluationInputError
+from tests.calibration_samples import GRID, document, known_p
+from tests.calibration_samples import scores as _scores
 
 
 def test_known_p_gives_known_fpir_for_any_watchlist_size() -> None:
@@ -162,8 +128,11 @@ def test_the_file_has_no_paths_or_embeddings_and_round_trips(tmp_path: Path) -> 
     [
         (lambda d: d.update(format="something-else"), "not a calibration file"),
         (lambda d: d.update(version=2), "version 2; this program reads version 1"),
-        (lambda d: d["grid"][1].update(p=0.5), r"grid\[1\]: p is not false_matches"),
-        (lambda d: d["grid"][1].update(threshold=0.2), "thresholds must rise strictly"),
+        (lambda d: d["grid"][1].update(p=0.5), r"grid\[1\]\.p: p is not false_matches"),
+        (
+            lambda d: d["grid"][1].update(threshold=0.2),
+            r"grid\[1\]\.threshold: thresholds must rise strictly",
+        ),
         (lambda d: d["grid"][0].update(p_upper=0.0), r"p_upper must be above p"),
         (lambda d: d["model"].pop("metric"), "model.metric: Field required"),
         (lambda d: d.update(embeddings=[1, 2]), "embeddings: Extra inputs"),
