@@ -134,6 +134,29 @@ def check_deployment(deployments: Deployments, topology: Topology) -> Deployment
     return record
 
 
+def topology_calibration(topology: Topology, spec: EmbedderSpec) -> CalibrationFile | None:
+    """The topology's ``alerts.calibration`` file, validated and of ``spec``'s model; or None.
+
+    :class:`DeploymentError` (one line) for an unreadable, corrupt, other-version or
+    other-model file.
+    """
+    path = topology.alerts.calibration
+    if path is None:
+        return None
+    try:
+        calibration = load_calibration(Path(path))
+        check_model(
+            calibration,
+            name=spec.name,
+            version=spec.version,
+            metric=spec.metric,
+            source=f"alerts.calibration {path}",
+        )
+    except CalibrationError as exc:
+        raise DeploymentError(str(exc)) from exc
+    return calibration
+
+
 def check_calibration(
     deployments: Deployments,
     topology: Topology,
@@ -148,19 +171,8 @@ def check_calibration(
     through the API) of another model than the embedder's: its expected rates would be
     another model's.
     """
-    path = topology.alerts.calibration
-    if path is not None:
-        try:
-            calibration = load_calibration(Path(path))
-            check_model(
-                calibration,
-                name=spec.name,
-                version=spec.version,
-                metric=spec.metric,
-                source=f"alerts.calibration {path}",
-            )
-        except CalibrationError as exc:
-            raise DeploymentError(str(exc)) from exc
+    calibration = topology_calibration(topology, spec)
+    if calibration is not None:
         return calibration
     if record is not None:
         with deployments.db.snapshot() as conn:

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from lfr_actors.control import registration
+from lfr_actors.control import preflight, registration
 from lfr_actors.control.paths import DeploymentError
 from lfr_actors.store.calibrations import false_alerts
 from lfr_actors.store.deployments import Deployments
+from lfr_actors.topology.validate import CheckReport
 from tests.calibration_samples import sample_calibration
 from tests.integration.test_pipeline_ray import write_deployment
 from tests.unit.test_registration import _files, _start, _store
@@ -94,3 +95,15 @@ def test_a_bad_or_other_models_calibration_refuses_the_start_writing_nothing(
     assert enrolled == []  # refused before the models and the enrolment
     with _store(tmp_path) as db:
         assert Deployments(db).find("itest") is None
+
+
+def test_validate_checks_the_calibration_file(tmp_path: Path, shared_data: Path) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama"])
+    _with_calibration(path, sample_calibration(0.001))
+    report = CheckReport()
+    preflight._check_calibration(_files(path)[0], report)
+    assert report.problems == [] and report.checked[0].startswith("calibration  dlib_resnet_v1")
+    _with_calibration(path, "[]")
+    report = CheckReport()
+    preflight._check_calibration(_files(path)[0], report)
+    assert len(report.problems) == 1 and "a JSON object is expected" in report.problems[0]
