@@ -627,7 +627,8 @@ def format_table(calibration: CalibrationFile, *, every: float = 0.05) -> str:
         f"{calibration.probes.mated} mated and {calibration.probes.non_mated} non-mated "
         f"probes, {calibration.comparisons.non_mated} non-mated comparisons",
         "false alerts per 1,000 passers-by not on the watchlist: expected (95 % upper bound)",
-        f"{'threshold':>9}  {'TPIR':>6}  {'p':>8}{sizes}  at G={g}: measured / modelled",
+        f"{'threshold':>9}  {'TPIR':>6}  {'p':>8}{sizes}  "
+        f"at G={g} (per 1,000): measured / modelled",
     ]
     configured = calibration.configured_threshold
     for point in calibration.grid:

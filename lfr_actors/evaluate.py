@@ -5,6 +5,8 @@ best threshold, ROC AUC and distance statistics. ``identify``: a gallery folder 
 folder, one sub-folder per identity (``unknown`` for people not on the watchlist); reports
 the true-positive and false-positive identification rates per threshold, as the UK's
 National Physical Laboratory reports them for police live facial recognition.
+:func:`identification_scores` is where identify and ``calibrate``
+(:mod:`lfr_actors.calibration`) get their distances from.
 """
 
 from __future__ import annotations
