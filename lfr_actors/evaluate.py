@@ -5,6 +5,8 @@ best threshold, ROC AUC and distance statistics. ``identify``: a gallery folder 
 folder, one sub-folder per identity (``unknown`` for people not on the watchlist); reports
 the true-positive and false-positive identification rates per threshold, as the UK's
 National Physical Laboratory reports them for police live facial recognition.
+:func:`identification_scores` is where identify and ``calibrate``
+(:mod:`lfr_actors.calibration`) get their distances from.
 """
 
 from __future__ import annotations
@@ -253,21 +255,49 @@ def default_thresholds(metric: str, configured: float) -> list[float]:
     return sorted({round(float(t), 4) for t in grid} | {round(configured, 4)})
 
 
-def evaluate_identify(
-    pipeline: FacePipeline,
-    gallery: Path,
-    probes: Path,
-    thresholds: Iterable[float],
-    configured: float,
-) -> dict[str, Any]:
-    """Open-set identification: TPIR and FPIR per threshold.
+@dataclass(frozen=True)
+class IdentificationScores:
+    """Every probe's distance to every gallery identity, from photos in identity folders.
 
-    Gallery photos go through the enrolment rules (rejected ones are listed). A probe's
-    largest face is searched against every gallery template; an identity's distance is
-    that of its closest template. A mated probe (its identity is enrolled) is a true
-    positive at threshold t when its rank-1 identity is right and within t. A non-mated
-    probe (``unknown``, or an identity not enrolled) is a false positive when anything in
-    the gallery is within t.
+    ``distances`` has one row per probe embedded and one column per gallery identity
+    (``identities``, sorted): an identity's distance is that of its closest template.
+    ``probe_identities`` is each row's folder name; a row is mated when that names an
+    enrolled identity (``mated``), non-mated otherwise (``unknown``, or a person not in the
+    gallery). ``rejected`` and ``skipped`` list the gallery photos enrolment refused and the
+    probes with no face or an unreadable image.
+    """
+
+    model: str
+    metric: str
+    identities: list[str]
+    templates: int
+    distances: np.ndarray
+    probe_identities: list[str]
+    rejected: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+
+    @property
+    def mated(self) -> np.ndarray:
+        """One flag per probe row: its identity is in the gallery."""
+        enrolled = set(self.identities)
+        return np.array([p in enrolled for p in self.probe_identities], dtype=bool)
+
+    @property
+    def probe_columns(self) -> np.ndarray:
+        """Each probe row's own identity column, or -1 for a non-mated probe."""
+        index = {name: i for i, name in enumerate(self.identities)}
+        return np.array([index.get(p, -1) for p in self.probe_identities], dtype=np.int64)
+
+
+def identification_scores(
+    pipeline: FacePipeline, gallery: Path, probes: Path
+) -> IdentificationScores:
+    """Enrol the gallery, embed the probes and measure every probe against every identity.
+
+    Gallery photos go through the enrolment rules (rejected ones are listed); a probe's
+    largest face is embedded as live faces are; the distance to an identity is that of its
+    closest template. The one place ``evaluate identify`` and ``evaluate calibrate`` get
+    their scores from.
     """
     metric = pipeline.embedder.spec.metric
     gallery_folders = _identity_folders(gallery, "gallery")
@@ -290,7 +320,9 @@ def evaluate_identify(
     identities = sorted(set(labels))
     label_index = np.array([identities.index(lab) for lab in labels])
     cache = _EmbeddingCache(pipeline)
-    mated_best, mated_correct, nonmated_best, skipped = [], [], [], []
+    rows: list[np.ndarray] = []
+    probe_identities: list[str] = []
+    skipped: list[dict[str, Any]] = []
     for identity, images in probe_folders.items():
         for path in images:
             try:
@@ -304,15 +336,42 @@ def evaluate_identify(
             d = distances(embedding[None], gallery_matrix, metric)[0]
             per_identity = np.full(len(identities), np.inf)
             np.minimum.at(per_identity, label_index, d)
-            top = int(np.argmin(per_identity))
-            if identity != UNKNOWN and identity in identities:
-                mated_best.append(float(per_identity[top]))
-                mated_correct.append(identities[top] == identity)
-            else:
-                nonmated_best.append(float(per_identity[top]))
-    mb = np.array(mated_best)
-    mc = np.array(mated_correct, dtype=bool)
-    nb = np.array(nonmated_best)
+            rows.append(per_identity)
+            probe_identities.append(identity)
+    matrix = np.stack(rows) if rows else np.zeros((0, len(identities)))
+    return IdentificationScores(
+        model=pipeline.embedder.spec.name,
+        metric=metric,
+        identities=identities,
+        templates=len(templates),
+        distances=matrix,
+        probe_identities=probe_identities,
+        rejected=rejected,
+        skipped=skipped,
+    )
+
+
+def evaluate_identify(
+    pipeline: FacePipeline,
+    gallery: Path,
+    probes: Path,
+    thresholds: Iterable[float],
+    configured: float,
+) -> dict[str, Any]:
+    """Open-set identification: TPIR and FPIR per threshold.
+
+    Scores from :func:`identification_scores`. A mated probe (its identity is enrolled)
+    is a true positive at threshold t when its rank-1 identity is right and within t. A
+    non-mated probe (``unknown``, or an identity not enrolled) is a false positive when
+    anything in the gallery is within t.
+    """
+    scores = identification_scores(pipeline, gallery, probes)
+    mated = scores.mated
+    best = scores.distances.min(axis=1) if scores.distances.size else np.zeros(0)
+    top = scores.distances.argmin(axis=1) if scores.distances.size else np.zeros(0, int)
+    mb = best[mated]
+    mc = top[mated] == scores.probe_columns[mated]
+    nb = best[~mated]
     rows = []
     for t in sorted(set(thresholds)):
         rows.append(
@@ -327,16 +386,16 @@ def evaluate_identify(
         )
     at_configured = next((r for r in rows if r["threshold"] == round(configured, 4)), None)
     return {
-        "model": pipeline.embedder.spec.name,
-        "metric": metric,
+        "model": scores.model,
+        "metric": scores.metric,
         "configured_threshold": configured,
-        "gallery_identities": len(identities),
-        "gallery_templates": len(templates),
-        "gallery_rejected": rejected,
+        "gallery_identities": len(scores.identities),
+        "gallery_templates": scores.templates,
+        "gallery_rejected": scores.rejected,
         "mated_probes": int(mb.size),
         "non_mated_probes": int(nb.size),
         "rank1_accuracy": round(float(mc.mean()), 4) if mc.size else None,
-        "probes_skipped": skipped,
+        "probes_skipped": scores.skipped,
         "at_configured_threshold": at_configured,
         "per_threshold": rows,
     }

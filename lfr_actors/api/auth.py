@@ -119,6 +119,7 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("GET", "deployment"): roles(*Role),
         ("POST", "deployment_close"): roles(Role.AUTHORISER),
         ("POST", "deployment_threshold"): roles(Role.AUTHORISER),
+        ("PUT", "deployment_calibration"): roles(Role.AUTHORISER),
         ("GET", "deployment_report"): roles(*VIEWERS, Role.AUTHORISER),
         ("GET", "deployment_report_page"): roles(*VIEWERS, Role.AUTHORISER),
         ("GET", "entries"): roles(*Role),

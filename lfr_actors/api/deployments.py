@@ -36,6 +36,7 @@ from lfr_actors.api.schemas import (
     Report,
     ThresholdChanged,
 )
+from lfr_actors.store import calibrations
 from lfr_actors.store.audit import Action
 from lfr_actors.store.policy import PolicyError
 from lfr_actors.store.records import (
@@ -84,7 +85,17 @@ class ThresholdBody(BaseModel):
     reason: Text = Field(description="Why the threshold changes (recorded in the audit log).")
 
 
-def _deployment_fields(request: web.Request, record: DeploymentRecord) -> dict[str, Any]:
+async def false_alerts_of(request: web.Request, *records: DeploymentRecord) -> list[Any]:
+    """Each record's expected and observed false alerts (read off the event loop)."""
+    store = request.app[DEPLOYMENTS]
+    return await asyncio.to_thread(
+        lambda: [calibrations.false_alerts(store, r.id) for r in records]
+    )
+
+
+def _deployment_fields(
+    request: web.Request, record: DeploymentRecord, false_alerts: Any
+) -> dict[str, Any]:
     now = request.app[DEPLOYMENTS].clock()
     router = request.app.router
     links = DeploymentLinks(
@@ -93,12 +104,14 @@ def _deployment_fields(request: web.Request, record: DeploymentRecord) -> dict[s
         report_page=str(router["deployment_report_page"].url_for(deployment_id=record.id)),
         alerts=str(router["alerts"].url_for().with_query(deployment=record.id)),
     )
-    return {**record.as_dict(now), "links": links}
+    return {**record.as_dict(now), "false_alerts": false_alerts, "links": links}
 
 
-def deployment_body(request: web.Request, record: DeploymentRecord) -> Deployment:
+def deployment_body(
+    request: web.Request, record: DeploymentRecord, false_alerts: Any
+) -> Deployment:
     """A deployment as the API shows it: its state now and links to its parts."""
-    return Deployment.model_validate(_deployment_fields(request, record))
+    return Deployment.model_validate(_deployment_fields(request, record, false_alerts))
 
 
 def unknown_deployment(deployment_id: str) -> ProblemError:
@@ -162,8 +175,13 @@ async def list_deployments(request: web.Request) -> web.Response:
         )
     records = await asyncio.to_thread(request.app[DEPLOYMENTS].list)
     records = [r for r in records if in_scope(request, r.id)]
+    figures = await false_alerts_of(request, *records)
     return model_response(
-        DeploymentList(deployments=[deployment_body(request, r) for r in records])
+        DeploymentList(
+            deployments=[
+                deployment_body(request, r, f) for r, f in zip(records, figures, strict=True)
+            ]
+        )
     )
 
 
@@ -199,8 +217,9 @@ async def create_deployment(request: web.Request) -> web.Response:
         )
     record = await run_store(store.create, trimmed(body), actor=principal(request).actor)
     location = str(request.app.router["deployment"].url_for(deployment_id=record.id))
+    (figures,) = await false_alerts_of(request, record)
     return model_response(
-        deployment_body(request, record), status=201, headers={"Location": location}
+        deployment_body(request, record, figures), status=201, headers={"Location": location}
     )
 
 
@@ -215,7 +234,8 @@ async def get_deployment(request: web.Request) -> web.Response:
     record = await asyncio.to_thread(request.app[DEPLOYMENTS].find, deployment_id)
     if record is None:
         raise unknown_deployment(deployment_id)
-    return model_response(deployment_body(request, record))
+    (figures,) = await false_alerts_of(request, record)
+    return model_response(deployment_body(request, record, figures))
 
 
 @operation(
@@ -240,7 +260,7 @@ async def close_deployment(request: web.Request) -> web.Response:
         actor=principal(request).actor,
         reason=body.reason.strip(),
     )
-    fields = _deployment_fields(request, record)
+    fields = _deployment_fields(request, record, *await false_alerts_of(request, record))
     return model_response(
         ClosedDeployment.model_validate({**fields, "entries_destroyed": destroyed})
     )
@@ -277,8 +297,14 @@ async def change_threshold(request: web.Request) -> web.Response:
         actor=principal(request).actor,
         reason=body.reason.strip(),
     )
-    fields = _deployment_fields(request, record)
-    return model_response(ThresholdChanged.model_validate({**fields, "changed": changed}))
+    (figures,) = await false_alerts_of(request, record)
+    fields = _deployment_fields(request, record, figures)
+    expected = figures["expected_per_1000"]
+    return model_response(
+        ThresholdChanged.model_validate(
+            {**fields, "changed": changed, "expected_false_alerts_per_1000": expected}
+        )
+    )
 
 
 async def _report(request: web.Request, form: str) -> Report:
@@ -396,6 +422,43 @@ def freshness_section(report: dict[str, Any]) -> str:
     return f'<h2>Watchlist freshness</h2>\n<table id="freshness">{table}</table>'
 
 
+def _per_1000(value: float | None, reason: str | None) -> str:
+    return f"n/a ({reason})" if value is None else f"{value:g} per 1,000"
+
+
+def false_alerts_section(figures: dict[str, Any]) -> str:
+    """The report page's expected-beside-observed false alerts: a heading and a table."""
+    e = html.escape
+    expected = _per_1000(figures["expected_per_1000"], figures["expected_reason"])
+    if figures["expected_upper_per_1000"] is not None:
+        expected += f" (95 % upper bound {figures['expected_upper_per_1000']:g})"
+    calibration = figures["calibration"]
+    source = (
+        "none"
+        if calibration is None
+        else f"{calibration['model']} {calibration['model_version']}, "
+        f"{calibration['created_at']}: {calibration['gallery_identities']:,} identities, "
+        f"{calibration['non_mated_probes']:,} non-mated probes, "
+        f"{calibration['non_mated_comparisons']:,} comparisons"
+    )
+    rows = [
+        ("Watchlist searched", f"{figures['watchlist_size']:,} entries"),
+        ("Threshold", f"{figures['threshold']:g}"),
+        ("Expected, per passer-by not on the watchlist", expected),
+        (
+            "Observed, per person seen (face track)",
+            _per_1000(figures["observed_per_1000"], figures["observed_reason"]),
+        ),
+        (
+            "Observed, per face seen",
+            _per_1000(figures["observed_per_1000_faces"], "no faces seen"),
+        ),
+        ("Calibration", source),
+    ]
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
+    return f'<h2>Expected and observed false alerts</h2>\n<table id="false-alerts">{table}</table>'
+
+
 def render_report_page(report: dict[str, Any]) -> str:
     """The report as a self-contained page (no scripts, no external resources)."""
     e = html.escape
@@ -447,6 +510,7 @@ def render_report_page(report: dict[str, Any]) -> str:
 {render_breakdown(report)}
 {threshold_section(report)}
 {freshness_section(report)}
+{false_alerts_section(report["false_alerts"])}
 <footer>Generated {e(report["generated_at"])}. The watchlist's images and embeddings are
 destroyed when the deployment closes; this report, the alerts under their retention and the
 audit trail remain.</footer>

@@ -35,6 +35,8 @@ __all__ = [
     "AuditHead",
     "AuditPage",
     "AuditVerification",
+    "CalibrationChanged",
+    "CalibrationInfo",
     "ClosedDeployment",
     "Deployment",
     "DeploymentLinks",
@@ -42,6 +44,7 @@ __all__ = [
     "DeploymentStatus",
     "Entry",
     "EntryList",
+    "FalseAlerts",
     "Hold",
     "HoldState",
     "InvalidParam",
@@ -304,6 +307,40 @@ class DeploymentLinks(_Response):
     alerts: str
 
 
+class CalibrationInfo(_Response):
+    """The calibration a deployment's expected false alerts come from (scores only)."""
+
+    model: str
+    model_version: str
+    metric: str
+    method: str
+    created_at: str
+    gallery_identities: Count
+    non_mated_probes: Count
+    non_mated_comparisons: Count
+    thresholds: list[float] = Field(description="The calibrated range: lowest and highest.")
+
+
+class FalseAlerts(_Response):
+    """Expected false alerts from the calibration, beside those observed."""
+
+    watchlist_size: Count = Field(description="Entries searched now: active, not damaged.")
+    threshold: float
+    expected_per_1000: float | None = Field(
+        description="False alerts expected per 1,000 passers-by (face tracks) not on the "
+        "watchlist, for watchlist_size and threshold; null with expected_reason."
+    )
+    expected_upper_per_1000: float | None = Field(description="Its 95 % upper bound.")
+    expected_reason: str | None
+    false_alerts: Count = Field(description="Alerts decided not a match.")
+    observed_per_1000: float | None = Field(
+        description="False alerts per 1,000 face tracks (people) seen; null with observed_reason."
+    )
+    observed_per_1000_faces: float | None = Field(description="False alerts per 1,000 faces.")
+    observed_reason: str | None
+    calibration: CalibrationInfo | None
+
+
 class Deployment(_Response):
     """A deployment: the authority, place and window, and its state."""
 
@@ -335,6 +372,7 @@ class Deployment(_Response):
         description="Hours after its approval that a watchlist entry is stale and no longer "
         "searched; null: no limit."
     )
+    false_alerts: FalseAlerts
     links: DeploymentLinks
 
 
@@ -350,6 +388,15 @@ class ThresholdChanged(Deployment):
     """A deployment after a threshold change."""
 
     changed: bool = Field(description="Whether the value changed.")
+    expected_false_alerts_per_1000: float | None = Field(
+        description="At the new threshold: false_alerts.expected_per_1000."
+    )
+
+
+class CalibrationChanged(Deployment):
+    """A deployment after its calibration was set."""
+
+    changed: bool = Field(description="Whether the stored calibration changed.")
 
 
 class DeploymentList(_Response):
@@ -504,6 +551,7 @@ class Report(_Response):
     alerts: ReportAlerts
     outcomes: dict[str, Count] = Field(description="Outcomes of confirmed alerts.")
     false_alert_rate: float | None = Field(description="False alerts per face seen.")
+    false_alerts: FalseAlerts
     generated_at: UtcTime
     demographics: ReportDemographics | None = Field(
         description="False and confirmed alerts by monitoring category; null when withheld.",

@@ -1,4 +1,4 @@
-"""``lfr evaluate pairs``, ``identify``, ``video`` and ``detect`` (annotated detection photos)."""
+"""``lfr evaluate pairs``, ``identify``, ``calibrate``, ``video`` and ``detect``."""
 
 from __future__ import annotations
 
@@ -112,6 +112,44 @@ def cmd_evaluate_identify(args: argparse.Namespace) -> int:
     except EvaluationInputError as exc:
         raise UsageError(str(exc)) from exc
     print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def cmd_evaluate_calibrate(args: argparse.Namespace) -> int:
+    """``lfr evaluate calibrate``: expected false alerts by watchlist size, to a file."""
+    from lfr_actors.calibration import calibrate, format_table
+    from lfr_actors.evaluate import EvaluationInputError, identification_scores
+    from lfr_actors.fsutil import atomic_write
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} exists; choose another --out or pass --force to replace it")
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; --out names the calibration file to write")
+    pipeline = _pipeline(args)
+    spec = pipeline.embedder.spec
+    configured = args.threshold or spec.default_threshold
+    gallery, probes = Path(args.gallery), Path(args.probes)
+    try:
+        scores = identification_scores(pipeline, gallery, probes)
+        document = calibrate(
+            scores,
+            gallery=gallery.resolve(),
+            probes=probes.resolve(),
+            model_version=spec.version,
+            dimension=spec.dimension,
+            configured=configured,
+        )
+    except EvaluationInputError as exc:
+        raise UsageError(str(exc)) from exc
+    atomic_write(out, (json.dumps(document, indent=2) + "\n").encode(), mode=0o644)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        from lfr_actors.calibration import CalibrationFile
+
+        print(format_table(CalibrationFile.model_validate(document)))
+        print(f"wrote {out}")
     return EXIT_OK
 
 
@@ -276,6 +314,28 @@ def add_evaluate(sub: Commands) -> None:
     add_common(ident)
     _add_inference(ident)
     ident.set_defaults(func=cmd_evaluate_identify)
+    calib = ev_sub.add_parser(
+        "calibrate",
+        help="expected false alerts per passer-by for any watchlist size: a calibration file",
+    )
+    calib.add_argument("--gallery", required=True, help="one sub-folder of photos per identity")
+    calib.add_argument(
+        "--probes", required=True, help="one sub-folder per identity; 'unknown' for non-mated"
+    )
+    calib.add_argument(
+        "--out",
+        default="calibration.json",
+        metavar="FILE",
+        help="the calibration file to write (default calibration.json); an existing file is "
+        "kept unless --force",
+    )
+    calib.add_argument("--force", action="store_true", help="replace an existing --out file")
+    calib.add_argument(
+        "--json", action="store_true", help="print the calibration document instead of a table"
+    )
+    add_common(calib)
+    _add_inference(calib)
+    calib.set_defaults(func=cmd_evaluate_calibrate)
     video = ev_sub.add_parser(
         "video", help="a clip through the tracker and the track decisions, offline"
     )

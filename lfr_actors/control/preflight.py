@@ -58,6 +58,7 @@ def preflight(topology: Topology, watchlist: Watchlist | None, options: Prefligh
     known = _check_record(topology, report, watchlist)
     _check_enrolment(topology, watchlist, options, report, skip=known)
     _check_window(topology, report)
+    _check_calibration(topology, report)
     _check_port(topology, report)
     # The record line after the others: photos, window, port, record.
     report.checked.append(report.checked.pop(0))
@@ -99,6 +100,24 @@ def _check_enrolment(
         report.problems.append(f"the enrolment models could not be loaded: {exc}")
         return
     report.checked.append(f"watchlist    enrolled: {counted}, all usable{stored}")
+
+
+def _check_calibration(topology: Topology, report: CheckReport) -> None:
+    """The topology's ``alerts.calibration`` file: valid and of the embedder's model."""
+    if topology.alerts.calibration is None:
+        return
+    try:
+        calibration = registration.topology_calibration(
+            topology, registration.embedder_spec(topology)
+        )
+    except LfrError as exc:
+        report.problems.append(str(exc))
+        return
+    assert calibration is not None
+    report.checked.append(
+        f"calibration  {calibration.model.name}, {calibration.gallery.identities} identities, "
+        f"{calibration.probes.non_mated} non-mated probes"
+    )
 
 
 def _check_window(topology: Topology, report: CheckReport) -> None:

@@ -11,7 +11,9 @@ In start-up order (:mod:`lfr_actors.control.deployment` runs them):
   policy (:func:`check_deployment`), the models are prepared,
   the watchlist file's new entries are enrolled, and only then is the record created
   (when there was none) and the entries stored as active entries, approved by the
-  deployment's authority; a start refused before that writes no record;
+  deployment's authority; a start refused before that writes no record. The topology's
+  ``alerts.calibration`` file is read and checked against the embedder's model first
+  (:func:`check_calibration`) and stored with the record (audited when it changes);
 - :func:`write_run_file`: once running, this run's local admin token and API address.
 """
 
@@ -29,6 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from lfr_actors.actors.settings import pipeline_config
+from lfr_actors.calibration import CalibrationError, CalibrationFile, check_model, load_calibration
 from lfr_actors.control.live import Live
 from lfr_actors.control.paths import DeploymentError, DeploymentPaths, disk_full_is_one_line
 from lfr_actors.control.thresholds import entry_thresholds
@@ -43,6 +46,7 @@ from lfr_actors.models.pipeline import FacePipeline, enrolment_config
 from lfr_actors.models.runtime import RuntimeConfig
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC, EmbedderSpec
 from lfr_actors.store.audit import SYSTEM, Actor
+from lfr_actors.store.calibrations import set_calibration, stored_calibration
 from lfr_actors.store.check import check_before_start, require_free_space
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
@@ -190,6 +194,65 @@ def _check_stored(deployments: Deployments, topology: Topology) -> DeploymentRec
     return record
 
 
+def topology_calibration(topology: Topology, spec: EmbedderSpec) -> CalibrationFile | None:
+    """The topology's ``alerts.calibration`` file, validated and of ``spec``'s model; or None.
+
+    :class:`DeploymentError` (one line) for an unreadable, corrupt, other-version or
+    other-model file.
+    """
+    path = topology.alerts.calibration
+    if path is None:
+        return None
+    try:
+        calibration = load_calibration(Path(path))
+        check_model(
+            calibration,
+            name=spec.name,
+            version=spec.version,
+            metric=spec.metric,
+            source=f"alerts.calibration {path}",
+        )
+    except CalibrationError as exc:
+        raise DeploymentError(str(exc)) from exc
+    return calibration
+
+
+def check_calibration(
+    deployments: Deployments,
+    topology: Topology,
+    spec: EmbedderSpec,
+    record: DeploymentRecord | None,
+) -> CalibrationFile | None:
+    """The topology's ``alerts.calibration``, read and checked against the embedder's model.
+
+    Writes nothing (the caller stores it once the start has passed its checks). Raises
+    :class:`DeploymentError` when the file is unreadable, corrupt, of another version or
+    of another model, and when the topology names none but the store holds one (set
+    through the API) of another model than the embedder's: its expected rates would be
+    another model's.
+    """
+    calibration = topology_calibration(topology, spec)
+    if calibration is not None:
+        return calibration
+    if record is not None:
+        with deployments.db.snapshot() as conn:
+            stored = stored_calibration(conn, record.id)
+        if stored is not None:
+            try:
+                check_model(
+                    stored,
+                    name=spec.name,
+                    version=spec.version,
+                    metric=spec.metric,
+                    source=f"the calibration stored for deployment {record.id!r}",
+                )
+            except CalibrationError as exc:
+                raise DeploymentError(
+                    f"{exc}; or name one in the topology's alerts.calibration"
+                ) from exc
+    return None
+
+
 def register_deployment(deployments: Deployments, topology: Topology) -> DeploymentRecord:
     """The topology's deployment record, checked against the file or created from it.
 
@@ -325,6 +388,7 @@ def prepare_and_enrol(
     if record is None:
         refuse_ended_window(namespace, declared_deployment(topology).ends_at)
     live.threshold = topology.alerts.threshold if record is None else record.threshold
+    calibration = check_calibration(deployments, topology, spec, record)
     pipeline = enrolment_pipeline(topology, spec, home)
     enrolled: dict[str, Enrolled] = {}
     if watchlist is not None:
@@ -335,6 +399,8 @@ def prepare_and_enrol(
             enrolled = enrol_watchlist(watchlist, pipeline, skip=known, progress=progress)
     if record is None:
         _create(deployments, topology)
+    if calibration is not None:
+        set_calibration(deployments, namespace, calibration, actor=Actor("topology file"))
     if watchlist is not None:
         file_name = (
             "watchlist file"

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lfr_actors.store.calibrations import figures as calibration_figures
+from lfr_actors.store.calibrations import stored_calibration
 from lfr_actors.store.db import Database
-from lfr_actors.store.freshness import read_freshness
+from lfr_actors.store.freshness import read_freshness, searched_entry_ids
 from lfr_actors.store.monitoring import demographics_breakdown
 from lfr_actors.store.policy import read_policy, threshold_history
 from lfr_actors.store.records import EntryState, require_deployment
@@ -60,6 +62,8 @@ def deployment_report(
         history = threshold_history(conn, deployment_id)
         policy = read_policy(conn)
         fresh = read_freshness(conn, deployment_id, now)
+        calibration = stored_calibration(conn, deployment_id)
+        searched = searched_entry_ids(conn, deployment_id, now)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -113,4 +117,9 @@ def deployment_report(
         "demographics_withheld": False,
         "threshold_history": history,
         "threshold_policy": policy.as_dict(),
+        # Expected false alerts per 1,000 passers-by from the calibration, beside observed,
+        # for the entries searched now (active, not damaged, not stale).
+        "false_alerts": calibration_figures(
+            record, calibration, searched=len(searched), false_alerts=false_alerts
+        ),
     }

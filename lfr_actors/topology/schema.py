@@ -1359,6 +1359,14 @@ class AlertsConfig(_Strict):
         "and every watchlist entry's own threshold must not exceed it.",
         examples=[0.6],
     )
+    calibration: FilePath | None = Field(
+        default=None,
+        description="a calibration file from `lfr evaluate calibrate` for the embedder's "
+        "model, relative to the topology file's folder unless absolute; the deployment then "
+        "shows its expected false alerts per 1,000 passers-by for its watchlist size and "
+        "threshold. Null for none",
+        examples=["calibration.json"],
+    )
     fusion_window_s: Float = Field(
         default=30.0,
         ge=0.0,

@@ -42,6 +42,7 @@ from lfr_actors.store.tokens import (
 from lfr_actors.testing.declarations import make_deployment, make_entry
 from lfr_actors.testing.doubles import make_sighting
 from tests.api_helpers import problem
+from tests.calibration_samples import sample_calibration
 
 OPERATOR = Actor("cli:test")
 TINY_JPEG = bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
@@ -131,6 +132,7 @@ class Samples:
         ("DELETE", "alert_release"): {"reason": "case closed"},
         ("POST", "deployment_close"): {"reason": "operation over"},
         ("POST", "deployment_threshold"): {"threshold": 0.5, "reason": "fewer false alerts"},
+        ("PUT", "deployment_calibration"): sample_calibration(),
         ("DELETE", "entry_delete"): {"reason": "arrested"},
         ("PUT", "monitoring_categories_set"): {
             "categories": {"perceived_sex": ["female", "male"]},

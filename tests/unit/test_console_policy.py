@@ -8,6 +8,7 @@ import re
 
 from lfr_actors.api.console import _page
 from lfr_actors.api.deployments import REPORT_STYLE, render_report_page
+from lfr_actors.calibration import false_alert_figures
 
 
 def _source(block: str) -> str:
@@ -32,6 +33,15 @@ def _report() -> dict[str, object]:
         "alerts": {"total": 0, "confirmed": 0, "false": 0, "unsure": 0, "not_adjudicated": 0},
         "outcomes": {},
         "false_alert_rate": 0.0,
+        "false_alerts": false_alert_figures(
+            None,
+            watchlist_size=1,
+            threshold=0.5,
+            false_alerts=0,
+            tracks_seen=8,
+            faces_seen=170,
+            closed=False,
+        ),
         "generated_at": "2026-12-01T10:00:00Z",
     }
 

@@ -35,7 +35,10 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     # The declarations every later floor shares: the topology schema, the alert records,
     # the tracking settings (the schema states their limits).
     ("records", ("topology.schema", "alerts.records", "tracking.config")),
-    ("rules", ("topology", "alerts", "video", "tracking", "evaluate", "evaluate_detect")),
+    (
+        "rules",
+        ("topology", "alerts", "video", "tracking", "evaluate", "evaluate_detect", "calibration"),
+    ),
     ("store", ("store", "enrolment", "evaluate_video", "testing")),
     ("services", ("actors", "api")),
     ("control", ("control",)),

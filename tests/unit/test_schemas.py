@@ -90,8 +90,9 @@ def test_deployments_entries_and_reports_send_every_stored_field(tmp_path: Path)
         assert record is not None
         entry = deployments.entry("dep1", "W-1")
         report = deployments.report("dep1")
-    assert fields(schemas.Deployment) == [*record.as_dict(time.time()), "links"]
+    assert fields(schemas.Deployment) == [*record.as_dict(time.time()), "false_alerts", "links"]
     assert fields(schemas.Entry) == [*entry.as_dict(), "image_url", "stale", "stale_at"]
     assert fields(schemas.Report) == list(report)
     assert fields(schemas.ReportWatchlist) == list(report["watchlist"])
     assert fields(schemas.ReportAlerts) == list(report["alerts"])
+    assert fields(schemas.FalseAlerts) == list(report["false_alerts"])

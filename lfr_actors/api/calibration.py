@@ -1,0 +1,93 @@
+"""A deployment's calibration over the API: ``PUT /v1/deployments/{id}/calibration``.
+
+For deployments made through the API (``lfr up`` stores the topology's
+``alerts.calibration`` itself). The body is the calibration file's JSON as
+``lfr evaluate calibrate`` writes it; an authoriser sets it, audited as
+``deployment.calibration`` with the old and the new file's summary. The answer is the
+deployment with its ``false_alerts`` figures from the new calibration.
+
+Answers: 200 (``changed`` false when the same file was already stored, nothing written);
+404 for an unknown deployment; 409 for a closed one; 422 for a body that is not a valid
+calibration file of this version (every bad field in ``invalid_params``) or whose model's
+embedding length differs from the deployment's stored templates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from lfr_actors.api.auth import principal
+from lfr_actors.api.bodies import model_response, read_json_body
+from lfr_actors.api.deployments import (
+    NO_DEPLOYMENT,
+    _deployment_fields,
+    false_alerts_of,
+    run_store,
+)
+from lfr_actors.api.keys import DEPLOYMENTS
+from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
+from lfr_actors.api.problems import ProblemError
+from lfr_actors.api.schemas import CalibrationChanged
+from lfr_actors.calibration import MAX_GRID_POINTS, CalibrationFile
+from lfr_actors.store.calibrations import set_calibration
+from lfr_actors.store.records import EntryState
+
+MAX_CALIBRATION_BYTES = 64 * 1024 + MAX_GRID_POINTS * 400
+"""Room for the file's fixed part and a full grid of points written with indentation."""
+
+
+def _template_dimensions(request: web.Request, deployment_id: str) -> set[int]:
+    store = request.app[DEPLOYMENTS]
+    entries = store.entries(deployment_id)
+    return {
+        e.dimension
+        for e in entries
+        if e.dimension is not None and e.state in (EntryState.ACTIVE, EntryState.PENDING)
+    }
+
+
+@operation(
+    "Set the deployment's calibration: the file lfr evaluate calibrate writes (audited as "
+    "deployment.calibration).",
+    description="The deployment then shows its expected false alerts per 1,000 passers-by "
+    "for its watchlist size and threshold (false_alerts) in GET /v1/deployments/{id} and "
+    "in its report. No face, image or embedding is in the file.",
+    body=Body(CalibrationFile, MAX_CALIBRATION_BYTES),
+    responses={
+        200: ok(CalibrationChanged, "The deployment; changed says if the calibration did."),
+        404: NO_DEPLOYMENT,
+        409: problem("The deployment is closed."),
+        **body_problems(MAX_CALIBRATION_BYTES),
+    },
+)
+async def put_calibration(request: web.Request) -> web.Response:
+    """Store the deployment's calibration (audited); 422 for an invalid file."""
+    deployment_id = request.match_info["deployment_id"]
+    calibration = await read_json_body(request, CalibrationFile, max_bytes=MAX_CALIBRATION_BYTES)
+    record = await run_store(request.app[DEPLOYMENTS].get, deployment_id)
+    dimensions = await asyncio.to_thread(_template_dimensions, request, deployment_id)
+    other = sorted(d for d in dimensions if d != calibration.model.dimension)
+    if other:
+        raise ProblemError(
+            422,
+            "The calibration is of another model than the deployment's watchlist.",
+            invalid_params=[
+                {
+                    "name": "model.dimension",
+                    "reason": f"the calibration's model ({calibration.model.name}) makes "
+                    f"{calibration.model.dimension}-long embeddings; the watchlist's "
+                    f"templates are {', '.join(map(str, other))} long",
+                }
+            ],
+        )
+    record, changed = await run_store(
+        set_calibration,
+        request.app[DEPLOYMENTS],
+        record.id,
+        calibration,
+        actor=principal(request).actor,
+    )
+    fields = _deployment_fields(request, record, *await false_alerts_of(request, record))
+    return model_response(CalibrationChanged.model_validate({**fields, "changed": changed}))

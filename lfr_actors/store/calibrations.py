@@ -1,0 +1,127 @@
+"""A deployment's calibration: stored, audited, and read as expected beside observed alerts.
+
+The calibration file's document (:mod:`lfr_actors.calibration`: scores only, no faces) is
+kept in ``deployments.calibration`` as canonical JSON. Setting it is one transaction with
+its audit entry (``deployment.calibration``: the old and new file's model, date and
+SHA-256, and who); the same document again changes nothing and writes nothing. A closed
+deployment's calibration no longer changes.
+
+:func:`false_alerts` gives what ``GET /v1/deployments/{id}`` and the report show: the
+expected false alerts per 1,000 passers-by for the watchlist searched now (active entries
+less the damaged ones) at the threshold in force, beside those observed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from lfr_actors.calibration import (
+    CalibrationFile,
+    calibration_summary,
+    document_text,
+    false_alert_figures,
+)
+from lfr_actors.store.audit import Action, Actor, append_entry
+from lfr_actors.store.freshness import searched_entry_ids
+from lfr_actors.store.records import (
+    DeploymentRecord,
+    closed_error,
+    require_deployment,
+)
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from lfr_actors.store.watchlist import WatchlistEntries
+
+
+def stored_calibration(conn: sqlite3.Connection, deployment_id: str) -> CalibrationFile | None:
+    """The deployment's calibration as ``conn`` sees it, or None (validated when stored)."""
+    row = conn.execute(
+        "SELECT calibration FROM deployments WHERE id = ?", (deployment_id,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return CalibrationFile.model_validate_json(row[0])
+
+
+def _audited(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    summary = calibration_summary(CalibrationFile.model_validate_json(text))
+    return {**summary, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def set_calibration(
+    deployments: WatchlistEntries,
+    deployment_id: str,
+    calibration: CalibrationFile,
+    *,
+    actor: Actor,
+) -> tuple[DeploymentRecord, bool]:
+    """Store the deployment's calibration (audited with the old and the new one).
+
+    Returns the record and whether it changed. :class:`DeploymentClosedError` for a
+    closed deployment, :class:`UnknownDeploymentError` for an unknown id; either way
+    nothing is stored or audited.
+    """
+    text = document_text(calibration)
+    with deployments.db.transaction() as conn:
+        record = require_deployment(conn, deployment_id)
+        if record.closed_at is not None:
+            raise closed_error(record)
+        old = conn.execute(
+            "SELECT calibration FROM deployments WHERE id = ?", (deployment_id,)
+        ).fetchone()[0]
+        if old == text:
+            return record, False
+        conn.execute("UPDATE deployments SET calibration = ? WHERE id = ?", (text, deployment_id))
+        append_entry(
+            conn,
+            actor,
+            Action.CALIBRATION_SET,
+            deployment_id,
+            {"from": _audited(old), "to": _audited(text)},
+            at=deployments.clock(),
+        )
+    return record, True
+
+
+def figures(
+    record: DeploymentRecord,
+    calibration: CalibrationFile | None,
+    *,
+    searched: int,
+    false_alerts: int,
+) -> dict[str, Any]:
+    """The ``false_alerts`` figures of ``record`` (see :func:`false_alert_figures`).
+
+    ``searched`` is the watchlist size: the entries in the index now, i.e. active, not
+    damaged and not stale (:func:`lfr_actors.store.freshness.searched_entry_ids`).
+    """
+    return false_alert_figures(
+        calibration,
+        watchlist_size=searched,
+        threshold=record.threshold,
+        false_alerts=false_alerts,
+        tracks_seen=record.tracks_seen,
+        faces_seen=record.faces_seen,
+        closed=record.closed_at is not None,
+    )
+
+
+def false_alerts(deployments: WatchlistEntries, deployment_id: str) -> dict[str, Any]:
+    """Expected and observed false alerts of one deployment now (one snapshot of the file)."""
+    now = deployments.clock()
+    with deployments.db.snapshot() as conn:
+        record = require_deployment(conn, deployment_id)
+        searched = searched_entry_ids(conn, deployment_id, now)
+        false_count = conn.execute(
+            "SELECT COUNT(*) FROM alerts a JOIN adjudications j "
+            "ON j.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.id) "
+            "WHERE a.deployment_id = ? AND j.decision = 'not_a_match'",
+            (deployment_id,),
+        ).fetchone()[0]
+        calibration = stored_calibration(conn, deployment_id)
+    return figures(record, calibration, searched=len(searched), false_alerts=int(false_count))
