@@ -346,7 +346,7 @@ class Entry(_Response):
     state: EntryState
     display_name: str | None
     category: str
-    legal_basis: str
+    legal_basis: str | None = Field(description="The legal power (null for a test subject).")
     source: str | None
     image_date: Annotated[str, WithJsonSchema({"type": "string", "format": "date"})] | None
     threshold: float | None
@@ -362,6 +362,13 @@ class Entry(_Response):
     removed_at: UtcTime | None
     remove_reason: str | None
     image_url: str | None
+    test_subject: bool = Field(
+        description="A consenting volunteer measuring live accuracy; their alerts go to the "
+        "test-subject queue only."
+    )
+    consent_ref: str | None = Field(
+        description="A test subject's consent reference (null otherwise, and once destroyed)."
+    )
 
 
 class EntryList(_Response):

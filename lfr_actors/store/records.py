@@ -87,6 +87,7 @@ ENTRY_COLUMNS = (
     "deployment_id, id, display_name, category, legal_basis, source, image_date, threshold, "
     "origin, state, image_type, dimension, quality, added_by, added_by_token, added_at, "
     "approved_by, approved_by_token, approved_at, removed_by, removed_at, remove_reason, "
+    "test_subject, consent_ref, "
     "CASE WHEN embeddings IS NULL THEN 0 ELSE length(embeddings) / (4 * dimension) END "
     "AS templates"
 )
@@ -166,7 +167,7 @@ class EntryRecord:
     id: str
     display_name: str | None
     category: str
-    legal_basis: str
+    legal_basis: str | None
     source: str | None
     image_date: str | None
     threshold: float | None
@@ -185,6 +186,10 @@ class EntryRecord:
     removed_at: float | None
     remove_reason: str | None
     templates: int
+    test_subject: bool = False
+    """A consenting volunteer, there to measure live accuracy (no legal basis, a consent)."""
+    consent_ref: str | None = None
+    """A test subject's consent reference (wiped with the personal details at close)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready map (Unix seconds); no image or embedding, ever."""
@@ -209,6 +214,8 @@ class EntryRecord:
             "removed_by": self.removed_by,
             "removed_at": self.removed_at,
             "remove_reason": self.remove_reason,
+            "test_subject": self.test_subject,
+            "consent_ref": self.consent_ref,
         }
 
 
@@ -276,12 +283,13 @@ def closed_error(record: DeploymentRecord) -> DeploymentClosedError:
 
 def wipe_entries(conn: Any, where: str, params: tuple[Any, ...]) -> None:
     """Wipe the images, templates and personal details of the entries ``where`` selects."""
-    # The biometric data and the personal details go; ids, category, legal basis and who
-    # did what stay for the audit trail and the report. secure_delete overwrites the pages.
+    # The biometric data and the personal details (a test subject's consent reference
+    # too) go; ids, category, legal basis, whether it was a test subject and who did what
+    # stay for the audit trail and the report. secure_delete overwrites the pages.
     conn.execute(
         "UPDATE watchlist_entries SET image = NULL, image_type = NULL, embeddings = NULL, "
         "embeddings_sha256 = NULL, quality = NULL, display_name = NULL, source = NULL, "
-        f"image_date = NULL WHERE {where}",
+        f"image_date = NULL, consent_ref = NULL WHERE {where}",
         params,
     )
 
@@ -319,7 +327,8 @@ def entry_record(row: sqlite3.Row) -> EntryRecord:
         id=row["id"],
         display_name=row["display_name"],
         category=row["category"],
-        legal_basis=row["legal_basis"],
+        # A test subject's row holds '' in the NOT NULL legal_basis column: it has none.
+        legal_basis=row["legal_basis"] or None,
         source=row["source"],
         image_date=row["image_date"],
         threshold=None if row["threshold"] is None else float(row["threshold"]),
@@ -338,4 +347,6 @@ def entry_record(row: sqlite3.Row) -> EntryRecord:
         removed_at=None if row["removed_at"] is None else float(row["removed_at"]),
         remove_reason=row["remove_reason"],
         templates=int(row["templates"] or 0),
+        test_subject=bool(row["test_subject"]),
+        consent_ref=row["consent_ref"],
     )
