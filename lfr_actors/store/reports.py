@@ -12,6 +12,7 @@ from typing import Any
 
 from lfr_actors.store.db import Database
 from lfr_actors.store.records import EntryState, require_deployment
+from lfr_actors.store.test_subjects import test_subject_figures
 
 
 def deployment_report(
@@ -22,7 +23,9 @@ def deployment_report(
     Alerts are counted by the decision in force (the latest, corrections included);
     outcomes are those of confirmed matches. ``false_alert_rate`` is false alerts per
     face seen (null before any face was seen). ``tracks_seen`` counts the face tracks: the
-    people seen, each once per camera however many frames they were in.
+    people seen, each once per camera however many frames they were in. The alert figures
+    count suspects' alerts only; ``test_subjects`` gives the test subjects' own figures
+    (:func:`~lfr_actors.store.test_subjects.test_subject_figures`).
     """
     with db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
@@ -39,14 +42,17 @@ def deployment_report(
             (deployment_id,),
         ).fetchone()[0]
         alerts = conn.execute(
-            "SELECT COUNT(*) FROM alerts WHERE deployment_id = ?", (deployment_id,)
+            # Suspects' alerts only: a test subject's are counted in test_subjects.
+            "SELECT COUNT(*) FROM alerts WHERE deployment_id = ? AND test_subject = 0",
+            (deployment_id,),
         ).fetchone()[0]
         decisions = conn.execute(
             "SELECT j.decision, j.outcome, COUNT(*) FROM alerts a JOIN adjudications j "
             "ON j.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.id) "
-            "WHERE a.deployment_id = ? GROUP BY j.decision, j.outcome",
+            "WHERE a.deployment_id = ? AND a.test_subject = 0 GROUP BY j.decision, j.outcome",
             (deployment_id,),
         ).fetchall()
+        test_subjects = test_subject_figures(conn, deployment_id)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -90,5 +96,6 @@ def deployment_report(
         },
         "outcomes": dict(sorted(outcomes.items())),
         "false_alert_rate": (false_alerts / faces) if faces else None,
+        "test_subjects": test_subjects,
         "generated_at": now,
     }
