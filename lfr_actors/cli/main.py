@@ -15,7 +15,16 @@ import sys
 from collections.abc import Sequence
 
 from lfr_actors import __version__
-from lfr_actors.cli import evaluate, governance, models, run, status, store, tokens
+from lfr_actors.cli import (
+    evaluate,
+    governance,
+    models,
+    run,
+    status,
+    store,
+    test_subjects,
+    tokens,
+)
 from lfr_actors.cli.common import EXIT_FAILURE, EXIT_USAGE, UsageError
 from lfr_actors.errors import LfrError
 from lfr_actors.logs import configure as configure_logging
@@ -41,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     governance.add_deployments(sub)
     governance.add_audit(sub)
     governance.add_retention(sub)
+    test_subjects.add_test_subjects(sub)
     store.add_store_commands(sub)
     run.add_down(sub)
     evaluate.add_evaluate(sub)
