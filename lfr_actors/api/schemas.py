@@ -369,7 +369,6 @@ class Entry(_Response):
     removed_by: str | None
     removed_at: UtcTime | None
     remove_reason: str | None
-    image_url: str | None
     test_subject: bool = Field(
         description="A consenting volunteer measuring live accuracy; their alerts go to the "
         "test-subject queue only."
@@ -377,6 +376,7 @@ class Entry(_Response):
     consent_ref: str | None = Field(
         description="A test subject's consent reference (null otherwise, and once destroyed)."
     )
+    image_url: str | None
 
 
 class EntryList(_Response):

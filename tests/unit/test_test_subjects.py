@@ -19,6 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
+from lfr_actors.api.schemas import ReportTestSubjects
 from lfr_actors.api.stream import EventHub
 from lfr_actors.control.jsonl_sink import JsonlSink
 from lfr_actors.control.terminal import json_line, readable_line
@@ -368,6 +369,9 @@ def test_report_counts_passes_alerted_and_keeps_test_subjects_out_of_the_suspect
 
 def test_report_before_any_pass_says_null(store: Deployments) -> None:
     figures = store.report("dep1")["test_subjects"]
+    # The API's model sends every figure, in the store's order.
+    assert list(ReportTestSubjects.model_fields) == list(figures)
+    assert ReportTestSubjects.model_validate(figures).model_dump(mode="json") == figures
     assert figures["passes_recorded"] == 0
     assert figures["true_positive_rate"] is None
     assert figures["seconds_to_alert"] == {"median": None, "max": None}
