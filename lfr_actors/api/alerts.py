@@ -6,6 +6,10 @@ says which event the page reflects (``last_event_id``), so a client can open the
 stream (:mod:`lfr_actors.api.stream`) after it and miss nothing. Each view of a face crop
 is audited before it is sent; a crop that retention purged answers 410 while the alert
 remains.
+
+Officers work the suspects' queue: the list and the stream serve suspects' alerts unless
+``?queue=test_subjects`` asks for those of test subjects (volunteers measuring live
+accuracy), which never enter the suspects' queue.
 """
 
 from __future__ import annotations
