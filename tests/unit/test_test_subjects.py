@@ -40,6 +40,8 @@ from lfr_actors.store.test_subjects import (
 from lfr_actors.store.webhooks import WebhookPositions
 from lfr_actors.testing.declarations import make_deployment, make_entry
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, make_sighting
+from lfr_actors.topology import TopologyError
+from lfr_actors.topology.loader import load_watchlist
 from lfr_actors.topology.schema import RULES_ERROR, NewEntry, Webhook
 from tests.unit.test_webhooks import ENV, SECRET, Receiver, start, until
 
@@ -375,3 +377,37 @@ def test_report_before_any_pass_says_null(store: Deployments) -> None:
     assert figures["passes_recorded"] == 0
     assert figures["true_positive_rate"] is None
     assert figures["seconds_to_alert"] == {"median": None, "max": None}
+
+
+# -- the watchlist file ------------------------------------------------------------------
+
+WATCHLIST_FILE = """\
+version: 1
+entries:
+  - id: TS-1
+    display_name: A Volunteer
+    images: [img/volunteer.jpg]
+    category: test subject
+    test_subject: true
+    consent_ref: CONSENT-2026-007
+    source: photographed on the day
+    image_date: 2026-11-30
+"""
+
+
+def test_a_watchlist_file_declares_test_subjects(tmp_path: Path) -> None:
+    path = tmp_path / "watchlist.yaml"
+    path.write_text(WATCHLIST_FILE, "utf-8")
+    (entry,) = load_watchlist(path).entries
+    assert (entry.test_subject, entry.consent_ref, entry.legal_basis) == (
+        True,
+        "CONSENT-2026-007",
+        None,
+    )
+    path.write_text(WATCHLIST_FILE.replace("    consent_ref: CONSENT-2026-007\n", ""), "utf-8")
+    with pytest.raises(TopologyError) as caught:
+        load_watchlist(path)
+    (issue,) = caught.value.issues
+    assert issue.path == "entries[0].consent_ref"
+    assert "a test subject needs consent_ref" in issue.message
+    assert issue.line is not None
