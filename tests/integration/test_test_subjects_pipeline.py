@@ -44,7 +44,8 @@ def test_a_test_subjects_alert_stays_out_of_the_suspects_queue_and_proves_the_pa
     out, err = up.communicate(timeout=600)
     elapsed_s = time.monotonic() - started
     assert up.returncode == 0, err[-3000:]
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith('{"event"')]
+    # Off a terminal, each alert event is a JSON line (log lines are JSON too: no distance).
+    lines = [json.loads(line) for line in out.splitlines() if '"best_distance": ' in line]
     assert lines and {line["entry_id"] for line in lines} == {"lin_manuel_miranda"}, out
     assert all(line["test_subject"] is True for line in lines)
 
