@@ -6,6 +6,10 @@ says which event the page reflects (``last_event_id``), so a client can open the
 stream (:mod:`lfr_actors.api.stream`) after it and miss nothing. Each view of a face crop
 is audited before it is sent; a crop that retention purged answers 410 while the alert
 remains.
+
+Officers work the suspects' queue: the list and the stream serve suspects' alerts unless
+``?queue=test_subjects`` asks for those of test subjects (volunteers measuring live
+accuracy), which never enter the suspects' queue.
 """
 
 from __future__ import annotations
@@ -52,6 +56,16 @@ _TIME = {
     "description": "Unix seconds, or ISO 8601 with a UTC offset (e.g. 2025-01-31T12:00:00Z).",
 }
 _NO_ALERT = problem("No such alert.")
+QUEUES = {"suspects": False, "test_subjects": True}
+"""The alert queues (``?queue=``) and whether each holds test subjects' alerts: officers
+work the suspects' queue (the default); test subjects' alerts measure live accuracy and
+are kept apart from it."""
+QUEUE_PARAM = query(
+    "queue",
+    {"type": "string", "enum": list(QUEUES), "default": "suspects"},
+    "suspects (the default): alerts of suspects only; test_subjects: only the alerts of "
+    "test subjects (volunteers measuring live accuracy).",
+)
 
 
 @operation(
@@ -66,6 +80,7 @@ _NO_ALERT = problem("No such alert.")
         query("camera", {"type": "string"}, "Only alerts seen on this camera."),
         query("entry", {"type": "string"}, "Only alerts of this watchlist entry."),
         query("track_id", {"type": "string"}, "Only the alert this face track belongs to."),
+        QUEUE_PARAM,
         query("since", _TIME, "Only alerts last seen at or after this time."),
         query("until", _TIME, "Only alerts first seen at or before this time."),
         limit_param(PageLimits(DEFAULT_PAGE, MAX_PAGE)),
@@ -99,6 +114,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         limit=query.limit,
         before_event=query.cursor,
         deployment_ids=scope_of(request),
+        test_subject=QUEUES[query.queue],
     )
     cursor = None if page.next_before_event is None else str(page.next_before_event)
     return model_response(
@@ -211,6 +227,7 @@ class _ListQuery:
     until: float | None = None
     limit: int = DEFAULT_PAGE
     cursor: int | None = None
+    queue: str = "suspects"
     errors: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
@@ -230,6 +247,10 @@ class _ListQuery:
         parsed.camera = query.get("camera") or None
         parsed.entry = query.get("entry") or None
         parsed.track_id = query.get("track_id") or None
+        parsed.queue = query.get("queue") or "suspects"
+        if parsed.queue not in QUEUES:
+            parsed._error("queue", "one of " + ", ".join(QUEUES))
+            parsed.queue = "suspects"
         parsed.since = parsed._time("since", query.get("since"))
         parsed.until = parsed._time("until", query.get("until"))
         if "limit" in query:

@@ -69,6 +69,7 @@ from lfr_actors.api.problems import problem_middleware
 from lfr_actors.api.retention import release_hold, set_hold
 from lfr_actors.api.status import DEFAULT_INTERVAL_S, StatusCache, StatusSource, StoreHealth
 from lfr_actors.api.stream import HUB, EventHub, encode_event, stream_alerts
+from lfr_actors.api.test_subjects import list_test_passes, record_test_pass
 from lfr_actors.api.watchlist import (
     MAX_CONCURRENT_ENROLMENTS,
     approve_entry,
@@ -197,6 +198,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(f"{deployment}/report.html", get_report_page, name="deployment_report_page")
     app.router.add_get(f"{deployment}/entries", list_entries, name="entries")
     app.router.add_post(f"{deployment}/entries", create_entry, name="entry_create")
+    app.router.add_get(f"{deployment}/test-passes", list_test_passes, name="test_passes")
+    app.router.add_post(f"{deployment}/test-passes", record_test_pass, name="test_pass_record")
     entry = f"{deployment}/entries/{{entry_id}}"
     app.router.add_get(entry, get_entry, name="entry")
     app.router.add_delete(entry, delete_entry, name="entry_delete")

@@ -132,6 +132,10 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("PUT", "monitoring_categories_set"): roles(),
         ("GET", "policy"): roles(*Role),
         ("PUT", "policy_set"): roles(),
+        # Test subjects' passes: recorded by the officers who see the volunteer walk by, or
+        # the authoriser overseeing the test; read by whoever reads the report.
+        ("GET", "test_passes"): roles(*VIEWERS, Role.AUTHORISER),
+        ("POST", "test_pass_record"): roles(Role.ADJUDICATOR, Role.AUTHORISER),
     }
 )
 """(HTTP method, route name) -> who may call it: every route of the API, in one place.

@@ -18,7 +18,7 @@ import asyncio
 
 from aiohttp import web
 
-from lfr_actors.api.auth import principal
+from lfr_actors.api.auth import principal, require_in_scope
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.deployments import (
     NO_DEPLOYMENT,
@@ -65,6 +65,7 @@ def _template_dimensions(request: web.Request, deployment_id: str) -> set[int]:
 async def put_calibration(request: web.Request) -> web.Response:
     """Store the deployment's calibration (audited); 422 for an invalid file."""
     deployment_id = request.match_info["deployment_id"]
+    require_in_scope(request, deployment_id)
     calibration = await read_json_body(request, CalibrationFile, max_bytes=MAX_CALIBRATION_BYTES)
     record = await run_store(request.app[DEPLOYMENTS].get, deployment_id)
     dimensions = await asyncio.to_thread(_template_dimensions, request, deployment_id)

@@ -36,6 +36,7 @@ from lfr_actors.api.schemas import (
     Report,
     ThresholdChanged,
 )
+from lfr_actors.api.test_subject_report import test_subjects_section
 from lfr_actors.store import calibrations
 from lfr_actors.store.audit import Action
 from lfr_actors.store.policy import PolicyError
@@ -498,6 +499,7 @@ def render_report_page(report: dict[str, Any]) -> str:
         or "<tr><td colspan=2>No confirmed alerts.</td></tr>"
     )
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in rows)
+    test_subjects = test_subjects_section(report)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Deployment report: {e(report["deployment_id"])}</title>
@@ -511,6 +513,7 @@ def render_report_page(report: dict[str, Any]) -> str:
 {threshold_section(report)}
 {freshness_section(report)}
 {false_alerts_section(report["false_alerts"])}
+{test_subjects}
 <footer>Generated {e(report["generated_at"])}. The watchlist's images and embeddings are
 destroyed when the deployment closes; this report, the alerts under their retention and the
 audit trail remain.</footer>

@@ -56,9 +56,12 @@ __all__ = [
     "ReportAlerts",
     "ReportDemographics",
     "ReportDemographicsByDecision",
+    "ReportTestSubjects",
     "ReportWatchlist",
     "Status",
     "StatusFreshness",
+    "TestPass",
+    "TestPassList",
     "ThresholdChanged",
     "ThresholdPolicy",
     "ThresholdPolicyChanged",
@@ -183,6 +186,11 @@ class Alert(_Response):
     )
     media_time_s: float | None = Field(
         description="Media time (seconds) of the best face in the recording; null when live."
+    )
+    test_subject: bool = Field(
+        default=False,
+        description="The entry matched is a test subject (a volunteer measuring live "
+        "accuracy): the alert is in the test-subject queue, not the officers' suspect queue.",
     )
     crop_url: str = Field(description="Where the face crop is (JPEG).")
     entry_url: str = Field(description="The watchlist entry matched.")
@@ -413,7 +421,7 @@ class Entry(_Response):
     state: EntryState
     display_name: str | None
     category: str
-    legal_basis: str
+    legal_basis: str | None = Field(description="The legal power (null for a test subject).")
     source: str | None
     image_date: Annotated[str, WithJsonSchema({"type": "string", "format": "date"})] | None
     threshold: float | None
@@ -428,6 +436,13 @@ class Entry(_Response):
     removed_by: str | None
     removed_at: UtcTime | None
     remove_reason: str | None
+    test_subject: bool = Field(
+        description="A consenting volunteer measuring live accuracy; their alerts go to the "
+        "test-subject queue only."
+    )
+    consent_ref: str | None = Field(
+        description="A test subject's consent reference (null otherwise, and once destroyed)."
+    )
     image_url: str | None
     stale: bool = Field(
         description="Active but approved longer ago than the deployment's watchlist_max_age_h: "
@@ -526,6 +541,67 @@ class ThresholdStep(_Response):
     reason: str | None = Field(description="Why (from the audit log; null at creation).")
 
 
+class SecondsToAlert(_Response):
+    """Seconds from a recorded pass to the first sighting of its alert on that camera."""
+
+    median: float | None = Field(description="Over the alerted passes (null before any).")
+    max: float | None = Field(description="The slowest alerted pass (null before any).")
+
+
+class PassTolerance(_Response):
+    """How far from a recorded pass an alert's sighting may be and still count for it."""
+
+    before: float = Field(description="Seconds before the pass time.")
+    after: float = Field(description="Seconds after the pass time.")
+
+
+class ReportTestSubjects(_Response):
+    """The test subjects' figures: the deployment's live true-positive rate."""
+
+    entries: Count = Field(description="Test subjects ever on the watchlist.")
+    alerts: Count = Field(description="Their alerts (not counted in the suspects' alerts).")
+    passes_recorded: Count = Field(description="Passes of test subjects recorded.")
+    passes_alerted: Count = Field(
+        description="Recorded passes with an alert of that entry sighted on that camera "
+        "within the tolerance."
+    )
+    true_positive_rate: float | None = Field(
+        description="passes_alerted / passes_recorded (null before any pass)."
+    )
+    seconds_to_alert: SecondsToAlert
+    tolerance_s: PassTolerance
+
+
+class TestPass(_Response):
+    """A recorded pass of a test subject past a camera, and whether an alert saw it."""
+
+    __test__ = False  # not a pytest test class
+
+    id: int
+    deployment_id: str
+    entry_id: str
+    camera_id: str
+    passed_at: UtcTime
+    note: str | None
+    recorded_by: str
+    recorded_at: UtcTime
+    alerted: bool = Field(description="An alert of the entry was sighted on the camera then.")
+    alert_id: str | None = Field(description="That alert (null while not alerted).")
+    alerted_at: UtcTime | None = Field(description="When that sighting was captured.")
+    seconds_to_alert: float | None = Field(
+        description="Seconds from the pass to that sighting (negative: seen before the time "
+        "noted); null while not alerted."
+    )
+
+
+class TestPassList(_Response):
+    """A deployment's recorded passes, in pass-time order."""
+
+    __test__ = False  # not a pytest test class
+
+    passes: list[TestPass]
+
+
 class Report(_Response):
     """The figures published per deployment."""
 
@@ -551,6 +627,9 @@ class Report(_Response):
     alerts: ReportAlerts
     outcomes: dict[str, Count] = Field(description="Outcomes of confirmed alerts.")
     false_alert_rate: float | None = Field(description="False alerts per face seen.")
+    test_subjects: ReportTestSubjects = Field(
+        description="Test subjects' passes and alerts; the figures above count suspects only."
+    )
     false_alerts: FalseAlerts
     generated_at: UtcTime
     demographics: ReportDemographics | None = Field(

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from lfr_actors import logs
-from lfr_actors.api.alerts import MAX_ID, alert_body
+from lfr_actors.api.alerts import MAX_ID, QUEUE_PARAM, QUEUES, alert_body
 from lfr_actors.api.auth import require_in_scope, scope_of
 from lfr_actors.api.keys import DEPLOYMENTS, SETTINGS, STORE
 from lfr_actors.api.openapi import Param, media, operation, problem, query
@@ -165,6 +165,7 @@ HUB = web.AppKey("hub", EventHub)
     parameters=[
         query("after", _EVENT_ID, "Resume after this event id."),
         query("deployment", {"type": "string"}, "Only this deployment's alerts."),
+        QUEUE_PARAM,
         Param(
             "Last-Event-ID",
             _EVENT_ID,
@@ -174,7 +175,7 @@ HUB = web.AppKey("hub", EventHub)
     ],
     responses={
         200: media("text/event-stream", "An endless event stream."),
-        400: problem("An unknown parameter or a bad event id."),
+        400: problem("An unknown parameter, a bad event id or an unknown queue."),
         404: problem("No such deployment."),
     },
 )
@@ -182,14 +183,17 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: stored events after the client's last one, then live ones.
 
     Each event is ``id: <event_id>``, ``event: raised|updated|adjudicated`` and
-    ``data: <alert>``; ``?deployment=`` keeps one deployment's alerts. A token limited
-    to deployments gets only their alerts' events, resumed or live; ``?deployment=`` of
-    another deployment is 404, as for an unknown one.
+    ``data: <alert>``; ``?deployment=`` keeps one deployment's alerts. ``?queue=`` is
+    ``suspects`` (the default: officers never see a test subject's alert here) or
+    ``test_subjects`` (only theirs). A token limited to deployments gets only their
+    alerts' events, resumed or live; ``?deployment=`` of another deployment is 404, as for
+    an unknown one.
     Resume with the ``Last-Event-ID`` header (as browsers do) or ``?after=<event_id>``;
     without either, the stream starts at the newest event. Idle streams get a comment
     line every ``heartbeat_s``.
     """
     after = _resume_point(request)
+    test_subjects = _queue(request)
     deployment_id = request.query.get("deployment") or None
     store, hub = request.app[STORE], request.app[HUB]
     if deployment_id is not None:
@@ -213,7 +217,7 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b"retry: 2000\n\n")
         wanted = scope_of(request) if deployment_id is None else frozenset({deployment_id})
-        await _pump(request, response, after, wanted)
+        await _pump(request, response, after, wanted, test_subjects)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away; nothing to answer
@@ -227,6 +231,7 @@ async def _pump(
     response: web.StreamResponse,
     after: int,
     deployments: Collection[str] | None,
+    test_subjects: bool = False,
 ) -> None:
     store, hub = request.app[STORE], request.app[HUB]
     heartbeat_s = request.app[SETTINGS].heartbeat_s
@@ -245,7 +250,8 @@ async def _pump(
                 wanted = [
                     encode_event(request.app, e)
                     for e in events
-                    if deployments is None or e["alert"]["deployment_id"] in deployments
+                    if (deployments is None or e["alert"]["deployment_id"] in deployments)
+                    and in_queue(e, test_subjects)
                 ]
                 if wanted:
                     await response.write(b"".join(wanted))
@@ -253,6 +259,7 @@ async def _pump(
                 next_beat = loop.time() + heartbeat_s
                 continue
         elif after < hub.latest:
+            cached = [e for e in cached if in_queue(e.event, test_subjects)]
             if cached:
                 await response.write(b"".join(e.data for e in cached))
                 next_beat = loop.time() + heartbeat_s
@@ -275,12 +282,29 @@ def encode_event(app: web.Application, event: dict[str, Any]) -> bytes:
     return f"id: {event['event_id']}\nevent: {event['kind']}\ndata: {data}\n\n".encode()
 
 
+def in_queue(event: dict[str, Any], test_subjects: bool) -> bool:
+    """Whether a stored event belongs to the test subjects' queue (True) or the suspects'."""
+    return bool(event["alert"].get("test_subject", False)) is test_subjects
+
+
+def _queue(request: web.Request) -> bool:
+    """Whether the stream asked for the test subjects' queue (``?queue=``)."""
+    raw = request.query.get("queue") or "suspects"
+    if raw not in QUEUES:
+        raise ProblemError(
+            400,
+            f"queue must be one of {', '.join(QUEUES)}; got {raw[:40]!r}.",
+            invalid_params=[{"name": "queue", "reason": "one of " + ", ".join(QUEUES)}],
+        )
+    return QUEUES[raw]
+
+
 def _resume_point(request: web.Request) -> int | None:
-    unknown = sorted(set(request.query) - {"after", "deployment"})
+    unknown = sorted(set(request.query) - {"after", "deployment", "queue"})
     if unknown:
         raise ProblemError(
             400,
-            "The stream takes only the 'after' and 'deployment' parameters.",
+            "The stream takes only the 'after', 'deployment' and 'queue' parameters.",
             invalid_params=[{"name": n, "reason": "unknown parameter"} for n in unknown],
         )
     header = request.headers.get("Last-Event-ID")

@@ -74,7 +74,7 @@ from lfr_actors.models.images import ImageTooLargeError, check_pixels, sniff_for
 from lfr_actors.store.audit import Action
 from lfr_actors.store.freshness import entry_is_stale, entry_stale_at
 from lfr_actors.store.records import Enrolled, EntryRecord, EntryState
-from lfr_actors.topology.schema import FORM_FIELDS, NewEntry
+from lfr_actors.topology.schema import FORM_FIELDS, RULES_ERROR, NewEntry
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 """The most image bytes one upload takes (all its images together)."""
@@ -86,7 +86,7 @@ MAX_BODY_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 """The largest upload: the image and the text fields with their multipart framing."""
 MAX_JSON_BYTES = 16 * 1024
 MAX_PARTS = 16
-"""The most parts an upload may have: the seven text fields and five images, and room."""
+"""The most parts an upload may have: the nine text fields and five images, and room."""
 MAX_LISTED_PROBLEMS = 10
 """The most invalid fields one refusal lists; it says how many more there were."""
 MAX_CONCURRENT_ENROLMENTS = 2
@@ -279,14 +279,23 @@ def invalid_upload(invalid: list[dict[str, str]]) -> ProblemError:
 def _check_fields(fields: dict[str, str]) -> NewEntry:
     try:
         values: dict[str, Any] = dict(fields)
-        if values.get("threshold") == "":
-            values["threshold"] = None
+        # A form sends a field it leaves blank as empty text: read it as not given.
+        for name in ("threshold", "legal_basis", "consent_ref", "test_subject"):
+            if values.get(name) == "":
+                del values[name]
         return NewEntry.model_validate(values, context=FORM_FIELDS)
     except ValidationError as exc:
-        invalid = [
-            {"name": ".".join(str(p) for p in e["loc"]) or "(body)", "reason": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
+        invalid: list[dict[str, str]] = []
+        for e in exc.errors(include_url=False):
+            if e["type"] == RULES_ERROR:
+                # A rule across fields (a test subject's consent_ref, say): name each field.
+                invalid.extend(
+                    {"name": ".".join(str(p) for p in (*e["loc"], *v.path)), "reason": v.message}
+                    for v in e["ctx"]["violations"]
+                )
+            else:
+                name = ".".join(str(p) for p in e["loc"]) or "(body)"
+                invalid.append({"name": name, "reason": e["msg"]})
         raise invalid_upload(invalid) from None
 
 

@@ -24,6 +24,7 @@ from lfr_actors.cli import (
     run,
     status,
     store,
+    test_subjects,
     tokens,
 )
 from lfr_actors.cli.common import EXIT_FAILURE, EXIT_USAGE, UsageError
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     governance.add_audit(sub)
     governance.add_retention(sub)
     monitoring.add_monitoring(sub)
+    test_subjects.add_test_subjects(sub)
     store.add_store_commands(sub)
     run.add_down(sub)
     evaluate.add_evaluate(sub)

@@ -16,11 +16,12 @@ A line::
      "track_id": "cam_a:1.7.0", "tracks": ["cam_a:1.7.0"], "media_index": 1234,
      "media_time_s": 41.2}
 
-``best_distance`` is the alert's lowest cosine distance to its watchlist entry (lower is
-closer), named as in the API; times are ISO 8601 UTC. ``track_id`` is the face track that
-raised the alert and ``tracks`` every track fused into it; ``media_index`` and
-``media_time_s`` say where the best face is in a recording (frame number from 0,
-seconds), null for live sources and for alerts without tracks. The sink
+``test_subject`` is true for the alert of a test subject (a volunteer measuring live
+accuracy, not a suspect). ``best_distance`` is the alert's lowest cosine distance to its
+watchlist entry (lower is closer), named as in the API; times are ISO 8601 UTC.
+``track_id`` is the face track that raised the alert and ``tracks`` every track fused into
+it; ``media_index`` and ``media_time_s`` say where the best face is in a recording (frame
+number from 0, seconds), null for live sources and for alerts without tracks. The sink
 resumes from the last event id in its output file: after a crash it repairs a torn last
 line and carries on without gaps or repeats. The file is created (or tightened) readable
 by its owner only (0600), wherever it is: the lines name watchlist entries and where and
@@ -148,6 +149,7 @@ def event_line(event: dict[str, Any]) -> dict[str, Any]:
         "tracks": alert["tracks"],
         "media_index": alert["media_index"],
         "media_time_s": alert["media_time_s"],
+        "test_subject": bool(alert.get("test_subject", False)),
     }
 
 

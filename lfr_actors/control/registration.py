@@ -418,6 +418,8 @@ def prepare_and_enrol(
                     display_name=entry.display_name,
                     category=entry.category,
                     legal_basis=entry.legal_basis,
+                    test_subject=entry.test_subject,
+                    consent_ref=entry.consent_ref,
                     source=entry.source,
                     image_date=entry.image_date,
                     threshold=entry.threshold,

@@ -33,6 +33,7 @@ def json_line(event: dict[str, Any]) -> str:
             "track_id": alert["track_id"],
             "media_index": alert["media_index"],
             "media_time_s": alert["media_time_s"],
+            "test_subject": bool(alert.get("test_subject", False)),
         }
     )
 
@@ -46,6 +47,8 @@ def readable_line(event: dict[str, Any]) -> str:
     who = alert.get("display_name") or alert["entry_id"]
     if alert.get("display_name"):
         who = f"{who} ({alert['entry_id']})"
+    if alert.get("test_subject"):
+        who = f"{who} [TEST SUBJECT, not a suspect]"
     cameras = alert.get("cameras") or [alert["first_camera_id"]]
     return (
         f"{when} alert {kind:<11} {who}  camera {', '.join(cameras)}  "

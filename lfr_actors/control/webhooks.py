@@ -6,7 +6,9 @@ JSONL sink, that follows the store's event log from the webhook's stored positio
 moves the stored position on once the receiver answered 2xx (or refused the event for
 good, see :mod:`lfr_actors.alerts.webhooks`); a restart resumes after the last event
 answered, so an event may arrive twice (the receiver de-duplicates by ``event_id``) but
-is never left out. Events of kinds the webhook does not take are passed over.
+is never left out. Events of kinds the webhook does not take are passed over, and so are
+the events of test subjects' alerts (volunteers measuring live accuracy): webhooks carry
+suspects' alerts only.
 
 A receiver that is down costs the pipeline and the API nothing: the senders only read
 the store (as a live stream does) and wait on the network in their own tasks, with one
@@ -171,7 +173,8 @@ class WebhookSender:
         for event in events:
             if event["event_id"] <= self.state.position:
                 continue
-            if event["kind"] not in kinds:
+            if event["kind"] not in kinds or event["alert"].get("test_subject"):
+                # Webhooks are for suspects' alerts; a test subject's never leaves.
                 passed_over = event["event_id"]
                 self.state.position = passed_over
                 continue

@@ -40,7 +40,8 @@ __all__ = ["MIGRATIONS", "AlertPage", "AlertStore", "Migration", "StoreError"]
 _ALERT_COLUMNS = (
     "id, deployment_id, entry_id, first_camera_id, cameras, first_seen, last_seen, "
     "sightings, best_distance, best_sighting_id, best_box, best_quality, status, "
-    "created_at, updated_at, track_id, tracks, track_frames, media_index, media_time_s"
+    "created_at, updated_at, track_id, tracks, track_frames, media_index, media_time_s, "
+    "test_subject"
 )
 NOT_A_MATCH = "not_a_match"
 """The officer's decision that rejects an alert (``Decision.NOT_A_MATCH`` of
@@ -157,9 +158,23 @@ class AlertStore(Closing):
                     "INSERT INTO alerts (first_camera_id, cameras, first_seen, last_seen, "
                     "sightings, best_distance, best_sighting_id, best_box, best_quality, "
                     "best_crop, updated_at, track_id, tracks, track_frames, media_index, "
-                    "media_time_s, id, deployment_id, entry_id, status, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*values, alert.id, alert.deployment_id, alert.entry_id, alert.status, now),
+                    "media_time_s, id, deployment_id, entry_id, status, created_at, "
+                    "test_subject) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    # Whether the entry is a test subject, read in the same statement: the
+                    # watchlist is in this file, and the flag outlives its destruction.
+                    "COALESCE((SELECT test_subject FROM watchlist_entries "
+                    "WHERE deployment_id = ? AND id = ?), 0))",
+                    (
+                        *values,
+                        alert.id,
+                        alert.deployment_id,
+                        alert.entry_id,
+                        alert.status,
+                        now,
+                        alert.deployment_id,
+                        alert.entry_id,
+                    ),
                 )
             snapshot = self._get(alert.id)
             kind = "updated" if exists else "raised"
@@ -237,6 +252,7 @@ class AlertStore(Closing):
         before_event: int | None = None,
         track_id: str | None = None,
         deployment_ids: Collection[str] | None = None,
+        test_subject: bool | None = None,
     ) -> AlertPage:
         """Alerts newest raised first, filtered, one page at a time.
 
@@ -247,7 +263,8 @@ class AlertStore(Closing):
         fused into it (one of its sightings'); ``since``/``until`` (Unix
         seconds) keep alerts whose sighting span overlaps that interval. The cursor is the
         event id that raised an alert, which never changes, so pages are stable while new
-        alerts arrive and old ones are updated.
+        alerts arrive and old ones are updated. ``test_subject`` keeps only the alerts of
+        test subjects (True) or only those of suspects (False); None keeps both.
         """
         _check_limit(limit)
         conditions, params = given(
@@ -259,6 +276,7 @@ class AlertStore(Closing):
             ("last_seen >= ?", since),
             ("first_seen <= ?", until),
             ("raised_event_id < ?", before_event),
+            ("test_subject = ?", None if test_subject is None else int(test_subject)),
         )
         where = ["raised_event_id IS NOT NULL", *conditions]
         if deployment_ids is not None:
@@ -457,7 +475,8 @@ def _with_track_fields(snapshot: dict[str, Any]) -> dict[str, Any]:
     """An event's alert snapshot with every track field.
 
     Snapshots written before alerts had tracks (migration 9) read as no track, one frame
-    and no media position.
+    and no media position; those written before test subjects (migration 12) as a
+    suspect's.
     """
     missing: dict[str, Any] = {
         "track_id": None,
@@ -465,6 +484,7 @@ def _with_track_fields(snapshot: dict[str, Any]) -> dict[str, Any]:
         "track_frames": 1,
         "media_index": None,
         "media_time_s": None,
+        "test_subject": False,
     }
     return snapshot | {k: v for k, v in missing.items() if k not in snapshot}
 
@@ -491,4 +511,5 @@ def _alert_dict(row: sqlite3.Row) -> dict[str, Any]:
         "track_frames": int(row["track_frames"]),
         "media_index": None if row["media_index"] is None else int(row["media_index"]),
         "media_time_s": None if row["media_time_s"] is None else float(row["media_time_s"]),
+        "test_subject": bool(row["test_subject"]),
     }

@@ -117,11 +117,22 @@ def false_alerts(deployments: WatchlistEntries, deployment_id: str) -> dict[str,
     with deployments.db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
         searched = searched_entry_ids(conn, deployment_id, now)
-        false_count = conn.execute(
-            "SELECT COUNT(*) FROM alerts a JOIN adjudications j "
-            "ON j.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.id) "
-            "WHERE a.deployment_id = ? AND j.decision = 'not_a_match'",
-            (deployment_id,),
-        ).fetchone()[0]
+        false_count = observed_false_alerts(conn, deployment_id)
         calibration = stored_calibration(conn, deployment_id)
-    return figures(record, calibration, searched=len(searched), false_alerts=int(false_count))
+    return figures(record, calibration, searched=len(searched), false_alerts=false_count)
+
+
+def observed_false_alerts(conn: Any, deployment_id: str) -> int:
+    """Alerts whose decision in force is not_a_match, in both queues.
+
+    A false match against a test subject's entry is as false as one against a suspect's:
+    the expected rate counts every entry searched, so the observed one counts every queue
+    (the Met's published ``alerts.false`` counts suspects only).
+    """
+    row = conn.execute(
+        "SELECT COUNT(*) FROM alerts a JOIN adjudications j "
+        "ON j.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.id) "
+        "WHERE a.deployment_id = ? AND j.decision = 'not_a_match'",
+        (deployment_id,),
+    ).fetchone()
+    return int(row[0])

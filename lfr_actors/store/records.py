@@ -88,6 +88,7 @@ ENTRY_COLUMNS = (
     "deployment_id, id, display_name, category, legal_basis, source, image_date, threshold, "
     "origin, state, image_type, dimension, quality, added_by, added_by_token, added_at, "
     "approved_by, approved_by_token, approved_at, removed_by, removed_at, remove_reason, "
+    "test_subject, consent_ref, "
     "CASE WHEN embeddings IS NULL THEN 0 ELSE length(embeddings) / (4 * dimension) END "
     "AS templates, "
     # The deployment's freshness limit, so that an entry read alone can say if it is stale.
@@ -173,7 +174,7 @@ class EntryRecord:
     id: str
     display_name: str | None
     category: str
-    legal_basis: str
+    legal_basis: str | None
     source: str | None
     image_date: str | None
     threshold: float | None
@@ -194,6 +195,10 @@ class EntryRecord:
     templates: int
     watchlist_max_age_h: float | None = None
     """The deployment's freshness limit (:mod:`lfr_actors.store.freshness` applies it)."""
+    test_subject: bool = False
+    """A consenting volunteer, there to measure live accuracy (no legal basis, a consent)."""
+    consent_ref: str | None = None
+    """A test subject's consent reference (wiped with the personal details at close)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready map (Unix seconds); no image or embedding, ever."""
@@ -218,6 +223,8 @@ class EntryRecord:
             "removed_by": self.removed_by,
             "removed_at": self.removed_at,
             "remove_reason": self.remove_reason,
+            "test_subject": self.test_subject,
+            "consent_ref": self.consent_ref,
         }
 
 
@@ -309,12 +316,13 @@ def closed_error(record: DeploymentRecord) -> DeploymentClosedError:
 
 def wipe_entries(conn: Any, where: str, params: tuple[Any, ...]) -> None:
     """Wipe the images, templates and personal details of the entries ``where`` selects."""
-    # The biometric data and the personal details go; ids, category, legal basis and who
-    # did what stay for the audit trail and the report. secure_delete overwrites the pages.
+    # The biometric data and the personal details (a test subject's consent reference
+    # too) go; ids, category, legal basis, whether it was a test subject and who did what
+    # stay for the audit trail and the report. secure_delete overwrites the pages.
     conn.execute(
         "UPDATE watchlist_entries SET image = NULL, image_type = NULL, embeddings = NULL, "
         "embeddings_sha256 = NULL, quality = NULL, display_name = NULL, source = NULL, "
-        f"image_date = NULL WHERE {where}",
+        f"image_date = NULL, consent_ref = NULL WHERE {where}",
         params,
     )
 
@@ -353,7 +361,8 @@ def entry_record(row: sqlite3.Row) -> EntryRecord:
         id=row["id"],
         display_name=row["display_name"],
         category=row["category"],
-        legal_basis=row["legal_basis"],
+        # A test subject's row holds '' in the NOT NULL legal_basis column: it has none.
+        legal_basis=row["legal_basis"] or None,
         source=row["source"],
         image_date=row["image_date"],
         threshold=None if row["threshold"] is None else float(row["threshold"]),
@@ -373,6 +382,8 @@ def entry_record(row: sqlite3.Row) -> EntryRecord:
         remove_reason=row["remove_reason"],
         templates=int(row["templates"] or 0),
         watchlist_max_age_h=_hours(row["watchlist_max_age_h"]),
+        test_subject=bool(row["test_subject"]),
+        consent_ref=row["consent_ref"],
     )
 
 

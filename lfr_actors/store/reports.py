@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from lfr_actors.store.calibrations import figures as calibration_figures
-from lfr_actors.store.calibrations import stored_calibration
+from lfr_actors.store.calibrations import observed_false_alerts, stored_calibration
 from lfr_actors.store.db import Database
 from lfr_actors.store.freshness import read_freshness, searched_entry_ids
 from lfr_actors.store.monitoring import demographics_breakdown
 from lfr_actors.store.policy import read_policy, threshold_history
 from lfr_actors.store.records import EntryState, require_deployment
+from lfr_actors.store.test_subjects import test_subject_figures
 
 
 def deployment_report(
@@ -32,7 +33,9 @@ def deployment_report(
     the audit log); ``threshold_policy`` the store's policy in force
     (:mod:`lfr_actors.store.policy`). ``watchlist.stale``
     counts the active entries approved longer ago than ``watchlist_max_age_h`` at ``now``
-    (:mod:`lfr_actors.store.freshness`): not searched.
+    (:mod:`lfr_actors.store.freshness`): not searched. The alert figures
+    count suspects' alerts only; ``test_subjects`` gives the test subjects' own figures
+    (:func:`~lfr_actors.store.test_subjects.test_subject_figures`).
     """
     with db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
@@ -49,12 +52,14 @@ def deployment_report(
             (deployment_id,),
         ).fetchone()[0]
         alerts = conn.execute(
-            "SELECT COUNT(*) FROM alerts WHERE deployment_id = ?", (deployment_id,)
+            # Suspects' alerts only: a test subject's are counted in test_subjects.
+            "SELECT COUNT(*) FROM alerts WHERE deployment_id = ? AND test_subject = 0",
+            (deployment_id,),
         ).fetchone()[0]
         decisions = conn.execute(
             "SELECT j.decision, j.outcome, COUNT(*) FROM alerts a JOIN adjudications j "
             "ON j.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.id) "
-            "WHERE a.deployment_id = ? GROUP BY j.decision, j.outcome",
+            "WHERE a.deployment_id = ? AND a.test_subject = 0 GROUP BY j.decision, j.outcome",
             (deployment_id,),
         ).fetchall()
         demographics = demographics_breakdown(conn, deployment_id)
@@ -64,6 +69,8 @@ def deployment_report(
         fresh = read_freshness(conn, deployment_id, now)
         calibration = stored_calibration(conn, deployment_id)
         searched = searched_entry_ids(conn, deployment_id, now)
+        all_false = observed_false_alerts(conn, deployment_id)
+        test_subjects = test_subject_figures(conn, deployment_id)
     by_decision: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for decision, outcome, count in decisions:
@@ -111,15 +118,16 @@ def deployment_report(
         },
         "outcomes": dict(sorted(outcomes.items())),
         "false_alert_rate": (false_alerts / faces) if faces else None,
+        "test_subjects": test_subjects,
+        # Expected false alerts per 1,000 passers-by from the calibration, beside observed,
+        # for the entries searched now (active, not damaged, not stale).
+        "false_alerts": calibration_figures(
+            record, calibration, searched=len(searched), false_alerts=all_false
+        ),
         "generated_at": now,
         # Equality monitoring by category; the API withholds it from most roles.
         "demographics": demographics,
         "demographics_withheld": False,
         "threshold_history": history,
         "threshold_policy": policy.as_dict(),
-        # Expected false alerts per 1,000 passers-by from the calibration, beside observed,
-        # for the entries searched now (active, not damaged, not stale).
-        "false_alerts": calibration_figures(
-            record, calibration, searched=len(searched), false_alerts=false_alerts
-        ),
     }

@@ -102,14 +102,17 @@ class WatchlistEntries:
                 "INSERT INTO watchlist_entries (deployment_id, id, display_name, category, "
                 "legal_basis, source, image_date, threshold, origin, state, image, image_type, "
                 "embeddings, dimension, quality, added_by, added_by_token, added_at, "
-                "approved_by, approved_by_token, approved_at, embeddings_sha256) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "approved_by, approved_by_token, approved_at, embeddings_sha256, "
+                "test_subject, consent_ref) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     deployment_id,
                     new.id,
                     new.display_name,
                     new.category,
-                    new.legal_basis,
+                    # The column is NOT NULL (migration 3); a test subject has no legal
+                    # basis, so its row holds '' and reads back as None.
+                    new.legal_basis or "",
                     new.source,
                     new.image_date.isoformat(),
                     new.threshold,
@@ -127,15 +130,21 @@ class WatchlistEntries:
                     None if approved_by is None else approved_by.token_id,
                     None if approved_by is None else now,
                     template_checksum(int(vectors.shape[1]), vectors.tobytes()),
+                    int(new.test_subject),
+                    new.consent_ref,
                 ),
             )
-            details = {
+            details: dict[str, Any] = {
                 "deployment": deployment_id,
                 "category": new.category,
                 "legal_basis": new.legal_basis,
                 "origin": str(origin),
                 "state": str(state),
             }
+            if new.test_subject:
+                # Whether it is a volunteer stays in the trail; the consent reference, like
+                # the name, is wiped at close and so is not copied here.
+                details["test_subject"] = True
             subject = _subject(deployment_id, new.id)
             append_entry(conn, actor, Action.ENTRY_CREATE, subject, details, at=now)
             if approved_by is not None:

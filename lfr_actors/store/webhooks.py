@@ -70,12 +70,16 @@ class WebhookPositions:
             )
 
     def pending(self, after: int, kinds: Iterable[str]) -> int:
-        """Events of ``kinds`` after ``after``: what the webhook has still to send."""
+        """Events of ``kinds`` after ``after``: what the webhook has still to send.
+
+        A test subject's events are never sent, so they are not counted.
+        """
         kinds = list(kinds)
         marks = ", ".join("?" for _ in kinds)
         with self.db.lock:
             row = self.db.conn.execute(
-                f"SELECT COUNT(*) FROM alert_events WHERE event_id > ? AND kind IN ({marks})",
+                f"SELECT COUNT(*) FROM alert_events WHERE event_id > ? AND kind IN ({marks}) "
+                "AND NOT COALESCE(json_extract(alert, '$.test_subject'), 0)",
                 (after, *kinds),
             ).fetchone()
         return int(row[0])

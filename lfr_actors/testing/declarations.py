@@ -48,16 +48,22 @@ def make_entry(
     source: str = "custody record",
     image_date: str = "2026-01-01",
     threshold: float | None = None,
+    consent_ref: str | None = None,
 ) -> NewEntry:
-    """A watchlist entry's declaration, as an upload's text fields would make it."""
-    return NewEntry.model_validate(
-        {
-            "id": entry_id,
-            "display_name": display_name,
-            "category": category,
-            "legal_basis": legal_basis,
-            "source": source,
-            "image_date": image_date,
-            "threshold": threshold,
-        }
-    )
+    """A watchlist entry's declaration, as an upload's text fields would make it.
+
+    With ``consent_ref``, a test subject: the consent in place of a legal basis.
+    """
+    fields: dict[str, object] = {
+        "id": entry_id,
+        "display_name": display_name,
+        "category": category,
+        "legal_basis": legal_basis,
+        "source": source,
+        "image_date": image_date,
+        "threshold": threshold,
+    }
+    if consent_ref is not None:
+        del fields["legal_basis"]
+        fields.update(test_subject=True, consent_ref=consent_ref)
+    return NewEntry.model_validate(fields)

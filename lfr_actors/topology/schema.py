@@ -1574,9 +1574,24 @@ class NewEntry(_Strict):
         "bail conditions",
         examples=["wanted"],
     )
-    legal_basis: Text = Field(
-        description="the legal power under which the person is on the watchlist",
+    legal_basis: Text | None = Field(
+        default=None,
+        description="the legal power under which the person is on the watchlist; required "
+        "for everyone but a test subject, who has a consent_ref instead",
         examples=["PACE 1984 s.24; warrant 2026/0412"],
+    )
+    test_subject: bool = Field(
+        default=False,
+        description="true for a consenting volunteer who walks past the cameras to measure "
+        "live accuracy: their alerts go to the test-subject queue, never to officers' "
+        "suspect queue or to webhooks",
+        examples=[False],
+    )
+    consent_ref: Text | None = Field(
+        default=None,
+        description="a test subject's consent reference (the signed consent form), in place "
+        "of a legal basis; only for a test subject",
+        examples=["CONSENT-2026-007"],
     )
     source: Text = Field(
         description="where the photos came from, such as a custody record reference",
@@ -1592,6 +1607,45 @@ class NewEntry(_Strict):
         description="the entry's own distance threshold, or null for the deployment's",
         examples=[0.55],
     )
+
+    def _violations(self) -> list[RuleViolation]:
+        # Exactly one authority: a legal power for a suspect, a consent for a volunteer.
+        if self.test_subject:
+            found = []
+            if self.consent_ref is None:
+                found.append(
+                    RuleViolation(
+                        ("consent_ref",),
+                        "a test subject needs consent_ref, the volunteer's consent reference",
+                        "Give the reference of the volunteer's signed consent.",
+                    )
+                )
+            if self.legal_basis is not None:
+                found.append(
+                    RuleViolation(
+                        ("legal_basis",),
+                        "a test subject has a consent_ref, not a legal_basis",
+                        "Remove legal_basis; a volunteer is on the watchlist by consent.",
+                    )
+                )
+            return found
+        if self.consent_ref is not None:
+            return [
+                RuleViolation(
+                    ("consent_ref",),
+                    "consent_ref is only for a test subject (test_subject: true)",
+                    "Remove consent_ref and give legal_basis, or set test_subject: true.",
+                )
+            ]
+        if self.legal_basis is None:
+            return [
+                RuleViolation(
+                    ("legal_basis",),
+                    "legal_basis is required (the legal power for this watchlist entry)",
+                    "Give the legal power, or set test_subject: true with a consent_ref.",
+                )
+            ]
+        return []
 
 
 class WatchlistEntry(NewEntry):

@@ -150,9 +150,17 @@ class Samples:
         self.deployment_id = self.deployment()
         self.entry_id = self.entry(self.deployment_id)
         self.active_entry_id = self.entry(self.deployment_id)
+        self.test_subject_id = self._name("TS-")
         with Database(self.db) as store:
             Deployments(store).approve_entry(
                 self.deployment_id, self.active_entry_id, actor=Actor("Insp Adams")
+            )
+            Deployments(store).add_entry(
+                self.deployment_id,
+                make_entry(self.test_subject_id, consent_ref="CONSENT-1"),
+                fake_enroller(b"\xff\xd8\xff fake", ""),
+                actor=OPERATOR,
+                approved_by=Actor("Insp Adams"),
             )
 
     def _name(self, prefix: str) -> str:
@@ -223,6 +231,15 @@ class Samples:
                     "start": datetime.fromtimestamp(start, UTC).isoformat(),
                     "end": datetime.fromtimestamp(end, UTC).isoformat(),
                     "threshold": 0.6,
+                }
+            }
+        if key == ("POST", "test_pass_record"):
+            passed_at = datetime.fromtimestamp(time.time(), UTC).isoformat()
+            return {
+                "json": {
+                    "entry_id": self.test_subject_id,
+                    "camera_id": "cam-1",
+                    "passed_at": passed_at,
                 }
             }
         assert key in self.BODIES, f"add a sample body for {method} {name} to Samples.BODIES"

@@ -84,6 +84,7 @@ async def test_jsonl_sink_writes_each_event_once_and_resumes(db: Path, hub: Even
             "tracks": [],
             "media_index": None,
             "media_time_s": None,
+            "test_subject": False,
         }
         assert lines[0]["event"] == "raised" and lines[0]["sightings"] == 1
         # A crash mid-line: the torn line is cut off and that event written again, whole.

@@ -160,6 +160,7 @@ async def test_bodies_parameters_and_media_types(document: dict[str, Any]) -> No
         "until",
         "limit",
         "cursor",
+        "queue",
     }
     assert params["status"] == {"type": "string", "enum": list(ALERT_STATUSES)}
     assert params["limit"] == {

@@ -81,6 +81,7 @@ def test_off_a_terminal_every_event_is_a_json_line_with_best_distance() -> None:
         "track_id": "t-1",
         "media_index": 12,
         "media_time_s": 0.48,
+        "test_subject": False,
     }
     assert "distance" not in records[0]
 
