@@ -24,6 +24,7 @@ from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
+from lfr_actors.store.policy import ThresholdPolicies
 from lfr_actors.store.records import Enrolled
 from lfr_actors.store.tokens import Role
 from lfr_actors.testing.declarations import make_deployment, make_entry
@@ -147,6 +148,8 @@ async def test_put_stores_audits_and_shows_the_expected_rate(api: Api) -> None:
 
 async def test_the_threshold_change_answers_with_the_new_expected_rate(api: Api) -> None:
     assert (await api.put(sample_calibration(P))).status == 200
+    with Database(api.db) as store:  # an admin allows thresholds beyond the calibrated range
+        ThresholdPolicies(store).set(0.9, 0.9, actor=Actor("admin"), reason="a wider sweep")
 
     async def change(threshold: float) -> dict[str, Any]:
         resp = await api.client.post(

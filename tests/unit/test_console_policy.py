@@ -5,45 +5,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
+from pathlib import Path
+from typing import Any
 
 from lfr_actors.api.console import _page
 from lfr_actors.api.deployments import REPORT_STYLE, render_report_page
-from lfr_actors.calibration import false_alert_figures
+from lfr_actors.api.schemas import Report
+from lfr_actors.store.audit import Actor
+from lfr_actors.store.db import Database
+from lfr_actors.store.deployments import Deployments
+from lfr_actors.testing.declarations import make_deployment
 
 
 def _source(block: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(block.encode()).digest()).decode() + "'"
 
 
-def _report() -> dict[str, object]:
-    return {
-        "deployment_id": "west-1",
-        "state": "active",
-        "location": "Gate",
-        "purpose": "p",
-        "authorised_by": "a",
-        "impact_assessment_ref": None,
-        "starts_at": "2026-12-01T09:00:00Z",
-        "ends_at": "2026-12-01T17:00:00Z",
-        "closed_at": None,
-        "threshold": 0.5,
-        "watchlist": {"size": 1},
-        "faces_seen": 170,
-        "tracks_seen": 8,
-        "alerts": {"total": 0, "confirmed": 0, "false": 0, "unsure": 0, "not_adjudicated": 0},
-        "outcomes": {},
-        "false_alert_rate": 0.0,
-        "false_alerts": false_alert_figures(
-            None,
-            watchlist_size=1,
-            threshold=0.5,
-            false_alerts=0,
-            tracks_seen=8,
-            faces_seen=170,
-            closed=False,
-        ),
-        "generated_at": "2026-12-01T10:00:00Z",
-    }
+def _report(tmp_path: Path) -> dict[str, Any]:
+    """A real store's report of one deployment, in the form the page is rendered from."""
+    with Database(tmp_path / "alerts.sqlite3") as db:
+        store = Deployments(db)
+        store.create(make_deployment("west-1", time.time(), time.time() + 3600), actor=Actor("a"))
+        report = store.report("west-1")
+    return Report.model_validate(report).model_dump(mode="json")
 
 
 def test_the_console_allows_its_blocks_and_the_report_style_and_nothing_else() -> None:
@@ -59,8 +44,8 @@ def test_the_console_allows_its_blocks_and_the_report_style_and_nothing_else() -
     assert "'unsafe-inline'" not in policy
 
 
-def test_the_report_page_carries_exactly_the_style_the_console_allows() -> None:
-    page = render_report_page(_report())
+def test_the_report_page_carries_exactly_the_style_the_console_allows(tmp_path: Path) -> None:
+    page = render_report_page(_report(tmp_path))
     [style] = re.findall(r"<style>(.*?)</style>", page, re.DOTALL)
     assert style == REPORT_STYLE
     assert "<script" not in page

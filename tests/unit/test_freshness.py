@@ -26,6 +26,7 @@ from lfr_actors.actors.index import IndexShardActor
 from lfr_actors.actors.settings import ShardSettings
 from lfr_actors.api.app import create_app
 from lfr_actors.api.deployments import render_report_page
+from lfr_actors.api.schemas import Report
 from lfr_actors.cli.governance import deployment_section
 from lfr_actors.cli.status import status_lines
 from lfr_actors.control import follow as follow_module
@@ -203,9 +204,7 @@ def test_the_report_counts_and_names_stale_entries(tmp_path: Path) -> None:
     assert report["watchlist"]["active"] == 3  # stale entries stay active: computed, not stored
     # Closing destroys the watchlist: nothing is active, so nothing is stale.
     assert (closed["watchlist"]["stale"], closed["watchlist"]["stale_entries"]) == (0, [])
-    page = render_report_page(
-        {**report, "starts_at": iso_utc(T0), "ends_at": iso_utc(T0 + 3600), "generated_at": "now"}
-    )
+    page = render_report_page(Report.model_validate(report).model_dump(mode="json"))
     assert "<h2>Watchlist freshness</h2>" in page
     assert "<th>Longest time since approval</th><td>12 hours</td>" in page
     assert "<th>Stale entries (not searched)</th><td>2</td>" in page
