@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from lfr_actors.errors import ModelCacheError
 from lfr_actors.models.cache import ModelCache, default_fetcher, prepare
@@ -20,6 +21,19 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def lfr_test_home() -> Path:
     """Where tests keep prepared models: ``$LFR_TEST_HOME`` or ``.lfr/test-home``."""
     return Path(os.environ.get("LFR_TEST_HOME") or REPO / ".lfr" / "test-home")
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """Each test starts from the logging configuration the one before it found.
+
+    A test that runs ``lfr`` through ``main`` configures structlog for the whole process
+    (a level filter among it); without this, a later test capturing INFO lines would
+    depend on which tests ran before it.
+    """
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")
