@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,13 @@ from tests.unit.test_test_subjects import ENROLLED
 
 OFFICER = Actor("Insp Adams")
 NOW = time.time()
+"""The test's now, set again as each test starts (:func:`_now`): times made from it are as
+fresh for a test run late in a long suite as for one run at collection."""
+
+
+@pytest.fixture(autouse=True)
+def _now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "NOW", time.time())
 
 
 @pytest.fixture
@@ -256,8 +264,8 @@ async def test_passes_are_recorded_listed_and_matched_to_alerts(
     ("body", "status", "name"),
     [
         ({"entry_id": "E1"}, 422, "entry_id"),  # a suspect
-        ({"passed_at": iso(NOW + 600.0)}, 422, "passed_at"),  # in the future
-        ({"passed_at": iso(NOW - 7200.0)}, 409, None),  # before the window
+        ({"passed_at": 600.0}, 422, "passed_at"),  # in the future (seconds from now)
+        ({"passed_at": -7200.0}, 409, None),  # before the window
         ({"entry_id": "NOBODY"}, 404, None),
         ({"camera_id": "Cam A"}, 422, "camera_id"),
         ({"passed_at": "yesterday"}, 422, "passed_at"),
@@ -272,7 +280,9 @@ async def test_refused_passes_store_and_audit_nothing(
 ) -> None:
     client = await client_for(aiohttp_client, db, Role.AUTHORISER)
     before = audit_count(db)
-    sent = {"entry_id": "TS1", "camera_id": "cam_a", "passed_at": iso(time.time()), **body}
+    # A number is a time that many seconds from now, made when the test runs.
+    timed = {k: iso(time.time() + v) if isinstance(v, float) else v for k, v in body.items()}
+    sent = {"entry_id": "TS1", "camera_id": "cam_a", "passed_at": iso(time.time()), **timed}
     found = await problem(await client.post("/v1/deployments/dep1/test-passes", json=sent), status)
     if name is not None:
         assert [p["name"] for p in found["invalid_params"]] == [name]
