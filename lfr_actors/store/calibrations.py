@@ -114,9 +114,10 @@ def figures(
 def false_alerts(deployments: WatchlistEntries, deployment_id: str) -> dict[str, Any]:
     """Expected and observed false alerts of one deployment now (one snapshot of the file)."""
     now = deployments.clock()
+    damaged = deployments.damaged_ids(deployment_id)  # kept per watchlist revision
     with deployments.db.snapshot() as conn:
         record = require_deployment(conn, deployment_id)
-        searched = searched_entry_ids(conn, deployment_id, now)
+        searched = searched_entry_ids(conn, deployment_id, now, damaged=damaged)
         false_count = observed_false_alerts(conn, deployment_id)
         calibration = stored_calibration(conn, deployment_id)
     return figures(record, calibration, searched=len(searched), false_alerts=false_count)

@@ -60,6 +60,7 @@ class Deployments(WatchlistEntries):
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
+        self._damaged_by_revision = {}
 
     def create(
         self, new: NewDeployment, *, actor: Actor, origin: Origin = Origin.API

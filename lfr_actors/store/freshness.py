@@ -25,7 +25,7 @@ not damaged, not stale): the watchlist size that an expected false alert rate is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,12 +112,29 @@ def read_freshness(conn: Any, deployment_id: str, now: float) -> Freshness:
     return judge(((str(i), _time(a)) for i, a in rows), limit, now)
 
 
-def searched_entry_ids(conn: Any, deployment_id: str, now: float) -> list[str]:
+def searched_entry_ids(
+    conn: Any, deployment_id: str, now: float, *, damaged: Collection[str] | None = None
+) -> list[str]:
     """The entries the deployment searches at ``now``: active, not damaged, not stale; sorted.
 
-    Their number is the watchlist size an expected false alert rate is computed for.
+    Their number is the watchlist size an expected false alert rate is computed for. Each
+    active entry's templates are checked, unless ``damaged`` names the damaged ones already
+    (:meth:`~lfr_actors.store.watchlist.WatchlistEntries.damaged_ids`, kept per revision):
+    then only the ids and approval times are read.
     """
     limit = max_age_h(conn, deployment_id)
+    if damaged is not None:
+        # The rule of stale_at in SQL, over the covering index watchlist_entries_searched.
+        fresh = "" if limit is None else " AND (approved_at IS NULL OR approved_at + ? > ?)"
+        rows = conn.execute(
+            "SELECT id FROM watchlist_entries WHERE deployment_id = ? AND state = ?" + fresh,
+            (
+                deployment_id,
+                str(EntryState.ACTIVE),
+                *(() if limit is None else (limit * HOUR_S, now)),
+            ),
+        ).fetchall()
+        return sorted(str(r[0]) for r in rows if str(r[0]) not in damaged)
     rows = conn.execute(
         "SELECT id, approved_at, embeddings, dimension, embeddings_sha256 "
         "FROM watchlist_entries WHERE deployment_id = ? AND state = ?",
@@ -125,14 +142,18 @@ def searched_entry_ids(conn: Any, deployment_id: str, now: float) -> list[str]:
     ).fetchall()
     searched = []
     for entry_id, approved_at, stored, dim, checksum in rows:
-        when = stale_at(_time(approved_at), limit)
-        if when is not None and now >= when:
+        if _stale(approved_at, limit, now):
             continue
         blob = None if stored is None else bytes(stored)
         if template_problem(blob, None if dim is None else int(dim), checksum) is not None:
             continue
         searched.append(str(entry_id))
     return sorted(searched)
+
+
+def _stale(approved_at: Any, limit: float | None, now: float) -> bool:
+    when = stale_at(_time(approved_at), limit)
+    return when is not None and now >= when
 
 
 def _time(value: Any) -> float | None:

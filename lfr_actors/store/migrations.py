@@ -342,6 +342,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             # time before use that a watchlist entry may have been approved (NULL: no limit).
             "ALTER TABLE deployments ADD COLUMN calibration TEXT",
             "ALTER TABLE deployments ADD COLUMN watchlist_max_age_h REAL",
+            # The watchlist searched (active, not stale) counted from the index alone: the
+            # rows hold the photo and templates before approved_at, so reading the table
+            # would walk every row's overflow pages on each deployment's answer.
+            "CREATE INDEX watchlist_entries_searched ON watchlist_entries "
+            "(deployment_id, state, id, approved_at)",
             # A test subject is a consenting volunteer: consent_ref replaces the legal basis.
             "ALTER TABLE watchlist_entries ADD COLUMN test_subject INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE watchlist_entries ADD COLUMN consent_ref TEXT",

@@ -68,7 +68,7 @@ def deployment_report(
         policy = read_policy(conn)
         fresh = read_freshness(conn, deployment_id, now)
         calibration = stored_calibration(conn, deployment_id)
-        searched = searched_entry_ids(conn, deployment_id, now)
+        searched = searched_entry_ids(conn, deployment_id, now, damaged=damaged)
         all_false = observed_false_alerts(conn, deployment_id)
         test_subjects = test_subject_figures(conn, deployment_id)
     by_decision: dict[str, int] = {}

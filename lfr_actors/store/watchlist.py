@@ -62,6 +62,8 @@ class WatchlistEntries:
 
     db: Database
     clock: Callable[[], float]
+    _damaged_by_revision: dict[str, tuple[int, frozenset[str]]]
+    """Per deployment, the revision its damaged entries were checked at, and their ids."""
 
     def add_entry(
         self,
@@ -355,6 +357,23 @@ class WatchlistEntries:
     def damaged_entries(self, deployment_id: str) -> dict[str, str]:
         """The active entries whose templates cannot be used, with the reason for each."""
         return self.load_templates(deployment_id).damaged
+
+    def damaged_ids(self, deployment_id: str) -> frozenset[str]:
+        """The damaged entries' ids, checked again only when the watchlist's revision moves.
+
+        Checking reads every active entry's templates. A deployment's answer asks for the
+        watchlist searched (its expected false alerts) on every call, so the ids are kept
+        per revision, as the index itself is loaded per revision; the report checks afresh
+        (:meth:`damaged_entries`).
+        """
+        revision, _ = self.revision(deployment_id)
+        kept = self._damaged_by_revision.get(deployment_id)
+        if kept is not None and kept[0] == revision:
+            return kept[1]
+        load = self.load_templates(deployment_id)
+        ids = frozenset(load.damaged)
+        self._damaged_by_revision[deployment_id] = (load.revision, ids)
+        return ids
 
     def revision(self, deployment_id: str) -> tuple[int, float | None]:
         """The watchlist revision and the closing time (None while open): one cheap query."""

@@ -46,6 +46,7 @@ from lfr_actors.store.freshness import (
     entry_is_stale,
     entry_stale_at,
     judge,
+    searched_entry_ids,
     stale_at,
 )
 from lfr_actors.store.records import Enrolled, StaleEntry
@@ -182,6 +183,43 @@ def test_loading_the_index_leaves_stale_entries_out_and_destroys_nothing(tmp_pat
         assert [s.entry_id for s in after.stale] == ["E1", "E2"]
         assert after.templates == {}
         assert store.searched_entries("d") == []
+
+
+def test_the_damaged_ids_kept_per_revision_give_the_same_watchlist_searched(
+    tmp_path: Path,
+) -> None:
+    """The deployment's answer counts the watchlist searched without reading templates.
+
+    The damaged ids are checked once per watchlist revision; with them, the count reads
+    only ids and approval times and agrees with the full check.
+    """
+    clock = Clock(T0)
+    with Database(tmp_path / "s.sqlite3") as db:
+        store = Deployments(db, clock=clock)
+        store.create(
+            make_deployment("d", T0, T0 + 24 * HOUR_S, watchlist_max_age_h=24.0), actor=ADDER
+        )
+        approve_at(store, clock, T0 - 30 * HOUR_S, "d", "E1")  # stale
+        approve_at(store, clock, T0 - HOUR_S, "d", "E2")
+        approve_at(store, clock, T0 - HOUR_S, "d", "E3")
+        clock.now = T0
+
+        def both() -> tuple[list[str], list[str]]:
+            damaged = store.damaged_ids("d")
+            with db.snapshot() as conn:
+                full = searched_entry_ids(conn, "d", T0)
+                kept = searched_entry_ids(conn, "d", T0, damaged=damaged)
+            return full, kept
+
+        assert both() == (["E2", "E3"], ["E2", "E3"])
+        # Templates changed on disk: the kept ids stand until the revision moves...
+        db.conn.execute("UPDATE watchlist_entries SET embeddings_sha256 = 'x' WHERE id = 'E3'")
+        assert store.damaged_ids("d") == frozenset()
+        # ...and any change of the watchlist checks them again.
+        approve_at(store, clock, T0 - HOUR_S, "d", "E4")
+        clock.now = T0
+        assert store.damaged_ids("d") == {"E3"}
+        assert both() == (["E2", "E4"], ["E2", "E4"])
 
 
 def test_the_report_counts_and_names_stale_entries(tmp_path: Path) -> None:
