@@ -7,7 +7,6 @@ enrolment models are replaced (the photo is not under test here).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -31,6 +30,7 @@ from lfr_actors.store.tokens import Role
 from lfr_actors.testing.declarations import make_deployment, make_entry
 from lfr_actors.testing.doubles import SIGHTING_EPOCH, make_sighting
 from tests.api_helpers import bearer, problem
+from tests.unit.test_api import read_event
 from tests.unit.test_auth import TINY_JPEG, fake_enroller
 from tests.unit.test_test_subjects import ENROLLED
 
@@ -175,22 +175,6 @@ async def test_the_alert_list_serves_suspects_unless_asked_for_test_subjects(
     assert await entries(queue="test_subjects", entry="E1") == []
     body = await problem(await client.get("/v1/alerts", params={"queue": "everyone"}), 400)
     assert body["invalid_params"] == [{"name": "queue", "reason": "one of suspects, test_subjects"}]
-
-
-async def read_event(resp: Any, timeout_s: float = 5.0) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    while True:
-        line = (await asyncio.wait_for(resp.content.readline(), timeout_s)).decode()
-        assert line, "stream ended"
-        line = line.rstrip("\n")
-        if line == "":
-            if "id" in fields:
-                return fields
-            continue
-        if line.startswith((":", "retry:")):
-            continue
-        name, _, value = line.partition(": ")
-        fields[name] = value
 
 
 async def test_the_stream_keeps_the_queues_apart(aiohttp_client: AiohttpClient, db: Path) -> None:
