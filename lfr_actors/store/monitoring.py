@@ -239,13 +239,16 @@ def demographics_breakdown(conn: sqlite3.Connection, deployment_id: str) -> dict
 
     Every configured category is listed with every value (0 where none), then
     :data:`NOT_RECORDED` (the alerts where the officer recorded none for it); a category or
-    value recorded under earlier lists is still counted. Run inside the report's snapshot.
+    value recorded under earlier lists is still counted. Suspects' alerts only, like the
+    published alert figures beside it (a test subject's alerts are counted apart, in the
+    report's ``test_subjects``). Run inside the report's snapshot.
     """
     categories = read_categories(conn).categories
     rows = conn.execute(
         "SELECT j.decision, j.demographics FROM alerts a JOIN adjudications j "
         "ON j.id = (SELECT MAX(id) FROM adjudications WHERE alert_id = a.id) "
-        "WHERE a.deployment_id = ? AND j.decision IN ('not_a_match', 'match_confirmed')",
+        "WHERE a.deployment_id = ? AND a.test_subject = 0 "
+        "AND j.decision IN ('not_a_match', 'match_confirmed')",
         (deployment_id,),
     ).fetchall()
     out: dict[str, Any] = {}

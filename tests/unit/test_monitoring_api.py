@@ -339,6 +339,19 @@ async def test_the_breakdown_counts_by_the_decision_in_force(api: Api) -> None:
     assert "<tr><th>ethnicity group</th><td>Asian</td><td>0</td><td>1</td></tr>" in page
 
 
+async def test_the_breakdown_counts_suspects_alerts_like_the_figures_beside_it(api: Api) -> None:
+    await api.set_categories()
+    with Database(api.db) as store:  # alert 1 is a test subject's (as raised from its entry)
+        store.conn.execute("UPDATE alerts SET test_subject = 1 WHERE id = ?", (api.alerts[1],))
+    for n in (0, 1):
+        body = {"decision": "not_a_match", "demographics": {"perceived_sex": "male"}}
+        assert (await api.decide(n, body)).status == 201
+    report = await api.report(Role.AUDITOR)
+    false_ = report["demographics"]["false"]
+    assert false_["alerts"] == report["alerts"]["false"] == 1
+    assert false_["by_category"]["perceived_sex"]["male"] == 1
+
+
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.ADJUDICATOR])
 async def test_the_breakdown_is_withheld_from_other_roles(api: Api, role: Role) -> None:
     await api.set_categories()
