@@ -30,6 +30,7 @@ from typing import Any
 
 from lfr_actors.store.audit import Action, Actor, append_entry
 from lfr_actors.store.db import Database
+from lfr_actors.store.settings import read_setting, write_setting
 
 SETTING = "monitoring_categories"
 """The ``store_settings`` row that holds the category lists."""
@@ -168,12 +169,16 @@ def recorded_only(given: Mapping[str, str] | None) -> dict[str, str] | None:
 
 def read_categories(conn: sqlite3.Connection) -> CategorySetting:
     """The category lists in force, read on ``conn`` (inside the caller's transaction)."""
-    row = conn.execute(
-        "SELECT value, set_by, set_at FROM store_settings WHERE name = ?", (SETTING,)
-    ).fetchone()
-    if row is None:
+    setting = read_setting(conn, SETTING, _stored_lists)
+    if setting is None:
         return UNSET
-    return CategorySetting(json.loads(row[0]), row[1], float(row[2]))
+    return CategorySetting(setting.value, setting.set_by, setting.set_at)
+
+
+def _stored_lists(value: Any) -> Categories:
+    if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
+        raise TypeError("not a map of category name to its list of values")
+    return value
 
 
 def _encode(categories: Categories) -> str:
@@ -212,13 +217,7 @@ class MonitoringCategories:
             ):
                 return before, False
             now = self.clock()
-            conn.execute(
-                "INSERT INTO store_settings (name, value, set_by, set_by_token, set_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
-                "set_by = excluded.set_by, set_by_token = excluded.set_by_token, "
-                "set_at = excluded.set_at",
-                (SETTING, _encode(cleaned), actor.name, actor.token_id, now),
-            )
+            write_setting(conn, SETTING, _encode(cleaned), actor=actor, now=now)
             append_entry(
                 conn,
                 actor,

@@ -39,6 +39,7 @@ from typing import Any
 from lfr_actors.models.spec import DEFAULT_EMBEDDER_SPEC
 from lfr_actors.store.audit import Action, Actor, append_entry
 from lfr_actors.store.db import Database, StoreError
+from lfr_actors.store.settings import read_setting, write_setting
 from lfr_actors.timefmt import iso_utc
 
 POLICY_SETTING = "threshold_policy"
@@ -178,14 +179,15 @@ def value_problems(deployment_max: float, entry_max: float) -> list[tuple[str, s
     return problems
 
 
+def _caps(value: Any) -> tuple[float, float]:
+    return float(value["deployment_max"]), float(value["entry_max"])
+
+
 def read_policy(conn: sqlite3.Connection) -> ThresholdPolicy:
     """The policy in force as ``conn`` sees it (inside the caller's transaction, if any)."""
-    row = conn.execute(
-        "SELECT value, set_by, set_at FROM store_settings WHERE name = ?", (POLICY_SETTING,)
-    ).fetchone()
-    if row is None:
+    setting = read_setting(conn, POLICY_SETTING, _caps)
+    if setting is None:
         return default_policy()
-    value = json.loads(row[0])
     reason = None
     entry = conn.execute(
         "SELECT details FROM audit_log WHERE action = ? ORDER BY seq DESC LIMIT 1",
@@ -193,12 +195,9 @@ def read_policy(conn: sqlite3.Connection) -> ThresholdPolicy:
     ).fetchone()
     if entry is not None:
         reason = json.loads(entry[0]).get("reason")
+    deployment_max, entry_max = setting.value
     return ThresholdPolicy(
-        float(value["deployment_max"]),
-        float(value["entry_max"]),
-        set_by=str(row[1]),
-        set_at=float(row[2]),
-        reason=reason,
+        deployment_max, entry_max, set_by=setting.set_by, set_at=setting.set_at, reason=reason
     )
 
 
@@ -343,13 +342,7 @@ class ThresholdPolicies:
                 sort_keys=True,
                 separators=(",", ":"),
             )
-            conn.execute(
-                "INSERT INTO store_settings (name, value, set_by, set_by_token, set_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
-                "set_by = excluded.set_by, set_by_token = excluded.set_by_token, "
-                "set_at = excluded.set_at",
-                (POLICY_SETTING, value, actor.name, actor.token_id, now),
-            )
+            write_setting(conn, POLICY_SETTING, value, actor=actor, now=now)
             append_entry(
                 conn,
                 actor,
