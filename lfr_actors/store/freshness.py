@@ -29,7 +29,6 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lfr_actors.store.migrations import template_problem
 from lfr_actors.store.records import EntryRecord, EntryState, StaleEntry, UnknownDeploymentError
 
 HOUR_S = 3600.0
@@ -113,47 +112,23 @@ def read_freshness(conn: Any, deployment_id: str, now: float) -> Freshness:
 
 
 def searched_entry_ids(
-    conn: Any, deployment_id: str, now: float, *, damaged: Collection[str] | None = None
+    conn: Any, deployment_id: str, now: float, *, damaged: Collection[str]
 ) -> list[str]:
     """The entries the deployment searches at ``now``: active, not damaged, not stale; sorted.
 
-    Their number is the watchlist size an expected false alert rate is computed for. Each
-    active entry's templates are checked, unless ``damaged`` names the damaged ones already
-    (:meth:`~lfr_actors.store.watchlist.WatchlistEntries.damaged_ids`, kept per revision):
-    then only the ids and approval times are read.
+    Their number is the watchlist size an expected false alert rate is computed for.
+    ``damaged`` names the damaged entries (the index's load finds them:
+    :meth:`~lfr_actors.store.watchlist.WatchlistEntries.damaged_ids` keeps them per
+    revision), so only ids and approval times are read, over the covering index
+    ``watchlist_entries_searched``, with the rule of :func:`stale_at` in SQL.
     """
     limit = max_age_h(conn, deployment_id)
-    if damaged is not None:
-        # The rule of stale_at in SQL, over the covering index watchlist_entries_searched.
-        fresh = "" if limit is None else " AND (approved_at IS NULL OR approved_at + ? > ?)"
-        rows = conn.execute(
-            "SELECT id FROM watchlist_entries WHERE deployment_id = ? AND state = ?" + fresh,
-            (
-                deployment_id,
-                str(EntryState.ACTIVE),
-                *(() if limit is None else (limit * HOUR_S, now)),
-            ),
-        ).fetchall()
-        return sorted(str(r[0]) for r in rows if str(r[0]) not in damaged)
+    fresh = "" if limit is None else " AND (approved_at IS NULL OR approved_at + ? > ?)"
     rows = conn.execute(
-        "SELECT id, approved_at, embeddings, dimension, embeddings_sha256 "
-        "FROM watchlist_entries WHERE deployment_id = ? AND state = ?",
-        (deployment_id, str(EntryState.ACTIVE)),
+        "SELECT id FROM watchlist_entries WHERE deployment_id = ? AND state = ?" + fresh,
+        (deployment_id, str(EntryState.ACTIVE), *(() if limit is None else (limit * HOUR_S, now))),
     ).fetchall()
-    searched = []
-    for entry_id, approved_at, stored, dim, checksum in rows:
-        if _stale(approved_at, limit, now):
-            continue
-        blob = None if stored is None else bytes(stored)
-        if template_problem(blob, None if dim is None else int(dim), checksum) is not None:
-            continue
-        searched.append(str(entry_id))
-    return sorted(searched)
-
-
-def _stale(approved_at: Any, limit: float | None, now: float) -> bool:
-    when = stale_at(_time(approved_at), limit)
-    return when is not None and now >= when
+    return sorted(str(r[0]) for r in rows if str(r[0]) not in damaged)
 
 
 def _time(value: Any) -> float | None:

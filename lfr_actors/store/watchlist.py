@@ -32,7 +32,7 @@ import numpy as np
 
 from lfr_actors.store.audit import Action, Actor, append_entry
 from lfr_actors.store.db import Database
-from lfr_actors.store.freshness import Freshness, judge, read_freshness, searched_entry_ids
+from lfr_actors.store.freshness import Freshness, judge, read_freshness
 from lfr_actors.store.migrations import template_checksum, template_problem
 from lfr_actors.store.policy import require_entry_threshold
 from lfr_actors.store.records import (
@@ -350,9 +350,7 @@ class WatchlistEntries:
 
         Their number is the watchlist size an expected false alert rate is computed for.
         """
-        at = self.clock() if now is None else now
-        with self.db.snapshot() as conn:
-            return searched_entry_ids(conn, deployment_id, at)
+        return sorted(self.load_templates(deployment_id, now=now).templates)
 
     def damaged_entries(self, deployment_id: str) -> dict[str, str]:
         """The active entries whose templates cannot be used, with the reason for each."""

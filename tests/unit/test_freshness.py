@@ -206,8 +206,8 @@ def test_the_damaged_ids_kept_per_revision_give_the_same_watchlist_searched(
 
         def both() -> tuple[list[str], list[str]]:
             damaged = store.damaged_ids("d")
+            full = store.searched_entries("d", T0)  # from the index's own load
             with db.snapshot() as conn:
-                full = searched_entry_ids(conn, "d", T0)
                 kept = searched_entry_ids(conn, "d", T0, damaged=damaged)
             return full, kept
 
