@@ -118,14 +118,22 @@ _ALERTED = (
 )
 
 
-def read_passes(conn: Any, deployment_id: str) -> list[TestPass]:
-    """The deployment's passes, in pass-time order, each with its alert (if any)."""
+def read_passes(conn: Any, deployment_id: str, *, pass_id: int | None = None) -> list[TestPass]:
+    """The deployment's passes (or the one ``pass_id``), in pass-time order, with alerts."""
+    one = "" if pass_id is None else " AND p.id = ?"
     rows = conn.execute(
         f"SELECT {_PASS_COLUMNS}, "
         f"({_ALERTED.format(column='alert_id')}) AS alert_id, "
         f"({_ALERTED.format(column='captured_at')}) AS alerted_at "
-        "FROM test_subject_passes p WHERE p.deployment_id = ? ORDER BY p.passed_at, p.id",
-        (PASS_BEFORE_S, PASS_AFTER_S, PASS_BEFORE_S, PASS_AFTER_S, deployment_id),
+        f"FROM test_subject_passes p WHERE p.deployment_id = ?{one} ORDER BY p.passed_at, p.id",
+        (
+            PASS_BEFORE_S,
+            PASS_AFTER_S,
+            PASS_BEFORE_S,
+            PASS_AFTER_S,
+            deployment_id,
+            *(() if pass_id is None else (pass_id,)),
+        ),
     ).fetchall()
     return [
         TestPass(
@@ -264,7 +272,8 @@ class TestSubjectPasses:
                 {"pass": int(pass_id), "camera": camera_id, "passed_at": iso_utc(passed_at)},
                 at=now,
             )
-        return next(p for p in self.passes(deployment_id) if p.id == pass_id)
+            [recorded] = read_passes(conn, deployment_id, pass_id=int(pass_id))
+        return recorded
 
     def passes(self, deployment_id: str) -> list[TestPass]:
         """The deployment's passes with whether and when each was alerted (404 if unknown)."""
