@@ -558,17 +558,21 @@ def false_alert_figures(
     tracks_seen: int,
     faces_seen: int,
     closed: bool,
+    unreadable: str | None = None,
 ) -> dict[str, Any]:
     """Expected beside observed false alerts per 1,000, each null with its reason.
 
     Expected: for ``watchlist_size`` searched entries at ``threshold``, from the
     calibration (null without one, when the threshold is outside its grid, or when the
-    deployment is closed and searches nothing). Observed: false alerts per 1,000 face
+    deployment is closed and searches nothing; ``unreadable`` says why a stored one cannot
+    be read). Observed: false alerts per 1,000 face
     tracks (people) seen, the expected rate's unit, and per 1,000 faces seen.
     """
     expected = upper = None
     expected_reason = None
-    if calibration is None:
+    if unreadable is not None:
+        expected_reason = unreadable  # the stored calibration was damaged: say so
+    elif calibration is None:
         expected_reason = "the deployment has no calibration (lfr evaluate calibrate)"
     elif closed:
         expected_reason = "the deployment is closed: its watchlist was destroyed"

@@ -235,8 +235,13 @@ def check_calibration(
     if calibration is not None:
         return calibration
     if record is not None:
-        with deployments.db.snapshot() as conn:
-            stored = stored_calibration(conn, record.id)
+        try:
+            with deployments.db.snapshot() as conn:
+                stored = stored_calibration(conn, record.id)
+        except CalibrationError as exc:
+            raise DeploymentError(
+                f"{exc}; or name one in the topology's alerts.calibration"
+            ) from exc
         if stored is not None:
             try:
                 check_model(

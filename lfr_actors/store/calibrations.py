@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from lfr_actors.calibration import (
+    CalibrationError,
     CalibrationFile,
     calibration_summary,
     document_text,
@@ -37,13 +40,38 @@ if TYPE_CHECKING:
 
 
 def stored_calibration(conn: sqlite3.Connection, deployment_id: str) -> CalibrationFile | None:
-    """The deployment's calibration as ``conn`` sees it, or None (validated when stored)."""
+    """The deployment's calibration as ``conn`` sees it, or None (validated when stored).
+
+    :class:`~lfr_actors.calibration.CalibrationError` when the stored text no longer
+    reads as a calibration (changed on disk), naming the deployment.
+    """
     row = conn.execute(
         "SELECT calibration FROM deployments WHERE id = ?", (deployment_id,)
     ).fetchone()
     if row is None or row[0] is None:
         return None
-    return CalibrationFile.model_validate_json(row[0])
+    try:
+        return CalibrationFile.model_validate_json(row[0])
+    except ValidationError as exc:
+        raise CalibrationError(
+            f"the calibration stored for deployment {deployment_id!r} cannot be read "
+            f"({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}); store it "
+            "again (PUT /v1/deployments/{id}/calibration, or alerts.calibration and lfr up)"
+        ) from exc
+
+
+def shown_calibration(
+    conn: sqlite3.Connection, deployment_id: str
+) -> tuple[CalibrationFile | None, str | None]:
+    """The calibration to show beside the observed rate, or None and why it cannot be.
+
+    A deployment's answer and its report stay readable when its stored calibration is
+    damaged: the expected rate is null with the reason instead.
+    """
+    try:
+        return stored_calibration(conn, deployment_id), None
+    except CalibrationError as exc:
+        return None, str(exc)
 
 
 def _audited(text: str | None) -> dict[str, Any] | None:
@@ -94,6 +122,7 @@ def figures(
     *,
     searched: int,
     false_alerts: int,
+    unreadable: str | None = None,
 ) -> dict[str, Any]:
     """The ``false_alerts`` figures of ``record`` (see :func:`false_alert_figures`).
 
@@ -108,6 +137,7 @@ def figures(
         tracks_seen=record.tracks_seen,
         faces_seen=record.faces_seen,
         closed=record.closed_at is not None,
+        unreadable=unreadable,
     )
 
 
@@ -119,8 +149,14 @@ def false_alerts(deployments: WatchlistEntries, deployment_id: str) -> dict[str,
         record = require_deployment(conn, deployment_id)
         searched = searched_entry_ids(conn, deployment_id, now, damaged=damaged)
         false_count = observed_false_alerts(conn, deployment_id)
-        calibration = stored_calibration(conn, deployment_id)
-    return figures(record, calibration, searched=len(searched), false_alerts=false_count)
+        calibration, unreadable = shown_calibration(conn, deployment_id)
+    return figures(
+        record,
+        calibration,
+        searched=len(searched),
+        false_alerts=false_count,
+        unreadable=unreadable,
+    )
 
 
 def observed_false_alerts(conn: Any, deployment_id: str) -> int:

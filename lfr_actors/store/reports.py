@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lfr_actors.store.calibrations import figures as calibration_figures
-from lfr_actors.store.calibrations import observed_false_alerts, stored_calibration
+from lfr_actors.store.calibrations import observed_false_alerts, shown_calibration
 from lfr_actors.store.db import Database
 from lfr_actors.store.freshness import read_freshness, searched_entry_ids
 from lfr_actors.store.monitoring import demographics_breakdown
@@ -67,7 +67,7 @@ def deployment_report(
         history = threshold_history(conn, deployment_id)
         policy = read_policy(conn)
         fresh = read_freshness(conn, deployment_id, now)
-        calibration = stored_calibration(conn, deployment_id)
+        calibration, unreadable = shown_calibration(conn, deployment_id)
         searched = searched_entry_ids(conn, deployment_id, now, damaged=damaged)
         all_false = observed_false_alerts(conn, deployment_id)
         test_subjects = test_subject_figures(conn, deployment_id)
@@ -122,7 +122,11 @@ def deployment_report(
         # Expected false alerts per 1,000 passers-by from the calibration, beside observed,
         # for the entries searched now (active, not damaged, not stale).
         "false_alerts": calibration_figures(
-            record, calibration, searched=len(searched), false_alerts=all_false
+            record,
+            calibration,
+            searched=len(searched),
+            false_alerts=all_false,
+            unreadable=unreadable,
         ),
         "generated_at": now,
         # Equality monitoring by category; the API withholds it from most roles.

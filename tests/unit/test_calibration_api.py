@@ -205,6 +205,24 @@ async def test_the_report_gives_expected_beside_observed(api: Api) -> None:
     assert f"{expected(ENTRIES, P):g} per 1,000" in text and "1 per 1,000" in text
 
 
+async def test_a_stored_calibration_damaged_on_disk_is_said_not_fatal(api: Api) -> None:
+    """The deployment's answers and its report stay readable; the expected rate says why."""
+    assert (await api.put(sample_calibration(P))).status == 200
+    raw = sqlite3.connect(api.db)
+    with raw:
+        raw.execute("UPDATE deployments SET calibration = '{\"format\": 1}' WHERE id = 'dep1'")
+    raw.close()
+    figures = (await api.get())["false_alerts"]
+    assert figures["expected_per_1000"] is None and figures["calibration"] is None
+    assert (
+        "the calibration stored for deployment 'dep1' cannot be read"
+        in (figures["expected_reason"])
+    )
+    with Database(api.db) as store:
+        report = Deployments(store).report("dep1")
+    assert report["false_alerts"]["expected_reason"] == figures["expected_reason"]
+
+
 async def test_damaged_entries_are_not_counted_in_the_watchlist_size(api: Api) -> None:
     raw = sqlite3.connect(api.db)
     with raw:

@@ -107,3 +107,24 @@ def test_validate_checks_the_calibration_file(tmp_path: Path, shared_data: Path)
     report = CheckReport()
     preflight._check_calibration(_files(path)[0], report)
     assert len(report.problems) == 1 and "a JSON object is expected" in report.problems[0]
+
+
+def test_a_stored_calibration_damaged_on_disk_refuses_the_start_in_one_line(
+    tmp_path: Path, shared_data: Path, no_models: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama"])
+    _with_calibration(path, sample_calibration(0.001))
+    monkeypatch.setattr(registration, "enrol_watchlist", lambda *a, **k: {})
+    _start(*_files(path), tmp_path).close()
+    raw = sqlite3.connect(tmp_path / "data" / "alerts.sqlite3")
+    with raw:
+        raw.execute("UPDATE deployments SET calibration = '[]' WHERE id = 'itest'")
+    raw.close()
+    data = yaml.safe_load(path.read_text())
+    del data["alerts"]["calibration"]  # the file names none: the stored one is checked
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(DeploymentError) as refused:
+        _start(*_files(path), tmp_path)
+    message = str(refused.value)
+    assert "the calibration stored for deployment 'itest' cannot be read" in message
+    assert "\n" not in message
