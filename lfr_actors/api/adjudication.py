@@ -25,7 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from lfr_actors.api import schemas
-from lfr_actors.api.auth import principal, require_alert_in_scope
+from lfr_actors.api.auth import principal, require_alert_in_scope, unknown_alert
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import ADJUDICATIONS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
@@ -134,7 +134,7 @@ async def adjudicate(request: web.Request) -> web.Response:
             officer=principal(request).actor,
         )
     except UnknownAlertError as exc:
-        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
+        raise unknown_alert(alert_id) from exc
     except InvalidDemographicsError as exc:
         raise ProblemError(
             422,

@@ -24,7 +24,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from lfr_actors.api.adjudication import adjudication_body
-from lfr_actors.api.auth import principal, require_alert_in_scope, scope_of
+from lfr_actors.api.auth import principal, require_alert_in_scope, scope_of, unknown_alert
 from lfr_actors.api.bodies import model_response
 from lfr_actors.api.keys import ADJUDICATIONS, AUDIT, HOLDS, STORE
 from lfr_actors.api.monitoring import shows_recorded
@@ -140,7 +140,7 @@ async def get_alert(request: web.Request) -> web.Response:
     await require_alert_in_scope(request, alert_id)
     alert = await asyncio.to_thread(request.app[STORE].get, alert_id)
     if alert is None:
-        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
+        raise unknown_alert(alert_id)
     history = await asyncio.to_thread(request.app[ADJUDICATIONS].history, alert_id)
     holds = request.app[HOLDS]
     hold = await asyncio.to_thread(holds.active, alert_id)
@@ -176,7 +176,7 @@ async def get_crop(request: web.Request) -> web.Response:
     await require_alert_in_scope(request, alert_id)
     crop = await asyncio.to_thread(request.app[STORE].crop, alert_id)
     if crop is None:
-        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.")
+        raise unknown_alert(alert_id)
     purged_at = await asyncio.to_thread(request.app[HOLDS].crop_purged_at, alert_id)
     if purged_at is not None or not crop:
         when = "" if purged_at is None else f" on {iso_utc(purged_at)}"

@@ -289,7 +289,12 @@ def require_in_scope(request: web.Request, deployment_id: str) -> None:
     """
     if not in_scope(request, deployment_id):
         _log.info("scope_refused", route=_route(request), token=principal(request).token_id)
-        raise ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
+        raise unknown_deployment(deployment_id)
+
+
+def unknown_deployment(deployment_id: str) -> ProblemError:
+    """The 404 for a deployment id that names none (or none the caller may see)."""
+    return ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
 
 
 def unknown_alert(alert_id: str) -> ProblemError:

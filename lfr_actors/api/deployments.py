@@ -22,7 +22,13 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.api.auth import in_scope, principal, require_in_scope, require_unscoped
+from lfr_actors.api.auth import (
+    in_scope,
+    principal,
+    require_in_scope,
+    require_unscoped,
+    unknown_deployment,
+)
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import AUDIT, DEPLOYMENTS
 from lfr_actors.api.monitoring import render_breakdown, withhold_breakdown
@@ -113,11 +119,6 @@ def deployment_body(
 ) -> Deployment:
     """A deployment as the API shows it: its state now and links to its parts."""
     return Deployment.model_validate(_deployment_fields(request, record, false_alerts))
-
-
-def unknown_deployment(deployment_id: str) -> ProblemError:
-    """The 404 for a deployment id that names none."""
-    return ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
 
 
 _REFUSALS = (

@@ -17,7 +17,7 @@ import asyncio
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from lfr_actors.api.auth import principal, require_alert_in_scope
+from lfr_actors.api.auth import principal, require_alert_in_scope, unknown_alert
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import HOLDS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
@@ -86,7 +86,7 @@ async def set_hold(request: web.Request) -> web.Response:
             request.app[HOLDS].hold, alert_id, body.reason, by=principal(request).actor
         )
     except UnknownAlertError as exc:
-        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
+        raise unknown_alert(alert_id) from exc
     location = str(request.app.router["alert"].url_for(alert_id=alert_id))
     return model_response(
         HoldState(alert_id=alert_id, hold=hold_body(hold), changed=created),
@@ -121,7 +121,7 @@ async def release_hold(request: web.Request) -> web.Response:
             reason=body.reason,
         )
     except UnknownAlertError as exc:
-        raise ProblemError(404, f"No alert with id {alert_id[:80]!r}.") from exc
+        raise unknown_alert(alert_id) from exc
     return model_response(
         HoldState(alert_id=alert_id, hold=hold_body(released), changed=released is not None)
     )

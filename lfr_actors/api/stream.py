@@ -22,7 +22,7 @@ from aiohttp import web
 
 from lfr_actors import logs
 from lfr_actors.api.alerts import MAX_ID, QUEUE_PARAM, QUEUES, alert_body
-from lfr_actors.api.auth import require_in_scope, scope_of
+from lfr_actors.api.auth import require_in_scope, scope_of, unknown_deployment
 from lfr_actors.api.keys import DEPLOYMENTS, SETTINGS, STORE
 from lfr_actors.api.openapi import Param, media, operation, problem, query
 from lfr_actors.api.problems import ProblemError
@@ -200,7 +200,7 @@ async def stream_alerts(request: web.Request) -> web.StreamResponse:
         require_in_scope(request, deployment_id)  # another's: the same 404 as an unknown id
         known = await asyncio.to_thread(request.app[DEPLOYMENTS].find, deployment_id)
         if known is None:
-            raise ProblemError(404, f"No deployment with id {deployment_id[:80]!r}.")
+            raise unknown_deployment(deployment_id)
     if after is None:
         after = await asyncio.to_thread(store.last_event_id)
     response = web.StreamResponse(

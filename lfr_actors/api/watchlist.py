@@ -42,13 +42,13 @@ from lfr_actors.api.auth import (
     principal,
     require_in_scope,
     require_role,
+    unknown_deployment,
 )
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.deployments import (
     NO_DEPLOYMENT,
     run_store,
     trimmed,
-    unknown_deployment,
 )
 from lfr_actors.api.keys import AUDIT, DEPLOYMENTS, ENROL_SLOTS, ENROLLER
 from lfr_actors.api.openapi import (
