@@ -245,6 +245,15 @@ def status_families(status: Mapping[str, Any], *, status_up: bool | None = None)
                 (),
                 deployment.get("damaged_entries"),
             )
+        if "stale_entries" in deployment:
+            reg.add(
+                "lfr_watchlist_stale_entries",
+                "gauge",
+                "Active watchlist entries left out of the index because they were approved "
+                "longer ago than the deployment's watchlist_max_age_h (enrol again to refresh).",
+                (),
+                deployment.get("stale_entries"),
+            )
         if "state" in deployment:
             reg.add(
                 "lfr_deployment_closed",
@@ -424,6 +433,33 @@ def status_families(status: Mapping[str, Any], *, status_up: bool | None = None)
             "When the webhook last accepted an event (Unix time).",
             labels,
             hook.get("last_success_unix"),
+        )
+
+    outputs = status.get("alert_outputs")
+    for output in outputs if isinstance(outputs, list) else []:
+        if not isinstance(output, Mapping):
+            continue
+        labels = (("output", str(output.get("name"))),)
+        reg.add(
+            "lfr_alert_output_delivered_total",
+            "counter",
+            "Alert events written to the output (stdout, the --alerts-jsonl file) since the start.",
+            labels,
+            output.get("delivered"),
+        )
+        reg.add(
+            "lfr_alert_output_attempts_failed_total",
+            "counter",
+            "Writes to the output that failed (a full disk, say) and are being retried.",
+            labels,
+            output.get("attempts_failed"),
+        )
+        reg.add(
+            "lfr_alert_output_up",
+            "gauge",
+            "Whether the output's last write succeeded (1) or it is failing and retried (0).",
+            labels,
+            1 if output.get("up") else 0,
         )
 
     every_actor = [

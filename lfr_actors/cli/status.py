@@ -142,6 +142,13 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"{hook.get('delivered', 0)} failed {hook.get('failed', 0)} pending "
             f"{hook.get('pending', 0)} last success {hook.get('last_success') or 'never'}{error}"
         )
+    for output in status.get("alert_outputs") or []:
+        up = "up" if output.get("up") else "FAILING (retried; nothing is lost)"
+        error = f"  last error: {output['last_error']}" if output.get("last_error") else ""
+        lines.append(
+            f"  alert output {output.get('name')} {up}: delivered {output.get('delivered', 0)} "
+            f"up to event {output.get('position', 0)}{error}"
+        )
     store = (status.get("alerts") or {}).get("store") or {}
     lines.append(
         f"  alerts stored {store.get('alerts', '?')}  sightings {store.get('sightings', '?')}"

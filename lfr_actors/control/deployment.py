@@ -66,7 +66,13 @@ from lfr_actors.api.app import api_runner, create_app
 from lfr_actors.api.stream import HUB
 from lfr_actors.control import registration, status
 from lfr_actors.control.follow import Reconciler
-from lfr_actors.control.jsonl_sink import CallbackFollower, Follower, JsonlSink, follow_events
+from lfr_actors.control.jsonl_sink import (
+    CallbackFollower,
+    Follower,
+    JsonlSink,
+    OutputHealth,
+    follow_events,
+)
 from lfr_actors.control.live import Live
 from lfr_actors.control.paths import DeploymentError, DeploymentPaths, disk_full_is_one_line
 from lfr_actors.control.plan import finite_cameras, gpu_shortfall, plan_actors
@@ -123,6 +129,7 @@ class Deployment:
         self.kernel = Kernel(self.namespace, ROLES, health_interval_s=health_interval_s)
         self.live = Live()
         self._started_ray = False
+        self._jsonl: JsonlSink | None = None
         self.spec = registration.embedder_spec(topology)
         self.reconciler = Reconciler(topology, self.live, self.kernel, self.paths, self._replan)
 
@@ -263,6 +270,7 @@ class Deployment:
                 read_secret(webhook)
             except SecretError as exc:
                 raise DeploymentError(f"webhook {name}: {exc}") from None
+        self._open_jsonl()
         await self._open()
         try:
             if self.address:
@@ -307,6 +315,20 @@ class Deployment:
             cameras=len(self.topology.cameras),
             watchlist_entries=len(self.live.indexed),
         )
+
+    def _open_jsonl(self) -> None:
+        """Read where ``--alerts-jsonl`` resumes, before anything starts.
+
+        A file that cannot be resumed (its last line is not an event line, it cannot be
+        read) refuses the start in one line.
+        """
+        if not self.alerts_jsonl or self._jsonl is not None:
+            return
+        try:
+            self._jsonl = JsonlSink(self.alerts_jsonl)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise DeploymentError(f"--alerts-jsonl {self.alerts_jsonl}: {reason}") from None
 
     def _check_gpus(self) -> None:
         """Refuse at once when the topology demands GPUs the cluster does not have.
@@ -358,14 +380,22 @@ class Deployment:
         if self.on_alert:
             newest = await asyncio.to_thread(hub.store.last_event_id)
             followers.append(CallbackFollower(self.on_alert, newest))
-        if self.alerts_jsonl:
-            followers.append(JsonlSink(self.alerts_jsonl))
+        self._open_jsonl()
+        if self._jsonl is not None:
+            followers.append(self._jsonl)
+        health: dict[str, OutputHealth] = {}
+        self.live.alert_outputs = lambda: [
+            health[f.name].as_status(f.position) for f in followers if f.name in health
+        ]
         alerts = self.topology.alerts
         webhooks = Webhooks(list(alerts.webhooks), alerts.webhook_names(), self.paths.alerts_db)
         self.live.webhooks = lambda: [s.as_status() for s in webhooks.states()]
-        # Each in its own task: a receiver that is down never holds back stdout or the file.
+        # Each in its own task: a receiver that is down never holds back stdout or the file,
+        # and a file that cannot be written (its disk full) never holds back the rest.
         results = await asyncio.gather(
-            follow_events(hub, followers, stop), webhooks.run(hub, stop), return_exceptions=True
+            follow_events(hub, followers, stop, health=health),
+            webhooks.run(hub, stop),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, Exception):

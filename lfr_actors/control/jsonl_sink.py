@@ -31,25 +31,37 @@ when they were seen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lfr_actors.actors.alerts import store_cause
 from lfr_actors.api.stream import EventHub
 from lfr_actors.fsutil import open_private_append
+from lfr_actors.logs import get_logger
 from lfr_actors.timefmt import iso_utc
 
 _PAGE = 500
 _TAIL_BYTES = 1 << 16
 _WAIT_S = 1.0
 """Longest a follower waits for the hub before it looks again by itself."""
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 30.0
+"""A failing output is tried again after 1 s, then 2, 4 ... at most 30 s apart."""
+
+log = get_logger("lfr.alerts")
 
 
 class Follower(Protocol):
     """Takes the stored events after :attr:`position`, in order."""
 
+    name: str
+    """What the logs and the status call it (``stdout``, ``alerts_jsonl``)."""
     position: int
     """The id of the last event taken (0 before any)."""
 
@@ -59,7 +71,13 @@ class Follower(Protocol):
 
 
 async def follow_events(
-    hub: EventHub, followers: list[Follower], stop: asyncio.Event, *, wait_s: float = _WAIT_S
+    hub: EventHub,
+    followers: list[Follower],
+    stop: asyncio.Event,
+    *,
+    wait_s: float = _WAIT_S,
+    health: dict[str, OutputHealth] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Hand each follower every stored event after its position, until ``stop``, then drain.
 
@@ -68,9 +86,17 @@ async def follow_events(
     began with ``stop`` set go to the store itself, not the hub's cache: so the round that
     ends this (one that found nothing new) started after ``stop`` was set (after the
     drain's flush) and saw every event committed before the drain asked to stop.
+
+    A follower that fails (its file's disk is full, the store cannot be read, stdout is
+    closed) is retried with backoff (:class:`OutputHealth`), from its own position, and
+    never stops the others: nothing is lost, since each resumes where it stands. Its
+    health is kept in ``health`` (by follower name) for the status.
     """
     if not followers:
         return
+    states = {} if health is None else health
+    for follower in followers:
+        states.setdefault(follower.name, OutputHealth(follower.name))
     hub.followers += 1
     try:
         while True:
@@ -78,16 +104,92 @@ async def follow_events(
             changed = hub.waiter()
             delivered = False
             for follower in followers:
-                events = await _events_after(hub, follower.position, from_store=stopping)
-                if events:
-                    await follower.deliver(events)
-                    delivered = True
+                state = states[follower.name]
+                if not stopping and clock() < state.retry_at:
+                    continue
+                before = follower.position
+                try:
+                    events = await _events_after(hub, before, from_store=stopping)
+                    if events:
+                        await follower.deliver(events)
+                except Exception as exc:  # every failure is retried, none is fatal
+                    state.failed(exc, clock())
+                    continue
+                state.succeeded(follower.position - before if events else 0)
+                delivered = delivered or bool(events)
             if stopping and not delivered:
+                for follower in followers:
+                    states[follower.name].stopped_behind(follower.position)
                 return
             if not delivered:
                 await first_of(changed, stop, wait_s)
     finally:
         hub.followers -= 1
+
+
+@dataclass
+class OutputHealth:
+    """How one alert output (the JSONL file, stdout) fares: failures are retried, never fatal.
+
+    A failure logs ``alert_output_failing`` once per outage (and ``alert_output_recovered``
+    once it delivers again) and waits before the next try: 1 s, doubling to 30 s.
+    """
+
+    name: str
+    delivered: int = 0
+    """Events this output took since the start."""
+    attempts_failed: int = 0
+    failing: bool = False
+    last_error: str | None = None
+    retry_at: float = 0.0
+    """When (on the follower's clock) the next try is due."""
+    backoff_s: float = 0.0
+
+    def failed(self, exc: Exception, now: float) -> None:
+        """Count a failed try and put the next one off."""
+        self.attempts_failed += 1
+        self.last_error = store_cause(exc)
+        self.backoff_s = min(max(_RETRY_FIRST_S, 2 * self.backoff_s), _RETRY_MAX_S)
+        self.retry_at = now + self.backoff_s
+        if not self.failing:
+            self.failing = True
+            log.error(
+                "alert_output_failing",
+                output=self.name,
+                reason=self.last_error,
+                action="retrying with backoff; nothing is lost, it resumes where it stopped",
+            )
+
+    def succeeded(self, taken: int) -> None:
+        """Count ``taken`` events delivered (or a read with nothing new)."""
+        self.delivered += max(0, taken)
+        self.backoff_s = 0.0
+        self.retry_at = 0.0
+        if self.failing:
+            self.failing = False
+            log.info("alert_output_recovered", output=self.name)
+
+    def stopped_behind(self, position: int) -> None:
+        """At the end of a drain: say so when this output could not catch up."""
+        if self.failing:
+            log.error(
+                "alert_output_behind_at_stop",
+                output=self.name,
+                position=position,
+                reason=self.last_error,
+                action="the events after position are in the store; the next start resumes",
+            )
+
+    def as_status(self, position: int) -> dict[str, Any]:
+        """The status entry."""
+        return {
+            "name": self.name,
+            "position": position,
+            "delivered": self.delivered,
+            "attempts_failed": self.attempts_failed,
+            "up": not self.failing,
+            "last_error": self.last_error,
+        }
 
 
 async def drain_events(hub: EventHub, followers: list[Follower]) -> None:
@@ -119,15 +221,21 @@ async def first_of(a: asyncio.Event, b: asyncio.Event, timeout_s: float) -> None
 class CallbackFollower:
     """Calls ``on_event`` with each event after ``position`` (``lfr up`` prints alerts)."""
 
-    def __init__(self, on_event: Callable[[dict[str, Any]], None], position: int) -> None:
+    def __init__(
+        self, on_event: Callable[[dict[str, Any]], None], position: int, name: str = "stdout"
+    ) -> None:
         self.on_event = on_event
         self.position = position
+        self.name = name
 
     async def deliver(self, events: list[dict[str, Any]]) -> None:
-        """Call ``on_event`` for each event, in order."""
+        """Call ``on_event`` for each event, in order, moving on after each call returns.
+
+        At least once: an event whose call raised is offered again on the next try.
+        """
         for event in events:
-            self.position = event["event_id"]
             self.on_event(event)
+            self.position = event["event_id"]
 
 
 def event_line(event: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +264,8 @@ def event_line(event: dict[str, Any]) -> dict[str, Any]:
 class JsonlSink:
     """Appends alert events to ``out_path``, one line each, resuming after its last line."""
 
+    name = "alerts_jsonl"
+
     def __init__(self, out_path: Path) -> None:
         self.out_path = Path(out_path)
         self.position = _last_written_event_id(self.out_path)
@@ -173,7 +283,11 @@ class JsonlSink:
         await asyncio.to_thread(self.write, events)
 
     def write(self, events: list[dict[str, Any]]) -> int:
-        """Append the events after :attr:`position` (durably: fsync); how many were written."""
+        """Append the events after :attr:`position` (durably: fsync); how many were written.
+
+        All or nothing: a write that fails part way (a full disk) is cut back to the file's
+        size before it, so a retry never follows a torn line.
+        """
         fresh = [e for e in events if e["event_id"] > self.position]
         if not fresh:
             return 0
@@ -182,9 +296,19 @@ class JsonlSink:
         ).encode()
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         with open_private_append(self.out_path) as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
+            # Straight to the descriptor, past the file object's buffer: nothing of a
+            # failed write is left to be flushed (appended) when the file is closed.
+            fd = out.fileno()
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         self.position = fresh[-1]["event_id"]
         self.written += len(fresh)
         return len(fresh)

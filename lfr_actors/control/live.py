@@ -61,3 +61,5 @@ class Live:
     """When the next indexed entry goes stale (Unix seconds): the index is reloaded then."""
     webhooks: Callable[[], list[dict[str, Any]]] | None = None
     """Each webhook's delivery state for the status (:mod:`lfr_actors.control.webhooks`)."""
+    alert_outputs: Callable[[], list[dict[str, Any]]] | None = None
+    """How stdout's alerts and the ``--alerts-jsonl`` file fare (:mod:`...jsonl_sink`)."""

@@ -111,6 +111,7 @@ async def status(
         "index": {**by_role.get("index_router", {}), **by_role.get("index_shard", {})},
         "alerts": alerts,
         "webhooks": live.webhooks() if live.webhooks is not None else [],
+        "alert_outputs": live.alert_outputs() if live.alert_outputs is not None else [],
         "nodes": kernel.node_summary(),
     }
 

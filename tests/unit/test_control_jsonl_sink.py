@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,19 @@ import pytest
 
 from lfr_actors.alerts.fusion import AlertEvent, Fuser, FusionConfig
 from lfr_actors.api.stream import EventHub
+from lfr_actors.cli.status import status_lines
+from lfr_actors.control.deployment import Deployment, DeploymentError
 from lfr_actors.control.jsonl_sink import (
     CallbackFollower,
     JsonlSink,
+    OutputHealth,
     drain_events,
     follow_events,
 )
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.testing.doubles import make_sighting
+from tests.disks import fill, small_tmpfs
 
 sighting = make_sighting
 
@@ -205,3 +209,151 @@ async def test_the_alert_followers_last_read_starts_after_the_stop(
     writer.close()
     assert printed == [2]
     assert [json.loads(line)["event_id"] for line in jsonl.read_text().splitlines()] == [1, 2]
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("not reached in time")
+
+
+async def test_a_full_disk_under_the_jsonl_file_loses_nothing_and_holds_back_nothing(
+    tmp_path: Path, db: Path, hub: EventHub
+) -> None:
+    """A real tmpfs filled to the last byte under the JSONL file: stdout carries on, the file
+    is never left with a torn line, and once space returns it catches up, each event once."""
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
+    printed: list[int] = []
+    health: dict[str, OutputHealth] = {}
+    stop = asyncio.Event()
+    with small_tmpfs(tmp_path / "small-disk", "1m") as disk:
+        out = disk / "alerts.jsonl"
+        sink = JsonlSink(out)
+        printer = CallbackFollower(lambda event: printed.append(event["event_id"]), 0)
+        poller = asyncio.create_task(hub.run())
+        follow = follow_events(hub, [printer, sink], stop, wait_s=0.02, health=health)
+        task = asyncio.create_task(follow)
+        try:
+            with AlertStore(db) as store:
+                store.apply(events_for(fuser, sighting(1, entry="E1"))[0])
+                await _until(lambda: sink.position == 1)
+                filler = fill(disk / "filler")
+                written = out.read_bytes()
+                # Enough lines that they cannot fit the slack of the file's last page.
+                for n in range(2, 40):
+                    store.apply(events_for(fuser, sighting(n, entry=f"E{n}", at=n))[0])
+                await _until(lambda: printed[-1:] == [39])  # stdout is not held back
+                await _until(lambda: health["alerts_jsonl"].attempts_failed >= 1)
+                state = health["alerts_jsonl"]
+                assert not state.as_status(sink.position)["up"]
+                assert state.last_error == "No space left on device"
+                assert health["stdout"].as_status(printer.position)["up"]
+                assert out.read_bytes() == written  # a failed write is cut back, not torn
+                filler.unlink()
+                await _until(lambda: sink.position == 39, timeout_s=40)
+                assert health["alerts_jsonl"].as_status(sink.position)["up"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            poller.cancel()
+        ids = [line["event_id"] for line in read_lines(out)]
+    assert ids == list(range(1, 40))
+    assert printed == list(range(1, 40))
+    assert health["alerts_jsonl"].delivered == 39
+
+
+async def test_an_output_that_raises_is_retried_from_its_own_position(
+    db: Path, hub: EventHub
+) -> None:
+    """Any failure of an output (stdout closed, say) backs off and retries; the others go on."""
+    fuser = Fuser("dep1", FusionConfig(threshold=0.5))
+    seen: list[int] = []
+    broken = True
+
+    def flaky(event: dict[str, Any]) -> None:
+        if broken:
+            raise BrokenPipeError(32, "Broken pipe")
+        seen.append(event["event_id"])
+
+    flaky_follower = CallbackFollower(flaky, 0, name="flaky")
+    sink = JsonlSink(db.parent / "alerts.jsonl")
+    health: dict[str, OutputHealth] = {}
+    clock = [0.0]
+    stop = asyncio.Event()
+    poller = asyncio.create_task(hub.run())
+    with AlertStore(db) as store:
+        store.apply(events_for(fuser, sighting(1, entry="E1"))[0])
+        store.apply(events_for(fuser, sighting(2, entry="E2", at=1))[0])
+        task = asyncio.create_task(
+            follow_events(
+                hub,
+                [flaky_follower, sink],
+                stop,
+                wait_s=0.02,
+                health=health,
+                clock=lambda: clock[0],
+            )
+        )
+        try:
+            await _until(lambda: sink.position == 2)
+            state = health["flaky"]
+            await _until(lambda: state.attempts_failed >= 1)
+            assert state.failing and state.last_error == "Broken pipe"
+            assert state.retry_at == 1.0  # the first retry waits 1 s (the fake clock's)
+            await asyncio.sleep(0.1)
+            assert state.attempts_failed == 1  # nothing is tried before it is due
+            clock[0] = 1.0
+            await _until(lambda: state.attempts_failed == 2)
+            assert state.retry_at == 3.0  # then 2 s
+            broken = False
+            clock[0] = 3.0
+            await _until(lambda: not state.failing)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            poller.cancel()
+    # At least once: the event whose call raised is offered again, and every one arrives.
+    assert seen == [1, 2]
+    assert [line["event_id"] for line in read_lines(sink.out_path)] == [1, 2]
+
+
+def test_a_jsonl_file_that_cannot_be_resumed_refuses_the_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "alerts.jsonl"
+    out.write_text('{"event": "raised"}\n')  # no event id: not written by the sink
+    deployment = Deployment.__new__(Deployment)
+    deployment.alerts_jsonl = out
+    deployment._jsonl = None
+    with pytest.raises(DeploymentError) as refused:
+        deployment._open_jsonl()
+    assert str(refused.value).startswith(f"--alerts-jsonl {out}: ")
+    assert "the last line is not an alert event line" in str(refused.value)
+
+
+def test_lfr_status_shows_each_alert_output_in_one_line() -> None:
+    status: dict[str, Any] = {
+        "deployment": {"id": "d", "location": "l", "start": "s", "end": "e", "threshold": 0.6},
+        "api": "http://127.0.0.1:8080",
+        "uptime_s": 1.0,
+        "cameras": {},
+        "embedders": {},
+        "alert_outputs": [
+            OutputHealth("stdout", delivered=4).as_status(4),
+            OutputHealth(
+                "alerts_jsonl",
+                delivered=2,
+                attempts_failed=3,
+                failing=True,
+                last_error="No space left on device",
+            ).as_status(2),
+        ],
+    }
+    lines = status_lines(status)
+    assert "  alert output stdout up: delivered 4 up to event 4" in lines
+    assert (
+        "  alert output alerts_jsonl FAILING (retried; nothing is lost): delivered 2 up to "
+        "event 2  last error: No space left on device"
+    ) in lines

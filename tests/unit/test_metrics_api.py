@@ -589,3 +589,31 @@ def test_an_embedder_that_reports_no_tracks_gets_no_track_samples() -> None:
     lines = render_metrics(status).splitlines()
     assert not [line for line in lines if line.startswith("lfr_embedder_tracks")]
     assert 'lfr_camera_tracks_total{camera="cam_north"} 6.0' in lines
+
+
+def test_alert_outputs_and_stale_entries_have_their_families() -> None:
+    status = realistic_status()
+    status["deployment"]["stale_entries"] = 2
+    status["alert_outputs"] = [
+        {"name": "stdout", "position": 5, "delivered": 5, "attempts_failed": 0, "up": True},
+        {
+            "name": "alerts_jsonl",
+            "position": 3,
+            "delivered": 3,
+            "attempts_failed": 4,
+            "up": False,
+            "last_error": "No space left on device",
+        },
+    ]
+    lines = render_metrics(status).splitlines()
+    for expected in (
+        "lfr_watchlist_stale_entries 2.0",
+        "# TYPE lfr_watchlist_stale_entries gauge",
+        'lfr_alert_output_up{output="stdout"} 1.0',
+        'lfr_alert_output_up{output="alerts_jsonl"} 0.0',
+        'lfr_alert_output_delivered_total{output="alerts_jsonl"} 3.0',
+        'lfr_alert_output_attempts_failed_total{output="alerts_jsonl"} 4.0',
+        "# TYPE lfr_alert_output_delivered_total counter",
+    ):
+        assert expected in lines, expected
+    assert not any("No space" in line for line in lines)  # errors are for the status, not here
