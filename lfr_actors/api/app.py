@@ -32,7 +32,7 @@ from lfr_actors.api.adjudication import adjudicate
 from lfr_actors.api.alerts import get_alert, get_crop, list_alerts
 from lfr_actors.api.audit import list_audit, verify_audit
 from lfr_actors.api.auth import auth_middleware, check_role_matrix, check_routes_on_startup
-from lfr_actors.api.calibration import put_calibration
+from lfr_actors.api.calibration import delete_calibration, put_calibration
 from lfr_actors.api.console import console_page, favicon, whoami
 from lfr_actors.api.deployments import (
     change_threshold,
@@ -194,6 +194,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(f"{deployment}/close", close_deployment, name="deployment_close")
     app.router.add_post(f"{deployment}/threshold", change_threshold, name="deployment_threshold")
     app.router.add_put(f"{deployment}/calibration", put_calibration, name="deployment_calibration")
+    app.router.add_delete(
+        f"{deployment}/calibration", delete_calibration, name="deployment_calibration_remove"
+    )
     app.router.add_get(f"{deployment}/report", get_report, name="deployment_report")
     app.router.add_get(f"{deployment}/report.html", get_report_page, name="deployment_report_page")
     app.router.add_get(f"{deployment}/entries", list_entries, name="entries")

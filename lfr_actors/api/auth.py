@@ -120,6 +120,7 @@ ROLE_MATRIX: Mapping[tuple[str, str], Rule] = MappingProxyType(
         ("POST", "deployment_close"): roles(Role.AUTHORISER),
         ("POST", "deployment_threshold"): roles(Role.AUTHORISER),
         ("PUT", "deployment_calibration"): roles(Role.AUTHORISER),
+        ("DELETE", "deployment_calibration_remove"): roles(Role.AUTHORISER),
         ("GET", "deployment_report"): roles(*VIEWERS, Role.AUTHORISER),
         ("GET", "deployment_report_page"): roles(*VIEWERS, Role.AUTHORISER),
         ("GET", "entries"): roles(*Role),

@@ -1,4 +1,4 @@
-"""A deployment's calibration over the API: ``PUT /v1/deployments/{id}/calibration``.
+"""A deployment's calibration over the API: ``PUT`` and ``DELETE /v1/deployments/{id}/calibration``.
 
 For deployments made through the API (``lfr up`` stores the topology's
 ``alerts.calibration`` itself). The body is the calibration file's JSON as
@@ -10,6 +10,10 @@ Answers: 200 (``changed`` false when the same file was already stored, nothing w
 404 for an unknown deployment; 409 for a closed one; 422 for a body that is not a valid
 calibration file of this version (every bad field in ``invalid_params``) or whose model's
 embedding length differs from the deployment's stored templates.
+
+``DELETE`` withdraws the calibration (one found unfit, with none to replace it; a damaged
+one too), audited the same way with ``to`` null; the expected rate is then null with its
+reason. 200 (``changed`` false when none was stored), 404 and 409 as for ``PUT``.
 """
 
 from __future__ import annotations
@@ -17,25 +21,37 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from lfr_actors.api.auth import principal, require_in_scope
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.deployments import (
     NO_DEPLOYMENT,
+    Text,
     _deployment_fields,
     false_alerts_of,
     run_store,
+    trimmed,
 )
 from lfr_actors.api.keys import DEPLOYMENTS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
 from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import CalibrationChanged
 from lfr_actors.calibration import MAX_GRID_POINTS, CalibrationFile
-from lfr_actors.store.calibrations import set_calibration
+from lfr_actors.store.calibrations import remove_calibration, set_calibration
 from lfr_actors.store.records import EntryState
 
 MAX_CALIBRATION_BYTES = 64 * 1024 + MAX_GRID_POINTS * 400
 """Room for the file's fixed part and a full grid of points written with indentation."""
+MAX_WITHDRAW_BYTES = 16 * 1024
+
+
+class WithdrawBody(BaseModel):
+    """Why a deployment's calibration is withdrawn."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="WithdrawCalibration")
+
+    reason: Text = Field(description="Why the calibration is unfit (it goes in the audit entry).")
 
 
 def _template_dimensions(request: web.Request, deployment_id: str) -> set[int]:
@@ -89,6 +105,35 @@ async def put_calibration(request: web.Request) -> web.Response:
         record.id,
         calibration,
         actor=principal(request).actor,
+    )
+    fields = _deployment_fields(request, record, *await false_alerts_of(request, record))
+    return model_response(CalibrationChanged.model_validate({**fields, "changed": changed}))
+
+
+@operation(
+    "Withdraw the deployment's calibration (audited as deployment.calibration, to null).",
+    description="For a calibration found unfit with none to replace it: the deployment then "
+    "shows no expected false alert rate (null, with the reason), while the observed one "
+    "stays. A topology naming alerts.calibration stores it again at the next lfr up.",
+    body=Body(WithdrawBody, MAX_WITHDRAW_BYTES),
+    responses={
+        200: ok(CalibrationChanged, "The deployment; changed says if a calibration was removed."),
+        404: NO_DEPLOYMENT,
+        409: problem("The deployment is closed."),
+        **body_problems(MAX_WITHDRAW_BYTES),
+    },
+)
+async def delete_calibration(request: web.Request) -> web.Response:
+    """Remove the deployment's calibration (audited)."""
+    deployment_id = request.match_info["deployment_id"]
+    require_in_scope(request, deployment_id)
+    body = trimmed(await read_json_body(request, WithdrawBody, max_bytes=MAX_WITHDRAW_BYTES))
+    record, changed = await run_store(
+        remove_calibration,
+        request.app[DEPLOYMENTS],
+        deployment_id,
+        actor=principal(request).actor,
+        reason=body.reason,
     )
     fields = _deployment_fields(request, record, *await false_alerts_of(request, record))
     return model_response(CalibrationChanged.model_validate({**fields, "changed": changed}))

@@ -75,26 +75,30 @@ def shown_calibration(
 
 
 def _audited(text: str | None) -> dict[str, Any] | None:
+    """What the audit entry says of a stored calibration: its summary and SHA-256.
+
+    A stored text that no longer reads as a calibration (changed on disk) is named by its
+    hash with ``damaged`` true, so it can still be replaced or removed.
+    """
     if text is None:
         return None
-    summary = calibration_summary(CalibrationFile.model_validate_json(text))
-    return {**summary, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    sha256 = hashlib.sha256(text.encode()).hexdigest()
+    try:
+        summary = calibration_summary(CalibrationFile.model_validate_json(text))
+    except ValidationError:
+        return {"damaged": True, "sha256": sha256}
+    return {**summary, "sha256": sha256}
 
 
-def set_calibration(
+def _store(
     deployments: WatchlistEntries,
     deployment_id: str,
-    calibration: CalibrationFile,
+    text: str | None,
     *,
     actor: Actor,
+    reason: str | None = None,
 ) -> tuple[DeploymentRecord, bool]:
-    """Store the deployment's calibration (audited with the old and the new one).
-
-    Returns the record and whether it changed. :class:`DeploymentClosedError` for a
-    closed deployment, :class:`UnknownDeploymentError` for an unknown id; either way
-    nothing is stored or audited.
-    """
-    text = document_text(calibration)
+    """Store ``text`` (None: no calibration) as the deployment's, audited; whether it changed."""
     with deployments.db.transaction() as conn:
         record = require_deployment(conn, deployment_id)
         if record.closed_at is not None:
@@ -110,10 +114,42 @@ def set_calibration(
             actor,
             Action.CALIBRATION_SET,
             deployment_id,
-            {"from": _audited(old), "to": _audited(text)},
+            {
+                "from": _audited(old),
+                "to": _audited(text),
+                **({} if reason is None else {"reason": reason}),
+            },
             at=deployments.clock(),
         )
     return record, True
+
+
+def set_calibration(
+    deployments: WatchlistEntries,
+    deployment_id: str,
+    calibration: CalibrationFile,
+    *,
+    actor: Actor,
+) -> tuple[DeploymentRecord, bool]:
+    """Store the deployment's calibration (audited with the old and the new one).
+
+    Returns the record and whether it changed. :class:`DeploymentClosedError` for a
+    closed deployment, :class:`UnknownDeploymentError` for an unknown id; either way
+    nothing is stored or audited.
+    """
+    return _store(deployments, deployment_id, document_text(calibration), actor=actor)
+
+
+def remove_calibration(
+    deployments: WatchlistEntries, deployment_id: str, *, actor: Actor, reason: str
+) -> tuple[DeploymentRecord, bool]:
+    """Withdraw the deployment's calibration (audited, ``to`` null): no expected rate is shown.
+
+    For a calibration found unfit (another population, a flawed run) with none to replace
+    it; a damaged one may be removed too. ``reason`` (why) is in the audit entry. Returns
+    the record and whether anything was stored; errors as :func:`set_calibration`.
+    """
+    return _store(deployments, deployment_id, None, actor=actor, reason=reason)
 
 
 def figures(

@@ -131,6 +131,7 @@ class Samples:
         ("POST", "alert_hold"): {"reason": "case 42: disclosure"},
         ("DELETE", "alert_release"): {"reason": "case closed"},
         ("POST", "deployment_close"): {"reason": "operation over"},
+        ("DELETE", "deployment_calibration_remove"): {"reason": "another population"},
         ("POST", "deployment_threshold"): {"threshold": 0.5, "reason": "fewer false alerts"},
         ("PUT", "deployment_calibration"): sample_calibration(),
         ("DELETE", "entry_delete"): {"reason": "arrested"},

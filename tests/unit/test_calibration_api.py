@@ -7,6 +7,7 @@ passers-by are checked against 1 - (1 - p)^N for the synthetic calibration's kno
 from __future__ import annotations
 
 import copy
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -73,6 +74,15 @@ class Api:
         return await self.client.put(
             f"/v1/deployments/{deployment}/calibration",
             json=body,
+            headers=headers or self.authoriser,
+        )
+
+    async def withdraw(
+        self, reason: Any = "another population", deployment: str = "dep1", headers: Any = None
+    ) -> Any:
+        return await self.client.delete(
+            f"/v1/deployments/{deployment}/calibration",
+            json={"reason": reason},
             headers=headers or self.authoriser,
         )
 
@@ -221,6 +231,51 @@ async def test_a_stored_calibration_damaged_on_disk_is_said_not_fatal(api: Api) 
     with Database(api.db) as store:
         report = Deployments(store).report("dep1")
     assert report["false_alerts"]["expected_reason"] == figures["expected_reason"]
+    # As the reason says: storing it again mends it, audited with the damaged one's hash.
+    mended = await api.put(sample_calibration(P))
+    assert mended.status == 200, await mended.text()
+    assert (await api.get())["false_alerts"]["expected_per_1000"] == expected(ENTRIES, P)
+    last = json.loads(api.calibration_audit()[-1][2])
+    assert last["from"]["damaged"] is True and len(last["from"]["sha256"]) == 64
+    assert last["to"]["model"] == "dlib_resnet_v1"
+
+
+async def test_a_calibration_found_unfit_is_withdrawn_audited_with_why(api: Api) -> None:
+    assert (await api.put(sample_calibration(P))).status == 200
+    resp = await api.withdraw("  calibrated on another population  ")
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["changed"] is True
+    assert body["false_alerts"]["expected_per_1000"] is None
+    assert "no calibration" in body["false_alerts"]["expected_reason"]
+    figures = (await api.get())["false_alerts"]
+    assert figures["calibration"] is None and figures["expected_per_1000"] is None
+    assert figures["observed_reason"] or figures["observed_per_1000"] is not None
+    subject, actor, details = api.calibration_audit()[-1]
+    assert (subject, actor) == ("dep1", "Insp Adams")
+    audited = json.loads(details)
+    assert audited["to"] is None and audited["from"]["model"] == "dlib_resnet_v1"
+    assert audited["reason"] == "calibrated on another population"
+    # Nothing stored: nothing changes, nothing is audited.
+    before = api.stored()
+    again = await api.withdraw()
+    assert again.status == 200 and (await again.json())["changed"] is False
+    assert api.stored() == before
+
+
+async def test_a_withdrawal_without_a_reason_or_by_the_wrong_role_changes_nothing(
+    api: Api,
+) -> None:
+    assert (await api.put(sample_calibration(P))).status == 200
+    before = api.stored()
+    blank = await problem(await api.withdraw("   "), 422)
+    assert [p["name"] for p in blank["invalid_params"]] == ["reason"]
+    bare = await api.client.delete("/v1/deployments/dep1/calibration", headers=api.authoriser)
+    await problem(bare, 415)  # no body: it must say why
+    await problem(await api.withdraw(headers=api.manager), 403)
+    await problem(await api.withdraw(deployment="nope"), 404)
+    assert "closed" in (await problem(await api.withdraw(deployment="dep-closed"), 409))["detail"]
+    assert api.stored() == before
 
 
 async def test_damaged_entries_are_not_counted_in_the_watchlist_size(api: Api) -> None:
