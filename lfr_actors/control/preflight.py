@@ -3,10 +3,12 @@
 Each is the check ``lfr up`` itself runs, made without writing anything: the watchlist's
 photos enrolled with the real enrolment pipeline (:func:`registration.enrolment_pipeline`
 and :func:`registration.enrol_watchlist`, as ``up`` does), the authorised window against
-the clock (:func:`registration.refuse_ended_window`), the stored record against the file
-(:func:`registration.check_deployment`, over a read-only connection, only when the store
-exists), and the API port (bound and closed again). What needs the running system (Ray,
-GPUs, a camera's stream) is not checked here.
+the clock (:func:`registration.refuse_ended_window`), the data folder (writable, room on
+its disk, and the store's ``quick_check``, schema and evidence of an earlier store:
+:func:`registration.check_data`, without the creation marker ``up`` writes), the stored
+record against the file (:func:`registration.check_deployment`, over a read-only
+connection, only when the store exists and passed), and the API port (bound and closed
+again). What needs the running system (Ray, GPUs, a camera's stream) is not checked here.
 """
 
 from __future__ import annotations
@@ -55,14 +57,32 @@ def port_in_use_message(host: str, port: int) -> str:
 def preflight(topology: Topology, watchlist: Watchlist | None, options: Preflight) -> CheckReport:
     """Every start-up check that needs no running system; all problems, not the first."""
     report = CheckReport()
-    known = _check_record(topology, report, watchlist)
+    store_usable = _check_data(topology, report)
+    known = _check_record(topology, report, watchlist) if store_usable else frozenset()
+    # The data and record lines go after the others: photos, window, port, data, record.
+    stored_lines = list(report.checked)
+    report.checked.clear()
     _check_enrolment(topology, watchlist, options, report, skip=known)
     _check_window(topology, report)
     _check_calibration(topology, report)
     _check_port(topology, report)
-    # The record line after the others: photos, window, port, record.
-    report.checked.append(report.checked.pop(0))
+    report.checked.extend(stored_lines)
     return report
+
+
+def _check_data(topology: Topology, report: CheckReport) -> bool:
+    """The data folder as ``lfr up`` checks it first; whether the store may be read on."""
+    paths = DeploymentPaths(Path(topology.storage.data_dir))
+    try:
+        registration.check_data(paths, mark=False)
+    except LfrError as exc:
+        report.problems.append(str(exc))
+        return False
+    if paths.alerts_db.is_file():
+        report.checked.append(f"data         {paths.data_dir}: room on its disk, store checks out")
+    else:
+        report.checked.append(f"data         {paths.data_dir}: writable, room on its disk")
+    return True
 
 
 def _check_enrolment(

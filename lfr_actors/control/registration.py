@@ -72,19 +72,20 @@ def embedder_spec(topology: Topology) -> EmbedderSpec:
     return DEFAULT_EMBEDDER_SPEC
 
 
-def check_data(paths: DeploymentPaths) -> None:
+def check_data(paths: DeploymentPaths, *, mark: bool = True) -> None:
     """Refuse, in one line and before anything is written, a start that would lose data.
 
-    The data folder's disk must have room, and the store must pass
-    :func:`lfr_actors.store.check.check_before_start`; index snapshot manifests left
-    by an earlier run are evidence that a store existed.
+    The data folder's disk must have room (that the folder can be written is a topology
+    check), and the store must pass :func:`lfr_actors.store.check.check_before_start`
+    (``mark`` as there: ``lfr validate`` writes nothing); index snapshot manifests left by
+    an earlier run are evidence that a store existed.
     """
     require_free_space(paths.data_dir)
     evidence: list[Path] = []
     if paths.index_dir.is_dir():
         evidence = [p / SNAPSHOT_MANIFEST for p in paths.index_dir.iterdir()]
     with disk_full_is_one_line(paths.data_dir):
-        check_before_start(paths.alerts_db, evidence=evidence)
+        check_before_start(paths.alerts_db, evidence=evidence, mark=mark)
 
 
 def declared_deployment(topology: Topology) -> NewDeployment:

@@ -273,12 +273,15 @@ def _inspect_open(conn: sqlite3.Connection, report: StoreReport, *, full: bool, 
         report.fault = report.audit.summary()
 
 
-def check_before_start(path: Path, *, evidence: Iterable[Path] = ()) -> StoreReport:
+def check_before_start(
+    path: Path, *, evidence: Iterable[Path] = (), mark: bool = True
+) -> StoreReport:
     """Refuse (:class:`StoreCheckError`, one line) a store a deployment must not start on.
 
     Runs ``quick_check`` and the schema check; the audit chain and templates are checked
     by ``lfr store check`` and, for templates, at every index load. A store that passes
-    and has no creation marker yet is given one. Nothing else is written.
+    and has no creation marker yet is given one, unless ``mark`` is False (``lfr
+    validate``, which writes nothing). Nothing else is written.
     """
     path = Path(path)
     report = inspect_store(path, evidence=evidence, deep=False)
@@ -288,7 +291,7 @@ def check_before_start(path: Path, *, evidence: Iterable[Path] = ()) -> StoreRep
             f"put a backup in place with `lfr store restore BACKUP {path}`, or move {path.name} "
             f"and {marker_path(path).name} aside to start a new store"
         )
-    if not report.new and report.created is None:
+    if mark and not report.new and report.created is None:
         write_marker(path, report.schema_version or 0)
     return report
 

@@ -23,6 +23,7 @@ from lfr_actors.control.preflight import port_problem
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.topology.loader import load_topology
+from tests.disks import fill, small_tmpfs
 from tests.integration.test_pipeline_ray import write_deployment
 from tests.unit.test_deployment_store import add_active
 
@@ -165,3 +166,79 @@ def test_entries_already_stored_are_not_enrolled_again(
     code, out, _ = _validate(path, capfd, "--offline-only")
     assert code == 0
     assert "(2 entries, 2 photos); 1 already stored, not enrolled again" in out
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """The data folder's files and their times, but SQLite's -wal and -shm: a read-only
+    connection to a WAL store makes them (empty) to read it; they hold no data."""
+    return {
+        p.name: p.stat().st_mtime_ns
+        for p in sorted(folder.iterdir())
+        if not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def test_the_data_folder_is_checked_as_lfr_up_checks_it_writing_nothing(
+    tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama"])
+    code, out, _ = _validate(path, capfd, "--offline-only")
+    assert code == 0
+    assert f"data         {tmp_path / 'data'}: writable, room on its disk" in out
+
+    store = store_with_entry(path, "obama")
+    marker = store.parent / "alerts.sqlite3.created.json"
+    marker.unlink()  # as a store made before markers: lfr up would write one, validate not
+    before = _files(store.parent)
+    code, out, _ = _validate(path, capfd, "--offline-only")
+    assert code == 0
+    assert f"data         {store.parent}: room on its disk, store checks out" in out
+    lines = out.splitlines()
+    data = lines.index(f"  data         {store.parent}: room on its disk, store checks out")
+    assert lines[data + 1] == f"  record       matches the stored record in {store}"
+    assert _files(store.parent) == before
+    assert not marker.exists()
+
+
+def test_a_damaged_store_is_refused_as_lfr_up_refuses_it(
+    tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama"])
+    store = store_with_entry(path, "obama")
+    with store.open("r+b") as raw:  # the header survives, the first table page does not
+        raw.seek(4096)
+        raw.write(b"\x5a" * 4096)
+    before = _files(store.parent)
+    code, out, err = _validate(path, capfd, "--offline-only")
+    assert (code, out) == (2, "")
+    [line, summary] = err.splitlines()
+    assert line.startswith(f"{path}: {store}: ")
+    assert f"See `lfr store check {store}`" in line and "Nothing was changed" in line
+    assert summary == f"{path}: 1 problem; nothing was started."
+    assert _files(store.parent) == before
+
+
+def test_a_store_missing_where_one_was_made_is_refused(
+    tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama"])
+    store = store_with_entry(path, "obama")
+    assert (store.parent / "alerts.sqlite3.created.json").is_file()  # says a store was made
+    store.unlink()
+    code, out, err = _validate(path, capfd, "--offline-only")
+    assert (code, out) == (2, "")
+    assert str(store) in err.splitlines()[0]
+    assert not store.exists()
+
+
+def test_a_full_disk_under_the_data_folder_is_refused(
+    tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = write_deployment(tmp_path, shared_data, ["obama"])
+    with small_tmpfs(tmp_path / "small-disk", "2m") as disk:
+        fill(disk / "filler")
+        _edit(path, "storage", data_dir=str(disk / "data"))
+        code, out, err = _validate(path, capfd, "--offline-only")
+        assert not (disk / "data").exists()
+    assert (code, out) == (2, "")
+    assert f"the disk holding {disk / 'data'} is full" in err.splitlines()[0]
