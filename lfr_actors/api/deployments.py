@@ -320,15 +320,19 @@ async def _report(request: web.Request, form: str) -> Report:
                 {"name": n, "reason": "unknown parameter"} for n in sorted(request.query)
             ],
         )
-    report = await run_store(request.app[DEPLOYMENTS].report, deployment_id)
+    report = withhold_breakdown(
+        request, await run_store(request.app[DEPLOYMENTS].report, deployment_id)
+    )
+    # Who took the equality-monitoring breakdown away is on record, as the export is.
+    shown = not report.get("demographics_withheld", False)
     await asyncio.to_thread(
         request.app[AUDIT].append,
         principal(request).actor,
         Action.REPORT_EXPORT,
         deployment_id,
-        {"form": form},
+        {"form": form, "demographics": shown},
     )
-    return Report.model_validate(withhold_breakdown(request, report))
+    return Report.model_validate(report)
 
 
 @operation(

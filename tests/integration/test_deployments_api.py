@@ -743,8 +743,8 @@ async def test_the_report_counts_decisions_and_every_export_is_audited(
 
     exports = await api.audit("report.export")
     assert [(e["subject"], e["actor"], e["details"]) for e in exports] == [
-        ("west-1", "Control room", {"form": "json"}),
-        ("west-1", "Supt Baker", {"form": "html"}),
+        ("west-1", "Control room", {"form": "json", "demographics": False}),
+        ("west-1", "Supt Baker", {"form": "html", "demographics": True}),
     ]
 
 

@@ -5,6 +5,7 @@ A real store file and the real application on loopback (aiohttp's test client).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -363,6 +364,17 @@ async def test_the_breakdown_is_withheld_from_other_roles(api: Api, role: Role) 
     page = await resp.text()
     assert "Withheld: only auditor, authoriser and admin tokens" in page
     assert "<td>male</td>" not in page
+    # The exports' audit entries say the breakdown was not in them; an auditor's says it was.
+    await api.report(Role.AUDITOR)
+    raw = sqlite3.connect(api.db)
+    try:
+        rows = raw.execute(
+            "SELECT details FROM audit_log WHERE action = 'report.export' ORDER BY seq"
+        ).fetchall()
+    finally:
+        raw.close()
+    shown = [json.loads(details)["demographics"] for (details,) in rows]
+    assert shown == [False, False, True]
 
 
 async def test_the_breakdown_lists_configured_values_before_any_decision(api: Api) -> None:
