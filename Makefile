@@ -38,8 +38,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers, each taking whole test modules (module fixtures start one deployment for
+# several tests); the slowest 25 are listed for whoever makes the suite faster next.
+PYTEST_WORKERS ?= 2
+
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 bench: bench-models bench-index bench-pipeline bench-track-rules bench-detectors
 

@@ -9,6 +9,8 @@ text in the JSON and the others still run), the JSON rewritten after each one:
 2. ``gpu_check``: a CenterFace session built for the device, and the providers it REALLY
    runs on (``session.get_providers()``); on ``--device gpu`` the GPU sections run only
    when ``CUDAExecutionProvider`` comes first;
+   ``gpu_tests``: the tests marked ``gpu`` (``tests/gpu``), by pytest in a child process
+   with this run's paths and the prepared home as its test home;
 3. ``embedder``: faces/s at batch 64 and 256, uint8 chips, through ``Embedder.embed``
    (I/O binding, chips copied from host memory each call) and with the chips already
    on the device (input and output bound there: the model's own ceiling);
@@ -25,7 +27,10 @@ text in the JSON and the others still run), the JSON rewritten after each one:
 the models (and the sample photos the camera scene uses) come from ``--models-home``.
 
 On a GPU host (python3 there has PyTorch with CUDA 13 and the CPU ``onnxruntime``;
-``onnxruntime-gpu`` and the project's missing dependencies are installed beside it):
+``onnxruntime-gpu`` and the project's missing dependencies are installed beside it).
+``loadtest/gpu_kit.sh`` does all of this: ``build`` here makes the kit in parts under a
+call's 64 MiB, ``calls`` prints the run calls, one part each, the last running the suite.
+By hand:
 
     # here: a prepared lfr home (models/ and samples/, ~33 MB) and the wheels, carried
     echo /.gpu/ >> .git/info/exclude
@@ -356,6 +361,37 @@ def cameras(
     return out
 
 
+def gpu_tests(home: Path, timeout_s: float = 300.0) -> dict[str, Any]:
+    """The tests marked ``gpu`` (tests/gpu), run by pytest in a child process.
+
+    The child gets this run's paths: ``PYTHONPATH`` (``--site`` first) and the CUDA and
+    cuDNN folders on ``LD_LIBRARY_PATH`` (:func:`prepare_imports`), so its
+    ``import onnxruntime`` finds the CUDA provider without importing torch first; the
+    prepared home is its test home, so nothing is downloaded. ``ok`` is true when pytest
+    passed and ran at least one test rather than skipping them all.
+    """
+    command = [
+        sys.executable, "-m", "pytest", "-m", "gpu", "tests/gpu", "-q", "-rA",
+        "-p", "no:cacheprovider", "-o", "addopts=",
+    ]  # fmt: skip
+    env = {**os.environ, "LFR_TEST_HOME": str(home)}
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    summary = next((x for x in reversed(lines) if " in " in x and "=" in x), "")
+    passed = sum(1 for x in lines if x.startswith("PASSED "))
+    return {
+        "ok": done.returncode == 0 and passed > 0,
+        "returncode": done.returncode,
+        "passed": passed,
+        "skipped": sum(1 for x in lines if x.startswith("SKIPPED ")),
+        "failed": sum(1 for x in lines if x.startswith(("FAILED ", "ERROR "))),
+        "summary": summary.strip("= "),
+        "tail": lines[-40:],
+    }
+
+
 def _section(fn: Callable[[], Any]) -> Any:
     """``fn()``, or its error (type, text, the end of the traceback) when it raises."""
     started = time.perf_counter()
@@ -437,6 +473,7 @@ def main() -> int:
         write()
         print(json.dumps(report["gpu_check"]), file=sys.stderr)
         return 1
+    step("gpu_tests", lambda: gpu_tests(home))
     batches = [64] if args.quick else [64, 256]
     step("embedder", lambda: embedder_rates(
         cache, runtime, batches, 0.5 if args.quick else 2.0, sessions))  # fmt: skip

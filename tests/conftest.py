@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -59,7 +61,8 @@ def read_source() -> Callable[[SourceMember], bytes]:
 
     def read(member: SourceMember) -> bytes:
         try:
-            return fetcher.read(member)
+            with _test_home_lock():
+                return fetcher.read(member)
         except ModelCacheError as exc:
             _skip_if_unreachable(exc)
             raise
@@ -67,17 +70,41 @@ def read_source() -> Callable[[SourceMember], bytes]:
     return read
 
 
+@contextlib.contextmanager
+def _test_home_lock() -> Iterator[None]:
+    """One process at a time prepares the test home (pytest-xdist runs several)."""
+    home = lfr_test_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".prepare.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _prepared_cache() -> ModelCache:
+    home = lfr_test_home()
+    cache = ModelCache(home / "models")
+    with _test_home_lock():
+        prepare(cache, default_fetcher(home), progress=False)
+    return cache
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller prepares the default models before any worker
+    starts: no test (nor an ``lfr up`` a test starts) then sees a model swapped in under it.
+    Where they cannot be fetched, the ``model_cache`` fixture skips as it always did."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        with contextlib.suppress(ModelCacheError):
+            _prepared_cache()
+
+
 @pytest.fixture(scope="session")
 def model_cache() -> ModelCache:
     """The default models, built once (and kept between runs) in the test home."""
-    home = lfr_test_home()
-    cache = ModelCache(home / "models")
     try:
-        prepare(cache, default_fetcher(home), progress=False)
+        return _prepared_cache()
     except ModelCacheError as exc:
         _skip_if_unreachable(exc)
         raise
-    return cache
 
 
 # The run's exit, without the interpreter's teardown. The integration tests start and stop

@@ -14,7 +14,14 @@ def local_ray(namespace: str) -> Iterator[None]:
     is then used, and left running)."""
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=2, include_dashboard=False, namespace=namespace, log_to_driver=False)
+        # "local": a Ray of its own, never one another test process started on this machine.
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            namespace=namespace,
+            log_to_driver=False,
+        )
     try:
         yield
     finally:

@@ -39,7 +39,7 @@ def batch(*items: Sighting) -> bytes:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another run's Ray
     yield
     ray.shutdown()
 
