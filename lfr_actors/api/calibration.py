@@ -39,7 +39,7 @@ from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import CalibrationChanged
 from lfr_actors.calibration import MAX_GRID_POINTS, CalibrationFile
 from lfr_actors.store.calibrations import remove_calibration, set_calibration
-from lfr_actors.store.records import EntryState
+from lfr_actors.store.records import DeploymentRecord, EntryState
 
 MAX_CALIBRATION_BYTES = 64 * 1024 + MAX_GRID_POINTS * 400
 """Room for the file's fixed part and a full grid of points written with indentation."""
@@ -62,6 +62,12 @@ def _template_dimensions(request: web.Request, deployment_id: str) -> set[int]:
         for e in entries
         if e.dimension is not None and e.state in (EntryState.ACTIVE, EntryState.PENDING)
     }
+
+
+async def _answer(request: web.Request, record: DeploymentRecord, changed: bool) -> web.Response:
+    """The deployment with its false-alert figures from the calibration now stored."""
+    fields = _deployment_fields(request, record, *await false_alerts_of(request, record))
+    return model_response(CalibrationChanged.model_validate({**fields, "changed": changed}))
 
 
 @operation(
@@ -106,8 +112,7 @@ async def put_calibration(request: web.Request) -> web.Response:
         calibration,
         actor=principal(request).actor,
     )
-    fields = _deployment_fields(request, record, *await false_alerts_of(request, record))
-    return model_response(CalibrationChanged.model_validate({**fields, "changed": changed}))
+    return await _answer(request, record, changed)
 
 
 @operation(
@@ -135,5 +140,4 @@ async def delete_calibration(request: web.Request) -> web.Response:
         actor=principal(request).actor,
         reason=body.reason,
     )
-    fields = _deployment_fields(request, record, *await false_alerts_of(request, record))
-    return model_response(CalibrationChanged.model_validate({**fields, "changed": changed}))
+    return await _answer(request, record, changed)
