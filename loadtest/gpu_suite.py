@@ -379,7 +379,8 @@ def gpu_tests(home: Path, timeout_s: float = 300.0) -> dict[str, Any]:
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
     )
     lines = (done.stdout + done.stderr).splitlines()
-    summary = next((x for x in reversed(lines) if " in " in x and "=" in x), "")
+    words = ("passed", "skipped", "failed", "error", "no tests ran")
+    summary = next((x for x in reversed(lines) if " in " in x and any(w in x for w in words)), "")
     passed = sum(1 for x in lines if x.startswith("PASSED "))
     return {
         "ok": done.returncode == 0 and passed > 0,

@@ -23,6 +23,7 @@ from lfr_actors.models.cache import ModelCache
 from lfr_actors.models.convert.centerface import INPUT_NAME, OUTPUTS, fix_input_size
 from lfr_actors.models.runtime import RuntimeConfig, build_session
 from lfr_actors.topology.loader import load_topology
+from tests.conftest import lfr_test_home
 
 LOADTEST = Path(__file__).resolve().parents[2] / "loadtest"
 
@@ -182,3 +183,14 @@ def test_models_home_is_the_lfr_home_or_its_models_folder(tmp_path: Path) -> Non
     assert gs.models_home(tmp_path / "models") == tmp_path.resolve()
     with pytest.raises(SystemExit, match="no models/ folder"):
         gs.models_home(tmp_path / "models" / "mtcnn")
+
+
+def test_the_gpu_tests_section_runs_them_and_says_when_none_ran_on_a_gpu() -> None:
+    """Here (no CUDA) every gpu test skips: the section must not read that as a pass."""
+    out = gs.gpu_tests(lfr_test_home(), timeout_s=120)
+    assert out["returncode"] == 0 and out["failed"] == 0
+    if out["passed"]:  # a machine with onnxruntime-gpu and a GPU
+        assert out["ok"] is True
+    else:
+        assert out["ok"] is False and out["skipped"] >= 3
+        assert "skipped in" in out["summary"]
