@@ -22,7 +22,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 from tests.lfr_up import lfr_up
 
 RTSP_SERVER = shutil.which("rtsp-server-perl")

@@ -29,8 +29,8 @@ import requests
 import yaml
 
 from lfr_actors.models.cache import ModelCache
+from tests.deployments import write_deployment
 from tests.integration.test_cli_up import lfr
-from tests.integration.test_pipeline_ray import write_deployment
 from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data]

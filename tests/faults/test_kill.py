@@ -32,8 +32,8 @@ import pytest
 
 from lfr_actors.models.cache import ModelCache
 from tests.conftest import REPO
+from tests.deployments import stored_alerts, write_deployment
 from tests.integration.test_multinode import RunningDeployment, flowing
-from tests.integration.test_pipeline_ray import stored_alerts, write_deployment
 from tests.lfr_up import descendants, kill_all
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]

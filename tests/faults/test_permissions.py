@@ -34,7 +34,7 @@ from lfr_actors.models.cache import ModelCache
 from lfr_actors.store.db import Database
 from lfr_actors.store.tokens import LOCAL_TOKEN_NAME, LOCAL_TOKEN_TTL_S, TokenStore
 from tests.conftest import REPO, lfr_test_home
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 
 pytestmark = [pytest.mark.models, pytest.mark.data]
 

@@ -24,7 +24,7 @@ import yaml
 
 from lfr_actors.models.cache import ModelCache
 from tests.conftest import REPO
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 from tests.integration.test_restarts_ray import PERSON, all_alerts_by_entry, seen
 from tests.lfr_up import descendants, kill_all, lfr_up
 

@@ -42,8 +42,8 @@ from lfr_actors.store.audit import AuditLog
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from tests.conftest import REPO, lfr_test_home
+from tests.deployments import write_deployment
 from tests.disks import fill, small_tmpfs
-from tests.integration.test_pipeline_ray import write_deployment
 from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]

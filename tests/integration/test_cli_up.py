@@ -26,7 +26,7 @@ from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.topology.loader import load_topology
 from lfr_actors.topology.schema import NewDeployment
 from tests.conftest import REPO, lfr_test_home
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data]

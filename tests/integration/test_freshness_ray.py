@@ -32,7 +32,7 @@ from lfr_actors.store.records import Origin
 from lfr_actors.testing.declarations import make_entry
 from lfr_actors.topology.loader import load_topology
 from tests.conftest import REPO, lfr_test_home
-from tests.integration.test_pipeline_ray import (
+from tests.deployments import (
     EVERY_PHOTO,
     PEOPLE,
     stored_alerts,

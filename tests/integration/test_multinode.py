@@ -35,7 +35,7 @@ import yaml
 
 from lfr_actors.models.cache import ModelCache
 from tests.conftest import REPO, lfr_test_home
-from tests.integration.test_pipeline_ray import stored_alerts, write_deployment
+from tests.deployments import stored_alerts, write_deployment
 from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]

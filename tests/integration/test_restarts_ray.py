@@ -29,7 +29,7 @@ from lfr_actors.control import Deployment
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.topology.loader import load_topology, load_watchlist
 from tests.conftest import lfr_test_home
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 

@@ -24,8 +24,8 @@ from lfr_actors.control import Deployment
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.topology.loader import load_topology, load_watchlist
 from tests.conftest import lfr_test_home
+from tests.deployments import write_deployment
 from tests.disks import fill, small_tmpfs
-from tests.integration.test_pipeline_ray import write_deployment
 from tests.integration.test_restarts_ray import PERSON, all_alerts_by_entry, seen
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]

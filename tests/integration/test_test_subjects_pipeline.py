@@ -22,7 +22,7 @@ from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from tests.conftest import REPO
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 from tests.lfr_up import lfr_up
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]

@@ -16,7 +16,7 @@ import yaml
 from lfr_actors.cli.main import main
 from lfr_actors.models.cache import ModelCache
 from tests.conftest import lfr_test_home
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 from tests.unit.test_validate import store_with_entry
 
 

@@ -24,7 +24,7 @@ import yaml
 from lfr_actors.alerts.webhooks import verify
 from lfr_actors.models.cache import ModelCache
 from tests.conftest import REPO, lfr_test_home
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 
 pytestmark = [pytest.mark.models, pytest.mark.data, pytest.mark.slow]
 

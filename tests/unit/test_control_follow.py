@@ -30,7 +30,7 @@ from lfr_actors.store.deployments import Deployments
 from lfr_actors.testing.declarations import make_deployment
 from lfr_actors.testing.doubles import LocalHandle
 from lfr_actors.topology.loader import load_topology
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ from lfr_actors.testing.doubles import LocalHandle
 from lfr_actors.timefmt import iso_utc
 from lfr_actors.topology.loader import load_topology
 from tests.api_helpers import problem
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 
 T0 = 1_800_000_000.0
 DIM = 8

@@ -24,7 +24,7 @@ from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.policy import ThresholdPolicies
 from lfr_actors.topology.loader import load_topology, load_watchlist
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 
 ADMIN = Actor("Ch Supt Admin")
 

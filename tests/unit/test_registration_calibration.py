@@ -20,7 +20,7 @@ from lfr_actors.store.calibrations import false_alerts
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.topology.validate import CheckReport
 from tests.calibration_samples import sample_calibration
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 from tests.unit.test_registration import _files, _start, _store
 
 

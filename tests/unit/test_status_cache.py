@@ -32,7 +32,7 @@ from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.tokens import Role
 from lfr_actors.topology.loader import load_topology
 from tests.api_helpers import bearer, problem, store_with_one_alert
-from tests.integration.test_pipeline_ray import write_deployment
+from tests.deployments import write_deployment
 from tests.unit.test_metrics_api import realistic_status
 
 HOUR = 3600.0

@@ -23,8 +23,8 @@ from lfr_actors.control.preflight import port_problem
 from lfr_actors.store.db import Database
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.topology.loader import load_topology
+from tests.deployments import write_deployment
 from tests.disks import fill, small_tmpfs
-from tests.integration.test_pipeline_ray import write_deployment
 from tests.unit.test_deployment_store import add_active
 
 
