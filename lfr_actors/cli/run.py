@@ -152,15 +152,39 @@ def run_info(path: Path) -> dict[str, Any]:
     from lfr_actors.control import DeploymentPaths
 
     topology, _ = load_deployment_files(path)
-    run_file = DeploymentPaths(Path(topology.storage.data_dir)).run_file
+    paths = DeploymentPaths(Path(topology.storage.data_dir))
+    run_file = paths.run_file
+    name = topology.deployment.id
     try:
         info: dict[str, Any] = json.loads(run_file.read_text("utf-8"))
+        int(info["pid"])
     except FileNotFoundError as exc:
+        raise LfrError(f"deployment {name!r} is not running here (no {run_file})") from exc
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        if not paths.run_lock_held():
+            raise StaleRunFileError(name, run_file) from exc
         raise LfrError(
-            f"deployment {topology.deployment.id!r} is not running here (no {run_file})"
+            f"the run file {run_file} of the running deployment {name!r} cannot be read "
+            f"({type(exc).__name__}: {exc}); stop the process that runs it by hand"
         ) from exc
+    if not paths.run_lock_held():
+        # The run that wrote it ended without stopping (killed, a power cut): its process id
+        # may belong to another process by now, which must not be signalled.
+        raise StaleRunFileError(name, run_file, pid=int(info["pid"]))
     info["run_file"] = str(run_file)
     return info
+
+
+class StaleRunFileError(LfrError):
+    """The run file is left by a run that ended without stopping; nothing runs here."""
+
+    def __init__(self, name: str, run_file: Path, *, pid: int | None = None) -> None:
+        was = f" (process {pid})" if pid is not None else ""
+        super().__init__(
+            f"deployment {name!r} is not running here: {run_file} was left by a run{was} that "
+            "ended without stopping (killed, or the machine went down)"
+        )
+        self.run_file = run_file
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -169,7 +193,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    info = run_info(Path(args.file))
+    try:
+        info = run_info(Path(args.file))
+    except StaleRunFileError as exc:
+        exc.run_file.unlink(missing_ok=True)  # nothing to stop; the next start needs none
+        raise LfrError(f"{exc}; removed it, nothing was signalled") from None
     run_file = Path(info["run_file"])
     pid = int(info["pid"])
     try:

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -130,6 +131,8 @@ class Deployment:
         self.live = Live()
         self._started_ray = False
         self._jsonl: JsonlSink | None = None
+        self._run_lock: int | None = None
+        """The data folder's run lock while this deployment holds it (a descriptor)."""
         self.spec = registration.embedder_spec(topology)
         self.reconciler = Reconciler(topology, self.live, self.kernel, self.paths, self._replan)
 
@@ -228,10 +231,18 @@ class Deployment:
         registration.check_data(self.paths)  # reads only: a refused start changes nothing
         with disk_full_is_one_line(self.paths.data_dir):
             self.paths.secure()
-            await asyncio.to_thread(
-                registration.revoke_earlier_local_tokens, self.paths, self.namespace
-            )
-            await self._bind_api()
+            # Before anything of an earlier run is touched (its tokens): one run a folder.
+            if self._run_lock is None:
+                self._run_lock = self.paths.hold_run_lock()
+            try:
+                await asyncio.to_thread(
+                    registration.revoke_earlier_local_tokens, self.paths, self.namespace
+                )
+                await self._bind_api()
+            except BaseException:
+                os.close(self._run_lock)
+                self._run_lock = None
+                raise
 
     def _on_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -450,3 +461,6 @@ class Deployment:
         if live.db is not None:
             live.db.close()
             live.db = None
+        if self._run_lock is not None:
+            os.close(self._run_lock)  # last: the folder is free for the next start
+            self._run_lock = None

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lfr_actors.errors import LfrError
-from lfr_actors.fsutil import private_dir, tighten_tree
+from lfr_actors.fsutil import PRIVATE_FILE_MODE, private_dir, tighten_tree
 from lfr_actors.logs import get_logger
 
 log = get_logger("lfr.deployment")
@@ -45,6 +48,55 @@ class DeploymentPaths:
     def run_file(self) -> Path:
         """Process id, API address and local admin token of the running ``lfr up``."""
         return self.data_dir / "lfr.run.json"
+
+    @property
+    def run_lock(self) -> Path:
+        """Locked (``flock``) by the one ``lfr up`` or ``lfr serve`` running from here."""
+        return self.data_dir / "lfr.run.lock"
+
+    def hold_run_lock(self) -> int:
+        """Take the data folder for this process: the lock's descriptor, held until closed.
+
+        :class:`DeploymentError` (one line) when another ``lfr up`` or ``lfr serve`` runs
+        from this folder: two would write one store and revoke each other's tokens. The
+        kernel drops the lock when the process ends, however it ends, so a crashed run
+        never blocks the next start.
+        """
+        fd = os.open(self.run_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = self.running_pid()
+            who = f" (process {pid})" if pid is not None else ""
+            raise DeploymentError(
+                f"another lfr up or lfr serve{who} already runs from {self.data_dir}; stop it "
+                "first (lfr down FILE), or give this topology its own storage.data_dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def run_lock_held(self) -> bool:
+        """Whether a running ``lfr up`` or ``lfr serve`` holds this folder now."""
+        try:
+            fd = os.open(self.run_lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # a lock taken here goes with the descriptor
+        return False
+
+    def running_pid(self) -> int | None:
+        """The process id the run file names, or None when it is missing or unreadable."""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            return int(json.loads(self.run_file.read_text("utf-8"))["pid"])
+        return None
 
     def secure(self) -> None:
         """Make the data folder its owner's only: 0700, and 0600 for every file in it.

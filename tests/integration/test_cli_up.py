@@ -245,6 +245,14 @@ def test_serve_prepares_a_watchlist_before_the_window_opens(
             ("obama", "active", "file")
         ]
         assert entries[0]["approved_by"] == "test"  # the deployment's authority
+        # A second run from the same data folder is refused before it touches anything (it
+        # would write the same store and revoke this run's tokens); this one serves on.
+        second = lfr_up(topology, env=dict(os.environ))
+        _, refused = second.communicate(timeout=120)
+        assert second.returncode == 1, refused
+        assert "another lfr up or lfr serve already runs from" in refused, refused
+        again = requests.get(f"{url}/v1/deployments/itest/entries", headers=headers, timeout=10)
+        assert again.status_code == 200
         deployment = requests.get(f"{url}/v1/deployments/itest", headers=headers, timeout=10)
         assert deployment.json()["state"] == "scheduled"
         console = requests.get(f"{url}/console", timeout=10)
