@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lfr_actors.api.auth import principal, require_in_scope
 from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.deployments import (
+    MAX_BODY_BYTES,
     NO_DEPLOYMENT,
     Text,
     _deployment_fields,
@@ -43,7 +44,6 @@ from lfr_actors.store.records import DeploymentRecord, EntryState
 
 MAX_CALIBRATION_BYTES = 64 * 1024 + MAX_GRID_POINTS * 400
 """Room for the file's fixed part and a full grid of points written with indentation."""
-MAX_WITHDRAW_BYTES = 16 * 1024
 
 
 class WithdrawBody(BaseModel):
@@ -120,19 +120,19 @@ async def put_calibration(request: web.Request) -> web.Response:
     description="For a calibration found unfit with none to replace it: the deployment then "
     "shows no expected false alert rate (null, with the reason), while the observed one "
     "stays. A topology naming alerts.calibration stores it again at the next lfr up.",
-    body=Body(WithdrawBody, MAX_WITHDRAW_BYTES),
+    body=Body(WithdrawBody, MAX_BODY_BYTES),
     responses={
         200: ok(CalibrationChanged, "The deployment; changed says if a calibration was removed."),
         404: NO_DEPLOYMENT,
         409: problem("The deployment is closed."),
-        **body_problems(MAX_WITHDRAW_BYTES),
+        **body_problems(MAX_BODY_BYTES),
     },
 )
 async def delete_calibration(request: web.Request) -> web.Response:
     """Remove the deployment's calibration (audited)."""
     deployment_id = request.match_info["deployment_id"]
     require_in_scope(request, deployment_id)
-    body = trimmed(await read_json_body(request, WithdrawBody, max_bytes=MAX_WITHDRAW_BYTES))
+    body = trimmed(await read_json_body(request, WithdrawBody, max_bytes=MAX_BODY_BYTES))
     record, changed = await run_store(
         remove_calibration,
         request.app[DEPLOYMENTS],

@@ -391,8 +391,7 @@ class Deployment:
         if self.on_alert:
             newest = await asyncio.to_thread(hub.store.last_event_id)
             followers.append(CallbackFollower(self.on_alert, newest))
-        self._open_jsonl()
-        if self._jsonl is not None:
+        if self._jsonl is not None:  # opened by start(), before anything ran
             followers.append(self._jsonl)
         health: dict[str, OutputHealth] = {}
         self.live.alert_outputs = lambda: [

@@ -115,7 +115,8 @@ async def follow_events(
                 except Exception as exc:  # every failure is retried, none is fatal
                     state.failed(exc, clock())
                     continue
-                state.succeeded(follower.position - before if events else 0)
+                # The events taken (a delivery may stop part way), not the ids moved past.
+                state.succeeded(sum(before < e["event_id"] <= follower.position for e in events))
                 delivered = delivered or bool(events)
             if stopping and not delivered:
                 for follower in followers:
@@ -162,7 +163,7 @@ class OutputHealth:
 
     def succeeded(self, taken: int) -> None:
         """Count ``taken`` events delivered (or a read with nothing new)."""
-        self.delivered += max(0, taken)
+        self.delivered += taken
         self.backoff_s = 0.0
         self.retry_at = 0.0
         if self.failing:

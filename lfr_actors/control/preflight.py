@@ -3,9 +3,10 @@
 Each is the check ``lfr up`` itself runs, made without writing anything: the watchlist's
 photos enrolled with the real enrolment pipeline (:func:`registration.enrolment_pipeline`
 and :func:`registration.enrol_watchlist`, as ``up`` does), the authorised window against
-the clock (:func:`registration.refuse_ended_window`), the data folder (writable, room on
-its disk, and the store's ``quick_check``, schema and evidence of an earlier store:
-:func:`registration.check_data`, without the creation marker ``up`` writes), the stored
+the clock (:func:`registration.refuse_ended_window`), the data folder (room on its disk,
+and the store's ``quick_check``, schema and evidence of an earlier store:
+:func:`registration.check_data`, without the creation marker ``up`` writes; that the
+folder can be written is a topology check, made before these), the stored
 record against the file (:func:`registration.check_deployment`, over a read-only
 connection, only when the store exists and passed), and the API port (bound and closed
 again). What needs the running system (Ray, GPUs, a camera's stream) is not checked here.
