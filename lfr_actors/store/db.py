@@ -284,6 +284,12 @@ class Database(Closing):
             return
         if not current and not self.readonly and read_marker(self.path) is not None:
             raise _lost(self.path)
+        if self.readonly and not current and _holds_nothing(self.conn):
+            raise StoreError(
+                f"{self.path} holds no tables yet: a writer (lfr up, the API) is creating "
+                "it now, or was stopped before it made the schema. Try again once the "
+                "writer runs; an interrupted creation is completed by the next writer."
+            )
         if self.readonly:
             raise StoreError(
                 f"{self.path} has schema version {self.schema_version()}; this build "
@@ -436,6 +442,11 @@ def sqlite_safety() -> dict[str, Any]:
         "wal_reset_fix": fixed,
         "writers": "serialised across processes by flock on <store>.lock",
     }
+
+
+def _holds_nothing(conn: sqlite3.Connection) -> bool:
+    """Whether the file behind ``conn`` has no schema objects at all (a store being made)."""
+    return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
 
 
 def applied_versions(conn: sqlite3.Connection) -> set[int]:

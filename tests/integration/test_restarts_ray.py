@@ -54,6 +54,9 @@ def seen(data_dir: Path, entry_id: str = PERSON, since: float = 0.0) -> Seen:
     if not path.exists():
         return Seen([], 0, 0.0, set(), None)
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+        made = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'alerts'").fetchone()
+        if made is None:  # the alert actor has created the file, not yet its schema
+            return Seen([], 0, 0.0, set(), None)
         alerts = conn.execute(
             "SELECT id, sightings, last_seen FROM alerts WHERE entry_id = ? "
             "AND raised_event_id IS NOT NULL ORDER BY raised_event_id",

@@ -252,3 +252,19 @@ def test_open_readonly_creates_a_missing_store(db: Path) -> None:
     with AlertStore.open_readonly(db) as reader:
         assert reader.last_event_id() == 0
         assert reader.list_alerts().alerts == []
+
+
+def test_a_reader_of_a_store_still_being_created_is_told_so_and_the_next_writer_completes_it(
+    db: Path,
+) -> None:
+    # A writer that has made the file but not yet its schema (or was killed there): a
+    # reader gets a sentence that says so, not "schema version 0, migrate it".
+    sqlite3.connect(db).close()
+    db.chmod(0o600)
+    assert db.is_file() and db.stat().st_size == 0
+    with pytest.raises(StoreError, match="holds no tables yet"):
+        AlertStore.open_readonly(db, create=False)
+    with AlertStore(db) as writer:  # no marker was written, so this is no lost store
+        assert writer.schema_version() == MIGRATIONS[-1].version
+    with AlertStore.open_readonly(db, create=False) as reader:
+        assert reader.last_event_id() == 0
