@@ -1,4 +1,5 @@
-"""The console's camera strip in headless Chromium: each camera's state, stalled included.
+"""The console's camera and delivery strips in headless Chromium: each camera's state,
+stalled included, and each webhook's and alert output's, failing included.
 
 The API is real (aiohttp on a TCP port, a real store); its status source is a plain
 function standing in for a running deployment's ``Deployment.status`` (the shape of
@@ -45,9 +46,16 @@ class StatusSite(Site):
     def __init__(self, db: Path) -> None:
         super().__init__(db)
         self.cameras: dict[str, Any] = {}
+        self.webhooks: list[dict[str, Any]] = []
+        self.alert_outputs: list[dict[str, Any]] = []
 
     async def status(self) -> dict[str, Any]:
-        return {"deployment": {"id": DEPLOYMENT}, "cameras": self.cameras}
+        return {
+            "deployment": {"id": DEPLOYMENT},
+            "cameras": self.cameras,
+            "webhooks": self.webhooks,
+            "alert_outputs": self.alert_outputs,
+        }
 
     async def start(self) -> None:
         app = create_app(self.db, status=self.status, poll_interval_s=0.05, heartbeat_s=1.0)
@@ -98,6 +106,8 @@ async def test_the_strip_shows_every_camera_and_a_stalled_one_in_red(site: Statu
         assert shown["cam_north"][3] == green
         assert shown["cam_yard"][3] not in (red, green)
         assert not await browser.evaluate("document.getElementById('camera-strip').hidden")
+        # No webhook and no alert output in this status: no delivery strip at all.
+        assert await browser.evaluate("document.getElementById('delivery-strip').hidden")
         assert await browser.evaluate(text_of("count-frames")) == "150"
         # People (face tracks) beside faces: what the deployment has seen, not frames.
         assert await browser.evaluate(text_of("count-people")) == "3"
@@ -108,3 +118,59 @@ async def test_the_strip_shows_every_camera_and_a_stalled_one_in_red(site: Statu
         gate = "document.querySelector('#camera-strip .cam[data-camera=\"cam_gate\"]')"
         await browser.wait_for(f"{gate}.dataset.state === 'running'", WAIT_S)
         assert await browser.evaluate(f"{gate}.textContent") == "cam_gate running"
+
+
+CONTROL_ROOM_ERROR = "request failed: ClientConnectorError"
+
+
+async def test_the_delivery_strip_shows_a_failing_control_room_in_red_until_it_recovers(
+    site: StatusSite,
+) -> None:
+    site.webhooks = [
+        {
+            "name": "control_room",
+            "target": "https://cr.example:8443",
+            "up": False,
+            "delivered": 4,
+            "pending": 3,
+            "failed": 0,
+            "last_error": CONTROL_ROOM_ERROR,
+            "last_success": "2026-12-02T09:00:00Z",
+        },
+        {"name": "audit_mirror", "target": "http://10.0.0.9:80", "up": True, "delivered": 7},
+    ]
+    site.alert_outputs = [
+        {"name": "alerts_jsonl", "up": True, "delivered": 7, "position": 7, "last_error": None}
+    ]
+    token = site.token("PC 11 Sam Example", Role.ADJUDICATOR)
+    async with console_page(site, token) as browser:
+        await browser.wait_for(
+            "document.querySelectorAll('#delivery-strip .out').length === 3", WAIT_S
+        )
+        pills = await browser.evaluate(
+            "JSON.stringify([...document.querySelectorAll('#delivery-strip .out')].map((p) =>"
+            " [p.dataset.output, p.dataset.state, p.textContent, p.title,"
+            " getComputedStyle(p).color]))"
+        )
+        shown = {output: rest for output, *rest in json.loads(pills)}
+        red, green = "rgb(153, 27, 27)", "rgb(22, 101, 52)"
+        room = shown["webhook:control_room"]
+        assert room[:2] == ["failing", "webhook control_room failing"]
+        assert CONTROL_ROOM_ERROR in room[2] and "waiting 3" in room[2]
+        assert "2026-12-02T09:00:00Z" in room[2]
+        assert room[3] == red
+        assert shown["webhook:audit_mirror"][:2] == ["up", "webhook audit_mirror up"]
+        assert shown["webhook:audit_mirror"][3] == green
+        assert shown["output:alerts_jsonl"][:2] == ["up", "output alerts_jsonl up"]
+        assert "up to event 7" in shown["output:alerts_jsonl"][2]
+        await browser.screenshot(ARTIFACTS / "console-deliveries.png")
+
+        site.webhooks[0] = {**site.webhooks[0], "up": True, "pending": 0, "last_error": None}
+        site.alert_outputs[0] = {**site.alert_outputs[0], "up": False, "last_error": "OSError"}
+        room_pill = (
+            "document.querySelector('#delivery-strip [data-output=\"webhook:control_room\"]')"
+        )
+        await browser.wait_for(f"{room_pill}.dataset.state === 'up'", WAIT_S)
+        jsonl = "document.querySelector('#delivery-strip [data-output=\"output:alerts_jsonl\"]')"
+        assert await browser.evaluate(f"{jsonl}.dataset.state") == "failing"
+        assert "OSError" in await browser.evaluate(f"{jsonl}.title")
