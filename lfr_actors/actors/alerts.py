@@ -34,7 +34,6 @@ needs no lock.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from lfr_actors.actors.settings import AlertSettings
 from lfr_actors.alerts.fusion import Fuser, FusionCounters
 from lfr_actors.messages import MessageDecodeError, SightingBatch
 from lfr_actors.store.alerts import AlertStore, StoreError
+from lfr_actors.store.db import store_cause
 
 _REASON_CHARS = 200
 _STORE_ERROR_LOG_INTERVAL_S = 60.0
@@ -63,18 +63,6 @@ class StoreUnavailableError(StoreError):
     Its message is ``"alert store unavailable: <cause>"``, the cause being short and
     free of face data (``"disk full"``, or SQLite's own message).
     """
-
-
-def store_cause(exc: BaseException) -> str:
-    """A short cause for a failed store write: ``disk full`` for SQLite's SQLITE_FULL."""
-    if isinstance(exc, sqlite3.Error):
-        name = getattr(exc, "sqlite_errorname", "")
-        if name == "SQLITE_FULL" or "disk is full" in str(exc):
-            return "disk full"
-        return str(exc)[:_REASON_CHARS] or name or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:_REASON_CHARS]
-    return f"{type(exc).__name__}: {exc}"[:_REASON_CHARS]
 
 
 class AlertActor:

@@ -36,7 +36,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from lfr_actors.actors.alerts import store_cause
 from lfr_actors.control.live import Live
 from lfr_actors.control.paths import DeploymentPaths
 from lfr_actors.control.registration import write_run_file
@@ -45,7 +44,7 @@ from lfr_actors.control.thresholds import Planner, apply_threshold
 from lfr_actors.kernel.kernel import ActorSpec, Kernel
 from lfr_actors.logs import get_logger
 from lfr_actors.messages import EnrolVectors, RemoveEntry
-from lfr_actors.store.db import Database
+from lfr_actors.store.db import Database, store_cause
 from lfr_actors.store.deployments import Deployments
 from lfr_actors.store.tokens import LOCAL_TOKEN_RENEW_S, renew_local_token
 from lfr_actors.timefmt import iso_utc

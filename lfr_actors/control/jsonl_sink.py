@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lfr_actors.actors.alerts import store_cause
 from lfr_actors.api.stream import EventHub
 from lfr_actors.fsutil import open_private_append
 from lfr_actors.logs import get_logger
+from lfr_actors.store.db import store_cause
 from lfr_actors.timefmt import iso_utc
 
 _PAGE = 500

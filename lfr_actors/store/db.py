@@ -70,8 +70,24 @@ LOCK_SUFFIX = ".lock"
 """The file beside the store whose ``flock`` serialises writers across processes."""
 
 
+CAUSE_CHARS = 200
+"""The longest cause :func:`store_cause` gives (logs and statuses stay short)."""
+
+
 class StoreError(LfrError):
     """The store cannot be opened or used as asked."""
+
+
+def store_cause(exc: BaseException) -> str:
+    """A short cause for a failed store write: ``disk full`` for SQLite's SQLITE_FULL."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name == "SQLITE_FULL" or "disk is full" in str(exc):
+            return "disk full"
+        return str(exc)[:CAUSE_CHARS] or name or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:CAUSE_CHARS]
+    return f"{type(exc).__name__}: {exc}"[:CAUSE_CHARS]
 
 
 class Closing:
