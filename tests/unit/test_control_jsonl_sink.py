@@ -29,7 +29,9 @@ from lfr_actors.control.jsonl_sink import (
 from lfr_actors.messages import Sighting
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.testing.doubles import make_sighting
+from lfr_actors.topology.loader import load_topology
 from tests.disks import fill, small_tmpfs
+from tests.topology_files import write_site_topology, write_watchlist
 
 sighting = make_sighting
 
@@ -324,13 +326,21 @@ def test_a_jsonl_file_that_cannot_be_resumed_refuses_the_start_in_one_line(
 ) -> None:
     out = tmp_path / "alerts.jsonl"
     out.write_text('{"event": "raised"}\n')  # no event id: not written by the sink
-    deployment = Deployment.__new__(Deployment)
-    deployment.alerts_jsonl = out
-    deployment._jsonl = None
+    write_watchlist(tmp_path / "w.yaml")
+    topology = write_site_topology(
+        tmp_path,
+        cameras=[{"id": "cam0", "source": {"type": "url", "url": "rtsp://127.0.0.1/0"}}],
+        storage={"data_dir": str(tmp_path / "data")},
+    )
+    deployment = Deployment(load_topology(topology), None, home=tmp_path, alerts_jsonl=out)
     with pytest.raises(DeploymentError) as refused:
-        deployment._open_jsonl()
+        asyncio.run(deployment.start())
     assert str(refused.value).startswith(f"--alerts-jsonl {out}: ")
     assert "the last line is not an alert event line" in str(refused.value)
+    # Refused before anything ran: no data folder, no store, no API, the file as it was.
+    assert not (tmp_path / "data").exists()
+    assert deployment.live.api_url is None
+    assert out.read_text() == '{"event": "raised"}\n'
 
 
 def test_lfr_status_shows_each_alert_output_in_one_line() -> None:
