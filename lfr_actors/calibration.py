@@ -60,11 +60,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from lfr_actors.errors import LfrError
 from lfr_actors.evaluate import EvaluationInputError, IdentificationScores
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.topology.schema import RULES_ERROR, RuleViolation
 
 FORMAT = "lfr-calibration"
@@ -318,8 +327,29 @@ def calibrate(
 
 # -- the file --------------------------------------------------------------------------
 
+
+def _iso_instant(value: str) -> str:
+    """``value`` unchanged when it is an ISO 8601 date and time with a UTC offset."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "datetime_format", "must be an ISO 8601 date and time with a UTC offset"
+        )
+    return value
+
+
+def _one_not_true(value: object) -> object:
+    """``version: 1``, not ``true`` (which Python counts equal to 1)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("literal_error", "must be 1 (a number, not true or false)")
+    return value
+
+
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[str, Field(min_length=1, max_length=200), PLAIN]
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -380,11 +410,11 @@ class CalibrationFile(_Part):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="Calibration")
 
     format: Literal["lfr-calibration"]
-    version: Literal[1]
-    created_at: Annotated[str, Field(min_length=1, max_length=40)]
+    version: Annotated[Literal[1], BeforeValidator(_one_not_true)]
+    created_at: Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_iso_instant)]
     model: CalibrationModel
     method: Literal["pooled-non-mated-comparisons/independent-identities"]
-    assumptions: list[Annotated[str, Field(max_length=500)]] = Field(max_length=20)
+    assumptions: list[Annotated[str, Field(max_length=500), PLAIN]] = Field(max_length=20)
     confidence: float = Field(gt=0.5, lt=1.0)
     configured_threshold: float = Field(gt=0.0, lt=2.0)
     gallery: CalibrationGallery

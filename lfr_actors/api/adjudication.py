@@ -20,6 +20,7 @@ A refused request writes nothing.
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,7 @@ from lfr_actors.api.bodies import model_response, read_json_body
 from lfr_actors.api.keys import ADJUDICATIONS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
 from lfr_actors.api.problems import ProblemError
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.store.adjudications import (
     MAX_NOTE_CHARS,
     MAX_REASON_CHARS,
@@ -60,7 +62,7 @@ class AdjudicationBody(BaseModel):
         default=None,
         description="What happened next; required when decision is match_confirmed.",
     )
-    note: str | None = Field(
+    note: Annotated[str, PLAIN] | None = Field(
         default=None,
         max_length=MAX_NOTE_CHARS,
         description=f"The officer's free-text note, at most {MAX_NOTE_CHARS} characters.",
@@ -69,7 +71,7 @@ class AdjudicationBody(BaseModel):
         default=False,
         description="True to replace the decision in force with this one (audited).",
     )
-    correction_reason: str | None = Field(
+    correction_reason: Annotated[str, PLAIN] | None = Field(
         default=None,
         max_length=MAX_REASON_CHARS,
         description="Why the earlier decision is corrected; required when correction is true.",

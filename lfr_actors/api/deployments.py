@@ -43,6 +43,7 @@ from lfr_actors.api.schemas import (
     ThresholdChanged,
 )
 from lfr_actors.api.test_subject_report import test_subjects_section
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.store import calibrations
 from lfr_actors.store.audit import Action
 from lfr_actors.store.policy import PolicyError
@@ -65,7 +66,7 @@ MAX_TEXT_CHARS = 500
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
 
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S"), PLAIN]
 
 
 def trimmed(body: _M) -> _M:

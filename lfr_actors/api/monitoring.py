@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +32,7 @@ from lfr_actors.api.keys import MONITORING
 from lfr_actors.api.openapi import Body, body_problems, ok, operation
 from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import MonitoringCategories, MonitoringCategoriesChanged
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.store.monitoring import (
     MAX_CATEGORIES,
     MAX_REASON_CHARS,
@@ -57,13 +58,13 @@ class CategoriesBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="MonitoringCategoriesChange")
 
-    categories: dict[str, list[str]] = Field(
+    categories: dict[str, list[Annotated[str, PLAIN]]] = Field(
         max_length=MAX_CATEGORIES,
         description="Category name (a short identifier such as age_band) -> its allowed "
         f"values (distinct, non-blank); {NOT_RECORDED!r} is always allowed and not listed. "
         "An empty map configures none (monitoring off).",
     )
-    reason: str = Field(
+    reason: Annotated[str, PLAIN] = Field(
         min_length=1,
         max_length=MAX_REASON_CHARS,
         pattern=r"\S",

@@ -13,6 +13,7 @@ authoriser's (and admin's) act, audited as ``alert.hold`` and ``alert.release``.
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +25,7 @@ from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
 from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import Hold as HoldModel
 from lfr_actors.api.schemas import HoldState
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.store.retention import MAX_REASON_CHARS, Hold, UnknownAlertError
 
 MAX_BODY_BYTES = 16 * 1024
@@ -35,7 +37,7 @@ class HoldBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="HoldRequest")
 
-    reason: str = Field(
+    reason: Annotated[str, PLAIN] = Field(
         min_length=1,
         max_length=MAX_REASON_CHARS,
         description="Why the crop must be kept (e.g. a case or disclosure reference).",
@@ -47,7 +49,7 @@ class ReleaseBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="ReleaseRequest")
 
-    reason: str | None = Field(
+    reason: Annotated[str, PLAIN] | None = Field(
         default=None,
         max_length=MAX_REASON_CHARS,
         description="Why the hold ends.",

@@ -15,6 +15,8 @@ deployment's or entry's state refuses it). A refusal stores and audits nothing.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -25,6 +27,7 @@ from lfr_actors.api.keys import DEPLOYMENTS
 from lfr_actors.api.openapi import Body, body_problems, ok, operation, problem
 from lfr_actors.api.problems import ProblemError
 from lfr_actors.api.schemas import TestPass, TestPassList
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.store.test_subjects import (
     MAX_NOTE,
     NotATestSubjectError,
@@ -52,7 +55,7 @@ class TestPassBody(BaseModel):
     passed_at: AwareDatetime = Field(
         description="When they passed it: ISO 8601 with a UTC offset, e.g. 2026-12-01T10:15:00Z."
     )
-    note: str | None = Field(
+    note: Annotated[str, PLAIN] | None = Field(
         default=None, max_length=MAX_NOTE, description="Anything worth noting (optional)."
     )
 

@@ -71,6 +71,7 @@ from lfr_actors.enrolment import (
 )
 from lfr_actors.errors import EnrolmentRejectedError, ImageError
 from lfr_actors.models.images import ImageTooLargeError, check_pixels, sniff_format
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.store.audit import Action
 from lfr_actors.store.freshness import entry_is_stale, entry_stale_at
 from lfr_actors.store.records import Enrolled, EntryRecord, EntryState
@@ -98,7 +99,9 @@ class DeleteBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="DeleteEntry")
 
-    reason: str | None = Field(default=None, max_length=500, description="Why it is deleted.")
+    reason: Annotated[str, PLAIN] | None = Field(
+        default=None, max_length=500, description="Why it is deleted."
+    )
 
 
 class EntryUpload(NewEntry):

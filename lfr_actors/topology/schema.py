@@ -54,6 +54,7 @@ from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.detectors import DETECTOR_SCORES
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.spec import DLIB_RESNET_NAME
+from lfr_actors.plaintext import PLAIN
 from lfr_actors.timefmt import iso_z
 from lfr_actors.tracking.config import LIMITS as TRACKING_LIMITS
 from lfr_actors.tracking.config import TrackingConfig
@@ -159,7 +160,7 @@ def _date_text(value: object) -> object:
 _INSTANT_TEXT: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
 Int = Annotated[int, BeforeValidator(_reject_bool)]
 Float = Annotated[float, BeforeValidator(_reject_bool)]
-Text = Annotated[str, Field(pattern=r"\S", max_length=500)]
+Text = Annotated[str, Field(pattern=r"\S", max_length=500), PLAIN]
 FilePath = Annotated[Path, BeforeValidator(_path_text)]
 Instant = Annotated[AwareDatetime, BeforeValidator(_datetime_text)]
 Day = Annotated[date, BeforeValidator(_date_text)]

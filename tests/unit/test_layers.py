@@ -28,7 +28,7 @@ PACKAGE = REPO / "lfr_actors"
 
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     # The ground files, shared by everyone ("lfr_actors" is the package's own __init__).
-    ("ground", ("lfr_actors", "errors", "logs", "fsutil", "timefmt", "percentiles")),
+    ("ground", ("lfr_actors", "errors", "logs", "fsutil", "timefmt", "percentiles", "plaintext")),
     # What flows and what computes: messages, the face-agnostic kernel, models, index,
     # the box tracker.
     ("data", ("messages", "kernel", "models", "index", "tracking.tracker")),
