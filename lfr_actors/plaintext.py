@@ -14,21 +14,27 @@ import re
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["PLAIN", "plain"]
+__all__ = ["PLAIN", "not_plain", "plain"]
 
 _NOT_PLAIN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+def not_plain(value: str) -> str | None:
+    """Why ``value`` is not plain text (naming the first such character), or None."""
+    found = _NOT_PLAIN.search(value)
+    if found is None:
+        return None
+    return (
+        f"must be plain text: U+{ord(found.group()):04X} at position {found.start()} is a "
+        "control character or half a surrogate pair"
+    )
+
+
 def plain(value: str) -> str:
     """``value`` unchanged, or a validation error naming the first character it refuses."""
-    found = _NOT_PLAIN.search(value)
-    if found is not None:
-        raise PydanticCustomError(
-            "plain_text",
-            "must be plain text: {code} at position {at} is a control character or half a "
-            "surrogate pair",
-            {"code": f"U+{ord(found.group()):04X}", "at": found.start()},
-        )
+    why = not_plain(value)
+    if why is not None:
+        raise PydanticCustomError("plain_text", why)
     return value
 
 

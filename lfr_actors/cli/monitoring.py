@@ -24,6 +24,7 @@ from lfr_actors.cli.common import (
     existing_store,
     store_file,
 )
+from lfr_actors.plaintext import not_plain
 from lfr_actors.timefmt import iso_utc
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ def set_categories(path: Path, file: Path, reason: str, out: TextIO) -> int:
 
     if not reason.strip() or len(reason.strip()) > MAX_REASON_CHARS:
         raise UsageError(f"--reason: say why the lists change (1..{MAX_REASON_CHARS} characters)")
+    if (why := not_plain(reason)) is not None:
+        raise UsageError(f"--reason {why}")
     categories = read_categories_file(file)
     with Database(existing_store(path)) as db:
         setting, changed = MonitoringCategories(db).set(

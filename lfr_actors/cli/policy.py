@@ -23,6 +23,7 @@ from lfr_actors.cli.common import (
     existing_store,
     store_file,
 )
+from lfr_actors.plaintext import not_plain
 
 if TYPE_CHECKING:
     from lfr_actors.cli.common import Commands
@@ -73,6 +74,8 @@ def set_policy(
         raise UsageError(f"--{name.replace('_', '-')}: {why}")
     if not reason.strip():
         raise UsageError("--reason: say why the policy changes (it is kept in the audit log)")
+    if (unreadable := not_plain(reason)) is not None:
+        raise UsageError(f"--reason {unreadable}")
     new_store = not path.is_file()
     with Database(path) as db:
         policy, changed = ThresholdPolicies(db).set(

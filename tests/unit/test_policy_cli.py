@@ -117,6 +117,21 @@ def test_bad_values_are_one_line_and_nothing_is_written(
         assert ThresholdPolicies(db).get().is_default
 
 
+def test_a_reason_that_is_not_plain_text_is_refused_and_nothing_is_written(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "alerts.sqlite3"
+    Database(store).close()
+    before = audit_count(store)
+    got, out, err = run(
+        capfd, "policy", "set", "--deployment-max", "0.5",
+        "--reason", "ok\x1b[2J", "--db", str(store),
+    )  # fmt: skip
+    assert (got, out) == (2, "")
+    assert "--reason must be plain text: U+001B at position 2" in err.splitlines()[-1]
+    assert audit_count(store) == before
+
+
 def test_a_policy_an_open_deployment_breaks_is_refused_naming_it(
     tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
