@@ -63,7 +63,7 @@ from lfr_actors.api.keys import (
 )
 from lfr_actors.api.metrics import deployment_status, healthz, metrics, metrics_registry, readyz
 from lfr_actors.api.monitoring import get_categories, set_categories
-from lfr_actors.api.openapi import openapi
+from lfr_actors.api.openapi import declared_query_middleware, openapi
 from lfr_actors.api.policy import get_policy, set_policy
 from lfr_actors.api.problems import problem_middleware
 from lfr_actors.api.retention import release_hold, set_hold
@@ -133,7 +133,8 @@ def create_app(
     :class:`lfr_actors.api.auth.RoleMatrixError` if a route has no entry in the matrix.
     """
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware], client_max_size=client_max_size
+        middlewares=[problem_middleware, auth_middleware, declared_query_middleware],
+        client_max_size=client_max_size,
     )
     app[SETTINGS] = ApiSettings(Path(store_path), poll_interval_s, heartbeat_s, status_interval_s)
     app[STATUS] = status

@@ -14,7 +14,7 @@ undocumented, and a response's documented schema is the model that builds it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from lfr_actors.api.auth import ROLE_MATRIX, Rule, route_key
-from lfr_actors.api.problems import PROBLEM_CONTENT_TYPE
+from lfr_actors.api.problems import PROBLEM_CONTENT_TYPE, ProblemError
 from lfr_actors.api.schemas import Problem
 from lfr_actors.errors import LfrError
 
@@ -123,6 +123,38 @@ def declared_operation(handler: Callable[..., Any]) -> Operation | None:
     """The operation ``handler`` declared with :func:`operation`, or None."""
     found = getattr(handler, _ATTRIBUTE, None)
     return found if isinstance(found, Operation) else None
+
+
+@web.middleware
+async def declared_query_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse (400) any query parameter on a route whose operation declares none.
+
+    A parameter the route does not take (a filter it does not have, a misspelt one) would
+    otherwise be ignored, and the answer read as filtered when it is not. A route that
+    declares parameters parses them itself and reports every problem at once, unknown
+    names included (``tests/unit/test_bad_input_walk.py`` holds every route to it). Public
+    routes (probes, the console page) are left alone.
+    """
+    match = request.match_info
+    if request.query and match.http_exception is None:
+        rule = ROLE_MATRIX.get(route_key(request.method, match.route.name))
+        declared = declared_operation(match.handler)
+        if (
+            rule is not None
+            and not rule.public
+            and declared is not None
+            and not any(p.location == "query" for p in declared.parameters)
+        ):
+            raise ProblemError(
+                400,
+                "This route takes no query parameters.",
+                invalid_params=[
+                    {"name": n, "reason": "unknown parameter"} for n in sorted(request.query)
+                ],
+            )
+    return await handler(request)
 
 
 def ok(model: type[BaseModel], description: str) -> Reply:
@@ -269,6 +301,12 @@ def _security(operation: Json, rule: Rule, components: _Components) -> None:
     operation["security"] = [{SECURITY_SCHEME: []}]
     operation["x-roles"] = sorted(str(r) for r in rule.roles)
     responses = operation["responses"]
+    if "400" not in responses and not any(
+        p.get("in") == "query" for p in operation.get("parameters", [])
+    ):  # declared_query_middleware
+        responses["400"] = _response(
+            problem("A query parameter (this route takes none)."), components
+        )
     responses["401"] = _response(
         problem("No token, or a malformed, unknown or revoked one."), components
     )

@@ -22,6 +22,7 @@ from pytest_aiohttp import AiohttpClient
 
 from lfr_actors.alerts.fusion import Fuser, FusionConfig
 from lfr_actors.api.app import create_app
+from lfr_actors.api.auth import ROLE_MATRIX, route_key
 from lfr_actors.store.alerts import AlertStore
 from lfr_actors.store.audit import Actor
 from lfr_actors.store.db import Database
@@ -162,6 +163,21 @@ async def test_every_route_answers_malformed_input_with_a_problem_never_a_500(
         placeholders = _placeholders(resource.get_info().get("formatter", ""))
         good = samples.params(method, name, placeholders)
         url = str(resource.url_for(**good))
+        if not ROLE_MATRIX[route_key(method, name)].public:
+            # A parameter the route does not take is refused, never ignored: a misspelt
+            # filter must not read as a filtered answer. Good path and body otherwise.
+            calls += 1
+            resp = await client.request(
+                method, url, params={"surplus": "1"}, **samples.body(method, name)
+            )
+            named = []
+            if resp.status == 400 and resp.content_type == PROBLEM:
+                named = [
+                    p["name"] for p in (await resp.json(content_type=PROBLEM))["invalid_params"]
+                ]
+            resp.close()
+            if named != ["surplus"]:
+                wrong.append(f"{method} {name}: ?surplus=1 answered {resp.status}, named {named}")
         for placeholder in placeholders:
             for segment in ODD_SEGMENTS:
                 odd_url = str(resource.url_for(**{**good, placeholder: segment}))
