@@ -59,6 +59,12 @@ def read_table(
         text = path.read_text("utf-8-sig")
     except OSError as exc:
         raise error(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+            "save it as UTF-8 CSV"
+        ) from None
     rows = list(csv.reader(text.splitlines()))
     wanted = ",".join(columns)
     if not rows:
