@@ -65,6 +65,18 @@ class StatusSite(Site):
         self.port = self.runner.addresses[0][1]
 
 
+async def pills(browser: Any, selector: str, key: str, count: int) -> dict[str, list[str]]:
+    """Once ``count`` pills match ``selector``: each by its ``data-<key>``, as
+    [state, text, title, colour]."""
+    await browser.wait_for(f"document.querySelectorAll('{selector}').length === {count}", WAIT_S)
+    found = await browser.evaluate(
+        f"JSON.stringify([...document.querySelectorAll('{selector}')].map((p) =>"
+        f" [p.dataset.{key}, p.dataset.state, p.textContent, p.title,"
+        " getComputedStyle(p).color]))"
+    )
+    return {name: rest for name, *rest in json.loads(found)}
+
+
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[StatusSite]:
     db = tmp_path / "alerts.db"
@@ -88,15 +100,7 @@ async def site(tmp_path: Path) -> AsyncIterator[StatusSite]:
 async def test_the_strip_shows_every_camera_and_a_stalled_one_in_red(site: StatusSite) -> None:
     token = site.token("PC 11 Sam Example", Role.ADJUDICATOR)
     async with console_page(site, token) as browser:
-        await browser.wait_for(
-            "document.querySelectorAll('#camera-strip .cam').length === 4", WAIT_S
-        )
-        pills = await browser.evaluate(
-            "JSON.stringify([...document.querySelectorAll('#camera-strip .cam')].map((p) =>"
-            " [p.dataset.camera, p.dataset.state, p.textContent, p.title,"
-            " getComputedStyle(p).color]))"
-        )
-        shown = {camera: rest for camera, *rest in json.loads(pills)}
+        shown = await pills(browser, "#camera-strip .cam", "camera", 4)
         assert shown["cam_north"][:2] == ["running", "cam_north running"]
         assert shown["cam_gate"][:3] == ["stalled", "cam_gate stalled", STALLED_ERROR]
         assert shown["cam_yard"][:2] == ["reconnecting", "cam_yard reconnecting"]
@@ -144,15 +148,7 @@ async def test_the_delivery_strip_shows_a_failing_control_room_in_red_until_it_r
     ]
     token = site.token("PC 11 Sam Example", Role.ADJUDICATOR)
     async with console_page(site, token) as browser:
-        await browser.wait_for(
-            "document.querySelectorAll('#delivery-strip .out').length === 3", WAIT_S
-        )
-        pills = await browser.evaluate(
-            "JSON.stringify([...document.querySelectorAll('#delivery-strip .out')].map((p) =>"
-            " [p.dataset.output, p.dataset.state, p.textContent, p.title,"
-            " getComputedStyle(p).color]))"
-        )
-        shown = {output: rest for output, *rest in json.loads(pills)}
+        shown = await pills(browser, "#delivery-strip .out", "output", 3)
         red, green = "rgb(153, 27, 27)", "rgb(22, 101, 52)"
         room = shown["webhook:control_room"]
         assert room[:2] == ["failing", "webhook control_room failing"]
