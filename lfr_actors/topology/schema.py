@@ -54,7 +54,7 @@ from lfr_actors.models.detector import DetectorConfig
 from lfr_actors.models.detectors import DETECTOR_SCORES
 from lfr_actors.models.quality import QualityConfig
 from lfr_actors.models.spec import DLIB_RESNET_NAME
-from lfr_actors.plaintext import PLAIN
+from lfr_actors.plaintext import PLAIN, not_plain
 from lfr_actors.timefmt import iso_z
 from lfr_actors.tracking.config import LIMITS as TRACKING_LIMITS
 from lfr_actors.tracking.config import TrackingConfig
@@ -133,6 +133,16 @@ def _path_text(value: object) -> object:
         raise PydanticCustomError("path_type", "expected a file path")
     if not value.strip():
         raise PydanticCustomError("path_empty", "a file path must not be empty")
+    if (why := not_plain(value)) is not None:  # NUL cannot be in a path; the rest is a typo
+        raise PydanticCustomError("path_text", f"a file path {why}")
+    if value.startswith("~"):
+        try:
+            Path(value).expanduser()
+        except RuntimeError:  # ~name of a user this machine does not know
+            user = value[1:].split("/", 1)[0]
+            raise PydanticCustomError(
+                "path_home", f"no home folder is known for user {user!r} (the path's ~{user})"
+            ) from None
     return value
 
 
