@@ -72,9 +72,24 @@ def decided_format(fmt: str | None, stream: Any = None) -> str:
 
 
 class _NamedPrintLogger(structlog.PrintLogger):
+    """Prints on the stderr of the moment, not the one it was made with.
+
+    Loggers are cached on first use; one holding the stream of its first use would write
+    to a closed file once that stream is replaced and closed (a test's capture, a caller
+    that redirects stderr for a while).
+    """
+
     def __init__(self, name: str | None) -> None:
         super().__init__(file=sys.stderr)
         self.name = name
+
+    def msg(self, message: str) -> None:
+        """Print ``message`` on the current ``sys.stderr``."""
+        with self._lock:
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 class _NamedPrintLoggerFactory:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -67,3 +68,19 @@ def test_workers_get_the_format_the_driver_decided(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(logs.sys, "stderr", _Stream(False))
     kernel.start_ray("ray://head:10001", "ns", env_vars={"LFR_LOG_FORMAT": "auto"})
     assert calls[1]["runtime_env"] == {"env_vars": {"LFR_LOG_FORMAT": "json"}}
+
+
+def test_a_cached_logger_writes_to_the_stderr_of_the_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Loggers are cached on first use; one that kept its first stderr would write to a
+    # closed file once that stream was swapped out and closed.
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    logs.configure(level="INFO", json=True)
+    log = logs.get_logger("test.swap")
+    log.info("before_swap")
+    monkeypatch.setattr("sys.stderr", second)
+    first.close()
+    log.info("after_swap", n=2)
+    assert json.loads(second.getvalue())["event"] == "after_swap"
