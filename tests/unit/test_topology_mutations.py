@@ -131,25 +131,17 @@ SETTINGS = settings(
 )
 
 
-@pytest.mark.parametrize("source", EXAMPLES, ids=lambda p: p.name)
-def test_a_spoiled_topology_loads_or_names_its_line(source: Path, tmp_path: Path) -> None:
+FILES = [(load_topology, path) for path in EXAMPLES] + [(load_watchlist, WATCHLIST)]
+
+
+@pytest.mark.parametrize(("loader", "source"), FILES, ids=[p.name for _, p in FILES])
+def test_a_spoiled_file_loads_or_names_its_line(loader: Any, source: Path, tmp_path: Path) -> None:
     document = yaml.safe_load(source.read_text())
 
     @SETTINGS
     @given(mutation=mutations(document))
     def run(mutation: tuple[Path_, str, Any]) -> None:
-        check_load(load_topology, source, tmp_path, mutation)
-
-    run()
-
-
-def test_a_spoiled_watchlist_loads_or_names_its_line(tmp_path: Path) -> None:
-    document = yaml.safe_load(WATCHLIST.read_text())
-
-    @SETTINGS
-    @given(mutation=mutations(document))
-    def run(mutation: tuple[Path_, str, Any]) -> None:
-        check_load(load_watchlist, WATCHLIST, tmp_path, mutation)
+        check_load(loader, source, tmp_path, mutation)
 
     run()
 
