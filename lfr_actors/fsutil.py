@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from lfr_actors.errors import LfrError
+
 PRIVATE_DIR_MODE = 0o700
 """The mode of every folder the product creates for a deployment's data."""
 PRIVATE_FILE_MODE = 0o600
@@ -156,3 +158,19 @@ def _tighten_fd(fd: int) -> int | None:
         return None
     os.fchmod(fd, PRIVATE_FILE_MODE)
     return was
+
+
+def expand_user(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded.
+
+    A user this machine does not know is a :class:`~lfr_actors.errors.LfrError` naming
+    them (``Path.expanduser`` raises a bare RuntimeError).
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        user = str(path)[1:].split("/", 1)[0]
+        raise LfrError(
+            f"{path}: no home folder is known for user {user!r} (the path's ~{user}); "
+            "write the folder out in full"
+        ) from None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lfr_actors.errors import LfrError
+from lfr_actors.fsutil import expand_user
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -40,7 +41,7 @@ def home(args: argparse.Namespace) -> Path:
     """The data folder: ``--home``, else ``$LFR_HOME``, else the user's default."""
     from lfr_actors.models.cache import default_home
 
-    return (Path(args.home).expanduser() if args.home else default_home()).resolve()
+    return (expand_user(args.home) if args.home else default_home()).resolve()
 
 
 def require_one_runtime() -> None:
@@ -91,7 +92,7 @@ def store_path(*, db: str | None = None, topology: str | None = None) -> Path:
     from lfr_actors.topology.loader import load_topology
 
     if db is not None:
-        return Path(db).expanduser()
+        return expand_user(db)
     if topology is None:
         raise ValueError("give the store file or the topology file")
     return Path(load_topology(Path(topology)).storage.data_dir) / ALERTS_DB_FILE

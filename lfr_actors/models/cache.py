@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from lfr_actors import __version__
 from lfr_actors.errors import ModelCacheError
-from lfr_actors.fsutil import atomic_write
+from lfr_actors.fsutil import atomic_write, expand_user
 from lfr_actors.logs import get_logger
 from lfr_actors.models.convert import centerface as centerface_graph
 from lfr_actors.models.convert.dlib_resnet import convert_dlib_resnet
@@ -68,9 +68,9 @@ MANIFEST_FORMAT = 1
 def default_home() -> Path:
     """``$LFR_HOME``, else ``$XDG_DATA_HOME/lfr``, else ``~/.local/share/lfr``."""
     if home := os.environ.get("LFR_HOME"):
-        return Path(home).expanduser()
+        return expand_user(home)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser() / "lfr"
+    return expand_user(base) / "lfr"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from lfr_actors.cli.main import main
 from lfr_actors.models.cache import ModelCache
 from lfr_actors.store.db import Database
 
-BAD_KINDS = ("missing", "folder", "binary", "empty", "not_utf8", "through_a_file")
+BAD_KINDS = ("missing", "folder", "binary", "empty", "not_utf8", "through_a_file", "unknown_user")
 
 
 def bad_path(tmp: Path, kind: str, suffix: str) -> Path:
@@ -34,6 +34,8 @@ def bad_path(tmp: Path, kind: str, suffix: str) -> Path:
         path.write_bytes(b"")
     elif kind == "not_utf8":
         path.write_bytes(b"version: 1\nname: caf\xe9\n\xff\xfe\n")
+    elif kind == "unknown_user":  # ~user of a user this machine does not know
+        path = Path("~no_such_user_for_lfr_tests") / f"x{suffix}"
     elif kind == "through_a_file":
         (tmp / "plain-file").write_text("x")
         path = tmp / "plain-file" / f"inside{suffix}"
@@ -80,9 +82,13 @@ COMMANDS: list[tuple[str, str]] = [
 
 @pytest.fixture
 def run_lfr(
-    model_cache: ModelCache, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    model_cache: ModelCache,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[[list[str]], tuple[int, str]]]:
     monkeypatch.setenv("LFR_HOME", str(model_cache.root.parent))
+    monkeypatch.chdir(tmp_path)  # a path taken literally lands in the test's folder
 
     def run(argv: list[str]) -> tuple[int, str]:
         try:
