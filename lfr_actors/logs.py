@@ -49,7 +49,10 @@ def configure(*, level: str | None = None, json: bool | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=_NamedPrintLoggerFactory(),
-        cache_logger_on_first_use=True,
+        # Not cached: a cached logger keeps the level of its first use, so a later
+        # configure() (lfr run in-process again, a test) would not reach it. Measured:
+        # 3.5 us a filtered call instead of 1.1 us; the pipeline logs per batch, not per face.
+        cache_logger_on_first_use=False,
     )
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"

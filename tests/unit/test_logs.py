@@ -84,3 +84,15 @@ def test_a_cached_logger_writes_to_the_stderr_of_the_moment(
     first.close()
     log.info("after_swap", n=2)
     assert json.loads(second.getvalue())["event"] == "after_swap"
+
+
+def test_configure_reaches_a_logger_already_used(capsys: pytest.CaptureFixture[str]) -> None:
+    # As when lfr runs in-process twice: the first run's level must not stick.
+    logs.configure(level="INFO", json=True)
+    log = logs.get_logger("test.reconfigure")
+    log.info("shown_at_info")
+    logs.configure(level="WARNING", json=True)
+    log.info("hidden_at_warning")
+    log.warning("shown_at_warning")
+    events = [json.loads(x)["event"] for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert events == ["shown_at_info", "shown_at_warning"]
