@@ -157,7 +157,7 @@ def run_info(path: Path) -> dict[str, Any]:
     name = topology.deployment.id
     try:
         info: dict[str, Any] = json.loads(run_file.read_text("utf-8"))
-        int(info["pid"])
+        pid = int(info["pid"])
     except FileNotFoundError as exc:
         raise LfrError(f"deployment {name!r} is not running here (no {run_file})") from exc
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -170,7 +170,7 @@ def run_info(path: Path) -> dict[str, Any]:
     if not paths.run_lock_held():
         # The run that wrote it ended without stopping (killed, a power cut): its process id
         # may belong to another process by now, which must not be signalled.
-        raise StaleRunFileError(name, run_file, pid=int(info["pid"]))
+        raise StaleRunFileError(name, run_file, pid=pid)
     info["run_file"] = str(run_file)
     return info
 

@@ -240,8 +240,7 @@ class Deployment:
                 )
                 await self._bind_api()
             except BaseException:
-                os.close(self._run_lock)
-                self._run_lock = None
+                self._release_run_lock()
                 raise
 
     def _on_signals(self) -> None:
@@ -460,6 +459,10 @@ class Deployment:
         if live.db is not None:
             live.db.close()
             live.db = None
+        self._release_run_lock()  # last: the folder is free for the next start
+
+    def _release_run_lock(self) -> None:
+        """Close the run lock's descriptor (the kernel drops the lock with it), if held."""
         if self._run_lock is not None:
-            os.close(self._run_lock)  # last: the folder is free for the next start
+            os.close(self._run_lock)
             self._run_lock = None

@@ -46,6 +46,15 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     proc.wait()
 
 
+@pytest.fixture
+def nothing_running(tmp_path: Path, shared_data: Path) -> tuple[Path, DeploymentPaths]:
+    """A deployment's topology and its (existing) data folder, with no run holding it."""
+    topology = write_deployment(tmp_path, shared_data, ["obama"])
+    paths = DeploymentPaths(tmp_path / "data")
+    paths.data_dir.mkdir()
+    return topology, paths
+
+
 def test_a_second_run_from_the_same_folder_is_refused_naming_the_first(
     tmp_path: Path, holder: subprocess.Popen[str]
 ) -> None:
@@ -74,11 +83,9 @@ def test_a_crashed_run_never_blocks_the_next(tmp_path: Path, holder: subprocess.
 
 
 def test_lfr_down_after_a_crash_signals_nobody_and_removes_the_run_file(
-    tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
+    nothing_running: tuple[Path, DeploymentPaths], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    topology = write_deployment(tmp_path, shared_data, ["obama"])
-    paths = DeploymentPaths(tmp_path / "data")
-    paths.data_dir.mkdir()
+    topology, paths = nothing_running
     # The crashed run's process id now belongs to an unrelated program.
     stranger = subprocess.Popen(["sleep", "60"])
     try:
@@ -102,11 +109,9 @@ def test_lfr_down_after_a_crash_signals_nobody_and_removes_the_run_file(
 
 
 def test_an_unreadable_run_file_is_one_line(
-    tmp_path: Path, shared_data: Path, capfd: pytest.CaptureFixture[str]
+    nothing_running: tuple[Path, DeploymentPaths], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    topology = write_deployment(tmp_path, shared_data, ["obama"])
-    paths = DeploymentPaths(tmp_path / "data")
-    paths.data_dir.mkdir()
+    topology, paths = nothing_running
     paths.run_file.write_text('{"pid": ')  # torn by hand or by a failing disk
     assert main(["status", str(topology)]) == 1
     [line] = capfd.readouterr().err.strip().splitlines()
